@@ -1,0 +1,355 @@
+"""Pure PCIe parsers: BDFs, link speed strings, config space (capabilities, link registers, ACS, AER).
+
+Offsets and bit layouts follow pciutils ``lib/header.h`` and the PCIe Base Specification (section
+7.5.3 PCI Express Capability, 7.7.8 ACS Extended Capability, 7.8.4 AER). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+
+from .errors import ConfigSpaceError
+
+# -- BDF ---------------------------------------------------------------------------------------
+
+_BDF = re.compile(r"^(?:(?P<dom>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{1,2}):(?P<dev>[0-9a-fA-F]{1,2})\.(?P<fn>[0-7])$")
+
+
+def normalize_bdf(text: str) -> str:
+    """Spell a PCI address the way sysfs does: lowercase, 4-digit domain.
+
+    NVML gives an 8-digit domain (``00000000:17:00.0``), lspci may omit it (``17:00.0``).
+
+    Example:
+        >>> normalize_bdf("00000000:17:00.0")
+        '0000:17:00.0'
+    """
+    m = _BDF.match(text.strip())
+    if not m:
+        raise ValueError(f"not a PCI address (domain:bus:device.function): {text!r}")
+    dom = int(m["dom"] or "0", 16)
+    if dom > 0xFFFF:
+        # Domains above 0xffff exist (VMD); sysfs then prints all the digits it has.
+        return f"{dom:08x}:{int(m['bus'], 16):02x}:{int(m['dev'], 16):02x}.{m['fn']}"
+    dev = int(m["dev"], 16)
+    if dev > 0x1F:
+        raise ValueError(f"PCI device number above 0x1f in {text!r}")
+    return f"{dom:04x}:{int(m['bus'], 16):02x}:{dev:02x}.{m['fn']}"
+
+
+# -- link speed ---------------------------------------------------------------------------------
+
+# Encoding in LnkCap/LnkSta/LnkCtl2 -> (generation, GT/s). pciutils ls-caps.c link_speed().
+SPEED_GT = {1: 2.5, 2: 5.0, 3: 8.0, 4: 16.0, 5: 32.0, 6: 64.0}
+# Per-lane data rate in GB/s after line coding (8b/10b for Gen1-2, 128b/130b for Gen3-5, FLIT Gen6).
+LANE_GBPS = {1: 0.25, 2: 0.5, 3: 0.985, 4: 1.969, 5: 3.938, 6: 7.563}
+
+
+def gen_from_gts(gts: float) -> int:
+    """The PCIe generation of a transfer rate in GT/s."""
+    for gen, rate in SPEED_GT.items():
+        if abs(rate - gts) < 0.01:
+            return gen
+    raise ValueError(f"unknown PCIe link speed {gts} GT/s")
+
+
+def parse_link_speed(text: str) -> int | None:
+    """Parse a sysfs ``*_link_speed`` string to a generation; ``None`` for ``Unknown``.
+
+    Accepts the kernel >= 5.7 form (``"16.0 GT/s PCIe"``) and the older one (``"8 GT/s"``,
+    NVIDIA/nccl ``src/graph/topo.cc`` kvDictPciGen).
+
+    Example:
+        >>> parse_link_speed("32.0 GT/s PCIe")
+        5
+    """
+    s = text.strip()
+    if s.lower().startswith("unknown"):
+        return None
+    m = re.match(r"^(\d+(?:\.\d+)?)\s*GT/s(?:\s+PCIe)?$", s)
+    if not m:
+        raise ValueError(f"not a PCIe link speed: {text!r}")
+    return gen_from_gts(float(m.group(1)))
+
+
+def link_bandwidth_gbps(gen: int, width: int) -> float:
+    """Theoretical one-direction bandwidth of a link in GB/s (1e9 bytes)."""
+    return LANE_GBPS[gen] * width
+
+
+def fmt_link(gen: int | None, width: int | None) -> str:
+    """``Gen4 x16 (16.0 GT/s)``, with ``?`` for what is unknown."""
+    g = f"Gen{gen}" if gen else "Gen?"
+    w = f"x{width}" if width else "x?"
+    rate = f" ({SPEED_GT[gen]:.1f} GT/s)" if gen in SPEED_GT else ""
+    return f"{g} {w}{rate}"
+
+
+# -- config space -------------------------------------------------------------------------------
+
+
+class PortType(IntEnum):
+    """PCI Express Capabilities register, Device/Port Type (bits 7:4)."""
+
+    ENDPOINT = 0x0
+    LEGACY_ENDPOINT = 0x1
+    ROOT_PORT = 0x4
+    UPSTREAM = 0x5
+    DOWNSTREAM = 0x6
+    PCIE_TO_PCI = 0x7
+    PCI_TO_PCIE = 0x8
+    RC_INTEGRATED = 0x9
+    RC_EVENT_COLLECTOR = 0xA
+
+    @property
+    def label(self) -> str:
+        return _PORT_LABEL[self]
+
+
+_PORT_LABEL = {
+    PortType.ENDPOINT: "endpoint",
+    PortType.LEGACY_ENDPOINT: "legacy endpoint",
+    PortType.ROOT_PORT: "root port",
+    PortType.UPSTREAM: "switch upstream port",
+    PortType.DOWNSTREAM: "switch downstream port",
+    PortType.PCIE_TO_PCI: "PCIe-to-PCI bridge",
+    PortType.PCI_TO_PCIE: "PCI-to-PCIe bridge",
+    PortType.RC_INTEGRATED: "root complex integrated endpoint",
+    PortType.RC_EVENT_COLLECTOR: "root complex event collector",
+}
+
+CAP_ID_PCIE = 0x10
+ECAP_ID_AER = 0x01
+ECAP_ID_ACS = 0x0D
+
+# ACS Control / Capability bits (PCIe Base Spec 7.7.8.2-3; pciutils PCI_ACS_*).
+ACS_BITS = (
+    (0x0001, "SrcValid", "Source Validation"),
+    (0x0002, "TransBlk", "Translation Blocking"),
+    (0x0004, "ReqRedir", "P2P Request Redirect"),
+    (0x0008, "CmpltRedir", "P2P Completion Redirect"),
+    (0x0010, "UpstreamFwd", "Upstream Forwarding"),
+    (0x0020, "EgressCtrl", "P2P Egress Control"),
+    (0x0040, "DirectTrans", "Direct Translated P2P"),
+)
+# Bits that send peer-to-peer traffic up to the root complex (or block it) instead of routing it
+# inside the switch: what NCCL hangs and slow P2P come from (NVIDIA/nccl#2079, #304).
+ACS_P2P_BLOCKING = 0x0004 | 0x0008 | 0x0010 | 0x0020
+
+
+def decode_acs(value: int) -> str:
+    """``SrcValid+ TransBlk- ReqRedir+ ...``, as lspci prints ACSCtl."""
+    return " ".join(f"{short}{'+' if value & bit else '-'}" for bit, short, _ in ACS_BITS)
+
+
+@dataclass(frozen=True)
+class LinkRegs:
+    """The link registers of a PCI Express capability, raw fields decoded."""
+
+    cap_speed: int
+    cap_width: int
+    sta_speed: int
+    sta_width: int
+    target_speed: int | None  # LnkCtl2 bits 3:0; None on capability version 1
+    hw_autonomous_speed_disable: bool
+    training: bool
+    dl_active: bool
+    bw_mgmt_status: bool  # LBMS: retrained for reliability, or by software
+    autonomous_bw_status: bool  # LABS: hardware changed speed/width on its own (power saving)
+    slot: int | None  # Physical Slot Number from SltCap, when the port implements a slot
+
+
+@dataclass(frozen=True)
+class AcsRegs:
+    offset: int
+    cap: int
+    ctrl: int
+
+
+@dataclass(frozen=True)
+class AerRegs:
+    offset: int
+    uncor_status: int
+    cor_status: int
+
+
+@dataclass(frozen=True)
+class ConfigSpace:
+    """Parsed PCI config space of one function.
+
+    ``size`` tells what could be read: 64 bytes to non-root (header only), 256 for conventional
+    config space, 4096 with extended capabilities.
+    """
+
+    bdf: str
+    size: int
+    header_type: int
+    port_type: PortType | None
+    pcie_version: int | None
+    link: LinkRegs | None
+    acs: AcsRegs | None
+    aer: AerRegs | None
+    secondary_bus: int | None
+    subordinate_bus: int | None
+
+    @property
+    def has_extended(self) -> bool:
+        return self.size >= 4096
+
+    @property
+    def has_capabilities(self) -> bool:
+        return self.size > 64
+
+
+def _u16(data: bytes, off: int) -> int:
+    return int.from_bytes(data[off : off + 2], "little")
+
+
+def _u32(data: bytes, off: int) -> int:
+    return int.from_bytes(data[off : off + 4], "little")
+
+
+def parse_config(bdf: str, data: bytes) -> ConfigSpace:
+    """Parse raw config space bytes as read from sysfs ``config``.
+
+    Any byte string either parses or raises ``ConfigSpaceError`` naming the device and the flaw
+    (a capability pointer out of range, a loop in the list).
+    """
+    size = len(data)
+    if size < 64:
+        raise ConfigSpaceError(bdf, f"config space is {size} bytes, shorter than the 64-byte header")
+    if _u16(data, 0) in (0xFFFF, 0x0000):
+        raise ConfigSpaceError(bdf, f"vendor ID {_u16(data, 0):#06x}: device absent or fallen off the bus")
+    header_type = data[0x0E] & 0x7F
+    secondary = subordinate = None
+    if header_type == 1:
+        secondary, subordinate = data[0x19], data[0x1A]
+
+    port_type = version = None
+    link = None
+    if size > 64 and data[0x06] & 0x10:  # Status register: Capabilities List
+        pcie = _find_cap(bdf, data, CAP_ID_PCIE)
+        if pcie is not None:
+            if pcie + 0x14 > size:
+                raise ConfigSpaceError(bdf, f"PCI Express capability at {pcie:#x} runs past config space")
+            flags = _u16(data, pcie + 2)
+            version = flags & 0xF
+            try:
+                port_type = PortType((flags >> 4) & 0xF)
+            except ValueError:
+                raise ConfigSpaceError(bdf, f"unknown PCIe device/port type {(flags >> 4) & 0xF:#x}") from None
+            link = _parse_link(data, pcie, version, port_type)
+
+    acs = aer = None
+    if size >= 4096:
+        for cap_id, off in _walk_ext_caps(bdf, data):
+            if cap_id == ECAP_ID_ACS and acs is None:
+                acs = AcsRegs(off, _u16(data, off + 4), _u16(data, off + 6))
+            elif cap_id == ECAP_ID_AER and aer is None:
+                aer = AerRegs(off, _u32(data, off + 4), _u32(data, off + 0x10))
+    return ConfigSpace(bdf, size, header_type, port_type, version, link, acs, aer, secondary, subordinate)
+
+
+def _find_cap(bdf: str, data: bytes, want: int) -> int | None:
+    ptr = data[0x34] & 0xFC
+    seen: set[int] = set()
+    while ptr:
+        if ptr < 0x40 or ptr + 2 > min(len(data), 256):
+            raise ConfigSpaceError(bdf, f"capability pointer {ptr:#x} outside config space")
+        if ptr in seen:
+            raise ConfigSpaceError(bdf, f"capability list loops at {ptr:#x}")
+        seen.add(ptr)
+        if data[ptr] == want:
+            return ptr
+        ptr = data[ptr + 1] & 0xFC
+    return None
+
+
+def _walk_ext_caps(bdf: str, data: bytes) -> list[tuple[int, int]]:
+    # Extended capabilities start at 0x100; a header of all zeros ends the list. A header with ID
+    # 0 but a next pointer is a hidden capability (seen in VMs): skip it, follow the pointer,
+    # as Linux's pci_find_next_ext_capability does.
+    out: list[tuple[int, int]] = []
+    off = 0x100
+    seen: set[int] = set()
+    while off:
+        if off < 0x100 or off + 8 > len(data):
+            raise ConfigSpaceError(bdf, f"extended capability pointer {off:#x} outside config space")
+        if off in seen:
+            raise ConfigSpaceError(bdf, f"extended capability list loops at {off:#x}")
+        seen.add(off)
+        header = _u32(data, off)
+        if header in (0, 0xFFFFFFFF):
+            break
+        out.append((header & 0xFFFF, off))
+        off = (header >> 20) & 0xFFC
+    return out
+
+
+def _parse_link(data: bytes, pcie: int, version: int, port_type: PortType) -> LinkRegs:
+    lnkcap = _u32(data, pcie + 0x0C)
+    lnksta = _u16(data, pcie + 0x12)
+    target = None
+    hasd = False
+    if version >= 2 and pcie + 0x32 <= len(data):
+        lnkctl2 = _u16(data, pcie + 0x30)
+        target = lnkctl2 & 0xF or None
+        hasd = bool(lnkctl2 & 0x20)
+    slot = None
+    flags = _u16(data, pcie + 2)
+    if flags & 0x0100 and port_type in (PortType.ROOT_PORT, PortType.DOWNSTREAM):  # Slot Implemented
+        slot = _u32(data, pcie + 0x14) >> 19
+    return LinkRegs(
+        cap_speed=lnkcap & 0xF,
+        cap_width=(lnkcap >> 4) & 0x3F,
+        sta_speed=lnksta & 0xF,
+        sta_width=(lnksta >> 4) & 0x3F,
+        target_speed=target,
+        hw_autonomous_speed_disable=hasd,
+        training=bool(lnksta & 0x0800),
+        dl_active=bool(lnksta & 0x2000),
+        bw_mgmt_status=bool(lnksta & 0x4000),
+        autonomous_bw_status=bool(lnksta & 0x8000),
+        slot=slot,
+    )
+
+
+# -- names --------------------------------------------------------------------------------------
+
+VENDORS = {
+    0x10DE: "NVIDIA",
+    0x1022: "AMD",
+    0x8086: "Intel",
+    0x11F8: "Microchip",
+    0x10B5: "PLX/Broadcom",
+    0x1000: "Broadcom/LSI",
+    0x1AF4: "Red Hat virtio",
+    0x15B3: "Mellanox",
+}
+
+# Device names for the parts the shipped snapshots use (a subset of pci.ids).
+DEVICES = {
+    (0x10DE, 0x2204): "GeForce RTX 3090",
+    (0x10DE, 0x2206): "GeForce RTX 3080",
+    (0x10DE, 0x2484): "GeForce RTX 3070",
+    (0x10DE, 0x2503): "GeForce RTX 3060",
+    (0x10DE, 0x1AEF): "GA102 High Definition Audio Controller",
+    (0x10DE, 0x2BB1): "RTX PRO 6000 Blackwell Workstation Edition",
+    (0x10DE, 0x22E8): "GB202 High Definition Audio Controller",
+    (0x10DE, 0x2330): "H100 SXM5 80GB",
+    (0x10DE, 0x2335): "H200",
+    (0x1022, 0x1480): "Starship/Matisse Root Complex",
+    (0x1022, 0x1482): "Starship/Matisse PCIe Dummy Host Bridge",
+    (0x1022, 0x1483): "Starship/Matisse GPP Bridge",
+    (0x11F8, 0x4028): "PM40028 Switchtec PFX 28xG4 Fanout PCIe Switch",
+    (0x11F8, 0x4036): "PM40036 Switchtec PFX 36xG4 Fanout PCIe Switch",
+    (0x1000, 0xC030): "PEX89000 PCIe Gen5 Switch",
+    (0x8086, 0x0D57): "Host bridge",
+}
+
+CLASS_DISPLAY_VGA = 0x0300
+CLASS_DISPLAY_3D = 0x0302
+CLASS_BRIDGE_HOST = 0x0600
+CLASS_BRIDGE_PCI = 0x0604
