@@ -1,0 +1,90 @@
+"""A rig: one source (live ``/`` or a snapshot), its manifest, profile and the models read from it."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from .iommu import IommuState, read_iommu
+from .profile import Profile
+from .snapshot import Manifest, Snapshot
+from .source import Source
+from .tree import PcieTree
+
+
+@dataclass
+class Rig:
+    """Everything the suites read about one rig.
+
+    Args:
+        name: the rig's name in test ids and the header (hostname live, manifest name replayed).
+        source: the one reader everything goes through.
+        profile: the expectations.
+        manifest: the snapshot's manifest; ``None`` live.
+    """
+
+    name: str
+    source: Source
+    profile: Profile
+    manifest: Manifest | None = None
+    snapshot: Snapshot | None = field(default=None, repr=False)
+    # Feature plugins keep their per-rig state here (NVML handles, measurements), keyed by name.
+    extras: dict[str, object] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def live(cls, profile: Profile) -> Rig:
+        return cls(socket.gethostname(), Source("/"), profile)
+
+    @classmethod
+    def replay(cls, snapshot: Snapshot, profile: Profile) -> Rig:
+        return cls(snapshot.manifest.name, Source(snapshot.root), profile, snapshot.manifest, snapshot)
+
+    @property
+    def is_live(self) -> bool:
+        return self.snapshot is None
+
+    @property
+    def root(self) -> Path:
+        return self.source.root
+
+    @cached_property
+    def pcie(self) -> PcieTree:
+        return PcieTree.read(self.source)
+
+    @cached_property
+    def iommu(self) -> IommuState:
+        empty = self.manifest.empty_dirs if self.manifest else frozenset()
+        return read_iommu(self.source, empty)
+
+    @cached_property
+    def cpu_vendor(self) -> str | None:
+        """``amd`` or ``intel``: from /proc/cpuinfo, else from the host bridges' vendor."""
+        info = self.source.read_optional("proc/cpuinfo") or ""
+        if "AuthenticAMD" in info:
+            return "amd"
+        if "GenuineIntel" in info:
+            return "intel"
+        vendors = {f.vendor for f in self.pcie.functions.values() if f.class_code >> 8 == 0x0600}
+        return "amd" if 0x1022 in vendors else "intel" if 0x8086 in vendors else None
+
+    @property
+    def can_read_extended_config(self) -> bool:
+        """Whether config space past 64 bytes was readable (root live, ``root = true`` captured)."""
+        if self.manifest is not None and not self.manifest.root:
+            return False
+        return any(f.config is not None and f.config.size > 64 for f in self.pcie.functions.values())
+
+    def header(self) -> str:
+        gpus = len(self.pcie.gpus)
+        if self.manifest is None:
+            return f"live {self.name}, {gpus} GPU{'s' if gpus != 1 else ''}, {self.profile.source}"
+        m = self.manifest
+        bits = [b for b in (f"kernel {m.kernel}" if m.kernel else "", f"driver {m.driver}" if m.driver else "") if b]
+        extra = f" ({', '.join(bits)})" if bits else ""
+        return f"snapshot {m.name} [{m.kind}]{extra}, {gpus} GPU{'s' if gpus != 1 else ''}, {self.profile.source}"
+
+    def close(self) -> None:
+        if self.snapshot is not None:
+            self.snapshot.close()

@@ -1,0 +1,353 @@
+"""The PCIe tree of a rig, read from sysfs through a ``Source``.
+
+Every function gets its identity (vendor/device/class, driver, NUMA node), its parent chain up to
+the root port, link status from sysfs and from config space, and its parsed capabilities. Bridges
+are told apart by their PCIe port type, not by name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from .errors import ConfigSpaceError, SourceError
+from .pcie import (
+    CLASS_BRIDGE_PCI,
+    DEVICES,
+    VENDORS,
+    ConfigSpace,
+    PortType,
+    fmt_link,
+    normalize_bdf,
+    parse_config,
+    parse_link_speed,
+)
+from .source import Source
+
+PCI_DEVICES = "sys/bus/pci/devices"
+PCI_SLOTS = "sys/bus/pci/slots"
+_BDF_DIR = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+_HOST_DIR = re.compile(r"^pci[0-9a-f]{4,8}:[0-9a-f]{2}$")
+
+
+@dataclass(frozen=True)
+class SysfsLink:
+    """Link as sysfs reports it: the kernel reads LnkSta/LnkCap for us (readable without root)."""
+
+    cur_gen: int | None
+    cur_width: int | None
+    max_gen: int | None
+    max_width: int | None
+
+
+@dataclass
+class PciFunction:
+    """One PCI function of the rig."""
+
+    bdf: str
+    vendor: int
+    device: int
+    class_code: int
+    subsystem_vendor: int | None
+    subsystem_device: int | None
+    driver: str | None
+    numa_node: int | None
+    host_bridge: str
+    parent: str | None  # BDF of the upstream bridge; None on a root bus
+    sysfs_link: SysfsLink | None
+    config: ConfigSpace | None
+    config_error: str | None
+    iommu_group: str | None
+    slot: str | None = None
+    children: list[str] = field(default_factory=list)
+    inferred_type: PortType | None = None  # from the tree's shape, when config space was unreadable
+    sysfs_depth: int = 0
+
+    @property
+    def name(self) -> str:
+        known = DEVICES.get((self.vendor, self.device))
+        vendor = VENDORS.get(self.vendor, f"{self.vendor:#06x}")
+        return f"{vendor} {known}" if known else f"{vendor} device {self.device:#06x}"
+
+    @property
+    def ids(self) -> str:
+        return f"{self.vendor:04x}:{self.device:04x}"
+
+    @property
+    def is_gpu(self) -> bool:
+        # Display controllers (class 03xx): VGA 0300 and 3D 0302 (the H100/H200 SXM parts).
+        return self.class_code >> 16 == 0x03
+
+    @property
+    def is_bridge(self) -> bool:
+        return self.class_code >> 8 == CLASS_BRIDGE_PCI
+
+    @property
+    def port_type(self) -> PortType | None:
+        if self.config is not None and self.config.port_type is not None:
+            return self.config.port_type
+        return self.inferred_type
+
+    @property
+    def role(self) -> str:
+        if self.port_type is not None and self.is_bridge:
+            return self.port_type.label
+        if self.is_bridge:
+            return "PCI bridge"
+        if self.is_gpu:
+            return "GPU"
+        return "endpoint"
+
+    def describe(self) -> str:
+        slot = f', slot "{self.slot}"' if self.slot else ""
+        return f"{self.bdf} {self.role} ({self.name} [{self.ids}]{slot})"
+
+    @property
+    def link_now(self) -> tuple[int | None, int | None]:
+        """(gen, width) the link trained to: sysfs first, config space LnkSta second."""
+        if self.sysfs_link and self.sysfs_link.cur_gen and self.sysfs_link.cur_width:
+            return self.sysfs_link.cur_gen, self.sysfs_link.cur_width
+        if self.config and self.config.link:
+            return self.config.link.sta_speed or None, self.config.link.sta_width or None
+        return None, None
+
+    @property
+    def link_cap(self) -> tuple[int | None, int | None]:
+        """(gen, width) this function can do: sysfs max_link_* first, config LnkCap second."""
+        if self.sysfs_link and self.sysfs_link.max_gen and self.sysfs_link.max_width:
+            return self.sysfs_link.max_gen, self.sysfs_link.max_width
+        if self.config and self.config.link:
+            return self.config.link.cap_speed or None, self.config.link.cap_width or None
+        return None, None
+
+    def link_text(self) -> str:
+        return fmt_link(*self.link_now)
+
+
+class PcieTree:
+    """All PCI functions of a rig, with their parent chains.
+
+    Args:
+        source: where to read (live ``/`` or a snapshot root).
+
+    Example:
+        >>> tree = PcieTree.read(Source("/"))
+        >>> [g.bdf for g in tree.gpus]
+        ['0000:17:00.0', '0000:65:00.0']
+    """
+
+    def __init__(self, functions: dict[str, PciFunction]) -> None:
+        self.functions = functions
+        for fn in functions.values():
+            if fn.parent and fn.parent in functions:
+                functions[fn.parent].children.append(fn.bdf)
+        # Without config space (non-root reads stop at 64 bytes) the port type still follows from
+        # the tree's shape: a bridge on a root bus is a root port, one below a root or downstream
+        # port is a switch upstream port, one below an upstream port a downstream port.
+        for fn in sorted(functions.values(), key=lambda f: f.sysfs_depth):
+            if fn.is_bridge and fn.port_type is None:
+                up = functions.get(fn.parent) if fn.parent else None
+                if up is None:
+                    fn.inferred_type = PortType.ROOT_PORT
+                elif up.port_type == PortType.UPSTREAM:
+                    fn.inferred_type = PortType.DOWNSTREAM
+                elif up.port_type in (PortType.ROOT_PORT, PortType.DOWNSTREAM):
+                    fn.inferred_type = PortType.UPSTREAM
+
+    @classmethod
+    def read(cls, source: Source) -> PcieTree:
+        slots = _read_slots(source)
+        functions: dict[str, PciFunction] = {}
+        for name in source.listdir(PCI_DEVICES):
+            try:
+                bdf = normalize_bdf(name)
+            except ValueError:
+                raise SourceError(f"{PCI_DEVICES}/{name}", "not a PCI address") from None
+            functions[bdf] = _read_function(source, bdf, slots)
+        return cls(functions)
+
+    def __getitem__(self, bdf: str) -> PciFunction:
+        return self.functions[normalize_bdf(bdf)]
+
+    def __contains__(self, bdf: str) -> bool:
+        try:
+            return normalize_bdf(bdf) in self.functions
+        except ValueError:
+            return False
+
+    @cached_property
+    def gpus(self) -> list[PciFunction]:
+        """GPUs in PCI bus order, which is nvidia-smi's index order (and CUDA's with CUDA_DEVICE_ORDER=PCI_BUS_ID)."""
+        return sorted((f for f in self.functions.values() if f.is_gpu), key=lambda f: f.bdf)
+
+    def gpu_index(self, bdf: str) -> int:
+        for i, gpu in enumerate(self.gpus):
+            if gpu.bdf == bdf:
+                return i
+        raise KeyError(bdf)
+
+    def gpu_label(self, fn: PciFunction) -> str:
+        """``GPU1 0000:17:00.0 (NVIDIA GeForce RTX 3090)``."""
+        return f"GPU{self.gpu_index(fn.bdf)} {fn.bdf} ({fn.name})"
+
+    def ancestors(self, bdf: str) -> list[PciFunction]:
+        """Bridges above ``bdf``, from its root port (first) down to its immediate parent (last)."""
+        chain: list[PciFunction] = []
+        seen = {bdf}
+        cur = self.functions[bdf].parent
+        while cur and cur in self.functions:
+            if cur in seen:  # a loop can only come from a hand-made tree
+                raise SourceError(f"{PCI_DEVICES}/{bdf}", "parent chain loops")
+            seen.add(cur)
+            chain.append(self.functions[cur])
+            cur = self.functions[cur].parent
+        return chain[::-1]
+
+    def path_text(self, bdf: str) -> str:
+        """``0000:00:01.1 root port Gen4 x16 -> 0000:01:00.0 switch upstream port Gen4 x16 -> 0000:03:00.0``."""
+        parts = [f"{a.bdf} {a.role} {a.link_text()}" for a in self.ancestors(bdf)]
+        fn = self.functions[bdf]
+        parts.append(f"{fn.bdf} {fn.role} {fn.link_text()}")
+        return " -> ".join(parts) if len(parts) > 1 else f"{parts[0]} (on root bus {fn.host_bridge})"
+
+    def root_port(self, bdf: str) -> PciFunction | None:
+        chain = self.ancestors(bdf)
+        return chain[0] if chain else None
+
+    def links_to(self, bdf: str) -> list[tuple[PciFunction | None, PciFunction]]:
+        """Physical links from the root down to ``bdf`` as (upstream port, downstream device).
+
+        A switch's downstream ports hang on its internal virtual bus, so the hop from an upstream
+        port to its downstream ports is no link and is left out. A function on a root bus has no
+        upstream port (``None``): its link goes straight into the root complex.
+        """
+        chain = [*self.ancestors(bdf), self.functions[bdf]]
+        links: list[tuple[PciFunction | None, PciFunction]] = []
+        for i, fn in enumerate(chain):
+            up = chain[i - 1] if i else None
+            if up is not None and up.port_type == PortType.UPSTREAM:
+                continue
+            if up is None and fn.port_type == PortType.ROOT_PORT:
+                continue  # a root port's own link is the one below it
+            links.append((up, fn))
+        return links
+
+    def bridges_between(self, a: str, b: str) -> list[PciFunction]:
+        """Bridges a peer-to-peer transfer from ``a`` to ``b`` passes, root ports included."""
+        up_a, up_b = self.ancestors(a), self.ancestors(b)
+        common = {x.bdf for x in up_a} & {x.bdf for x in up_b}
+        out = [x for x in up_a if x.bdf not in common] + [x for x in up_b if x.bdf not in common]
+        # The lowest common bridge routes the transfer too (a switch upstream port has no ACS of
+        # its own, but a shared root port with ACS redirect would still bounce it).
+        lowest = [x for x in up_a if x.bdf in common]
+        if lowest:
+            out.append(lowest[-1])
+        return sorted({x.bdf: x for x in out}.values(), key=lambda f: f.bdf)
+
+
+def _read_slots(source: Source) -> dict[str, str]:
+    # /sys/bus/pci/slots/<name>/address holds "dddd:bb:dd" of the device in that slot.
+    slots: dict[str, str] = {}
+    for name in source.listdir(PCI_SLOTS):
+        addr = source.read_optional(f"{PCI_SLOTS}/{name}/address")
+        if addr:
+            slots[addr.lower()] = name
+    return slots
+
+
+def _read_function(source: Source, bdf: str, slots: dict[str, str]) -> PciFunction:
+    base = f"{PCI_DEVICES}/{bdf}"
+    real = source.resolve(base)
+    parts = real.split("/")
+    # sys/devices/pci0000:00/0000:00:01.1/0000:01:00.0 -> host bridge pci0000:00, parent 0000:00:01.1
+    host = next((p for p in parts if _HOST_DIR.match(p)), None)
+    if not real.startswith("sys/devices/") or host is None or parts[-1] != bdf:
+        raise SourceError(base, f"resolves to {real!r}, not to a device under sys/devices/pciDDDD:BB")
+    parent = parts[-2] if _BDF_DIR.match(parts[-2]) else None
+
+    def hexattr(attr: str) -> int | None:
+        text = source.read_optional(f"{base}/{attr}")
+        if text is None:
+            return None
+        try:
+            return int(text, 16)
+        except ValueError:
+            raise SourceError(f"{base}/{attr}", f"expected a hex number, read {text!r}") from None
+
+    vendor = hexattr("vendor")
+    device = hexattr("device")
+    class_code = hexattr("class")
+    if vendor is None or device is None or class_code is None:
+        raise SourceError(base, "vendor, device or class attribute missing: partial snapshot?")
+
+    numa = source.read_optional(f"{base}/numa_node")
+    driver_link = source.readlink(f"{base}/driver")
+    group_link = source.readlink(f"{base}/iommu_group")
+
+    config: ConfigSpace | None = None
+    config_error: str | None = None
+    try:
+        config = parse_config(bdf, source.read_bytes(f"{base}/config", limit=4096))
+    except KeyError:
+        config_error = "config space not readable: the config attribute is absent"
+    except (SourceError, ConfigSpaceError) as exc:
+        config_error = str(exc)
+
+    addr = bdf.rsplit(".", 1)[0]
+    return PciFunction(
+        bdf=bdf,
+        vendor=vendor,
+        device=device,
+        class_code=class_code,
+        subsystem_vendor=hexattr("subsystem_vendor"),
+        subsystem_device=hexattr("subsystem_device"),
+        driver=driver_link.rsplit("/", 1)[-1] if driver_link else None,
+        numa_node=_int_or_none(numa),
+        host_bridge=host,
+        parent=parent,
+        sysfs_link=_read_sysfs_link(source, base),
+        config=config,
+        config_error=config_error,
+        iommu_group=group_link.rsplit("/", 1)[-1] if group_link else None,
+        slot=slots.get(addr),
+        sysfs_depth=len(parts),
+    )
+
+
+def _int_or_none(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return None if value < 0 else value  # numa_node -1: the platform did not say
+
+
+def _read_sysfs_link(source: Source, base: str) -> SysfsLink | None:
+    texts = [source.read_optional(f"{base}/{a}") for a in
+             ("current_link_speed", "current_link_width", "max_link_speed", "max_link_width")]
+    if all(t is None for t in texts):
+        return None  # conventional PCI and some virtual functions have no link attributes
+    cs, cw, ms, mw = texts
+
+    def gen(t: str | None, attr: str) -> int | None:
+        if t is None:
+            return None
+        try:
+            return parse_link_speed(t)
+        except ValueError:
+            raise SourceError(f"{base}/{attr}", f"unreadable link speed {t!r}") from None
+
+    def width(t: str | None, attr: str) -> int | None:
+        if t is None:
+            return None
+        try:
+            w = int(t)
+        except ValueError:
+            raise SourceError(f"{base}/{attr}", f"unreadable link width {t!r}") from None
+        return w or None  # 0: link down
+
+    return SysfsLink(gen(cs, "current_link_speed"), width(cw, "current_link_width"),
+                     gen(ms, "max_link_speed"), width(mw, "max_link_width"))
