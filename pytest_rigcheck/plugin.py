@@ -390,7 +390,7 @@ def rig_check(record_property: Callable[[str, object], None]) -> Callable[[Verdi
 
         def test_acs(rig_bridge, rig_check):
             verdict = rig_check(pcie_checks.acs(rig_bridge))
-            assert verdict.ok, verdict
+            assert verdict.ok, str(verdict)
     """
 
     def settle(verdict: Verdict) -> Verdict:

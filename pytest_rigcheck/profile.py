@@ -77,10 +77,11 @@ def load_profile(spec: str, base: Path | None = None) -> Profile:
     path = Path(spec)
     if base is not None and not path.is_absolute():
         path = base / path
+    label = str(path)
     if not path.is_file():
         known = presets()
         if spec in known:
-            path = known[spec]
+            path, label = known[spec], f"preset {spec}"
         else:
             raise ProfileError(spec, "profile", spec, f"no such file, and not a preset ({', '.join(sorted(known))})")
     try:
@@ -89,7 +90,7 @@ def load_profile(spec: str, base: Path | None = None) -> Profile:
         raise ProfileError(str(path), "(file)", "", f"not valid TOML: {exc}") from None
     except OSError as exc:
         raise ProfileError(str(path), "(file)", "", f"cannot read: {exc.strerror}") from None
-    return parse_profile(data, str(path))
+    return parse_profile(data, label)
 
 
 def parse_profile(data: dict[str, Any], where: str) -> Profile:

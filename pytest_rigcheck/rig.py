@@ -14,7 +14,7 @@ from .source import Source
 from .tree import PcieTree
 
 
-@dataclass
+@dataclass(repr=False)
 class Rig:
     """Everything the suites read about one rig.
 
@@ -32,6 +32,9 @@ class Rig:
     snapshot: Snapshot | None = field(default=None, repr=False)
     # Feature plugins keep their per-rig state here (NVML handles, measurements), keyed by name.
     extras: dict[str, object] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return f"<Rig {self.name}>"
 
     @classmethod
     def live(cls, profile: Profile) -> Rig:

@@ -13,8 +13,19 @@ from .rig import Rig
 from .tree import PciFunction
 
 
-@dataclass(frozen=True)
-class GpuTarget:
+class _Target:
+    rig: Rig
+
+    @property
+    def id(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:  # short: pytest prints targets in tracebacks
+        return f"<{type(self).__name__} {self.rig.name}:{self.id}>"
+
+
+@dataclass(frozen=True, repr=False)
+class GpuTarget(_Target):
     rig: Rig
     gpu: PciFunction
 
@@ -31,8 +42,8 @@ class GpuTarget:
         return self.rig.pcie.gpu_label(self.gpu)
 
 
-@dataclass(frozen=True)
-class PairTarget:
+@dataclass(frozen=True, repr=False)
+class PairTarget(_Target):
     rig: Rig
     a: PciFunction
     b: PciFunction
@@ -42,8 +53,8 @@ class PairTarget:
         return f"{self.a.bdf}-{self.b.bdf}"
 
 
-@dataclass(frozen=True)
-class BridgeTarget:
+@dataclass(frozen=True, repr=False)
+class BridgeTarget(_Target):
     """A bridge or switch port that some GPU-to-GPU transfer passes."""
 
     rig: Rig
@@ -55,8 +66,8 @@ class BridgeTarget:
         return self.bridge.bdf
 
 
-@dataclass(frozen=True)
-class LinkTarget:
+@dataclass(frozen=True, repr=False)
+class LinkTarget(_Target):
     """A physical link on the way from a root port to a GPU, named by its downstream end."""
 
     rig: Rig
@@ -69,8 +80,8 @@ class LinkTarget:
         return self.down.bdf
 
 
-@dataclass(frozen=True)
-class LaneGroupTarget:
+@dataclass(frozen=True, repr=False)
+class LaneGroupTarget(_Target):
     """Root ports carved from one CPU lane group (same domain:bus:device), at least one feeding a GPU."""
 
     rig: Rig

@@ -7,4 +7,4 @@ from pytest_rigcheck import pcie_checks
 
 def test_acs_redirect_off(rig_bridge, rig_check):
     verdict = rig_check(pcie_checks.acs(rig_bridge))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)

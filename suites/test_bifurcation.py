@@ -7,4 +7,4 @@ from pytest_rigcheck import pcie_checks
 
 def test_bifurcation(rig_lane_group, rig_check):
     verdict = rig_check(pcie_checks.bifurcation(rig_lane_group))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)

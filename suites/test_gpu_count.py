@@ -7,4 +7,4 @@ from pytest_rigcheck import pcie_checks
 
 def test_gpu_count(rig, rig_check):
     verdict = rig_check(pcie_checks.gpu_count(rig))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)

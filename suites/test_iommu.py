@@ -7,4 +7,4 @@ from pytest_rigcheck import pcie_checks
 
 def test_iommu_not_translating(rig_gpu, rig_check):
     verdict = rig_check(pcie_checks.iommu(rig_gpu))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)

@@ -7,4 +7,4 @@ from pytest_rigcheck import pcie_checks
 
 def test_link_trained(rig_link, rig_check):
     verdict = rig_check(pcie_checks.link(rig_link))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)

@@ -7,4 +7,4 @@ from pytest_rigcheck import pcie_checks
 
 def test_topology_class(rig_gpu_pair, rig_check):
     verdict = rig_check(pcie_checks.topology(rig_gpu_pair))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)
