@@ -157,8 +157,17 @@ def link(t: LinkTarget) -> Verdict:
     if cur_gen >= exp_gen:
         return passed(f"{where_label}: {fmt_link(cur_gen, cur_width)}", properties=props)
 
-    # Speed below expectation: a real downtrain, a configured cap, or an idle GPU saving power.
+    # Speed below expectation: hardware that cannot do it, a configured cap, a real downtrain, or
+    # an idle GPU saving power.
     props["link_state"] = "below"
+    if hw_gen < exp_gen:
+        slower = up if up is not None and up_gen == hw_gen else down
+        return failed(
+            f"{where_label} (to {gpu_names}): at most Gen{hw_gen}, expected Gen{exp_gen}: "
+            f"{slower.describe()} is a Gen{hw_gen} part",
+            measured=f"{fmt_link(cur_gen, cur_width)}; {caps}", expected=f"Gen{exp_gen} ({src_gen})", path=path,
+            fix=[f"move the GPU to a Gen{exp_gen}-capable slot or switch, or correct the profile ([links] gen = {hw_gen})"],
+            properties=props)
     target = _target_speed(up, down)
     if target is not None and target < exp_gen:
         return failed(

@@ -1,0 +1,53 @@
+"""The ``rigcheck`` command: ``rigcheck capture OUT``, ``rigcheck topo [SNAPSHOT]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="rigcheck", description="Capture and inspect multi-GPU rigs (pytest-rigcheck).")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    cap = sub.add_parser("capture", help="Capture this machine as a snapshot (run as root for ACS/AER)")
+    cap.add_argument("out", type=Path, help="Output directory, or a path ending in .tar.gz")
+    cap.add_argument("--name", help="Snapshot name (default: the hostname)")
+    topo = sub.add_parser("topo", help="Print the GPU topology matrix (like nvidia-smi topo -m) from sysfs")
+    topo.add_argument("snapshot", nargs="?", type=Path, help="A snapshot (default: the live machine)")
+    args = ap.parse_args(argv)
+
+    from .errors import RigcheckError
+
+    try:
+        if args.cmd == "capture":
+            from .capture import capture
+
+            if args.out.exists() and any(args.out.iterdir() if args.out.is_dir() else [args.out]):
+                print(f"rigcheck: {args.out} exists and is not empty; choose a new path", file=sys.stderr)
+                return 2
+            path = capture(args.out, name=args.name)
+            print(f"rigcheck: snapshot written to {path}; replay with: pytest --rig-snapshot {path}")
+            return 0
+        from .source import Source
+        from .topology import matrix
+        from .tree import PcieTree
+
+        if args.snapshot:
+            from .snapshot import open_snapshot
+
+            snap = open_snapshot(args.snapshot)
+            try:
+                print(matrix(PcieTree.read(Source(snap.root))))
+            finally:
+                snap.close()
+        else:
+            print(matrix(PcieTree.read(Source("/"))))
+        return 0
+    except (RigcheckError, ValueError) as exc:
+        print(f"rigcheck: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""PCIe checks on trees built in code: idle downshift vs real downtrain, targets, topology classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_rigcheck import pcie_checks, targets
+from pytest_rigcheck.profile import Profile, parse_profile
+from pytest_rigcheck.rig import Rig
+from pytest_rigcheck.snapshot import open_snapshot
+from pytest_rigcheck.testing import GPU_MODELS, RigBuilder
+from pytest_rigcheck.topology import pair_class
+
+
+def _rig(tmp_path: Path, b: RigBuilder, profile: Profile | None = None) -> Rig:
+    b.write(tmp_path / b.name)
+    return Rig.replay(open_snapshot(tmp_path / b.name), profile or Profile())
+
+
+def _one_gpu(link: tuple[int, int], *, lbms: bool = False, target: int | None = None) -> RigBuilder:
+    b = RigBuilder("t")
+    host = b.host_bridge()
+    rp = b.root_port(host, "0000:00:01.1", cap=(4, 16), lbms=lbms, target=target)
+    b.gpu(rp, "0000:01:00.0", GPU_MODELS["rtx3090"], link=link)
+    return b
+
+
+class TestLink:
+    def test_idle_downshift_passes_and_says_so(self, tmp_path: Path) -> None:
+        """An NVIDIA GPU at Gen1 with full width, target Gen4 and no LBMS is the idle downshift."""
+        rig = _rig(tmp_path, _one_gpu((1, 16)))
+        v = pcie_checks.link(targets.links(rig)[0])
+        assert v.ok and "idle" in v.summary and v.properties["link_state"] == "idle-downshift"
+
+    def test_reading_under_load_decides(self, tmp_path: Path) -> None:
+        """A reading under load overrides the idle reading: Gen3 under load fails."""
+        rig = _rig(tmp_path, _one_gpu((1, 16)))
+        rig.extras["link_under_load"] = {"0000:01:00.0": (3, 16)}
+        v = pcie_checks.link(targets.links(rig)[0])
+        assert not v.ok and "under load" in v.summary
+
+    def test_target_speed_cap_fails(self, tmp_path: Path) -> None:
+        """A BIOS-forced target speed below capability fails with the BIOS fix."""
+        rig = _rig(tmp_path, _one_gpu((3, 16), target=3))
+        v = pcie_checks.link(targets.links(rig)[0])
+        assert not v.ok and "Target Link Speed" in v.summary and any("BIOS" in f for f in v.fix)
+
+    def test_width_fails_with_slot(self, tmp_path: Path) -> None:
+        """A narrow link fails naming the width, the device and a reseat fix."""
+        rig = _rig(tmp_path, _one_gpu((4, 4)))
+        v = pcie_checks.link(targets.links(rig)[0])
+        assert not v.ok and "x4, expected x16" in v.summary and "0000:01:00.0" in v.summary
+
+    def test_profile_expectation(self, tmp_path: Path) -> None:
+        """A profile asking for Gen5 fails a Gen4 link and says where the expectation came from."""
+        rig = _rig(tmp_path, _one_gpu((4, 16)), parse_profile({"links": {"gen": 5}}, "rig.toml"))
+        v = pcie_checks.link(targets.links(rig)[0])
+        assert not v.ok and "rig.toml" in v.expected
+
+
+class TestTopology:
+    def test_classes(self, tmp_path: Path) -> None:
+        """Same switch is PIX, cascaded switches PXB, different root ports PHB, other host bridge NODE/SYS."""
+        b = RigBuilder("topo")
+        h0 = b.host_bridge(0, 0, numa=0)
+        h1 = b.host_bridge(0, 0x80, numa=1)
+        h2 = b.host_bridge(0, 0x40, numa=0)
+        rp = b.root_port(h0, "0000:00:01.1")
+        _, downs = b.switch(rp, "0000:01:00.0", ["0000:02:00.0", "0000:02:01.0", "0000:02:02.0"])
+        m = GPU_MODELS["h100"]
+        b.gpu(downs[0], "0000:03:00.0", m)
+        b.gpu(downs[1], "0000:04:00.0", m)
+        _, downs2 = b.switch(downs[2], "0000:05:00.0", ["0000:06:00.0"], mgmt_endpoint=False)
+        b.gpu(downs2[0], "0000:07:00.0", m)
+        rp2 = b.root_port(h0, "0000:00:03.1")
+        b.gpu(rp2, "0000:10:00.0", m)
+        rp3 = b.root_port(h1, "0000:80:01.1")
+        b.gpu(rp3, "0000:81:00.0", m)
+        rp4 = b.root_port(h2, "0000:40:01.1")
+        b.gpu(rp4, "0000:41:00.0", m)
+        tree = _rig(tmp_path, b).pcie
+        assert pair_class(tree, "0000:03:00.0", "0000:04:00.0") == "PIX"
+        assert pair_class(tree, "0000:03:00.0", "0000:07:00.0") == "PXB"
+        assert pair_class(tree, "0000:03:00.0", "0000:10:00.0") == "PHB"
+        assert pair_class(tree, "0000:03:00.0", "0000:41:00.0") == "NODE"
+        assert pair_class(tree, "0000:03:00.0", "0000:81:00.0") == "SYS"
+
+
+class TestAcs:
+    @pytest.mark.parametrize(("ctrl", "ok"), [(0x0000, True), (0x0001, True), (0x0002, True), (0x0004, False),
+                                              (0x0008, False), (0x0010, False), (0x0020, False), (0x0040, True),
+                                              (0x001D, False), (0x007F, False)])
+    def test_each_bit(self, tmp_path: Path, ctrl: int, ok: bool) -> None:
+        """Redirect, forwarding and egress bits fail; SrcValid, TransBlk and DirectTrans alone do not."""
+        b = RigBuilder("acs")
+        host = b.host_bridge()
+        rp = b.root_port(host, "0000:00:01.1")
+        _, downs = b.switch(rp, "0000:01:00.0", ["0000:02:00.0", "0000:02:01.0"], acs_ctrl=ctrl)
+        b.gpu(downs[0], "0000:03:00.0", GPU_MODELS["rtxpro6000"])
+        b.gpu(downs[1], "0000:04:00.0", GPU_MODELS["rtxpro6000"])
+        rig = _rig(tmp_path, b)
+        verdicts = {t.bridge.bdf: pcie_checks.acs(t) for t in targets.bridges(rig)}
+        assert set(verdicts) == {"0000:01:00.0", "0000:02:00.0", "0000:02:01.0"}
+        assert verdicts["0000:02:00.0"].ok is ok
+        if not ok:
+            assert "setpci -s 0000:02:00.0 ECAP_ACS+0x6.w=0000" in str(verdicts["0000:02:00.0"])
+
+
+def test_gpu_count_missing_gpu(tmp_path: Path) -> None:
+    """A profile count above what is on the bus fails with the list of GPUs found."""
+    rig = _rig(tmp_path, _one_gpu((4, 16)), parse_profile({"rig": {"gpus": 2}}, "rig.toml"))
+    v = pcie_checks.gpu_count(rig)
+    assert not v.ok and "1 GPU(s) on the PCIe bus, expected 2" in v.summary

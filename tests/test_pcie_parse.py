@@ -1,0 +1,115 @@
+"""Pure PCIe parsers: BDFs, link speeds, config space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_rigcheck.errors import ConfigSpaceError
+from pytest_rigcheck.pcie import PortType, decode_acs, normalize_bdf, parse_config, parse_link_speed
+
+from .conftest import SNAPSHOTS
+
+
+class TestNormalizeBdf:
+    @pytest.mark.parametrize(("text", "want"), [
+        ("0000:17:00.0", "0000:17:00.0"),
+        ("00000000:17:00.0", "0000:17:00.0"),  # NVML's 8-digit domain
+        ("17:00.0", "0000:17:00.0"),  # lspci without domain
+        ("0000:AB:1F.7", "0000:ab:1f.7"),
+        ("10000:01:00.0", "00010000:01:00.0"),  # VMD domains
+    ])
+    def test_accepts(self, text: str, want: str) -> None:
+        """Every spelling of an address normalizes to the sysfs one."""
+        assert normalize_bdf(text) == want
+
+    @pytest.mark.parametrize("text", ["", "0000:17:00", "0000:17:20.0", "zz:00.0", "0000:17:00.8", "../etc"])
+    def test_rejects(self, text: str) -> None:
+        """Anything that is not an address is a ValueError naming it."""
+        with pytest.raises(ValueError, match="PCI"):
+            normalize_bdf(text)
+
+
+class TestParseLinkSpeed:
+    @pytest.mark.parametrize(("text", "gen"), [
+        ("2.5 GT/s PCIe", 1), ("5.0 GT/s PCIe", 2), ("8.0 GT/s PCIe", 3), ("16.0 GT/s PCIe", 4),
+        ("32.0 GT/s PCIe", 5), ("64.0 GT/s PCIe", 6), ("8 GT/s", 3), ("16 GT/s", 4), ("Unknown", None),
+    ])
+    def test_table(self, text: str, gen: int | None) -> None:
+        """Kernel >= 5.7 and older spellings both parse."""
+        assert parse_link_speed(text) == gen
+
+    @pytest.mark.parametrize("text", ["", "16", "fast", "3.0 GT/s PCIe"])
+    def test_rejects(self, text: str) -> None:
+        """Unparsable speeds raise ValueError."""
+        with pytest.raises(ValueError):
+            parse_link_speed(text)
+
+
+class TestConfigSpace:
+    def test_real_h200(self) -> None:
+        """The captured H200 config space parses: endpoint, Gen5 x16, hidden first extended capability skipped."""
+        data = (SNAPSHOTS / "h200x2-nvlink/sys/devices/pci0000:00/0000:00:06.0/config").read_bytes()
+        cfg = parse_config("0000:00:06.0", data)
+        assert cfg.port_type == PortType.ENDPOINT
+        assert cfg.link is not None
+        assert (cfg.link.cap_speed, cfg.link.cap_width, cfg.link.sta_speed, cfg.link.sta_width) == (5, 16, 5, 16)
+        assert cfg.acs is None
+        assert cfg.aer is not None
+
+    def test_nonroot_64_bytes(self) -> None:
+        """A 64-byte read (non-root) parses the header only: no link, no ACS."""
+        data = (SNAPSHOTS / "h100x1-nonroot/sys/devices/pci0000:00/0000:00:06.0/config").read_bytes()
+        cfg = parse_config("0000:00:06.0", data)
+        assert cfg.size == 64 and cfg.link is None and cfg.acs is None and not cfg.has_capabilities
+
+    def test_modelled_switch_port_acs(self) -> None:
+        """A modelled Switchtec downstream port carries ACS with the control value it was built with."""
+        snap = SNAPSHOTS / "rtxpro6000x4-acs-switch/sys/bus/pci/devices/0000:02:01.0"
+        cfg = parse_config("0000:02:01.0", (snap / "config").read_bytes())
+        assert cfg.port_type == PortType.DOWNSTREAM
+        assert cfg.acs is not None and cfg.acs.ctrl == 0x001D
+        assert decode_acs(cfg.acs.ctrl) == "SrcValid+ TransBlk- ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-"
+
+    @pytest.mark.parametrize(("patch", "match"), [
+        ({0x34: 0x20}, "outside config space"),  # capability pointer into the header
+        ({0x34: 0x40, 0x40: 0x01, 0x41: 0x40}, "loops"),
+    ])
+    def test_malformed(self, patch: dict[int, int], match: str) -> None:
+        """Malformed capability lists raise ConfigSpaceError naming the flaw."""
+        data = bytearray(256)
+        data[0:2] = (0x10DE).to_bytes(2, "little")
+        data[6] = 0x10
+        for off, val in patch.items():
+            data[off] = val
+        with pytest.raises(ConfigSpaceError, match=match):
+            parse_config("0000:01:00.0", bytes(data))
+
+    @given(st.binary(max_size=4096))
+    def test_any_bytes_parse_or_raise_clearly(self, data: bytes) -> None:
+        """Any bytes as config space either parse or raise ConfigSpaceError, nothing else."""
+        try:
+            parse_config("0000:01:00.0", data)
+        except ConfigSpaceError as exc:
+            assert exc.bdf == "0000:01:00.0"
+
+    @given(st.dictionaries(st.integers(0, 4095), st.integers(0, 255), max_size=96))
+    def test_any_extended_space(self, pokes: dict[int, int]) -> None:
+        """4 KiB config space with random bytes poked in (capability pointers included) parses or raises clearly."""
+        buf = bytearray(4096)
+        for off, val in pokes.items():
+            buf[off] = val
+        buf[0:2], buf[6] = b"\xde\x10", buf[6] | 0x10
+        data = bytes(buf)
+        try:
+            parse_config("0000:01:00.0", data)
+        except ConfigSpaceError:
+            pass
+
+
+def test_snapshot_dir_exists() -> None:
+    """The shipped snapshots are in the checkout."""
+    assert Path(SNAPSHOTS).is_dir()
