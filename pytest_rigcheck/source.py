@@ -33,6 +33,7 @@ class Source:
     def __init__(self, root: Path | str = "/") -> None:
         self.root = Path(root).resolve()
         self.live = self.root == Path("/")
+        self._dirs: dict[str, str] = {}  # resolved directories: the tree does not change during a run
 
     def __repr__(self) -> str:
         return f"Source({str(self.root)!r})"
@@ -41,17 +42,28 @@ class Source:
 
     def resolve(self, rel: str) -> str:
         """Resolve ``rel`` through symlinks, staying inside the root; return the clean relative path."""
-        parts = [p for p in rel.split("/") if p not in ("", ".")]
-        done: list[str] = []
+        parent, _, name = rel.strip("/").rpartition("/")
+        if parent and name not in ("", ".", ".."):
+            base = self._dirs.get(parent)
+            if base is None:
+                base = self._dirs[parent] = self._resolve(parent.split("/"), [], parent)
+            return self._resolve([name], base.split("/") if base else [], rel)
+        return self._resolve(rel.split("/"), [], rel)
+
+    def _resolve(self, todo: list[str], done: list[str], asked: str) -> str:
+        # ``done`` is already resolved (no links in it); walk ``todo`` one component at a time.
+        parts = [p for p in todo if p not in ("", ".")]
+        done = list(done)
         links = 0
+        root = str(self.root)
         while parts:
             part = parts.pop(0)
             if part == "..":
                 if not done:
-                    raise SourceError(rel, "path leaves the rig root")
+                    raise SourceError(asked, "path leaves the rig root")
                 done.pop()
                 continue
-            here = self.root.joinpath(*done, part)
+            here = os.path.join(root, *done, part)
             try:
                 st = os.lstat(here)
             except FileNotFoundError:
@@ -59,30 +71,30 @@ class Source:
                 done.extend(p for p in parts if p not in ("", "."))
                 return "/".join(done)  # absent: callers report it with the path they asked for
             except OSError as exc:
-                raise SourceError(rel, exc.strerror or str(exc)) from exc
+                raise SourceError(asked, exc.strerror or str(exc)) from exc
             if stat.S_ISLNK(st.st_mode):
                 links += 1
                 if links > _MAX_LINKS:
-                    raise SourceError(rel, "too many levels of symbolic links")
+                    raise SourceError(asked, "too many levels of symbolic links")
                 target = os.readlink(here)
                 if posixpath.isabs(target):
                     if not self.live:
-                        raise SourceError(rel, f"symlink {'/'.join([*done, part])} -> {target} leaves the snapshot")
+                        raise SourceError(asked, f"symlink {'/'.join([*done, part])} -> {target} leaves the snapshot")
                     done = []
                 parts = [p for p in target.split("/") if p not in ("", ".")] + parts
                 continue
             done.append(part)
         return "/".join(done)
 
-    def _path(self, rel: str) -> Path:
-        return self.root / self.resolve(rel)
+    def _path(self, rel: str) -> str:
+        return os.path.join(str(self.root), self.resolve(rel))
 
     # -- reads -----------------------------------------------------------------------------------
 
     def exists(self, rel: str) -> bool:
         """True if ``rel`` exists below the root (after resolving links inside it)."""
         try:
-            return self._path(rel).exists()
+            return os.path.exists(self._path(rel))
         except SourceError:
             return False
 
@@ -152,8 +164,8 @@ class Source:
     def readlink(self, rel: str) -> str | None:
         """The raw target of a symlink below the root, or ``None`` if it is not a link."""
         parent, _, name = rel.rstrip("/").rpartition("/")
-        base = self.root / self.resolve(parent) if parent else self.root
+        base = os.path.join(str(self.root), self.resolve(parent)) if parent else str(self.root)
         try:
-            return os.readlink(base / name)
+            return os.readlink(os.path.join(base, name))
         except (FileNotFoundError, OSError):
             return None

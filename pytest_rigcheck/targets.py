@@ -125,7 +125,7 @@ def lane_groups(rig: Rig) -> list[LaneGroupTarget]:
     feeding = {tree.root_port(g.bdf).bdf for g in tree.gpus if tree.root_port(g.bdf)}  # type: ignore[union-attr]
     groups: dict[str, list[PciFunction]] = {}
     for fn in tree.functions.values():
-        if fn.port_type == PortType.ROOT_PORT:
+        if fn.shape_type == PortType.ROOT_PORT:  # no config read for ports that feed no GPU
             groups.setdefault(fn.bdf.rsplit(".", 1)[0], []).append(fn)
     return [
         LaneGroupTarget(rig, key, tuple(sorted(ports, key=lambda p: p.bdf)))

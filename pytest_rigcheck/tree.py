@@ -43,26 +43,72 @@ class SysfsLink:
 
 @dataclass
 class PciFunction:
-    """One PCI function of the rig."""
+    """One PCI function of the rig. Identity is read at once; the rest on first use (cheap on 300-function servers)."""
 
     bdf: str
     vendor: int
     device: int
     class_code: int
-    subsystem_vendor: int | None
-    subsystem_device: int | None
-    driver: str | None
-    numa_node: int | None
     host_bridge: str
     parent: str | None  # BDF of the upstream bridge; None on a root bus
-    sysfs_link: SysfsLink | None
-    config: ConfigSpace | None
-    config_error: str | None
-    iommu_group: str | None
+    source: Source = field(repr=False)
+    base: str = field(repr=False)  # resolved sysfs directory, relative to the root
     slot: str | None = None
     children: list[str] = field(default_factory=list)
     inferred_type: PortType | None = None  # from the tree's shape, when config space was unreadable
     sysfs_depth: int = 0
+
+    def _hex(self, attr: str) -> int | None:
+        text = self.source.read_optional(f"{self.base}/{attr}")
+        if text is None:
+            return None
+        try:
+            return int(text, 16)
+        except ValueError:
+            raise SourceError(f"{self.base}/{attr}", f"expected a hex number, read {text!r}") from None
+
+    @cached_property
+    def subsystem_vendor(self) -> int | None:
+        return self._hex("subsystem_vendor")
+
+    @cached_property
+    def subsystem_device(self) -> int | None:
+        return self._hex("subsystem_device")
+
+    @cached_property
+    def driver(self) -> str | None:
+        link = self.source.readlink(f"{self.base}/driver")
+        return link.rsplit("/", 1)[-1] if link else None
+
+    @cached_property
+    def iommu_group(self) -> str | None:
+        link = self.source.readlink(f"{self.base}/iommu_group")
+        return link.rsplit("/", 1)[-1] if link else None
+
+    @cached_property
+    def numa_node(self) -> int | None:
+        return _int_or_none(self.source.read_optional(f"{self.base}/numa_node"))
+
+    @cached_property
+    def sysfs_link(self) -> SysfsLink | None:
+        return _read_sysfs_link(self.source, self.base)
+
+    @cached_property
+    def _config(self) -> tuple[ConfigSpace | None, str | None]:
+        try:
+            return parse_config(self.bdf, self.source.read_bytes(f"{self.base}/config", limit=4096)), None
+        except KeyError:
+            return None, "config space not readable: the config attribute is absent"
+        except (SourceError, ConfigSpaceError) as exc:
+            return None, str(exc)
+
+    @property
+    def config(self) -> ConfigSpace | None:
+        return self._config[0]
+
+    @property
+    def config_error(self) -> str | None:
+        return self._config[1]
 
     @property
     def name(self) -> str:
@@ -87,6 +133,11 @@ class PciFunction:
     def port_type(self) -> PortType | None:
         if self.config is not None and self.config.port_type is not None:
             return self.config.port_type
+        return self.inferred_type
+
+    @property
+    def shape_type(self) -> PortType | None:
+        """The port type the tree's shape implies, without reading config space."""
         return self.inferred_type
 
     @property
@@ -146,14 +197,15 @@ class PcieTree:
         # the tree's shape: a bridge on a root bus is a root port, one below a root or downstream
         # port is a switch upstream port, one below an upstream port a downstream port.
         for fn in sorted(functions.values(), key=lambda f: f.sysfs_depth):
-            if fn.is_bridge and fn.port_type is None:
-                up = functions.get(fn.parent) if fn.parent else None
-                if up is None:
-                    fn.inferred_type = PortType.ROOT_PORT
-                elif up.port_type == PortType.UPSTREAM:
-                    fn.inferred_type = PortType.DOWNSTREAM
-                elif up.port_type in (PortType.ROOT_PORT, PortType.DOWNSTREAM):
-                    fn.inferred_type = PortType.UPSTREAM
+            if not fn.is_bridge:
+                continue
+            up = functions.get(fn.parent) if fn.parent else None
+            if up is None:
+                fn.inferred_type = PortType.ROOT_PORT
+            elif up.port_type == PortType.UPSTREAM:
+                fn.inferred_type = PortType.DOWNSTREAM
+            elif up.port_type in (PortType.ROOT_PORT, PortType.DOWNSTREAM):
+                fn.inferred_type = PortType.UPSTREAM
 
     @classmethod
     def read(cls, source: Source) -> PcieTree:
@@ -267,7 +319,7 @@ def _read_function(source: Source, bdf: str, slots: dict[str, str]) -> PciFuncti
     parent = parts[-2] if _BDF_DIR.match(parts[-2]) else None
 
     def hexattr(attr: str) -> int | None:
-        text = source.read_optional(f"{base}/{attr}")
+        text = source.read_optional(f"{real}/{attr}")
         if text is None:
             return None
         try:
@@ -280,39 +332,9 @@ def _read_function(source: Source, bdf: str, slots: dict[str, str]) -> PciFuncti
     class_code = hexattr("class")
     if vendor is None or device is None or class_code is None:
         raise SourceError(base, "vendor, device or class attribute missing: partial snapshot?")
-
-    numa = source.read_optional(f"{base}/numa_node")
-    driver_link = source.readlink(f"{base}/driver")
-    group_link = source.readlink(f"{base}/iommu_group")
-
-    config: ConfigSpace | None = None
-    config_error: str | None = None
-    try:
-        config = parse_config(bdf, source.read_bytes(f"{base}/config", limit=4096))
-    except KeyError:
-        config_error = "config space not readable: the config attribute is absent"
-    except (SourceError, ConfigSpaceError) as exc:
-        config_error = str(exc)
-
     addr = bdf.rsplit(".", 1)[0]
-    return PciFunction(
-        bdf=bdf,
-        vendor=vendor,
-        device=device,
-        class_code=class_code,
-        subsystem_vendor=hexattr("subsystem_vendor"),
-        subsystem_device=hexattr("subsystem_device"),
-        driver=driver_link.rsplit("/", 1)[-1] if driver_link else None,
-        numa_node=_int_or_none(numa),
-        host_bridge=host,
-        parent=parent,
-        sysfs_link=_read_sysfs_link(source, base),
-        config=config,
-        config_error=config_error,
-        iommu_group=group_link.rsplit("/", 1)[-1] if group_link else None,
-        slot=slots.get(addr),
-        sysfs_depth=len(parts),
-    )
+    return PciFunction(bdf=bdf, vendor=vendor, device=device, class_code=class_code, host_bridge=host,
+                       parent=parent, source=source, base=real, slot=slots.get(addr), sysfs_depth=len(parts))
 
 
 def _int_or_none(text: str | None) -> int | None:
