@@ -1,0 +1,315 @@
+"""NVML behind a Protocol: ``LiveNvml`` (the only ``import pynvml``, lazily) and ``RecordedNvml`` (``nvml.json``).
+
+Errors are translated the way psutil's ``wrap_exceptions`` translates OSError:
+
+- ``NVMLError_NotSupported`` on a reading: recorded as ``Unavailable(code=not_supported)``; the check
+  needing it reports it unreadable (never a pass).
+- ``NVMLError_NoPermission``: ``NvmlPermissionError`` for the whole session, or an ``Unavailable`` with
+  code ``no_permission`` on a single reading, with "run as root" in it.
+- ``DriverNotLoaded``, ``LibraryNotFound``, no GPU: ``NvmlUnavailable``; the plugin skips every GPU
+  check with that one reason.
+
+Only ``nvmlDeviceGet*``/``nvmlSystemGet*`` are ever called: the plugin is read-only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import RigcheckError
+from ..pcie import normalize_bdf
+from .state import (
+    ERROR,
+    F_CLOCK_REASONS,
+    F_DISPLAY_ACTIVE,
+    F_ECC_MODE,
+    F_ECC_UNCORR_AGGREGATE,
+    F_ECC_UNCORR_VOLATILE,
+    F_MEM_RESERVED,
+    F_MEM_TOTAL,
+    F_MEM_USED,
+    F_NAME,
+    F_NVLINK,
+    F_PCIE_GEN,
+    F_PCIE_MAX_GEN,
+    F_PCIE_MAX_WIDTH,
+    F_PCIE_REPLAY,
+    F_PCIE_WIDTH,
+    F_PERSISTENCE,
+    F_POWER_CONSTRAINTS,
+    F_POWER_DEFAULT,
+    F_POWER_ENFORCED,
+    F_POWER_LIMIT,
+    F_POWER_USAGE,
+    F_PROCESSES,
+    F_PSTATE,
+    F_REMAPPED_ROWS,
+    F_RETIRED_PENDING,
+    F_UUID,
+    F_VBIOS,
+    NO_PERMISSION,
+    NOT_CAPTURED,
+    NOT_SUPPORTED,
+    NVML_JSON,
+    GpuState,
+    LoadReadings,
+    SystemState,
+    Unavailable,
+)
+
+INSTALL_HINT = "install pytest-rigcheck[nvml] (the nvidia-ml-py distribution, which provides pynvml)"
+ROOT_HINT = "run as root (sudo pytest --rig ...)"
+
+
+class NvmlUnavailable(RigcheckError):
+    """NVML cannot be used on this machine (no driver, no library, no GPU): the GPU checks do not apply."""
+
+
+class NvmlPermissionError(RigcheckError):
+    """NVML refused a read for lack of permission."""
+
+
+class Nvml(Protocol):
+    """Where GPU state comes from: the live driver or a snapshot's ``nvml.json``."""
+
+    origin: str
+
+    def system(self) -> SystemState:
+        """Versions and every GPU's state, read once."""
+        ...
+
+    def under_load(self, bdfs: Iterable[str], seconds: float) -> dict[str, LoadReadings | Unavailable]:
+        """Readings taken while the GPUs are busy (live: runs a short load; recorded: what was captured)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+# -- recorded -------------------------------------------------------------------------------------
+
+
+class RecordedNvml:
+    """NVML state recorded in a snapshot (``nvml.json``)."""
+
+    def __init__(self, state: SystemState) -> None:
+        self._state = state
+        self.origin = state.origin
+
+    @classmethod
+    def open(cls, snapshot_root: Path, name: str) -> RecordedNvml:
+        """Read ``nvml.json`` of a snapshot; a missing or corrupt one raises ``RigcheckError`` with the path."""
+        path = snapshot_root / NVML_JSON
+        if path.is_symlink() or not path.is_file():
+            raise RigcheckError(f"snapshot {name}: no {NVML_JSON}: NVML state was not captured "
+                                "(capture again with `rigcheck capture DIR` on the rig, with pytest-rigcheck[nvml])")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            state = SystemState.from_json(data, str(path))
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+            raise RigcheckError(f"{path}: corrupt: {exc}") from None
+        if not state.origin:
+            state.origin = f"{NVML_JSON} of snapshot {name}"
+        return cls(state)
+
+    def system(self) -> SystemState:
+        return self._state
+
+    def under_load(self, bdfs: Iterable[str], seconds: float) -> dict[str, LoadReadings | Unavailable]:
+        by_bdf = {g.bdf: g for g in self._state.gpus}
+        out: dict[str, LoadReadings | Unavailable] = {}
+        for bdf in bdfs:
+            g = by_bdf.get(bdf)
+            out[bdf] = g.load() if g else Unavailable(f"{bdf} is not in {NVML_JSON}", NOT_CAPTURED)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+# -- live -----------------------------------------------------------------------------------------
+
+
+def _pynvml() -> Any:
+    try:
+        import pynvml
+    except ImportError:
+        raise NvmlUnavailable(f"NVML bindings not installed: {INSTALL_HINT}") from None
+    return pynvml
+
+
+class LiveNvml:
+    """The live driver through ``pynvml``. Opened once per session; read-only."""
+
+    def __init__(self) -> None:
+        self.origin = "NVML (live)"
+        self._nv = _pynvml()
+        nv = self._nv
+        try:
+            nv.nvmlInit()
+        except nv.NVMLError_LibraryNotFound:
+            raise NvmlUnavailable("NVML library libnvidia-ml.so.1 not found: no NVIDIA driver installed") from None
+        except nv.NVMLError_DriverNotLoaded:
+            raise NvmlUnavailable("NVIDIA driver not loaded (`lsmod | grep nvidia`; `sudo modprobe nvidia`)") from None
+        except nv.NVMLError_NoPermission:
+            raise NvmlPermissionError(f"NVML refused to initialize: insufficient permissions; {ROOT_HINT}") from None
+        except nv.NVMLError as exc:
+            raise NvmlUnavailable(f"NVML failed to initialize: {exc}") from None
+        try:
+            count = int(nv.nvmlDeviceGetCount())
+        except nv.NVMLError as exc:
+            nv.nvmlShutdown()
+            raise NvmlUnavailable(f"NVML cannot count GPUs: {exc}") from None
+        if count == 0:
+            nv.nvmlShutdown()
+            raise NvmlUnavailable("NVML sees no NVIDIA GPU on this machine")
+        self._handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        self._state: SystemState | None = None
+
+    # A reading: the value, or an Unavailable that says why.
+    def _read(self, fn: Callable[[], Any]) -> Any:
+        nv = self._nv
+        try:
+            return fn()
+        except nv.NVMLError_NotSupported:
+            return Unavailable("not supported on this GPU/driver (NVML_ERROR_NOT_SUPPORTED)", NOT_SUPPORTED)
+        except nv.NVMLError_NoPermission:
+            return Unavailable(f"insufficient permissions; {ROOT_HINT}", NO_PERMISSION)
+        except nv.NVMLError_FunctionNotFound:
+            return Unavailable("this driver's NVML lacks the call (NVML_ERROR_FUNCTION_NOT_FOUND)", NOT_SUPPORTED)
+        except nv.NVMLError as exc:
+            return Unavailable(f"NVML error: {exc}", ERROR)
+
+    def system(self) -> SystemState:
+        if self._state is None:
+            nv = self._nv
+            gpus = [self._gpu(i, h) for i, h in enumerate(self._handles)]
+            self._state = SystemState(
+                origin=self.origin,
+                driver=self._read(lambda: _text(nv.nvmlSystemGetDriverVersion())),
+                cuda=self._read(lambda: int(nv.nvmlSystemGetCudaDriverVersion())),
+                nvml=self._read(lambda: _text(nv.nvmlSystemGetNVMLVersion())),
+                gpus=gpus)
+        return self._state
+
+    def _gpu(self, index: int, h: Any) -> GpuState:
+        nv, r = self._nv, self._read
+        pci = nv.nvmlDeviceGetPciInfo(h)
+        bdf = normalize_bdf(_text(pci.busId))
+        v: dict[str, Any] = {
+            F_NAME: r(lambda: _text(nv.nvmlDeviceGetName(h))),
+            F_UUID: r(lambda: _text(nv.nvmlDeviceGetUUID(h))),
+            F_VBIOS: r(lambda: _text(nv.nvmlDeviceGetVbiosVersion(h))),
+            F_POWER_LIMIT: r(lambda: int(nv.nvmlDeviceGetPowerManagementLimit(h))),
+            F_POWER_ENFORCED: r(lambda: int(nv.nvmlDeviceGetEnforcedPowerLimit(h))),
+            F_POWER_DEFAULT: r(lambda: int(nv.nvmlDeviceGetPowerManagementDefaultLimit(h))),
+            F_POWER_CONSTRAINTS: r(lambda: [int(x) for x in nv.nvmlDeviceGetPowerManagementLimitConstraints(h)]),
+            F_POWER_USAGE: r(lambda: int(nv.nvmlDeviceGetPowerUsage(h))),
+            F_PERSISTENCE: r(lambda: int(nv.nvmlDeviceGetPersistenceMode(h))),
+            F_DISPLAY_ACTIVE: r(lambda: int(nv.nvmlDeviceGetDisplayActive(h))),
+            F_PCIE_MAX_GEN: r(lambda: int(nv.nvmlDeviceGetMaxPcieLinkGeneration(h))),
+            F_PCIE_MAX_WIDTH: r(lambda: int(nv.nvmlDeviceGetMaxPcieLinkWidth(h))),
+            F_PCIE_GEN: r(lambda: int(nv.nvmlDeviceGetCurrPcieLinkGeneration(h))),
+            F_PCIE_WIDTH: r(lambda: int(nv.nvmlDeviceGetCurrPcieLinkWidth(h))),
+            F_PCIE_REPLAY: r(lambda: int(nv.nvmlDeviceGetPcieReplayCounter(h))),
+            F_CLOCK_REASONS: r(lambda: int(self._reasons(h))),
+            F_PSTATE: r(lambda: int(nv.nvmlDeviceGetPerformanceState(h))),
+            F_ECC_MODE: r(lambda: [int(x) for x in nv.nvmlDeviceGetEccMode(h)]),
+            F_ECC_UNCORR_VOLATILE: r(lambda: int(nv.nvmlDeviceGetTotalEccErrors(
+                h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_VOLATILE_ECC))),
+            F_ECC_UNCORR_AGGREGATE: r(lambda: int(nv.nvmlDeviceGetTotalEccErrors(
+                h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_AGGREGATE_ECC))),
+            F_RETIRED_PENDING: r(lambda: int(nv.nvmlDeviceGetRetiredPagesPendingStatus(h))),
+            F_REMAPPED_ROWS: r(lambda: [int(x) for x in nv.nvmlDeviceGetRemappedRows(h)]),
+            F_NVLINK: self._nvlink(h),
+            F_PROCESSES: r(lambda: self._processes(h)),
+        }
+        mem = r(lambda: nv.nvmlDeviceGetMemoryInfo(h, version=nv.nvmlMemory_v2))
+        if isinstance(mem, Unavailable):  # older drivers: v1 counts the driver's reservation as used
+            mem1 = r(lambda: nv.nvmlDeviceGetMemoryInfo(h))
+            v[F_MEM_TOTAL] = mem1 if isinstance(mem1, Unavailable) else int(mem1.total)
+            v[F_MEM_USED] = Unavailable(f"memory info v2 (used without the driver's reservation): {mem}", mem.code)
+            v[F_MEM_RESERVED] = v[F_MEM_USED]
+        else:
+            v[F_MEM_TOTAL], v[F_MEM_USED], v[F_MEM_RESERVED] = int(mem.total), int(mem.used), int(mem.reserved)
+        return GpuState(bdf, index, v)
+
+    def _reasons(self, h: Any) -> int:
+        nv = self._nv
+        fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or nv.nvmlDeviceGetCurrentClocksThrottleReasons
+        return int(fn(h))
+
+    def _nvlink(self, h: Any) -> dict[str, int] | Unavailable:
+        nv = self._nv
+        states: dict[str, int] = {}
+        for link in range(int(getattr(nv, "NVML_NVLINK_MAX_LINKS", 18))):
+            try:
+                states[str(link)] = int(nv.nvmlDeviceGetNvLinkState(h, link))
+            except (nv.NVMLError_NotSupported, nv.NVMLError_InvalidArgument):
+                # Link 0 not supported: the GPU has no NVLink ({}); past the last link: the end of the list.
+                break
+            except nv.NVMLError_NoPermission:
+                return Unavailable(f"NVLink state: insufficient permissions; {ROOT_HINT}", NO_PERMISSION)
+            except nv.NVMLError as exc:
+                return Unavailable(f"NVLink {link} state: NVML error: {exc}", ERROR)
+        return states
+
+    def _processes(self, h: Any) -> list[dict[str, Any]]:
+        nv = self._nv
+        out: list[dict[str, Any]] = []
+        for kind, fn in (("compute", nv.nvmlDeviceGetComputeRunningProcesses),
+                         ("graphics", nv.nvmlDeviceGetGraphicsRunningProcesses)):
+            for p in fn(h):
+                used = getattr(p, "usedGpuMemory", None)
+                name = self._read(lambda pid=p.pid: _text(nv.nvmlSystemGetProcessName(pid)))
+                out.append({"pid": int(p.pid), "name": name if isinstance(name, str) else "?",
+                            "used_b": int(used) if isinstance(used, int) else None, "kind": kind})
+        return out
+
+    def sample(self, index: int) -> tuple[int | None, int | None, int | None, int | None, int | None]:
+        """One (gen, width, reasons, power_mw, sm_mhz) reading of GPU ``index``; ``None`` where NVML gave nothing."""
+        nv, h = self._nv, self._handles[index]
+
+        def val(fn: Callable[[], Any]) -> int | None:
+            v = self._read(fn)
+            return None if isinstance(v, Unavailable) else int(v)
+
+        return (val(lambda: nv.nvmlDeviceGetCurrPcieLinkGeneration(h)),
+                val(lambda: nv.nvmlDeviceGetCurrPcieLinkWidth(h)),
+                val(lambda: self._reasons(h)),
+                val(lambda: nv.nvmlDeviceGetPowerUsage(h)),
+                val(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)))
+
+    def replay(self, index: int) -> int | None:
+        v = self._read(lambda: int(self._nv.nvmlDeviceGetPcieReplayCounter(self._handles[index])))
+        return None if isinstance(v, Unavailable) else int(v)
+
+    def under_load(self, bdfs: Iterable[str], seconds: float) -> dict[str, LoadReadings | Unavailable]:
+        from .load import measure_under_load
+
+        index = {g.bdf: g.index for g in self.system().gpus}
+        wanted = [b for b in bdfs if b in index]
+        out: dict[str, LoadReadings | Unavailable] = {
+            b: Unavailable(f"{b} is not among the GPUs NVML sees") for b in bdfs if b not in index}
+        out.update(measure_under_load(self, {b: index[b] for b in wanted}, seconds))
+        return out
+
+    def close(self) -> None:
+        try:
+            self._nv.nvmlShutdown()
+        except self._nv.NVMLError:  # already shut down, or the driver went away: nothing to release
+            pass
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def open_nvml(snapshot_root: Path | None, name: str) -> Nvml:
+    """The NVML for a rig: recorded for a snapshot, live otherwise."""
+    if snapshot_root is not None:
+        return RecordedNvml.open(snapshot_root, name)
+    return LiveNvml()

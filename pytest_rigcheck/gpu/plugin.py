@@ -1,0 +1,204 @@
+"""Feature plugin for the GPU suites: NVML fixtures, the load run once per rig, and link readings for the PCIe suite.
+
+Registered by the core plugin (``FEATURE_PLUGINS``). Imports stdlib and pytest only; NVML (``pynvml``)
+and torch are imported when a GPU check first runs, never in ``pytest_configure``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ..rig import Rig
+    from .nvml import Nvml
+    from .state import GpuState, LoadReadings, SystemState, Unavailable
+
+LOAD_OPTION = "--rig-load-seconds"
+LOAD_DESC = "Seconds of GPU load while NVML samples link, clocks and power (live runs; default: 3)"
+DEFAULT_LOAD_S = 3.0
+EXTRAS_KEY = "gpu"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("rigcheck")
+    group.addoption(LOAD_OPTION, type=float, default=None, metavar="S", help=LOAD_DESC)
+    parser.addini("rig_load_seconds", type="string", default="", help=LOAD_DESC)
+
+
+def load_seconds(config: pytest.Config) -> float:
+    value = config.getoption(LOAD_OPTION)
+    where = LOAD_OPTION
+    if value is None:
+        text, where = config.getini("rig_load_seconds"), "ini rig_load_seconds"
+        try:
+            value = float(text) if text else DEFAULT_LOAD_S
+        except ValueError:
+            raise pytest.UsageError(f"Invalid load duration {text!r} from {where}: a number of seconds, e.g. 3") from None
+    if not 0.5 <= value <= 120:
+        raise pytest.UsageError(f"Invalid load duration {value} from {where}: between 0.5 and 120 seconds")
+    return float(value)
+
+
+class GpuSession:
+    """One rig's NVML state, opened on first use and kept for the session (in ``rig.extras["gpu"]``).
+
+    The outcome of opening NVML is kept too, so a machine without a driver is probed once and every
+    GPU check skips with that one reason.
+    """
+
+    def __init__(self, rig: Rig, seconds: float) -> None:
+        self.rig = rig
+        self.seconds = seconds
+        self._nvml: Nvml | None = None
+        self._error: Exception | None = None
+        self._load: dict[str, LoadReadings | Unavailable] | None = None
+        self._log: str | Unavailable | None = None
+
+    @property
+    def nvml(self) -> Nvml:
+        from ..errors import RigcheckError
+        from .nvml import open_nvml
+
+        if self._error is not None:
+            raise self._error
+        if self._nvml is None:
+            try:
+                self._nvml = open_nvml(None if self.rig.is_live else self.rig.root, self.rig.name)
+            except RigcheckError as exc:
+                self._error = exc
+                raise
+        return self._nvml
+
+    @property
+    def system(self) -> SystemState:
+        return self.nvml.system()
+
+    def gpus(self) -> dict[str, GpuState | Unavailable]:
+        """Every GPU of the PCIe tree, joined by BDF to NVML's state (``Unavailable`` where NVML lacks it)."""
+        from .state import NOT_CAPTURED, Unavailable
+
+        by_bdf = {g.bdf: g for g in self.system.gpus}
+        out: dict[str, GpuState | Unavailable] = {}
+        for fn in self.rig.pcie.gpus:
+            out[fn.bdf] = by_bdf.get(fn.bdf) or Unavailable(
+                f"{fn.bdf} is on the PCIe bus but not among the GPUs {self.nvml.origin} reports "
+                f"({', '.join(sorted(by_bdf)) or 'none'}): driver not bound, GPU fallen off the bus, or not captured",
+                NOT_CAPTURED)
+        return out
+
+    def gpu(self, bdf: str) -> GpuState | Unavailable:
+        return self.gpus()[bdf]
+
+    def load(self) -> dict[str, LoadReadings | Unavailable]:
+        """Readings under load for every GPU, taken once (live: a short load on all GPUs at once)."""
+        if self._load is None:
+            self._load = self.nvml.under_load([fn.bdf for fn in self.rig.pcie.gpus], self.seconds)
+            from .state import LoadReadings
+
+            self.rig.extras["link_under_load"] = {
+                b: r.link for b, r in self._load.items() if isinstance(r, LoadReadings) and r.link is not None}
+        return self._load
+
+    def load_of(self, bdf: str) -> LoadReadings | Unavailable:
+        return self.load()[bdf]
+
+    def kernel_log(self) -> str | Unavailable:
+        if self._log is None:
+            from .xid import read_kmsg, recorded_kernel_log
+
+            self._log = read_kmsg() if self.rig.is_live else recorded_kernel_log(self.system)
+        return self._log
+
+    @property
+    def log_where(self) -> str:
+        return "kernel log /dev/kmsg" if self.rig.is_live else f"kernel log NVRM lines in nvml.json of {self.rig.name}"
+
+    def close(self) -> None:
+        if self._nvml is not None:
+            self._nvml.close()
+
+
+def gpu_session(rig: Rig, config: pytest.Config) -> GpuSession:
+    """The rig's ``GpuSession``, made on first use."""
+    s = rig.extras.get(EXTRAS_KEY)
+    if not isinstance(s, GpuSession):
+        s = GpuSession(rig, load_seconds(config))
+        rig.extras[EXTRAS_KEY] = s
+    return s
+
+
+def _settle_open(session: GpuSession) -> None:
+    __tracebackhide__ = True
+    from ..errors import RigcheckError
+    from .nvml import NvmlPermissionError, NvmlUnavailable
+
+    try:
+        session.nvml  # noqa: B018 - opens NVML (or reads nvml.json) once
+    except NvmlUnavailable as exc:
+        pytest.skip(f"GPU checks skipped: {exc}")
+    except NvmlPermissionError as exc:
+        pytest.fail(f"NVML: {exc}", pytrace=False)
+    except RigcheckError as exc:
+        pytest.fail(f"UNREADABLE, not a pass: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def rig_nvml(rig: Rig, pytestconfig: pytest.Config) -> GpuSession:
+    """The rig's GPU state through NVML (``GpuSession``): live NVML, or the snapshot's ``nvml.json``.
+
+    ``.system`` (driver, CUDA, every GPU's ``GpuState``), ``.gpu(bdf)``, ``.load_of(bdf)`` (readings under a short
+    load, taken once per session), ``.kernel_log()``. Skips every GPU check with one reason where there is no
+    NVIDIA driver or GPU; fails on a permission error or a snapshot without NVML state.
+
+    Example::
+
+        def test_persistence(rig_gpu, rig_nvml):
+            assert rig_nvml.gpu(rig_gpu.gpu.bdf).get("persistence_mode") == 1
+    """
+    session = gpu_session(rig, pytestconfig)
+    _settle_open(session)
+    return session
+
+
+@pytest.fixture
+def rig_gpus(rig_nvml: GpuSession) -> dict[str, Any]:
+    """The rig's GPUs as NVML sees them, joined to the PCIe tree by BDF: ``{bdf: GpuState | Unavailable}``.
+
+    Example::
+
+        def test_names(rig_gpus):
+            assert all(g.name for g in rig_gpus.values())
+    """
+    return rig_nvml.gpus()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # The PCIe link suite reads rig.extras["link_under_load"]: fill it before a link test runs, once per rig,
+    # so an idle GPU's downshift is judged against a reading taken while busy.
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "rig_link" not in callspec.params:
+        return
+    target = callspec.params["rig_link"]
+    rig = getattr(target, "rig", None)
+    if rig is None or "link_under_load" in rig.extras:
+        return
+    from ..errors import RigcheckError
+
+    session = gpu_session(rig, item.config)
+    try:
+        session.load()
+    except RigcheckError:
+        rig.extras["link_under_load"] = {}  # no NVML: the link check decides from sysfs alone
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from ..plugin import RIG_SESSION
+
+    rs = config.stash.get(RIG_SESSION, None)
+    for rig in (rs._rigs or []) if rs is not None else []:
+        s = rig.extras.get(EXTRAS_KEY)
+        if isinstance(s, GpuSession):
+            s.close()

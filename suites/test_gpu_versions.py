@@ -1,0 +1,13 @@
+"""Driver, CUDA and VBIOS versions are recorded in the results, and meet the profile's minimums."""
+
+from __future__ import annotations
+
+from pytest_rigcheck.gpu import inventory
+
+
+def test_versions(rig, rig_nvml, rig_check, record_testsuite_property):
+    verdict = inventory.versions(rig, rig_nvml.system)
+    for key, value in verdict.properties.items():
+        record_testsuite_property(key, value)
+    verdict = rig_check(verdict)
+    assert verdict.ok, verdict
