@@ -13,7 +13,8 @@ ALL = sorted(p.name for p in SNAPSHOTS.iterdir() if (p / "MANIFEST.toml").is_fil
 
 
 def _failed_ids(stdout: str) -> set[str]:
-    return {m.group(1) for m in re.finditer(r"^FAILED \S*::(\S+)", stdout, re.M)}
+    # An error in setup (UNREADABLE from a fixture) is as much a non-pass as a failure.
+    return {m.group(1) for m in re.finditer(r"^(?:FAILED|ERROR) \S*::(\S+)", stdout, re.M)}
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -21,7 +22,7 @@ def test_manifest_promise(pytester: pytest.Pytester, name: str) -> None:
     """Running all suites on the snapshot fails exactly the checks its manifest lists."""
     manifest = tomllib.loads((SNAPSHOTS / name / "MANIFEST.toml").read_text())
     want = set(manifest.get("expect", {}).get("fail", []))
-    result = pytester.runpytest_subprocess(f"--rig-snapshot={SNAPSHOTS / name}", "-rf", "-p", "no:cacheprovider",
+    result = pytester.runpytest_subprocess(f"--rig-snapshot={SNAPSHOTS / name}", "-rfE", "-p", "no:cacheprovider",
                                            "--tb=short")
     out = result.stdout.str()
     assert _failed_ids(out) == want, out
