@@ -11,4 +11,4 @@ from pytest_rigcheck.gpu import busy
 def test_clock_event_reasons(rig_gpu, rig_nvml, rig_check):
     bdf = rig_gpu.gpu.bdf
     verdict = rig_check(busy.clock_reasons(rig_gpu, rig_nvml.gpu(bdf), rig_nvml.load_of(bdf)))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)

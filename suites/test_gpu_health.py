@@ -7,25 +7,25 @@ from pytest_rigcheck.gpu import health
 
 def test_no_uncorrected_ecc(rig_gpu, rig_nvml, rig_check):
     verdict = rig_check(health.ecc(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf)))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)
 
 
 def test_no_memory_repair_pending(rig_gpu, rig_nvml, rig_check):
     verdict = rig_check(health.rows_pending(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf)))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)
 
 
 def test_no_fatal_xid(rig_gpu, rig_nvml, rig_check):
     verdict = rig_check(health.xid(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf), rig_nvml.kernel_log(), rig_nvml.log_where))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)
 
 
 def test_no_pcie_replays_under_load(rig_gpu, rig_nvml, rig_check):
     bdf = rig_gpu.gpu.bdf
     verdict = rig_check(health.replay_growth(rig_gpu, rig_nvml.gpu(bdf), rig_nvml.load_of(bdf)))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)
 
 
 def test_nvlinks_up(rig_gpu, rig_nvml, rig_check):
     verdict = rig_check(health.nvlink(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf)))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)

@@ -10,4 +10,4 @@ def test_versions(rig, rig_nvml, rig_check, record_testsuite_property):
     for key, value in verdict.properties.items():
         record_testsuite_property(key, value)
     verdict = rig_check(verdict)
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)

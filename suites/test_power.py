@@ -7,14 +7,14 @@ from pytest_rigcheck.gpu import power
 
 def test_power_limit(rig_gpu, rig_nvml, rig_check):
     verdict = rig_check(power.power_limit(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf)))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)
 
 
 def test_persistence_mode(rig_gpu, rig_nvml, rig_check):
     verdict = rig_check(power.persistence(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf)))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)
 
 
 def test_circuit_budget(rig, rig_gpus, rig_check):
     verdict = rig_check(power.circuit(rig, rig_gpus))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)

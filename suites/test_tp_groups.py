@@ -7,4 +7,4 @@ from pytest_rigcheck.gpu import inventory
 
 def test_tp_groups_homogeneous(rig, rig_gpus, rig_check):
     verdict = rig_check(inventory.tp_groups(rig, rig_gpus))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)

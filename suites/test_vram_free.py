@@ -7,4 +7,4 @@ from pytest_rigcheck.gpu import inventory
 
 def test_vram_free(rig_gpu, rig_nvml, rig_check):
     verdict = rig_check(inventory.vram_free(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf)))
-    assert verdict.ok, verdict
+    assert verdict.ok, str(verdict)
