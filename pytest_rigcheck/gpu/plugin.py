@@ -134,14 +134,20 @@ def _settle_open(session: GpuSession) -> None:
     from ..errors import RigcheckError
     from .nvml import NvmlPermissionError, NvmlUnavailable
 
+    skip = fail = None
     try:
         session.nvml  # noqa: B018 - opens NVML (or reads nvml.json) once
     except NvmlUnavailable as exc:
-        pytest.skip(f"GPU checks skipped: {exc}")
+        skip = f"GPU checks skipped: {exc}"
     except NvmlPermissionError as exc:
-        pytest.fail(f"NVML: {exc}", pytrace=False)
+        fail = f"NVML: {exc}"
     except RigcheckError as exc:
-        pytest.fail(f"UNREADABLE, not a pass: {exc}", pytrace=False)
+        fail = f"UNREADABLE, not a pass: {exc}"
+    # Outside the except blocks, so the report shows the reason and not a chained traceback.
+    if skip:
+        pytest.skip(skip)
+    if fail:
+        pytest.fail(fail, pytrace=False)
 
 
 @pytest.fixture
