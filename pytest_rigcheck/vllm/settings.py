@@ -1,0 +1,264 @@
+"""The profile's ``[vllm]`` table and the ``--rig-vllm-*`` options, validated into one ``VllmSettings``.
+
+Every bad value raises ``ProfileError`` naming the key, the value and what is allowed; the plugin turns
+it into ``pytest.UsageError`` before collection.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ProfileError
+
+# The default launch command (the issue's "vllm serve MODEL --tensor-parallel-size N" plus flags);
+# {flags} expands to the profile's flags plus the ones derived from its keys (max_model_len, ...).
+DEFAULT_LAUNCH = "vllm serve {model} --tensor-parallel-size {tensor_parallel_size} --host {host} --port {port} {flags}"
+PLACEHOLDERS = ("model", "served_model_name", "tensor_parallel_size", "host", "port", "flags", "max_model_len",
+                "gpu_memory_utilization")
+
+_FLOAT_KEYS: dict[str, tuple[float, float, str]] = {
+    # key: (low, high, unit) -- inclusive bounds
+    "gpu_memory_utilization": (0.05, 1.0, "fraction"),
+    "min_decode_tokens_per_s": (0.0, 1e6, "tokens/s"),
+    "min_aggregate_tokens_per_s": (0.0, 1e7, "tokens/s"),
+    "max_ttft_s": (0.0, 3600.0, "s"),
+    "max_prefix_cached_ttft_ratio": (0.0, 1.0, "ratio"),
+    "ready_timeout_s": (1.0, 86400.0, "s"),
+    "request_timeout_s": (1.0, 3600.0, "s"),
+    "stop_grace_s": (0.0, 600.0, "s"),
+    "runtime_overhead_gib": (0.0, 64.0, "GiB"),
+}
+_INT_KEYS: dict[str, tuple[int, int]] = {
+    "tensor_parallel_size": (1, 64),
+    "max_model_len": (16, 10_000_000),
+    "concurrency": (1, 1024),
+    "decode_tokens": (2, 4096),
+    "port": (1, 65535),
+}
+_STR_KEYS = ("model", "served_model_name", "launch", "url", "expect_version", "quantization", "kv_cache_dtype",
+             "model_config", "model_preset")
+_BOOL_KEYS = ("prefix_caching",)
+_TABLE_KEYS = ("env", "gpus")
+_LIST_KEYS = ("flags",)
+KNOWN_KEYS = frozenset([*_FLOAT_KEYS, *_INT_KEYS, *_STR_KEYS, *_BOOL_KEYS, *_TABLE_KEYS, *_LIST_KEYS])
+
+
+@dataclass(frozen=True)
+class GpuMemory:
+    """One GPU's memory as the model-fit gate reads it (from the profile, an option, or NVML)."""
+
+    index: int
+    name: str
+    total_bytes: int
+    used_bytes: int
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    """Everything the vLLM checks read, after validation. ``where`` says where it came from, for messages."""
+
+    where: str = "no [vllm] table"
+    url: str | None = None
+    url_source: str = ""
+    api_key_env: str = "RIGCHECK_VLLM_API_KEY"
+    launch: str | None = None
+    launch_source: str = ""
+    model: str | None = None
+    served_model_name: str | None = None
+    tensor_parallel_size: int = 1
+    flags: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    port: int | None = None
+    expect_version: str | None = None
+    prefix_caching: bool | None = None
+    concurrency: int = 4
+    decode_tokens: int = 64
+    min_decode_tokens_per_s: float | None = None
+    min_aggregate_tokens_per_s: float | None = None
+    max_ttft_s: float | None = None
+    max_prefix_cached_ttft_ratio: float = 0.8
+    ready_timeout_s: float = 900.0
+    request_timeout_s: float = 300.0
+    stop_grace_s: float = 30.0
+    # model-fit gate
+    quantization: str | None = None
+    kv_cache_dtype: str | None = None
+    model_config: str | None = None
+    model_preset: str | None = None
+    runtime_overhead_gib: float | None = None
+    gpus: tuple[GpuMemory, ...] = ()
+
+    @property
+    def configured(self) -> bool:
+        """Whether there is a server to check: a URL, or something to launch."""
+        return bool(self.url or self.launch)
+
+    @property
+    def expected_model_id(self) -> str | None:
+        """The id ``/v1/models`` should list: the served name, else the model (as vLLM does)."""
+        return self.served_model_name or self.model
+
+    @property
+    def prefix_caching_enabled(self) -> bool | None:
+        """``prefix_caching`` if set, else whether the flags enable or disable it, else unknown (None)."""
+        if self.prefix_caching is not None:
+            return self.prefix_caching
+        if "--enable-prefix-caching" in self.flags:
+            return True
+        if "--no-enable-prefix-caching" in self.flags:
+            return False
+        return None
+
+    def launch_argv(self, host: str, port: int) -> list[str]:
+        """The launch command, as argv: the template split like a shell would, then each word filled in.
+
+        ``{flags}`` alone as a word expands to several words. The profile's keys become flags when
+        the profile's ``flags`` do not already set them.
+
+        Example::
+
+            >>> VllmSettings(launch=DEFAULT_LAUNCH, model="m", max_model_len=4096).launch_argv("127.0.0.1", 8000)
+            ['vllm', 'serve', 'm', '--tensor-parallel-size', '1', '--host', '127.0.0.1', '--port', '8000', '--max-model-len', '4096']
+        """
+        assert self.launch is not None
+        flags = list(self.flags)
+        derived = [("--served-model-name", self.served_model_name), ("--max-model-len", self.max_model_len),
+                   ("--gpu-memory-utilization", self.gpu_memory_utilization)]
+        for flag, value in derived:
+            if value is not None and not any(f == flag or f.startswith(flag + "=") for f in flags):
+                flags += [flag, str(value)]
+        values = {"model": self.model or "", "served_model_name": self.served_model_name or self.model or "",
+                  "tensor_parallel_size": str(self.tensor_parallel_size), "host": host, "port": str(port),
+                  "max_model_len": str(self.max_model_len or ""),
+                  "gpu_memory_utilization": str(self.gpu_memory_utilization or "")}
+        argv: list[str] = []
+        for word in shlex.split(self.launch):
+            if word == "{flags}":
+                argv += flags
+            else:
+                argv.append(word.replace("{flags}", shlex.join(flags)).format_map(values))
+        return argv
+
+
+def _check_template(where: str, key: str, template: str) -> None:
+    import string
+
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        shlex.split(template)
+    except ValueError as exc:
+        raise ProfileError(where, key, template, f"a command line with {{placeholders}} ({exc})") from None
+    bad = [n for n in names if n not in PLACEHOLDERS]
+    if bad:
+        raise ProfileError(where, key, template, f"unknown placeholder {{{bad[0]}}}; known: "
+                           + ", ".join("{" + p + "}" for p in PLACEHOLDERS))
+
+
+def parse_vllm_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate a ``[vllm]`` table; return keyword arguments for ``VllmSettings``.
+
+    Example::
+
+        >>> parse_vllm_table({"model": "m", "tensor_parallel_size": 2}, "rig.toml")["tensor_parallel_size"]
+        2
+    """
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        k = f"vllm.{key}"
+        if key not in KNOWN_KEYS:
+            raise ProfileError(where, k, value, "unknown key; keys of [vllm] are " + ", ".join(sorted(KNOWN_KEYS)))
+        if key in _FLOAT_KEYS:
+            lo, hi, unit = _FLOAT_KEYS[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+                raise ProfileError(where, k, value, f"a number from {lo:g} to {hi:g} ({unit})")
+            out[key] = float(value)
+        elif key in _INT_KEYS:
+            lo_i, hi_i = _INT_KEYS[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not lo_i <= value <= hi_i:
+                raise ProfileError(where, k, value, f"a whole number from {lo_i} to {hi_i}")
+            out[key] = value
+        elif key in _STR_KEYS:
+            if not isinstance(value, str) or not value.strip():
+                raise ProfileError(where, k, value, "a non-empty string")
+            out[key] = value
+        elif key in _BOOL_KEYS:
+            if not isinstance(value, bool):
+                raise ProfileError(where, k, value, "true or false")
+            out[key] = value
+        elif key == "flags":
+            if isinstance(value, str):
+                value = shlex.split(value)
+            if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
+                raise ProfileError(where, k, value, 'a list of strings, e.g. ["--enable-prefix-caching"]')
+            out[key] = tuple(value)
+        elif key == "env":
+            if not isinstance(value, dict) or not all(isinstance(v, str | int | float) for v in value.values()):
+                raise ProfileError(where, k, value, 'a table of strings, e.g. {VLLM_CPU_OMP_THREADS_BIND = "0|1"}')
+            out[key] = {str(a): str(b) for a, b in value.items()}
+        elif key == "gpus":
+            out[key] = parse_gpu_table(value, where)
+    if "launch" in out:
+        _check_template(where, "vllm.launch", out["launch"])
+        if "{port}" not in out["launch"] and "port" not in out:
+            raise ProfileError(where, "vllm.launch", out["launch"],
+                               "a template with {port} (the port rigcheck picks), or set vllm.port to the fixed port")
+    return out
+
+
+def parse_gpu_table(value: object, where: str) -> tuple[GpuMemory, ...]:
+    """``[vllm.gpus]``: ``"0" = {name = "RTX 3080", total_gib = 10, used_gib = 1.2}``, one entry per GPU."""
+    if not isinstance(value, dict):
+        raise ProfileError(where, "vllm.gpus", value, 'a table: "0" = {name = "...", total_gib = 10, used_gib = 1.2}')
+    gpus = []
+    for idx, entry in value.items():
+        k = f"vllm.gpus.{idx}"
+        if not str(idx).isdigit():
+            raise ProfileError(where, k, idx, "a GPU index (0, 1, ...) as the key")
+        if not isinstance(entry, dict) or not {"total_gib", "used_gib"} <= set(entry):
+            raise ProfileError(where, k, entry, "a table with total_gib and used_gib (and optional name)")
+        total, used = entry["total_gib"], entry["used_gib"]
+        if not all(isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 for x in (total, used)) \
+                or used > total or total <= 0:
+            raise ProfileError(where, k, entry, "total_gib > 0 and 0 <= used_gib <= total_gib (GiB)")
+        gpus.append(GpuMemory(int(idx), str(entry.get("name", f"GPU{idx}")), int(total * 2**30), int(used * 2**30)))
+    return tuple(sorted(gpus, key=lambda g: g.index))
+
+
+_UNITS = {"": 2**30, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
+def parse_size(text: str) -> int:
+    """A memory size: ``10GiB``, ``9216MiB``, ``10GB``, or a bare number of GiB.
+
+    Example::
+
+        >>> parse_size("1.5GiB"), parse_size("512 MiB")
+        (1610612736, 536870912)
+    """
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"{text!r} is not a size: use e.g. 10GiB, 9216MiB, 10GB or a bare number of GiB")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_gpu_option(text: str) -> GpuMemory:
+    """``--rig-vllm-gpu-memory INDEX:NAME:TOTAL:USED``, for instance ``0:RTX 3080:10GiB:1.2GiB``.
+
+    Example::
+
+        >>> parse_gpu_option("0:RTX 3080:10GiB:1GiB").used_bytes
+        1073741824
+    """
+    parts = text.split(":")
+    if len(parts) != 4 or not parts[0].strip().isdigit():
+        raise ValueError(f"{text!r}: use INDEX:NAME:TOTAL:USED, e.g. 0:RTX 3080:10GiB:1.2GiB")
+    total, used = parse_size(parts[2]), parse_size(parts[3])
+    if used > total or total <= 0:
+        raise ValueError(f"{text!r}: used ({parts[3]}) must be at most total ({parts[2]}), total above 0")
+    return GpuMemory(int(parts[0]), parts[1].strip() or f"GPU{parts[0]}", total, used)
