@@ -16,7 +16,9 @@ def test_no_memory_repair_pending(rig_gpu, rig_nvml, rig_check):
 
 
 def test_no_fatal_xid(rig_gpu, rig_nvml, rig_check):
-    verdict = rig_check(health.xid(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf), rig_nvml.kernel_log(), rig_nvml.log_where))
+    verdict = rig_check(
+        health.xid(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf), rig_nvml.kernel_log(), rig_nvml.log_where)
+    )
     assert verdict.ok, str(verdict)
 
 

@@ -12,24 +12,38 @@ from ..pcie import fmt_link
 from ..targets import GpuTarget
 from ..verdict import Verdict, failed, passed, unreadable
 from .common import Missing, expectations, label, need
-from .state import F_PCIE_GEN, F_PCIE_MAX_GEN, F_PCIE_MAX_WIDTH, F_PCIE_WIDTH, GpuState, LoadReadings, Unavailable
+from .state import (
+    F_PCIE_GEN,
+    F_PCIE_MAX_GEN,
+    F_PCIE_MAX_WIDTH,
+    F_PCIE_WIDTH,
+    GpuState,
+    LoadReadings,
+    Unavailable,
+)
 
 MIN_SAMPLES = 10  # a flapping window needs more than a couple of readings
 
 REASONS = {
-    0x1: "GPU idle", 0x2: "applications clocks setting", 0x4: "SW power cap", 0x8: "HW slowdown",
-    0x10: "sync boost", 0x20: "SW thermal slowdown", 0x40: "HW thermal slowdown", 0x80: "HW power brake slowdown",
+    0x1: "GPU idle",
+    0x2: "applications clocks setting",
+    0x4: "SW power cap",
+    0x8: "HW slowdown",
+    0x10: "sync boost",
+    0x20: "SW thermal slowdown",
+    0x40: "HW thermal slowdown",
+    0x80: "HW power brake slowdown",
     0x100: "display clocks setting",
 }
 BAD_REASONS = 0x8 | 0x20 | 0x40 | 0x80
 REASON_FIX = {
     0x8: "HW slowdown: the board asserted slowdown (over-temperature or power supply sag): check cooling, fans "
-         "and that every PCIe power connector is plugged into its own PSU cable",
+    "and that every PCIe power connector is plugged into its own PSU cable",
     0x20: "SW thermal slowdown: the GPU is above its thermal target: improve airflow, clean the heatsink, "
-          "space the cards apart (`nvidia-smi -q -d TEMPERATURE`)",
+    "space the cards apart (`nvidia-smi -q -d TEMPERATURE`)",
     0x40: "HW thermal slowdown: the GPU hit its hardware temperature limit: fix cooling before running load",
     0x80: "HW power brake: the board's external power-brake signal fired (PSU overload or a shared circuit): "
-          "check the PSU rating and its cables; lower the cap with nvidia-smi -pl",
+    "check the PSU rating and its cables; lower the cap with nvidia-smi -pl",
 }
 
 
@@ -42,13 +56,21 @@ def decode_reasons(bits: int) -> str:
     return f"{bits:#x} ({', '.join(names) or 'none'})"
 
 
-def _load(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable, what: str) -> LoadReadings:
+def _load(
+    t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable, what: str
+) -> LoadReadings:
     if isinstance(gpu, Unavailable):
         raise Missing(unreadable(f"{t.label}: {what} unknown: {gpu}"))
     if isinstance(load, Unavailable):
-        raise Missing(unreadable(f"{label(t, gpu)}: {what} unknown: {load}",
-                                 fix=["run live with torch installed (pytest-rigcheck[torch]) so the suite can load the GPU, "
-                                      "or capture with `rigcheck capture DIR` on a machine with torch"]))
+        raise Missing(
+            unreadable(
+                f"{label(t, gpu)}: {what} unknown: {load}",
+                fix=[
+                    "run live with torch installed (pytest-rigcheck[torch]) so the suite can load the GPU, "
+                    "or capture with `rigcheck capture DIR` on a machine with torch"
+                ],
+            )
+        )
     if not load.samples:
         raise Missing(unreadable(f"{label(t, gpu)}: {what} unknown: no sample was taken under load"))
     return load
@@ -68,12 +90,19 @@ def link_under_load(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReading
     src = t.rig.profile.source if (want.gen or want.width) else "NVML max link (lesser of GPU and system)"
     idle = gpu.get(F_PCIE_GEN), gpu.get(F_PCIE_WIDTH)
     idle_txt = fmt_link(*idle) if all(isinstance(x, int) for x in idle) else "unknown"
-    if isinstance(load, Unavailable) and isinstance(idle[0], int) and isinstance(idle[1], int) \
-            and idle[0] >= exp_gen and idle[1] >= exp_width:
+    if (
+        isinstance(load, Unavailable)
+        and isinstance(idle[0], int)
+        and isinstance(idle[1], int)
+        and idle[0] >= exp_gen
+        and idle[1] >= exp_width
+    ):
         # Measured at full speed and width already: a load could only confirm it (idle links go down, not up).
-        return passed(f"{name}: {idle_txt} read at idle, already the expected {fmt_link(exp_gen, exp_width)} "
-                      f"({src}); no load reading ({load})",
-                      properties={"link_gen_idle": idle[0], "link_width_idle": idle[1], "expected_gen": exp_gen})
+        return passed(
+            f"{name}: {idle_txt} read at idle, already the expected {fmt_link(exp_gen, exp_width)} "
+            f"({src}); no load reading ({load})",
+            properties={"link_gen_idle": idle[0], "link_width_idle": idle[1], "expected_gen": exp_gen},
+        )
     try:
         ld = _load(t, gpu, load, "PCIe link under load")
     except Missing as m:
@@ -82,24 +111,45 @@ def link_under_load(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReading
     if link is None:
         return unreadable(f"{name}: NVML gave no PCIe link reading under load ({len(ld.samples)} samples)")
     gen, width = link
-    props: dict[str, object] = {"link_gen_under_load": gen, "link_width_under_load": width,
-                                "link_gen_idle": idle[0] if isinstance(idle[0], int) else "",
-                                "expected_gen": exp_gen, "expected_width": exp_width, "samples": len(ld.samples)}
-    measured = (f"{fmt_link(gen, width)} under load (lowest of {len(ld.samples)} samples, {ld.how or 'recorded'}); "
-                f"{idle_txt} at idle; NVML max {fmt_link(max_gen, max_width)}")
+    props: dict[str, object] = {
+        "link_gen_under_load": gen,
+        "link_width_under_load": width,
+        "link_gen_idle": idle[0] if isinstance(idle[0], int) else "",
+        "expected_gen": exp_gen,
+        "expected_width": exp_width,
+        "samples": len(ld.samples),
+    }
+    measured = (
+        f"{fmt_link(gen, width)} under load (lowest of {len(ld.samples)} samples, {ld.how or 'recorded'}); "
+        f"{idle_txt} at idle; NVML max {fmt_link(max_gen, max_width)}"
+    )
     expected = f"{fmt_link(exp_gen, exp_width)} ({src})"
     slot = f'slot "{t.gpu.slot}"' if t.gpu.slot else "its slot"
     if width < exp_width:
-        return failed(f"{name}: PCIe link x{width} under load, expected x{exp_width}", measured=measured,
-                      expected=expected, path=[t.rig.pcie.path_text(t.gpu.bdf)],
-                      fix=[f"reseat the card (and riser) in {slot}: a riser or cable that loses lanes trains narrower",
-                           "check the BIOS bifurcation for that slot (x16, not x8x8)"], properties=props)
+        return failed(
+            f"{name}: PCIe link x{width} under load, expected x{exp_width}",
+            measured=measured,
+            expected=expected,
+            path=[t.rig.pcie.path_text(t.gpu.bdf)],
+            fix=[
+                f"reseat the card (and riser) in {slot}: a riser or cable that loses lanes trains narrower",
+                "check the BIOS bifurcation for that slot (x16, not x8x8)",
+            ],
+            properties=props,
+        )
     if gen < exp_gen:
-        return failed(f"{name}: PCIe link Gen{gen} under load, expected Gen{exp_gen}: the link trained down, not an "
-                      "idle downshift", measured=measured, expected=expected, path=[t.rig.pcie.path_text(t.gpu.bdf)],
-                      fix=[f"reseat the riser/cable in {slot}; use one rated for Gen{exp_gen}",
-                           f'set the BIOS PCIe link speed for {slot} to "Gen{exp_gen}" if it keeps falling back'],
-                      properties=props)
+        return failed(
+            f"{name}: PCIe link Gen{gen} under load, expected Gen{exp_gen}: the link trained down, not an "
+            "idle downshift",
+            measured=measured,
+            expected=expected,
+            path=[t.rig.pcie.path_text(t.gpu.bdf)],
+            fix=[
+                f"reseat the riser/cable in {slot}; use one rated for Gen{exp_gen}",
+                f'set the BIOS PCIe link speed for {slot} to "Gen{exp_gen}" if it keeps falling back',
+            ],
+            properties=props,
+        )
     return passed(f"{name}: {fmt_link(gen, width)} under load ({idle_txt} at idle)", properties=props)
 
 
@@ -116,21 +166,31 @@ def link_flapping(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings 
     name = label(t, gpu)
     n = len([s for s in ld.samples if s[1] and s[2]])
     if n < MIN_SAMPLES:
-        return unreadable(f"{name}: only {n} link reading(s) under load: a flapping check needs a window of "
-                          f"{MIN_SAMPLES} or more", fix=["run live (pytest --rig), or capture with `rigcheck capture DIR`"])
+        return unreadable(
+            f"{name}: only {n} link reading(s) under load: a flapping check needs a window of "
+            f"{MIN_SAMPLES} or more",
+            fix=["run live (pytest --rig), or capture with `rigcheck capture DIR`"],
+        )
     changes = ld.link_changes()
     seen = sorted({fmt_link(s[1], s[2]) for s in ld.samples if s[1] and s[2]})
     span = ld.samples[-1][0] - ld.samples[0][0]
     props: dict[str, object] = {"link_changes": changes, "samples": n, "window_s": round(span, 2)}
-    measured = f"{changes} change(s) in {n} samples over {span:.1f} s under load; speeds seen: {', '.join(seen)}"
+    measured = (
+        f"{changes} change(s) in {n} samples over {span:.1f} s under load; speeds seen: {', '.join(seen)}"
+    )
     if changes <= exp.max_link_changes:
         return passed(f"{name}: link steady under load ({measured})", properties=props)
-    return failed(f"{name}: PCIe link flapping under load: {changes} speed/width changes in {span:.1f} s",
-                  measured=measured, expected=f"at most {exp.max_link_changes} ([gpu] max_link_changes, {exp.where})",
-                  path=[t.rig.pcie.path_text(t.gpu.bdf)],
-                  fix=["a marginal riser, cable or slot retrains the link under load: reseat or replace it",
-                       'set the BIOS PCIe link speed for the slot to a fixed generation instead of "Auto"'],
-                  properties=props)
+    return failed(
+        f"{name}: PCIe link flapping under load: {changes} speed/width changes in {span:.1f} s",
+        measured=measured,
+        expected=f"at most {exp.max_link_changes} ([gpu] max_link_changes, {exp.where})",
+        path=[t.rig.pcie.path_text(t.gpu.bdf)],
+        fix=[
+            "a marginal riser, cable or slot retrains the link under load: reseat or replace it",
+            'set the BIOS PCIe link speed for the slot to a fixed generation instead of "Auto"',
+        ],
+        properties=props,
+    )
 
 
 def clock_reasons(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable) -> Verdict:
@@ -143,21 +203,32 @@ def clock_reasons(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings 
     name = label(t, gpu)
     bits = ld.reasons
     if bits is None:
-        return unreadable(f"{name}: NVML gave no clock event reasons under load",
-                          fix=["nvmlDeviceGetCurrentClocksEventReasons is not supported here: check the driver"])
+        return unreadable(
+            f"{name}: NVML gave no clock event reasons under load",
+            fix=["nvmlDeviceGetCurrentClocksEventReasons is not supported here: check the driver"],
+        )
     props: dict[str, object] = {"clocks_event_reasons": f"{bits:#x}", "samples": len(ld.samples)}
     if ld.max_power_w is not None:
         props["max_power_w"] = ld.max_power_w
     if ld.max_sm_mhz is not None:
         props["max_sm_mhz"] = ld.max_sm_mhz
-    extra = "".join([f", up to {ld.max_power_w:.0f} W" if ld.max_power_w is not None else "",
-                     f", SM up to {ld.max_sm_mhz} MHz" if ld.max_sm_mhz is not None else ""])
+    extra = "".join(
+        [
+            f", up to {ld.max_power_w:.0f} W" if ld.max_power_w is not None else "",
+            f", SM up to {ld.max_sm_mhz} MHz" if ld.max_sm_mhz is not None else "",
+        ]
+    )
     measured = f"{decode_reasons(bits)} seen across {len(ld.samples)} samples under load{extra}"
     bad = bits & BAD_REASONS
     if not bad:
         why = ": SW power cap is the expected limiter on a capped rig" if bits & 0x4 else ""
         return passed(f"{name}: clock event reasons under load {decode_reasons(bits)}{why}", properties=props)
     fixes = [REASON_FIX[b] for b in (0x80, 0x40, 0x20, 0x8) if bad & b]
-    return failed(f"{name}: clocks held back under load by {decode_reasons(bad)}", measured=measured,
-                  expected="none of HW slowdown 0x8, SW thermal 0x20, HW thermal 0x40, HW power brake 0x80 "
-                  "(SW power cap 0x4 is fine)", fix=fixes, properties=props)
+    return failed(
+        f"{name}: clocks held back under load by {decode_reasons(bad)}",
+        measured=measured,
+        expected="none of HW slowdown 0x8, SW thermal 0x20, HW thermal 0x40, HW power brake 0x80 "
+        "(SW power cap 0x4 is fine)",
+        fix=fixes,
+        properties=props,
+    )

@@ -47,9 +47,11 @@ def capture_nvml(out_dir: Path | str, load_seconds: float = 3.0, load: bool = Tr
     log = read_kmsg()
     data[KERNEL_LOG_KEY] = nvrm_lines(log).splitlines() if isinstance(log, str) else log.to_json()
     (out / NVML_JSON).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return {"nvml": f"{NVML_JSON}: {len(state.gpus)} GPU(s), driver {state.driver}, "
-                    f"{loaded} read under a {load_seconds:g} s load",
-            "kernel_log": "NVRM lines kept" if isinstance(log, str) else f"not captured: {log}"}
+    return {
+        "nvml": f"{NVML_JSON}: {len(state.gpus)} GPU(s), driver {state.driver}, "
+        f"{loaded} read under a {load_seconds:g} s load",
+        "kernel_log": "NVRM lines kept" if isinstance(log, str) else f"not captured: {log}",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

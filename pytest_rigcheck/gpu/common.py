@@ -70,7 +70,12 @@ def expectations(profile: Profile) -> GpuExpect:
     for table, allowed, name in ((power, allowed_power, "power"), (gpu, allowed_gpu, "gpu")):
         for k in table:
             if k not in allowed:
-                raise ProfileError(where, f"{name}.{k}", table[k], f"unknown key; keys of [{name}] are {', '.join(sorted(allowed))}")
+                raise ProfileError(
+                    where,
+                    f"{name}.{k}",
+                    table[k],
+                    f"unknown key; keys of [{name}] are {', '.join(sorted(allowed))}",
+                )
 
     def num(table: dict[str, Any], key: str, default: float | None) -> float | None:
         v = table.get(key, default)

@@ -32,11 +32,16 @@ def tp_groups(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
     if rig.profile.tp_groups is not None:
         groups, where = [list(g) for g in rig.profile.tp_groups], f"[rig] tp_groups ({rig.profile.source})"
     else:
-        groups, where = [sorted(by_index) or list(range(len(tree.gpus)))], "all GPUs (no [rig] tp_groups in the profile)"
+        groups, where = (
+            [sorted(by_index) or list(range(len(tree.gpus)))],
+            "all GPUs (no [rig] tp_groups in the profile)",
+        )
     missing = [fn for fn in tree.gpus if not isinstance(gpus.get(fn.bdf), GpuState)]
     if missing:
-        return unreadable(f"{rig.name}: NVML has no state for {', '.join(tree.gpu_label(f) for f in missing)}: "
-                          "tensor-parallel groups cannot be compared")
+        return unreadable(
+            f"{rig.name}: NVML has no state for {', '.join(tree.gpu_label(f) for f in missing)}: "
+            "tensor-parallel groups cannot be compared"
+        )
     problems, notes = [], []
     props: dict[str, object] = {}
     for n, group in enumerate(groups):
@@ -44,11 +49,15 @@ def tp_groups(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
         for i in group:
             g = by_index.get(i)
             if g is None:
-                return unreadable(f"{rig.name}: tensor-parallel group {group} names GPU{i}, which NVML does not see "
-                                  f"(GPUs: {sorted(by_index)}) ({where})")
+                return unreadable(
+                    f"{rig.name}: tensor-parallel group {group} names GPU{i}, which NVML does not see "
+                    f"(GPUs: {sorted(by_index)}) ({where})"
+                )
             name, total = g.get(F_NAME), g.get(F_MEM_TOTAL)
             if isinstance(name, Unavailable) or isinstance(total, Unavailable):
-                return unreadable(f"{rig.name}: GPU{i} {g.bdf}: model or memory size unreadable: {name if isinstance(name, Unavailable) else total}")
+                return unreadable(
+                    f"{rig.name}: GPU{i} {g.bdf}: model or memory size unreadable: {name if isinstance(name, Unavailable) else total}"
+                )
             members.append((g, name, _gib(total)))
         kinds = Counter((m[1], m[2]) for m in members)
         desc = ", ".join(f"GPU{g.index} {n_} {mem} GiB" for g, n_, mem in members)
@@ -57,19 +66,25 @@ def tp_groups(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
             notes.append(f"group {group}: {desc}")
             continue
         # The most common kind is the group's; on a tie, that of its first GPU.
-        ref = max(kinds, key=lambda k: (kinds[k], -next(i for i, m in enumerate(members) if (m[1], m[2]) == k)))
+        ref = max(
+            kinds, key=lambda k: (kinds[k], -next(i for i, m in enumerate(members) if (m[1], m[2]) == k))
+        )
         odd = [f"GPU{g.index} {g.bdf} ({n_}, {mem} GiB)" for g, n_, mem in members if (n_, mem) != ref]
         problems.append(f"group {group}: {', '.join(odd)} differ(s) from {ref[0]} {ref[1]} GiB")
     if not problems:
         return passed(f"{rig.name}: tensor-parallel groups homogeneous: {'; '.join(notes)}", properties=props)
-    return failed(f"{rig.name}: tensor-parallel group(s) mix GPU models or memory sizes: {'; '.join(problems)}",
-                  measured="; ".join(str(v) for v in props.values()),
-                  expected=f"one model and memory size per group ({where})",
-                  notes=["tensor parallelism runs at the pace of the slowest GPU and fits the model to the smallest"],
-                  fix=["replace the odd card(s) with the group's model, or split the GPUs into homogeneous groups "
-                       "and say so in the profile: [rig] tp_groups = [[0, 1], [2]]",
-                       "for vLLM: set --tensor-parallel-size to a homogeneous group and CUDA_VISIBLE_DEVICES to its GPUs"],
-                  properties=props)
+    return failed(
+        f"{rig.name}: tensor-parallel group(s) mix GPU models or memory sizes: {'; '.join(problems)}",
+        measured="; ".join(str(v) for v in props.values()),
+        expected=f"one model and memory size per group ({where})",
+        notes=["tensor parallelism runs at the pace of the slowest GPU and fits the model to the smallest"],
+        fix=[
+            "replace the odd card(s) with the group's model, or split the GPUs into homogeneous groups "
+            "and say so in the profile: [rig] tp_groups = [[0, 1], [2]]",
+            "for vLLM: set --tensor-parallel-size to a homogeneous group and CUDA_VISIBLE_DEVICES to its GPUs",
+        ],
+        properties=props,
+    )
 
 
 def _gib(b: int) -> float:
@@ -94,17 +109,28 @@ def vram_free(t: GpuTarget, gpu: GpuState | Unavailable, own_pid: int | None = N
     own = sum(p["used_b"] or 0 for p in procs if p["pid"] == own_pid)
     others = [p for p in procs if p["pid"] != own_pid]
     held = max(0, used - own)
-    props: dict[str, object] = {"vram_used_mib": round(held / (1 << 20)), "vram_total_mib": round(total / (1 << 20)),
-                                "display_active": display, "other_processes": len(others)}
-    plist = [f"{p['name']} (pid {p['pid']}, {p['kind']}) {mib(p['used_b']) if p['used_b'] is not None else 'memory unknown'}"
-             for p in others]
-    measured = (f"{mib(held)} of {mib(total)} in use, not counting the driver's reservation"
-                + (f" or this test run's own {mib(own)}" if own else "")
-                + f"; display {'active' if display else 'not active'}"
-                + (f"; processes: {'; '.join(plist)}" if plist else "; no other process"))
+    props: dict[str, object] = {
+        "vram_used_mib": round(held / (1 << 20)),
+        "vram_total_mib": round(total / (1 << 20)),
+        "display_active": display,
+        "other_processes": len(others),
+    }
+    plist = [
+        f"{p['name']} (pid {p['pid']}, {p['kind']}) {mib(p['used_b']) if p['used_b'] is not None else 'memory unknown'}"
+        for p in others
+    ]
+    measured = (
+        f"{mib(held)} of {mib(total)} in use, not counting the driver's reservation"
+        + (f" or this test run's own {mib(own)}" if own else "")
+        + f"; display {'active' if display else 'not active'}"
+        + (f"; processes: {'; '.join(plist)}" if plist else "; no other process")
+    )
     limit = exp.max_vram_used_mib
     if not display and not others and held <= limit * (1 << 20):
-        return passed(f"{name}: {mib(held)} in use before the model loads, no display, no other process", properties=props)
+        return passed(
+            f"{name}: {mib(held)} in use before the model loads, no display, no other process",
+            properties=props,
+        )
     why = []
     if display:
         why.append("a display is active on it")
@@ -114,14 +140,22 @@ def vram_free(t: GpuTarget, gpu: GpuState | Unavailable, own_pid: int | None = N
         why.append(f"{mib(held)} already in use")
     fix = []
     if display:
-        fix.append("drive the display from another GPU or the CPU's graphics (plug the monitor there; BIOS "
-                   "\"Primary display\" = IGD), or run headless: sudo systemctl set-default multi-user.target")
+        fix.append(
+            "drive the display from another GPU or the CPU's graphics (plug the monitor there; BIOS "
+            '"Primary display" = IGD), or run headless: sudo systemctl set-default multi-user.target'
+        )
     if others:
-        fix.append(f"stop them before serving: `nvidia-smi --query-compute-apps=pid,name,used_memory --format=csv -i {gpu.index}`")
+        fix.append(
+            f"stop them before serving: `nvidia-smi --query-compute-apps=pid,name,used_memory --format=csv -i {gpu.index}`"
+        )
     fix.append("or lower vLLM's --gpu-memory-utilization by what they hold")
-    return failed(f"{name}: memory taken before the model arrives: {', '.join(why)}", measured=measured,
-                  expected=f"no display, no other process, at most {limit:g} MiB in use ([gpu] max_vram_used_mib, {exp.where})",
-                  fix=fix, properties=props)
+    return failed(
+        f"{name}: memory taken before the model arrives: {', '.join(why)}",
+        measured=measured,
+        expected=f"no display, no other process, at most {limit:g} MiB in use ([gpu] max_vram_used_mib, {exp.where})",
+        fix=fix,
+        properties=props,
+    )
 
 
 def versions(rig: Rig, system: SystemState) -> Verdict:
@@ -142,15 +176,21 @@ def versions(rig: Rig, system: SystemState) -> Verdict:
     problems, fix = [], []
     if exp.min_driver:
         if isinstance(driver, Unavailable) or driver is None:
-            return unreadable(f"{rig.name}: driver version unreadable ({driver}); the profile needs {exp.min_driver}",
-                              properties=props)
+            return unreadable(
+                f"{rig.name}: driver version unreadable ({driver}); the profile needs {exp.min_driver}",
+                properties=props,
+            )
         if version_key(driver) < version_key(exp.min_driver):
             problems.append(f"driver {driver} < {exp.min_driver}")
-            fix.append(f"install NVIDIA driver {exp.min_driver} or newer (distribution packages or the .run installer)")
+            fix.append(
+                f"install NVIDIA driver {exp.min_driver} or newer (distribution packages or the .run installer)"
+            )
     if exp.min_cuda:
         if not isinstance(cuda, int):
-            return unreadable(f"{rig.name}: CUDA driver version unreadable ({cuda}); the profile needs {exp.min_cuda}",
-                              properties=props)
+            return unreadable(
+                f"{rig.name}: CUDA driver version unreadable ({cuda}); the profile needs {exp.min_cuda}",
+                properties=props,
+            )
         if version_key(cuda_text(cuda)) < version_key(exp.min_cuda):
             problems.append(f"CUDA {cuda_text(cuda)} < {exp.min_cuda}")
             fix.append(f"a driver supporting CUDA {exp.min_cuda} or newer")
@@ -158,9 +198,13 @@ def versions(rig: Rig, system: SystemState) -> Verdict:
     if isinstance(driver, Unavailable) or not isinstance(cuda, int):
         return unreadable(f"{rig.name}: versions unreadable: driver {driver}, CUDA {cuda}", properties=props)
     if problems:
-        return failed(f"{rig.name}: {'; '.join(problems)}", measured=measured,
-                      expected=f"driver >= {exp.min_driver or 'any'}, CUDA >= {exp.min_cuda or 'any'} ([gpu], {exp.where})",
-                      fix=fix, properties=props)
+        return failed(
+            f"{rig.name}: {'; '.join(problems)}",
+            measured=measured,
+            expected=f"driver >= {exp.min_driver or 'any'}, CUDA >= {exp.min_cuda or 'any'} ([gpu], {exp.where})",
+            fix=fix,
+            properties=props,
+        )
     return passed(f"{rig.name}: {measured}", properties=props)
 
 

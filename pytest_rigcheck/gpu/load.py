@@ -38,15 +38,18 @@ def torch_indices(torch: Any) -> dict[str, int]:
     return out
 
 
-def measure_under_load(nvml: LiveNvml, gpus: dict[str, int], seconds: float) -> dict[str, LoadReadings | Unavailable]:
+def measure_under_load(
+    nvml: LiveNvml, gpus: dict[str, int], seconds: float
+) -> dict[str, LoadReadings | Unavailable]:
     """Load the GPUs ``{bdf: nvml_index}`` for ``seconds`` and sample NVML on each; ``Unavailable`` where it could not."""
     if not gpus:
         return {}
     try:
         import torch
     except ImportError:
-        why = Unavailable("no load could be run: torch is not installed (pip install pytest-rigcheck[torch])",
-                          NOT_SUPPORTED)
+        why = Unavailable(
+            "no load could be run: torch is not installed (pip install pytest-rigcheck[torch])", NOT_SUPPORTED
+        )
         return dict.fromkeys(gpus, why)
     if not torch.cuda.is_available():
         return dict.fromkeys(gpus, Unavailable("no load could be run: torch sees no CUDA device"))
@@ -57,8 +60,10 @@ def measure_under_load(nvml: LiveNvml, gpus: dict[str, int], seconds: float) -> 
         if bdf in tmap:
             devices[bdf] = tmap[bdf]
         else:
-            out[bdf] = Unavailable(f"no load could be run: torch has no device at {bdf} "
-                                   "(CUDA_VISIBLE_DEVICES hides it, or this torch does not report PCI ids)")
+            out[bdf] = Unavailable(
+                f"no load could be run: torch has no device at {bdf} "
+                "(CUDA_VISIBLE_DEVICES hides it, or this torch does not report PCI ids)"
+            )
     if not devices:
         return out
     replay_before = {b: nvml.replay(gpus[b]) for b in devices}
@@ -66,7 +71,8 @@ def measure_under_load(nvml: LiveNvml, gpus: dict[str, int], seconds: float) -> 
     errors: list[str] = []
     worker = threading.Thread(target=_burn, args=(torch, list(devices.values()), stop, errors), daemon=True)
     samples: dict[str, list[tuple[float, int | None, int | None, int | None, int | None, int | None]]] = {
-        b: [] for b in devices}
+        b: [] for b in devices
+    }
     worker.start()
     try:
         t0 = time.monotonic()
@@ -84,8 +90,13 @@ def measure_under_load(nvml: LiveNvml, gpus: dict[str, int], seconds: float) -> 
         if errors:
             out[bdf] = Unavailable(f"the load failed: {errors[0]}")
             continue
-        out[bdf] = LoadReadings(tuple(samples[bdf]), how=HOW, window_s=seconds,
-                                replay_before=replay_before[bdf], replay_after=replay_after[bdf])
+        out[bdf] = LoadReadings(
+            tuple(samples[bdf]),
+            how=HOW,
+            window_s=seconds,
+            replay_before=replay_before[bdf],
+            replay_after=replay_after[bdf],
+        )
     return out
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 import xml.etree.ElementTree as ET
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -65,21 +65,48 @@ CARDS: dict[str, tuple[str, int, int, tuple[int, int], int, bool, str]] = {
     "rtx3080": ("NVIDIA GeForce RTX 3080", 10240, 320, (100, 320), 4, False, "94.02.27.00.0B"),
     "rtx3070": ("NVIDIA GeForce RTX 3070", 8192, 220, (100, 240), 4, False, "94.04.25.00.2E"),
     "rtx3060": ("NVIDIA GeForce RTX 3060", 12288, 170, (100, 170), 4, False, "94.06.14.00.1C"),
-    "rtxpro6000": ("NVIDIA RTX PRO 6000 Blackwell Workstation Edition", 97887, 600, (150, 600), 5, True,
-                   "98.02.2E.00.0A"),
+    "rtxpro6000": (
+        "NVIDIA RTX PRO 6000 Blackwell Workstation Edition",
+        97887,
+        600,
+        (150, 600),
+        5,
+        True,
+        "98.02.2E.00.0A",
+    ),
 }
 MODELLED_DRIVER, MODELLED_CUDA = "570.133.07", 12080
 
 
 def _samples(gen: int, width: int, reasons: int, power_w: float, sm: int, n: int = 40) -> list[list[Any]]:
     """A steady window under load: ``n`` samples 75 ms apart after a 1 s warm-up."""
-    return [[round(1.0 + i * 0.075, 3), gen, width, reasons, int(power_w * 1000) - (i * 37) % 900, sm - (i * 15) % 45]
-            for i in range(n)]
+    return [
+        [
+            round(1.0 + i * 0.075, 3),
+            gen,
+            width,
+            reasons,
+            int(power_w * 1000) - (i * 37) % 900,
+            sm - (i * 15) % 45,
+        ]
+        for i in range(n)
+    ]
 
 
-def _gpu(index: int, bdf: str, card: str, *, limit_w: int | None = None, gen_load: int | None = None,
-         width_load: int = 16, idle_gen: int = 1, max_gen: int | None = None, display: bool = False,
-         processes: list[dict[str, Any]] | None = None, replay: int = 0) -> dict[str, Any]:
+def _gpu(
+    index: int,
+    bdf: str,
+    card: str,
+    *,
+    limit_w: int | None = None,
+    gen_load: int | None = None,
+    width_load: int = 16,
+    idle_gen: int = 1,
+    max_gen: int | None = None,
+    display: bool = False,
+    processes: list[dict[str, Any]] | None = None,
+    replay: int = 0,
+) -> dict[str, Any]:
     name, mem, default_w, (lo, hi), card_gen, ecc, vbios = CARDS[card]
     limit_w = limit_w or default_w
     max_gen = max_gen or card_gen
@@ -89,28 +116,68 @@ def _gpu(index: int, bdf: str, card: str, *, limit_w: int | None = None, gen_loa
     # Under load a capped card sits at its cap with the SW power cap reason (0x4); an uncapped one may too.
     reasons = 0x4 if limit_w < default_w or card.startswith("rtx30") else 0x0
     g: dict[str, Any] = {
-        "index": index, "bdf": bdf, F_NAME: name, F_UUID: f"GPU-{zlib.crc32(f'{bdf}{card}'.encode()):08x}-0000-4000-8000-modelled0000",
-        F_VBIOS: vbios, F_MEM_TOTAL: mem * MIB, F_MEM_USED: used, F_MEM_RESERVED: (338 if mem < 30000 else 616) * MIB,
-        F_POWER_LIMIT: limit_w * 1000, F_POWER_ENFORCED: limit_w * 1000, F_POWER_DEFAULT: default_w * 1000,
-        F_POWER_CONSTRAINTS: [lo * 1000, hi * 1000], F_POWER_USAGE: (22 if display else 14) * 1000,
-        F_PERSISTENCE: 1, F_DISPLAY_ACTIVE: int(display), F_PCIE_MAX_GEN: max_gen, F_PCIE_MAX_WIDTH: 16,
-        F_PCIE_GEN: idle_gen, F_PCIE_WIDTH: width_load, F_PCIE_REPLAY: replay, F_CLOCK_REASONS: 0x1, F_PSTATE: 8,
-        F_ECC_MODE: [1, 1] if ecc else _NS, F_ECC_UNCORR_VOLATILE: 0 if ecc else _NS,
-        F_ECC_UNCORR_AGGREGATE: 0 if ecc else _NS, F_RETIRED_PENDING: _NS,
-        F_REMAPPED_ROWS: [0, 0, 0, 0] if ecc else _NS, F_NVLINK: {}, F_PROCESSES: procs,
-        F_LOAD: {"samples": _samples(gen_load, width_load, reasons, limit_w * 0.98, 1695 if card.startswith("rtx30") else 2400),
-                 "how": "modelled: a steady loaded window", "window_s": 3.0,
-                 "replay_before": replay, "replay_after": replay},
+        "index": index,
+        "bdf": bdf,
+        F_NAME: name,
+        F_UUID: f"GPU-{zlib.crc32(f'{bdf}{card}'.encode()):08x}-0000-4000-8000-modelled0000",
+        F_VBIOS: vbios,
+        F_MEM_TOTAL: mem * MIB,
+        F_MEM_USED: used,
+        F_MEM_RESERVED: (338 if mem < 30000 else 616) * MIB,
+        F_POWER_LIMIT: limit_w * 1000,
+        F_POWER_ENFORCED: limit_w * 1000,
+        F_POWER_DEFAULT: default_w * 1000,
+        F_POWER_CONSTRAINTS: [lo * 1000, hi * 1000],
+        F_POWER_USAGE: (22 if display else 14) * 1000,
+        F_PERSISTENCE: 1,
+        F_DISPLAY_ACTIVE: int(display),
+        F_PCIE_MAX_GEN: max_gen,
+        F_PCIE_MAX_WIDTH: 16,
+        F_PCIE_GEN: idle_gen,
+        F_PCIE_WIDTH: width_load,
+        F_PCIE_REPLAY: replay,
+        F_CLOCK_REASONS: 0x1,
+        F_PSTATE: 8,
+        F_ECC_MODE: [1, 1] if ecc else _NS,
+        F_ECC_UNCORR_VOLATILE: 0 if ecc else _NS,
+        F_ECC_UNCORR_AGGREGATE: 0 if ecc else _NS,
+        F_RETIRED_PENDING: _NS,
+        F_REMAPPED_ROWS: [0, 0, 0, 0] if ecc else _NS,
+        F_NVLINK: {},
+        F_PROCESSES: procs,
+        F_LOAD: {
+            "samples": _samples(
+                gen_load, width_load, reasons, limit_w * 0.98, 1695 if card.startswith("rtx30") else 2400
+            ),
+            "how": "modelled: a steady loaded window",
+            "window_s": 3.0,
+            "replay_before": replay,
+            "replay_after": replay,
+        },
     }
     return g
 
 
-def _system(gpus: list[dict[str, Any]], origin: str, driver: str = MODELLED_DRIVER, cuda: int = MODELLED_CUDA,
-            kernel_log: list[str] | None = None, expect_fail: list[str] | None = None) -> dict[str, Any]:
-    return {"format": FORMAT, "origin": origin, "driver": driver, "cuda": cuda, "nvml": f"12.{driver}",
-            "gpus": gpus, "kernel_log": kernel_log if kernel_log is not None else [
-                f"[    3.152831] NVRM: loading NVIDIA UNIX x86_64 Kernel Module  {driver}"],
-            "expect_fail": expect_fail or []}
+def _system(
+    gpus: list[dict[str, Any]],
+    origin: str,
+    driver: str = MODELLED_DRIVER,
+    cuda: int = MODELLED_CUDA,
+    kernel_log: list[str] | None = None,
+    expect_fail: list[str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "origin": origin,
+        "driver": driver,
+        "cuda": cuda,
+        "nvml": f"12.{driver}",
+        "gpus": gpus,
+        "kernel_log": kernel_log
+        if kernel_log is not None
+        else [f"[    3.152831] NVRM: loading NVIDIA UNIX x86_64 Kernel Module  {driver}"],
+        "expect_fail": expect_fail or [],
+    }
 
 
 def modelled_nvml(snapshot_name: str, bdfs: list[str]) -> dict[str, Any] | None:
@@ -120,8 +187,15 @@ def modelled_nvml(snapshot_name: str, bdfs: list[str]) -> dict[str, Any] | None:
     if n.startswith("rtx3090x2"):
         # Board 0: Founders Edition, 350 W default. Board 1: a partner card with a 390 W BIOS, capped at 350 W.
         g0 = _gpu(0, bdfs[0], "rtx3090")
-        g1 = _gpu(1, bdfs[1], "rtx3090-390w", limit_w=350, idle_gen=4,
-                  gen_load=3 if n.endswith("gen3") else None, width_load=8 if n.endswith("riser-x8") else 16)
+        g1 = _gpu(
+            1,
+            bdfs[1],
+            "rtx3090-390w",
+            limit_w=350,
+            idle_gen=4,
+            gen_load=3 if n.endswith("gen3") else None,
+            width_load=8 if n.endswith("riser-x8") else 16,
+        )
         fail = [f"test_link_under_load[{bdfs[1]}]"] if n.endswith(("gen3", "riser-x8")) else []
         if n.endswith("power-390w"):
             g1 = _gpu(1, bdfs[1], "rtx3090-390w", idle_gen=4)  # the cap did not survive a reboot: 390 W
@@ -130,16 +204,25 @@ def modelled_nvml(snapshot_name: str, bdfs: list[str]) -> dict[str, Any] | None:
     if n.startswith("rtxpro6000x4"):
         # Gen5 cards behind a Gen4 switch: NVML's max is the lesser of card and system, Gen4.
         lost = n.endswith("powercap-lost")
-        gpus = [_gpu(i, b, "rtxpro6000", limit_w=None if (lost and i == 2) else 350, max_gen=4)
-                for i, b in enumerate(bdfs)]
+        gpus = [
+            _gpu(i, b, "rtxpro6000", limit_w=None if (lost and i == 2) else 350, max_gen=4)
+            for i, b in enumerate(bdfs)
+        ]
         fail = [f"test_power_limit[{bdfs[2]}]", f"test_circuit_budget[{n}]"] if lost else []
         return _system(gpus, origin, expect_fail=fail)
     if n.startswith("rtx3080-3070-3060"):
-        xorg = [{"pid": 1873, "name": "/usr/lib/xorg/Xorg", "used_b": 742 * MIB, "kind": "graphics"},
-                {"pid": 2290, "name": "/usr/bin/gnome-shell", "used_b": 281 * MIB, "kind": "graphics"}]
-        gpus = [_gpu(0, bdfs[0], "rtx3080", display=True, processes=xorg),
-                _gpu(1, bdfs[1], "rtx3070"), _gpu(2, bdfs[2], "rtx3060")]
-        return _system(gpus, origin, expect_fail=[f"test_tp_groups_homogeneous[{n}]", f"test_vram_free[{bdfs[0]}]"])
+        xorg = [
+            {"pid": 1873, "name": "/usr/lib/xorg/Xorg", "used_b": 742 * MIB, "kind": "graphics"},
+            {"pid": 2290, "name": "/usr/bin/gnome-shell", "used_b": 281 * MIB, "kind": "graphics"},
+        ]
+        gpus = [
+            _gpu(0, bdfs[0], "rtx3080", display=True, processes=xorg),
+            _gpu(1, bdfs[1], "rtx3070"),
+            _gpu(2, bdfs[2], "rtx3060"),
+        ]
+        return _system(
+            gpus, origin, expect_fail=[f"test_tp_groups_homogeneous[{n}]", f"test_vram_free[{bdfs[0]}]"]
+        )
     return None
 
 
@@ -195,45 +278,90 @@ def _h200x2(d: Path) -> dict[str, Any]:
         sec = smi[bdf]
         total = int(re.search(r"total: (\d+) B", r["mem"]).group(1))  # type: ignore[union-attr]
         ecc_vol = int(_smi(sec, "ECC Errors", "Volatile", "DRAM Uncorrectable")) + int(
-            _smi(sec, "ECC Errors", "Volatile", "SRAM Uncorrectable SEC-DED"))
+            _smi(sec, "ECC Errors", "Volatile", "SRAM Uncorrectable SEC-DED")
+        )
         ecc_agg = int(_smi(sec, "ECC Errors", "Aggregate", "DRAM Uncorrectable")) + int(
-            _smi(sec, "ECC Errors", "Aggregate", "SRAM Uncorrectable SEC-DED"))
-        gpus.append({
-            "index": int(m.group(1)), "bdf": bdf, F_NAME: r["name"], F_UUID: r["uuid"], F_VBIOS: r["vbios"],
-            # NVML v1 counts the driver's reservation as used (644939776 B); nvidia-smi splits it off.
-            F_MEM_TOTAL: total, F_MEM_USED: _mib(_smi(sec, "FB Memory Usage", "Used")),
-            F_MEM_RESERVED: _mib(_smi(sec, "FB Memory Usage", "Reserved")),
-            F_POWER_LIMIT: r["power_limit_mw"], F_POWER_ENFORCED: r["enforced_mw"], F_POWER_DEFAULT: r["default_mw"],
-            F_POWER_CONSTRAINTS: r["constraints"], F_POWER_USAGE: r["power_usage_mw"], F_PERSISTENCE: r["persistence"],
-            F_DISPLAY_ACTIVE: 0 if _smi(sec, "Display Active") == "Disabled" else 1,
-            F_PCIE_MAX_GEN: r["max_gen"], F_PCIE_MAX_WIDTH: r["max_width"], F_PCIE_GEN: r["curr_gen"],
-            F_PCIE_WIDTH: r["curr_width"], F_PCIE_REPLAY: r["pcie_replay"], F_CLOCK_REASONS: r["clocks_event_reasons"],
-            F_PSTATE: int(_smi(sec, "Performance State").lstrip("P")), F_ECC_MODE: r["ecc_mode"],
-            F_ECC_UNCORR_VOLATILE: ecc_vol, F_ECC_UNCORR_AGGREGATE: ecc_agg,
-            F_RETIRED_PENDING: _NS if _smi(sec, "Retired Pages", "Pending Page Blacklist") == "N/A" else 0,
-            F_REMAPPED_ROWS: [int(_smi(sec, "Remapped Rows", "Correctable Error")),
-                              int(_smi(sec, "Remapped Rows", "Uncorrectable Error")),
-                              int(_smi(sec, "Remapped Rows", "Pending") == "Yes"),
-                              int(_smi(sec, "Remapped Rows", "Remapping Failure Occurred") == "Yes")],
-            F_NVLINK: {k: int(v) for k, v in r["nvlink_states"].items()},
-            F_PROCESSES: [] if _smi(sec, "Processes") == "None" else _not_captured("process list"),
-            F_LOAD: _not_captured("the capture read NVML at idle only; P2P and NCCL loads were not sampled"),
-        })
+            _smi(sec, "ECC Errors", "Aggregate", "SRAM Uncorrectable SEC-DED")
+        )
+        gpus.append(
+            {
+                "index": int(m.group(1)),
+                "bdf": bdf,
+                F_NAME: r["name"],
+                F_UUID: r["uuid"],
+                F_VBIOS: r["vbios"],
+                # NVML v1 counts the driver's reservation as used (644939776 B); nvidia-smi splits it off.
+                F_MEM_TOTAL: total,
+                F_MEM_USED: _mib(_smi(sec, "FB Memory Usage", "Used")),
+                F_MEM_RESERVED: _mib(_smi(sec, "FB Memory Usage", "Reserved")),
+                F_POWER_LIMIT: r["power_limit_mw"],
+                F_POWER_ENFORCED: r["enforced_mw"],
+                F_POWER_DEFAULT: r["default_mw"],
+                F_POWER_CONSTRAINTS: r["constraints"],
+                F_POWER_USAGE: r["power_usage_mw"],
+                F_PERSISTENCE: r["persistence"],
+                F_DISPLAY_ACTIVE: 0 if _smi(sec, "Display Active") == "Disabled" else 1,
+                F_PCIE_MAX_GEN: r["max_gen"],
+                F_PCIE_MAX_WIDTH: r["max_width"],
+                F_PCIE_GEN: r["curr_gen"],
+                F_PCIE_WIDTH: r["curr_width"],
+                F_PCIE_REPLAY: r["pcie_replay"],
+                F_CLOCK_REASONS: r["clocks_event_reasons"],
+                F_PSTATE: int(_smi(sec, "Performance State").lstrip("P")),
+                F_ECC_MODE: r["ecc_mode"],
+                F_ECC_UNCORR_VOLATILE: ecc_vol,
+                F_ECC_UNCORR_AGGREGATE: ecc_agg,
+                F_RETIRED_PENDING: _NS
+                if _smi(sec, "Retired Pages", "Pending Page Blacklist") == "N/A"
+                else 0,
+                F_REMAPPED_ROWS: [
+                    int(_smi(sec, "Remapped Rows", "Correctable Error")),
+                    int(_smi(sec, "Remapped Rows", "Uncorrectable Error")),
+                    int(_smi(sec, "Remapped Rows", "Pending") == "Yes"),
+                    int(_smi(sec, "Remapped Rows", "Remapping Failure Occurred") == "Yes"),
+                ],
+                F_NVLINK: {k: int(v) for k, v in r["nvlink_states"].items()},
+                F_PROCESSES: [] if _smi(sec, "Processes") == "None" else _not_captured("process list"),
+                F_LOAD: _not_captured(
+                    "the capture read NVML at idle only; P2P and NCCL loads were not sampled"
+                ),
+            }
+        )
     p2p = {}
     for m in re.finditer(r"^P2P (\d) (\d) (\{.*\}) ancestor (\d+)$", meas, re.M):
         caps = json.loads(m.group(3))
         p2p[f"{m.group(1)}-{m.group(2)}"] = {
-            "caps": {k: (_not_captured(f"pynvml call failed: {v[4:]}") if isinstance(v, str) and v.startswith("ERR")
-                         else v) for k, v in caps.items()},
-            "common_ancestor": int(m.group(4))}
-    out = _system(gpus, "transcribed from ../shared/captures/h200x2-nvlink (measurements.txt NVML lines, nvidia-smi-q.txt)",
-                  driver=head.group(1), cuda=int(head.group(3)),
-                  kernel_log=_not_captured("the capture kept no kernel log"), expect_fail=[])  # type: ignore[arg-type]
+            "caps": {
+                k: (
+                    _not_captured(f"pynvml call failed: {v[4:]}")
+                    if isinstance(v, str) and v.startswith("ERR")
+                    else v
+                )
+                for k, v in caps.items()
+            },
+            "common_ancestor": int(m.group(4)),
+        }
+    out = _system(
+        gpus,
+        "transcribed from ../shared/captures/h200x2-nvlink (measurements.txt NVML lines, nvidia-smi-q.txt)",
+        driver=head.group(1),
+        cuda=int(head.group(3)),
+        kernel_log=_not_captured("the capture kept no kernel log"),
+        expect_fail=[],
+    )  # type: ignore[arg-type]
     out["nvml"] = head.group(2)
     out["p2p"] = p2p  # nvmlDeviceGetP2PStatus per pair; READ failed in pynvml (ArgumentError): not captured
     bdfs = [g["bdf"] for g in gpus]
-    out["expect_fail"] = sorted(f"{t}[{b}]" for b in bdfs for t in (
-        "test_link_not_flapping", "test_clock_event_reasons", "test_no_pcie_replays_under_load", "test_no_fatal_xid"))
+    out["expect_fail"] = sorted(
+        f"{t}[{b}]"
+        for b in bdfs
+        for t in (
+            "test_link_not_flapping",
+            "test_clock_event_reasons",
+            "test_no_pcie_replays_under_load",
+            "test_no_fatal_xid",
+        )
+    )
     return out
 
 
@@ -253,45 +381,84 @@ def _h100x1(d: Path) -> dict[str, Any]:
 
     bdf = normalize_bdf(g.get("id", x("pci/pci_bus_id")))
     idle_load = (d / "nvml-idle-load.txt").read_text()
-    load = re.search(r"^load 0 gen (\d+) width (\d+) pstate \d+ reasons (0x[0-9a-f]+) sm (\d+) W ([\d.]+)$", idle_load, re.M)
+    load = re.search(
+        r"^load 0 gen (\d+) width (\d+) pstate \d+ reasons (0x[0-9a-f]+) sm (\d+) W ([\d.]+)$",
+        idle_load,
+        re.M,
+    )
     assert load, "nvml-idle-load.txt: no load line"
-    gen, width, reasons, sm, watts = int(load[1]), int(load[2]), int(load[3], 16), int(load[4]), float(load[5])
+    gen, width, reasons, sm, watts = (
+        int(load[1]),
+        int(load[2]),
+        int(load[3], 16),
+        int(load[4]),
+        float(load[5]),
+    )
     ecc = [x(f"ecc_errors/{k}/dram_uncorrectable") for k in ("volatile", "aggregate")]
     sram = [x(f"ecc_errors/{k}/sram_uncorrectable_secded") for k in ("volatile", "aggregate")]
     state = {
-        "index": 0, "bdf": bdf, F_NAME: x("product_name"), F_UUID: x("uuid"), F_VBIOS: x("vbios_version"),
-        F_MEM_TOTAL: _mib(x("fb_memory_usage/total")), F_MEM_USED: _mib(x("fb_memory_usage/used")),
+        "index": 0,
+        "bdf": bdf,
+        F_NAME: x("product_name"),
+        F_UUID: x("uuid"),
+        F_VBIOS: x("vbios_version"),
+        F_MEM_TOTAL: _mib(x("fb_memory_usage/total")),
+        F_MEM_USED: _mib(x("fb_memory_usage/used")),
         F_MEM_RESERVED: _mib(x("fb_memory_usage/reserved")),
         F_POWER_LIMIT: w("gpu_power_readings/current_power_limit"),
         F_POWER_ENFORCED: w("gpu_power_readings/current_power_limit"),
         F_POWER_DEFAULT: w("gpu_power_readings/default_power_limit"),
-        F_POWER_CONSTRAINTS: [w("gpu_power_readings/min_power_limit"), w("gpu_power_readings/max_power_limit")],
+        F_POWER_CONSTRAINTS: [
+            w("gpu_power_readings/min_power_limit"),
+            w("gpu_power_readings/max_power_limit"),
+        ],
         F_POWER_USAGE: w("gpu_power_readings/instant_power_draw"),
-        F_PERSISTENCE: int(x("persistence_mode") == "Enabled"), F_DISPLAY_ACTIVE: int(x("display_active") != "Disabled"),
+        F_PERSISTENCE: int(x("persistence_mode") == "Enabled"),
+        F_DISPLAY_ACTIVE: int(x("display_active") != "Disabled"),
         F_PCIE_MAX_GEN: int(x("pci/pci_gpu_link_info/pcie_gen/max_link_gen")),
         F_PCIE_MAX_WIDTH: int(x("pci/pci_gpu_link_info/link_widths/max_link_width").rstrip("x")),
         F_PCIE_GEN: int(x("pci/pci_gpu_link_info/pcie_gen/current_link_gen")),
         F_PCIE_WIDTH: int(x("pci/pci_gpu_link_info/link_widths/current_link_width").rstrip("x")),
-        F_PCIE_REPLAY: int(x("pci/replay_counter")), F_CLOCK_REASONS: 0x1, F_PSTATE: 0,
-        F_ECC_MODE: [int(x("ecc_mode/current_ecc") == "Enabled"), int(x("ecc_mode/pending_ecc") == "Enabled")],
-        F_ECC_UNCORR_VOLATILE: int(ecc[0]) + int(sram[0]), F_ECC_UNCORR_AGGREGATE: int(ecc[1]) + int(sram[1]),
+        F_PCIE_REPLAY: int(x("pci/replay_counter")),
+        F_CLOCK_REASONS: 0x1,
+        F_PSTATE: 0,
+        F_ECC_MODE: [
+            int(x("ecc_mode/current_ecc") == "Enabled"),
+            int(x("ecc_mode/pending_ecc") == "Enabled"),
+        ],
+        F_ECC_UNCORR_VOLATILE: int(ecc[0]) + int(sram[0]),
+        F_ECC_UNCORR_AGGREGATE: int(ecc[1]) + int(sram[1]),
         F_RETIRED_PENDING: _NS if x("retired_pages/pending_retirement") == "N/A" else 0,
-        F_REMAPPED_ROWS: [int(x("remapped_rows/remapped_row_corr")), int(x("remapped_rows/remapped_row_unc")),
-                          int(x("remapped_rows/remapped_row_pending") == "Yes"),
-                          int(x("remapped_rows/remapped_row_failure") == "Yes")],
+        F_REMAPPED_ROWS: [
+            int(x("remapped_rows/remapped_row_corr")),
+            int(x("remapped_rows/remapped_row_unc")),
+            int(x("remapped_rows/remapped_row_pending") == "Yes"),
+            int(x("remapped_rows/remapped_row_failure") == "Yes"),
+        ],
         F_NVLINK: _not_captured("nvidia-smi -q -x of this capture has no NVLink section"),
         F_PROCESSES: [] if not list(g.find("processes") or []) else _not_captured("process list"),
         # One reading under a matrix-multiply load (nvml-idle-load.txt): no window, no replay counter around it.
-        F_LOAD: {"samples": [[0.0, gen, width, reasons, int(watts * 1000), sm]],
-                 "how": "one NVML reading under a matrix-multiply load (nvml-idle-load.txt)", "window_s": 0.0,
-                 "replay_before": None, "replay_after": None},
+        F_LOAD: {
+            "samples": [[0.0, gen, width, reasons, int(watts * 1000), sm]],
+            "how": "one NVML reading under a matrix-multiply load (nvml-idle-load.txt)",
+            "window_s": 0.0,
+            "replay_before": None,
+            "replay_after": None,
+        },
     }
     log = [line for line in (d / "dmesg.txt").read_text().splitlines() if "NVRM" in line]
-    out = _system([state], "transcribed from ../shared/captures/h100x1 (nvidia-smi-q.xml, nvml-idle-load.txt, dmesg.txt)",
-                  driver=root.findtext("driver_version", "").strip(), cuda=_cuda(root.findtext("cuda_version", "")), kernel_log=log)
+    out = _system(
+        [state],
+        "transcribed from ../shared/captures/h100x1 (nvidia-smi-q.xml, nvml-idle-load.txt, dmesg.txt)",
+        driver=root.findtext("driver_version", "").strip(),
+        cuda=_cuda(root.findtext("cuda_version", "")),
+        kernel_log=log,
+    )
     out["nvml"] = _not_captured("NVML version")
-    out["expect_fail"] = sorted(f"{t}[{bdf}]" for t in (
-        "test_link_not_flapping", "test_no_pcie_replays_under_load", "test_nvlinks_up"))
+    out["expect_fail"] = sorted(
+        f"{t}[{bdf}]"
+        for t in ("test_link_not_flapping", "test_no_pcie_replays_under_load", "test_nvlinks_up")
+    )
     return out
 
 

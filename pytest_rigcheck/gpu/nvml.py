@@ -14,6 +14,7 @@ Only ``nvmlDeviceGet*``/``nvmlSystemGet*`` are ever called: the plugin is read-o
 
 from __future__ import annotations
 
+import ctypes
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -85,8 +86,7 @@ class Nvml(Protocol):
         """Readings taken while the GPUs are busy (live: runs a short load; recorded: what was captured)."""
         ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
 
 # -- recorded -------------------------------------------------------------------------------------
@@ -104,8 +104,10 @@ class RecordedNvml:
         """Read ``nvml.json`` of a snapshot; a missing or corrupt one raises ``RigcheckError`` with the path."""
         path = snapshot_root / NVML_JSON
         if path.is_symlink() or not path.is_file():
-            raise RigcheckError(f"snapshot {name}: no {NVML_JSON}: NVML state was not captured "
-                                "(capture again with `rigcheck capture DIR` on the rig, with pytest-rigcheck[nvml])")
+            raise RigcheckError(
+                f"snapshot {name}: no {NVML_JSON}: NVML state was not captured "
+                "(capture again with `rigcheck capture DIR` on the rig, with pytest-rigcheck[nvml])"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             state = SystemState.from_json(data, str(path))
@@ -151,11 +153,17 @@ class LiveNvml:
         try:
             nv.nvmlInit()
         except nv.NVMLError_LibraryNotFound:
-            raise NvmlUnavailable("NVML library libnvidia-ml.so.1 not found: no NVIDIA driver installed") from None
+            raise NvmlUnavailable(
+                "NVML library libnvidia-ml.so.1 not found: no NVIDIA driver installed"
+            ) from None
         except nv.NVMLError_DriverNotLoaded:
-            raise NvmlUnavailable("NVIDIA driver not loaded (`lsmod | grep nvidia`; `sudo modprobe nvidia`)") from None
+            raise NvmlUnavailable(
+                "NVIDIA driver not loaded (`lsmod | grep nvidia`; `sudo modprobe nvidia`)"
+            ) from None
         except nv.NVMLError_NoPermission:
-            raise NvmlPermissionError(f"NVML refused to initialize: insufficient permissions; {ROOT_HINT}") from None
+            raise NvmlPermissionError(
+                f"NVML refused to initialize: insufficient permissions; {ROOT_HINT}"
+            ) from None
         except nv.NVMLError as exc:
             raise NvmlUnavailable(f"NVML failed to initialize: {exc}") from None
         try:
@@ -179,9 +187,15 @@ class LiveNvml:
         except nv.NVMLError_NoPermission:
             return Unavailable(f"insufficient permissions; {ROOT_HINT}", NO_PERMISSION)
         except nv.NVMLError_FunctionNotFound:
-            return Unavailable("this driver's NVML lacks the call (NVML_ERROR_FUNCTION_NOT_FOUND)", NOT_SUPPORTED)
+            return Unavailable(
+                "this driver's NVML lacks the call (NVML_ERROR_FUNCTION_NOT_FOUND)", NOT_SUPPORTED
+            )
         except nv.NVMLError as exc:
             return Unavailable(f"NVML error: {exc}", ERROR)
+        except ctypes.ArgumentError as exc:
+            # pynvml's binding and the library disagree on a call's arguments (seen for nvmlDeviceGetP2PStatus
+            # READ in the h200x2 capture): the reading is missing, not a pass.
+            return Unavailable(f"pynvml call failed: ArgumentError: {exc}", ERROR)
 
     def system(self) -> SystemState:
         if self._state is None:
@@ -192,7 +206,8 @@ class LiveNvml:
                 driver=self._read(lambda: _text(nv.nvmlSystemGetDriverVersion())),
                 cuda=self._read(lambda: int(nv.nvmlSystemGetCudaDriverVersion())),
                 nvml=self._read(lambda: _text(nv.nvmlSystemGetNVMLVersion())),
-                gpus=gpus)
+                gpus=gpus,
+            )
         return self._state
 
     def _gpu(self, index: int, h: Any) -> GpuState:
@@ -206,7 +221,9 @@ class LiveNvml:
             F_POWER_LIMIT: r(lambda: int(nv.nvmlDeviceGetPowerManagementLimit(h))),
             F_POWER_ENFORCED: r(lambda: int(nv.nvmlDeviceGetEnforcedPowerLimit(h))),
             F_POWER_DEFAULT: r(lambda: int(nv.nvmlDeviceGetPowerManagementDefaultLimit(h))),
-            F_POWER_CONSTRAINTS: r(lambda: [int(x) for x in nv.nvmlDeviceGetPowerManagementLimitConstraints(h)]),
+            F_POWER_CONSTRAINTS: r(
+                lambda: [int(x) for x in nv.nvmlDeviceGetPowerManagementLimitConstraints(h)]
+            ),
             F_POWER_USAGE: r(lambda: int(nv.nvmlDeviceGetPowerUsage(h))),
             F_PERSISTENCE: r(lambda: int(nv.nvmlDeviceGetPersistenceMode(h))),
             F_DISPLAY_ACTIVE: r(lambda: int(nv.nvmlDeviceGetDisplayActive(h))),
@@ -218,10 +235,20 @@ class LiveNvml:
             F_CLOCK_REASONS: r(lambda: int(self._reasons(h))),
             F_PSTATE: r(lambda: int(nv.nvmlDeviceGetPerformanceState(h))),
             F_ECC_MODE: r(lambda: [int(x) for x in nv.nvmlDeviceGetEccMode(h)]),
-            F_ECC_UNCORR_VOLATILE: r(lambda: int(nv.nvmlDeviceGetTotalEccErrors(
-                h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_VOLATILE_ECC))),
-            F_ECC_UNCORR_AGGREGATE: r(lambda: int(nv.nvmlDeviceGetTotalEccErrors(
-                h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_AGGREGATE_ECC))),
+            F_ECC_UNCORR_VOLATILE: r(
+                lambda: int(
+                    nv.nvmlDeviceGetTotalEccErrors(
+                        h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_VOLATILE_ECC
+                    )
+                )
+            ),
+            F_ECC_UNCORR_AGGREGATE: r(
+                lambda: int(
+                    nv.nvmlDeviceGetTotalEccErrors(
+                        h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_AGGREGATE_ECC
+                    )
+                )
+            ),
             F_RETIRED_PENDING: r(lambda: int(nv.nvmlDeviceGetRetiredPagesPendingStatus(h))),
             F_REMAPPED_ROWS: r(lambda: [int(x) for x in nv.nvmlDeviceGetRemappedRows(h)]),
             F_NVLINK: self._nvlink(h),
@@ -231,15 +258,24 @@ class LiveNvml:
         if isinstance(mem, Unavailable):  # older drivers: v1 counts the driver's reservation as used
             mem1 = r(lambda: nv.nvmlDeviceGetMemoryInfo(h))
             v[F_MEM_TOTAL] = mem1 if isinstance(mem1, Unavailable) else int(mem1.total)
-            v[F_MEM_USED] = Unavailable(f"memory info v2 (used without the driver's reservation): {mem}", mem.code)
+            v[F_MEM_USED] = Unavailable(
+                f"memory info v2 (used without the driver's reservation): {mem}", mem.code
+            )
             v[F_MEM_RESERVED] = v[F_MEM_USED]
         else:
-            v[F_MEM_TOTAL], v[F_MEM_USED], v[F_MEM_RESERVED] = int(mem.total), int(mem.used), int(mem.reserved)
+            v[F_MEM_TOTAL], v[F_MEM_USED], v[F_MEM_RESERVED] = (
+                int(mem.total),
+                int(mem.used),
+                int(mem.reserved),
+            )
         return GpuState(bdf, index, v)
 
     def _reasons(self, h: Any) -> int:
         nv = self._nv
-        fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or nv.nvmlDeviceGetCurrentClocksThrottleReasons
+        fn = (
+            getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
+            or nv.nvmlDeviceGetCurrentClocksThrottleReasons
+        )
         return int(fn(h))
 
     def _nvlink(self, h: Any) -> dict[str, int] | Unavailable:
@@ -260,13 +296,21 @@ class LiveNvml:
     def _processes(self, h: Any) -> list[dict[str, Any]]:
         nv = self._nv
         out: list[dict[str, Any]] = []
-        for kind, fn in (("compute", nv.nvmlDeviceGetComputeRunningProcesses),
-                         ("graphics", nv.nvmlDeviceGetGraphicsRunningProcesses)):
+        for kind, fn in (
+            ("compute", nv.nvmlDeviceGetComputeRunningProcesses),
+            ("graphics", nv.nvmlDeviceGetGraphicsRunningProcesses),
+        ):
             for p in fn(h):
                 used = getattr(p, "usedGpuMemory", None)
                 name = self._read(lambda pid=p.pid: _text(nv.nvmlSystemGetProcessName(pid)))
-                out.append({"pid": int(p.pid), "name": name if isinstance(name, str) else "?",
-                            "used_b": int(used) if isinstance(used, int) else None, "kind": kind})
+                out.append(
+                    {
+                        "pid": int(p.pid),
+                        "name": name if isinstance(name, str) else "?",
+                        "used_b": int(used) if isinstance(used, int) else None,
+                        "kind": kind,
+                    }
+                )
         return out
 
     def sample(self, index: int) -> tuple[int | None, int | None, int | None, int | None, int | None]:
@@ -277,11 +321,13 @@ class LiveNvml:
             v = self._read(fn)
             return None if isinstance(v, Unavailable) else int(v)
 
-        return (val(lambda: nv.nvmlDeviceGetCurrPcieLinkGeneration(h)),
-                val(lambda: nv.nvmlDeviceGetCurrPcieLinkWidth(h)),
-                val(lambda: self._reasons(h)),
-                val(lambda: nv.nvmlDeviceGetPowerUsage(h)),
-                val(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)))
+        return (
+            val(lambda: nv.nvmlDeviceGetCurrPcieLinkGeneration(h)),
+            val(lambda: nv.nvmlDeviceGetCurrPcieLinkWidth(h)),
+            val(lambda: self._reasons(h)),
+            val(lambda: nv.nvmlDeviceGetPowerUsage(h)),
+            val(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
+        )
 
     def replay(self, index: int) -> int | None:
         v = self._read(lambda: int(self._nv.nvmlDeviceGetPcieReplayCounter(self._handles[index])))
@@ -293,7 +339,8 @@ class LiveNvml:
         index = {g.bdf: g.index for g in self.system().gpus}
         wanted = [b for b in bdfs if b in index]
         out: dict[str, LoadReadings | Unavailable] = {
-            b: Unavailable(f"{b} is not among the GPUs NVML sees") for b in bdfs if b not in index}
+            b: Unavailable(f"{b} is not among the GPUs NVML sees") for b in bdfs if b not in index
+        }
         out.update(measure_under_load(self, {b: index[b] for b in wanted}, seconds))
         return out
 

@@ -35,7 +35,9 @@ def load_seconds(config: pytest.Config) -> float:
         try:
             value = float(text) if text else DEFAULT_LOAD_S
         except ValueError:
-            raise pytest.UsageError(f"Invalid load duration {text!r} from {where}: a number of seconds, e.g. 3") from None
+            raise pytest.UsageError(
+                f"Invalid load duration {text!r} from {where}: a number of seconds, e.g. 3"
+            ) from None
     if not 0.5 <= value <= 120:
         raise pytest.UsageError(f"Invalid load duration {value} from {where}: between 0.5 and 120 seconds")
     return float(value)
@@ -85,7 +87,8 @@ class GpuSession:
             out[fn.bdf] = by_bdf.get(fn.bdf) or Unavailable(
                 f"{fn.bdf} is on the PCIe bus but not among the GPUs {self.nvml.origin} reports "
                 f"({', '.join(sorted(by_bdf)) or 'none'}): driver not bound, GPU fallen off the bus, or not captured",
-                NOT_CAPTURED)
+                NOT_CAPTURED,
+            )
         return out
 
     def gpu(self, bdf: str) -> GpuState | Unavailable:
@@ -98,7 +101,8 @@ class GpuSession:
             from .state import LoadReadings
 
             self.rig.extras["link_under_load"] = {
-                b: r.link for b, r in self._load.items() if isinstance(r, LoadReadings) and r.link is not None}
+                b: r.link for b, r in self._load.items() if isinstance(r, LoadReadings) and r.link is not None
+            }
         return self._load
 
     def load_of(self, bdf: str) -> LoadReadings | Unavailable:
@@ -113,7 +117,11 @@ class GpuSession:
 
     @property
     def log_where(self) -> str:
-        return "kernel log /dev/kmsg" if self.rig.is_live else f"kernel log NVRM lines in nvml.json of {self.rig.name}"
+        return (
+            "kernel log /dev/kmsg"
+            if self.rig.is_live
+            else f"kernel log NVRM lines in nvml.json of {self.rig.name}"
+        )
 
     def close(self) -> None:
         if self._nvml is not None:
@@ -182,6 +190,36 @@ def rig_gpus(rig_nvml: GpuSession) -> dict[str, Any]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    _skip_without_nvml(item)
+    _fill_link_under_load(item)
+
+
+def _skip_without_nvml(item: pytest.Item) -> None:
+    # No driver / no GPU on a live machine: skip every GPU check with one reason. Raised here rather than
+    # in the fixture, so the skip's location is this line for all of them and `-rs` reports it once.
+    if "rig_nvml" not in getattr(item, "fixturenames", ()):
+        return
+    from ..errors import RigcheckError
+    from ..plugin import _item_rig, rig_session
+    from .nvml import NvmlUnavailable
+
+    if not rig_session(item.config).enabled:
+        return
+    rig = _item_rig(item)
+    if rig is None or not rig.is_live:
+        return
+    try:
+        gpu_session(rig, item.config).nvml  # noqa: B018 - opened once; the outcome is kept
+    except NvmlUnavailable as exc:
+        reason = f"GPU checks skipped: {exc}"
+    except RigcheckError:  # no permission, corrupt nvml.json: the fixture reports it, per test
+        return
+    else:
+        return
+    pytest.skip(reason)
+
+
+def _fill_link_under_load(item: pytest.Item) -> None:
     # The PCIe link suite reads rig.extras["link_under_load"]: fill it before a link test runs, once per rig,
     # so an idle GPU's downshift is judged against a reading taken while busy.
     callspec = getattr(item, "callspec", None)

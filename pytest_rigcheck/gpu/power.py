@@ -57,36 +57,62 @@ def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     props: dict[str, object] = {"power_limit_w": limit / 1000, "enforced_limit_w": enforced / 1000}
     if isinstance(default, int):
         props["default_limit_w"] = default / 1000
-    measured = f"limit {_w(limit)}, enforced {_w(enforced)}" + (
-        f", default {_w(default)}" if isinstance(default, int) else "") + (
-        f", allowed {_w(constraints[0])}..{_w(constraints[1])}" if isinstance(constraints, list) else "")
+    measured = (
+        f"limit {_w(limit)}, enforced {_w(enforced)}"
+        + (f", default {_w(default)}" if isinstance(default, int) else "")
+        + (f", allowed {_w(constraints[0])}..{_w(constraints[1])}" if isinstance(constraints, list) else "")
+    )
     if exp.cap_w is None:
         if enforced + 1000 * exp.tolerance_w < limit:
-            return failed(f"{name}: enforced limit {_w(enforced)} is below the requested {_w(limit)}: another "
-                          "limiter (thermal, board, chassis) holds the GPU lower", measured=measured,
-                          expected=f"enforced = requested limit (no [power] cap_w in {exp.where})",
-                          fix=["check cooling and the board's power connectors; `nvidia-smi -q -d POWER,PERFORMANCE`"],
-                          properties=props)
-        return passed(f"{name}: {measured} (no [power] cap_w in the profile: nothing to compare)", properties=props)
+            return failed(
+                f"{name}: enforced limit {_w(enforced)} is below the requested {_w(limit)}: another "
+                "limiter (thermal, board, chassis) holds the GPU lower",
+                measured=measured,
+                expected=f"enforced = requested limit (no [power] cap_w in {exp.where})",
+                fix=["check cooling and the board's power connectors; `nvidia-smi -q -d POWER,PERFORMANCE`"],
+                properties=props,
+            )
+        return passed(
+            f"{name}: {measured} (no [power] cap_w in the profile: nothing to compare)", properties=props
+        )
     cap_mw, tol_mw = exp.cap_w * 1000, exp.tolerance_w * 1000
     props["expected_cap_w"] = exp.cap_w
     expected = f"{exp.cap_w:g} W +/- {exp.tolerance_w:g} W ([power] cap_w, {exp.where})"
     idx = smi_index(t, gpu)
     notes = []
     if isinstance(constraints, list) and not constraints[0] <= cap_mw <= constraints[1]:
-        notes.append(f"the profile's cap {exp.cap_w:g} W is outside what this card allows "
-                     f"({_w(constraints[0])}..{_w(constraints[1])}): nvidia-smi will refuse it")
+        notes.append(
+            f"the profile's cap {exp.cap_w:g} W is outside what this card allows "
+            f"({_w(constraints[0])}..{_w(constraints[1])}): nvidia-smi will refuse it"
+        )
     if abs(limit - cap_mw) > tol_mw:
-        why = " (the card's default: the cap was never set, or was lost at reboot)" if limit == default else ""
-        return failed(f"{name}: power limit {_w(limit)}{why}, expected {exp.cap_w:g} W",
-                      measured=measured, expected=expected, notes=notes, fix=cap_fix(idx, exp.cap_w),
-                      properties=props)
+        why = (
+            " (the card's default: the cap was never set, or was lost at reboot)" if limit == default else ""
+        )
+        return failed(
+            f"{name}: power limit {_w(limit)}{why}, expected {exp.cap_w:g} W",
+            measured=measured,
+            expected=expected,
+            notes=notes,
+            fix=cap_fix(idx, exp.cap_w),
+            properties=props,
+        )
     if abs(enforced - cap_mw) > tol_mw:
-        return failed(f"{name}: enforced power limit {_w(enforced)}, expected {exp.cap_w:g} W (requested {_w(limit)}): "
-                      "another limiter overrides the cap", measured=measured, expected=expected, notes=notes,
-                      fix=["check the board's power connectors and cooling; `nvidia-smi -q -d POWER`", *cap_fix(idx, exp.cap_w)],
-                      properties=props)
-    return passed(f"{name}: power limit {_w(limit)}, enforced {_w(enforced)} (cap {exp.cap_w:g} W)", properties=props)
+        return failed(
+            f"{name}: enforced power limit {_w(enforced)}, expected {exp.cap_w:g} W (requested {_w(limit)}): "
+            "another limiter overrides the cap",
+            measured=measured,
+            expected=expected,
+            notes=notes,
+            fix=[
+                "check the board's power connectors and cooling; `nvidia-smi -q -d POWER`",
+                *cap_fix(idx, exp.cap_w),
+            ],
+            properties=props,
+        )
+    return passed(
+        f"{name}: power limit {_w(limit)}, enforced {_w(enforced)} (cap {exp.cap_w:g} W)", properties=props
+    )
 
 
 def persistence(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
@@ -99,12 +125,17 @@ def persistence(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     props: dict[str, object] = {"persistence_mode": mode}
     if mode == 1:
         return passed(f"{label(t, gpu)}: persistence mode enabled", properties=props)
-    return failed(f"{label(t, gpu)}: persistence mode disabled: the driver tears the GPU down between processes "
-                  "(slow start, settings dropped)", measured="Persistence Mode: Disabled",
-                  expected="Enabled (a serving rig keeps its GPUs initialized)",
-                  fix=["sudo systemctl enable --now nvidia-persistenced   (every boot)",
-                       f"or, legacy and deprecated: sudo nvidia-smi -i {smi_index(t, gpu)} -pm 1   (lost at reboot)"],
-                  properties=props)
+    return failed(
+        f"{label(t, gpu)}: persistence mode disabled: the driver tears the GPU down between processes "
+        "(slow start, settings dropped)",
+        measured="Persistence Mode: Disabled",
+        expected="Enabled (a serving rig keeps its GPUs initialized)",
+        fix=[
+            "sudo systemctl enable --now nvidia-persistenced   (every boot)",
+            f"or, legacy and deprecated: sudo nvidia-smi -i {smi_index(t, gpu)} -pm 1   (lost at reboot)",
+        ],
+        properties=props,
+    )
 
 
 def circuit(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
@@ -124,19 +155,32 @@ def circuit(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
         g = gpus.get(fn.bdf, Unavailable(f"{fn.bdf} not in NVML"))
         v = g.get(F_POWER_ENFORCED) if isinstance(g, GpuState) else g
         if isinstance(v, Unavailable):
-            return unreadable(f"{rig.name}: enforced power limit of {tree.gpu_label(fn)} unreadable: {v}: "
-                              "the circuit budget cannot be summed")
+            return unreadable(
+                f"{rig.name}: enforced power limit of {tree.gpu_label(fn)} unreadable: {v}: "
+                "the circuit budget cannot be summed"
+            )
         total += int(v)
         parts.append(f"GPU{g.index if isinstance(g, GpuState) else tree.gpu_index(fn.bdf)} {_w(int(v))}")
     sum_w = total / 1000 + exp.host_w
-    props: dict[str, object] = {"gpu_limits_w": total / 1000, "host_w": exp.host_w, "circuit_w": exp.circuit_w}
+    props: dict[str, object] = {
+        "gpu_limits_w": total / 1000,
+        "host_w": exp.host_w,
+        "circuit_w": exp.circuit_w,
+    }
     measured = f"{' + '.join(parts)} + host {exp.host_w:g} W = {sum_w:g} W"
     expected = f"at most {exp.circuit_w:g} W ([power] circuit_w, host_w from {exp.where})"
     if sum_w <= exp.circuit_w:
         return passed(f"{rig.name}: {measured}, within the {exp.circuit_w:g} W circuit", properties=props)
     room = (exp.circuit_w - exp.host_w) / len(tree.gpus)
-    return failed(f"{rig.name}: GPU power limits plus host draw {sum_w:g} W exceed the {exp.circuit_w:g} W circuit: "
-                  "the breaker trips under full load", measured=measured, expected=expected,
-                  fix=[f"cap every GPU at {room:.0f} W or less: sudo nvidia-smi -pl {room:.0f} (and the systemd unit "
-                       f"{UNIT} so it survives reboot)",
-                       "or split the rig over two circuits and raise [power] circuit_w"], properties=props)
+    return failed(
+        f"{rig.name}: GPU power limits plus host draw {sum_w:g} W exceed the {exp.circuit_w:g} W circuit: "
+        "the breaker trips under full load",
+        measured=measured,
+        expected=expected,
+        fix=[
+            f"cap every GPU at {room:.0f} W or less: sudo nvidia-smi -pl {room:.0f} (and the systemd unit "
+            f"{UNIT} so it survives reboot)",
+            "or split the rig over two circuits and raise [power] circuit_w",
+        ],
+        properties=props,
+    )

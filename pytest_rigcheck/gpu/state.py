@@ -60,10 +60,33 @@ F_PROCESSES = "processes"  # [{"pid", "name", "used_b", "kind"}]
 F_LOAD = "load"  # readings under load, see LoadReadings
 
 GPU_FIELDS = (
-    F_NAME, F_UUID, F_VBIOS, F_MEM_TOTAL, F_MEM_USED, F_MEM_RESERVED, F_POWER_LIMIT, F_POWER_ENFORCED,
-    F_POWER_DEFAULT, F_POWER_CONSTRAINTS, F_POWER_USAGE, F_PERSISTENCE, F_DISPLAY_ACTIVE, F_PCIE_MAX_GEN,
-    F_PCIE_MAX_WIDTH, F_PCIE_GEN, F_PCIE_WIDTH, F_PCIE_REPLAY, F_CLOCK_REASONS, F_PSTATE, F_ECC_MODE,
-    F_ECC_UNCORR_VOLATILE, F_ECC_UNCORR_AGGREGATE, F_RETIRED_PENDING, F_REMAPPED_ROWS, F_NVLINK, F_PROCESSES,
+    F_NAME,
+    F_UUID,
+    F_VBIOS,
+    F_MEM_TOTAL,
+    F_MEM_USED,
+    F_MEM_RESERVED,
+    F_POWER_LIMIT,
+    F_POWER_ENFORCED,
+    F_POWER_DEFAULT,
+    F_POWER_CONSTRAINTS,
+    F_POWER_USAGE,
+    F_PERSISTENCE,
+    F_DISPLAY_ACTIVE,
+    F_PCIE_MAX_GEN,
+    F_PCIE_MAX_WIDTH,
+    F_PCIE_GEN,
+    F_PCIE_WIDTH,
+    F_PCIE_REPLAY,
+    F_CLOCK_REASONS,
+    F_PSTATE,
+    F_ECC_MODE,
+    F_ECC_UNCORR_VOLATILE,
+    F_ECC_UNCORR_AGGREGATE,
+    F_RETIRED_PENDING,
+    F_REMAPPED_ROWS,
+    F_NVLINK,
+    F_PROCESSES,
 )
 
 
@@ -141,14 +164,24 @@ class LoadReadings:
         return max(c) if c else None
 
     def to_json(self) -> dict[str, Any]:
-        return {"samples": [list(s) for s in self.samples], "how": self.how, "window_s": self.window_s,
-                "replay_before": self.replay_before, "replay_after": self.replay_after}
+        return {
+            "samples": [list(s) for s in self.samples],
+            "how": self.how,
+            "window_s": self.window_s,
+            "replay_before": self.replay_before,
+            "replay_after": self.replay_after,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LoadReadings:
         samples = tuple(tuple(s) for s in data.get("samples", []))
-        return cls(samples=samples, how=str(data.get("how", "")), window_s=float(data.get("window_s", 0.0)),  # type: ignore[arg-type]
-                   replay_before=data.get("replay_before"), replay_after=data.get("replay_after"))
+        return cls(
+            samples=samples,
+            how=str(data.get("how", "")),
+            window_s=float(data.get("window_s", 0.0)),  # type: ignore[arg-type]
+            replay_before=data.get("replay_before"),
+            replay_after=data.get("replay_after"),
+        )
 
 
 @dataclass
@@ -203,15 +236,26 @@ class SystemState:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "origin": self.origin, "driver": to_json_value(self.driver),
-                "cuda": to_json_value(self.cuda), "nvml": to_json_value(self.nvml),
-                "gpus": [g.to_json() for g in self.gpus],
-                **{k: v for k, v in self.raw.items() if k not in ("format", "origin", "driver", "cuda", "nvml", "gpus")}}
+        return {
+            "format": FORMAT,
+            "origin": self.origin,
+            "driver": to_json_value(self.driver),
+            "cuda": to_json_value(self.cuda),
+            "nvml": to_json_value(self.nvml),
+            "gpus": [g.to_json() for g in self.gpus],
+            **{
+                k: v
+                for k, v in self.raw.items()
+                if k not in ("format", "origin", "driver", "cuda", "nvml", "gpus")
+            },
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str) -> SystemState:
         if data.get("format") != FORMAT:
-            raise ValueError(f"{where}: nvml.json format {data.get('format')!r} (this version reads {FORMAT})")
+            raise ValueError(
+                f"{where}: nvml.json format {data.get('format')!r} (this version reads {FORMAT})"
+            )
         gpus = data.get("gpus")
         if not isinstance(gpus, list):
             raise ValueError(f"{where}: 'gpus' must be a list")
@@ -219,9 +263,14 @@ class SystemState:
             states = [GpuState.from_json(g) for g in gpus]
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{where}: bad GPU entry: {exc}") from None
-        return cls(origin=str(data.get("origin", where)), driver=from_json_value(data.get("driver")),
-                   cuda=from_json_value(data.get("cuda")), nvml=from_json_value(data.get("nvml")),
-                   gpus=states, raw=data)
+        return cls(
+            origin=str(data.get("origin", where)),
+            driver=from_json_value(data.get("driver")),
+            cuda=from_json_value(data.get("cuda")),
+            nvml=from_json_value(data.get("nvml")),
+            gpus=states,
+            raw=data,
+        )
 
 
 def cuda_text(version: int) -> str:

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from ..pcie import normalize_bdf
 from .state import NO_PERMISSION, NOT_CAPTURED, SystemState, Unavailable, from_json_value
 
-_XID = re.compile(r"NVRM: Xid \(PCI:(?P<addr>[0-9a-fA-F]{1,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2})(?:\.[0-7])?\): "
-                  r"(?P<xid>\d+)(?:, (?P<rest>.*))?")
+_XID = re.compile(
+    r"NVRM: Xid \(PCI:(?P<addr>[0-9a-fA-F]{1,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2})(?:\.[0-7])?\): "
+    r"(?P<xid>\d+)(?:, (?P<rest>.*))?"
+)
 # Treated as fatal by Azure's health checks (REFERENCE 3.4 #28): the GPU needs a reset or service.
 FATAL_XIDS = frozenset({48, 56, 57, 58, 62, 63, 64, 65, 68, 69, 73, 74, 79, 80, 81, 92, 119, 120})
 
@@ -65,7 +67,9 @@ def read_kmsg(path: str = "/dev/kmsg") -> str | Unavailable:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except PermissionError:
-        return Unavailable(f"{path}: permission denied (run as root, or sysctl kernel.dmesg_restrict=0)", NO_PERMISSION)
+        return Unavailable(
+            f"{path}: permission denied (run as root, or sysctl kernel.dmesg_restrict=0)", NO_PERMISSION
+        )
     except OSError as exc:
         return Unavailable(f"{path}: {exc.strerror}")
     lines: list[str] = []

@@ -1,0 +1,259 @@
+"""Pure parts of the GPU suites: load readings, reason bits, XID parsing, NVML error translation, the capture."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_rigcheck.gpu.busy import decode_reasons
+from pytest_rigcheck.gpu.common import version_key
+from pytest_rigcheck.gpu.models import captured_nvml, modelled_nvml
+from pytest_rigcheck.gpu.state import GpuState, LoadReadings, SystemState, Unavailable
+from pytest_rigcheck.gpu.xid import FATAL_XIDS, parse_xids
+
+from .conftest import DATA
+
+CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "captures"
+
+
+class TestLoadReadings:
+    def test_lowest_link_and_all_reasons(self) -> None:
+        """The link under load is the lowest seen, the reasons every bit seen."""
+        r = LoadReadings(((1.0, 4, 16, 0x4, 1, 1), (1.1, 3, 16, 0x1, 1, 1), (1.2, 4, 8, 0x4, 1, 1)))
+        assert r.link == (3, 8)
+        assert r.reasons == 0x5
+        assert r.link_changes() == 2
+
+    def test_no_link_reading(self) -> None:
+        """Samples without a link reading give no link, never a made-up one."""
+        assert LoadReadings(((1.0, None, None, None, None, None),)).link is None
+        assert LoadReadings(((1.0, None, None, None, None, None),)).reasons is None
+
+    def test_json_round_trip(self) -> None:
+        """A GPU state with unavailable fields and load readings survives nvml.json."""
+        g = GpuState(
+            "0000:17:00.0",
+            1,
+            {
+                "name": "X",
+                "ecc_mode": Unavailable("nope", "not_supported"),
+                "load": LoadReadings(((1.0, 4, 16, 4, 300000, 1800),), "how", 3.0, 1, 2),
+            },
+        )
+        back = GpuState.from_json(json.loads(json.dumps(g.to_json())))
+        assert back.get("ecc_mode") == Unavailable("nope", "not_supported")
+        assert back.load() == LoadReadings(((1.0, 4, 16, 4, 300000, 1800),), "how", 3.0, 1, 2)
+        assert isinstance(back.get("absent"), Unavailable)
+
+    def test_format_checked(self) -> None:
+        """An nvml.json of another format is refused with its path."""
+        with pytest.raises(ValueError, match="x.json: nvml.json format 2"):
+            SystemState.from_json({"format": 2, "gpus": []}, "x.json")
+
+
+@pytest.mark.parametrize(
+    ("bits", "text"),
+    [
+        (0x1, "0x1 (GPU idle)"),
+        (0x4, "0x4 (SW power cap)"),
+        (0x48, "0x48 (HW slowdown, HW thermal slowdown)"),
+        (0x1000, "0x1000 (unknown 0x1000)"),
+        (0, "0x0 (none)"),
+    ],
+)
+def test_decode_reasons(bits: int, text: str) -> None:
+    """Clock event reason bits are named as NVML names them."""
+    assert decode_reasons(bits) == text
+
+
+def test_parse_xids() -> None:
+    """NVRM Xid lines are parsed to the GPU's function 0 and the XID number; other lines are ignored."""
+    log = (
+        "[ 1.0] NVRM: loading NVIDIA UNIX x86_64 Kernel Module\n"
+        "[ 2.0] NVRM: Xid (PCI:0000:05:00): 79, pid=1234, name=python, GPU has fallen off the bus.\n"
+        "[ 3.0] NVRM: Xid (PCI:0000:3b:00): 13, pid='<unknown>', Graphics Exception\n"
+    )
+    events = parse_xids(log)
+    assert [(e.bdf, e.xid) for e in events] == [("0000:05:00.0", 79), ("0000:3b:00.0", 13)]
+    assert 79 in FATAL_XIDS and 13 not in FATAL_XIDS
+
+
+@pytest.mark.parametrize(("text", "key"), [("550.54.15", (550, 54, 15)), ("12.4", (12, 4)), ("abc", ())])
+def test_version_key(text: str, key: tuple[int, ...]) -> None:
+    """Dotted versions compare numerically; anything else is no version."""
+    assert version_key(text) == key
+
+
+class TestModels:
+    def test_every_shipped_modelled_rig_has_state(self) -> None:
+        """Every modelled rig name of the shipped set gets NVML state, with one GPU per BDF."""
+        for name, n in [("rtx3090x2-gen4", 2), ("rtxpro6000x4-switch", 4), ("rtx3080-3070-3060-mixed", 3)]:
+            bdfs = [f"0000:{i + 3:02x}:00.0" for i in range(n)]
+            state = modelled_nvml(name, bdfs)
+            assert state is not None and [g["bdf"] for g in state["gpus"]] == bdfs
+        assert modelled_nvml("unknown-rig", ["0000:01:00.0"]) is None
+
+    def test_modelled_state_is_deterministic(self) -> None:
+        """The same name gives the same state (the shipped trees are compared to what the script writes)."""
+        assert modelled_nvml("rtx3090x2-gen4", ["a", "b"]) == modelled_nvml("rtx3090x2-gen4", ["a", "b"])
+
+    @pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/captures not beside the checkout")
+    def test_h200_capture_transcribed(self) -> None:
+        """The h200x2 capture's NVML lines become state; its failed P2P READ is recorded as not captured."""
+        state = captured_nvml("h200x2-nvlink", CAPTURES)
+        assert state is not None
+        g0 = state["gpus"][0]
+        assert (g0["bdf"], g0["power_limit_mw"], g0["pcie_replay"], len(g0["nvlink_states"])) == (
+            "0000:00:06.0",
+            700000,
+            2,
+            18,
+        )
+        assert g0["memory_used_b"] == 0 and g0["memory_reserved_b"] == 616 << 20
+        assert state["p2p"]["0-1"]["caps"]["READ"]["code"] == "not_captured"
+        assert g0["load"]["code"] == "not_captured"
+
+
+# -- LiveNvml against a fake pynvml: error translation, read-only ---------------------------------
+
+
+def _fake_pynvml(init_error: str | None = None, unsupported: tuple[str, ...] = ()) -> types.ModuleType:
+    m = types.ModuleType("pynvml")
+
+    class NVMLError(Exception):
+        pass
+
+    for name in (
+        "NotSupported",
+        "NoPermission",
+        "DriverNotLoaded",
+        "LibraryNotFound",
+        "FunctionNotFound",
+        "InvalidArgument",
+    ):
+        setattr(m, f"NVMLError_{name}", type(f"NVMLError_{name}", (NVMLError,), {}))
+    m.NVMLError = NVMLError  # type: ignore[attr-defined]
+    calls: list[str] = []
+    m.calls = calls  # type: ignore[attr-defined]
+    values: dict[str, Any] = {
+        "nvmlSystemGetDriverVersion": "570.133.07",
+        "nvmlSystemGetCudaDriverVersion": 12080,
+        "nvmlSystemGetNVMLVersion": "12.570.133.07",
+        "nvmlDeviceGetCount": 1,
+        "nvmlDeviceGetHandleByIndex": "h0",
+        "nvmlDeviceGetPciInfo": types.SimpleNamespace(busId=b"00000000:17:00.0"),
+        "nvmlDeviceGetName": "NVIDIA GeForce RTX 3090",
+        "nvmlDeviceGetPowerManagementLimit": 350000,
+        "nvmlDeviceGetPersistenceMode": 1,
+        "nvmlDeviceGetComputeRunningProcesses": [],
+        "nvmlDeviceGetGraphicsRunningProcesses": [],
+        "nvmlDeviceGetMemoryInfo": types.SimpleNamespace(total=24 << 30, used=0, reserved=300 << 20),
+        "nvmlDeviceGetPowerManagementLimitConstraints": (100000, 350000),
+        "nvmlDeviceGetRemappedRows": (0, 0, 0, 0),
+    }
+
+    def make(name: str) -> Any:
+        def fn(*args: Any, **kw: Any) -> Any:
+            calls.append(name)
+            if name == "nvmlInit" and init_error:
+                raise getattr(m, f"NVMLError_{init_error}")()
+            if name in unsupported or name == "nvmlDeviceGetNvLinkState":
+                raise m.NVMLError_NotSupported()  # type: ignore[attr-defined]
+            return values.get(name, 0)
+
+        return fn
+
+    class Module(types.ModuleType):
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("nvml"):
+                return make(name)
+            raise AttributeError(name)
+
+    m.__class__ = Module
+    m.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, m.NVML_VOLATILE_ECC, m.NVML_AGGREGATE_ECC = 1, 0, 1  # type: ignore[attr-defined]
+    m.nvmlMemory_v2, m.NVML_NVLINK_MAX_LINKS, m.NVML_CLOCK_SM = 0x02000028, 18, 1  # type: ignore[attr-defined]
+    return m
+
+
+class TestLiveNvml:
+    def test_not_supported_is_recorded_not_passed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A NotSupported reading becomes Unavailable(not_supported); no NVLink reads as {}; nothing is ever set."""
+        fake = _fake_pynvml(unsupported=("nvmlDeviceGetEccMode", "nvmlDeviceGetEnforcedPowerLimit"))
+        monkeypatch.setitem(sys.modules, "pynvml", fake)
+        from pytest_rigcheck.gpu.nvml import LiveNvml
+
+        state = LiveNvml().system()
+        g = state.gpus[0]
+        assert (g.bdf, g.get("power_limit_mw"), g.get("nvlink_states")) == ("0000:17:00.0", 350000, {})
+        assert g.get("ecc_mode").code == "not_supported"
+        assert g.get("enforced_limit_mw").code == "not_supported"
+        assert state.driver == "570.133.07"
+        assert not [
+            c for c in fake.calls if "Set" in c or c.startswith(("nvmlDeviceClear", "nvmlDeviceReset"))
+        ]
+
+    @pytest.mark.parametrize(
+        ("error", "text"),
+        [("DriverNotLoaded", "driver not loaded"), ("LibraryNotFound", "libnvidia-ml.so.1 not found")],
+    )
+    def test_no_driver_is_unavailable(self, monkeypatch: pytest.MonkeyPatch, error: str, text: str) -> None:
+        """No driver or no library raises NvmlUnavailable, which skips the GPU suites."""
+        monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(init_error=error))
+        from pytest_rigcheck.gpu.nvml import LiveNvml, NvmlUnavailable
+
+        with pytest.raises(NvmlUnavailable, match=text):
+            LiveNvml()
+
+    def test_no_permission_is_a_clear_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """NoPermission at init says to run as root."""
+        monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(init_error="NoPermission"))
+        from pytest_rigcheck.gpu.nvml import LiveNvml, NvmlPermissionError
+
+        with pytest.raises(NvmlPermissionError, match="run as root"):
+            LiveNvml()
+
+
+def test_live_capture_data_is_readable() -> None:
+    """The nvml.json captured live on 2x H200 reads back: 60 samples under load at Gen5 x16, SW power cap."""
+    state = SystemState.from_json(json.loads((DATA / "h200x2-live-nvml.json").read_text()), "live")
+    load = state.gpus[0].load()
+    assert isinstance(load, LoadReadings)
+    assert load.link == (5, 16) and load.reasons == 0x4 and len(load.samples) == 60
+
+
+def test_plugin_import_is_cheap(pytester: pytest.Pytester) -> None:
+    """Loading the plugin (and the GPU feature plugin) imports neither pynvml nor torch."""
+    pytester.makepyfile(
+        test_x="""
+        import sys
+        def test_x():
+            assert "pynvml" not in sys.modules and "torch" not in sys.modules
+            assert "pytest_rigcheck.gpu.plugin" in sys.modules
+    """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_no_driver_skips_gpu_checks_once(pytester: pytest.Pytester) -> None:
+    """On a machine without the NVIDIA driver, live GPU checks skip with one reason."""
+    pytester.makepyfile(
+        test_x="""
+        def test_nvml_one(rig_nvml):
+            pass
+        def test_nvml_two(rig_gpus):
+            pass
+    """
+    )
+    result = pytester.runpytest_subprocess(
+        "--rig", "-p", "no:cacheprovider", "-rs", "test_x.py", "-k", "nvml_one or nvml_two"
+    )
+    if "GPU checks skipped" not in result.stdout.str():
+        pytest.skip("this machine has an NVIDIA driver")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["SKIPPED [[]2[]] *GPU checks skipped: *"])
