@@ -69,6 +69,18 @@ def rtxpro6000x4(name: str, *, acs_ctrl: int = 0, bifurcated: bool = False, root
     return b
 
 
+def mixed3(name: str) -> RigBuilder:
+    """The seed's mixed rig: RTX 3080 (driving the display), 3070 and 3060, each in a CPU Gen4 x16 slot on TRX40."""
+    b = RigBuilder(name, cpu="amd")
+    host = b.host_bridge(0, 0, numa=0)
+    for i, (port, gpu, model) in enumerate([("0000:00:01.1", "0000:21:00.0", "rtx3080"),
+                                            ("0000:00:03.1", "0000:4b:00.0", "rtx3070"),
+                                            ("0000:00:07.1", "0000:61:00.0", "rtx3060")]):
+        rp = b.root_port(host, port, cap=(4, 16), slot=2 * i + 1)
+        b.gpu(rp, gpu, GPU_MODELS[model])
+    return b
+
+
 def models() -> list[tuple[RigBuilder, dict[str, Any]]]:
     gpus3090 = ["0000:21:00.0", "0000:4b:00.0"]
     sw_ports = ["0000:02:00.0", "0000:02:01.0", "0000:02:02.0", "0000:02:03.0"]
@@ -109,6 +121,19 @@ def models() -> list[tuple[RigBuilder, dict[str, Any]]]:
             shows="fault: root ports 0000:00:01.1/.2 split x8x8; switch uplink 0000:01:00.0 trained x8",
             profile="4x-rtxpro6000-gen4-switch",
             expect_fail=["test_bifurcation[0000:00:01]", "test_link_trained[0000:01:00.0]"])),
+        # GPU state variants (nvml.json from pytest_rigcheck.gpu.models adds their expect_fail).
+        (rtx3090x2("rtx3090x2-power-390w"), dict(
+            description="2x RTX 3090 on TRX40; GPU1 is a partner board with a 390 W BIOS whose 350 W cap was lost at reboot",
+            shows="fault: GPU1 power limit 390 W (its default), profile cap 350 W", profile="2x-rtx3090-gen4",
+            expect_fail=[])),
+        (rtxpro6000x4("rtxpro6000x4-powercap-lost"), dict(
+            description="4x RTX Pro 6000 capped at 350 W for one 110 V circuit; after a reboot GPU2 is back at 600 W",
+            shows="fault: GPU2 power limit 600 W, expected 350 W; 3x350 + 600 + 300 W host = 1950 W > 1800 W circuit",
+            profile="4x-rtxpro6000-gen4-switch", expect_fail=[])),
+        (mixed3("rtx3080-3070-3060-mixed"), dict(
+            description="the seed's mixed rig: RTX 3080 10 GB (driving the desktop, ~1 GB used), RTX 3070 8 GB, RTX 3060 12 GB",
+            shows="fault: one tensor-parallel group of three different cards; Xorg and gnome-shell hold ~1 GB on the 3080",
+            expect_fail=[])),
         (rtxpro6000x4("rtxpro6000x4-switch-nonroot", root=False), dict(
             description="the healthy switch rig captured without root: config space stops at 64 bytes",
             shows="unreadable: ACS state cannot be known; those checks fail as unreadable, never pass",
