@@ -1,0 +1,626 @@
+"""One function per end-to-end check: takes the ``VllmServer``, returns a ``Verdict``.
+
+A check that needs a vLLM extra the server lacks (``/health``, ``/version``, ``/metrics``, usage in
+streams) returns not-applicable with the reason: neither passed nor failed for it. Every failure names
+the server and model, what was measured against what was expected (and where that came from), and a fix.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import threading
+import time
+import uuid
+from typing import Any
+
+from ..verdict import Verdict, failed, not_applicable, passed
+from .client import StreamResult
+from .metrics import KV_CACHE_GAUGES, PREEMPTIONS, PREFIX_HITS, REQUEST_SUCCESS, RUNNING, WAITING, Metrics, \
+    MetricsError, parse_prometheus
+from .server import ServerGone, VllmServer
+from .sse import SseError
+
+CHAT = "/v1/chat/completions"
+PARIS_PROMPT = "What is the capital of France? Answer with one word."
+FREE_PROMPT = "Write two sentences about the sea."
+FILLER = ("The quick brown fox jumps over the lazy dog near the old stone bridge by the river. ")
+NO_EXTRA = "(a vLLM extra; llama-cpp-python and other OpenAI-compatible servers lack it): neither passed nor failed"
+
+
+def _gone(server: VllmServer, exc: Exception) -> Verdict:
+    if isinstance(exc, ServerGone):
+        return failed(str(exc))
+    return failed(f"{server.describe()}: {exc}")
+
+
+def _where(server: VllmServer, key: str) -> str:
+    return f"[vllm] {key} in {server.settings.where}"
+
+
+# -- degenerate output ---------------------------------------------------------------------------------
+
+_BANG = re.compile(r"!{4,}")
+_CHAR_RUN = re.compile(r"(\S)\1{15,}")
+_WORD_RUN = re.compile(r"\b(\w+)(?:\W+\1\b){5,}", re.IGNORECASE)
+
+
+def degenerate_reason(text: str) -> str | None:
+    """Why a generation looks like broken numerics (NaN logits, a bad all-reduce), or ``None``.
+
+    Broken tensor-parallel all-reduce produces garbage at full speed; NaN logits make greedy decoding
+    pick token 0, ``!`` in Llama/Qwen vocabularies (silent-NaN write-up: "!!!!!!").
+
+    Example::
+
+        >>> degenerate_reason("!!!!!!!!"), degenerate_reason("Paris."), degenerate_reason("a a a a a a a")
+        ("a run of '!' (4 or more): token 0 repeated, the signature of NaN logits", None, "the word 'a' repeated 6+ times in a row")
+    """
+    if not text.strip():
+        return "empty output"
+    if _BANG.search(text):
+        return "a run of '!' (4 or more): token 0 repeated, the signature of NaN logits"
+    if (m := _CHAR_RUN.search(text)) is not None:
+        return f"the character {m.group(1)!r} repeated 16+ times"
+    if (m := _WORD_RUN.search(text)) is not None:
+        return f"the word {m.group(1)!r} repeated 6+ times in a row"
+    if text.count("\ufffd") >= 3:
+        return "replacement characters (invalid UTF-8 token bytes)"
+    return None
+
+
+# -- identity -------------------------------------------------------------------------------------------
+
+
+def served_model(server: VllmServer) -> Verdict:
+    """``/v1/models`` lists the profile's model (served name), with its ``max_model_len`` where vLLM gives one."""
+    s = server.settings
+    try:
+        r = server.get("/v1/models", "the identity check")
+    except ServerGone as exc:
+        return _gone(server, exc)
+    if r.status != 200:
+        hint = " (wrong or missing API key: set --rig-vllm-api-key-env)" if r.status in (401, 403) else ""
+        return failed(f"{server.describe()}: GET /v1/models answered HTTP {r.status}{hint}: {r.error_message()}",
+                      fix=["point --rig-vllm-url at the server's base URL (http://host:port)"])
+    try:
+        cards = [c for c in r.json().get("data", []) if isinstance(c, dict)]
+    except (ValueError, AttributeError) as exc:
+        return failed(f"{server.describe()}: /v1/models is not an OpenAI model list: {exc}")
+    ids = [str(c.get("id")) for c in cards]
+    props: dict[str, object] = {"served_model_ids": ",".join(ids)}
+    if not cards:
+        return failed(f"{server.describe()}: /v1/models lists no model", properties=props)
+    want = s.expected_model_id
+    card = next((c for c in cards if c.get("id") == want), cards[0] if want is None else None)
+    if card is None:
+        return failed(f"{server.describe()}: serves {ids}, not the profile's {want!r}",
+                      measured=f"model ids {ids}", expected=f"{want!r} ({_where(server, 'served_model_name or model')})",
+                      fix=["start vLLM with --served-model-name matching the profile, or fix [vllm] served_model_name"],
+                      properties=props)
+    props["served_model_id"] = card.get("id")
+    got_len = card.get("max_model_len")
+    if isinstance(got_len, int):
+        props["served_max_model_len"] = got_len
+    notes = []
+    if s.max_model_len is not None:
+        if got_len is None:
+            notes.append("the server does not report max_model_len (not vLLM?): context not compared")
+        elif got_len != s.max_model_len:
+            return failed(f"{server.describe()}: max_model_len {got_len} tokens, expected {s.max_model_len} tokens",
+                          measured=f"{got_len} tokens (GET /v1/models)",
+                          expected=f"{s.max_model_len} tokens ({_where(server, 'max_model_len')})",
+                          fix=[f"start vLLM with --max-model-len {s.max_model_len}, or update the profile"],
+                          properties=props)
+    return passed(f"{server.describe()}: serves {card.get('id')!r}, max_model_len {got_len}",
+                  notes=notes, properties=props)
+
+
+def version(server: VllmServer) -> Verdict:
+    """``/version`` answers, and matches ``[vllm] expect_version`` when set; the version is recorded."""
+    try:
+        r = server.get("/version", "the version check")
+    except ServerGone as exc:
+        return _gone(server, exc)
+    if r.status == 404:
+        return not_applicable(f"{server.describe()}: no /version {NO_EXTRA}")
+    try:
+        v = r.json().get("version") if r.status == 200 else None
+    except (ValueError, AttributeError):
+        v = None
+    if not isinstance(v, str):
+        return failed(f"{server.describe()}: /version answered HTTP {r.status} without a version: {r.body[:100]!r}")
+    want = server.settings.expect_version
+    if want and v != want:
+        return failed(f"{server.describe()}: vLLM {v}, expected {want}", measured=f"{v} (GET /version)",
+                      expected=f"{want} ({_where(server, 'expect_version')})",
+                      fix=[f"install vLLM {want} on the rig, or update the profile"], properties={"vllm_version": v})
+    return passed(f"{server.describe()}: vLLM {v}", properties={"vllm_version": v})
+
+
+def health(server: VllmServer) -> Verdict:
+    """``/health`` is 200 (vLLM answers 503 once its engine died)."""
+    try:
+        r = server.get("/health", "the health check")
+    except ServerGone as exc:
+        return _gone(server, exc)
+    if r.status == 404:
+        return not_applicable(f"{server.describe()}: no /health {NO_EXTRA}")
+    if r.status != 200:
+        return failed(f"{server.describe()}: /health answered HTTP {r.status}: {r.error_message()}",
+                      measured=f"HTTP {r.status}", expected="HTTP 200",
+                      fix=["the engine is dead or unhealthy: read the server log, restart the server"])
+    return passed(f"{server.describe()}: /health 200")
+
+
+# -- correctness ---------------------------------------------------------------------------------------
+
+
+def _chat_text(server: VllmServer, content: str, max_tokens: int, during: str) -> tuple[int, str, str]:
+    r = server.post(CHAT, server.chat_payload(content, max_tokens, seed=0), during)
+    if r.status != 200:
+        return r.status, "", r.error_message()
+    try:
+        msg = r.json()["choices"][0]["message"]
+        return 200, str(msg.get("content") or ""), ""
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return 200, "", f"not a chat completion: {r.body[:150]!r}"
+
+
+def correctness(server: VllmServer) -> Verdict:
+    """At temperature 0, "the capital of France?" answers Paris, twice the same."""
+    answers = []
+    try:
+        for i in (1, 2):
+            status, text, err = _chat_text(server, PARIS_PROMPT, 16, f"correctness request {i}")
+            if status != 200 or err:
+                return failed(f"{server.describe()}: chat completion {i} failed: HTTP {status}: {err}",
+                              fix=["read the server log; check the model id and chat template"])
+            answers.append(text)
+    except ServerGone as exc:
+        return _gone(server, exc)
+    props = {"answer_1": answers[0][:200], "answer_2": answers[1][:200]}
+    if "paris" not in answers[0].lower():
+        bad = degenerate_reason(answers[0])
+        return failed(f"{server.describe()}: asked the capital of France at temperature 0, got {answers[0][:120]!r}",
+                      measured=repr(answers[0][:200]), expected="an answer containing 'Paris'",
+                      notes=[f"degenerate output: {bad}"] if bad else [],
+                      fix=["garbage at full speed points at broken tensor-parallel all-reduce (run the P2P and "
+                           "NCCL suites; try NCCL_P2P_DISABLE=1); otherwise check the model and its chat template"],
+                      properties=props)
+    if answers[0] != answers[1]:
+        return failed(f"{server.describe()}: the same request at temperature 0 answered differently",
+                      measured=f"{answers[0][:100]!r} then {answers[1][:100]!r}", expected="identical answers",
+                      fix=["non-determinism at temperature 0 with one request in flight points at numerics "
+                           "(all-reduce, kernels): run the P2P/NCCL suites"], properties=props)
+    return passed(f"{server.describe()}: answered {answers[0].strip()[:60]!r} twice", properties=props)
+
+
+def not_degenerate(server: VllmServer) -> Verdict:
+    """A free-form answer is not degenerate: not empty, no ``!!!!``, no single token repeated."""
+    try:
+        status, text, err = _chat_text(server, FREE_PROMPT, 48, "the degenerate-output check")
+    except ServerGone as exc:
+        return _gone(server, exc)
+    if status != 200 or err:
+        return failed(f"{server.describe()}: chat completion failed: HTTP {status}: {err}")
+    reason = degenerate_reason(text)
+    if reason:
+        return failed(f"{server.describe()}: degenerate output ({reason})", measured=repr(text[:200]),
+                      expected="ordinary text",
+                      fix=["garbage text at full speed is what broken P2P/all-reduce looks like: run the P2P and "
+                           "NCCL suites, retry with NCCL_P2P_DISABLE=1 or --disable-custom-all-reduce"],
+                      properties={"output": text[:200]})
+    return passed(f"{server.describe()}: output looks like text ({len(text)} chars)", properties={"output": text[:200]})
+
+
+# -- streaming -----------------------------------------------------------------------------------------
+
+
+def measure_stream(server: VllmServer) -> StreamResult | Verdict:
+    """One streamed chat completion of exactly ``decode_tokens`` tokens (``min_tokens = max_tokens``), kept."""
+    cached = server.memo("stream")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    n = server.settings.decode_tokens
+    payload = server.chat_payload(FREE_PROMPT, n, min_tokens=n, stream_options={"include_usage": True})
+    try:
+        server.stream(CHAT, {**payload, "stream": True}, "a streaming request")  # warm-up, not measured
+        result: StreamResult | Verdict = server.stream(CHAT, payload, "the measured streaming request")
+    except ServerGone as exc:
+        result = _gone(server, exc)
+    except SseError as exc:
+        result = failed(f"{server.describe()}: the event stream is broken: {exc}",
+                        expected="OpenAI server-sent events: 'data: {json}' events, 'data: [DONE]' last",
+                        fix=["a proxy in between may buffer or rewrite the stream; otherwise read the server log"])
+    return server.remember("stream", result)  # type: ignore[no-any-return]
+
+
+def streaming(server: VllmServer) -> Verdict:
+    """The stream parses as SSE, carries text, ends with ``[DONE]``, and has the requested length."""
+    r = measure_stream(server)
+    if isinstance(r, Verdict):
+        return r
+    n = server.settings.decode_tokens
+    props: dict[str, object] = {"stream_chunks": r.chunks, "stream_text_chunks": r.text_chunks,
+                                "completion_tokens": r.completion_tokens, "tokens_counted_from": r.tokens_counted_from}
+    if r.status != 200:
+        return failed(f"{server.describe()}: streaming request answered HTTP {r.status}: {r.text[:200]}", properties=props)
+    if not r.text_chunks:
+        return failed(f"{server.describe()}: the stream carried no text ({r.chunks} chunks)", properties=props)
+    if r.completion_tokens != n:
+        return failed(f"{server.describe()}: asked for exactly {n} tokens (min_tokens = max_tokens), got "
+                      f"{r.completion_tokens} (counted from {r.tokens_counted_from})",
+                      measured=f"{r.completion_tokens} tokens", expected=f"{n} tokens",
+                      fix=["a server that ignores min_tokens cannot be timed at a fixed length; vLLM and "
+                           "llama-cpp-python honour it"], properties=props)
+    return passed(f"{server.describe()}: {r.chunks} SSE chunks, {n} tokens", properties=props)
+
+
+def ttft(server: VllmServer) -> Verdict:
+    """Time to the first chunk with text, against ``[vllm] max_ttft_s``."""
+    r = measure_stream(server)
+    if isinstance(r, Verdict):
+        return r
+    if r.ttft_s is None:
+        return failed(f"{server.describe()}: no chunk with text, so no time to first token (HTTP {r.status})")
+    props = {"ttft_s": round(r.ttft_s, 4)}
+    limit = server.settings.max_ttft_s
+    if limit is not None and r.ttft_s > limit:
+        return failed(f"{server.describe()}: time to first token {r.ttft_s:.3f} s > {limit:g} s",
+                      measured=f"{r.ttft_s:.3f} s (first SSE chunk with text, short prompt, one request in flight)",
+                      expected=f"at most {limit:g} s ({_where(server, 'max_ttft_s')})",
+                      fix=["check GPU clocks and PCIe links (run the rig suites), queued requests from other "
+                           "clients, or --enforce-eager left on"], properties=props)
+    note = [] if limit is not None else ["no [vllm] max_ttft_s in the profile: recorded, not judged"]
+    return passed(f"{server.describe()}: time to first token {r.ttft_s * 1000:.0f} ms", notes=note, properties=props)
+
+
+def decode_rate(server: VllmServer) -> Verdict:
+    """Decode tokens/s of one stream of fixed length, against ``[vllm] min_decode_tokens_per_s``."""
+    r = measure_stream(server)
+    if isinstance(r, Verdict):
+        return r
+    rate = r.decode_tokens_per_s
+    if rate is None:
+        return failed(f"{server.describe()}: cannot time decoding: {r.completion_tokens} tokens, "
+                      f"{r.text_chunks} text chunks (HTTP {r.status})")
+    props = {"decode_tokens_per_s": round(rate, 2), "decode_tokens": r.completion_tokens}
+    floor = server.settings.min_decode_tokens_per_s
+    if floor is not None and rate < floor:
+        return failed(f"{server.describe()}: decode {rate:.1f} tokens/s < {floor:g} tokens/s",
+                      measured=f"{rate:.1f} tokens/s ({r.completion_tokens} tokens, one stream, after the first token)",
+                      expected=f"at least {floor:g} tokens/s ({_where(server, 'min_decode_tokens_per_s')})",
+                      fix=["slow decode on a multi-GPU rig is often P2P off or a downtrained link: run the "
+                           "PCIe and P2P suites; check power caps and clocks"], properties=props)
+    note = [] if floor is not None else ["no [vllm] min_decode_tokens_per_s in the profile: recorded, not judged"]
+    return passed(f"{server.describe()}: decode {rate:.1f} tokens/s", notes=note, properties=props)
+
+
+def usage_in_stream(server: VllmServer) -> Verdict:
+    """With ``stream_options.include_usage`` the stream ends with a usage chunk (a vLLM extra)."""
+    r = measure_stream(server)
+    if isinstance(r, Verdict):
+        return r
+    if r.usage is None:
+        return not_applicable(f"{server.describe()}: no usage chunk in streams {NO_EXTRA}")
+    return passed(f"{server.describe()}: usage chunk {r.usage}", properties={"stream_usage": str(r.usage)})
+
+
+# -- metrics -------------------------------------------------------------------------------------------
+
+
+def read_metrics(server: VllmServer, during: str) -> Metrics | Verdict | None:
+    """``/metrics`` parsed; ``None`` when the server has none or no ``vllm:`` metrics."""
+    r = server.get("/metrics", during)
+    if r.status == 404:
+        return None
+    if r.status != 200:
+        return failed(f"{server.describe()}: /metrics answered HTTP {r.status}")
+    try:
+        m = parse_prometheus(r.body.decode("utf-8", errors="replace"))
+    except MetricsError as exc:
+        return failed(f"{server.describe()}: /metrics is not Prometheus text: {exc}",
+                      fix=["something in front of the server rewrites /metrics, or it is not vLLM's"])
+    return m if m.is_vllm else None
+
+
+def metrics(server: VllmServer) -> Verdict:
+    """``/metrics`` parses; the KV cache gauge (either name) and the request gauges are there."""
+    try:
+        m = read_metrics(server, "the metrics check")
+    except ServerGone as exc:
+        return _gone(server, exc)
+    if m is None:
+        return not_applicable(f"{server.describe()}: no /metrics with vllm: metrics {NO_EXTRA}")
+    if isinstance(m, Verdict):
+        return m
+    props: dict[str, object] = {}
+    kv = m.first_of(KV_CACHE_GAUGES)
+    missing = [] if kv else [" or ".join(KV_CACHE_GAUGES)]
+    if kv:
+        props["kv_cache_usage"] = kv[1]
+        props["kv_cache_gauge"] = kv[0]
+    for name in (RUNNING, WAITING):
+        v = m.total(name)
+        if v is None:
+            missing.append(name)
+        else:
+            props[name.split(":")[1]] = v
+    if (v := m.total(REQUEST_SUCCESS)) is not None:
+        props["request_success_total"] = v
+    info = m.labels_of("vllm:cache_config_info")
+    for key in ("gpu_memory_utilization", "kv_cache_size_tokens", "kv_cache_max_concurrency", "num_gpu_blocks"):
+        if key in info:
+            props[key] = info[key]
+    if missing:
+        return failed(f"{server.describe()}: /metrics lacks {', '.join(missing)}",
+                      measured=f"{len(m.samples)} metric names", expected=", ".join(missing),
+                      fix=["a vLLM release that renamed these: report it to pytest-rigcheck"], properties=props)
+    return passed(f"{server.describe()}: /metrics KV cache {kv[1] if kv else '?'}, running {props.get('num_requests_running')}",
+                  properties=props)
+
+
+# -- concurrency ---------------------------------------------------------------------------------------
+
+
+def measure_concurrency(server: VllmServer) -> dict[str, Any] | Verdict:
+    """``concurrency`` parallel chat completions of ``decode_tokens`` tokens each, with /metrics before and
+    after when the server has it. Kept for the checks that read it."""
+    cached = server.memo("concurrency")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    s = server.settings
+    n, tokens = s.concurrency, s.decode_tokens
+    try:
+        before = read_metrics(server, "the concurrency check (metrics before)")
+    except ServerGone as exc:
+        return server.remember("concurrency", _gone(server, exc))  # type: ignore[no-any-return]
+    results: list[tuple[int, int, str]] = [(0, 0, "not run")] * n
+
+    def one(i: int) -> None:
+        payload = server.chat_payload(f"{FREE_PROMPT} Variation {i}.", tokens, min_tokens=tokens)
+        try:
+            r = server.client.post(CHAT, payload)
+            got = r.json().get("usage", {}).get("completion_tokens", 0) if r.status == 200 else 0
+            results[i] = (r.status, int(got or 0), "" if r.status == 200 else r.error_message())
+        except (OSError, ValueError, AttributeError) as exc:  # ServerUnreachable is an OSError
+            results[i] = (0, 0, str(exc))
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    try:
+        after = read_metrics(server, "the concurrency check (metrics after)")
+    except ServerGone as exc:
+        after = _gone(server, exc)
+    out = {"n": n, "tokens": tokens, "results": results, "wall_s": wall, "before": before, "after": after}
+    return server.remember("concurrency", out)  # type: ignore[no-any-return]
+
+
+def concurrency(server: VllmServer) -> Verdict:
+    """N parallel requests all succeed with their full length; aggregate tokens/s against the profile."""
+    run = measure_concurrency(server)
+    if isinstance(run, Verdict):
+        return run
+    n, tokens, results, wall = run["n"], run["tokens"], run["results"], run["wall_s"]
+    bad = [(i, r) for i, r in enumerate(results) if r[0] != 200 or r[1] != tokens]
+    total = sum(r[1] for r in results)
+    rate = total / wall if wall > 0 else 0.0
+    props = {"concurrency": n, "aggregate_tokens_per_s": round(rate, 2), "concurrency_wall_s": round(wall, 3),
+             "concurrency_failed": len(bad)}
+    if bad:
+        i, (status, got, err) = bad[0]
+        if status == 0 and server.process is not None and server.process.exited() is not None:
+            err += f"; the server process exited with code {server.process.exited()}"
+        return failed(f"{server.describe()}: {len(bad)} of {n} parallel requests failed; first: request {i}: "
+                      + (f"HTTP {status}: {err}" if status else f"no answer: {err}")
+                      + (f" ({got} of {tokens} tokens)" if status == 200 else ""),
+                      measured=f"{n - len(bad)} of {n} complete", expected=f"all {n} complete with {tokens} tokens",
+                      fix=["read the server log for OOM or engine errors; lower [vllm] concurrency only if the "
+                           "rig was never meant to serve that many"], properties=props)
+    floor = server.settings.min_aggregate_tokens_per_s
+    if floor is not None and rate < floor:
+        return failed(f"{server.describe()}: aggregate {rate:.1f} tokens/s over {n} parallel requests < {floor:g}",
+                      measured=f"{rate:.1f} tokens/s ({total} tokens in {wall:.2f} s)",
+                      expected=f"at least {floor:g} tokens/s ({_where(server, 'min_aggregate_tokens_per_s')})",
+                      fix=["check P2P, links and clocks (rig suites); --max-num-seqs; preemptions in /metrics"],
+                      properties=props)
+    return passed(f"{server.describe()}: {n} parallel requests, aggregate {rate:.1f} tokens/s", properties=props)
+
+
+def no_preemptions(server: VllmServer) -> Verdict:
+    """``vllm:num_preemptions_total`` did not grow during the concurrent run (KV cache held them all)."""
+    run = measure_concurrency(server)
+    if isinstance(run, Verdict):
+        return run
+    before, after = run["before"], run["after"]
+    for m in (before, after):
+        if isinstance(m, Verdict):
+            return m
+    if before is None or after is None or PREEMPTIONS not in before or PREEMPTIONS not in after:
+        return not_applicable(f"{server.describe()}: no {PREEMPTIONS} in /metrics {NO_EXTRA}")
+    delta = (after.total(PREEMPTIONS) or 0) - (before.total(PREEMPTIONS) or 0)
+    props = {"preemptions": delta}
+    if delta > 0:
+        return failed(f"{server.describe()}: {delta:g} preemptions during {run['n']} parallel requests",
+                      measured=f"{PREEMPTIONS} +{delta:g}", expected="+0",
+                      fix=["the KV cache is too small for this concurrency: raise --gpu-memory-utilization, "
+                           "lower --max-num-seqs or --max-model-len (run the model-fit gate)"], properties=props)
+    return passed(f"{server.describe()}: no preemptions during {run['n']} parallel requests", properties=props)
+
+
+# -- long context ---------------------------------------------------------------------------------------
+
+
+def _max_len(server: VllmServer) -> tuple[int | None, str]:
+    try:
+        r = server.client.get("/v1/models")
+        for c in r.json().get("data", []) if r.status == 200 else []:
+            if isinstance(c, dict) and c.get("id") == server.model_id and isinstance(c.get("max_model_len"), int):
+                return int(c["max_model_len"]), "GET /v1/models"
+    except (OSError, ValueError, AttributeError):
+        pass  # fall back on the profile
+    if server.settings.max_model_len:
+        return server.settings.max_model_len, _where(server, "max_model_len")
+    return None, ""
+
+
+def _prompt_tokens(server: VllmServer, content: str) -> int | None:
+    """Tokens of a one-message chat prompt: from /tokenize (vLLM), else from a 1-token completion's usage."""
+    r = server.post("/tokenize", {"model": server.model_id, "messages": [{"role": "user", "content": content}]},
+                    "long-context calibration")
+    if r.status == 200:
+        try:
+            return int(r.json()["count"])
+        except (ValueError, KeyError, TypeError):
+            pass  # fall back on usage below
+    r = server.post(CHAT, server.chat_payload(content, 1), "long-context calibration")
+    try:
+        return int(r.json()["usage"]["prompt_tokens"]) if r.status == 200 else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _filler_for(server: VllmServer, target: int) -> tuple[str, int] | None:
+    """A prompt of about ``target`` tokens: calibrated on two sizes, then corrected once."""
+    a = _prompt_tokens(server, FILLER * 4)
+    b = _prompt_tokens(server, FILLER * 24)
+    if a is None or b is None or b <= a:
+        return None
+    per, base = (b - a) / 20, a - 4 * (b - a) / 20
+    reps = max(1, int((target - base) / per))
+    got = _prompt_tokens(server, FILLER * reps)
+    if got is None:
+        return None
+    reps = max(1, reps + int((target - got) / per))
+    got = _prompt_tokens(server, FILLER * reps)
+    return (FILLER * reps, got) if got is not None else None
+
+
+def long_context(server: VllmServer) -> Verdict:
+    """A prompt filling the context (less 8 tokens of answer and a 2 % margin) completes."""
+    limit, src = _max_len(server)
+    if limit is None:
+        return not_applicable(f"{server.describe()}: context length unknown: the server does not report "
+                              "max_model_len and the profile sets no [vllm] max_model_len")
+    try:
+        built = _filler_for(server, int(limit * 0.98) - 8)
+        if built is None:
+            return failed(f"{server.describe()}: cannot count prompt tokens (no /tokenize, no usage in answers)")
+        prompt, n = built
+        if n + 8 > limit:
+            prompt, n = FILLER * max(1, int(len(prompt) / len(FILLER) * 0.95)), int(n * 0.95)
+        t0 = time.perf_counter()
+        r = server.post(CHAT, server.chat_payload(prompt + "\nSummarize in one line.", 8), "the long-context request")
+        took = time.perf_counter() - t0
+    except ServerGone as exc:
+        return _gone(server, exc)
+    props = {"max_model_len": limit, "long_prompt_tokens": n, "long_context_s": round(took, 3)}
+    if r.status != 200:
+        return failed(f"{server.describe()}: a {n}-token prompt (context {limit}) failed: HTTP {r.status}: "
+                      f"{r.error_message()}", measured=f"HTTP {r.status}", expected=f"HTTP 200 ({n} of {limit} tokens)",
+                      fix=["the KV cache cannot hold one full-length sequence: lower --max-model-len or raise "
+                           "--gpu-memory-utilization (run the model-fit gate)"], properties=props)
+    return passed(f"{server.describe()}: {n}-token prompt of a {limit}-token context ({src}) completed in {took:.1f} s",
+                  properties=props)
+
+
+def over_context(server: VllmServer) -> Verdict:
+    """A prompt over the context gets a clean HTTP 400 with an error message, and the server stays up."""
+    limit, _src = _max_len(server)
+    if limit is None:
+        return not_applicable(f"{server.describe()}: context length unknown: the server does not report "
+                              "max_model_len and the profile sets no [vllm] max_model_len")
+    try:
+        built = _filler_for(server, limit + 64)
+        if built is None:
+            return failed(f"{server.describe()}: cannot count prompt tokens (no /tokenize, no usage in answers)")
+        prompt, n = built
+        r = server.post(CHAT, server.chat_payload(prompt, 8), "the over-context request")
+        after = server.get("/v1/models", "the check that the server survived the over-context request")
+    except ServerGone as exc:
+        return _gone(server, exc)
+    props = {"over_prompt_tokens": n, "over_context_status": r.status}
+    if r.status != 400:
+        return failed(f"{server.describe()}: a {n}-token prompt over the {limit}-token context answered "
+                      f"HTTP {r.status}: {r.error_message()[:150]}", measured=f"HTTP {r.status}",
+                      expected="HTTP 400 with an error message",
+                      fix=["a 5xx or a 200 here means requests over the context are not rejected cleanly: "
+                           "upgrade the server"], properties=props)
+    if after.status != 200:
+        return failed(f"{server.describe()}: after the over-context request /v1/models answers HTTP {after.status}")
+    return passed(f"{server.describe()}: {n}-token prompt rejected with HTTP 400 ({r.error_message()[:80]})",
+                  properties=props)
+
+
+# -- prefix caching -----------------------------------------------------------------------------------
+
+
+def prefix_caching(server: VllmServer) -> Verdict:
+    """With prefix caching on, a second request sharing a long prefix reaches its first token sooner."""
+    s = server.settings
+    enabled = s.prefix_caching_enabled
+    try:
+        m = read_metrics(server, "the prefix-caching check")
+    except ServerGone as exc:
+        return _gone(server, exc)
+    if enabled is None and isinstance(m, Metrics):
+        flag = m.labels_of("vllm:cache_config_info").get("enable_prefix_caching")
+        enabled = flag == "True" if flag is not None else None
+    if not enabled:
+        return not_applicable(f"{server.describe()}: prefix caching is not enabled in the profile "
+                              "(add --enable-prefix-caching to [vllm] flags, or prefix_caching = true, to check it)")
+    limit, _ = _max_len(server)
+    tokens = min(1500, int((limit or 2048) * 0.5))
+    ratios, colds, warms = [], [], []
+    hits_before = m.total(PREFIX_HITS) if isinstance(m, Metrics) else None
+    try:
+        for trial in range(3):
+            # A fresh nonce first, so that nothing of this prefix is cached before the cold request.
+            prefix = f"[{uuid.uuid4().hex}] " + FILLER * max(1, tokens // 20)
+            cold = server.stream(CHAT, server.chat_payload(prefix + "\nQuestion one: what is it about?", 2),
+                                 f"prefix-caching trial {trial + 1} (cold)")
+            warm = server.stream(CHAT, server.chat_payload(prefix + "\nQuestion two: how long is it?", 2),
+                                 f"prefix-caching trial {trial + 1} (warm)")
+            if cold.ttft_s is None or warm.ttft_s is None:
+                return failed(f"{server.describe()}: prefix-caching streams carried no text "
+                              f"(HTTP {cold.status}/{warm.status}: {cold.text[:100]}{warm.text[:100]})")
+            colds.append(cold.ttft_s)
+            warms.append(warm.ttft_s)
+            ratios.append(warm.ttft_s / cold.ttft_s)
+        after = read_metrics(server, "the prefix-caching check")
+    except ServerGone as exc:
+        return _gone(server, exc)
+    except SseError as exc:
+        return failed(f"{server.describe()}: the event stream is broken: {exc}")
+    ratio = statistics.median(ratios)
+    props: dict[str, object] = {"prefix_cold_ttft_s": round(statistics.median(colds), 4),
+                                "prefix_warm_ttft_s": round(statistics.median(warms), 4),
+                                "prefix_ttft_ratio": round(ratio, 3)}
+    if hits_before is not None and isinstance(after, Metrics) and after.total(PREFIX_HITS) is not None:
+        props["prefix_cache_hit_tokens"] = (after.total(PREFIX_HITS) or 0) - hits_before
+    limit_ratio = s.max_prefix_cached_ttft_ratio
+    if ratio > limit_ratio:
+        return failed(f"{server.describe()}: a request sharing a ~{tokens}-token prefix was not faster: time to "
+                      f"first token {statistics.median(warms) * 1000:.0f} ms vs {statistics.median(colds) * 1000:.0f} "
+                      f"ms cold (ratio {ratio:.2f} > {limit_ratio:g})",
+                      measured=f"median warm/cold ratio {ratio:.2f} over 3 pairs",
+                      expected=f"at most {limit_ratio:g} ({_where(server, 'max_prefix_cached_ttft_ratio')} or default)",
+                      fix=["start vLLM with --enable-prefix-caching; check vllm:prefix_cache_hits_total"],
+                      properties=props)
+    return passed(f"{server.describe()}: shared-prefix time to first token {statistics.median(warms) * 1000:.0f} ms "
+                  f"vs {statistics.median(colds) * 1000:.0f} ms cold", properties=props)
+
+
+ALL_CHECKS: dict[str, Any] = {
+    "served_model": served_model, "version": version, "health": health, "correctness": correctness,
+    "not_degenerate": not_degenerate, "streaming": streaming, "ttft": ttft, "decode_rate": decode_rate,
+    "usage_in_stream": usage_in_stream, "metrics": metrics, "concurrency": concurrency,
+    "no_preemptions": no_preemptions, "long_context": long_context, "over_context": over_context,
+    "prefix_caching": prefix_caching,
+}
