@@ -1,0 +1,257 @@
+"""pytest plugin module of the vLLM feature: ``--rig-vllm-*`` options, ``rig_vllm_*`` ini keys, the
+``rig_vllm`` marker, and the ``rig_vllm_settings`` / ``rig_vllm_server`` fixtures.
+
+Registered by the core plugin (``FEATURE_PLUGINS``); on its own: ``pytest -p pytest_rigcheck.vllm.plugin``.
+Top-level imports are stdlib and pytest only; nothing is started or read until a fixture is requested.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .server import VllmServer
+    from .settings import GpuMemory, VllmSettings
+
+URL_OPTION = "--rig-vllm-url"
+API_KEY_ENV_OPTION = "--rig-vllm-api-key-env"
+LAUNCH_OPTION = "--rig-vllm-launch"
+READY_TIMEOUT_OPTION = "--rig-vllm-ready-timeout"
+GPU_MEMORY_OPTION = "--rig-vllm-gpu-memory"
+MARKER = "rig_vllm"
+DEFAULT_API_KEY_ENV = "RIGCHECK_VLLM_API_KEY"
+
+URL_DESC = ("Check the running OpenAI-compatible (vLLM) server at this base URL, e.g. http://127.0.0.1:8000 "
+            "(env RIGCHECK_VLLM_URL)")
+API_KEY_ENV_DESC = f"Name of the environment variable holding the server's API key (default: {DEFAULT_API_KEY_ENV})"
+LAUNCH_DESC = ("Start the server with this command template instead of [vllm] launch; placeholders {model}, "
+               "{tensor_parallel_size}, {host}, {port}, {flags}, ... (env RIGCHECK_VLLM_LAUNCH)")
+READY_TIMEOUT_DESC = "Seconds a started server may take to become ready (default: [vllm] ready_timeout_s, else 900)"
+GPU_MEMORY_DESC = ("GPU memory for the model-fit gate, INDEX:NAME:TOTAL:USED, e.g. '0:RTX 3080:10GiB:1.2GiB'; "
+                   "repeat per GPU (default: [vllm.gpus], else NVML)")
+
+NOT_CONFIGURED = (f"no vLLM server to check: give {URL_OPTION} URL (a running server), or set [vllm] model "
+                  f"(and launch) in the rig profile to let rigcheck start one")
+
+SETTINGS_KEY = pytest.StashKey["VllmSettings"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("rigcheck")
+    group.addoption(URL_OPTION, default=None, metavar="URL", help=URL_DESC)
+    group.addoption(API_KEY_ENV_OPTION, default=None, metavar="NAME", help=API_KEY_ENV_DESC)
+    group.addoption(LAUNCH_OPTION, default=None, metavar="TEMPLATE", help=LAUNCH_DESC)
+    group.addoption(READY_TIMEOUT_OPTION, default=None, type=float, metavar="SECONDS", help=READY_TIMEOUT_DESC)
+    group.addoption(GPU_MEMORY_OPTION, action="append", default=None, metavar="SPEC", help=GPU_MEMORY_DESC)
+    parser.addini("rig_vllm_url", type="string", default="", help=URL_DESC)
+    parser.addini("rig_vllm_api_key_env", type="string", default="", help=API_KEY_ENV_DESC)
+    parser.addini("rig_vllm_launch", type="string", default="", help=LAUNCH_DESC)
+    parser.addini("rig_vllm_ready_timeout", type="string", default="", help=READY_TIMEOUT_DESC)
+    parser.addini("rig_vllm_gpu_memory", type="linelist", default=[], help=GPU_MEMORY_DESC)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}: an end-to-end check against a served model (needs {URL_OPTION} or a [vllm] launch); "
+        "skipped with the reason when none is configured")
+
+
+def _pick(config: pytest.Config, option: str, env: str | None, ini: str) -> tuple[Any, str]:
+    """Value and its source, by precedence: command line > RIGCHECK_* environment > ini."""
+    value = config.getoption(option)
+    if value not in (None, [], ""):
+        return value, option
+    if env and os.environ.get(env):
+        return os.environ[env], env
+    value = config.getini(ini)
+    if value not in (None, [], ""):
+        return value, f"ini {ini}"
+    return None, ""
+
+
+def resolve_settings(config: pytest.Config, profile: Any) -> VllmSettings:
+    """Options and the profile's ``[vllm]`` table, validated; ``pytest.UsageError`` names key, value and
+    what is allowed.
+
+    Args:
+        config: the pytest config (options, ini).
+        profile: the rig's ``Profile`` (its ``raw`` TOML and ``source``), or ``None``.
+    """
+    from ..errors import ProfileError
+    from .settings import DEFAULT_LAUNCH, VllmSettings, parse_gpu_option, parse_vllm_table
+
+    raw = (getattr(profile, "raw", None) or {}).get("vllm", {})
+    where = str(getattr(profile, "source", "no profile"))
+    try:
+        kw = parse_vllm_table(raw, where)
+    except ProfileError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    url, url_src = _pick(config, URL_OPTION, "RIGCHECK_VLLM_URL", "rig_vllm_url")
+    if url is None and "url" in kw:
+        url, url_src = kw["url"], f"[vllm] url in {where}"
+    if url is not None:
+        from .client import OpenAIClient
+
+        try:
+            OpenAIClient(url)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{url_src}: {exc}") from None
+    kw["url"], kw["url_source"] = url, url_src
+    launch, launch_src = _pick(config, LAUNCH_OPTION, "RIGCHECK_VLLM_LAUNCH", "rig_vllm_launch")
+    if launch is not None:
+        try:
+            kw.update({k: v for k, v in parse_vllm_table({"launch": launch, **({"port": kw["port"]} if "port" in kw else {})},
+                                                         launch_src).items() if k == "launch"})
+        except ProfileError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        kw["launch_source"] = launch_src
+    elif "launch" in kw:
+        kw["launch_source"] = f"[vllm] launch in {where}"
+    elif kw.get("model") and url is None:
+        kw["launch"], kw["launch_source"] = DEFAULT_LAUNCH, f"default launch for [vllm] model in {where}"
+    if url is not None:
+        kw["launch"] = None  # a running server is checked as it is; nothing is started
+    elif kw.get("launch") and not kw.get("model") and "{model}" in kw["launch"]:
+        raise pytest.UsageError(f"{kw['launch_source']}: the launch command uses {{model}} but [vllm] model is not set "
+                                f"in {where}")
+    key_env, _ = _pick(config, API_KEY_ENV_OPTION, None, "rig_vllm_api_key_env")
+    kw["api_key_env"] = key_env or DEFAULT_API_KEY_ENV
+    timeout, t_src = _pick(config, READY_TIMEOUT_OPTION, None, "rig_vllm_ready_timeout")
+    if timeout is not None:
+        try:
+            kw["ready_timeout_s"] = float(timeout)
+            if kw["ready_timeout_s"] <= 0:
+                raise ValueError
+        except ValueError:
+            raise pytest.UsageError(f"{t_src}: invalid ready timeout {timeout!r}: a number of seconds above 0") from None
+    specs, g_src = _pick(config, GPU_MEMORY_OPTION, None, "rig_vllm_gpu_memory")
+    if specs:
+        try:
+            kw["gpus"] = tuple(parse_gpu_option(s) for s in specs)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{g_src}: {exc}") from None
+    return VllmSettings(where=where, **kw)
+
+
+def _first_profile(config: pytest.Config) -> Any:
+    from ..plugin import iter_rigs
+
+    for rig in iter_rigs(config):
+        return rig.profile
+    return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # After the core loaded the rigs (its hook is tryfirst): a bad [vllm] table or option is a usage
+    # error before collection, not a failure in the middle of the run.
+    config = session.config
+    if config.option.help:
+        return
+    from ..plugin import RIG_SESSION
+
+    if RIG_SESSION not in config.stash or not config.stash[RIG_SESSION].enabled:
+        return
+    config.stash[SETTINGS_KEY] = resolve_settings(config, _first_profile(config))
+
+
+def settings_of(config: pytest.Config) -> VllmSettings:
+    """The run's vLLM settings (resolved at session start, or now when the core is not enabled)."""
+    if SETTINGS_KEY not in config.stash:
+        config.stash[SETTINGS_KEY] = resolve_settings(config, _first_profile(config))
+    return config.stash[SETTINGS_KEY]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker(MARKER) is not None and not settings_of(item.config).configured:
+        pytest.skip(NOT_CONFIGURED)
+
+
+@pytest.fixture(scope="session")
+def rig_vllm_settings(pytestconfig: pytest.Config) -> VllmSettings:
+    """The validated vLLM settings (``VllmSettings``): the profile's ``[vllm]`` table plus ``--rig-vllm-*``.
+
+    Example::
+
+        def test_tp(rig_vllm_settings):
+            assert rig_vllm_settings.tensor_parallel_size in (1, 2, 4, 8)
+    """
+    return settings_of(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def rig_vllm_server(rig_vllm_settings: VllmSettings, tmp_path_factory: pytest.TempPathFactory,
+                    record_testsuite_property: Callable[[str, object], None]) -> Iterator[VllmServer]:
+    """The server under test (``VllmServer``): the one at ``--rig-vllm-url``, or one rigcheck starts from
+    the ``[vllm]`` launch template and stops at the end of the session (SIGTERM, SIGKILL after
+    ``stop_grace_s``, then a check that no process of its group is left).
+
+    Skips when neither is configured; fails with the log's tail when a started server exits early or is
+    not ready in time. The API key comes from the variable ``--rig-vllm-api-key-env`` names and is never printed.
+
+    Example::
+
+        def test_models(rig_vllm_server):
+            assert rig_vllm_server.client.get("/v1/models").status == 200
+    """
+    from .client import OpenAIClient
+    from .launcher import LaunchError
+    from .server import VllmServer, start_server
+
+    s = rig_vllm_settings
+    if not s.configured:
+        pytest.skip(NOT_CONFIGURED)
+    api_key = os.environ.get(s.api_key_env) or None
+    if s.url:
+        server = VllmServer(OpenAIClient(s.url, api_key, s.request_timeout_s), s)
+        server.resolve_model()
+        record_testsuite_property("vllm_url", server.base_url)
+        yield server
+        return
+    failure = None
+    try:
+        server = start_server(s, tmp_path_factory.mktemp("rig-vllm"), api_key)
+    except LaunchError as exc:
+        failure = f"{s.launch_source}: {exc}"
+    if failure:
+        pytest.fail(failure, pytrace=False)  # outside the except: no chained traceback in the report
+    assert server.process is not None
+    record_testsuite_property("vllm_ready_s", round(server.process.ready_s or 0.0, 2))
+    record_testsuite_property("vllm_launch", " ".join(server.process.argv))
+    try:
+        yield server
+    finally:
+        report = server.process.stop(s.stop_grace_s)
+        record_testsuite_property("vllm_stop_s", round(report.seconds, 2))
+        if report.leftover:
+            left = ", ".join(f"pid {p} ({c}, state {st})" for p, st, c in report.leftover)
+            pytest.fail(f"{server.describe()}: {len(report.leftover)} process(es) of the server's group survived "
+                        f"SIGTERM and SIGKILL: {left}\n  fix: kill them by pid; an engine in uninterruptible "
+                        "sleep (state D) points at a hung GPU driver", pytrace=False)
+
+
+def gpus_from_rig_gpus(rig_gpus: Any) -> list[GpuMemory]:
+    """Adapt the GPU plugin's ``rig_gpus`` (``{bdf: GpuState}``) to the gate's GPU memory list.
+
+    ``used`` counts NVML v2's ``used`` plus ``reserved`` (the driver's reservation): what vLLM cannot have.
+    Entries without memory readings are left out (the gate then says which GPUs it lacks).
+    """
+    from .settings import GpuMemory
+
+    out = []
+    for state in (rig_gpus.values() if isinstance(rig_gpus, dict) else rig_gpus):
+        get = getattr(state, "get", None)
+        if get is None:
+            continue  # an Unavailable entry: no NVML state for this BDF
+        total, used, reserved = get("memory_total_b"), get("memory_used_b"), get("memory_reserved_b")
+        if not isinstance(total, int) or not isinstance(used, int):
+            continue
+        used += reserved if isinstance(reserved, int) else 0
+        index = getattr(state, "index", len(out))
+        out.append(GpuMemory(int(index), str(getattr(state, "name", None) or f"GPU{index}"), total, min(used, total)))
+    return sorted(out, key=lambda g: g.index)
