@@ -54,6 +54,7 @@ class FakeConfig:
     preempt: bool = False  # /metrics counts a preemption per concurrent request beyond the first
     api_key_env: str | None = None  # require this env var's value as bearer token on /v1
     answer: str = "Paris."
+    log_requests: bool = False  # one line per request on stderr (the command line turns it on)
 
 
 @dataclass
@@ -86,7 +87,8 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
         protocol_version = "HTTP/1.1"
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's signature
-            sys.stderr.write(f"fake-server: {format % args}\n")
+            if cfg.log_requests:
+                sys.stderr.write(f"fake-server: {format % args}\n")
 
         # -- helpers ----------------------------------------------------------------------------
         def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
@@ -356,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(1)
     time.sleep(args.start_delay)
     known = {f.name for f in fields(FakeConfig)}
-    cfg = FakeConfig(model=args.model, max_model_len=args.max_model_len, api_key_env=args.api_key_env,
+    cfg = FakeConfig(model=args.model, max_model_len=args.max_model_len, api_key_env=args.api_key_env, log_requests=True,
                      **{k: v for k, v in MODES[args.mode].items() if k in known})
     server = make_server(cfg, args.host, args.port)
     print(f"fake-server: listening on http://{args.host}:{args.port}", flush=True)
