@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from ..verdict import Verdict, failed, not_applicable, passed
+from ..verdict import Verdict, failed, not_applicable, passed, unreadable
 from .client import StreamResult
 from .metrics import KV_CACHE_GAUGES, PREEMPTIONS, PREFIX_HITS, REQUEST_SUCCESS, RUNNING, WAITING, Metrics, \
     MetricsError, parse_prometheus
@@ -236,6 +236,17 @@ def measure_stream(server: VllmServer) -> StreamResult | Verdict:
     return server.remember("stream", result)  # type: ignore[no-any-return]
 
 
+def _stream_ok(server: VllmServer) -> StreamResult | Verdict:
+    """The kept stream, or a failure when it broke or was refused (never "not applicable" then)."""
+    r = measure_stream(server)
+    if isinstance(r, Verdict):
+        return r
+    if r.status != 200:
+        hint = " (wrong or missing API key: set --rig-vllm-api-key-env)" if r.status in (401, 403) else ""
+        return failed(f"{server.describe()}: the streaming request answered HTTP {r.status}{hint}: {r.text[:200]}")
+    return r
+
+
 def streaming(server: VllmServer) -> Verdict:
     """The stream parses as SSE, carries text, ends with ``[DONE]``, and has the requested length."""
     r = measure_stream(server)
@@ -259,7 +270,7 @@ def streaming(server: VllmServer) -> Verdict:
 
 def ttft(server: VllmServer) -> Verdict:
     """Time to the first chunk with text, against ``[vllm] max_ttft_s``."""
-    r = measure_stream(server)
+    r = _stream_ok(server)
     if isinstance(r, Verdict):
         return r
     if r.ttft_s is None:
@@ -278,7 +289,7 @@ def ttft(server: VllmServer) -> Verdict:
 
 def decode_rate(server: VllmServer) -> Verdict:
     """Decode tokens/s of one stream of fixed length, against ``[vllm] min_decode_tokens_per_s``."""
-    r = measure_stream(server)
+    r = _stream_ok(server)
     if isinstance(r, Verdict):
         return r
     rate = r.decode_tokens_per_s
@@ -299,7 +310,7 @@ def decode_rate(server: VllmServer) -> Verdict:
 
 def usage_in_stream(server: VllmServer) -> Verdict:
     """With ``stream_options.include_usage`` the stream ends with a usage chunk (a vLLM extra)."""
-    r = measure_stream(server)
+    r = _stream_ok(server)
     if isinstance(r, Verdict):
         return r
     if r.usage is None:
@@ -442,6 +453,10 @@ def no_preemptions(server: VllmServer) -> Verdict:
     for m in (before, after):
         if isinstance(m, Verdict):
             return m
+    n_bad = sum(1 for r in run["results"] if r[0] != 200)
+    if n_bad and before is not None:
+        return unreadable(f"{server.describe()}: {n_bad} of {run['n']} parallel requests failed (see test_concurrency): "
+                          "preemptions under load cannot be judged")
     if before is None or after is None or PREEMPTIONS not in before or PREEMPTIONS not in after:
         return not_applicable(f"{server.describe()}: no {PREEMPTIONS} in /metrics {NO_EXTRA}")
     delta = (after.total(PREEMPTIONS) or 0) - (before.total(PREEMPTIONS) or 0)
@@ -458,13 +473,18 @@ def no_preemptions(server: VllmServer) -> Verdict:
 
 
 def _max_len(server: VllmServer) -> tuple[int | None, str]:
+    """The context length: the server's (vLLM's /v1/models), else the profile's. ``ServerGone`` propagates:
+    a dead server must fail the context checks, not make them "not applicable"."""
+    r = server.get("/v1/models", "the context-length lookup")
+    if r.status in (401, 403):
+        raise ServerGone(f"{server.describe()}: GET /v1/models answered HTTP {r.status} (wrong or missing API key: "
+                         "set --rig-vllm-api-key-env): context length unknown")
     try:
-        r = server.client.get("/v1/models")
         for c in r.json().get("data", []) if r.status == 200 else []:
             if isinstance(c, dict) and c.get("id") == server.model_id and isinstance(c.get("max_model_len"), int):
                 return int(c["max_model_len"]), "GET /v1/models"
-    except (OSError, ValueError, AttributeError):
-        pass  # fall back on the profile
+    except (ValueError, AttributeError):
+        pass  # not a model list: the identity check reports it; fall back on the profile
     if server.settings.max_model_len:
         return server.settings.max_model_len, _where(server, "max_model_len")
     return None, ""
@@ -486,14 +506,18 @@ def _prompt_tokens(server: VllmServer, content: str) -> int | None:
         return None
 
 
-def _filler_for(server: VllmServer, target: int) -> tuple[str, int] | None:
-    """A prompt of about ``target`` tokens: calibrated on two sizes, then corrected once."""
+def _filler_for(server: VllmServer, target: int, exact: bool = True) -> tuple[str, int] | None:
+    """A prompt of about ``target`` tokens: calibrated on two sizes, then (``exact``) corrected once and
+    counted. Without ``/tokenize`` a prompt over the context cannot be counted (the server refuses it), so
+    over-context prompts are extrapolated (``exact=False``)."""
     a = _prompt_tokens(server, FILLER * 4)
     b = _prompt_tokens(server, FILLER * 24)
     if a is None or b is None or b <= a:
         return None
     per, base = (b - a) / 20, a - 4 * (b - a) / 20
     reps = max(1, int((target - base) / per))
+    if not exact:
+        return FILLER * reps, int(base + per * reps)
     got = _prompt_tokens(server, FILLER * reps)
     if got is None:
         return None
@@ -504,7 +528,10 @@ def _filler_for(server: VllmServer, target: int) -> tuple[str, int] | None:
 
 def long_context(server: VllmServer) -> Verdict:
     """A prompt filling the context (less 8 tokens of answer and a 2 % margin) completes."""
-    limit, src = _max_len(server)
+    try:
+        limit, src = _max_len(server)
+    except ServerGone as exc:
+        return _gone(server, exc)
     if limit is None:
         return not_applicable(f"{server.describe()}: context length unknown: the server does not report "
                               "max_model_len and the profile sets no [vllm] max_model_len")
@@ -532,12 +559,16 @@ def long_context(server: VllmServer) -> Verdict:
 
 def over_context(server: VllmServer) -> Verdict:
     """A prompt over the context gets a clean HTTP 400 with an error message, and the server stays up."""
-    limit, _src = _max_len(server)
+    try:
+        limit, _src = _max_len(server)
+    except ServerGone as exc:
+        return _gone(server, exc)
     if limit is None:
         return not_applicable(f"{server.describe()}: context length unknown: the server does not report "
                               "max_model_len and the profile sets no [vllm] max_model_len")
     try:
-        built = _filler_for(server, limit + 64)
+        # 10 % over, so that an extrapolated count (no /tokenize) is over for sure.
+        built = _filler_for(server, int(limit * 1.1) + 64, exact=False)
         if built is None:
             return failed(f"{server.describe()}: cannot count prompt tokens (no /tokenize, no usage in answers)")
         prompt, n = built
@@ -546,6 +577,14 @@ def over_context(server: VllmServer) -> Verdict:
     except ServerGone as exc:
         return _gone(server, exc)
     props = {"over_prompt_tokens": n, "over_context_status": r.status}
+    if r.status == 200:
+        try:
+            counted = int(r.json()["usage"]["prompt_tokens"])
+        except (ValueError, KeyError, TypeError):
+            counted = None
+        if counted is not None and counted <= limit:  # our estimate was wrong, not the server
+            return unreadable(f"{server.describe()}: the over-context prompt came out at {counted} tokens, not over "
+                              f"the {limit}-token context: cannot test the rejection")
     if r.status != 400:
         return failed(f"{server.describe()}: a {n}-token prompt over the {limit}-token context answered "
                       f"HTTP {r.status}: {r.error_message()[:150]}", measured=f"HTTP {r.status}",
@@ -575,7 +614,10 @@ def prefix_caching(server: VllmServer) -> Verdict:
     if not enabled:
         return not_applicable(f"{server.describe()}: prefix caching is not enabled in the profile "
                               "(add --enable-prefix-caching to [vllm] flags, or prefix_caching = true, to check it)")
-    limit, _ = _max_len(server)
+    try:
+        limit, _ = _max_len(server)
+    except ServerGone as exc:
+        return _gone(server, exc)
     tokens = min(1500, int((limit or 2048) * 0.5))
     ratios, colds, warms = [], [], []
     hits_before = m.total(PREFIX_HITS) if isinstance(m, Metrics) else None

@@ -147,9 +147,14 @@ class ServerProcess:
                                       "--model {model} --port {port} {flags}'") from None
         self.started_at = time.monotonic()
 
-    def exited(self) -> int | None:
-        """The exit code if the server has exited, else ``None``."""
-        return self.proc.poll() if self.proc else None
+    def exited(self, wait_s: float = 0.0) -> int | None:
+        """The exit code if the server has exited (waiting up to ``wait_s`` for it), else ``None``."""
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout=wait_s) if wait_s else self.proc.poll()
+        except subprocess.TimeoutExpired:
+            return None
 
     def wait_ready(self, client: OpenAIClient, deadline_s: float, poll_s: float = 0.5,
                    on_poll: Callable[[], None] | None = None) -> float:

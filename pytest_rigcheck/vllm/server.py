@@ -51,7 +51,7 @@ class VllmServer:
         """Turn a failed request into a message saying what happened to the server."""
         lines = [f"{self.describe()}: no answer during {during}: {exc.reason}"]
         if self.process is not None:
-            code = self.process.exited()
+            code = self.process.exited(wait_s=2.0)  # a crash closes the socket a moment before the exit
             if code is not None:
                 lines[0] += f"; the server process exited with code {code}"
             tail = log_tail(self.process.log, 15)

@@ -334,6 +334,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--api-key-env", default=None)
     ap.add_argument("--start-delay", type=float, default=0.0, help="seconds before listening (model loading)")
+    ap.add_argument("--ttft-s", type=float, default=None, help="delay before the first token (overrides the mode's)")
+    ap.add_argument("--token-s", type=float, default=None, help="delay between tokens (overrides the mode's)")
+    ap.add_argument("--die-after", type=int, default=None, help="exit mid-request in the Nth generation request")
     ap.add_argument("--spawn-child", action="store_true", help="start an 'engine' child in the same process group")
     ap.add_argument("--child-ignores-term", action="store_true", help="the child ignores SIGTERM (needs SIGKILL)")
     ap.add_argument("--ignore-term", action="store_true", help="this server ignores SIGTERM (needs SIGKILL)")
@@ -360,6 +363,9 @@ def main(argv: list[str] | None = None) -> None:
     known = {f.name for f in fields(FakeConfig)}
     cfg = FakeConfig(model=args.model, max_model_len=args.max_model_len, api_key_env=args.api_key_env, log_requests=True,
                      **{k: v for k, v in MODES[args.mode].items() if k in known})
+    for name in ("ttft_s", "token_s", "die_after"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
     server = make_server(cfg, args.host, args.port)
     print(f"fake-server: listening on http://{args.host}:{args.port}", flush=True)
     server.serve_forever()

@@ -48,18 +48,19 @@ def tag() -> Iterator[str]:
     assert not left, f"processes left behind: {left}"
 
 
-def write_profile(path: Path, vllm: dict[str, object], extra: str = "") -> Path:
-    """A rig profile with a [vllm] table (values written as TOML)."""
+def toml_value(v: object) -> str:
+    """A TOML literal for strings, numbers, booleans, lists and inline tables."""
     import json
 
-    lines = ["[vllm]"]
-    for k, v in vllm.items():
-        if isinstance(v, dict):
-            continue
-        lines.append(f"{k} = {json.dumps(v)}")
-    for k, v in vllm.items():
-        if isinstance(v, dict):
-            lines.append(f"[vllm.{k}]")
-            lines += [f"{a} = {json.dumps(b)}" for a, b in v.items()]
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(v)  # strings, numbers and booleans are spelled alike in JSON and TOML
+
+
+def write_profile(path: Path, vllm: dict[str, object], extra: str = "") -> Path:
+    """A rig profile with a [vllm] table."""
+    lines = ["[vllm]"] + [f"{k} = {toml_value(v)}" for k, v in vllm.items()]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
