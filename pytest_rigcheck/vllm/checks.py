@@ -543,7 +543,7 @@ def long_context(server: VllmServer) -> Verdict:
         if n + 8 > limit:
             prompt, n = FILLER * max(1, int(len(prompt) / len(FILLER) * 0.95)), int(n * 0.95)
         t0 = time.perf_counter()
-        r = server.post(CHAT, server.chat_payload(prompt + "\nSummarize in one line.", 8), "the long-context request")
+        r = server.post(CHAT, server.chat_payload(prompt, 8), "the long-context request")  # exactly the counted prompt
         took = time.perf_counter() - t0
     except ServerGone as exc:
         return _gone(server, exc)
