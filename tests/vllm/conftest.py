@@ -24,17 +24,18 @@ def fake_launch(mode: str, *extra: str, tag: str = "") -> str:
 
 
 def processes_with(tag: str) -> list[str]:
-    """Command lines of live (non-zombie) processes whose argv contains ``tag``."""
+    """Command lines of live (non-zombie) processes whose argv or environment contains ``tag``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes()
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and any(tag.encode() in a for a in argv):
+        if state != "Z" and (any(tag.encode() in a for a in argv) or tag.encode() in environ):
             found.append(" ".join(a.decode(errors="replace") for a in argv))
     return found
 
