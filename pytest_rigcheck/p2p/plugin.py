@@ -1,0 +1,198 @@
+"""Feature plugin for the P2P and NCCL suites: options, targets (ordered GPU pairs, NCCL groups), fixtures, xdist.
+
+Registered by the core plugin (``FEATURE_PLUGINS``). Imports stdlib and pytest only: torch runs in the
+worker subprocesses, and nothing is measured before a check that needs it runs.
+
+Measurement checks never run at the same time as each other, whatever ``-n`` is: they carry the
+``rig_measure`` marker and, under pytest-xdist, ``xdist_group("rig_measure")`` (``--dist loadgroup`` keeps
+them on one worker); under any distribution mode the measuring itself holds a machine-wide file lock and
+is done once per run, its figures shared with the other workers. Static checks spread over workers.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ..rig import Rig
+    from .session import P2pSession
+
+TIMEOUT_OPTION = "--rig-p2p-timeout"
+TIMEOUT_DESC = "Seconds each P2P/NCCL phase (set-up, then measuring) may take before it counts as hung (default: 120)"
+PYTHON_OPTION = "--rig-p2p-python"
+PYTHON_DESC = "Python interpreter with PyTorch to run the P2P/NCCL workers (default: the one running pytest)"
+DEFAULT_TIMEOUT_S = 120.0
+EXTRAS_KEY = "p2p"
+MEASURE_GROUP = "rig_measure"
+MEASURE_FIXTURES = ("rig_p2p", "rig_nccl")
+TARGETS = {
+    "rig_p2p_pair": ("pytest_rigcheck.p2p.targets:routes", "fewer than two GPUs: no GPU pair"),
+    "rig_nccl_group": ("pytest_rigcheck.p2p.targets:groups", "fewer than two GPUs: nothing to all-reduce across"),
+}
+
+
+class RigcheckP2pWarning(pytest.PytestWarning):
+    """A P2P/NCCL figure inside the warning band: below the pass line after a retry, above the fail line."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("rigcheck")
+    group.addoption(TIMEOUT_OPTION, type=float, default=None, metavar="S", help=TIMEOUT_DESC)
+    group.addoption(PYTHON_OPTION, default=None, metavar="PATH", help=PYTHON_DESC)
+    parser.addini("rig_p2p_timeout", type="string", default="", help=TIMEOUT_DESC)
+    parser.addini("rig_p2p_python", type="string", default="", help=PYTHON_DESC)
+
+
+def timeout_s(config: pytest.Config) -> float:
+    """The per-phase timeout: option > RIGCHECK_P2P_TIMEOUT > ini > 120 s."""
+    value, where = config.getoption(TIMEOUT_OPTION), TIMEOUT_OPTION
+    if value is None:
+        text, where = os.environ.get("RIGCHECK_P2P_TIMEOUT", ""), "RIGCHECK_P2P_TIMEOUT"
+        if not text:
+            text, where = config.getini("rig_p2p_timeout"), "ini rig_p2p_timeout"
+        try:
+            value = float(text) if text else DEFAULT_TIMEOUT_S
+        except ValueError:
+            raise pytest.UsageError(f"Invalid P2P timeout {text!r} from {where}: a number of seconds, e.g. 120") from None
+    if not 1 <= value <= 3600:
+        raise pytest.UsageError(f"Invalid P2P timeout {value} from {where}: between 1 and 3600 seconds")
+    return float(value)
+
+
+def worker_python(config: pytest.Config) -> str | None:
+    return config.getoption(PYTHON_OPTION) or os.environ.get("RIGCHECK_P2P_PYTHON") or config.getini("rig_p2p_python") or None
+
+
+def p2p_session(rig: Rig, config: pytest.Config) -> P2pSession:
+    """The rig's ``P2pSession``, made on first use and kept in ``rig.extras["p2p"]``."""
+    from .session import P2pSession
+
+    s = rig.extras.get(EXTRAS_KEY)
+    if not isinstance(s, P2pSession):
+        uid = getattr(config, "workerinput", {}).get("testrunuid")
+        s = P2pSession(rig, timeout_s(config), worker_python(config), uid)
+        rig.extras[EXTRAS_KEY] = s
+    return s
+
+
+# -- parametrization --------------------------------------------------------------------------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    names = [n for n in TARGETS if n in metafunc.fixturenames]
+    if not names:
+        return
+    from ..plugin import RIG_OPTION, SNAPSHOT_OPTION, _resolve, rig_session
+
+    if len(names) > 1:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: one target per test, got {', '.join(names)}")
+    argname = names[0]
+    rs = rig_session(metafunc.config)
+    if not rs.enabled:
+        metafunc.parametrize(argname, [pytest.param(None, marks=pytest.mark.skip(
+            reason=f"needs {RIG_OPTION} or {SNAPSHOT_OPTION}"), id="no-rig")], indirect=True)
+        return
+    spec, empty = TARGETS[argname]
+    enumerate_ = _resolve(spec)
+    multi = len(rs.rigs) > 1
+    params = []
+    for rig in rs.rigs:
+        found = enumerate_(rig)
+        prefix = f"{rig.name}:" if multi else ""
+        if not found:
+            reason = f"{rig.name}: {empty}"
+            if rig.is_live:
+                from .session import TORCH_EXTRA, torch_missing
+
+                if torch_missing(worker_python(metafunc.config)):
+                    reason += f"; these checks also need {TORCH_EXTRA}"
+            params.append(pytest.param(None, marks=pytest.mark.skip(reason=reason), id=f"{prefix}none"))
+        params += [pytest.param(t, id=f"{prefix}{t.id}") for t in found]
+    metafunc.parametrize(argname, params, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    xdist = config.pluginmanager.hasplugin("xdist")
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if any(f in names for f in MEASURE_FIXTURES) and item.get_closest_marker("rig_measure") is None:
+            item.add_marker(pytest.mark.rig_measure)
+        if xdist and item.get_closest_marker("rig_measure") is not None:
+            item.add_marker(pytest.mark.xdist_group(MEASURE_GROUP))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, Any]:
+    result = yield
+    for key, value in item.user_properties:
+        if key == "rig_warn":
+            warnings.warn(RigcheckP2pWarning(str(value)), stacklevel=1)
+    return result
+
+
+# -- fixtures ---------------------------------------------------------------------------------------
+
+
+def _target_rig(request: pytest.FixtureRequest) -> Rig:
+    for name in (*TARGETS, "rig_gpu"):
+        if name in request.fixturenames:
+            return request.getfixturevalue(name).rig  # type: ignore[no-any-return]
+    return request.getfixturevalue("rig")  # type: ignore[no-any-return]
+
+
+def _figures(request: pytest.FixtureRequest) -> dict[str, Any]:
+    __tracebackhide__ = True
+    kind, value = p2p_session(_target_rig(request), request.config).outcome()
+    if kind == "skip":
+        pytest.skip(value)
+    if kind == "fail":
+        pytest.fail(value, pytrace=False)
+    return value  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def rig_p2p(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The rig's P2P figures (``p2p.json`` form): measured live once per run, or the snapshot's ``p2p.json``.
+
+    ``["pairs"]["SRC->DST"]`` holds ``unidir_gbps``, ``bidir_gbps``, ``latency_us`` (lists of readings),
+    ``control_*`` (peer access off), NVML status and ``can_access_peer``; ``["gpus"][BDF]`` holds
+    ``h2d_gbps``/``d2h_gbps``; ``["definitions"]`` says what each figure means. Skips where a snapshot has no
+    ``p2p.json``; errors where the live machine has GPUs but no PyTorch.
+
+    Example::
+
+        def test_fast(rig_p2p_pair, rig_p2p):
+            assert max(rig_p2p["pairs"][rig_p2p_pair.id]["unidir_gbps"]) > 20
+    """
+    return _figures(request)
+
+
+@pytest.fixture
+def rig_nccl(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The rig's NCCL figures (``p2p.json`` form, the same object as ``rig_p2p``): ``["nccl"]["groups"]`` per
+    ``"BDF+BDF"`` (sweep, busbw readings, correctness, transports, hangs), ``["nccl"]["control"]``
+    (``NCCL_P2P_DISABLE=1``) and ``["nccl"]["ipc"]``.
+
+    Example::
+
+        def test_ok(rig_nccl_group, rig_nccl):
+            assert rig_nccl["nccl"]["groups"]["+".join(rig_nccl_group.bdfs)]["wrong"] == 0
+    """
+    return _figures(request)
+
+
+@pytest.fixture
+def rig_p2p_pair(request: pytest.FixtureRequest) -> Any:
+    """One ordered GPU pair (``RouteTarget``: ``.rig``, ``.src``, ``.dst``, ``.label``); id ``SRC->DST``."""
+    return request.param
+
+
+@pytest.fixture
+def rig_nccl_group(request: pytest.FixtureRequest) -> Any:
+    """GPUs that all-reduce together (``GroupTarget``: ``.rig``, ``.gpus``, ``.bdfs``); id ``all`` or ``tpN``."""
+    return request.param

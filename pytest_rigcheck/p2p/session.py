@@ -1,0 +1,131 @@
+"""Per-rig P2P/NCCL figures for the suites: read from the snapshot's ``p2p.json``, or measured live once.
+
+Live, the measurement runs under the machine-wide lock; with pytest-xdist the first worker measures and
+the others read its figures (``lock.py``). The outcome, figures or the reason there are none, is kept,
+so every check of the rig sees the same figures and a missing dependency is reported once per check.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ..errors import ProfileError, RigcheckError
+from ..rig import Rig
+from . import thresholds as th
+from .figures import P2P_JSON, load, readings
+from .targets import groups
+
+TORCH_EXTRA = "pip install 'pytest-rigcheck[torch]' (PyTorch with its NCCL, the stack vLLM runs on)"
+DRIVER_FILE = "/proc/driver/nvidia/version"
+
+
+def torch_missing(python: str | None) -> str | None:
+    """Why the workers cannot import torch, or None. Does not import torch here."""
+    if python is None:
+        return None if importlib.util.find_spec("torch") is not None else "PyTorch is not installed"
+    try:
+        rc = subprocess.run([python, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)"],
+                            capture_output=True, timeout=60, check=False).returncode
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run the worker interpreter {python}: {exc}"
+    return None if rc == 0 else f"PyTorch is not installed for {python}"
+
+
+def decide(rig: Rig, data: dict[str, Any]) -> tuple[dict[str, list[str]], list[str], list[list[str]]]:
+    """Figures whose first reading misses its pass line: (pairs -> figures, GPUs, NCCL groups) to measure again."""
+    pairs: dict[str, list[str]] = {}
+    host: list[str] = []
+    again: list[list[str]] = []
+    try:
+        for key, p in data.get("pairs", {}).items():
+            a, _, b = key.partition("->")
+            if a not in rig.pcie.functions or b not in rig.pcie.functions:
+                continue
+            for fig in ("unidir", "bidir"):
+                vals, line = readings(p, f"{fig}_gbps"), th.p2p_threshold(rig, a, b, fig, data)
+                if vals and line and line.classify(vals[0]) != th.PASS:
+                    pairs.setdefault(key, []).append(fig)
+            ctl = readings(p, "control_latency_us")
+            vals, lline = readings(p, "latency_us"), th.latency_threshold(rig, ctl[0] if ctl else None)
+            if vals and lline and lline.classify(vals[0]) != th.PASS:
+                pairs.setdefault(key, []).append("latency")
+        for bdf, g in data.get("gpus", {}).items():
+            if bdf not in rig.pcie.functions:
+                continue
+            for fig in ("h2d", "d2h"):
+                vals, line = readings(g, f"{fig}_gbps"), th.host_threshold(rig, bdf, fig, data)
+                if vals and line and line.classify(vals[0]) != th.PASS and bdf not in host:
+                    host.append(bdf)
+        for entry in data.get("nccl", {}).get("groups", {}).values():
+            vals = readings(entry, "busbw_gbps")
+            line = th.busbw_threshold(rig, entry["gpus"], data) if vals else None
+            if vals and line and line.classify(vals[0]) != th.PASS:
+                again.append(entry["gpus"])
+    except ProfileError:
+        pass  # a bad profile is reported by each check; nothing to retry against
+    return pairs, host, again
+
+
+class P2pSession:
+    """One rig's P2P and NCCL figures, obtained on first use.
+
+    Args:
+        rig: the rig.
+        timeout_s: limit for each phase of a live measurement (set-up, then measuring).
+        python: interpreter for the workers (default: this one).
+        testrunuid: pytest-xdist's id of the run, so workers share one measurement.
+    """
+
+    def __init__(self, rig: Rig, timeout_s: float, python: str | None, testrunuid: str | None) -> None:
+        self.rig = rig
+        self.timeout_s = timeout_s
+        self.python = python
+        self.testrunuid = testrunuid
+        self._outcome: tuple[str, Any] | None = None
+
+    def outcome(self) -> tuple[str, Any]:
+        """``("ok", figures)``, ``("skip", reason)`` or ``("fail", reason)``, computed once."""
+        if self._outcome is None:
+            self._outcome = self._obtain()
+        return self._outcome
+
+    def _obtain(self) -> tuple[str, Any]:
+        rig = self.rig
+        if not rig.is_live:
+            path = rig.root / P2P_JSON
+            if not path.is_file():
+                return ("skip", f"{rig.name}: this snapshot has no {P2P_JSON}; P2P and NCCL figures are measured on the "
+                                "rig itself (pytest --rig) or recorded by `rigcheck capture` there")
+            try:
+                return ("ok", load(path, f"snapshot {rig.name}"))
+            except RigcheckError as exc:
+                return ("fail", f"UNREADABLE, not a pass: {exc}")
+        if not Path(DRIVER_FILE).exists():
+            return ("skip", f"P2P/NCCL checks skipped: no NVIDIA driver loaded ({DRIVER_FILE} missing)"
+                            + ("" if torch_missing(self.python) is None else f"; they also need {TORCH_EXTRA}"))
+        missing = torch_missing(self.python)
+        if missing:
+            return ("fail", f"{missing}, but this machine has NVIDIA GPUs: the P2P and NCCL checks need it: "
+                            f"{TORCH_EXTRA}, or point --rig-p2p-python at an interpreter that has it")
+        return ("ok", self._measure())
+
+    def _measure(self) -> dict[str, Any]:
+        from . import measure
+        from .lock import measure_lock, read_shared, shared_result_path, write_shared
+
+        gpus = [g.bdf for g in self.rig.pcie.gpus]
+        nccl_groups = [g.bdfs for g in groups(self.rig) if not g.problem]
+        shared = shared_result_path(self.testrunuid, self.rig.name)
+        with measure_lock():
+            data = read_shared(shared)
+            if data is None:
+                data = measure.measure(gpus, nccl_groups, lambda d: decide(self.rig, d), self.timeout_s, self.python)
+                when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+                data["origin"] = f"measured live on {self.rig.name} ({when}, pid {os.getpid()})"
+                write_shared(shared, data)
+        return data

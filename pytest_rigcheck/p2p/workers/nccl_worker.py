@@ -1,0 +1,170 @@
+"""NCCL worker: one process per GPU; all-reduce correctness and bus bandwidth, and the CUDA IPC round trip.
+
+Run by the launcher as ``python nccl_worker.py --plan PLAN --run-dir DIR --name nccl.RANK`` with RANK,
+WORLD_SIZE, MASTER_ADDR and MASTER_PORT set (stdlib, torch, torch.distributed with NCCL; never
+pytest_rigcheck). Timing follows nccl-tests ``all_reduce_perf``: per size, ``warmup`` untimed ops, a
+barrier, then ``iters`` back-to-back all-reduces timed on the host clock up to a device synchronize;
+the time is averaged over ranks; algbw = bytes / 1e9 / s, busbw = algbw x 2(n-1)/n. Correctness per
+size: an all-reduce of ones must give exactly the group size everywhere; after the timed ops no
+element may be NaN. The IPC check is vLLM's ``can_actually_p2p``: each rank cudaMalloc's a buffer and
+fills it with its own pattern, every other rank opens it by cudaIpcOpenMemHandle and copies it out;
+the copy must match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _proto import log, mark_ready, wait_go, write_result  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--plan", required=True)
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--phase", required=True)
+    args = ap.parse_args()
+    parent = os.getppid()
+    t0 = time.perf_counter()
+    with open(args.plan, encoding="utf-8") as f:
+        plan = json.load(f)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    from _cudart import Cudart
+
+    rt = Cudart()
+    bdfs = [rt.pci_bus_id(i) for i in range(torch.cuda.device_count())]
+    my_bdf = plan["ranks"][rank]
+    dev = bdfs.index(my_bdf)
+    torch.cuda.set_device(dev)
+    device = torch.device("cuda", dev)
+    dist.init_process_group("nccl", rank=rank, world_size=world, device_id=device,
+                            timeout=datetime.timedelta(seconds=float(plan["timeout_s"]) + 60))
+    groups = []
+    for members in plan["groups"]:  # every rank creates every group, in the same order
+        pg = None if len(members) == world else dist.new_group(members)
+        groups.append((members, pg))
+    result: dict[str, Any] = {"rank": rank, "bdf": my_bdf, "cuda_index": dev, "torch": torch.__version__,
+                              "nccl": ".".join(map(str, torch.cuda.nccl.version())), "groups": [], "ipc": {}}
+    max_bytes = max(plan["sizes"])
+    buf = torch.empty(max_bytes // 4, dtype=torch.float32, device=device)
+    # Eager NCCL init of each group outside the timed phase: one tiny all-reduce per group.
+    for members, pg in groups:
+        if rank in members:
+            dist.all_reduce(torch.ones(1, device=device), group=pg)
+    torch.cuda.synchronize()
+    result["setup_s"] = round(time.perf_counter() - t0, 3)
+    mark_ready(args.run_dir, args.name)
+    wait_go(args.run_dir, args.phase, parent)
+    t1 = time.perf_counter()
+
+    def barrier(pg: Any) -> None:
+        dist.all_reduce(torch.zeros(1, device=device), group=pg)
+        torch.cuda.synchronize()
+
+    for members, pg in groups:
+        if rank not in members:
+            dist.barrier(device_ids=[dev])  # wait for the group measured now; groups run one at a time
+            continue
+        n = len(members)
+        sweep = []
+        for size in plan["sizes"]:
+            x = buf[: size // 4]
+            x.fill_(1.0)
+            dist.all_reduce(x, group=pg)
+            torch.cuda.synchronize()
+            wrong = int((x != float(n)).sum().item())
+            for _ in range(plan["warmup"]):
+                dist.all_reduce(x, group=pg)
+            barrier(pg)
+            t = time.perf_counter()
+            for _ in range(plan["iters"]):
+                dist.all_reduce(x, group=pg)
+            torch.cuda.synchronize()
+            dt = torch.tensor([time.perf_counter() - t], dtype=torch.float64, device=device)
+            dist.all_reduce(dt, group=pg)
+            sec = dt.item() / n / plan["iters"]
+            nan = int(torch.isnan(x).sum().item())
+            algbw = size / 1e9 / sec
+            sweep.append({"bytes": size, "time_us": sec * 1e6, "algbw_gbps": algbw,
+                          "busbw_gbps": algbw * 2 * (n - 1) / n, "wrong": wrong, "nan": nan})
+        result["groups"].append({"members": members, "sweep": sweep})
+        if len(members) < world:
+            dist.barrier(device_ids=[dev])
+
+    if plan.get("ipc"):
+        result["ipc"] = ipc_check(rt, torch, dist, rank, world, device, plan)
+    torch.cuda.synchronize()
+    result["measure_s"] = round(time.perf_counter() - t1, 3)
+    write_result(args.run_dir, args.name, result)
+    dist.destroy_process_group()
+    return 0
+
+
+def ipc_check(rt: Any, torch: Any, dist: Any, rank: int, world: int, device: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    """Each rank exports a cudaMalloc'd buffer; every other rank opens it and copies it out."""
+    numel = int(plan.get("ipc_elems", 1 << 20))
+
+    def pattern(seed: int) -> Any:
+        x = torch.arange(numel, dtype=torch.int64, device=device)
+        return x.mul_(2654435761).add_(seed * 40503).bitwise_and_(0x7FFFFFFF).to(torch.int32)
+
+    out: dict[str, Any] = {}
+    ptr = 0
+    try:
+        rt.set_device(device.index)
+        ptr = rt.malloc(numel * 4)
+        mine = pattern(1000 + rank)
+        rt.memcpy(ptr, mine.data_ptr(), numel * 4)
+        rt.synchronize()
+        handle = rt.ipc_get_handle(ptr)
+    except Exception as exc:  # noqa: BLE001 - reported as this rank's IPC export failure
+        handle = None
+        out["export_error"] = f"{type(exc).__name__}: {exc}"
+    handles: list[Any] = [None] * world
+    dist.all_gather_object(handles, (plan["ranks"][rank], handle))
+    for r, (bdf, h) in enumerate(handles):
+        if r == rank:
+            continue
+        key = f"{bdf}->{plan['ranks'][rank]}"  # writer -> reader
+        if h is None:
+            out[key] = {"ok": False, "error": "the writer could not export its buffer"}
+            continue
+        remote = 0
+        try:
+            remote = rt.ipc_open(h)
+            local = torch.full((numel,), -1, dtype=torch.int32, device=device)
+            rt.memcpy(local.data_ptr(), remote, numel * 4)
+            rt.synchronize()
+            bad = int((local != pattern(1000 + r)).sum().item())
+            out[key] = {"ok": bad == 0, "mismatches": bad, "bytes": numel * 4}
+        except Exception as exc:  # noqa: BLE001 - this pair's result
+            out[key] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            log("ipc", key, exc)
+        finally:
+            if remote:
+                try:
+                    rt.ipc_close(remote)
+                except Exception:  # noqa: BLE001 - closing after a failure; the failure is already recorded
+                    pass
+    dist.barrier(device_ids=[device.index])  # readers are done before writers free
+    if ptr:
+        rt.free(ptr)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
