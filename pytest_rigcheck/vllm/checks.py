@@ -16,16 +16,27 @@ from typing import Any
 
 from ..verdict import Verdict, failed, not_applicable, passed, unreadable
 from .client import StreamResult
-from .metrics import KV_CACHE_GAUGES, PREEMPTIONS, PREFIX_HITS, REQUEST_SUCCESS, RUNNING, WAITING, Metrics, \
-    MetricsError, parse_prometheus
+from .metrics import (
+    KV_CACHE_GAUGES,
+    PREEMPTIONS,
+    PREFIX_HITS,
+    REQUEST_SUCCESS,
+    RUNNING,
+    WAITING,
+    Metrics,
+    MetricsError,
+    parse_prometheus,
+)
 from .server import ServerGone, VllmServer
 from .sse import SseError
 
 CHAT = "/v1/chat/completions"
 PARIS_PROMPT = "What is the capital of France? Answer with one word."
 FREE_PROMPT = "Write two sentences about the sea."
-FILLER = ("The quick brown fox jumps over the lazy dog near the old stone bridge by the river. ")
-NO_EXTRA = "(a vLLM extra; llama-cpp-python and other OpenAI-compatible servers lack it): neither passed nor failed"
+FILLER = "The quick brown fox jumps over the lazy dog near the old stone bridge by the river. "
+NO_EXTRA = (
+    "(a vLLM extra; llama-cpp-python and other OpenAI-compatible servers lack it): neither passed nor failed"
+)
 
 
 def _gone(server: VllmServer, exc: Exception) -> Verdict:
@@ -53,8 +64,8 @@ def degenerate_reason(text: str) -> str | None:
 
     Example::
 
-        >>> degenerate_reason("!!!!!!!!"), degenerate_reason("Paris."), degenerate_reason("a a a a a a a")
-        ("a run of '!' (4 or more): token 0 repeated, the signature of NaN logits", None, "the word 'a' repeated 6+ times in a row")
+        >>> degenerate_reason("Paris."), degenerate_reason("a a a a a a a")
+        (None, "the word 'a' repeated 6+ times in a row")
     """
     if not text.strip():
         return "empty output"
@@ -73,7 +84,7 @@ def degenerate_reason(text: str) -> str | None:
 
 
 def served_model(server: VllmServer) -> Verdict:
-    """``/v1/models`` lists the profile's model (served name), with its ``max_model_len`` where vLLM gives one."""
+    """``/v1/models`` lists the profile's model (served name), with vLLM's ``max_model_len``."""
     s = server.settings
     try:
         r = server.get("/v1/models", "the identity check")
@@ -81,8 +92,10 @@ def served_model(server: VllmServer) -> Verdict:
         return _gone(server, exc)
     if r.status != 200:
         hint = " (wrong or missing API key: set --rig-vllm-api-key-env)" if r.status in (401, 403) else ""
-        return failed(f"{server.describe()}: GET /v1/models answered HTTP {r.status}{hint}: {r.error_message()}",
-                      fix=["point --rig-vllm-url at the server's base URL (http://host:port)"])
+        return failed(
+            f"{server.describe()}: GET /v1/models answered HTTP {r.status}{hint}: {r.error_message()}",
+            fix=["point --rig-vllm-url at the server's base URL (http://host:port)"],
+        )
     try:
         cards = [c for c in r.json().get("data", []) if isinstance(c, dict)]
     except (ValueError, AttributeError) as exc:
@@ -94,10 +107,13 @@ def served_model(server: VllmServer) -> Verdict:
     want = s.expected_model_id
     card = next((c for c in cards if c.get("id") == want), cards[0] if want is None else None)
     if card is None:
-        return failed(f"{server.describe()}: serves {ids}, not the profile's {want!r}",
-                      measured=f"model ids {ids}", expected=f"{want!r} ({_where(server, 'served_model_name or model')})",
-                      fix=["start vLLM with --served-model-name matching the profile, or fix [vllm] served_model_name"],
-                      properties=props)
+        return failed(
+            f"{server.describe()}: serves {ids}, not the profile's {want!r}",
+            measured=f"model ids {ids}",
+            expected=f"{want!r} ({_where(server, 'served_model_name or model')})",
+            fix=["start vLLM with --served-model-name matching the profile, or fix [vllm] served_model_name"],
+            properties=props,
+        )
     props["served_model_id"] = card.get("id")
     got_len = card.get("max_model_len")
     if isinstance(got_len, int):
@@ -107,13 +123,18 @@ def served_model(server: VllmServer) -> Verdict:
         if got_len is None:
             notes.append("the server does not report max_model_len (not vLLM?): context not compared")
         elif got_len != s.max_model_len:
-            return failed(f"{server.describe()}: max_model_len {got_len} tokens, expected {s.max_model_len} tokens",
-                          measured=f"{got_len} tokens (GET /v1/models)",
-                          expected=f"{s.max_model_len} tokens ({_where(server, 'max_model_len')})",
-                          fix=[f"start vLLM with --max-model-len {s.max_model_len}, or update the profile"],
-                          properties=props)
-    return passed(f"{server.describe()}: serves {card.get('id')!r}, max_model_len {got_len}",
-                  notes=notes, properties=props)
+            return failed(
+                f"{server.describe()}: max_model_len {got_len} tokens, expected {s.max_model_len} tokens",
+                measured=f"{got_len} tokens (GET /v1/models)",
+                expected=f"{s.max_model_len} tokens ({_where(server, 'max_model_len')})",
+                fix=[f"start vLLM with --max-model-len {s.max_model_len}, or update the profile"],
+                properties=props,
+            )
+    return passed(
+        f"{server.describe()}: serves {card.get('id')!r}, max_model_len {got_len}",
+        notes=notes,
+        properties=props,
+    )
 
 
 def version(server: VllmServer) -> Verdict:
@@ -129,12 +150,18 @@ def version(server: VllmServer) -> Verdict:
     except (ValueError, AttributeError):
         v = None
     if not isinstance(v, str):
-        return failed(f"{server.describe()}: /version answered HTTP {r.status} without a version: {r.body[:100]!r}")
+        return failed(
+            f"{server.describe()}: /version answered HTTP {r.status} without a version: {r.body[:100]!r}"
+        )
     want = server.settings.expect_version
     if want and v != want:
-        return failed(f"{server.describe()}: vLLM {v}, expected {want}", measured=f"{v} (GET /version)",
-                      expected=f"{want} ({_where(server, 'expect_version')})",
-                      fix=[f"install vLLM {want} on the rig, or update the profile"], properties={"vllm_version": v})
+        return failed(
+            f"{server.describe()}: vLLM {v}, expected {want}",
+            measured=f"{v} (GET /version)",
+            expected=f"{want} ({_where(server, 'expect_version')})",
+            fix=[f"install vLLM {want} on the rig, or update the profile"],
+            properties={"vllm_version": v},
+        )
     return passed(f"{server.describe()}: vLLM {v}", properties={"vllm_version": v})
 
 
@@ -147,9 +174,12 @@ def health(server: VllmServer) -> Verdict:
     if r.status == 404:
         return not_applicable(f"{server.describe()}: no /health {NO_EXTRA}")
     if r.status != 200:
-        return failed(f"{server.describe()}: /health answered HTTP {r.status}: {r.error_message()}",
-                      measured=f"HTTP {r.status}", expected="HTTP 200",
-                      fix=["the engine is dead or unhealthy: read the server log, restart the server"])
+        return failed(
+            f"{server.describe()}: /health answered HTTP {r.status}: {r.error_message()}",
+            measured=f"HTTP {r.status}",
+            expected="HTTP 200",
+            fix=["the engine is dead or unhealthy: read the server log, restart the server"],
+        )
     return passed(f"{server.describe()}: /health 200")
 
 
@@ -174,25 +204,38 @@ def correctness(server: VllmServer) -> Verdict:
         for i in (1, 2):
             status, text, err = _chat_text(server, PARIS_PROMPT, 16, f"correctness request {i}")
             if status != 200 or err:
-                return failed(f"{server.describe()}: chat completion {i} failed: HTTP {status}: {err}",
-                              fix=["read the server log; check the model id and chat template"])
+                return failed(
+                    f"{server.describe()}: chat completion {i} failed: HTTP {status}: {err}",
+                    fix=["read the server log; check the model id and chat template"],
+                )
             answers.append(text)
     except ServerGone as exc:
         return _gone(server, exc)
     props = {"answer_1": answers[0][:200], "answer_2": answers[1][:200]}
     if "paris" not in answers[0].lower():
         bad = degenerate_reason(answers[0])
-        return failed(f"{server.describe()}: asked the capital of France at temperature 0, got {answers[0][:120]!r}",
-                      measured=repr(answers[0][:200]), expected="an answer containing 'Paris'",
-                      notes=[f"degenerate output: {bad}"] if bad else [],
-                      fix=["garbage at full speed points at broken tensor-parallel all-reduce (run the P2P and "
-                           "NCCL suites; try NCCL_P2P_DISABLE=1); otherwise check the model and its chat template"],
-                      properties=props)
+        return failed(
+            f"{server.describe()}: asked the capital of France at temperature 0, got {answers[0][:120]!r}",
+            measured=repr(answers[0][:200]),
+            expected="an answer containing 'Paris'",
+            notes=[f"degenerate output: {bad}"] if bad else [],
+            fix=[
+                "garbage at full speed points at broken tensor-parallel all-reduce (run the P2P and "
+                "NCCL suites; try NCCL_P2P_DISABLE=1); otherwise check the model and its chat template"
+            ],
+            properties=props,
+        )
     if answers[0] != answers[1]:
-        return failed(f"{server.describe()}: the same request at temperature 0 answered differently",
-                      measured=f"{answers[0][:100]!r} then {answers[1][:100]!r}", expected="identical answers",
-                      fix=["non-determinism at temperature 0 with one request in flight points at numerics "
-                           "(all-reduce, kernels): run the P2P/NCCL suites"], properties=props)
+        return failed(
+            f"{server.describe()}: the same request at temperature 0 answered differently",
+            measured=f"{answers[0][:100]!r} then {answers[1][:100]!r}",
+            expected="identical answers",
+            fix=[
+                "non-determinism at temperature 0 with one request in flight points at numerics "
+                "(all-reduce, kernels): run the P2P/NCCL suites"
+            ],
+            properties=props,
+        )
     return passed(f"{server.describe()}: answered {answers[0].strip()[:60]!r} twice", properties=props)
 
 
@@ -206,19 +249,26 @@ def not_degenerate(server: VllmServer) -> Verdict:
         return failed(f"{server.describe()}: chat completion failed: HTTP {status}: {err}")
     reason = degenerate_reason(text)
     if reason:
-        return failed(f"{server.describe()}: degenerate output ({reason})", measured=repr(text[:200]),
-                      expected="ordinary text",
-                      fix=["garbage text at full speed is what broken P2P/all-reduce looks like: run the P2P and "
-                           "NCCL suites, retry with NCCL_P2P_DISABLE=1 or --disable-custom-all-reduce"],
-                      properties={"output": text[:200]})
-    return passed(f"{server.describe()}: output looks like text ({len(text)} chars)", properties={"output": text[:200]})
+        return failed(
+            f"{server.describe()}: degenerate output ({reason})",
+            measured=repr(text[:200]),
+            expected="ordinary text",
+            fix=[
+                "garbage text at full speed is what broken P2P/all-reduce looks like: run the P2P and "
+                "NCCL suites, retry with NCCL_P2P_DISABLE=1 or --disable-custom-all-reduce"
+            ],
+            properties={"output": text[:200]},
+        )
+    return passed(
+        f"{server.describe()}: output looks like text ({len(text)} chars)", properties={"output": text[:200]}
+    )
 
 
 # -- streaming -----------------------------------------------------------------------------------------
 
 
 def measure_stream(server: VllmServer) -> StreamResult | Verdict:
-    """One streamed chat completion of exactly ``decode_tokens`` tokens (``min_tokens = max_tokens``), kept."""
+    """One streamed chat completion of exactly ``decode_tokens`` tokens, kept."""
     cached = server.memo("stream")
     if cached is not None:
         return cached  # type: ignore[no-any-return]
@@ -230,9 +280,11 @@ def measure_stream(server: VllmServer) -> StreamResult | Verdict:
     except ServerGone as exc:
         result = _gone(server, exc)
     except SseError as exc:
-        result = failed(f"{server.describe()}: the event stream is broken: {exc}",
-                        expected="OpenAI server-sent events: 'data: {json}' events, 'data: [DONE]' last",
-                        fix=["a proxy in between may buffer or rewrite the stream; otherwise read the server log"])
+        result = failed(
+            f"{server.describe()}: the event stream is broken: {exc}",
+            expected="OpenAI server-sent events: 'data: {json}' events, 'data: [DONE]' last",
+            fix=["a proxy in between may buffer or rewrite the stream; otherwise read the server log"],
+        )
     return server.remember("stream", result)  # type: ignore[no-any-return]
 
 
@@ -243,7 +295,9 @@ def _stream_ok(server: VllmServer) -> StreamResult | Verdict:
         return r
     if r.status != 200:
         hint = " (wrong or missing API key: set --rig-vllm-api-key-env)" if r.status in (401, 403) else ""
-        return failed(f"{server.describe()}: the streaming request answered HTTP {r.status}{hint}: {r.text[:200]}")
+        return failed(
+            f"{server.describe()}: the streaming request answered HTTP {r.status}{hint}: {r.text[:200]}"
+        )
     return r
 
 
@@ -253,18 +307,33 @@ def streaming(server: VllmServer) -> Verdict:
     if isinstance(r, Verdict):
         return r
     n = server.settings.decode_tokens
-    props: dict[str, object] = {"stream_chunks": r.chunks, "stream_text_chunks": r.text_chunks,
-                                "completion_tokens": r.completion_tokens, "tokens_counted_from": r.tokens_counted_from}
+    props: dict[str, object] = {
+        "stream_chunks": r.chunks,
+        "stream_text_chunks": r.text_chunks,
+        "completion_tokens": r.completion_tokens,
+        "tokens_counted_from": r.tokens_counted_from,
+    }
     if r.status != 200:
-        return failed(f"{server.describe()}: streaming request answered HTTP {r.status}: {r.text[:200]}", properties=props)
+        return failed(
+            f"{server.describe()}: streaming request answered HTTP {r.status}: {r.text[:200]}",
+            properties=props,
+        )
     if not r.text_chunks:
-        return failed(f"{server.describe()}: the stream carried no text ({r.chunks} chunks)", properties=props)
+        return failed(
+            f"{server.describe()}: the stream carried no text ({r.chunks} chunks)", properties=props
+        )
     if r.completion_tokens != n:
-        return failed(f"{server.describe()}: asked for exactly {n} tokens (min_tokens = max_tokens), got "
-                      f"{r.completion_tokens} (counted from {r.tokens_counted_from})",
-                      measured=f"{r.completion_tokens} tokens", expected=f"{n} tokens",
-                      fix=["a server that ignores min_tokens cannot be timed at a fixed length; vLLM and "
-                           "llama-cpp-python honour it"], properties=props)
+        return failed(
+            f"{server.describe()}: asked for exactly {n} tokens (min_tokens = max_tokens), got "
+            f"{r.completion_tokens} (counted from {r.tokens_counted_from})",
+            measured=f"{r.completion_tokens} tokens",
+            expected=f"{n} tokens",
+            fix=[
+                "a server that ignores min_tokens cannot be timed at a fixed length; vLLM and "
+                "llama-cpp-python honour it"
+            ],
+            properties=props,
+        )
     return passed(f"{server.describe()}: {r.chunks} SSE chunks, {n} tokens", properties=props)
 
 
@@ -278,13 +347,20 @@ def ttft(server: VllmServer) -> Verdict:
     props = {"ttft_s": round(r.ttft_s, 4)}
     limit = server.settings.max_ttft_s
     if limit is not None and r.ttft_s > limit:
-        return failed(f"{server.describe()}: time to first token {r.ttft_s:.3f} s > {limit:g} s",
-                      measured=f"{r.ttft_s:.3f} s (first SSE chunk with text, short prompt, one request in flight)",
-                      expected=f"at most {limit:g} s ({_where(server, 'max_ttft_s')})",
-                      fix=["check GPU clocks and PCIe links (run the rig suites), queued requests from other "
-                           "clients, or --enforce-eager left on"], properties=props)
+        return failed(
+            f"{server.describe()}: time to first token {r.ttft_s:.3f} s > {limit:g} s",
+            measured=f"{r.ttft_s:.3f} s (first SSE chunk with text, short prompt, one request in flight)",
+            expected=f"at most {limit:g} s ({_where(server, 'max_ttft_s')})",
+            fix=[
+                "check GPU clocks and PCIe links (run the rig suites), queued requests from other "
+                "clients, or --enforce-eager left on"
+            ],
+            properties=props,
+        )
     note = [] if limit is not None else ["no [vllm] max_ttft_s in the profile: recorded, not judged"]
-    return passed(f"{server.describe()}: time to first token {r.ttft_s * 1000:.0f} ms", notes=note, properties=props)
+    return passed(
+        f"{server.describe()}: time to first token {r.ttft_s * 1000:.0f} ms", notes=note, properties=props
+    )
 
 
 def decode_rate(server: VllmServer) -> Verdict:
@@ -294,17 +370,28 @@ def decode_rate(server: VllmServer) -> Verdict:
         return r
     rate = r.decode_tokens_per_s
     if rate is None:
-        return failed(f"{server.describe()}: cannot time decoding: {r.completion_tokens} tokens, "
-                      f"{r.text_chunks} text chunks (HTTP {r.status})")
+        return failed(
+            f"{server.describe()}: cannot time decoding: {r.completion_tokens} tokens, "
+            f"{r.text_chunks} text chunks (HTTP {r.status})"
+        )
     props = {"decode_tokens_per_s": round(rate, 2), "decode_tokens": r.completion_tokens}
     floor = server.settings.min_decode_tokens_per_s
     if floor is not None and rate < floor:
-        return failed(f"{server.describe()}: decode {rate:.1f} tokens/s < {floor:g} tokens/s",
-                      measured=f"{rate:.1f} tokens/s ({r.completion_tokens} tokens, one stream, after the first token)",
-                      expected=f"at least {floor:g} tokens/s ({_where(server, 'min_decode_tokens_per_s')})",
-                      fix=["slow decode on a multi-GPU rig is often P2P off or a downtrained link: run the "
-                           "PCIe and P2P suites; check power caps and clocks"], properties=props)
-    note = [] if floor is not None else ["no [vllm] min_decode_tokens_per_s in the profile: recorded, not judged"]
+        return failed(
+            f"{server.describe()}: decode {rate:.1f} tokens/s < {floor:g} tokens/s",
+            measured=f"{rate:.1f} tokens/s ({r.completion_tokens} tokens, one stream, after the first token)",
+            expected=f"at least {floor:g} tokens/s ({_where(server, 'min_decode_tokens_per_s')})",
+            fix=[
+                "slow decode on a multi-GPU rig is often P2P off or a downtrained link: run the "
+                "PCIe and P2P suites; check power caps and clocks"
+            ],
+            properties=props,
+        )
+    note = (
+        []
+        if floor is not None
+        else ["no [vllm] min_decode_tokens_per_s in the profile: recorded, not judged"]
+    )
     return passed(f"{server.describe()}: decode {rate:.1f} tokens/s", notes=note, properties=props)
 
 
@@ -331,8 +418,10 @@ def read_metrics(server: VllmServer, during: str) -> Metrics | Verdict | None:
     try:
         m = parse_prometheus(r.body.decode("utf-8", errors="replace"))
     except MetricsError as exc:
-        return failed(f"{server.describe()}: /metrics is not Prometheus text: {exc}",
-                      fix=["something in front of the server rewrites /metrics, or it is not vLLM's"])
+        return failed(
+            f"{server.describe()}: /metrics is not Prometheus text: {exc}",
+            fix=["something in front of the server rewrites /metrics, or it is not vLLM's"],
+        )
     return m if m.is_vllm else None
 
 
@@ -361,15 +450,27 @@ def metrics(server: VllmServer) -> Verdict:
     if (v := m.total(REQUEST_SUCCESS)) is not None:
         props["request_success_total"] = v
     info = m.labels_of("vllm:cache_config_info")
-    for key in ("gpu_memory_utilization", "kv_cache_size_tokens", "kv_cache_max_concurrency", "num_gpu_blocks"):
+    for key in (
+        "gpu_memory_utilization",
+        "kv_cache_size_tokens",
+        "kv_cache_max_concurrency",
+        "num_gpu_blocks",
+    ):
         if key in info:
             props[key] = info[key]
     if missing:
-        return failed(f"{server.describe()}: /metrics lacks {', '.join(missing)}",
-                      measured=f"{len(m.samples)} metric names", expected=", ".join(missing),
-                      fix=["a vLLM release that renamed these: report it to pytest-rigcheck"], properties=props)
-    return passed(f"{server.describe()}: /metrics KV cache {kv[1] if kv else '?'}, running {props.get('num_requests_running')}",
-                  properties=props)
+        return failed(
+            f"{server.describe()}: /metrics lacks {', '.join(missing)}",
+            measured=f"{len(m.samples)} metric names",
+            expected=", ".join(missing),
+            fix=["a vLLM release that renamed these: report it to pytest-rigcheck"],
+            properties=props,
+        )
+    return passed(
+        f"{server.describe()}: /metrics KV cache {kv[1] if kv else '?'}, "
+        f"running {props.get('num_requests_running')}",
+        properties=props,
+    )
 
 
 # -- concurrency ---------------------------------------------------------------------------------------
@@ -422,26 +523,40 @@ def concurrency(server: VllmServer) -> Verdict:
     bad = [(i, r) for i, r in enumerate(results) if r[0] != 200 or r[1] != tokens]
     total = sum(r[1] for r in results)
     rate = total / wall if wall > 0 else 0.0
-    props = {"concurrency": n, "aggregate_tokens_per_s": round(rate, 2), "concurrency_wall_s": round(wall, 3),
-             "concurrency_failed": len(bad)}
+    props = {
+        "concurrency": n,
+        "aggregate_tokens_per_s": round(rate, 2),
+        "concurrency_wall_s": round(wall, 3),
+        "concurrency_failed": len(bad),
+    }
     if bad:
         i, (status, got, err) = bad[0]
         if status == 0 and server.process is not None and server.process.exited() is not None:
             err += f"; the server process exited with code {server.process.exited()}"
-        return failed(f"{server.describe()}: {len(bad)} of {n} parallel requests failed; first: request {i}: "
-                      + (f"HTTP {status}: {err}" if status else f"no answer: {err}")
-                      + (f" ({got} of {tokens} tokens)" if status == 200 else ""),
-                      measured=f"{n - len(bad)} of {n} complete", expected=f"all {n} complete with {tokens} tokens",
-                      fix=["read the server log for OOM or engine errors; lower [vllm] concurrency only if the "
-                           "rig was never meant to serve that many"], properties=props)
+        return failed(
+            f"{server.describe()}: {len(bad)} of {n} parallel requests failed; first: request {i}: "
+            + (f"HTTP {status}: {err}" if status else f"no answer: {err}")
+            + (f" ({got} of {tokens} tokens)" if status == 200 else ""),
+            measured=f"{n - len(bad)} of {n} complete",
+            expected=f"all {n} complete with {tokens} tokens",
+            fix=[
+                "read the server log for OOM or engine errors; lower [vllm] concurrency only if the "
+                "rig was never meant to serve that many"
+            ],
+            properties=props,
+        )
     floor = server.settings.min_aggregate_tokens_per_s
     if floor is not None and rate < floor:
-        return failed(f"{server.describe()}: aggregate {rate:.1f} tokens/s over {n} parallel requests < {floor:g}",
-                      measured=f"{rate:.1f} tokens/s ({total} tokens in {wall:.2f} s)",
-                      expected=f"at least {floor:g} tokens/s ({_where(server, 'min_aggregate_tokens_per_s')})",
-                      fix=["check P2P, links and clocks (rig suites); --max-num-seqs; preemptions in /metrics"],
-                      properties=props)
-    return passed(f"{server.describe()}: {n} parallel requests, aggregate {rate:.1f} tokens/s", properties=props)
+        return failed(
+            f"{server.describe()}: aggregate {rate:.1f} tokens/s over {n} parallel requests < {floor:g}",
+            measured=f"{rate:.1f} tokens/s ({total} tokens in {wall:.2f} s)",
+            expected=f"at least {floor:g} tokens/s ({_where(server, 'min_aggregate_tokens_per_s')})",
+            fix=["check P2P, links and clocks (rig suites); --max-num-seqs; preemptions in /metrics"],
+            properties=props,
+        )
+    return passed(
+        f"{server.describe()}: {n} parallel requests, aggregate {rate:.1f} tokens/s", properties=props
+    )
 
 
 def no_preemptions(server: VllmServer) -> Verdict:
@@ -455,18 +570,28 @@ def no_preemptions(server: VllmServer) -> Verdict:
             return m
     n_bad = sum(1 for r in run["results"] if r[0] != 200)
     if n_bad and before is not None:
-        return unreadable(f"{server.describe()}: {n_bad} of {run['n']} parallel requests failed (see test_concurrency): "
-                          "preemptions under load cannot be judged")
+        return unreadable(
+            f"{server.describe()}: {n_bad} of {run['n']} parallel requests failed (see test_concurrency): "
+            "preemptions under load cannot be judged"
+        )
     if before is None or after is None or PREEMPTIONS not in before or PREEMPTIONS not in after:
         return not_applicable(f"{server.describe()}: no {PREEMPTIONS} in /metrics {NO_EXTRA}")
     delta = (after.total(PREEMPTIONS) or 0) - (before.total(PREEMPTIONS) or 0)
     props = {"preemptions": delta}
     if delta > 0:
-        return failed(f"{server.describe()}: {delta:g} preemptions during {run['n']} parallel requests",
-                      measured=f"{PREEMPTIONS} +{delta:g}", expected="+0",
-                      fix=["the KV cache is too small for this concurrency: raise --gpu-memory-utilization, "
-                           "lower --max-num-seqs or --max-model-len (run the model-fit gate)"], properties=props)
-    return passed(f"{server.describe()}: no preemptions during {run['n']} parallel requests", properties=props)
+        return failed(
+            f"{server.describe()}: {delta:g} preemptions during {run['n']} parallel requests",
+            measured=f"{PREEMPTIONS} +{delta:g}",
+            expected="+0",
+            fix=[
+                "the KV cache is too small for this concurrency: raise --gpu-memory-utilization, "
+                "lower --max-num-seqs or --max-model-len (run the model-fit gate)"
+            ],
+            properties=props,
+        )
+    return passed(
+        f"{server.describe()}: no preemptions during {run['n']} parallel requests", properties=props
+    )
 
 
 # -- long context ---------------------------------------------------------------------------------------
@@ -477,11 +602,17 @@ def _max_len(server: VllmServer) -> tuple[int | None, str]:
     a dead server must fail the context checks, not make them "not applicable"."""
     r = server.get("/v1/models", "the context-length lookup")
     if r.status in (401, 403):
-        raise ServerGone(f"{server.describe()}: GET /v1/models answered HTTP {r.status} (wrong or missing API key: "
-                         "set --rig-vllm-api-key-env): context length unknown")
+        raise ServerGone(
+            f"{server.describe()}: GET /v1/models answered HTTP {r.status} (wrong or missing API key: "
+            "set --rig-vllm-api-key-env): context length unknown"
+        )
     try:
         for c in r.json().get("data", []) if r.status == 200 else []:
-            if isinstance(c, dict) and c.get("id") == server.model_id and isinstance(c.get("max_model_len"), int):
+            if (
+                isinstance(c, dict)
+                and c.get("id") == server.model_id
+                and isinstance(c.get("max_model_len"), int)
+            ):
                 return int(c["max_model_len"]), "GET /v1/models"
     except (ValueError, AttributeError):
         pass  # not a model list: the identity check reports it; fall back on the profile
@@ -492,8 +623,11 @@ def _max_len(server: VllmServer) -> tuple[int | None, str]:
 
 def _prompt_tokens(server: VllmServer, content: str) -> int | None:
     """Tokens of a one-message chat prompt: from /tokenize (vLLM), else from a 1-token completion's usage."""
-    r = server.post("/tokenize", {"model": server.model_id, "messages": [{"role": "user", "content": content}]},
-                    "long-context calibration")
+    r = server.post(
+        "/tokenize",
+        {"model": server.model_id, "messages": [{"role": "user", "content": content}]},
+        "long-context calibration",
+    )
     if r.status == 200:
         try:
             return int(r.json()["count"])
@@ -533,28 +667,43 @@ def long_context(server: VllmServer) -> Verdict:
     except ServerGone as exc:
         return _gone(server, exc)
     if limit is None:
-        return not_applicable(f"{server.describe()}: context length unknown: the server does not report "
-                              "max_model_len and the profile sets no [vllm] max_model_len")
+        return not_applicable(
+            f"{server.describe()}: context length unknown: the server does not report "
+            "max_model_len and the profile sets no [vllm] max_model_len"
+        )
     try:
         built = _filler_for(server, int(limit * 0.98) - 8)
         if built is None:
-            return failed(f"{server.describe()}: cannot count prompt tokens (no /tokenize, no usage in answers)")
+            return failed(
+                f"{server.describe()}: cannot count prompt tokens (no /tokenize, no usage in answers)"
+            )
         prompt, n = built
         if n + 8 > limit:
             prompt, n = FILLER * max(1, int(len(prompt) / len(FILLER) * 0.95)), int(n * 0.95)
         t0 = time.perf_counter()
-        r = server.post(CHAT, server.chat_payload(prompt, 8), "the long-context request")  # exactly the counted prompt
+        r = server.post(
+            CHAT, server.chat_payload(prompt, 8), "the long-context request"
+        )  # exactly the counted prompt
         took = time.perf_counter() - t0
     except ServerGone as exc:
         return _gone(server, exc)
     props = {"max_model_len": limit, "long_prompt_tokens": n, "long_context_s": round(took, 3)}
     if r.status != 200:
-        return failed(f"{server.describe()}: a {n}-token prompt (context {limit}) failed: HTTP {r.status}: "
-                      f"{r.error_message()}", measured=f"HTTP {r.status}", expected=f"HTTP 200 ({n} of {limit} tokens)",
-                      fix=["the KV cache cannot hold one full-length sequence: lower --max-model-len or raise "
-                           "--gpu-memory-utilization (run the model-fit gate)"], properties=props)
-    return passed(f"{server.describe()}: {n}-token prompt of a {limit}-token context ({src}) completed in {took:.1f} s",
-                  properties=props)
+        return failed(
+            f"{server.describe()}: a {n}-token prompt (context {limit}) failed: HTTP {r.status}: "
+            f"{r.error_message()}",
+            measured=f"HTTP {r.status}",
+            expected=f"HTTP 200 ({n} of {limit} tokens)",
+            fix=[
+                "the KV cache cannot hold one full-length sequence: lower --max-model-len or raise "
+                "--gpu-memory-utilization (run the model-fit gate)"
+            ],
+            properties=props,
+        )
+    return passed(
+        f"{server.describe()}: {n}-token prompt of a {limit}-token context ({src}) completed in {took:.1f} s",
+        properties=props,
+    )
 
 
 def over_context(server: VllmServer) -> Verdict:
@@ -564,13 +713,17 @@ def over_context(server: VllmServer) -> Verdict:
     except ServerGone as exc:
         return _gone(server, exc)
     if limit is None:
-        return not_applicable(f"{server.describe()}: context length unknown: the server does not report "
-                              "max_model_len and the profile sets no [vllm] max_model_len")
+        return not_applicable(
+            f"{server.describe()}: context length unknown: the server does not report "
+            "max_model_len and the profile sets no [vllm] max_model_len"
+        )
     try:
         # 10 % over, so that an extrapolated count (no /tokenize) is over for sure.
         built = _filler_for(server, int(limit * 1.1) + 64, exact=False)
         if built is None:
-            return failed(f"{server.describe()}: cannot count prompt tokens (no /tokenize, no usage in answers)")
+            return failed(
+                f"{server.describe()}: cannot count prompt tokens (no /tokenize, no usage in answers)"
+            )
         prompt, n = built
         r = server.post(CHAT, server.chat_payload(prompt, 8), "the over-context request")
         after = server.get("/v1/models", "the check that the server survived the over-context request")
@@ -583,18 +736,30 @@ def over_context(server: VllmServer) -> Verdict:
         except (ValueError, KeyError, TypeError):
             counted = None
         if counted is not None and counted <= limit:  # our estimate was wrong, not the server
-            return unreadable(f"{server.describe()}: the over-context prompt came out at {counted} tokens, not over "
-                              f"the {limit}-token context: cannot test the rejection")
+            return unreadable(
+                f"{server.describe()}: the over-context prompt came out at {counted} tokens, not over "
+                f"the {limit}-token context: cannot test the rejection"
+            )
     if r.status != 400:
-        return failed(f"{server.describe()}: a {n}-token prompt over the {limit}-token context answered "
-                      f"HTTP {r.status}: {r.error_message()[:150]}", measured=f"HTTP {r.status}",
-                      expected="HTTP 400 with an error message",
-                      fix=["a 5xx or a 200 here means requests over the context are not rejected cleanly: "
-                           "upgrade the server"], properties=props)
+        return failed(
+            f"{server.describe()}: a {n}-token prompt over the {limit}-token context answered "
+            f"HTTP {r.status}: {r.error_message()[:150]}",
+            measured=f"HTTP {r.status}",
+            expected="HTTP 400 with an error message",
+            fix=[
+                "a 5xx or a 200 here means requests over the context are not rejected cleanly: "
+                "upgrade the server"
+            ],
+            properties=props,
+        )
     if after.status != 200:
-        return failed(f"{server.describe()}: after the over-context request /v1/models answers HTTP {after.status}")
-    return passed(f"{server.describe()}: {n}-token prompt rejected with HTTP 400 ({r.error_message()[:80]})",
-                  properties=props)
+        return failed(
+            f"{server.describe()}: after the over-context request /v1/models answers HTTP {after.status}"
+        )
+    return passed(
+        f"{server.describe()}: {n}-token prompt rejected with HTTP 400 ({r.error_message()[:80]})",
+        properties=props,
+    )
 
 
 # -- prefix caching -----------------------------------------------------------------------------------
@@ -612,8 +777,10 @@ def prefix_caching(server: VllmServer) -> Verdict:
         flag = m.labels_of("vllm:cache_config_info").get("enable_prefix_caching")
         enabled = flag == "True" if flag is not None else None
     if not enabled:
-        return not_applicable(f"{server.describe()}: prefix caching is not enabled in the profile "
-                              "(add --enable-prefix-caching to [vllm] flags, or prefix_caching = true, to check it)")
+        return not_applicable(
+            f"{server.describe()}: prefix caching is not enabled in the profile "
+            "(add --enable-prefix-caching to [vllm] flags, or prefix_caching = true, to check it)"
+        )
     try:
         limit, _ = _max_len(server)
     except ServerGone as exc:
@@ -625,13 +792,21 @@ def prefix_caching(server: VllmServer) -> Verdict:
         for trial in range(3):
             # A fresh nonce first, so that nothing of this prefix is cached before the cold request.
             prefix = f"[{uuid.uuid4().hex}] " + FILLER * max(1, tokens // 20)
-            cold = server.stream(CHAT, server.chat_payload(prefix + "\nQuestion one: what is it about?", 2),
-                                 f"prefix-caching trial {trial + 1} (cold)")
-            warm = server.stream(CHAT, server.chat_payload(prefix + "\nQuestion two: how long is it?", 2),
-                                 f"prefix-caching trial {trial + 1} (warm)")
+            cold = server.stream(
+                CHAT,
+                server.chat_payload(prefix + "\nQuestion one: what is it about?", 2),
+                f"prefix-caching trial {trial + 1} (cold)",
+            )
+            warm = server.stream(
+                CHAT,
+                server.chat_payload(prefix + "\nQuestion two: how long is it?", 2),
+                f"prefix-caching trial {trial + 1} (warm)",
+            )
             if cold.ttft_s is None or warm.ttft_s is None:
-                return failed(f"{server.describe()}: prefix-caching streams carried no text "
-                              f"(HTTP {cold.status}/{warm.status}: {cold.text[:100]}{warm.text[:100]})")
+                return failed(
+                    f"{server.describe()}: prefix-caching streams carried no text "
+                    f"(HTTP {cold.status}/{warm.status}: {cold.text[:100]}{warm.text[:100]})"
+                )
             colds.append(cold.ttft_s)
             warms.append(warm.ttft_s)
             ratios.append(warm.ttft_s / cold.ttft_s)
@@ -641,28 +816,45 @@ def prefix_caching(server: VllmServer) -> Verdict:
     except SseError as exc:
         return failed(f"{server.describe()}: the event stream is broken: {exc}")
     ratio = statistics.median(ratios)
-    props: dict[str, object] = {"prefix_cold_ttft_s": round(statistics.median(colds), 4),
-                                "prefix_warm_ttft_s": round(statistics.median(warms), 4),
-                                "prefix_ttft_ratio": round(ratio, 3)}
+    props: dict[str, object] = {
+        "prefix_cold_ttft_s": round(statistics.median(colds), 4),
+        "prefix_warm_ttft_s": round(statistics.median(warms), 4),
+        "prefix_ttft_ratio": round(ratio, 3),
+    }
     if hits_before is not None and isinstance(after, Metrics) and after.total(PREFIX_HITS) is not None:
         props["prefix_cache_hit_tokens"] = (after.total(PREFIX_HITS) or 0) - hits_before
     limit_ratio = s.max_prefix_cached_ttft_ratio
     if ratio > limit_ratio:
-        return failed(f"{server.describe()}: a request sharing a ~{tokens}-token prefix was not faster: time to "
-                      f"first token {statistics.median(warms) * 1000:.0f} ms vs {statistics.median(colds) * 1000:.0f} "
-                      f"ms cold (ratio {ratio:.2f} > {limit_ratio:g})",
-                      measured=f"median warm/cold ratio {ratio:.2f} over 3 pairs",
-                      expected=f"at most {limit_ratio:g} ({_where(server, 'max_prefix_cached_ttft_ratio')} or default)",
-                      fix=["start vLLM with --enable-prefix-caching; check vllm:prefix_cache_hits_total"],
-                      properties=props)
-    return passed(f"{server.describe()}: shared-prefix time to first token {statistics.median(warms) * 1000:.0f} ms "
-                  f"vs {statistics.median(colds) * 1000:.0f} ms cold", properties=props)
+        return failed(
+            f"{server.describe()}: a request sharing a ~{tokens}-token prefix was not faster: time to "
+            f"first token {statistics.median(warms) * 1000:.0f} ms vs {statistics.median(colds) * 1000:.0f} "
+            f"ms cold (ratio {ratio:.2f} > {limit_ratio:g})",
+            measured=f"median warm/cold ratio {ratio:.2f} over 3 pairs",
+            expected=f"at most {limit_ratio:g} ({_where(server, 'max_prefix_cached_ttft_ratio')} or default)",
+            fix=["start vLLM with --enable-prefix-caching; check vllm:prefix_cache_hits_total"],
+            properties=props,
+        )
+    return passed(
+        f"{server.describe()}: shared-prefix time to first token {statistics.median(warms) * 1000:.0f} ms "
+        f"vs {statistics.median(colds) * 1000:.0f} ms cold",
+        properties=props,
+    )
 
 
 ALL_CHECKS: dict[str, Any] = {
-    "served_model": served_model, "version": version, "health": health, "correctness": correctness,
-    "not_degenerate": not_degenerate, "streaming": streaming, "ttft": ttft, "decode_rate": decode_rate,
-    "usage_in_stream": usage_in_stream, "metrics": metrics, "concurrency": concurrency,
-    "no_preemptions": no_preemptions, "long_context": long_context, "over_context": over_context,
+    "served_model": served_model,
+    "version": version,
+    "health": health,
+    "correctness": correctness,
+    "not_degenerate": not_degenerate,
+    "streaming": streaming,
+    "ttft": ttft,
+    "decode_rate": decode_rate,
+    "usage_in_stream": usage_in_stream,
+    "metrics": metrics,
+    "concurrency": concurrency,
+    "no_preemptions": no_preemptions,
+    "long_context": long_context,
+    "over_context": over_context,
     "prefix_caching": prefix_caching,
 }

@@ -83,7 +83,9 @@ class StreamResult:
 
     @property
     def tokens_counted_from(self) -> str:
-        return "usage" if self.usage and isinstance(self.usage.get("completion_tokens"), int) else "text chunks"
+        return (
+            "usage" if self.usage and isinstance(self.usage.get("completion_tokens"), int) else "text chunks"
+        )
 
     @property
     def decode_tokens_per_s(self) -> float | None:
@@ -135,8 +137,9 @@ class OpenAIClient:
             h["Authorization"] = f"Bearer {self._api_key}"
         return h
 
-    def request(self, method: str, path: str, payload: dict[str, Any] | None = None,
-                timeout: float | None = None) -> Response:
+    def request(
+        self, method: str, path: str, payload: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Response:
         """Send one request and read the whole answer; ``ServerUnreachable`` when there is none."""
         url = self.base_url + path
         body = json.dumps(payload).encode() if payload is not None else None
@@ -171,8 +174,11 @@ class OpenAIClient:
             conn.request("POST", self._parts.path + path, body=body, headers=self._headers(True))
             resp = conn.getresponse()
             if resp.status != 200:
-                return StreamResult(resp.status, text=resp.read().decode("utf-8", errors="replace")[:500],
-                                    elapsed_s=time.perf_counter() - t0)
+                return StreamResult(
+                    resp.status,
+                    text=resp.read().decode("utf-8", errors="replace")[:500],
+                    elapsed_s=time.perf_counter() - t0,
+                )
             ctype = resp.getheader("content-type", "")
             if "text/event-stream" not in ctype:
                 raise SseError(f"content-type is {ctype!r}, not text/event-stream")

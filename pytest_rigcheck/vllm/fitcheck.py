@@ -10,7 +10,9 @@ from ..verdict import Verdict, failed, not_applicable, passed, unreadable
 from .fit import ModelSpec, check_model_fit, load_spec
 from .settings import GpuMemory, VllmSettings
 
-NO_MODEL = "model-fit gate: no [vllm] model (or model_config / model_preset) in the rig profile: nothing to size"
+NO_MODEL = (
+    "model-fit gate: no [vllm] model (or model_config / model_preset) in the rig profile: nothing to size"
+)
 
 
 def resolve_model(s: VllmSettings) -> ModelSpec | Verdict:
@@ -20,8 +22,10 @@ def resolve_model(s: VllmSettings) -> ModelSpec | Verdict:
     try:
         return load_spec(s.model, s.model_config, s.model_preset)
     except (LookupError, OSError, ValueError) as exc:
-        return unreadable(f"model-fit gate: {exc}", fix=["set [vllm] model_config to the model's config.json, "
-                                                          "or model_preset"])
+        return unreadable(
+            f"model-fit gate: {exc}",
+            fix=["set [vllm] model_config to the model's config.json, or model_preset"],
+        )
 
 
 def tp_shape(s: VllmSettings) -> Verdict:
@@ -31,52 +35,83 @@ def tp_shape(s: VllmSettings) -> Verdict:
         return spec
     report = check_model_fit(spec, [], tp=s.tensor_parallel_size, context=s.max_model_len or 1)
     shape = [p for p in report.problems if "heads" in p]
-    props = {"model": spec.name, "heads": spec.heads, "kv_heads": spec.kv_heads, "tensor_parallel_size": report.tp}
+    props = {
+        "model": spec.name,
+        "heads": spec.heads,
+        "kv_heads": spec.kv_heads,
+        "tensor_parallel_size": report.tp,
+    }
     if shape:
-        return failed(f"{spec.name}: " + "; ".join(shape),
-                      measured=f"{spec.heads} attention heads, {spec.kv_heads} KV heads (from {spec.source})",
-                      expected=f"divisible by tensor_parallel_size {report.tp} ([vllm] in {s.where})",
-                      fix=[f for f in report.fixes if "tensor-parallel size from" in f], properties=props)
-    return passed(f"{spec.name}: tensor-parallel {report.tp} divides {spec.heads} attention and {spec.kv_heads} KV heads",
-                  properties=props)
+        return failed(
+            f"{spec.name}: " + "; ".join(shape),
+            measured=f"{spec.heads} attention heads, {spec.kv_heads} KV heads (from {spec.source})",
+            expected=f"divisible by tensor_parallel_size {report.tp} ([vllm] in {s.where})",
+            fix=[f for f in report.fixes if "tensor-parallel size from" in f],
+            properties=props,
+        )
+    return passed(
+        f"{spec.name}: tensor-parallel {report.tp} divides {spec.heads} attention "
+        f"and {spec.kv_heads} KV heads",
+        properties=props,
+    )
 
 
-def group_of(gpus: Sequence[GpuMemory], tp: int, tp_groups: Sequence[Sequence[int]] | None) -> list[GpuMemory]:
-    """The GPUs of the served group: the profile's first ``rig.tp_groups`` entry, else the first ``tp`` by index."""
+def group_of(
+    gpus: Sequence[GpuMemory], tp: int, tp_groups: Sequence[Sequence[int]] | None
+) -> list[GpuMemory]:
+    """The GPUs of the served group: the first ``rig.tp_groups`` entry, else the first ``tp`` by index."""
     by_index = {g.index: g for g in gpus}
     if tp_groups:
         return [by_index[i] for i in tp_groups[0] if i in by_index]
     return sorted(gpus, key=lambda g: g.index)[:tp]
 
 
-def memory_fit(s: VllmSettings, gpus: Sequence[GpuMemory], gpu_source: str,
-               tp_groups: Sequence[Sequence[int]] | None = None) -> Verdict:
+def memory_fit(
+    s: VllmSettings,
+    gpus: Sequence[GpuMemory],
+    gpu_source: str,
+    tp_groups: Sequence[Sequence[int]] | None = None,
+) -> Verdict:
     """Weights + KV cache + overhead against each GPU of the group at ``gpu_memory_utilization``."""
     spec = resolve_model(s)
     if isinstance(spec, Verdict):
         return spec
     if not gpus:
-        return unreadable(f"model-fit gate for {spec.name}: no GPU memory figures",
-                          fix=["give --rig-vllm-gpu-memory INDEX:NAME:TOTAL:USED per GPU, or [vllm.gpus] in the "
-                               "profile, or install pytest-rigcheck[nvml] so NVML reports them"])
+        return unreadable(
+            f"model-fit gate for {spec.name}: no GPU memory figures",
+            fix=[
+                "give --rig-vllm-gpu-memory INDEX:NAME:TOTAL:USED per GPU, or [vllm.gpus] in the "
+                "profile, or install pytest-rigcheck[nvml] so NVML reports them"
+            ],
+        )
     group = group_of(gpus, s.tensor_parallel_size, tp_groups)
     try:
         report = check_model_fit(
-            spec, [tuple(g.__dict__.values()) for g in group], context=s.max_model_len,
-            concurrency=s.concurrency, tp=s.tensor_parallel_size,
-            gpu_memory_utilization=s.gpu_memory_utilization or 0.9, quantization=s.quantization,
+            spec,
+            [tuple(g.__dict__.values()) for g in group],
+            context=s.max_model_len,
+            concurrency=s.concurrency,
+            tp=s.tensor_parallel_size,
+            gpu_memory_utilization=s.gpu_memory_utilization or 0.9,
+            quantization=s.quantization,
             kv_cache_dtype=s.kv_cache_dtype,
-            overhead_bytes=None if s.runtime_overhead_gib is None else int(s.runtime_overhead_gib * 2**30))
+            overhead_bytes=None if s.runtime_overhead_gib is None else int(s.runtime_overhead_gib * 2**30),
+        )
     except ValueError as exc:
         return unreadable(f"model-fit gate for {spec.name}: {exc}")
     props: dict[str, Any] = {**report.properties(), "gpu_memory_source": gpu_source}
     lines = str(report).splitlines()
-    body = dict(measured="; ".join(g.line() for g in report.gpus),
-                expected=f"need <= budget on every GPU of the group (GPU memory from {gpu_source}; settings from "
-                         f"[vllm] in {s.where})",
-                notes=[ln.strip() for ln in lines[1:] if ln.strip().startswith("KV cache")],
-                properties=props)
+    body = dict(
+        measured="; ".join(g.line() for g in report.gpus),
+        expected=f"need <= budget on every GPU of the group (GPU memory from {gpu_source}; settings from "
+        f"[vllm] in {s.where})",
+        notes=[ln.strip() for ln in lines[1:] if ln.strip().startswith("KV cache")],
+        properties=props,
+    )
     if not report.ok:
-        return failed(report.summary() + "\n  " + "\n  ".join(f"problem: {p}" for p in report.problems),
-                      fix=report.fixes, **body)  # type: ignore[arg-type]
-    return passed(report.summary(), **body)  # type: ignore[arg-type]
+        return failed(
+            report.summary() + "\n  " + "\n  ".join(f"problem: {p}" for p in report.problems),
+            fix=report.fixes,
+            **body,
+        )
+    return passed(report.summary(), **body)

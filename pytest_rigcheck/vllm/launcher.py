@@ -7,6 +7,7 @@ SIGKILL after a grace period, then a check that no process of the group is left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -25,8 +26,9 @@ class LaunchError(RuntimeError):
     Carries the command, the log path and the log's tail for the message.
     """
 
-    def __init__(self, summary: str, argv: Sequence[str], log: Path | None, tail: str = "",
-                 fix: str = "") -> None:
+    def __init__(
+        self, summary: str, argv: Sequence[str], log: Path | None, tail: str = "", fix: str = ""
+    ) -> None:
         self.summary = summary
         self.argv = list(argv)
         self.log = log
@@ -85,8 +87,8 @@ def group_members(pgid: int, proc_root: Path = Path("/proc")) -> list[tuple[int,
             stat = (entry / "stat").read_text()
         except OSError:
             continue  # exited while we looked
-        comm = stat[stat.find("(") + 1: stat.rfind(")")]
-        fields = stat[stat.rfind(")") + 2:].split()
+        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
+        fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
             found.append((int(entry.name), fields[0], comm))
     return found
@@ -137,14 +139,23 @@ class ServerProcess:
         env = {**os.environ, **self.env}
         with self.log.open("ab") as out:
             try:
-                self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                self.proc = subprocess.Popen(
+                    self.argv,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
             except OSError as exc:
-                raise LaunchError(f"cannot start the server: {exc.strerror}: {exc.filename or self.argv[0]}",
-                                  self.argv, self.log,
-                                  fix="set [vllm] launch (or --rig-vllm-launch) to a command that exists "
-                                      "on this machine, e.g. 'python -m vllm.entrypoints.openai.api_server "
-                                      "--model {model} --port {port} {flags}'") from None
+                raise LaunchError(
+                    f"cannot start the server: {exc.strerror}: {exc.filename or self.argv[0]}",
+                    self.argv,
+                    self.log,
+                    fix="set [vllm] launch (or --rig-vllm-launch) to a command that exists "
+                    "on this machine, e.g. 'python -m vllm.entrypoints.openai.api_server "
+                    "--model {model} --port {port} {flags}'",
+                ) from None
         self.started_at = time.monotonic()
 
     def exited(self, wait_s: float = 0.0) -> int | None:
@@ -156,8 +167,13 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             return None
 
-    def wait_ready(self, client: OpenAIClient, deadline_s: float, poll_s: float = 0.5,
-                   on_poll: Callable[[], None] | None = None) -> float:
+    def wait_ready(
+        self,
+        client: OpenAIClient,
+        deadline_s: float,
+        poll_s: float = 0.5,
+        on_poll: Callable[[], None] | None = None,
+    ) -> float:
         """Poll until the server answers; return seconds since start.
 
         Ready means ``GET /health`` 200, or, on a server without ``/health`` (404), ``GET /v1/models`` 200.
@@ -169,11 +185,14 @@ class ServerProcess:
         while True:
             code = self.proc.poll()
             if code is not None:
-                raise LaunchError(f"server exited with code {code} before it was ready "
-                                  f"({time.monotonic() - self.started_at:.1f} s after start)",
-                                  self.argv, self.log, log_tail(self.log),
-                                  fix="read the log above; a bad flag, a missing model or out of memory "
-                                      "shows there")
+                raise LaunchError(
+                    f"server exited with code {code} before it was ready "
+                    f"({time.monotonic() - self.started_at:.1f} s after start)",
+                    self.argv,
+                    self.log,
+                    log_tail(self.log),
+                    fix="read the log above; a bad flag, a missing model or out of memory shows there",
+                )
             try:
                 r = client.get("/health", timeout=min(10.0, deadline_s))
                 if r.status == 404:
@@ -185,10 +204,14 @@ class ServerProcess:
             except ServerUnreachable as exc:
                 last = exc.reason
             if time.monotonic() >= end:
-                raise LaunchError(f"server not ready after {deadline_s:g} s (last: {last})", self.argv, self.log,
-                                  log_tail(self.log),
-                                  fix="raise [vllm] ready_timeout_s (or --rig-vllm-ready-timeout) if loading is "
-                                      "just slow; otherwise the log shows where start-up stopped")
+                raise LaunchError(
+                    f"server not ready after {deadline_s:g} s (last: {last})",
+                    self.argv,
+                    self.log,
+                    log_tail(self.log),
+                    fix="raise [vllm] ready_timeout_s (or --rig-vllm-ready-timeout) if loading is "
+                    "just slow; otherwise the log shows where start-up stopped",
+                )
             if on_poll:
                 on_poll()
             time.sleep(poll_s)
@@ -204,20 +227,16 @@ class ServerProcess:
         t0 = time.monotonic()
         killed = False
         _killpg(pgid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # escalate below
             self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass  # escalate below
         # The leader may be gone while engine workers linger: wait for the group, then SIGKILL it.
         while group_members(pgid) and time.monotonic() - t0 < grace_s:
             time.sleep(0.1)
         if group_members(pgid) or self.proc.poll() is None:
             killed = True
             _killpg(pgid, signal.SIGKILL)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # reported as leftover
             self.proc.wait(timeout=reap_s)
-        except subprocess.TimeoutExpired:
-            pass  # reported as leftover
         end = time.monotonic() + reap_s
         left = group_members(pgid)
         while left and time.monotonic() < end:

@@ -104,7 +104,7 @@ def parse_labels(text: str, lineno: int = 0) -> dict[str, str]:
     while pos < len(text):
         m = _LABEL.match(text, pos)
         if not m:
-            raise MetricsError(f"line {lineno}: bad label set at {text[pos:pos + 40]!r}")
+            raise MetricsError(f"line {lineno}: bad label set at {text[pos : pos + 40]!r}")
         labels[m.group(1)] = _unescape(m.group(2))
         pos = m.end()
     return labels
@@ -115,8 +115,8 @@ def parse_prometheus(text: str) -> Metrics:
 
     Example::
 
-        >>> m = parse_prometheus('# TYPE vllm:num_requests_running gauge\\nvllm:num_requests_running{m="x"} 0.0\\n')
-        >>> m.total("vllm:num_requests_running"), m.types["vllm:num_requests_running"]
+        >>> m = parse_prometheus('# TYPE vllm:x gauge\\nvllm:x{m="a"} 0.0\\n')
+        >>> m.total("vllm:x"), m.types["vllm:x"]
         (0.0, 'gauge')
     """
     out = Metrics()

@@ -25,17 +25,29 @@ GPU_MEMORY_OPTION = "--rig-vllm-gpu-memory"
 MARKER = "rig_vllm"
 DEFAULT_API_KEY_ENV = "RIGCHECK_VLLM_API_KEY"
 
-URL_DESC = ("Check the running OpenAI-compatible (vLLM) server at this base URL, e.g. http://127.0.0.1:8000 "
-            "(env RIGCHECK_VLLM_URL)")
-API_KEY_ENV_DESC = f"Name of the environment variable holding the server's API key (default: {DEFAULT_API_KEY_ENV})"
-LAUNCH_DESC = ("Start the server with this command template instead of [vllm] launch; placeholders {model}, "
-               "{tensor_parallel_size}, {host}, {port}, {flags}, ... (env RIGCHECK_VLLM_LAUNCH)")
-READY_TIMEOUT_DESC = "Seconds a started server may take to become ready (default: [vllm] ready_timeout_s, else 900)"
-GPU_MEMORY_DESC = ("GPU memory for the model-fit gate, INDEX:NAME:TOTAL:USED, e.g. '0:RTX 3080:10GiB:1.2GiB'; "
-                   "repeat per GPU (default: [vllm.gpus], else NVML)")
+URL_DESC = (
+    "Check the running OpenAI-compatible (vLLM) server at this base URL, e.g. http://127.0.0.1:8000 "
+    "(env RIGCHECK_VLLM_URL)"
+)
+API_KEY_ENV_DESC = (
+    f"Name of the environment variable holding the server's API key (default: {DEFAULT_API_KEY_ENV})"
+)
+LAUNCH_DESC = (
+    "Start the server with this command template instead of [vllm] launch; placeholders {model}, "
+    "{tensor_parallel_size}, {host}, {port}, {flags}, ... (env RIGCHECK_VLLM_LAUNCH)"
+)
+READY_TIMEOUT_DESC = (
+    "Seconds a started server may take to become ready (default: [vllm] ready_timeout_s, else 900)"
+)
+GPU_MEMORY_DESC = (
+    "GPU memory for the model-fit gate, INDEX:NAME:TOTAL:USED, e.g. '0:RTX 3080:10GiB:1.2GiB'; "
+    "repeat per GPU (default: [vllm.gpus], else NVML)"
+)
 
-NOT_CONFIGURED = (f"no vLLM server to check: give {URL_OPTION} URL (a running server), or set [vllm] model "
-                  f"(and launch) in the rig profile to let rigcheck start one")
+NOT_CONFIGURED = (
+    f"no vLLM server to check: give {URL_OPTION} URL (a running server), or set [vllm] model "
+    f"(and launch) in the rig profile to let rigcheck start one"
+)
 
 SETTINGS_KEY = pytest.StashKey["VllmSettings"]()
 
@@ -45,7 +57,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(URL_OPTION, default=None, metavar="URL", help=URL_DESC)
     group.addoption(API_KEY_ENV_OPTION, default=None, metavar="NAME", help=API_KEY_ENV_DESC)
     group.addoption(LAUNCH_OPTION, default=None, metavar="TEMPLATE", help=LAUNCH_DESC)
-    group.addoption(READY_TIMEOUT_OPTION, default=None, type=float, metavar="SECONDS", help=READY_TIMEOUT_DESC)
+    group.addoption(
+        READY_TIMEOUT_OPTION, default=None, type=float, metavar="SECONDS", help=READY_TIMEOUT_DESC
+    )
     group.addoption(GPU_MEMORY_OPTION, action="append", default=None, metavar="SPEC", help=GPU_MEMORY_DESC)
     parser.addini("rig_vllm_url", type="string", default="", help=URL_DESC)
     parser.addini("rig_vllm_api_key_env", type="string", default="", help=API_KEY_ENV_DESC)
@@ -58,7 +72,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}: an end-to-end check against a served model (needs {URL_OPTION} or a [vllm] launch); "
-        "skipped with the reason when none is configured")
+        "skipped with the reason when none is configured",
+    )
 
 
 def _pick(config: pytest.Config, option: str, env: str | None, ini: str) -> tuple[Any, str]:
@@ -105,8 +120,15 @@ def resolve_settings(config: pytest.Config, profile: Any) -> VllmSettings:
     launch, launch_src = _pick(config, LAUNCH_OPTION, "RIGCHECK_VLLM_LAUNCH", "rig_vllm_launch")
     if launch is not None:
         try:
-            kw.update({k: v for k, v in parse_vllm_table({"launch": launch, **({"port": kw["port"]} if "port" in kw else {})},
-                                                         launch_src).items() if k == "launch"})
+            kw.update(
+                {
+                    k: v
+                    for k, v in parse_vllm_table(
+                        {"launch": launch, **({"port": kw["port"]} if "port" in kw else {})}, launch_src
+                    ).items()
+                    if k == "launch"
+                }
+            )
         except ProfileError as exc:
             raise pytest.UsageError(str(exc)) from None
         kw["launch_source"] = launch_src
@@ -117,8 +139,9 @@ def resolve_settings(config: pytest.Config, profile: Any) -> VllmSettings:
     if url is not None:
         kw["launch"] = None  # a running server is checked as it is; nothing is started
     elif kw.get("launch") and not kw.get("model") and "{model}" in kw["launch"]:
-        raise pytest.UsageError(f"{kw['launch_source']}: the launch command uses {{model}} but [vllm] model is not set "
-                                f"in {where}")
+        raise pytest.UsageError(
+            f"{kw['launch_source']}: the launch command uses {{model}} but [vllm] model is not set in {where}"
+        )
     key_env, _ = _pick(config, API_KEY_ENV_OPTION, None, "rig_vllm_api_key_env")
     kw["api_key_env"] = key_env or DEFAULT_API_KEY_ENV
     timeout, t_src = _pick(config, READY_TIMEOUT_OPTION, None, "rig_vllm_ready_timeout")
@@ -128,7 +151,9 @@ def resolve_settings(config: pytest.Config, profile: Any) -> VllmSettings:
             if kw["ready_timeout_s"] <= 0:
                 raise ValueError
         except ValueError:
-            raise pytest.UsageError(f"{t_src}: invalid ready timeout {timeout!r}: a number of seconds above 0") from None
+            raise pytest.UsageError(
+                f"{t_src}: invalid ready timeout {timeout!r}: a number of seconds above 0"
+            ) from None
     specs, g_src = _pick(config, GPU_MEMORY_OPTION, None, "rig_vllm_gpu_memory")
     if specs:
         try:
@@ -185,14 +210,18 @@ def rig_vllm_settings(pytestconfig: pytest.Config) -> VllmSettings:
 
 
 @pytest.fixture(scope="session")
-def rig_vllm_server(rig_vllm_settings: VllmSettings, tmp_path_factory: pytest.TempPathFactory,
-                    record_testsuite_property: Callable[[str, object], None]) -> Iterator[VllmServer]:
+def rig_vllm_server(
+    rig_vllm_settings: VllmSettings,
+    tmp_path_factory: pytest.TempPathFactory,
+    record_testsuite_property: Callable[[str, object], None],
+) -> Iterator[VllmServer]:
     """The server under test (``VllmServer``): the one at ``--rig-vllm-url``, or one rigcheck starts from
     the ``[vllm]`` launch template and stops at the end of the session (SIGTERM, SIGKILL after
     ``stop_grace_s``, then a check that no process of its group is left).
 
     Skips when neither is configured; fails with the log's tail when a started server exits early or is
-    not ready in time. The API key comes from the variable ``--rig-vllm-api-key-env`` names and is never printed.
+    not ready in time. The API key comes from the variable ``--rig-vllm-api-key-env`` names; it is never
+    printed.
 
     Example::
 
@@ -230,9 +259,12 @@ def rig_vllm_server(rig_vllm_settings: VllmSettings, tmp_path_factory: pytest.Te
         record_testsuite_property("vllm_stop_s", round(report.seconds, 2))
         if report.leftover:
             left = ", ".join(f"pid {p} ({c}, state {st})" for p, st, c in report.leftover)
-            pytest.fail(f"{server.describe()}: {len(report.leftover)} process(es) of the server's group survived "
-                        f"SIGTERM and SIGKILL: {left}\n  fix: kill them by pid; an engine in uninterruptible "
-                        "sleep (state D) points at a hung GPU driver", pytrace=False)
+            pytest.fail(
+                f"{server.describe()}: {len(report.leftover)} process(es) of the server's group survived "
+                f"SIGTERM and SIGKILL: {left}\n  fix: kill them by pid; an engine in uninterruptible "
+                "sleep (state D) points at a hung GPU driver",
+                pytrace=False,
+            )
 
 
 def gpus_from_rig_gpus(rig_gpus: Any) -> list[GpuMemory]:
@@ -243,8 +275,8 @@ def gpus_from_rig_gpus(rig_gpus: Any) -> list[GpuMemory]:
     """
     from .settings import GpuMemory
 
-    out = []
-    for state in (rig_gpus.values() if isinstance(rig_gpus, dict) else rig_gpus):
+    out: list[GpuMemory] = []
+    for state in rig_gpus.values() if isinstance(rig_gpus, dict) else rig_gpus:
         get = getattr(state, "get", None)
         if get is None:
             continue  # an Unavailable entry: no NVML state for this BDF
@@ -253,5 +285,7 @@ def gpus_from_rig_gpus(rig_gpus: Any) -> list[GpuMemory]:
             continue
         used += reserved if isinstance(reserved, int) else 0
         index = getattr(state, "index", len(out))
-        out.append(GpuMemory(int(index), str(getattr(state, "name", None) or f"GPU{index}"), total, min(used, total)))
+        out.append(
+            GpuMemory(int(index), str(getattr(state, "name", None) or f"GPU{index}"), total, min(used, total))
+        )
     return sorted(out, key=lambda g: g.index)

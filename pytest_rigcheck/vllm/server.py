@@ -58,7 +58,9 @@ class VllmServer:
             if tail:
                 lines.append(f"  log {self.process.log} ends:")
                 lines += ["    | " + ln for ln in tail.splitlines()]
-        lines.append("  fix: check that the server is up (curl its /v1/models); a crash or OOM shows in its log")
+        lines.append(
+            "  fix: check that the server is up (curl its /v1/models); a crash or OOM shows in its log"
+        )
         return ServerGone("\n".join(lines))
 
     def get(self, path: str, during: str) -> Response:
@@ -80,8 +82,13 @@ class VllmServer:
             raise self.gone(exc, during) from None
 
     def chat_payload(self, content: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
-        return {"model": self.model_id or self.settings.expected_model_id or "", "temperature": 0,
-                "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, **extra}
+        return {
+            "model": self.model_id or self.settings.expected_model_id or "",
+            "temperature": 0,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens,
+            **extra,
+        }
 
     def memo(self, key: str) -> Any:
         return self._memo.get(key)
@@ -94,7 +101,11 @@ class VllmServer:
         """Learn the served model id from ``/v1/models`` (the first one when the profile names none)."""
         try:
             r = self.client.get("/v1/models")
-            ids = [m.get("id") for m in r.json().get("data", []) if isinstance(m, dict)] if r.status == 200 else []
+            ids = (
+                [m.get("id") for m in r.json().get("data", []) if isinstance(m, dict)]
+                if r.status == 200
+                else []
+            )
         except (ServerUnreachable, ValueError, AttributeError):
             ids = []  # the identity check reports it properly
         want = self.settings.expected_model_id
@@ -124,8 +135,13 @@ def start_server(settings: VllmSettings, log_dir: Path, api_key: str | None) -> 
     except LaunchError:
         report = proc.stop(settings.stop_grace_s)
         if report.leftover:
-            raise LaunchError(f"start failed, and {len(report.leftover)} process(es) of its group survived "
-                              f"SIGKILL: {report.leftover}", argv, log, log_tail(log)) from None
+            raise LaunchError(
+                f"start failed, and {len(report.leftover)} process(es) of its group survived "
+                f"SIGKILL: {report.leftover}",
+                argv,
+                log,
+                log_tail(log),
+            ) from None
         raise
     server = VllmServer(client, settings, proc)
     server.resolve_model()

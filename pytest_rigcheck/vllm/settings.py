@@ -14,9 +14,19 @@ from ..errors import ProfileError
 
 # The default launch command (the issue's "vllm serve MODEL --tensor-parallel-size N" plus flags);
 # {flags} expands to the profile's flags plus the ones derived from its keys (max_model_len, ...).
-DEFAULT_LAUNCH = "vllm serve {model} --tensor-parallel-size {tensor_parallel_size} --host {host} --port {port} {flags}"
-PLACEHOLDERS = ("model", "served_model_name", "tensor_parallel_size", "host", "port", "flags", "max_model_len",
-                "gpu_memory_utilization")
+DEFAULT_LAUNCH = (
+    "vllm serve {model} --tensor-parallel-size {tensor_parallel_size} --host {host} --port {port} {flags}"
+)
+PLACEHOLDERS = (
+    "model",
+    "served_model_name",
+    "tensor_parallel_size",
+    "host",
+    "port",
+    "flags",
+    "max_model_len",
+    "gpu_memory_utilization",
+)
 
 _FLOAT_KEYS: dict[str, tuple[float, float, str]] = {
     # key: (low, high, unit) -- inclusive bounds
@@ -37,8 +47,17 @@ _INT_KEYS: dict[str, tuple[int, int]] = {
     "decode_tokens": (2, 4096),
     "port": (1, 65535),
 }
-_STR_KEYS = ("model", "served_model_name", "launch", "url", "expect_version", "quantization", "kv_cache_dtype",
-             "model_config", "model_preset")
+_STR_KEYS = (
+    "model",
+    "served_model_name",
+    "launch",
+    "url",
+    "expect_version",
+    "quantization",
+    "kv_cache_dtype",
+    "model_config",
+    "model_preset",
+)
 _BOOL_KEYS = ("prefix_caching",)
 _TABLE_KEYS = ("env", "gpus")
 _LIST_KEYS = ("flags",)
@@ -121,20 +140,29 @@ class VllmSettings:
 
         Example::
 
-            >>> VllmSettings(launch=DEFAULT_LAUNCH, model="m", max_model_len=4096).launch_argv("127.0.0.1", 8000)
-            ['vllm', 'serve', 'm', '--tensor-parallel-size', '1', '--host', '127.0.0.1', '--port', '8000', '--max-model-len', '4096']
+            >>> s = VllmSettings(launch=DEFAULT_LAUNCH, model="m", max_model_len=4096)
+            >>> " ".join(s.launch_argv("127.0.0.1", 8000))
+            'vllm serve m --tensor-parallel-size 1 --host 127.0.0.1 --port 8000 --max-model-len 4096'
         """
         assert self.launch is not None
         flags = list(self.flags)
-        derived = [("--served-model-name", self.served_model_name), ("--max-model-len", self.max_model_len),
-                   ("--gpu-memory-utilization", self.gpu_memory_utilization)]
+        derived = [
+            ("--served-model-name", self.served_model_name),
+            ("--max-model-len", self.max_model_len),
+            ("--gpu-memory-utilization", self.gpu_memory_utilization),
+        ]
         for flag, value in derived:
             if value is not None and not any(f == flag or f.startswith(flag + "=") for f in flags):
                 flags += [flag, str(value)]
-        values = {"model": self.model or "", "served_model_name": self.served_model_name or self.model or "",
-                  "tensor_parallel_size": str(self.tensor_parallel_size), "host": host, "port": str(port),
-                  "max_model_len": str(self.max_model_len or ""),
-                  "gpu_memory_utilization": str(self.gpu_memory_utilization or "")}
+        values = {
+            "model": self.model or "",
+            "served_model_name": self.served_model_name or self.model or "",
+            "tensor_parallel_size": str(self.tensor_parallel_size),
+            "host": host,
+            "port": str(port),
+            "max_model_len": str(self.max_model_len or ""),
+            "gpu_memory_utilization": str(self.gpu_memory_utilization or ""),
+        }
         argv: list[str] = []
         for word in shlex.split(self.launch):
             if word == "{flags}":
@@ -154,8 +182,12 @@ def _check_template(where: str, key: str, template: str) -> None:
         raise ProfileError(where, key, template, f"a command line with {{placeholders}} ({exc})") from None
     bad = [n for n in names if n not in PLACEHOLDERS]
     if bad:
-        raise ProfileError(where, key, template, f"unknown placeholder {{{bad[0]}}}; known: "
-                           + ", ".join("{" + p + "}" for p in PLACEHOLDERS))
+        raise ProfileError(
+            where,
+            key,
+            template,
+            f"unknown placeholder {{{bad[0]}}}; known: " + ", ".join("{" + p + "}" for p in PLACEHOLDERS),
+        )
 
 
 def parse_vllm_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
@@ -170,7 +202,9 @@ def parse_vllm_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
     for key, value in raw.items():
         k = f"vllm.{key}"
         if key not in KNOWN_KEYS:
-            raise ProfileError(where, k, value, "unknown key; keys of [vllm] are " + ", ".join(sorted(KNOWN_KEYS)))
+            raise ProfileError(
+                where, k, value, "unknown key; keys of [vllm] are " + ", ".join(sorted(KNOWN_KEYS))
+            )
         if key in _FLOAT_KEYS:
             lo, hi, unit = _FLOAT_KEYS[key]
             if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
@@ -196,23 +230,33 @@ def parse_vllm_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
                 raise ProfileError(where, k, value, 'a list of strings, e.g. ["--enable-prefix-caching"]')
             out[key] = tuple(value)
         elif key == "env":
-            if not isinstance(value, dict) or not all(isinstance(v, str | int | float) for v in value.values()):
-                raise ProfileError(where, k, value, 'a table of strings, e.g. {VLLM_CPU_OMP_THREADS_BIND = "0|1"}')
+            if not isinstance(value, dict) or not all(
+                isinstance(v, str | int | float) for v in value.values()
+            ):
+                raise ProfileError(
+                    where, k, value, 'a table of strings, e.g. {VLLM_CPU_OMP_THREADS_BIND = "0|1"}'
+                )
             out[key] = {str(a): str(b) for a, b in value.items()}
         elif key == "gpus":
             out[key] = parse_gpu_table(value, where)
     if "launch" in out:
         _check_template(where, "vllm.launch", out["launch"])
         if "{port}" not in out["launch"] and "port" not in out:
-            raise ProfileError(where, "vllm.launch", out["launch"],
-                               "a template with {port} (the port rigcheck picks), or set vllm.port to the fixed port")
+            raise ProfileError(
+                where,
+                "vllm.launch",
+                out["launch"],
+                "a template with {port} (the port rigcheck picks), or set vllm.port to the fixed port",
+            )
     return out
 
 
 def parse_gpu_table(value: object, where: str) -> tuple[GpuMemory, ...]:
     """``[vllm.gpus]``: ``"0" = {name = "RTX 3080", total_gib = 10, used_gib = 1.2}``, one entry per GPU."""
     if not isinstance(value, dict):
-        raise ProfileError(where, "vllm.gpus", value, 'a table: "0" = {name = "...", total_gib = 10, used_gib = 1.2}')
+        raise ProfileError(
+            where, "vllm.gpus", value, 'a table: "0" = {name = "...", total_gib = 10, used_gib = 1.2}'
+        )
     gpus = []
     for idx, entry in value.items():
         k = f"vllm.gpus.{idx}"
@@ -221,10 +265,15 @@ def parse_gpu_table(value: object, where: str) -> tuple[GpuMemory, ...]:
         if not isinstance(entry, dict) or not {"total_gib", "used_gib"} <= set(entry):
             raise ProfileError(where, k, entry, "a table with total_gib and used_gib (and optional name)")
         total, used = entry["total_gib"], entry["used_gib"]
-        if not all(isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 for x in (total, used)) \
-                or used > total or total <= 0:
+        if (
+            not all(isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 for x in (total, used))
+            or used > total
+            or total <= 0
+        ):
             raise ProfileError(where, k, entry, "total_gib > 0 and 0 <= used_gib <= total_gib (GiB)")
-        gpus.append(GpuMemory(int(idx), str(entry.get("name", f"GPU{idx}")), int(total * 2**30), int(used * 2**30)))
+        gpus.append(
+            GpuMemory(int(idx), str(entry.get("name", f"GPU{idx}")), int(total * 2**30), int(used * 2**30))
+        )
     return tuple(sorted(gpus, key=lambda g: g.index))
 
 

@@ -32,8 +32,11 @@ from dataclasses import dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-WORDS = ("the sea is calm and blue under a clear sky while small boats drift toward the harbor as gulls "
-         "circle above the quiet town and fishermen mend their nets before evening light fades").split()
+SENTENCE = (
+    "the sea is calm and blue under a clear sky while small boats drift toward the harbor as gulls circle "
+    "above the quiet town and fishermen mend their nets before evening light fades"
+)
+WORDS = tuple(SENTENCE.split())
 
 
 @dataclass
@@ -119,7 +122,12 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
                 return
             path = self.path.split("?")[0]
             if path == "/v1/models":
-                card: dict[str, Any] = {"id": cfg.model, "object": "model", "owned_by": "fake", "root": cfg.model}
+                card: dict[str, Any] = {
+                    "id": cfg.model,
+                    "object": "model",
+                    "owned_by": "fake",
+                    "root": cfg.model,
+                }
                 if cfg.extras:
                     card["max_model_len"] = cfg.max_model_len
                 self._json(200, {"object": "list", "data": [card]})
@@ -134,22 +142,29 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
 
         def _metrics(self) -> str:
             m = f'model_name="{cfg.model}",engine="0"'
-            return "\n".join([
-                "# HELP vllm:num_requests_running Number of requests in model execution batches.",
-                "# TYPE vllm:num_requests_running gauge",
-                f"vllm:num_requests_running{{{m}}} {float(state.running)}",
-                "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{{{m}}} 0.0",
-                "# TYPE vllm:kv_cache_usage_perc gauge", f"vllm:kv_cache_usage_perc{{{m}}} {0.01 * state.running}",
-                "# TYPE vllm:num_preemptions_total counter", f"vllm:num_preemptions_total{{{m}}} {float(state.preemptions)}",
-                "# TYPE vllm:prefix_cache_queries_total counter",
-                f"vllm:prefix_cache_queries_total{{{m}}} {float(state.prefix_queries)}",
-                "# TYPE vllm:prefix_cache_hits_total counter",
-                f"vllm:prefix_cache_hits_total{{{m}}} {float(state.prefix_hits)}",
-                "# TYPE vllm:request_success_total counter",
-                f'vllm:request_success_total{{{m},finished_reason="length"}} {float(state.success)}',
-                "# TYPE vllm:cache_config_info gauge",
-                f'vllm:cache_config_info{{enable_prefix_caching="{cfg.prefix_caching}",gpu_memory_utilization="0.9"}} 1.0',
-                ""])
+            return "\n".join(
+                [
+                    "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+                    "# TYPE vllm:num_requests_running gauge",
+                    f"vllm:num_requests_running{{{m}}} {float(state.running)}",
+                    "# TYPE vllm:num_requests_waiting gauge",
+                    f"vllm:num_requests_waiting{{{m}}} 0.0",
+                    "# TYPE vllm:kv_cache_usage_perc gauge",
+                    f"vllm:kv_cache_usage_perc{{{m}}} {0.01 * state.running}",
+                    "# TYPE vllm:num_preemptions_total counter",
+                    f"vllm:num_preemptions_total{{{m}}} {float(state.preemptions)}",
+                    "# TYPE vllm:prefix_cache_queries_total counter",
+                    f"vllm:prefix_cache_queries_total{{{m}}} {float(state.prefix_queries)}",
+                    "# TYPE vllm:prefix_cache_hits_total counter",
+                    f"vllm:prefix_cache_hits_total{{{m}}} {float(state.prefix_hits)}",
+                    "# TYPE vllm:request_success_total counter",
+                    f'vllm:request_success_total{{{m},finished_reason="length"}} {float(state.success)}',
+                    "# TYPE vllm:cache_config_info gauge",
+                    f'vllm:cache_config_info{{enable_prefix_caching="{cfg.prefix_caching}",'
+                    'gpu_memory_utilization="0.9"} 1.0',
+                    "",
+                ]
+            )
 
         # -- POST -------------------------------------------------------------------------------
         def do_POST(self) -> None:  # noqa: N802
@@ -176,9 +191,12 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
             n_prompt = _tokens_of(prompt) + (8 if chat else 0)  # a chat template adds a few tokens
             max_tokens = int(body.get("max_tokens") or 16)
             if n_prompt + max_tokens > cfg.max_model_len:
-                self._error(400, f"This model's maximum context length is {cfg.max_model_len} tokens. However, "
-                                 f"you requested {n_prompt + max_tokens} tokens ({n_prompt} in the messages, "
-                                 f"{max_tokens} in the completion).")
+                self._error(
+                    400,
+                    f"This model's maximum context length is {cfg.max_model_len} tokens. However, "
+                    f"you requested {n_prompt + max_tokens} tokens ({n_prompt} in the messages, "
+                    f"{max_tokens} in the completion).",
+                )
                 return
             with state.lock:
                 state.generations += 1
@@ -197,15 +215,28 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
                         os._exit(137)  # killed mid-request: no answer at all
                     time.sleep(cfg.ttft_s + cfg.token_s * max(0, len(tokens) - 1))
                     text = "".join(tokens)
-                    choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if len(tokens) >= max_tokens else "stop"}
+                    choice: dict[str, Any] = {
+                        "index": 0,
+                        "finish_reason": "length" if len(tokens) >= max_tokens else "stop",
+                    }
                     if chat:
                         choice["message"] = {"role": "assistant", "content": text}
                     else:
                         choice["text"] = text
-                    self._json(200, {"id": "fake-1", "object": "chat.completion" if chat else "text_completion",
-                                     "model": cfg.model, "choices": [choice],
-                                     "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(tokens),
-                                               "total_tokens": n_prompt + len(tokens)}})
+                    self._json(
+                        200,
+                        {
+                            "id": "fake-1",
+                            "object": "chat.completion" if chat else "text_completion",
+                            "model": cfg.model,
+                            "choices": [choice],
+                            "usage": {
+                                "prompt_tokens": n_prompt,
+                                "completion_tokens": len(tokens),
+                                "total_tokens": n_prompt + len(tokens),
+                            },
+                        },
+                    )
                 with state.lock:
                     state.success += 1
             finally:
@@ -214,7 +245,7 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
 
         def _prefix_cache(self, prompt: str) -> int:
             """Uncached prompt tokens, with a block cache of 64-character blocks (leading blocks only)."""
-            blocks = [prompt[i:i + 64] for i in range(0, len(prompt) - len(prompt) % 64, 64)]
+            blocks = [prompt[i : i + 64] for i in range(0, len(prompt) - len(prompt) % 64, 64)]
             keys, h = [], hashlib.sha256()
             for b in blocks:
                 h.update(b.encode())
@@ -228,7 +259,7 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
                 state.blocks.update(keys)
             state.prefix_queries += _tokens_of(prompt)
             state.prefix_hits += _tokens_of("".join(blocks[:hit])) if hit else 0
-            return _tokens_of(prompt[hit * 64:])
+            return _tokens_of(prompt[hit * 64 :])
 
         def _tokens(self, prompt: str, body: dict[str, Any], max_tokens: int) -> list[str]:
             if cfg.garbage:
@@ -240,7 +271,9 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
             n = max(min_tokens, min(max_tokens, 24))
             return [" " + WORDS[(seed + i) % len(WORDS)] for i in range(n)]
 
-        def _stream(self, chat: bool, tokens: list[str], n_prompt: int, body: dict[str, Any], die: bool) -> None:
+        def _stream(
+            self, chat: bool, tokens: list[str], n_prompt: int, body: dict[str, Any], die: bool
+        ) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Transfer-Encoding", "chunked")
@@ -267,7 +300,7 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
                 if die and i == len(tokens) // 2:
                     os._exit(137)  # killed mid-stream
                 if cfg.bad_sse and i == 2:
-                    payload = b"data: {\"choices\": [{\"delta\": {\"content\": \"x\"\n\n"
+                    payload = b'data: {"choices": [{"delta": {"content": "x"\n\n'
                     self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n0\r\n\r\n")
                     self.wfile.flush()
                     return
@@ -277,9 +310,19 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
                 event(chunk(tok, "length" if last else None))
             opts = body.get("stream_options") or {}
             if cfg.extras and opts.get("include_usage"):
-                event({"id": "fake-1", "object": "chat.completion.chunk", "model": cfg.model, "choices": [],
-                       "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(tokens),
-                                 "total_tokens": n_prompt + len(tokens)}})
+                event(
+                    {
+                        "id": "fake-1",
+                        "object": "chat.completion.chunk",
+                        "model": cfg.model,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": n_prompt,
+                            "completion_tokens": len(tokens),
+                            "total_tokens": n_prompt + len(tokens),
+                        },
+                    }
+                )
             event("[DONE]")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
@@ -326,7 +369,9 @@ MODES: dict[str, dict[str, Any]] = {
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: serve one fake server in the foreground (what a launch template runs)."""
-    ap = argparse.ArgumentParser(prog="python -m pytest_rigcheck.vllm.testing", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m pytest_rigcheck.vllm.testing", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--mode", choices=[*MODES, "never-ready", "exit-early"], default="good")
@@ -334,18 +379,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--api-key-env", default=None)
     ap.add_argument("--start-delay", type=float, default=0.0, help="seconds before listening (model loading)")
-    ap.add_argument("--ttft-s", type=float, default=None, help="delay before the first token (overrides the mode's)")
+    ap.add_argument(
+        "--ttft-s", type=float, default=None, help="delay before the first token (overrides the mode's)"
+    )
     ap.add_argument("--token-s", type=float, default=None, help="delay between tokens (overrides the mode's)")
-    ap.add_argument("--die-after", type=int, default=None, help="exit mid-request in the Nth generation request")
-    ap.add_argument("--spawn-child", action="store_true", help="start an 'engine' child in the same process group")
-    ap.add_argument("--child-ignores-term", action="store_true", help="the child ignores SIGTERM (needs SIGKILL)")
+    ap.add_argument(
+        "--die-after", type=int, default=None, help="exit mid-request in the Nth generation request"
+    )
+    ap.add_argument(
+        "--spawn-child", action="store_true", help="start an 'engine' child in the same process group"
+    )
+    ap.add_argument(
+        "--child-ignores-term", action="store_true", help="the child ignores SIGTERM (needs SIGKILL)"
+    )
     ap.add_argument("--ignore-term", action="store_true", help="this server ignores SIGTERM (needs SIGKILL)")
     args, unknown = ap.parse_known_args(argv)  # vLLM-style flags from a template ({flags}) are ignored
     print(f"fake-server: pid {os.getpid()} mode {args.mode} ignoring {unknown}", flush=True)
     if args.spawn_child:
-        code = ("import signal, time\n"
-                + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if args.child_ignores_term else "")
-                + "time.sleep(3600)\n")
+        code = (
+            "import signal, time\n"
+            + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if args.child_ignores_term else "")
+            + "time.sleep(3600)\n"
+        )
         child = subprocess.Popen([sys.executable, "-c", code])
         print(f"fake-server: engine child pid {child.pid}", flush=True)
     if args.ignore_term:
@@ -361,8 +416,13 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(1)
     time.sleep(args.start_delay)
     known = {f.name for f in fields(FakeConfig)}
-    cfg = FakeConfig(model=args.model, max_model_len=args.max_model_len, api_key_env=args.api_key_env, log_requests=True,
-                     **{k: v for k, v in MODES[args.mode].items() if k in known})
+    cfg = FakeConfig(
+        model=args.model,
+        max_model_len=args.max_model_len,
+        api_key_env=args.api_key_env,
+        log_requests=True,
+        **{k: v for k, v in MODES[args.mode].items() if k in known},
+    )
     for name in ("ttft_s", "token_s", "die_after"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))

@@ -15,8 +15,13 @@ RTX3080_DESKTOP = (0, "NVIDIA GeForce RTX 3080", 10 * GIB, int(1.1 * GIB))  # Xo
 class TestSpec:
     @pytest.mark.parametrize(
         ("name", "billions"),
-        [("deepseek-r1-distill-qwen-7b", 7.62), ("llama-3.1-8b-instruct", 8.03), ("llama-3.3-70b-instruct", 70.55),
-         ("qwen2.5-32b-instruct", 32.76), ("smollm2-135m-instruct", 0.13)],
+        [
+            ("deepseek-r1-distill-qwen-7b", 7.62),
+            ("llama-3.1-8b-instruct", 8.03),
+            ("llama-3.3-70b-instruct", 70.55),
+            ("qwen2.5-32b-instruct", 32.76),
+            ("smollm2-135m-instruct", 0.13),
+        ],
     )
     def test_preset_params(self, name, billions):
         """Presets' parameter counts match the published model sizes."""
@@ -29,9 +34,18 @@ class TestSpec:
 
     def test_from_config_json(self, tmp_path):
         """A config.json gives the same shape as the preset; quantization_config sets the weight dtype."""
-        cfg = {"model_type": "qwen2", "hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28,
-               "num_key_value_heads": 4, "intermediate_size": 18944, "vocab_size": 152064,
-               "tie_word_embeddings": False, "torch_dtype": "bfloat16", "max_position_embeddings": 131072}
+        cfg = {
+            "model_type": "qwen2",
+            "hidden_size": 3584,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+            "intermediate_size": 18944,
+            "vocab_size": 152064,
+            "tie_word_embeddings": False,
+            "torch_dtype": "bfloat16",
+            "max_position_embeddings": 131072,
+        }
         (tmp_path / "config.json").write_text(json.dumps(cfg))
         spec = load_spec(str(tmp_path))
         assert (spec.params, spec.kv_heads, spec.head_dim, spec.dtype) == (R1_7B.params, 4, 128, "bfloat16")
@@ -51,21 +65,24 @@ class TestSpec:
 
 class TestGate:
     def test_seed_case_fails_with_numbers(self):
-        """DeepSeek-R1-Distill-Qwen-7B on a 10 GB RTX 3080 driving a display does not fit, and says why in GiB."""
+        """The seed's model on a 10 GB RTX 3080 driving a display does not fit; it says why in GiB."""
         r = check_model_fit(R1_7B, [RTX3080_DESKTOP], context=16384, gpu_memory_utilization=0.9)
         assert not r.ok
         text = str(r)
         assert "free 8.90 GiB < gpu_memory_utilization 0.9 x total 10.00 GiB = 9.00 GiB" in text
-        assert "weights 14.19 GiB" in text and "KV cache 0.88 GiB" in text
+        assert "weights 14.19 GiB" in text
+        assert "KV cache 0.88 GiB" in text
         assert "56.0 KiB/token" in text
         assert "lower --gpu-memory-utilization to 0.89" in text
 
     def test_seed_case_quantized_weights_fit_kv_does_not(self):
         """With 8-bit weights the weights fit, and the KV cache at the model's full context does not."""
         r = check_model_fit(R1_7B, [(0, "RTX 3080", 10 * GIB, int(0.9 * GIB))], quantization="fp8")
-        assert not r.ok and r.context == 131072
+        assert not r.ok
+        assert r.context == 131072
         assert any("KV cache for 131072 tokens" in p for p in r.problems)
-        assert r.max_context_fit is not None and 16000 < r.max_context_fit < 17000
+        assert r.max_context_fit is not None
+        assert 16000 < r.max_context_fit < 17000
         assert any("--max-model-len to 16896" in f for f in r.fixes)
 
     def test_fits_on_a_big_gpu(self):

@@ -32,17 +32,20 @@ class TestServerProcess:
             assert len(group_members(proc.pid)) == 2
         finally:
             report = proc.stop(grace_s=10)
-        assert report.leftover == [] and report.killed is False and report.returncode == 0
+        assert report.leftover == []
+        assert report.killed is False
+        assert report.returncode == 0
 
     def test_sigkill_after_grace(self, tmp_path, tag):
-        """A server whose engine child ignores SIGTERM is SIGKILLed after the grace period; nothing is left."""
+        """An engine child that ignores SIGTERM is SIGKILLed after the grace period; nothing is left."""
         proc, client = _proc(tmp_path, "good", tag, "--spawn-child", "--child-ignores-term", "--ignore-term")
         proc.start()
         proc.wait_ready(client, 30)
         time.sleep(0.3)
         t0 = time.monotonic()
         report = proc.stop(grace_s=1.0)
-        assert report.killed and report.leftover == []
+        assert report.killed
+        assert report.leftover == []
         assert 1.0 <= time.monotonic() - t0 < 8
         assert not processes_with(tag)
 
@@ -56,7 +59,9 @@ class TestServerProcess:
         assert time.monotonic() - t0 < 15
         msg = str(info.value)
         assert "exited with code 1 before it was ready" in msg
-        assert "CUDA out of memory" in msg and "command:" in msg and str(tmp_path / "server.log") in msg
+        assert "CUDA out of memory" in msg
+        assert "command:" in msg
+        assert str(tmp_path / "server.log") in msg
         proc.stop(1)
 
     def test_never_ready_hits_deadline(self, tmp_path, tag):
@@ -67,7 +72,8 @@ class TestServerProcess:
             with pytest.raises(LaunchError) as info:
                 proc.wait_ready(client, 2.0, poll_s=0.2)
             msg = str(info.value)
-            assert "not ready after 2 s" in msg and "connection refused" in msg
+            assert "not ready after 2 s" in msg
+            assert "connection refused" in msg
             assert "loading model weights" in msg
         finally:
             report = proc.stop(grace_s=5)

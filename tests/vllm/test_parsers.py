@@ -86,22 +86,32 @@ class TestPrometheus:
         m = parse_prometheus(VLLM_METRICS)
         assert m.is_vllm
         assert m.total("vllm:num_preemptions_total") == 3.0
-        assert m.first_of(("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")) == ("vllm:gpu_cache_usage_perc", 0.25)
+        assert m.first_of(("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")) == (
+            "vllm:gpu_cache_usage_perc",
+            0.25,
+        )
         assert m.types["vllm:num_requests_running"] == "gauge"
         assert m.labels_of("vllm:cache_config_info")["path"] == 'a\\b "q"'
         assert m.samples["vllm:time_to_first_token_seconds_bucket"][0].labels["le"] == "+Inf"
         assert m.total("process_start_time_seconds") == 1.7e9
         assert m.total("absent") is None
 
-    @pytest.mark.parametrize(("value", "expected"), [("+Inf", math.inf), ("-Inf", -math.inf), ("1e3", 1000.0)])
+    @pytest.mark.parametrize(
+        ("value", "expected"), [("+Inf", math.inf), ("-Inf", -math.inf), ("1e3", 1000.0)]
+    )
     def test_special_values(self, value, expected):
         """+Inf, -Inf and exponents are numbers."""
         assert parse_prometheus(f"x {value}\n").total("x") == expected
 
     @pytest.mark.parametrize(
         ("text", "match"),
-        [("", "no samples"), ("<html>nope</html>", "line 1"), ("x{a=1} 1", "bad label"), ("x abc", "not a number"),
-         ("# only comments\n", "no samples")],
+        [
+            ("", "no samples"),
+            ("<html>nope</html>", "line 1"),
+            ("x{a=1} 1", "bad label"),
+            ("x abc", "not a number"),
+            ("# only comments\n", "no samples"),
+        ],
     )
     def test_rejects(self, text, match):
         """Anything else raises MetricsError naming the line."""
@@ -116,7 +126,15 @@ class TestPrometheus:
 class TestDegenerate:
     @pytest.mark.parametrize(
         "text",
-        ["", "   \n", "!!!!", "Sure!!!!!!!!", "的" * 20, "the the the the the the the", "\ufffd\ufffd\ufffd x"],
+        [
+            "",
+            "   \n",
+            "!!!!",
+            "Sure!!!!!!!!",
+            "的" * 20,
+            "the the the the the the the",
+            "\ufffd\ufffd\ufffd x",
+        ],
     )
     def test_degenerate(self, text):
         """Empty output, '!!!!' runs, single characters or words repeated are degenerate."""
@@ -124,8 +142,14 @@ class TestDegenerate:
 
     @pytest.mark.parametrize(
         "text",
-        ["Paris.", "The capital of France is Paris!", "The sea is calm. The sea is blue. The sea is wide.",
-         "Wow!!! Really?", "---- a table ----", "ok ok ok"],
+        [
+            "Paris.",
+            "The capital of France is Paris!",
+            "The sea is calm. The sea is blue. The sea is wide.",
+            "Wow!!! Really?",
+            "---- a table ----",
+            "ok ok ok",
+        ],
     )
     def test_ordinary(self, text):
         """Ordinary text, even a repetitive small model's, is not degenerate."""
@@ -135,7 +159,13 @@ class TestDegenerate:
 class TestSizes:
     @pytest.mark.parametrize(
         ("text", "size"),
-        [("10GiB", 10 * 2**30), ("9216MiB", 9216 * 2**20), ("10GB", 10**10), ("1.5", int(1.5 * 2**30)), ("512 mib", 2**29)],
+        [
+            ("10GiB", 10 * 2**30),
+            ("9216MiB", 9216 * 2**20),
+            ("10GB", 10**10),
+            ("1.5", int(1.5 * 2**30)),
+            ("512 mib", 2**29),
+        ],
     )
     def test_parse_size(self, text, size):
         """Sizes accept binary and decimal units; a bare number is GiB."""

