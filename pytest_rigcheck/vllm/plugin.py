@@ -182,7 +182,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     if RIG_SESSION not in config.stash or not config.stash[RIG_SESSION].enabled:
         return
-    config.stash[SETTINGS_KEY] = resolve_settings(config, _first_profile(config))
+    settings = config.stash[SETTINGS_KEY] = resolve_settings(config, _first_profile(config))
+    # One server, measured: parallel workers would each start their own (GPU memory twice) or share it
+    # and skew every timing. The controller refuses before any worker starts (workers have "workerinput").
+    workers = getattr(config.option, "numprocesses", None)
+    if settings.configured and workers and not hasattr(config, "workerinput"):
+        raise pytest.UsageError(
+            f"the vLLM checks ({settings.url_source or settings.launch_source}) measure one server and must "
+            f"not run in parallel, but -n {workers} was given: run them with -n0 (or -p no:xdist)"
+        )
 
 
 def settings_of(config: pytest.Config) -> VllmSettings:

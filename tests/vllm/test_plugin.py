@@ -71,6 +71,13 @@ class TestOptions:
         assert result.ret == pytest.ExitCode.USAGE_ERROR
         result.stderr.fnmatch_lines([match])
 
+    def test_xdist_refused(self, pytester):
+        """With a server configured, -n N is refused: one server, measured, must not be shared by workers."""
+        pytest.importorskip("xdist")
+        result = run(pytester, URL_OPTION, "http://127.0.0.1:9", "-n", "2", str(E2E))
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["*measure one server and must not run in parallel*-n 2*-n0*"])
+
     def test_bad_url_is_usage_error(self, pytester):
         """A URL that is not http(s) is a usage error naming the option."""
         result = run(pytester, URL_OPTION, "localhost:8000", str(E2E))
