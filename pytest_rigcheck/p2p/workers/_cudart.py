@@ -120,7 +120,9 @@ class Cudart:
     def pci_bus_id(self, dev: int) -> str:
         buf = ctypes.create_string_buffer(32)
         self.check("cudaDeviceGetPCIBusId", self.lib.cudaDeviceGetPCIBusId(buf, 32, dev))
-        return buf.value.decode().lower()
+        # "0000:17:00.0" (some runtimes print an 8-digit domain): spelled as sysfs does, 4-digit domain.
+        dom, bus, rest = buf.value.decode().lower().split(":")
+        return f"{int(dom, 16):04x}:{bus}:{rest}"
 
     def attribute(self, attr: int, dev: int) -> int:
         out = ctypes.c_int(0)

@@ -247,7 +247,9 @@ def main() -> int:
                 med, got = reading(lambda: uni(i, j, lat_elems, lat_repeat, 3.0) * 1e3 / lat_repeat)
                 out[key]["control_latency_us"], out[key]["control_latency_trials"] = med, got
 
+            started = time.perf_counter()
             guarded(key, control)
+            out[key]["control_elapsed_s"] = round(time.perf_counter() - started, 4)
     # 2. Peer access on, both ways, for every pair that can.
     for a, b in pairs:
         if access[(a, b)]:
@@ -257,6 +259,7 @@ def main() -> int:
 
         def measure(i: int = i, j: int = j, key: str = key) -> None:
             r = out[key]
+            started = time.perf_counter()
             if "unidir" in modes:
                 poison(j)
                 r["unidir_gbps"], r["unidir_trials"] = reading(lambda: gb / (uni(i, j, elems, repeat, 1.0) / 1e3))
@@ -271,6 +274,7 @@ def main() -> int:
                 r["latency_us"], r["latency_trials"] = reading(
                     lambda: uni(i, j, lat_elems, lat_repeat, 3.0) * 1e3 / lat_repeat)
                 r["latency_verified"] = verify(j, i + 1, lat_elems)
+            r["elapsed_s"] = round(time.perf_counter() - started, 4)
 
         guarded(key, measure)
     result["pairs"].update(out)
@@ -286,6 +290,7 @@ def main() -> int:
             d = index[g]
             info = result["devices"][g]
             s = streams[d][0]
+            started = time.perf_counter()
             try:
                 poison(d)
                 info["h2d_gbps"], info["h2d_trials"] = reading(lambda: gb / (timed(d, s, lambda: [
@@ -298,6 +303,7 @@ def main() -> int:
                     rt.memcpy_async(host_dst.data_ptr(), dst[d].data_ptr(), nbytes, CUDA_MEMCPY_DEVICE_TO_HOST,
                                     s.cuda_stream) for _ in range(repeat)], 1.0) / 1e3))
                 info["d2h_verified"] = bool(torch.equal(host_dst, host_src))
+                info["elapsed_s"] = round(time.perf_counter() - started, 4)
             except Exception as exc:  # noqa: BLE001 - recorded per GPU
                 info.setdefault("errors", []).append(f"{type(exc).__name__}: {exc}")
     torch.cuda.synchronize()
