@@ -16,13 +16,16 @@ from pytest_rigcheck.vllm import checks
 pytestmark = [pytest.mark.rig_vllm, pytest.mark.rig_live]
 
 
-def test_served_model(rig_vllm_server, rig_check):
+def test_served_model(rig_vllm_server, rig_check, record_testsuite_property):
     verdict = rig_check(checks.served_model(rig_vllm_server))
+    # The rollout record: what was served, for the whole run's results.
+    record_testsuite_property("vllm_served_model_id", verdict.properties.get("served_model_id"))
     assert verdict.ok, str(verdict)
 
 
-def test_version(rig_vllm_server, rig_check):
+def test_version(rig_vllm_server, rig_check, record_testsuite_property):
     verdict = rig_check(checks.version(rig_vllm_server))
+    record_testsuite_property("vllm_version", verdict.properties.get("vllm_version"))
     assert verdict.ok, str(verdict)
 
 

@@ -104,6 +104,7 @@ class TestRunningServer:
             )
         result.assert_outcomes(passed=E2E_TESTS)
         xml = (pytester.path / "junit.xml").read_text()
+        assert '<property name="vllm_served_model_id" value="org/served"' in xml  # the run's rollout record
         for prop in (
             "served_model_id",
             "vllm_version",
