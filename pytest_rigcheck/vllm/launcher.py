@@ -102,6 +102,7 @@ class StopReport:
     seconds: float
     killed: bool
     leftover: list[tuple[int, str, str]]
+    pids: frozenset[int] = frozenset()  # every pid of the group seen before the stop (for the GPU check)
 
 
 class ServerProcess:
@@ -224,6 +225,7 @@ class ServerProcess:
         if self.stop_report is not None:
             return self.stop_report
         pgid = self.proc.pid  # start_new_session: the leader's pid is the group id
+        pids = frozenset([pgid, *(p for p, _, _ in group_members(pgid))])
         t0 = time.monotonic()
         killed = False
         _killpg(pgid, signal.SIGTERM)
@@ -242,7 +244,7 @@ class ServerProcess:
         while left and time.monotonic() < end:
             time.sleep(0.1)
             left = group_members(pgid)
-        self.stop_report = StopReport(self.proc.poll(), time.monotonic() - t0, killed, left)
+        self.stop_report = StopReport(self.proc.poll(), time.monotonic() - t0, killed, left, pids)
         return self.stop_report
 
 

@@ -273,6 +273,19 @@ def rig_vllm_server(
                 "sleep (state D) points at a hung GPU driver",
                 pytrace=False,
             )
+        from .gpumem import gpu_holders
+
+        holders = gpu_holders(report.pids)
+        record_testsuite_property(
+            "vllm_gpu_memory_released", "n/a (no NVML)" if holders is None else not holders
+        )
+        if holders:
+            pytest.fail(
+                f"{server.describe()}: stopped, but its processes still hold GPU memory: "
+                f"{'; '.join(holders)}\n"
+                "  fix: nvidia-smi shows them; a process stuck in the driver needs a GPU reset or a reboot",
+                pytrace=False,
+            )
 
 
 def gpus_from_rig_gpus(rig_gpus: Any) -> list[GpuMemory]:

@@ -91,3 +91,62 @@ class TestServerProcess:
         log.write_text("\n".join(f"line {i}" for i in range(100)))
         assert log_tail(log, 3) == "line 97\nline 98\nline 99"
         assert log_tail(tmp_path / "missing") == ""
+
+
+class FakeGpu:
+    def __init__(self, index, name, processes):
+        self.index, self.name, self._p = index, name, processes
+
+    def get(self, key):
+        return self._p if key == "processes" else None
+
+
+class FakeNvml:
+    """Stands in for LiveNvml: ``system()`` lists GPUs with their processes."""
+
+    def __init__(self, gpus):
+        self._gpus = gpus
+
+    def system(self):
+        return type("S", (), {"gpus": self._gpus})()
+
+    def close(self):
+        pass
+
+
+class TestGpuMemoryReleased:
+    def test_holders_named(self):
+        """A pid of the stopped group still on a GPU is reported with the GPU and the memory it holds."""
+        from pytest_rigcheck.vllm.gpumem import gpu_holders
+
+        gpus = [
+            FakeGpu(0, "H100", [{"pid": 42, "name": "VLLM::EngineCore", "used_b": 70 * 2**30}, {"pid": 7}])
+        ]
+        left = gpu_holders({42, 43}, lambda: FakeNvml(gpus), wait_s=0)
+        assert left == ["GPU0 (H100): pid 42 (VLLM::EngineCore) holds 71680 MiB"]
+
+    def test_released(self):
+        """No pid of the group on any GPU: nothing reported."""
+        from pytest_rigcheck.vllm.gpumem import gpu_holders
+
+        assert gpu_holders({42}, lambda: FakeNvml([FakeGpu(0, "H100", [{"pid": 7}])]), wait_s=0) == []
+
+    def test_no_nvml_is_none(self):
+        """Without NVML (CPU machine) the answer is None: neither released nor held."""
+        from pytest_rigcheck.errors import RigcheckError
+        from pytest_rigcheck.vllm.gpumem import gpu_holders
+
+        def unavailable():
+            raise RigcheckError("no NVIDIA driver")
+
+        assert gpu_holders({1}, unavailable) is None
+
+    def test_stop_report_lists_group_pids(self, tmp_path, tag):
+        """The stop report keeps every pid of the group seen before the stop, engine children included."""
+        proc, client = _proc(tmp_path, "good", tag, "--spawn-child")
+        proc.start()
+        proc.wait_ready(client, 30)
+        time.sleep(0.3)
+        report = proc.stop(5)
+        assert proc.pid in report.pids
+        assert len(report.pids) == 2
