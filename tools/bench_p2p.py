@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay", type=Path, help="a saved result (p2p.json form) instead of measuring")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--logs", type=Path, help="append every worker's log (NCCL_DEBUG=INFO) to this file")
     a = ap.parse_args(argv)
     if a.replay:
         data = json.loads(a.replay.read_text())
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         rig = Rig.live(Profile())
         gpus = [g.bdf for g in rig.pcie.gpus]
         t = time.monotonic()
-        data = measure.run(gpus, timeout_s=a.timeout)
+        data = measure.run(gpus, timeout_s=a.timeout, log_file=a.logs)
         data["bench_wall_s"] = time.monotonic() - t
     rows = compare(data, a.p2pblt.read_text() if a.p2pblt else None, a.allreduce.read_text() if a.allreduce else None)
     model = cost_model(data)

@@ -23,7 +23,7 @@ DEFAULT_SIZES = [8 * 4**k for k in range(14)]  # 8 B .. 512 MiB, x4: nccl-tests 
 JUDGED_BYTES = 536870912
 SETTINGS = {"elems": 40_000_000, "repeat": 5, "trials": 3, "lat_repeat": 100, "lat_elems": 4}
 NCCL_SETTINGS = {"warmup": 5, "iters": 20}
-_VIA = re.compile(r"NCCL INFO .*?Channel \d+/\d+ : \d+\[\d+\] -> \d+\[\d+\] (?:\[\w+\] )?via (\S+)")
+_VIA = re.compile(r"NCCL INFO .*?Channel \d+(?:/\d+)? : \d+\[\w+\] -> \d+\[\w+\] (?:\[\w+\] )?via (\S+)")
 _VERSION = re.compile(r"NCCL version (\S+)")
 
 
@@ -91,7 +91,7 @@ def _run_info(o: PhaseOutcome) -> dict[str, Any]:
 def run(gpus: list[str], *, pairs: list[tuple[str, str]] | None = None, host: bool = True,
         modes: list[str] | None = None, groups: list[list[str]] | None = None, sizes: list[int] | None = None,
         control: bool = True, ipc: bool = True, p2p: bool = True, timeout_s: float = 120.0,
-        python: str | None = None, keep_dir: Path | None = None) -> dict[str, Any]:
+        python: str | None = None, keep_dir: Path | None = None, log_file: Path | None = None) -> dict[str, Any]:
     """Measure and return a ``p2p.json`` dict (without origin). ``groups`` default: all ``gpus`` as one."""
     t0 = time.monotonic()
     groups = groups if groups is not None else ([gpus] if len(gpus) > 1 else [])
@@ -117,6 +117,10 @@ def run(gpus: list[str], *, pairs: list[tuple[str, str]] | None = None, host: bo
                     outcomes[phase] = launcher.run_phase(phase)
         logs = {w.name: (w.log_path.read_text("utf-8", "replace").splitlines() if w.log_path and w.log_path.is_file()
                          else []) for w in workers}
+    if log_file is not None:
+        with open(log_file, "a", encoding="utf-8") as f:
+            for name, lines in logs.items():
+                f.write("".join(f"[{name}] {line}\n" for line in lines))
     data: dict[str, Any] = {"format": FORMAT, "definitions": DEFINITIONS, "gpus": {}, "pairs": {},
                             "nccl": {"groups": {}}, "runs": {k: _run_info(o) for k, o in outcomes.items()}}
     if "p2p" in outcomes:

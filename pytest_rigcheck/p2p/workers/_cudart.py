@@ -84,10 +84,12 @@ class Cudart:
         self.lib = lib
 
     def check(self, call: str, code: int, ok: tuple[int, ...] = ()) -> int:
-        if code != 0 and code not in ok:
-            text = (self.lib.cudaGetErrorString(code) or b"?").decode()
-            self.lib.cudaGetLastError()  # clear the sticky-free error so later calls report their own
-            raise CudaError(call, code, text)
+        if code != 0:
+            # Clear the runtime's last-error slot even for an accepted code (704/705): torch reads that slot
+            # after its next kernel launch and would raise our harmless "already enabled" as its own error.
+            self.lib.cudaGetLastError()
+            if code not in ok:
+                raise CudaError(call, code, (self.lib.cudaGetErrorString(code) or b"?").decode())
         return code
 
     def set_device(self, dev: int) -> None:
