@@ -102,11 +102,34 @@ def _pair(t: RouteTarget, data: dict[str, Any]) -> tuple[dict[str, Any] | None, 
     return entry, None
 
 
+def _capable(entry: dict[str, Any]) -> bool | None:
+    nvml = entry.get("nvml") or {}
+    if entry.get("can_access_peer") is False or any(isinstance(nvml.get(c), int) and nvml[c] != 0
+                                                     for c in ("read", "write")):
+        return False
+    return True if entry.get("can_access_peer") else None
+
+
+def _not_required(t: RouteTarget, entry: dict[str, Any]) -> Verdict | None:
+    """n/a where the pair cannot do P2P and the profile says it need not ([p2p] required = false)."""
+    try:
+        required = th.p2p_required(t.rig)
+    except ProfileError:
+        return None
+    if required or _capable(entry) is not False:
+        return None
+    return not_applicable(f"{t.label}: no P2P between these GPUs, and {t.rig.profile.source} says it is not required "
+                          "([p2p] required = false): NCCL goes through host memory (see test_nccl_busbw)")
+
+
 def capability(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     """NVML says P2P read and write are OK for the pair, and CUDA can access the peer."""
     entry, bad = _pair(t, data)
     if bad is not None or entry is None:
         return bad  # type: ignore[return-value]
+    skip = _not_required(t, entry)
+    if skip is not None:
+        return skip
     nvml = entry.get("nvml") or {}
     access = entry.get("can_access_peer")
     props: dict[str, object] = {"can_access_peer": access if access is not None else "unknown"}
@@ -146,6 +169,9 @@ def _bandwidth_verdict(t: RouteTarget, data: dict[str, Any], figure: str) -> Ver
     entry, bad = _pair(t, data)
     if bad is not None or entry is None:
         return bad  # type: ignore[return-value]
+    skip = _not_required(t, entry)
+    if skip is not None:
+        return skip
     name = {"unidir": "unidirectional P2P bandwidth", "bidir": "bidirectional P2P bandwidth"}[figure]
     vals = readings(entry, f"{figure}_gbps")
     errors = entry.get("errors") or []
@@ -209,6 +235,9 @@ def latency(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     entry, bad = _pair(t, data)
     if bad is not None or entry is None:
         return bad  # type: ignore[return-value]
+    skip = _not_required(t, entry)
+    if skip is not None:
+        return skip
     vals = readings(entry, "latency_us")
     if not vals:
         return unreadable(f"{t.label}: P2P latency not measured ({_where(data)})")
@@ -228,6 +257,9 @@ def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     entry, bad = _pair(t, data)
     if bad is not None or entry is None:
         return bad  # type: ignore[return-value]
+    skip = _not_required(t, entry)
+    if skip is not None:
+        return skip
     p2p, ctl = readings(entry, "unidir_gbps"), readings(entry, "control_unidir_gbps")
     if not p2p or not ctl:
         return unreadable(f"{t.label}: no {'control (peer access off)' if p2p else 'P2P'} reading to compare "
@@ -251,6 +283,10 @@ def ipc(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     failure = _run_failure(t.rig, f"{t.label}: CUDA IPC check (in the NCCL run)", group, [t.src.bdf, t.dst.bdf], True)
     if failure is not None:
         return failure
+    pair_entry = data.get("pairs", {}).get(t.id)
+    skip = _not_required(t, pair_entry) if pair_entry else None
+    if skip is not None:
+        return skip
     block = data.get("nccl", {}).get("ipc") or {}
     entry = (block.get("pairs") or {}).get(t.id)
     if entry is None:
@@ -352,8 +388,9 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     vals = readings(entry, "busbw_gbps")
     if not vals:
         return unreadable(f"{t.label}: all-reduce bus bandwidth not recorded ({_where(data)})")
+    kinds = {k.split("/", 1)[0] for k in (entry.get("transports") or {})}
     try:
-        line = th.busbw_threshold(t.rig, t.bdfs, data)
+        line = th.busbw_threshold(t.rig, t.bdfs, data, p2p=not kinds or bool(kinds & {"P2P", "NVLS"}))
     except ProfileError as exc:
         return _unreadable_threshold(f"{t.label}: busbw", exc)
     if line is None:
@@ -393,6 +430,13 @@ def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
         return failure
     on, off = readings(entry, "busbw_gbps"), readings(control, "busbw_gbps")
     kinds = sorted({k.split("/", 1)[0] for k in (entry.get("transports") or {})})
+    try:
+        required = th.p2p_required(t.rig)
+    except ProfileError:
+        required = True
+    if not required and kinds and not ({"P2P", "NVLS"} & set(kinds)):
+        return not_applicable(f"{t.label}: NCCL connects by {'/'.join(kinds)}; {t.rig.profile.source} says P2P is not "
+                              "required ([p2p] required = false)")
     if not on or not off:
         return unreadable(f"{t.label}: busbw with and without P2P not both recorded")
     ratio = max(on) / off[0] if off[0] > 0 else float("inf")

@@ -34,7 +34,9 @@ LATENCY_VS_CONTROL = 0.5  # P2P latency must be under half the host-staged laten
 NVLINK_GBPS = {1: 20.0, 2: 25.0, 3: 25.0, 4: 25.0, 5: 50.0}  # per link, per direction
 NVLINK_BY_NAME = (("B200", 5), ("B100", 5), ("GB200", 5), ("H200", 4), ("H100", 4), ("H800", 4), ("A100", 3),
                   ("A800", 3), ("V100", 2), ("P100", 1))
-P2P_KEYS = {"min_unidir_gbps", "min_bidir_gbps", "max_latency_us", "min_h2d_gbps", "min_d2h_gbps", "warn_band"}
+P2P_KEYS = {"min_unidir_gbps", "min_bidir_gbps", "max_latency_us", "min_h2d_gbps", "min_d2h_gbps", "warn_band",
+            "required"}
+NO_P2P_BUSBW_FRACTION = 0.30  # NCCL over SHM: every byte crosses the PCIe link twice, through host memory
 NCCL_KEYS = {"min_busbw_gbps", "warn_band"}
 
 
@@ -102,6 +104,10 @@ class PathCapacity:
 def _section(rig: Rig, name: str, keys: set[str]) -> dict[str, Any]:
     raw = rig.profile.raw.get(name, {}) if rig.profile.raw else {}
     for k, v in raw.items():
+        if k == "required" and "required" in keys:
+            if not isinstance(v, bool):
+                raise ProfileError(rig.profile.source, f"{name}.{k}", v, "true or false")
+            continue
         if k not in keys:
             raise ProfileError(rig.profile.source, f"{name}.{k}", v, f"unknown key; keys of [{name}] are {', '.join(sorted(keys))}")
         if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0 or (k == "warn_band" and v >= 1):
@@ -209,7 +215,12 @@ def host_threshold(rig: Rig, gpu: str, figure: str, data: dict[str, Any]) -> Thr
     return bandwidth_line(frac * cap.gbps, band, f"{frac:.0%} of {cap.text}")
 
 
-def busbw_threshold(rig: Rig, gpus: list[str], data: dict[str, Any]) -> Threshold | None:
+def p2p_required(rig: Rig) -> bool:
+    """``[p2p] required`` (default true); false where the cards cannot do P2P (stock GeForce drivers)."""
+    return bool(_section(rig, "p2p", P2P_KEYS).get("required", True))
+
+
+def busbw_threshold(rig: Rig, gpus: list[str], data: dict[str, Any], p2p: bool = True) -> Threshold | None:
     raw = _section(rig, "nccl", NCCL_KEYS)
     band = float(raw.get("warn_band", WARN_BAND))
     if "min_busbw_gbps" in raw:
@@ -218,5 +229,6 @@ def busbw_threshold(rig: Rig, gpus: list[str], data: dict[str, Any]) -> Threshol
     if len(caps) < len(gpus) * (len(gpus) - 1):
         return None
     cap = min(caps, key=lambda c: c.gbps)
-    frac = FRACTION[("nccl", "busbw")]
-    return bandwidth_line(frac * cap.gbps, band, f"{frac:.0%} of the group's narrowest path, {cap.text}")
+    frac = FRACTION[("nccl", "busbw")] if p2p else NO_P2P_BUSBW_FRACTION
+    why = "" if p2p else " (no P2P: NCCL goes through host memory)"
+    return bandwidth_line(frac * cap.gbps, band, f"{frac:.0%} of the group's narrowest path{why}, {cap.text}")

@@ -1,0 +1,168 @@
+"""Replaying snapshots with ``p2p.json``: the verdicts the figures promise, with devices, figures and fixes named."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_rigcheck.p2p.models import captured_p2p, modelled_p2p
+
+from ..conftest import REPO, SNAPSHOTS
+
+SUITES = [str(REPO / "suites" / f) for f in ("test_p2p_bandwidth.py", "test_p2p_latency.py",
+                                             "test_nccl_allreduce.py", "test_cuda_ipc.py")]
+DATA = Path(__file__).parent / "data"
+CAPTURES = REPO.parent / "shared" / "captures"
+
+
+def gpu_bdfs(snapshot: Path) -> list[str]:
+    devices = snapshot / "sys/bus/pci/devices"
+    return sorted(d.name for d in devices.iterdir() if (d / "class").read_text().startswith("0x03"))
+
+
+@pytest.fixture
+def snap(tmp_path: Path) -> Callable[..., Path]:
+    """A copy of a shipped snapshot with the given ``p2p.json`` (``None``: none)."""
+
+    def make(base: str, data: dict[str, Any] | None) -> Path:
+        dest = tmp_path / base
+        shutil.copytree(SNAPSHOTS / base, dest, symlinks=True)
+        (dest / "p2p.json").unlink(missing_ok=True)
+        if data is not None:
+            (dest / "p2p.json").write_text(json.dumps(data))
+        return dest
+
+    return make
+
+
+def run(pytester: pytest.Pytester, snapshot: Path, *extra: str) -> tuple[set[str], str, pytest.RunResult]:
+    result = pytester.runpytest_subprocess(f"--rig-snapshot={snapshot}", *SUITES, "-rfEsw", "-p", "no:cacheprovider",
+                                           "--tb=short", *extra)
+    out = result.stdout.str()
+    failed = {m.group(1) for m in re.finditer(r"^(?:FAILED|ERROR) \S*::(\S+)", out, re.M)}
+    return failed, out, result
+
+
+def _model(name: str) -> tuple[dict[str, Any], list[str]]:
+    data = modelled_p2p(name, gpu_bdfs(SNAPSHOTS / name))
+    assert data is not None
+    return data, data.pop("expect_fail")
+
+
+@pytest.mark.parametrize("name", ["rtx3090x2-gen4", "rtx3090x2-acs-root-port", "rtxpro6000x4-switch",
+                                  "rtxpro6000x4-acs-switch"])
+def test_modelled_promise(pytester: pytest.Pytester, snap: Callable[..., Path], name: str) -> None:
+    """Each modelled rig fails exactly the checks its model promises, each failure naming its GPUs and a fix."""
+    data, want = _model(name)
+    failed, out, _ = run(pytester, snap(name, data))
+    assert failed == set(want), out
+    for test_id in want:
+        assert test_id.split("[", 1)[1].rstrip("]").split("->")[0] in out or "[all]" in test_id
+    if want:
+        assert "fix: " in out
+
+
+def test_acs_switch_names_bridges_and_band(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """ACS on the switch: bidir fails against the profile's 50.4 GB/s with the setpci fix; unidir only warns."""
+    data, _ = _model("rtxpro6000x4-acs-switch")
+    _, out, _ = run(pytester, snap("rtxpro6000x4-acs-switch", data))
+    assert re.search(r"bidirectional P2P bandwidth 26.* GB/s, below 45.4 GB/s", out), out
+    assert "[p2p] min_bidir_gbps" in out
+    assert "setpci -s 0000:02:00.0 ECAP_ACS+0x6.w=0000" in out
+
+
+def test_warning_band(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """A reading below the pass line but inside the band, after its retry, passes with a warning that says so."""
+    data, _ = _model("rtxpro6000x4-switch")
+    data["pairs"]["0000:03:00.0->0000:04:00.0"]["unidir_gbps"] = [24.9, 25.2]
+    failed, out, _ = run(pytester, snap("rtxpro6000x4-switch", data), "-W",
+                         "always::pytest_rigcheck.p2p.plugin.RigcheckP2pWarning")
+    assert not failed, out
+    assert "RigcheckP2pWarning" in out and "25.2 GB/s is inside the warning band (>= 27.5 GB/s" in out
+
+
+def test_geforce_without_p2p_is_not_applicable(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """Stock GeForce (NVML CHIPSET_NOT_SUPPORTED) with [p2p] required = false: P2P checks skip, NCCL ones judge SHM."""
+    data, _ = _model("rtx3090x2-gen4")
+    failed, out, result = run(pytester, snap("rtx3090x2-gen4", data))
+    assert not failed
+    assert "[p2p] required = false" in out
+    result.assert_outcomes(passed=6, skipped=13)
+
+
+def test_live_h200_capture_passes(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """The live 2x H200 figures (taken by this package on an H200 pair) replay as a clean pass."""
+    data = json.loads((DATA / "h200x2-live-p2p.json").read_text())
+    failed, out, result = run(pytester, snap("h200x2-nvlink", data))
+    assert not failed, out
+    result.assert_outcomes(passed=19)
+
+
+@pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/captures is not beside this checkout")
+def test_transcribed_h200_capture(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """The shared capture's reference figures replay; what it did not record fails as unreadable, never passes."""
+    data = captured_p2p("h200x2-nvlink", CAPTURES)
+    assert data is not None
+    want = set(data.pop("expect_fail"))
+    failed, out, _ = run(pytester, snap("h200x2-nvlink", data))
+    assert failed == want, out
+    assert "UNREADABLE, not a pass" in out
+
+
+def _live() -> dict[str, Any]:
+    return json.loads((DATA / "h200x2-live-p2p.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_wrong_data_fails(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """A copy that delivered wrong data fails, however fast it was."""
+    data = _live()
+    data["pairs"]["0000:00:06.0->0000:00:07.0"]["unidir_verified"] = False
+    failed, out, _ = run(pytester, snap("h200x2-nvlink", data))
+    assert failed == {"test_p2p_unidirectional[0000:00:06.0->0000:00:07.0]"}, out
+    assert "WRONG DATA" in out
+
+
+def test_nccl_hang_replayed(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """A recorded NCCL hang fails every check of that run, saying it hung, what was killed and the likely causes."""
+    data = _live()
+    group = data["nccl"]["groups"]["0000:00:06.0+0000:00:07.0"]
+    for k in ("sweep", "busbw_gbps", "wrong", "nan"):
+        group.pop(k)
+    group["hung"] = {"stage": "measure", "after_s": 120.0, "timeout_s": 120.0, "waiting_for": ["nccl.0", "nccl.1"],
+                     "tail": ["vm:1:1 [0] NCCL INFO Channel 00/0 : 0[0] -> 1[1] via P2P/CUMEM/read"],
+                     "killed": [4242, 4243], "left": []}
+    data["nccl"].pop("ipc")
+    failed, out, _ = run(pytester, snap("h200x2-nvlink", data))
+    assert failed == {"test_nccl_allreduce_correct[all]", "test_nccl_busbw[all]", "test_nccl_uses_p2p[all]",
+                      "test_cuda_ipc_roundtrip[0000:00:06.0->0000:00:07.0]",
+                      "test_cuda_ipc_roundtrip[0000:00:07.0->0000:00:06.0]"}, out
+    assert "hung: no result 120.0 s into measure" in out
+    assert "none left running" in out and "ACS redirect" in out and "NCCL INFO Channel" in out
+
+
+def test_retry_reading_decides(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """A noisy first reading below the line passes when the retry reading clears it; the readings are reported."""
+    data = _live()
+    data["pairs"]["0000:00:06.0->0000:00:07.0"]["unidir_gbps"] = [150.0, 391.0]
+    failed, out, _ = run(pytester, snap("h200x2-nvlink", data), "--junitxml=j.xml")
+    assert not failed, out
+    assert 'name="readings" value="150.000,391.000"' in (pytester.path / "j.xml").read_text()
+
+
+def test_no_p2p_json_skips(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """A snapshot without p2p.json skips the P2P and NCCL checks, saying how to get the figures."""
+    _, out, result = run(pytester, snap("h200x2-nvlink", None))
+    result.assert_outcomes(skipped=19)
+    assert "has no p2p.json" in out
+
+
+def test_corrupt_p2p_json_is_unreadable(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """A p2p.json of another format fails every check as unreadable instead of passing."""
+    failed, out, _ = run(pytester, snap("h200x2-nvlink", {"format": 99}))
+    assert len(failed) == 19 and "UNREADABLE" in out
