@@ -31,8 +31,14 @@ BI = "Bidirectional P2P=Enabled Bandwidth Matrix (GB/s)"
 LAT = "P2P=Enabled Latency (P2P Writes) Matrix (us)"
 CUNI = "Unidirectional P2P=Disabled Bandwidth Matrix (GB/s)"
 CLAT = "P2P=Disabled Latency Matrix (us)"
-TARGET = {"unidir_gbps": 0.03, "bidir_gbps": 0.03, "latency_us": 0.10, "busbw_gbps": 0.03,
-          "control_unidir_gbps": None, "control_latency_us": None}
+TARGET = {
+    "unidir_gbps": 0.03,
+    "bidir_gbps": 0.03,
+    "latency_us": 0.10,
+    "busbw_gbps": 0.03,
+    "control_unidir_gbps": None,
+    "control_latency_us": None,
+}
 
 
 def compare(data: dict[str, Any], p2pblt: str | None, allreduce: str | None) -> list[dict[str, Any]]:
@@ -43,15 +49,29 @@ def compare(data: dict[str, Any], p2pblt: str | None, allreduce: str | None) -> 
         for key, p in data["pairs"].items():
             a, b = key.split("->")
             i, j = order.index(a), order.index(b)
-            for fig, title in (("unidir_gbps", UNI), ("bidir_gbps", BI), ("latency_us", LAT),
-                               ("control_unidir_gbps", CUNI), ("control_latency_us", CLAT)):
+            for fig, title in (
+                ("unidir_gbps", UNI),
+                ("bidir_gbps", BI),
+                ("latency_us", LAT),
+                ("control_unidir_gbps", CUNI),
+                ("control_latency_us", CLAT),
+            ):
                 ours = p.get(fig)
                 ours = ours[0] if isinstance(ours, list) else ours
                 if ours is None or title not in m:
                     continue
                 ref = m[title][i][j]
-                rows.append({"figure": fig, "what": f"GPU{i}->GPU{j}", "ours": ours, "ref": ref, "ratio": ours / ref,
-                             "target": TARGET[fig], "trials": p.get(fig.replace("_gbps", "_trials").replace("_us", "_trials"))})
+                rows.append(
+                    {
+                        "figure": fig,
+                        "what": f"GPU{i}->GPU{j}",
+                        "ours": ours,
+                        "ref": ref,
+                        "ratio": ours / ref,
+                        "target": TARGET[fig],
+                        "trials": p.get(fig.replace("_gbps", "_trials").replace("_us", "_trials")),
+                    }
+                )
     if allreduce:
         r = parse_allreduce_perf(allreduce)
         ref_rows = {row["bytes"]: row for row in r["rows"]}  # type: ignore[union-attr]
@@ -59,10 +79,17 @@ def compare(data: dict[str, Any], p2pblt: str | None, allreduce: str | None) -> 
             for s in g.get("sweep", []):
                 if s["bytes"] in ref_rows and s["bytes"] >= 1 << 20:
                     ref = ref_rows[s["bytes"]]["ip_busbw"]
-                    rows.append({"figure": "busbw_gbps", "what": f"{s['bytes']} B ({len(g['gpus'])} GPUs)",
-                                 "ours": s["busbw_gbps"], "ref": ref, "ratio": s["busbw_gbps"] / ref if ref else None,
-                                 "target": TARGET["busbw_gbps"] if s["bytes"] == JUDGED_BYTES else None,
-                                 "ref_oop": ref_rows[s["bytes"]]["oop_busbw"]})
+                    rows.append(
+                        {
+                            "figure": "busbw_gbps",
+                            "what": f"{s['bytes']} B ({len(g['gpus'])} GPUs)",
+                            "ours": s["busbw_gbps"],
+                            "ref": ref,
+                            "ratio": s["busbw_gbps"] / ref if ref else None,
+                            "target": TARGET["busbw_gbps"] if s["bytes"] == JUDGED_BYTES else None,
+                            "ref_oop": ref_rows[s["bytes"]]["oop_busbw"],
+                        }
+                    )
     return rows
 
 
@@ -80,8 +107,16 @@ def cost_model(data: dict[str, Any], n_values: tuple[int, ...] = (2, 4, 8)) -> d
     nccl = runs.get("nccl", {}).get("wall_s", 0) + runs.get("control", {}).get("wall_s", 0)
     # The NCCL phases' wall time includes waiting for set-up to end (ready), so take the measured part only.
     fixed = runs["total_wall_s"] - runs.get("p2p", {}).get("measure_s", 0) - nccl
-    out = {"measured_n": n0, "total_s": runs["total_wall_s"], "per_pair_s": per_pair, "per_gpu_host_s": per_gpu,
-           "setup_and_overhead_s": fixed, "nccl_phases_s": nccl, "p2p_setup_s": setup, "model": {}}
+    out = {
+        "measured_n": n0,
+        "total_s": runs["total_wall_s"],
+        "per_pair_s": per_pair,
+        "per_gpu_host_s": per_gpu,
+        "setup_and_overhead_s": fixed,
+        "nccl_phases_s": nccl,
+        "p2p_setup_s": setup,
+        "model": {},
+    }
     for n in n_values:
         traffic = (2 * (n - 1) / n) / (2 * (n0 - 1) / n0)
         est = fixed * (1 + 0.1 * (n - n0) / 6) + n * (n - 1) * per_pair + n * per_gpu + nccl * traffic
@@ -110,21 +145,31 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         data = measure.run(gpus, timeout_s=a.timeout, log_file=a.logs)
         data["bench_wall_s"] = time.monotonic() - t
-    rows = compare(data, a.p2pblt.read_text() if a.p2pblt else None, a.allreduce.read_text() if a.allreduce else None)
+    rows = compare(
+        data, a.p2pblt.read_text() if a.p2pblt else None, a.allreduce.read_text() if a.allreduce else None
+    )
     model = cost_model(data)
     if a.out:
         a.out.write_text(json.dumps({"data": data, "rows": rows, "model": model}, indent=1))
     print(f"{'figure':<22}{'what':<28}{'ours':>10}{'ref':>10}{'ratio':>8}  target")
     for r in rows:
         ok = "" if r["target"] is None else ("ok" if abs(r["ratio"] - 1) <= r["target"] else "MISS")
-        print(f"{r['figure']:<22}{r['what']:<28}{r['ours']:>10.3f}{r['ref']:>10.3f}{r['ratio']:>8.3f}  "
-              f"{'' if r['target'] is None else format(r['target'], '.0%')} {ok}")
+        print(
+            f"{r['figure']:<22}{r['what']:<28}{r['ours']:>10.3f}{r['ref']:>10.3f}{r['ratio']:>8.3f}  "
+            f"{'' if r['target'] is None else format(r['target'], '.0%')} {ok}"
+        )
     for bdf, g in data["gpus"].items():
-        print(f"host {bdf}: h2d {g.get('h2d_gbps')} d2h {g.get('d2h_gbps')} verified {g.get('h2d_verified')}/{g.get('d2h_verified')}")
+        print(
+            f"host {bdf}: h2d {g.get('h2d_gbps')} d2h {g.get('d2h_gbps')} verified {g.get('h2d_verified')}/{g.get('d2h_verified')}"
+        )
     nc = data["nccl"]
     for key, g in nc["groups"].items():
-        print(f"nccl {key}: busbw {g.get('busbw_gbps')} wrong {g.get('wrong')} nan {g.get('nan')} transports {g.get('transports')}")
-    print(f"nccl control: {nc.get('control', {}).get('busbw_gbps')} transports {nc.get('control', {}).get('transports')}")
+        print(
+            f"nccl {key}: busbw {g.get('busbw_gbps')} wrong {g.get('wrong')} nan {g.get('nan')} transports {g.get('transports')}"
+        )
+    print(
+        f"nccl control: {nc.get('control', {}).get('busbw_gbps')} transports {nc.get('control', {}).get('transports')}"
+    )
     print(f"ipc: {nc.get('ipc')}")
     print("runs:", json.dumps(data["runs"])[:1500])
     print("cost model:", json.dumps(model))

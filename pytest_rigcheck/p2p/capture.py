@@ -32,14 +32,18 @@ def capture_p2p(out_dir: Path | str, timeout_s: float = 120.0, python: str | Non
     value["origin"] = f"captured live with pytest-rigcheck on {rig.name}, {when}"
     (out / P2P_JSON).write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     runs = value.get("runs", {})
-    return {"p2p": f"{P2P_JSON}: {len(value.get('pairs', {}))} GPU pair(s), {len(value['nccl']['groups'])} NCCL "
-                   f"group(s), {runs.get('total_wall_s')} s"}
+    return {
+        "p2p": f"{P2P_JSON}: {len(value.get('pairs', {}))} GPU pair(s), {len(value['nccl']['groups'])} NCCL "
+        f"group(s), {runs.get('total_wall_s')} s"
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pytest_rigcheck.p2p.capture", description=__doc__)
     p.add_argument("out_dir")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per phase before a run counts as hung")
+    p.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds per phase before a run counts as hung"
+    )
     p.add_argument("--python", default=None, help="interpreter with PyTorch for the workers")
     a = p.parse_args(argv)
     for k, v in capture_p2p(a.out_dir, a.timeout, a.python).items():

@@ -21,12 +21,21 @@ from . import thresholds as th
 from .figures import DEFINITIONS, group_key, readings
 from .targets import GroupTarget, RouteTarget
 
-NVML_P2P_STATUS = {0: "OK", 1: "CHIPSET_NOT_SUPPORTED", 2: "GPU_NOT_SUPPORTED", 3: "IOH_TOPOLOGY_NOT_SUPPORTED",
-                   4: "DISABLED_BY_REGKEY", 5: "NOT_SUPPORTED", 6: "UNKNOWN"}  # nvmlGpuP2PStatus_t
+NVML_P2P_STATUS = {
+    0: "OK",
+    1: "CHIPSET_NOT_SUPPORTED",
+    2: "GPU_NOT_SUPPORTED",
+    3: "IOH_TOPOLOGY_NOT_SUPPORTED",
+    4: "DISABLED_BY_REGKEY",
+    5: "NOT_SUPPORTED",
+    6: "UNKNOWN",
+}  # nvmlGpuP2PStatus_t
 P2P_SPEEDUP = 1.2  # P2P must beat the host-staged control by this factor to count as really peer-to-peer
-LIKELY_CAUSES = ("ACS redirect on a bridge between the GPUs (P2P requests bounce off the root complex)",
-                 "an IOMMU translating GPU DMA (peer writes fault or stall)",
-                 "P2P over a path the chipset does not support (try NCCL_P2P_DISABLE=1: if that runs, P2P is the problem)")
+LIKELY_CAUSES = (
+    "ACS redirect on a bridge between the GPUs (P2P requests bounce off the root complex)",
+    "an IOMMU translating GPU DMA (peer writes fault or stall)",
+    "P2P over a path the chipset does not support (try NCCL_P2P_DISABLE=1: if that runs, P2P is the problem)",
+)
 
 
 def fixes(rig: Rig, bdfs: list[str], nccl: bool = False) -> list[str]:
@@ -39,21 +48,29 @@ def fixes(rig: Rig, bdfs: list[str], nccl: bool = False) -> list[str]:
             if br.bdf in seen or acs is None or not acs.ctrl & ACS_P2P_BLOCKING:
                 continue
             seen.add(br.bdf)
-            out.append(f"sudo setpci -s {br.bdf} ECAP_ACS+0x6.w=0000   (ACS {decode_acs(acs.ctrl)} on {br.describe()}; "
-                       f'lost at reboot: add "pci=disable_acs_redir={br.bdf}" to GRUB_CMDLINE_LINUX, or turn ACS off '
-                       "in the BIOS)")
+            out.append(
+                f"sudo setpci -s {br.bdf} ECAP_ACS+0x6.w=0000   (ACS {decode_acs(acs.ctrl)} on {br.describe()}; "
+                f'lost at reboot: add "pci=disable_acs_redir={br.bdf}" to GRUB_CMDLINE_LINUX, or turn ACS off '
+                "in the BIOS)"
+            )
     modes = {rig.iommu.mode_of_group(tree.functions[b].iommu_group) for b in bdfs if b in tree.functions}
     if "translated" in modes:
-        out.append("IOMMU translating GPU DMA: " + grub_fix(rig.cpu_vendor, "passthrough" in rig.profile.iommu_allow))
+        out.append(
+            "IOMMU translating GPU DMA: " + grub_fix(rig.cpu_vendor, "passthrough" in rig.profile.iommu_allow)
+        )
     if nccl:
         classes = {pair_class(tree, a, b) for a, b in permutations(bdfs, 2)}
         beyond = classes & {"PHB", "NODE", "SYS"}
         if beyond:
-            out.append(f"pairs are {'/'.join(sorted(beyond))} apart: NCCL's default P2P cut-off is PXB; with ACS off and "
-                       "the IOMMU off, set NCCL_P2P_LEVEL=SYS (REFERENCE 3.4 #24)")
+            out.append(
+                f"pairs are {'/'.join(sorted(beyond))} apart: NCCL's default P2P cut-off is PXB; with ACS off and "
+                "the IOMMU off, set NCCL_P2P_LEVEL=SYS (REFERENCE 3.4 #24)"
+            )
     if not out:
-        out.append("no ACS redirect or IOMMU translation found on the path; check the links trained "
-                   "(pytest --rig -k 'test_link_trained or test_link_under_load') and `nvidia-smi topo -p2p rw`")
+        out.append(
+            "no ACS redirect or IOMMU translation found on the path; check the links trained "
+            "(pytest --rig -k 'test_link_trained or test_link_under_load') and `nvidia-smi topo -p2p rw`"
+        )
     return out
 
 
@@ -69,43 +86,59 @@ def _unreadable_threshold(what: str, exc: ProfileError) -> Verdict:
     return unreadable(f"{what}: no pass line: {exc}", fix=["correct the profile"])
 
 
-def _run_failure(rig: Rig, what: str, run: dict[str, Any] | None, bdfs: list[str], nccl: bool) -> Verdict | None:
+def _run_failure(
+    rig: Rig, what: str, run: dict[str, Any] | None, bdfs: list[str], nccl: bool
+) -> Verdict | None:
     """A failed verdict when the run that measures ``what`` hung or crashed; None if it finished."""
     if not run or not (run.get("hung") or run.get("crashed")):
         return None
     info = run.get("hung") or run.get("crashed") or {}
     left = info.get("left") or []
     killed = ", ".join(map(str, info.get("killed") or [])) or "none still running"
-    after = (f"hung: no result {info.get('after_s')} s into {info.get('stage')} (timeout {info.get('timeout_s')} s)"
-             if run.get("hung") else f"crashed: worker {info.get('worker')} exited with code {info.get('code')} "
-                                     f"during {info.get('stage')}")
-    notes = [f"every process of the run was killed (process groups {killed}); "
-             + (f"STILL ALIVE: {left}" if left else "none left running, so nothing holds the GPUs")]
+    after = (
+        f"hung: no result {info.get('after_s')} s into {info.get('stage')} (timeout {info.get('timeout_s')} s)"
+        if run.get("hung")
+        else f"crashed: worker {info.get('worker')} exited with code {info.get('code')} "
+        f"during {info.get('stage')}"
+    )
+    notes = [
+        f"every process of the run was killed (process groups {killed}); "
+        + (f"STILL ALIVE: {left}" if left else "none left running, so nothing holds the GPUs")
+    ]
     notes += [f"likely cause: {c}" for c in LIKELY_CAUSES] if run.get("hung") else []
     notes += [f"log: {line}" for line in info.get("tail") or []]
-    return failed(f"{what} {after}", path=_paths(rig, bdfs), notes=notes, fix=fixes(rig, bdfs, nccl),
-                  properties={"hung": bool(run.get("hung")), "processes_left": len(left)})
+    return failed(
+        f"{what} {after}",
+        path=_paths(rig, bdfs),
+        notes=notes,
+        fix=fixes(rig, bdfs, nccl),
+        properties={"hung": bool(run.get("hung")), "processes_left": len(left)},
+    )
 
 
 # -- P2P per ordered pair -------------------------------------------------------------------------
 
 
 def _pair(t: RouteTarget, data: dict[str, Any]) -> tuple[dict[str, Any] | None, Verdict | None]:
-    failure = _run_failure(t.rig, f"{t.label}: P2P measurement", data.get("runs", {}).get("p2p"),
-                           [t.src.bdf, t.dst.bdf], False)
+    failure = _run_failure(
+        t.rig, f"{t.label}: P2P measurement", data.get("runs", {}).get("p2p"), [t.src.bdf, t.dst.bdf], False
+    )
     if failure is not None:
         return None, failure
     entry = data.get("pairs", {}).get(t.id)
     if entry is None:
-        return None, unreadable(f"{t.label}: no P2P figures for this pair ({_where(data)})",
-                                fix=["measure live (pytest --rig with PyTorch installed) or capture again"])
+        return None, unreadable(
+            f"{t.label}: no P2P figures for this pair ({_where(data)})",
+            fix=["measure live (pytest --rig with PyTorch installed) or capture again"],
+        )
     return entry, None
 
 
 def _capable(entry: dict[str, Any]) -> bool | None:
     nvml = entry.get("nvml") or {}
-    if entry.get("can_access_peer") is False or any(isinstance(nvml.get(c), int) and nvml[c] != 0
-                                                     for c in ("read", "write")):
+    if entry.get("can_access_peer") is False or any(
+        isinstance(nvml.get(c), int) and nvml[c] != 0 for c in ("read", "write")
+    ):
         return False
     return True if entry.get("can_access_peer") else None
 
@@ -118,8 +151,10 @@ def _not_required(t: RouteTarget, entry: dict[str, Any]) -> Verdict | None:
         return None
     if required or _capable(entry) is not False:
         return None
-    return not_applicable(f"{t.label}: no P2P between these GPUs, and {t.rig.profile.source} says it is not required "
-                          "([p2p] required = false): NCCL goes through host memory (see test_nccl_busbw)")
+    return not_applicable(
+        f"{t.label}: no P2P between these GPUs, and {t.rig.profile.source} says it is not required "
+        "([p2p] required = false): NCCL goes through host memory (see test_nccl_busbw)"
+    )
 
 
 def capability(t: RouteTarget, data: dict[str, Any]) -> Verdict:
@@ -142,7 +177,9 @@ def capability(t: RouteTarget, data: dict[str, Any]) -> Verdict:
             if v != 0:
                 refused.append(cap)
         else:
-            unknown.append(f"NVML {cap} ({(v or {}).get('error', 'not recorded') if isinstance(v, dict) else 'not recorded'})")
+            unknown.append(
+                f"NVML {cap} ({(v or {}).get('error', 'not recorded') if isinstance(v, dict) else 'not recorded'})"
+            )
     if isinstance(nvml.get("nvlink"), int):
         found.append(f"NVML nvlink {NVML_P2P_STATUS.get(nvml['nvlink'], nvml['nvlink'])}")
     found.append(f"cudaDeviceCanAccessPeer {access if access is not None else 'not recorded'}")
@@ -150,18 +187,30 @@ def capability(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     path = _paths(t.rig, [t.src.bdf, t.dst.bdf])
     if refused or access is False:
         codes = [NVML_P2P_STATUS.get(nvml[c], nvml[c]) for c in refused]
-        hint = ("CHIPSET_NOT_SUPPORTED is what stock GeForce drivers report: P2P needs a driver that enables it"
-                if "CHIPSET_NOT_SUPPORTED" in codes else "")
-        return failed(f"{t.label}: P2P not available ({', '.join(codes) or 'CUDA cannot access the peer'}): NCCL and "
-                      "vLLM fall back to copies through host memory", measured=measured,
-                      expected="NVML P2P read and write OK, cudaDeviceCanAccessPeer 1 (NCCL uses P2P only if both are OK)",
-                      path=path, notes=[hint] if hint else [], fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
-                      properties=props)
+        hint = (
+            "CHIPSET_NOT_SUPPORTED is what stock GeForce drivers report: P2P needs a driver that enables it"
+            if "CHIPSET_NOT_SUPPORTED" in codes
+            else ""
+        )
+        return failed(
+            f"{t.label}: P2P not available ({', '.join(codes) or 'CUDA cannot access the peer'}): NCCL and "
+            "vLLM fall back to copies through host memory",
+            measured=measured,
+            expected="NVML P2P read and write OK, cudaDeviceCanAccessPeer 1 (NCCL uses P2P only if both are OK)",
+            path=path,
+            notes=[hint] if hint else [],
+            fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
+            properties=props,
+        )
     if unknown or access is None:
-        return unreadable(f"{t.label}: P2P capability not fully known: {', '.join(unknown) or 'CUDA peer access'} "
-                          "not recorded", measured=measured, path=path,
-                          fix=["install nvidia-ml-py (pytest-rigcheck[nvml]) and measure live, or capture again"],
-                          properties=props)
+        return unreadable(
+            f"{t.label}: P2P capability not fully known: {', '.join(unknown) or 'CUDA peer access'} "
+            "not recorded",
+            measured=measured,
+            path=path,
+            fix=["install nvidia-ml-py (pytest-rigcheck[nvml]) and measure live, or capture again"],
+            properties=props,
+        )
     return passed(f"{t.label}: P2P read/write OK, peer access available", measured=measured, properties=props)
 
 
@@ -176,51 +225,82 @@ def _bandwidth_verdict(t: RouteTarget, data: dict[str, Any], figure: str) -> Ver
     vals = readings(entry, f"{figure}_gbps")
     errors = entry.get("errors") or []
     if not vals:
-        return unreadable(f"{t.label}: {name} not measured" + (f": {errors[0]}" if errors else f" ({_where(data)})"),
-                          fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]))
+        return unreadable(
+            f"{t.label}: {name} not measured" + (f": {errors[0]}" if errors else f" ({_where(data)})"),
+            fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
+        )
     try:
         line = th.p2p_threshold(t.rig, t.src.bdf, t.dst.bdf, figure, data)
     except ProfileError as exc:
         return _unreadable_threshold(f"{t.label}: {name}", exc)
     if line is None:
-        return unreadable(f"{t.label}: {name} {vals[0]:.1f} GB/s, but no pass line: no [p2p] min_{figure}_gbps in the "
-                          "profile and the path's link speeds are unreadable", fix=["add [p2p] to the profile"])
+        return unreadable(
+            f"{t.label}: {name} {vals[0]:.1f} GB/s, but no pass line: no [p2p] min_{figure}_gbps in the "
+            "profile and the path's link speeds are unreadable",
+            fix=["add [p2p] to the profile"],
+        )
     return _settle(t, data, entry, figure, name, vals, line)
 
 
-def _settle(t: RouteTarget, data: dict[str, Any], entry: dict[str, Any], figure: str, name: str, vals: list[float],
-            line: th.Threshold) -> Verdict:
+def _settle(
+    t: RouteTarget,
+    data: dict[str, Any],
+    entry: dict[str, Any],
+    figure: str,
+    name: str,
+    vals: list[float],
+    line: th.Threshold,
+) -> Verdict:
     j = th.judge(vals, line)
     unit = line.unit
     verified = entry.get(f"{figure}_verified")
-    props: dict[str, object] = {f"{figure}_{'gbps' if unit == 'GB/s' else 'us'}": round(j.value, 3),
-                                "pass_line": round(line.pass_line, 3), "readings": ",".join(f"{v:.3f}" for v in vals),
-                                "definition": DEFINITIONS[f"{figure}_{'gbps' if unit == 'GB/s' else 'us'}"],
-                                "figures_from": _where(data)}
+    props: dict[str, object] = {
+        f"{figure}_{'gbps' if unit == 'GB/s' else 'us'}": round(j.value, 3),
+        "pass_line": round(line.pass_line, 3),
+        "readings": ",".join(f"{v:.3f}" for v in vals),
+        "definition": DEFINITIONS[f"{figure}_{'gbps' if unit == 'GB/s' else 'us'}"],
+        "figures_from": _where(data),
+    }
     reads = ", ".join(f"{v:.3g}" for v in vals)
-    measured = f"{j.value:.4g} {unit} ({'readings ' + reads + '; best decides' if j.retried else 'one reading'})"
+    measured = (
+        f"{j.value:.4g} {unit} ({'readings ' + reads + '; best decides' if j.retried else 'one reading'})"
+    )
     if verified is False:
-        return failed(f"{t.label}: {name} copies delivered WRONG DATA", measured=measured + "; data check failed",
-                      expected="destination equal to the source's pattern after every copy",
-                      path=_paths(t.rig, [t.src.bdf, t.dst.bdf]), fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
-                      properties=props)
+        return failed(
+            f"{t.label}: {name} copies delivered WRONG DATA",
+            measured=measured + "; data check failed",
+            expected="destination equal to the source's pattern after every copy",
+            path=_paths(t.rig, [t.src.bdf, t.dst.bdf]),
+            fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
+            properties=props,
+        )
     if verified is None:
         props["verified"] = "not recorded"
     if j.status == th.FAIL:
-        return failed(f"{t.label}: {name} {j.value:.3g} {unit}, "
-                      f"{'below' if line.higher_is_better else 'above'} {line.warn_line:.3g} {unit}",
-                      measured=measured, expected=line.text(), path=_paths(t.rig, [t.src.bdf, t.dst.bdf]),
-                      notes=[f"definition: {props['definition']}"], fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
-                      properties=props)
+        return failed(
+            f"{t.label}: {name} {j.value:.3g} {unit}, "
+            f"{'below' if line.higher_is_better else 'above'} {line.warn_line:.3g} {unit}",
+            measured=measured,
+            expected=line.text(),
+            path=_paths(t.rig, [t.src.bdf, t.dst.bdf]),
+            notes=[f"definition: {props['definition']}"],
+            fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
+            properties=props,
+        )
     notes = []
     if j.status == th.WARN:
-        props["rig_warn"] = (f"{t.label}: {name} {j.value:.3g} {unit} is inside the warning band "
-                             f"({line.text()})")
+        props["rig_warn"] = (
+            f"{t.label}: {name} {j.value:.3g} {unit} is inside the warning band ({line.text()})"
+        )
         notes.append("inside the warning band: not a failure, but below the pass line after a retry")
     if verified is None:
         notes.append("the data check was not recorded for these figures")
-    return passed(f"{t.label}: {name} {j.value:.4g} {unit} ({line.text()})", measured=measured, notes=notes,
-                  properties=props)
+    return passed(
+        f"{t.label}: {name} {j.value:.4g} {unit} ({line.text()})",
+        measured=measured,
+        notes=notes,
+        properties=props,
+    )
 
 
 def unidirectional(t: RouteTarget, data: dict[str, Any]) -> Verdict:
@@ -247,8 +327,11 @@ def latency(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     except ProfileError as exc:
         return _unreadable_threshold(f"{t.label}: P2P latency", exc)
     if line is None:
-        return unreadable(f"{t.label}: P2P latency {vals[0]:.3g} us, but no pass line: no [p2p] max_latency_us and no "
-                          "peer-access-off control to compare with", fix=["add [p2p] max_latency_us to the profile"])
+        return unreadable(
+            f"{t.label}: P2P latency {vals[0]:.3g} us, but no pass line: no [p2p] max_latency_us and no "
+            "peer-access-off control to compare with",
+            fix=["add [p2p] max_latency_us to the profile"],
+        )
     return _settle(t, data, entry, "latency", "P2P latency", vals, line)
 
 
@@ -262,25 +345,43 @@ def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
         return skip
     p2p, ctl = readings(entry, "unidir_gbps"), readings(entry, "control_unidir_gbps")
     if not p2p or not ctl:
-        return unreadable(f"{t.label}: no {'control (peer access off)' if p2p else 'P2P'} reading to compare "
-                          f"({_where(data)})")
+        return unreadable(
+            f"{t.label}: no {'control (peer access off)' if p2p else 'P2P'} reading to compare "
+            f"({_where(data)})"
+        )
     best, base = max(p2p), ctl[0]
     ratio = best / base if base > 0 else float("inf")
-    props: dict[str, object] = {"p2p_gbps": round(best, 3), "control_gbps": round(base, 3), "ratio": round(ratio, 3)}
+    props: dict[str, object] = {
+        "p2p_gbps": round(best, 3),
+        "control_gbps": round(base, 3),
+        "ratio": round(ratio, 3),
+    }
     measured = f"peer access on {best:.4g} GB/s, off (staged through host) {base:.4g} GB/s: x{ratio:.2f}"
     if ratio >= P2P_SPEEDUP:
-        return passed(f"{t.label}: P2P {ratio:.1f}x the host-staged copy", measured=measured, properties=props)
+        return passed(
+            f"{t.label}: P2P {ratio:.1f}x the host-staged copy", measured=measured, properties=props
+        )
     access = entry.get("can_access_peer")
-    return failed(f"{t.label}: copies with peer access are no faster than through host memory (x{ratio:.2f}): "
-                  "traffic is not going peer-to-peer" + ("" if access is not False else " (CUDA cannot access the peer)"),
-                  measured=measured, expected=f"at least x{P2P_SPEEDUP} the control with peer access off (this rigcheck)",
-                  path=_paths(t.rig, [t.src.bdf, t.dst.bdf]), fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]), properties=props)
+    return failed(
+        f"{t.label}: copies with peer access are no faster than through host memory (x{ratio:.2f}): "
+        "traffic is not going peer-to-peer"
+        + ("" if access is not False else " (CUDA cannot access the peer)"),
+        measured=measured,
+        expected=f"at least x{P2P_SPEEDUP} the control with peer access off (this rigcheck)",
+        path=_paths(t.rig, [t.src.bdf, t.dst.bdf]),
+        fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
+        properties=props,
+    )
 
 
 def ipc(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     """A buffer written by SRC's process reads back right in DST's process through a CUDA IPC handle."""
-    group = (data.get("nccl", {}).get("groups", {}) or {}).get(group_key([g.bdf for g in t.rig.pcie.gpus])) or {}
-    failure = _run_failure(t.rig, f"{t.label}: CUDA IPC check (in the NCCL run)", group, [t.src.bdf, t.dst.bdf], True)
+    group = (data.get("nccl", {}).get("groups", {}) or {}).get(
+        group_key([g.bdf for g in t.rig.pcie.gpus])
+    ) or {}
+    failure = _run_failure(
+        t.rig, f"{t.label}: CUDA IPC check (in the NCCL run)", group, [t.src.bdf, t.dst.bdf], True
+    )
     if failure is not None:
         return failure
     pair_entry = data.get("pairs", {}).get(t.id)
@@ -294,15 +395,24 @@ def ipc(t: RouteTarget, data: dict[str, Any]) -> Verdict:
         return unreadable(f"{t.label}: CUDA IPC round trip {why}")
     props: dict[str, object] = {"ipc_ok": bool(entry.get("ok")), "mismatches": entry.get("mismatches", "n/a")}
     if entry.get("ok"):
-        return passed(f"{t.label}: {entry.get('bytes', 0) >> 20} MiB written by {t.src.bdf}'s process read back intact "
-                      f"by {t.dst.bdf}'s through cudaIpcOpenMemHandle", properties=props)
+        return passed(
+            f"{t.label}: {entry.get('bytes', 0) >> 20} MiB written by {t.src.bdf}'s process read back intact "
+            f"by {t.dst.bdf}'s through cudaIpcOpenMemHandle",
+            properties=props,
+        )
     what = entry.get("error") or f"{entry.get('mismatches')} of {entry.get('bytes', 0) // 4} int32 differ"
-    return failed(f"{t.label}: CUDA IPC round trip failed: {what}",
-                  measured=what, expected="every element equal to the writer's pattern (vLLM's custom all-reduce reads "
-                  "peers' buffers this way; garbage here means wrong output from vLLM with TP>1)",
-                  path=_paths(t.rig, [t.src.bdf, t.dst.bdf]), fix=[
-                      *fixes(t.rig, [t.src.bdf, t.dst.bdf], True),
-                      "until fixed, start vLLM with --disable-custom-all-reduce"], properties=props)
+    return failed(
+        f"{t.label}: CUDA IPC round trip failed: {what}",
+        measured=what,
+        expected="every element equal to the writer's pattern (vLLM's custom all-reduce reads "
+        "peers' buffers this way; garbage here means wrong output from vLLM with TP>1)",
+        path=_paths(t.rig, [t.src.bdf, t.dst.bdf]),
+        fix=[
+            *fixes(t.rig, [t.src.bdf, t.dst.bdf], True),
+            "until fixed, start vLLM with --disable-custom-all-reduce",
+        ],
+        properties=props,
+    )
 
 
 # -- host <-> device per GPU ----------------------------------------------------------------------
@@ -310,8 +420,9 @@ def ipc(t: RouteTarget, data: dict[str, Any]) -> Verdict:
 
 def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
     """H2D (``figure="h2d"``) or D2H bandwidth of one GPU against its own link."""
-    failure = _run_failure(t.rig, f"{t.label}: host bandwidth measurement", data.get("runs", {}).get("p2p"),
-                           [t.gpu.bdf], False)
+    failure = _run_failure(
+        t.rig, f"{t.label}: host bandwidth measurement", data.get("runs", {}).get("p2p"), [t.gpu.bdf], False
+    )
     if failure is not None:
         return failure
     entry = data.get("gpus", {}).get(t.gpu.bdf)
@@ -319,7 +430,9 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
     name = {"h2d": "host-to-device bandwidth", "d2h": "device-to-host bandwidth"}[figure]
     if not vals:
         errs = (entry or {}).get("errors") or []
-        return unreadable(f"{t.label}: {name} not measured" + (f": {errs[0]}" if errs else f" ({_where(data)})"))
+        return unreadable(
+            f"{t.label}: {name} not measured" + (f": {errs[0]}" if errs else f" ({_where(data)})")
+        )
     try:
         line = th.host_threshold(t.rig, t.gpu.bdf, figure, data)
     except ProfileError as exc:
@@ -327,22 +440,40 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
     if line is None:
         return unreadable(f"{t.label}: {name} {vals[0]:.3g} GB/s, but the GPU's link speed is unreadable")
     j = th.judge(vals, line)
-    props: dict[str, object] = {f"{figure}_gbps": round(j.value, 3), "pass_line": round(line.pass_line, 3),
-                                "definition": DEFINITIONS[f"{figure}_gbps"], "figures_from": _where(data)}
+    props: dict[str, object] = {
+        f"{figure}_gbps": round(j.value, 3),
+        "pass_line": round(line.pass_line, 3),
+        "definition": DEFINITIONS[f"{figure}_gbps"],
+        "figures_from": _where(data),
+    }
     measured = f"{j.value:.4g} GB/s (readings {', '.join(f'{v:.3g}' for v in vals)})"
     if (entry or {}).get(f"{figure}_verified") is False:
-        return failed(f"{t.label}: {name} copies delivered WRONG DATA", measured=measured,
-                      expected="the pinned buffer's pattern", path=_paths(t.rig, [t.gpu.bdf]),
-                      fix=["check `dmesg` for NVRM Xid and AER errors on this GPU's link"], properties=props)
+        return failed(
+            f"{t.label}: {name} copies delivered WRONG DATA",
+            measured=measured,
+            expected="the pinned buffer's pattern",
+            path=_paths(t.rig, [t.gpu.bdf]),
+            fix=["check `dmesg` for NVRM Xid and AER errors on this GPU's link"],
+            properties=props,
+        )
     if j.status == th.FAIL:
-        return failed(f"{t.label}: {name} {j.value:.3g} GB/s, below {line.warn_line:.3g} GB/s", measured=measured,
-                      expected=line.text(), path=_paths(t.rig, [t.gpu.bdf]), fix=[
-                          "check the link trained to full speed and width (pytest --rig -k test_link)",
-                          "check the GPU's NUMA node: pin the process to the CPU socket the GPU hangs off "
-                          "(numactl --cpunodebind)"], properties=props)
+        return failed(
+            f"{t.label}: {name} {j.value:.3g} GB/s, below {line.warn_line:.3g} GB/s",
+            measured=measured,
+            expected=line.text(),
+            path=_paths(t.rig, [t.gpu.bdf]),
+            fix=[
+                "check the link trained to full speed and width (pytest --rig -k test_link)",
+                "check the GPU's NUMA node: pin the process to the CPU socket the GPU hangs off "
+                "(numactl --cpunodebind)",
+            ],
+            properties=props,
+        )
     if j.status == th.WARN:
         props["rig_warn"] = f"{t.label}: {name} {j.value:.3g} GB/s is inside the warning band ({line.text()})"
-    return passed(f"{t.label}: {name} {j.value:.4g} GB/s ({line.text()})", measured=measured, properties=props)
+    return passed(
+        f"{t.label}: {name} {j.value:.4g} GB/s ({line.text()})", measured=measured, properties=props
+    )
 
 
 # -- NCCL per group -------------------------------------------------------------------------------
@@ -350,8 +481,11 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
 
 def _group(t: GroupTarget, data: dict[str, Any]) -> tuple[dict[str, Any] | None, Verdict | None]:
     if t.problem:
-        return None, failed(f"{t.rig.name}: {t.problem}", expected="GPU indices below the rig's GPU count",
-                            fix=["correct [rig] tp_groups in the profile"])
+        return None, failed(
+            f"{t.rig.name}: {t.problem}",
+            expected="GPU indices below the rig's GPU count",
+            fix=["correct [rig] tp_groups in the profile"],
+        )
     entry = data.get("nccl", {}).get("groups", {}).get(group_key(t.bdfs))
     if entry is None:
         return None, unreadable(f"{t.label}: no NCCL all-reduce figures for this group ({_where(data)})")
@@ -373,11 +507,15 @@ def nccl_correct(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     props: dict[str, object] = {"wrong": wrong, "nan": nan, "sizes": len(sweep)}
     if wrong or nan:
         bad_sizes = [s["bytes"] for s in sweep if s.get("wrong") or s.get("nan")]
-        return failed(f"{t.label}: all-reduce returned WRONG values: {wrong} elements != {n}, {nan} NaN",
-                      measured=f"{wrong} wrong, {nan} NaN over {sizes}; first bad size {bad_sizes[:1]} (rank 0's view)",
-                      expected=f"all-reduce (sum) of ones == {n} everywhere, no NaN (vLLM troubleshooting oracle)",
-                      path=_paths(t.rig, t.bdfs), notes=["silent wrong results are what ACS/IOMMU-broken P2P gives"],
-                      fix=fixes(t.rig, t.bdfs, True), properties=props)
+        return failed(
+            f"{t.label}: all-reduce returned WRONG values: {wrong} elements != {n}, {nan} NaN",
+            measured=f"{wrong} wrong, {nan} NaN over {sizes}; first bad size {bad_sizes[:1]} (rank 0's view)",
+            expected=f"all-reduce (sum) of ones == {n} everywhere, no NaN (vLLM troubleshooting oracle)",
+            path=_paths(t.rig, t.bdfs),
+            notes=["silent wrong results are what ACS/IOMMU-broken P2P gives"],
+            fix=fixes(t.rig, t.bdfs, True),
+            properties=props,
+        )
     return passed(f"{t.label}: all-reduce of ones == {n} on every rank at {sizes}; no NaN", properties=props)
 
 
@@ -394,31 +532,51 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     except ProfileError as exc:
         return _unreadable_threshold(f"{t.label}: busbw", exc)
     if line is None:
-        return unreadable(f"{t.label}: busbw {vals[0]:.3g} GB/s, but no pass line ([nccl] min_busbw_gbps, or link speeds)")
+        return unreadable(
+            f"{t.label}: busbw {vals[0]:.3g} GB/s, but no pass line ([nccl] min_busbw_gbps, or link speeds)"
+        )
     j = th.judge(vals, line)
     size = entry.get("judged_bytes")
     sweep = entry.get("sweep") or []
-    props: dict[str, object] = {"busbw_gbps": round(j.value, 3), "pass_line": round(line.pass_line, 3),
-                                "judged_bytes": size or "", "definition": DEFINITIONS["busbw_gbps"],
-                                "transports": ",".join(sorted(entry.get("transports") or {})),
-                                "figures_from": _where(data)}
+    props: dict[str, object] = {
+        "busbw_gbps": round(j.value, 3),
+        "pass_line": round(line.pass_line, 3),
+        "judged_bytes": size or "",
+        "definition": DEFINITIONS["busbw_gbps"],
+        "transports": ",".join(sorted(entry.get("transports") or {})),
+        "figures_from": _where(data),
+    }
     table = " ".join(f"{s['bytes']}:{s['busbw_gbps']:.1f}" for s in sweep[-4:])
-    measured = (f"busbw {j.value:.4g} GB/s at {size} B (readings {', '.join(f'{v:.4g}' for v in vals)}); "
-                f"sweep tail bytes:GB/s {table}; NCCL {entry.get('nccl') or '?'}")
+    measured = (
+        f"busbw {j.value:.4g} GB/s at {size} B (readings {', '.join(f'{v:.4g}' for v in vals)}); "
+        f"sweep tail bytes:GB/s {table}; NCCL {entry.get('nccl') or '?'}"
+    )
     if j.status == th.FAIL:
-        return failed(f"{t.label}: all-reduce busbw {j.value:.3g} GB/s, below {line.warn_line:.3g} GB/s",
-                      measured=measured, expected=line.text(), path=_paths(t.rig, t.bdfs),
-                      fix=fixes(t.rig, t.bdfs, True), properties=props)
+        return failed(
+            f"{t.label}: all-reduce busbw {j.value:.3g} GB/s, below {line.warn_line:.3g} GB/s",
+            measured=measured,
+            expected=line.text(),
+            path=_paths(t.rig, t.bdfs),
+            fix=fixes(t.rig, t.bdfs, True),
+            properties=props,
+        )
     if j.status == th.WARN:
-        props["rig_warn"] = f"{t.label}: all-reduce busbw {j.value:.3g} GB/s is inside the warning band ({line.text()})"
-    return passed(f"{t.label}: all-reduce busbw {j.value:.4g} GB/s at {size} B ({line.text()})", measured=measured,
-                  properties=props)
+        props["rig_warn"] = (
+            f"{t.label}: all-reduce busbw {j.value:.3g} GB/s is inside the warning band ({line.text()})"
+        )
+    return passed(
+        f"{t.label}: all-reduce busbw {j.value:.4g} GB/s at {size} B ({line.text()})",
+        measured=measured,
+        properties=props,
+    )
 
 
 def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     """NCCL connects the GPUs by P2P, and it beats the NCCL_P2P_DISABLE=1 control."""
     if t.name != "all":
-        return not_applicable(f"{t.label}: the NCCL_P2P_DISABLE=1 control runs over all GPUs (see the 'all' group)")
+        return not_applicable(
+            f"{t.label}: the NCCL_P2P_DISABLE=1 control runs over all GPUs (see the 'all' group)"
+        )
     entry, bad = _group(t, data)
     if bad is not None or entry is None:
         return bad  # type: ignore[return-value]
@@ -435,22 +593,42 @@ def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     except ProfileError:
         required = True
     if not required and kinds and not ({"P2P", "NVLS"} & set(kinds)):
-        return not_applicable(f"{t.label}: NCCL connects by {'/'.join(kinds)}; {t.rig.profile.source} says P2P is not "
-                              "required ([p2p] required = false)")
+        return not_applicable(
+            f"{t.label}: NCCL connects by {'/'.join(kinds)}; {t.rig.profile.source} says P2P is not "
+            "required ([p2p] required = false)"
+        )
     if not on or not off:
         return unreadable(f"{t.label}: busbw with and without P2P not both recorded")
     ratio = max(on) / off[0] if off[0] > 0 else float("inf")
-    props: dict[str, object] = {"busbw_p2p_gbps": round(max(on), 3), "busbw_no_p2p_gbps": round(off[0], 3),
-                                "ratio": round(ratio, 3), "transports": ",".join(kinds) or "not recorded"}
-    measured = (f"busbw {max(on):.4g} GB/s with P2P, {off[0]:.4g} GB/s with NCCL_P2P_DISABLE=1 (x{ratio:.2f}); "
-                f"NCCL transports: {', '.join(sorted(entry.get('transports') or {})) or 'not recorded'}")
+    props: dict[str, object] = {
+        "busbw_p2p_gbps": round(max(on), 3),
+        "busbw_no_p2p_gbps": round(off[0], 3),
+        "ratio": round(ratio, 3),
+        "transports": ",".join(kinds) or "not recorded",
+    }
+    measured = (
+        f"busbw {max(on):.4g} GB/s with P2P, {off[0]:.4g} GB/s with NCCL_P2P_DISABLE=1 (x{ratio:.2f}); "
+        f"NCCL transports: {', '.join(sorted(entry.get('transports') or {})) or 'not recorded'}"
+    )
     not_p2p = bool(kinds) and not ({"P2P", "NVLS"} & set(kinds))
     if not_p2p or ratio < P2P_SPEEDUP:
-        why = (f"NCCL connected the GPUs by {'/'.join(kinds)}, not P2P" if not_p2p
-               else f"P2P is only x{ratio:.2f} the host path")
-        return failed(f"{t.label}: {why}", measured=measured,
-                      expected=f"NCCL channels via P2P, busbw at least x{P2P_SPEEDUP} the NCCL_P2P_DISABLE=1 control",
-                      path=_paths(t.rig, t.bdfs), fix=fixes(t.rig, t.bdfs, True), properties=props)
+        why = (
+            f"NCCL connected the GPUs by {'/'.join(kinds)}, not P2P"
+            if not_p2p
+            else f"P2P is only x{ratio:.2f} the host path"
+        )
+        return failed(
+            f"{t.label}: {why}",
+            measured=measured,
+            expected=f"NCCL channels via P2P, busbw at least x{P2P_SPEEDUP} the NCCL_P2P_DISABLE=1 control",
+            path=_paths(t.rig, t.bdfs),
+            fix=fixes(t.rig, t.bdfs, True),
+            properties=props,
+        )
     notes = [] if kinds else ["NCCL's transport lines were not recorded; judged on the control alone"]
-    return passed(f"{t.label}: NCCL uses {'/'.join(kinds) or 'P2P'}, x{ratio:.1f} the no-P2P control", measured=measured,
-                  notes=notes, properties=props)
+    return passed(
+        f"{t.label}: NCCL uses {'/'.join(kinds) or 'P2P'}, x{ratio:.1f} the no-P2P control",
+        measured=measured,
+        notes=notes,
+        properties=props,
+    )

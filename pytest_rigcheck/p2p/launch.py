@@ -108,8 +108,14 @@ class Launcher:
             w.log_path = self.run_dir / f"log.{w.name}.txt"
             with open(w.log_path, "wb") as log:
                 w.proc = subprocess.Popen(  # noqa: S603 - our own worker scripts, argv built here
-                    w.argv, env=w.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, cwd=self.run_dir)
+                    w.argv,
+                    env=w.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=self.run_dir,
+                )
             self.workers.append(w)
 
     def run_phase(self, phase: str) -> PhaseOutcome:
@@ -148,16 +154,24 @@ class Launcher:
                 assert w.proc is not None
                 rc = w.proc.poll()
                 if rc is not None:
-                    out.crashed = {"stage": "set-up" if what == "ready" else "measure", "worker": w.name,
-                                   "code": rc, "tail": tail(w.log_path)}
+                    out.crashed = {
+                        "stage": "set-up" if what == "ready" else "measure",
+                        "worker": w.name,
+                        "code": rc,
+                        "tail": tail(w.log_path),
+                    }
                     out.crashed.update(self.kill(ws))
                     out.wall_s = time.monotonic() - since
                     return False
             waited = time.monotonic() - since
             if waited > self.timeout_s:
-                out.hung = {"stage": "set-up" if what == "ready" else "measure", "after_s": round(waited, 1),
-                            "timeout_s": self.timeout_s, "waiting_for": [w.name for w in pending],
-                            "tail": tail(pending[0].log_path, nccl_only=True)}
+                out.hung = {
+                    "stage": "set-up" if what == "ready" else "measure",
+                    "after_s": round(waited, 1),
+                    "timeout_s": self.timeout_s,
+                    "waiting_for": [w.name for w in pending],
+                    "tail": tail(pending[0].log_path, nccl_only=True),
+                }
                 out.hung.update(self.kill(ws))
                 out.wall_s = waited
                 return False

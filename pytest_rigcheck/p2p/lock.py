@@ -36,8 +36,9 @@ def measure_lock(timeout_s: float = 1800.0, directory: Path | None = None) -> It
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-                    raise TimeoutError(f"another GPU measurement (pid {holder}) has held {path} for over "
-                                       f"{timeout_s:.0f} s") from None
+                    raise TimeoutError(
+                        f"another GPU measurement (pid {holder}) has held {path} for over {timeout_s:.0f} s"
+                    ) from None
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

@@ -55,19 +55,52 @@ def parse_nccl_version(lines: list[str]) -> str | None:
     return None
 
 
-def _nccl_workers(phase: str, ranks: list[str], groups: list[list[int]], sizes: list[int], ipc: bool,
-                  run_dir: Path, timeout_s: float, python: str | None, env_extra: dict[str, str]) -> list[Worker]:
-    plan = {"ranks": ranks, "groups": groups, "sizes": sizes, "ipc": ipc, "timeout_s": timeout_s, **NCCL_SETTINGS}
+def _nccl_workers(
+    phase: str,
+    ranks: list[str],
+    groups: list[list[int]],
+    sizes: list[int],
+    ipc: bool,
+    run_dir: Path,
+    timeout_s: float,
+    python: str | None,
+    env_extra: dict[str, str],
+) -> list[Worker]:
+    plan = {
+        "ranks": ranks,
+        "groups": groups,
+        "sizes": sizes,
+        "ipc": ipc,
+        "timeout_s": timeout_s,
+        **NCCL_SETTINGS,
+    }
     plan_path = run_dir / f"plan.{phase}.json"
     plan_path.write_text(json.dumps(plan))
     port = free_port()
     out = []
     for r in range(len(ranks)):
-        env = worker_env({"RANK": str(r), "WORLD_SIZE": str(len(ranks)), "LOCAL_RANK": str(r),
-                          "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **env_extra})
+        env = worker_env(
+            {
+                "RANK": str(r),
+                "WORLD_SIZE": str(len(ranks)),
+                "LOCAL_RANK": str(r),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                **env_extra,
+            }
+        )
         name = f"{phase}.{r}"
-        argv = [*python_cmd(python, "nccl_worker.py"), "--plan", str(plan_path), "--run-dir", str(run_dir),
-                "--name", name, "--phase", phase]
+        argv = [
+            *python_cmd(python, "nccl_worker.py"),
+            "--plan",
+            str(plan_path),
+            "--run-dir",
+            str(run_dir),
+            "--name",
+            name,
+            "--phase",
+            phase,
+        ]
         out.append(Worker(name, phase, argv, env))
     return out
 
@@ -75,7 +108,15 @@ def _nccl_workers(phase: str, ranks: list[str], groups: list[list[int]], sizes: 
 def _p2p_worker(plan: dict[str, Any], run_dir: Path, python: str | None) -> Worker:
     path = run_dir / "plan.p2p.json"
     path.write_text(json.dumps({**SETTINGS, **plan}))
-    argv = [*python_cmd(python, "p2p_worker.py"), "--plan", str(path), "--run-dir", str(run_dir), "--name", "p2p"]
+    argv = [
+        *python_cmd(python, "p2p_worker.py"),
+        "--plan",
+        str(path),
+        "--run-dir",
+        str(run_dir),
+        "--name",
+        "p2p",
+    ]
     return Worker("p2p", "p2p", argv, worker_env({}))
 
 
@@ -88,10 +129,22 @@ def _run_info(o: PhaseOutcome) -> dict[str, Any]:
     return info
 
 
-def run(gpus: list[str], *, pairs: list[tuple[str, str]] | None = None, host: bool = True,
-        modes: list[str] | None = None, groups: list[list[str]] | None = None, sizes: list[int] | None = None,
-        control: bool = True, ipc: bool = True, p2p: bool = True, timeout_s: float = 120.0,
-        python: str | None = None, keep_dir: Path | None = None, log_file: Path | None = None) -> dict[str, Any]:
+def run(
+    gpus: list[str],
+    *,
+    pairs: list[tuple[str, str]] | None = None,
+    host: bool = True,
+    modes: list[str] | None = None,
+    groups: list[list[str]] | None = None,
+    sizes: list[int] | None = None,
+    control: bool = True,
+    ipc: bool = True,
+    p2p: bool = True,
+    timeout_s: float = 120.0,
+    python: str | None = None,
+    keep_dir: Path | None = None,
+    log_file: Path | None = None,
+) -> dict[str, Any]:
     """Measure and return a ``p2p.json`` dict (without origin). ``groups`` default: all ``gpus`` as one."""
     t0 = time.monotonic()
     groups = groups if groups is not None else ([gpus] if len(gpus) > 1 else [])
@@ -101,28 +154,58 @@ def run(gpus: list[str], *, pairs: list[tuple[str, str]] | None = None, host: bo
         run_dir = Path(tmp)
         workers: list[Worker] = []
         if p2p:
-            workers.append(_p2p_worker({"pairs": [list(p) for p in pairs] if pairs is not None else None,
-                                        "gpus": gpus if host else [], "modes": modes}, run_dir, python))
+            workers.append(
+                _p2p_worker(
+                    {
+                        "pairs": [list(p) for p in pairs] if pairs is not None else None,
+                        "gpus": gpus if host else [],
+                        "modes": modes,
+                    },
+                    run_dir,
+                    python,
+                )
+            )
         if groups:
             idx = [[ranks.index(b) for b in g] for g in groups]
             workers += _nccl_workers("nccl", ranks, idx, sizes, ipc, run_dir, timeout_s, python, {})
             if control:
-                workers += _nccl_workers("control", gpus, [list(range(len(gpus)))], [JUDGED_BYTES], False, run_dir,
-                                         timeout_s, python, {"NCCL_P2P_DISABLE": "1"})
+                workers += _nccl_workers(
+                    "control",
+                    gpus,
+                    [list(range(len(gpus)))],
+                    [JUDGED_BYTES],
+                    False,
+                    run_dir,
+                    timeout_s,
+                    python,
+                    {"NCCL_P2P_DISABLE": "1"},
+                )
         outcomes: dict[str, PhaseOutcome] = {}
         with Launcher(run_dir, timeout_s) as launcher:
             launcher.start(workers)
             for phase in ("p2p", "nccl", "control"):
                 if any(w.phase == phase for w in workers):
                     outcomes[phase] = launcher.run_phase(phase)
-        logs = {w.name: (w.log_path.read_text("utf-8", "replace").splitlines() if w.log_path and w.log_path.is_file()
-                         else []) for w in workers}
+        logs = {
+            w.name: (
+                w.log_path.read_text("utf-8", "replace").splitlines()
+                if w.log_path and w.log_path.is_file()
+                else []
+            )
+            for w in workers
+        }
     if log_file is not None:
         with open(log_file, "a", encoding="utf-8") as f:
             for name, lines in logs.items():
                 f.write("".join(f"[{name}] {line}\n" for line in lines))
-    data: dict[str, Any] = {"format": FORMAT, "definitions": DEFINITIONS, "gpus": {}, "pairs": {},
-                            "nccl": {"groups": {}}, "runs": {k: _run_info(o) for k, o in outcomes.items()}}
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "definitions": DEFINITIONS,
+        "gpus": {},
+        "pairs": {},
+        "nccl": {"groups": {}},
+        "runs": {k: _run_info(o) for k, o in outcomes.items()},
+    }
     if "p2p" in outcomes:
         _fold_p2p(data, outcomes["p2p"])
     if "nccl" in outcomes:
@@ -139,8 +222,12 @@ def _fold_p2p(data: dict[str, Any], o: PhaseOutcome) -> None:
         return
     data["software"] = {k: r.get(k) for k in ("torch", "cuda", "cudart")}
     data["settings"] = r.get("settings", {})
-    data["runs"]["p2p"].update(setup_s=r.get("setup_s"), measure_s=r.get("measure_s"), notes=r.get("notes", []),
-                               nvml_error=r.get("nvml_error"))
+    data["runs"]["p2p"].update(
+        setup_s=r.get("setup_s"),
+        measure_s=r.get("measure_s"),
+        notes=r.get("notes", []),
+        nvml_error=r.get("nvml_error"),
+    )
     for bdf, d in r.get("devices", {}).items():
         g = data["gpus"].setdefault(bdf, {})
         g.update({k: v for k, v in d.items() if k not in ("h2d_gbps", "d2h_gbps")})
@@ -163,8 +250,14 @@ def _judged(sweep: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(sized, key=lambda s: s["bytes"]) if sized else None
 
 
-def _fold_nccl(data: dict[str, Any], o: PhaseOutcome, groups: list[list[str]], ranks: list[str],
-               logs: dict[str, list[str]], ipc: bool) -> None:
+def _fold_nccl(
+    data: dict[str, Any],
+    o: PhaseOutcome,
+    groups: list[list[str]],
+    ranks: list[str],
+    logs: dict[str, list[str]],
+    ipc: bool,
+) -> None:
     lines = [x for name, ls in logs.items() if name.startswith("nccl.") for x in ls]
     transports = parse_transports(lines)
     version = parse_nccl_version(lines)
@@ -175,16 +268,27 @@ def _fold_nccl(data: dict[str, Any], o: PhaseOutcome, groups: list[list[str]], r
             entry.update({"hung": o.hung} if o.hung else {"crashed": o.crashed})
         else:
             per_rank = list(o.results.values())
-            sweeps = [grp["sweep"] for res in o.results.values() for grp in res["groups"]
-                      if [ranks[i] for i in grp["members"]] == g]
+            sweeps = [
+                grp["sweep"]
+                for res in o.results.values()
+                for grp in res["groups"]
+                if [ranks[i] for i in grp["members"]] == g
+            ]
             if sweeps:
                 sweep = sweeps[0]
                 wrong = [sum(s["wrong"] for s in sw) for sw in sweeps]
                 nan = [sum(s["nan"] for s in sw) for sw in sweeps]
                 j = _judged(sweep)
-                entry.update({"sweep": sweep, "wrong": sum(wrong), "nan": sum(nan), "checked_ranks": len(sweeps),
-                              "judged_bytes": j["bytes"] if j else None,
-                              "busbw_gbps": [j["busbw_gbps"]] if j else []})
+                entry.update(
+                    {
+                        "sweep": sweep,
+                        "wrong": sum(wrong),
+                        "nan": sum(nan),
+                        "checked_ranks": len(sweeps),
+                        "judged_bytes": j["bytes"] if j else None,
+                        "busbw_gbps": [j["busbw_gbps"]] if j else [],
+                    }
+                )
                 entry["nccl"] = version or (per_rank[0].get("nccl") if per_rank else None)
         data["nccl"]["groups"][key] = entry
     if ipc:
@@ -203,27 +307,53 @@ def _fold_nccl(data: dict[str, Any], o: PhaseOutcome, groups: list[list[str]], r
 
 def _fold_control(data: dict[str, Any], o: PhaseOutcome, gpus: list[str], logs: dict[str, list[str]]) -> None:
     lines = [x for name, ls in logs.items() if name.startswith("control.") for x in ls]
-    entry: dict[str, Any] = {"gpus": gpus, "env": {"NCCL_P2P_DISABLE": "1"}, "transports": parse_transports(lines)}
+    entry: dict[str, Any] = {
+        "gpus": gpus,
+        "env": {"NCCL_P2P_DISABLE": "1"},
+        "transports": parse_transports(lines),
+    }
     if not o.ok:
         entry.update({"hung": o.hung} if o.hung else {"crashed": o.crashed})
     else:
         res = next(iter(o.results.values()))
         j = _judged(res["groups"][0]["sweep"]) if res["groups"] else None
-        entry.update({"judged_bytes": j["bytes"] if j else None, "busbw_gbps": j["busbw_gbps"] if j else None,
-                      "wrong": j["wrong"] if j else None})
+        entry.update(
+            {
+                "judged_bytes": j["bytes"] if j else None,
+                "busbw_gbps": j["busbw_gbps"] if j else None,
+                "wrong": j["wrong"] if j else None,
+            }
+        )
     data["nccl"]["control"] = entry
 
 
-def retry(data: dict[str, Any], gpus: list[str], failing_pairs: dict[str, list[str]], failing_host: list[str],
-          failing_groups: list[list[str]], timeout_s: float, python: str | None) -> None:
+def retry(
+    data: dict[str, Any],
+    gpus: list[str],
+    failing_pairs: dict[str, list[str]],
+    failing_host: list[str],
+    failing_groups: list[list[str]],
+    timeout_s: float,
+    python: str | None,
+) -> None:
     """Measure again what missed its pass line and append the readings (``data`` is changed in place)."""
     pairs = [tuple(k.split("->")) for k in failing_pairs]
     modes = sorted({m for ms in failing_pairs.values() for m in ms})
     if not pairs and not failing_host and not failing_groups:
         return
-    again = run(gpus, pairs=pairs, host=bool(failing_host), modes=modes or ["unidir"],  # type: ignore[arg-type]
-                groups=failing_groups, sizes=[JUDGED_BYTES], control=False, ipc=False,
-                p2p=bool(pairs or failing_host), timeout_s=timeout_s, python=python)
+    again = run(
+        gpus,
+        pairs=pairs,
+        host=bool(failing_host),
+        modes=modes or ["unidir"],  # type: ignore[arg-type]
+        groups=failing_groups,
+        sizes=[JUDGED_BYTES],
+        control=False,
+        ipc=False,
+        p2p=bool(pairs or failing_host),
+        timeout_s=timeout_s,
+        python=python,
+    )
     for key, p in again["pairs"].items():
         for fig in ("unidir_gbps", "bidir_gbps", "latency_us"):
             if fig in p and key in data["pairs"]:
@@ -239,8 +369,13 @@ def retry(data: dict[str, Any], gpus: list[str], failing_pairs: dict[str, list[s
     data["runs"]["retry"] = again["runs"]
 
 
-def measure(gpus: list[str], groups: list[list[str]], decide: Callable[[dict[str, Any]], tuple[
-        dict[str, list[str]], list[str], list[list[str]]]], timeout_s: float, python: str | None) -> dict[str, Any]:
+def measure(
+    gpus: list[str],
+    groups: list[list[str]],
+    decide: Callable[[dict[str, Any]], tuple[dict[str, list[str]], list[str], list[list[str]]]],
+    timeout_s: float,
+    python: str | None,
+) -> dict[str, Any]:
     """Everything once, then a retry of what ``decide`` names (figures that missed their pass line)."""
     data = run(gpus, groups=groups, timeout_s=timeout_s, python=python)
     failing_pairs, failing_host, failing_groups = decide(data)

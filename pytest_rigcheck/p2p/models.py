@@ -32,22 +32,53 @@ def _sweep(peak: float, n: int, lat_us: float = 25.0) -> list[dict[str, Any]]:
     for size in DEFAULT_SIZES:
         sec = lat_us * 1e-6 + size * factor / (peak * 1e9)
         algbw = size / 1e9 / sec
-        out.append({"bytes": size, "time_us": round(sec * 1e6, 2), "algbw_gbps": round(algbw, 4),
-                    "busbw_gbps": round(algbw * factor, 4), "wrong": 0, "nan": 0})
+        out.append(
+            {
+                "bytes": size,
+                "time_us": round(sec * 1e6, 2),
+                "algbw_gbps": round(algbw, 4),
+                "busbw_gbps": round(algbw * factor, 4),
+                "wrong": 0,
+                "nan": 0,
+            }
+        )
     return out
 
 
 def _base(origin: str) -> dict[str, Any]:
-    return {"format": FORMAT, "origin": origin, "definitions": DEFINITIONS, "gpus": {}, "pairs": {},
-            "nccl": {"groups": {}}, "runs": {}}
+    return {
+        "format": FORMAT,
+        "origin": origin,
+        "definitions": DEFINITIONS,
+        "gpus": {},
+        "pairs": {},
+        "nccl": {"groups": {}},
+        "runs": {},
+    }
 
 
-def _pair(status: int, access: bool, uni: list[float], bidir: list[float], lat: list[float], ctl_uni: float,
-          ctl_lat: float) -> dict[str, Any]:
-    return {"nvml": {"read": status, "write": status, "nvlink": NS, "atomics": NS, "pci": status},
-            "can_access_peer": access, "unidir_gbps": uni, "bidir_gbps": bidir, "latency_us": lat,
-            "control_unidir_gbps": ctl_uni, "control_latency_us": ctl_lat,
-            "unidir_verified": True, "bidir_verified": True, "latency_verified": True, "control_verified": True}
+def _pair(
+    status: int,
+    access: bool,
+    uni: list[float],
+    bidir: list[float],
+    lat: list[float],
+    ctl_uni: float,
+    ctl_lat: float,
+) -> dict[str, Any]:
+    return {
+        "nvml": {"read": status, "write": status, "nvlink": NS, "atomics": NS, "pci": status},
+        "can_access_peer": access,
+        "unidir_gbps": uni,
+        "bidir_gbps": bidir,
+        "latency_us": lat,
+        "control_unidir_gbps": ctl_uni,
+        "control_latency_us": ctl_lat,
+        "unidir_verified": True,
+        "bidir_verified": True,
+        "latency_verified": True,
+        "control_verified": True,
+    }
 
 
 def modelled_p2p(snapshot_name: str, gpu_bdfs: list[str]) -> dict[str, Any] | None:
@@ -60,17 +91,43 @@ def modelled_p2p(snapshot_name: str, gpu_bdfs: list[str]) -> dict[str, Any] | No
         for i, (a, b) in enumerate(permutations(gpu_bdfs, 2)):
             d["pairs"][pair_key(a, b)] = _pair(CNS, False, [12.6 - 0.2 * i], [13.1], [14.8], 12.5, 14.6)
         for i, g in enumerate(gpu_bdfs):
-            d["gpus"][g] = {"name": "NVIDIA GeForce RTX 3090", "h2d_gbps": [26.1 - 0.3 * i], "d2h_gbps": [26.7],
-                            "h2d_verified": True, "d2h_verified": True, "nvlink": {"active": 0}}
+            d["gpus"][g] = {
+                "name": "NVIDIA GeForce RTX 3090",
+                "h2d_gbps": [26.1 - 0.3 * i],
+                "d2h_gbps": [26.7],
+                "h2d_verified": True,
+                "d2h_verified": True,
+                "nvlink": {"active": 0},
+            }
         key = group_key(gpu_bdfs)
-        d["nccl"]["groups"][key] = {"gpus": gpu_bdfs, "sweep": _sweep(11.4, 2), "wrong": 0, "nan": 0,
-                                    "judged_bytes": JUDGED_BYTES, "busbw_gbps": [_sweep(11.4, 2)[-1]["busbw_gbps"]],
-                                    "transports": {"SHM/direct/direct": 4}, "nccl": "2.28.9+cuda13.0"}
-        d["nccl"]["control"] = {"gpus": gpu_bdfs, "env": {"NCCL_P2P_DISABLE": "1"}, "judged_bytes": JUDGED_BYTES,
-                                "busbw_gbps": 11.3, "transports": {"SHM/direct/direct": 4}}
-        d["nccl"]["ipc"] = {"pairs": {pair_key(a, b): {"ok": False, "error": "CudaError: cudaIpcOpenMemHandle failed: "
-                                                       "cudaError 217 (peer access is not supported between these two "
-                                                       "devices)"} for a, b in permutations(gpu_bdfs, 2)}}
+        d["nccl"]["groups"][key] = {
+            "gpus": gpu_bdfs,
+            "sweep": _sweep(11.4, 2),
+            "wrong": 0,
+            "nan": 0,
+            "judged_bytes": JUDGED_BYTES,
+            "busbw_gbps": [_sweep(11.4, 2)[-1]["busbw_gbps"]],
+            "transports": {"SHM/direct/direct": 4},
+            "nccl": "2.28.9+cuda13.0",
+        }
+        d["nccl"]["control"] = {
+            "gpus": gpu_bdfs,
+            "env": {"NCCL_P2P_DISABLE": "1"},
+            "judged_bytes": JUDGED_BYTES,
+            "busbw_gbps": 11.3,
+            "transports": {"SHM/direct/direct": 4},
+        }
+        d["nccl"]["ipc"] = {
+            "pairs": {
+                pair_key(a, b): {
+                    "ok": False,
+                    "error": "CudaError: cudaIpcOpenMemHandle failed: "
+                    "cudaError 217 (peer access is not supported between these two "
+                    "devices)",
+                }
+                for a, b in permutations(gpu_bdfs, 2)
+            }
+        }
         d["expect_fail"] = []
         return d
     if n in ("rtxpro6000x4-switch", "rtxpro6000x4-acs-switch"):
@@ -78,29 +135,61 @@ def modelled_p2p(snapshot_name: str, gpu_bdfs: list[str]) -> dict[str, Any] | No
         d = _base(origin)
         for i, (a, b) in enumerate(permutations(gpu_bdfs, 2)):
             if acs:  # every request up to the root complex and back: below the line even after the retry
-                p = _pair(OK, True, [23.9 - 0.05 * (i % 3), 24.2], [26.2 + 0.1 * (i % 4), 26.5], [0.93, 0.91], 11.0, 12.1)
+                p = _pair(
+                    OK,
+                    True,
+                    [23.9 - 0.05 * (i % 3), 24.2],
+                    [26.2 + 0.1 * (i % 4), 26.5],
+                    [0.93, 0.91],
+                    11.0,
+                    12.1,
+                )
             else:
                 p = _pair(OK, True, [28.1 - 0.05 * (i % 4)], [52.0 + 0.1 * (i % 3)], [0.41], 11.2, 12.0)
             d["pairs"][pair_key(a, b)] = p
         for i, g in enumerate(gpu_bdfs):
-            d["gpus"][g] = {"name": "NVIDIA RTX PRO 6000 Blackwell Workstation Edition", "h2d_gbps": [26.4],
-                            "d2h_gbps": [26.9 - 0.1 * i], "h2d_verified": True, "d2h_verified": True,
-                            "nvlink": {"active": 0}}
+            d["gpus"][g] = {
+                "name": "NVIDIA RTX PRO 6000 Blackwell Workstation Edition",
+                "h2d_gbps": [26.4],
+                "d2h_gbps": [26.9 - 0.1 * i],
+                "h2d_verified": True,
+                "d2h_verified": True,
+                "nvlink": {"active": 0},
+            }
         key = group_key(gpu_bdfs)
         peak = 9.8 if acs else 21.6
         busbw = _sweep(peak, 4)[-1]["busbw_gbps"]
-        d["nccl"]["groups"][key] = {"gpus": gpu_bdfs, "sweep": _sweep(peak, 4), "wrong": 0, "nan": 0,
-                                    "judged_bytes": JUDGED_BYTES, "busbw_gbps": [busbw, 9.9] if acs else [busbw],
-                                    "transports": {"P2P/CUMEM/read": 16}, "nccl": "2.28.9+cuda13.0"}
-        d["nccl"]["control"] = {"gpus": gpu_bdfs, "env": {"NCCL_P2P_DISABLE": "1"}, "judged_bytes": JUDGED_BYTES,
-                                "busbw_gbps": 8.6, "transports": {"SHM/direct/direct": 16}}
-        d["nccl"]["ipc"] = {"pairs": {pair_key(a, b): {"ok": True, "mismatches": 0, "bytes": 4194304}
-                                      for a, b in permutations(gpu_bdfs, 2)}}
+        d["nccl"]["groups"][key] = {
+            "gpus": gpu_bdfs,
+            "sweep": _sweep(peak, 4),
+            "wrong": 0,
+            "nan": 0,
+            "judged_bytes": JUDGED_BYTES,
+            "busbw_gbps": [busbw, 9.9] if acs else [busbw],
+            "transports": {"P2P/CUMEM/read": 16},
+            "nccl": "2.28.9+cuda13.0",
+        }
+        d["nccl"]["control"] = {
+            "gpus": gpu_bdfs,
+            "env": {"NCCL_P2P_DISABLE": "1"},
+            "judged_bytes": JUDGED_BYTES,
+            "busbw_gbps": 8.6,
+            "transports": {"SHM/direct/direct": 16},
+        }
+        d["nccl"]["ipc"] = {
+            "pairs": {
+                pair_key(a, b): {"ok": True, "mismatches": 0, "bytes": 4194304}
+                for a, b in permutations(gpu_bdfs, 2)
+            }
+        }
         fail: list[str] = []
         if acs:
             for a, b in permutations(gpu_bdfs, 2):
-                fail += [f"test_p2p_unidirectional[{a}->{b}]", f"test_p2p_bidirectional[{a}->{b}]",
-                         f"test_p2p_latency[{a}->{b}]"]
+                fail += [
+                    f"test_p2p_unidirectional[{a}->{b}]",
+                    f"test_p2p_bidirectional[{a}->{b}]",
+                    f"test_p2p_latency[{a}->{b}]",
+                ]
             fail += ["test_nccl_busbw[all]", "test_nccl_uses_p2p[all]"]
         d["expect_fail"] = fail
         return d
@@ -117,36 +206,77 @@ def captured_p2p(snapshot_name: str, captures: Path) -> dict[str, Any] | None:
     text = (base / "measurements.txt").read_text()
     blt = parse_p2p_matrices((base / "p2pBandwidthLatencyTest.txt").read_text())
     bdfs = ["0000:00:06.0", "0000:00:07.0"]
-    d = _base("transcribed from the shared capture ../shared/captures/h200x2-nvlink: P2P copies, H2D/D2H and the NCCL "
-              "sweep from measurements.txt (PyTorch on that machine), latency and the peer-access-off control from "
-              "p2pBandwidthLatencyTest.txt; not captured there: NVML P2P read status (pynvml ArgumentError), data checks, "
-              "NCCL transports, the NCCL_P2P_DISABLE=1 run, CUDA IPC")
-    uni = {(int(a), int(b)): float(v) for a, b, v in re.findall(r"^uni (\d)->(\d) .*? ([\d.]+) GB/s", text, re.M)}
+    d = _base(
+        "transcribed from the shared capture ../shared/captures/h200x2-nvlink: P2P copies, H2D/D2H and the NCCL "
+        "sweep from measurements.txt (PyTorch on that machine), latency and the peer-access-off control from "
+        "p2pBandwidthLatencyTest.txt; not captured there: NVML P2P read status (pynvml ArgumentError), data checks, "
+        "NCCL transports, the NCCL_P2P_DISABLE=1 run, CUDA IPC"
+    )
+    uni = {
+        (int(a), int(b)): float(v) for a, b, v in re.findall(r"^uni (\d)->(\d) .*? ([\d.]+) GB/s", text, re.M)
+    }
     bidir = float(re.search(r"^bidir 0<->1 ([\d.]+) GB/s", text, re.M).group(1))  # type: ignore[union-attr]
     for (i, j), v in uni.items():
         caps = re.search(rf"^P2P {i} {j} (\{{.*?\}}) ancestor", text, re.M)
-        nvml = {"read": {"error": "not captured: pynvml ArgumentError (NVML_P2P_CAPS_INDEX_READ is a tuple)"},
-                "write": OK, "nvlink": OK, "atomics": OK, "pci": NS} if caps else {}
+        nvml = (
+            {
+                "read": {"error": "not captured: pynvml ArgumentError (NVML_P2P_CAPS_INDEX_READ is a tuple)"},
+                "write": OK,
+                "nvlink": OK,
+                "atomics": OK,
+                "pci": NS,
+            }
+            if caps
+            else {}
+        )
         d["pairs"][pair_key(bdfs[i], bdfs[j])] = {
-            "nvml": nvml, "can_access_peer": True, "unidir_gbps": [v], "bidir_gbps": [bidir],
+            "nvml": nvml,
+            "can_access_peer": True,
+            "unidir_gbps": [v],
+            "bidir_gbps": [bidir],
             "latency_us": [blt["P2P=Enabled Latency (P2P Writes) Matrix (us)"][i][j]],
             "control_unidir_gbps": blt["Unidirectional P2P=Disabled Bandwidth Matrix (GB/s)"][i][j],
-            "control_latency_us": blt["P2P=Disabled Latency Matrix (us)"][i][j]}
+            "control_latency_us": blt["P2P=Disabled Latency Matrix (us)"][i][j],
+        }
     for i, b in enumerate(bdfs):
         h2d = float(re.search(rf"^h2d {i} ([\d.]+)", text, re.M).group(1))  # type: ignore[union-attr]
         d2h = float(re.search(rf"^d2h {i} ([\d.]+)", text, re.M).group(1))  # type: ignore[union-attr]
-        d["gpus"][b] = {"name": "NVIDIA H200", "h2d_gbps": [h2d], "d2h_gbps": [d2h],
-                        "nvlink": {"active": 18, "version": None, "remotes": {}}}
+        d["gpus"][b] = {
+            "name": "NVIDIA H200",
+            "h2d_gbps": [h2d],
+            "d2h_gbps": [d2h],
+            "nvlink": {"active": 18, "version": None, "remotes": {}},
+        }
     sweep = []
-    for size, us, alg, bus, ok in re.findall(r"^allreduce +(\d+) B +([\d.]+) us +algbw +([\d.]+) +busbw +([\d.]+) GB/s "
-                                             r"+correct=(\w+)", text, re.M):
-        sweep.append({"bytes": int(size), "time_us": float(us), "algbw_gbps": float(alg), "busbw_gbps": float(bus),
-                      "wrong": 0 if ok == "True" else 1, "nan": 0})
+    for size, us, alg, bus, ok in re.findall(
+        r"^allreduce +(\d+) B +([\d.]+) us +algbw +([\d.]+) +busbw +([\d.]+) GB/s "
+        r"+correct=(\w+)",
+        text,
+        re.M,
+    ):
+        sweep.append(
+            {
+                "bytes": int(size),
+                "time_us": float(us),
+                "algbw_gbps": float(alg),
+                "busbw_gbps": float(bus),
+                "wrong": 0 if ok == "True" else 1,
+                "nan": 0,
+            }
+        )
     judged = max((s for s in sweep if s["bytes"] <= JUDGED_BYTES), key=lambda s: s["bytes"])
-    d["nccl"]["groups"][group_key(bdfs)] = {"gpus": bdfs, "sweep": sweep, "wrong": sum(s["wrong"] for s in sweep),
-                                            "nan": 0, "judged_bytes": judged["bytes"], "busbw_gbps": [judged["busbw_gbps"]],
-                                            "nccl": "2.28.9"}
-    d["expect_fail"] = [*(f"test_p2p_capability[{a}->{b}]" for a, b in permutations(bdfs, 2)),
-                        *(f"test_cuda_ipc_roundtrip[{a}->{b}]" for a, b in permutations(bdfs, 2)),
-                        "test_nccl_uses_p2p[all]"]
+    d["nccl"]["groups"][group_key(bdfs)] = {
+        "gpus": bdfs,
+        "sweep": sweep,
+        "wrong": sum(s["wrong"] for s in sweep),
+        "nan": 0,
+        "judged_bytes": judged["bytes"],
+        "busbw_gbps": [judged["busbw_gbps"]],
+        "nccl": "2.28.9",
+    }
+    d["expect_fail"] = [
+        *(f"test_p2p_capability[{a}->{b}]" for a, b in permutations(bdfs, 2)),
+        *(f"test_cuda_ipc_roundtrip[{a}->{b}]" for a, b in permutations(bdfs, 2)),
+        "test_nccl_uses_p2p[all]",
+    ]
     return d

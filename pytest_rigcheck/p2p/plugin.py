@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from .session import P2pSession
 
 TIMEOUT_OPTION = "--rig-p2p-timeout"
-TIMEOUT_DESC = "Seconds each P2P/NCCL phase (set-up, then measuring) may take before it counts as hung (default: 120)"
+TIMEOUT_DESC = (
+    "Seconds each P2P/NCCL phase (set-up, then measuring) may take before it counts as hung (default: 120)"
+)
 PYTHON_OPTION = "--rig-p2p-python"
 PYTHON_DESC = "Python interpreter with PyTorch to run the P2P/NCCL workers (default: the one running pytest)"
 DEFAULT_TIMEOUT_S = 120.0
@@ -32,7 +34,10 @@ MEASURE_GROUP = "rig_measure"
 MEASURE_FIXTURES = ("rig_p2p", "rig_nccl")
 TARGETS = {
     "rig_p2p_pair": ("pytest_rigcheck.p2p.targets:routes", "fewer than two GPUs: no GPU pair"),
-    "rig_nccl_group": ("pytest_rigcheck.p2p.targets:groups", "fewer than two GPUs: nothing to all-reduce across"),
+    "rig_nccl_group": (
+        "pytest_rigcheck.p2p.targets:groups",
+        "fewer than two GPUs: nothing to all-reduce across",
+    ),
 }
 
 
@@ -58,14 +63,21 @@ def timeout_s(config: pytest.Config) -> float:
         try:
             value = float(text) if text else DEFAULT_TIMEOUT_S
         except ValueError:
-            raise pytest.UsageError(f"Invalid P2P timeout {text!r} from {where}: a number of seconds, e.g. 120") from None
+            raise pytest.UsageError(
+                f"Invalid P2P timeout {text!r} from {where}: a number of seconds, e.g. 120"
+            ) from None
     if not 1 <= value <= 3600:
         raise pytest.UsageError(f"Invalid P2P timeout {value} from {where}: between 1 and 3600 seconds")
     return float(value)
 
 
 def worker_python(config: pytest.Config) -> str | None:
-    return config.getoption(PYTHON_OPTION) or os.environ.get("RIGCHECK_P2P_PYTHON") or config.getini("rig_p2p_python") or None
+    return (
+        config.getoption(PYTHON_OPTION)
+        or os.environ.get("RIGCHECK_P2P_PYTHON")
+        or config.getini("rig_p2p_python")
+        or None
+    )
 
 
 def p2p_session(rig: Rig, config: pytest.Config) -> P2pSession:
@@ -94,8 +106,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     argname = names[0]
     rs = rig_session(metafunc.config)
     if not rs.enabled:
-        metafunc.parametrize(argname, [pytest.param(None, marks=pytest.mark.skip(
-            reason=f"needs {RIG_OPTION} or {SNAPSHOT_OPTION}"), id="no-rig")], indirect=True)
+        metafunc.parametrize(
+            argname,
+            [
+                pytest.param(
+                    None,
+                    marks=pytest.mark.skip(reason=f"needs {RIG_OPTION} or {SNAPSHOT_OPTION}"),
+                    id="no-rig",
+                )
+            ],
+            indirect=True,
+        )
         return
     spec, empty = TARGETS[argname]
     enumerate_ = _resolve(spec)

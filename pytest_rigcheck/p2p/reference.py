@@ -62,10 +62,27 @@ def parse_allreduce_perf(text: str) -> dict[str, object]:
                 nums = [float(p) for p in parts[5:]]
             except ValueError:
                 continue
-            rows.append({"bytes": int(parts[0]), "count": int(parts[1]), "type": parts[2], "op": parts[3],
-                         "oop_time_us": nums[0], "oop_algbw": nums[1], "oop_busbw": nums[2], "oop_wrong": int(nums[3]),
-                         "ip_time_us": nums[4], "ip_algbw": nums[5], "ip_busbw": nums[6], "ip_wrong": int(nums[7])})
+            rows.append(
+                {
+                    "bytes": int(parts[0]),
+                    "count": int(parts[1]),
+                    "type": parts[2],
+                    "op": parts[3],
+                    "oop_time_us": nums[0],
+                    "oop_algbw": nums[1],
+                    "oop_busbw": nums[2],
+                    "oop_wrong": int(nums[3]),
+                    "ip_time_us": nums[4],
+                    "ip_algbw": nums[5],
+                    "ip_busbw": nums[6],
+                    "ip_wrong": int(nums[7]),
+                }
+            )
     avg = re.search(r"# Avg bus bandwidth\s*:\s*([\d.]+)", text)
     oob = re.search(r"# Out of bounds values\s*:\s*(\d+)\s*(OK|FAILED)", text)
-    return {"rows": rows, "avg_busbw": float(avg.group(1)) if avg else None,
-            "out_of_bounds": int(oob.group(1)) if oob else None, "oob_status": oob.group(2) if oob else None}
+    return {
+        "rows": rows,
+        "avg_busbw": float(avg.group(1)) if avg else None,
+        "out_of_bounds": int(oob.group(1)) if oob else None,
+        "oob_status": oob.group(2) if oob else None,
+    }

@@ -29,8 +29,12 @@ def torch_missing(python: str | None) -> str | None:
     if python is None:
         return None if importlib.util.find_spec("torch") is not None else "PyTorch is not installed"
     try:
-        rc = subprocess.run([python, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)"],
-                            capture_output=True, timeout=60, check=False).returncode
+        rc = subprocess.run(
+            [python, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        ).returncode
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"cannot run the worker interpreter {python}: {exc}"
     return None if rc == 0 else f"PyTorch is not installed for {python}"
@@ -99,19 +103,28 @@ class P2pSession:
         if not rig.is_live:
             path = rig.root / P2P_JSON
             if not path.is_file():
-                return ("skip", f"{rig.name}: this snapshot has no {P2P_JSON}; P2P and NCCL figures are measured on the "
-                                "rig itself (pytest --rig) or recorded by `rigcheck capture` there")
+                return (
+                    "skip",
+                    f"{rig.name}: this snapshot has no {P2P_JSON}; P2P and NCCL figures are measured on the "
+                    "rig itself (pytest --rig) or recorded by `rigcheck capture` there",
+                )
             try:
                 return ("ok", load(path, f"snapshot {rig.name}"))
             except RigcheckError as exc:
                 return ("fail", f"UNREADABLE, not a pass: {exc}")
         if not Path(DRIVER_FILE).exists():
-            return ("skip", f"P2P/NCCL checks skipped: no NVIDIA driver loaded ({DRIVER_FILE} missing)"
-                            + ("" if torch_missing(self.python) is None else f"; they also need {TORCH_EXTRA}"))
+            return (
+                "skip",
+                f"P2P/NCCL checks skipped: no NVIDIA driver loaded ({DRIVER_FILE} missing)"
+                + ("" if torch_missing(self.python) is None else f"; they also need {TORCH_EXTRA}"),
+            )
         missing = torch_missing(self.python)
         if missing:
-            return ("fail", f"{missing}, but this machine has NVIDIA GPUs: the P2P and NCCL checks need it: "
-                            f"{TORCH_EXTRA}, or point --rig-p2p-python at an interpreter that has it")
+            return (
+                "fail",
+                f"{missing}, but this machine has NVIDIA GPUs: the P2P and NCCL checks need it: "
+                f"{TORCH_EXTRA}, or point --rig-p2p-python at an interpreter that has it",
+            )
         return ("ok", self._measure())
 
     def _measure(self) -> dict[str, Any]:
@@ -124,7 +137,9 @@ class P2pSession:
         with measure_lock():
             data = read_shared(shared)
             if data is None:
-                data = measure.measure(gpus, nccl_groups, lambda d: decide(self.rig, d), self.timeout_s, self.python)
+                data = measure.measure(
+                    gpus, nccl_groups, lambda d: decide(self.rig, d), self.timeout_s, self.python
+                )
                 when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
                 data["origin"] = f"measured live on {self.rig.name} ({when}, pid {os.getpid()})"
                 write_shared(shared, data)

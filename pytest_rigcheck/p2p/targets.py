@@ -70,8 +70,15 @@ def groups(rig: Rig) -> list[GroupTarget]:
     for k, members in enumerate(rig.profile.tp_groups or ()):
         bad = [i for i in members if i >= len(gpus)]
         if bad:
-            out.append(GroupTarget(rig, f"tp{k}", (), f"profile [rig] tp_groups[{k}] = {list(members)} names GPU "
-                                                      f"index {bad[0]}, but the rig has {len(gpus)} GPU(s)"))
+            out.append(
+                GroupTarget(
+                    rig,
+                    f"tp{k}",
+                    (),
+                    f"profile [rig] tp_groups[{k}] = {list(members)} names GPU "
+                    f"index {bad[0]}, but the rig has {len(gpus)} GPU(s)",
+                )
+            )
             continue
         chosen = tuple(gpus[i] for i in members)
         if len(chosen) > 1 and [g.bdf for g in chosen] != [g.bdf for g in gpus]:

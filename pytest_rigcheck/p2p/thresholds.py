@@ -32,10 +32,27 @@ FRACTION = {
 }
 LATENCY_VS_CONTROL = 0.5  # P2P latency must be under half the host-staged latency of the same run
 NVLINK_GBPS = {1: 20.0, 2: 25.0, 3: 25.0, 4: 25.0, 5: 50.0}  # per link, per direction
-NVLINK_BY_NAME = (("B200", 5), ("B100", 5), ("GB200", 5), ("H200", 4), ("H100", 4), ("H800", 4), ("A100", 3),
-                  ("A800", 3), ("V100", 2), ("P100", 1))
-P2P_KEYS = {"min_unidir_gbps", "min_bidir_gbps", "max_latency_us", "min_h2d_gbps", "min_d2h_gbps", "warn_band",
-            "required"}
+NVLINK_BY_NAME = (
+    ("B200", 5),
+    ("B100", 5),
+    ("GB200", 5),
+    ("H200", 4),
+    ("H100", 4),
+    ("H800", 4),
+    ("A100", 3),
+    ("A800", 3),
+    ("V100", 2),
+    ("P100", 1),
+)
+P2P_KEYS = {
+    "min_unidir_gbps",
+    "min_bidir_gbps",
+    "max_latency_us",
+    "min_h2d_gbps",
+    "min_d2h_gbps",
+    "warn_band",
+    "required",
+}
 NO_P2P_BUSBW_FRACTION = 0.30  # NCCL over SHM: every byte crosses the PCIe link twice, through host memory
 NCCL_KEYS = {"min_busbw_gbps", "warn_band"}
 
@@ -57,8 +74,10 @@ class Threshold:
 
     def text(self) -> str:
         op = ">=" if self.higher_is_better else "<="
-        return (f"{op} {self.pass_line:.3g} {self.unit} (warning band to {self.warn_line:.3g} {self.unit}), "
-                f"from {self.source}")
+        return (
+            f"{op} {self.pass_line:.3g} {self.unit} (warning band to {self.warn_line:.3g} {self.unit}), "
+            f"from {self.source}"
+        )
 
 
 @dataclass(frozen=True)
@@ -109,10 +128,19 @@ def _section(rig: Rig, name: str, keys: set[str]) -> dict[str, Any]:
                 raise ProfileError(rig.profile.source, f"{name}.{k}", v, "true or false")
             continue
         if k not in keys:
-            raise ProfileError(rig.profile.source, f"{name}.{k}", v, f"unknown key; keys of [{name}] are {', '.join(sorted(keys))}")
+            raise ProfileError(
+                rig.profile.source,
+                f"{name}.{k}",
+                v,
+                f"unknown key; keys of [{name}] are {', '.join(sorted(keys))}",
+            )
         if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0 or (k == "warn_band" and v >= 1):
-            raise ProfileError(rig.profile.source, f"{name}.{k}", v,
-                               "a positive number" + (" below 1 (a fraction)" if k == "warn_band" else ""))
+            raise ProfileError(
+                rig.profile.source,
+                f"{name}.{k}",
+                v,
+                "a positive number" + (" below 1 (a fraction)" if k == "warn_band" else ""),
+            )
     return raw
 
 
@@ -145,9 +173,12 @@ def path_capacity(rig: Rig, a: str, b: str | None, data: dict[str, Any]) -> Path
             if version in NVLINK_GBPS:
                 via = "direct" if direct else "lesser active count of the two GPUs (NVSwitch)"
                 per = NVLINK_GBPS[version]
-                return PathCapacity("nvlink", links * per,
-                                    f"NVLink{version} x{links} ({via}; {per:g} GB/s per link per direction, {how}) = "
-                                    f"{links * per:g} GB/s")
+                return PathCapacity(
+                    "nvlink",
+                    links * per,
+                    f"NVLink{version} x{links} ({via}; {per:g} GB/s per link per direction, {how}) = "
+                    f"{links * per:g} GB/s",
+                )
     hops: list[tuple[float, str]] = []
     chains = [tree.links_to(a)] + ([tree.links_to(b)] if b is not None else [])
     if b is not None:
@@ -169,7 +200,9 @@ def path_capacity(rig: Rig, a: str, b: str | None, data: dict[str, Any]) -> Path
     if not hops:
         return None
     gbps, text = min(hops)
-    return PathCapacity("pcie", gbps, f"PCIe {text} ({gbps:.3g} GB/s per direction, narrowest link on the path)")
+    return PathCapacity(
+        "pcie", gbps, f"PCIe {text} ({gbps:.3g} GB/s per direction, narrowest link on the path)"
+    )
 
 
 def p2p_threshold(rig: Rig, a: str, b: str, figure: str, data: dict[str, Any]) -> Threshold | None:
@@ -184,8 +217,9 @@ def p2p_threshold(rig: Rig, a: str, b: str, figure: str, data: dict[str, Any]) -
         return None
     frac = FRACTION[(cap.kind, figure)]
     mult = 2 if figure == "bidir" else 1
-    return bandwidth_line(frac * mult * cap.gbps, band,
-                          f"{frac:.0%} of {'2 x ' if mult == 2 else ''}{cap.text}")
+    return bandwidth_line(
+        frac * mult * cap.gbps, band, f"{frac:.0%} of {'2 x ' if mult == 2 else ''}{cap.text}"
+    )
 
 
 def latency_threshold(rig: Rig, control_us: float | None) -> Threshold | None:
@@ -197,9 +231,14 @@ def latency_threshold(rig: Rig, control_us: float | None) -> Threshold | None:
     if control_us is None:
         return None
     v = LATENCY_VS_CONTROL * control_us
-    return Threshold(v, v * (1 + band), False, "us",
-                     f"{LATENCY_VS_CONTROL:.0%} of the same pair's latency with peer access off ({control_us:.3g} us, "
-                     "staged through host memory)")
+    return Threshold(
+        v,
+        v * (1 + band),
+        False,
+        "us",
+        f"{LATENCY_VS_CONTROL:.0%} of the same pair's latency with peer access off ({control_us:.3g} us, "
+        "staged through host memory)",
+    )
 
 
 def host_threshold(rig: Rig, gpu: str, figure: str, data: dict[str, Any]) -> Threshold | None:
@@ -224,8 +263,12 @@ def busbw_threshold(rig: Rig, gpus: list[str], data: dict[str, Any], p2p: bool =
     raw = _section(rig, "nccl", NCCL_KEYS)
     band = float(raw.get("warn_band", WARN_BAND))
     if "min_busbw_gbps" in raw:
-        return bandwidth_line(float(raw["min_busbw_gbps"]), band, f"{rig.profile.source} [nccl] min_busbw_gbps")
-    caps = [c for a in gpus for b in gpus if a != b for c in [path_capacity(rig, a, b, data)] if c is not None]
+        return bandwidth_line(
+            float(raw["min_busbw_gbps"]), band, f"{rig.profile.source} [nccl] min_busbw_gbps"
+        )
+    caps = [
+        c for a in gpus for b in gpus if a != b for c in [path_capacity(rig, a, b, data)] if c is not None
+    ]
     if len(caps) < len(gpus) * (len(gpus) - 1):
         return None
     cap = min(caps, key=lambda c: c.gbps)

@@ -39,8 +39,15 @@ FAKE = textwrap.dedent("""
 def _workers(tmp_path: Path, phase: str, modes: list[str]) -> list[Worker]:
     script = tmp_path / "fake_worker.py"
     script.write_text(FAKE)
-    return [Worker(f"{phase}.{i}", phase, [sys.executable, str(script), str(tmp_path), f"{phase}.{i}", phase, m],
-                   worker_env({})) for i, m in enumerate(modes)]
+    return [
+        Worker(
+            f"{phase}.{i}",
+            phase,
+            [sys.executable, str(script), str(tmp_path), f"{phase}.{i}", phase, m],
+            worker_env({}),
+        )
+        for i, m in enumerate(modes)
+    ]
 
 
 def _gone(pid: int) -> bool:

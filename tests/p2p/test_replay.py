@@ -15,8 +15,10 @@ from pytest_rigcheck.p2p.models import captured_p2p, modelled_p2p
 
 from ..conftest import REPO, SNAPSHOTS
 
-SUITES = [str(REPO / "suites" / f) for f in ("test_p2p_bandwidth.py", "test_p2p_latency.py",
-                                             "test_nccl_allreduce.py", "test_cuda_ipc.py")]
+SUITES = [
+    str(REPO / "suites" / f)
+    for f in ("test_p2p_bandwidth.py", "test_p2p_latency.py", "test_nccl_allreduce.py", "test_cuda_ipc.py")
+]
 DATA = Path(__file__).parent / "data"
 CAPTURES = REPO.parent / "shared" / "captures"
 
@@ -42,8 +44,9 @@ def snap(tmp_path: Path) -> Callable[..., Path]:
 
 
 def run(pytester: pytest.Pytester, snapshot: Path, *extra: str) -> tuple[set[str], str, pytest.RunResult]:
-    result = pytester.runpytest_subprocess(f"--rig-snapshot={snapshot}", *SUITES, "-rfEsw", "-p", "no:cacheprovider",
-                                           "--tb=short", *extra)
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={snapshot}", *SUITES, "-rfEsw", "-p", "no:cacheprovider", "--tb=short", *extra
+    )
     out = result.stdout.str()
     failed = {m.group(1) for m in re.finditer(r"^(?:FAILED|ERROR) \S*::(\S+)", out, re.M)}
     return failed, out, result
@@ -55,8 +58,9 @@ def _model(name: str) -> tuple[dict[str, Any], list[str]]:
     return data, data.pop("expect_fail")
 
 
-@pytest.mark.parametrize("name", ["rtx3090x2-gen4", "rtx3090x2-acs-root-port", "rtxpro6000x4-switch",
-                                  "rtxpro6000x4-acs-switch"])
+@pytest.mark.parametrize(
+    "name", ["rtx3090x2-gen4", "rtx3090x2-acs-root-port", "rtxpro6000x4-switch", "rtxpro6000x4-acs-switch"]
+)
 def test_modelled_promise(pytester: pytest.Pytester, snap: Callable[..., Path], name: str) -> None:
     """Each modelled rig fails exactly the checks its model promises, each failure naming its GPUs and a fix."""
     data, want = _model(name)
@@ -81,8 +85,12 @@ def test_warning_band(pytester: pytest.Pytester, snap: Callable[..., Path]) -> N
     """A reading below the pass line but inside the band, after its retry, passes with a warning that says so."""
     data, _ = _model("rtxpro6000x4-switch")
     data["pairs"]["0000:03:00.0->0000:04:00.0"]["unidir_gbps"] = [24.9, 25.2]
-    failed, out, _ = run(pytester, snap("rtxpro6000x4-switch", data), "-W",
-                         "always::pytest_rigcheck.p2p.plugin.RigcheckP2pWarning")
+    failed, out, _ = run(
+        pytester,
+        snap("rtxpro6000x4-switch", data),
+        "-W",
+        "always::pytest_rigcheck.p2p.plugin.RigcheckP2pWarning",
+    )
     assert not failed, out
     assert "RigcheckP2pWarning" in out and "25.2 GB/s is inside the warning band (>= 27.5 GB/s" in out
 
@@ -134,14 +142,24 @@ def test_nccl_hang_replayed(pytester: pytest.Pytester, snap: Callable[..., Path]
     group = data["nccl"]["groups"]["0000:00:06.0+0000:00:07.0"]
     for k in ("sweep", "busbw_gbps", "wrong", "nan"):
         group.pop(k)
-    group["hung"] = {"stage": "measure", "after_s": 120.0, "timeout_s": 120.0, "waiting_for": ["nccl.0", "nccl.1"],
-                     "tail": ["vm:1:1 [0] NCCL INFO Channel 00/0 : 0[0] -> 1[1] via P2P/CUMEM/read"],
-                     "killed": [4242, 4243], "left": []}
+    group["hung"] = {
+        "stage": "measure",
+        "after_s": 120.0,
+        "timeout_s": 120.0,
+        "waiting_for": ["nccl.0", "nccl.1"],
+        "tail": ["vm:1:1 [0] NCCL INFO Channel 00/0 : 0[0] -> 1[1] via P2P/CUMEM/read"],
+        "killed": [4242, 4243],
+        "left": [],
+    }
     data["nccl"].pop("ipc")
     failed, out, _ = run(pytester, snap("h200x2-nvlink", data))
-    assert failed == {"test_nccl_allreduce_correct[all]", "test_nccl_busbw[all]", "test_nccl_uses_p2p[all]",
-                      "test_cuda_ipc_roundtrip[0000:00:06.0->0000:00:07.0]",
-                      "test_cuda_ipc_roundtrip[0000:00:07.0->0000:00:06.0]"}, out
+    assert failed == {
+        "test_nccl_allreduce_correct[all]",
+        "test_nccl_busbw[all]",
+        "test_nccl_uses_p2p[all]",
+        "test_cuda_ipc_roundtrip[0000:00:06.0->0000:00:07.0]",
+        "test_cuda_ipc_roundtrip[0000:00:07.0->0000:00:06.0]",
+    }, out
     assert "hung: no result 120.0 s into measure" in out
     assert "none left running" in out and "ACS redirect" in out and "NCCL INFO Channel" in out
 

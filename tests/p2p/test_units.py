@@ -22,13 +22,22 @@ CAPTURE = REPO.parent / "shared" / "captures" / "h200x2-nvlink"
 
 
 class TestTransports:
-    @pytest.mark.parametrize(("line", "want"), [
-        ("vm:1:1 [0] NCCL INFO Channel 00/0 : 0[0] -> 1[1] via P2P/CUMEM/read", {"P2P/CUMEM/read": 1}),
-        ("vm:1:1 [0] NCCL INFO Channel 01 : 1[1] -> 0[0] via SHM/direct/direct", {"SHM/direct/direct": 1}),
-        ("h:2:3 [1] NCCL INFO Channel 00/0 : 0[6000] -> 1[7000] [send] via NET/Socket/0", {"NET/Socket/0": 1}),
-        ("h NCCL INFO Connected all rings", {}),
-        ("Channel 00/0 : 0[0] -> 1[1] via P2P/IPC (no NCCL INFO prefix)", {}),
-    ])
+    @pytest.mark.parametrize(
+        ("line", "want"),
+        [
+            ("vm:1:1 [0] NCCL INFO Channel 00/0 : 0[0] -> 1[1] via P2P/CUMEM/read", {"P2P/CUMEM/read": 1}),
+            (
+                "vm:1:1 [0] NCCL INFO Channel 01 : 1[1] -> 0[0] via SHM/direct/direct",
+                {"SHM/direct/direct": 1},
+            ),
+            (
+                "h:2:3 [1] NCCL INFO Channel 00/0 : 0[6000] -> 1[7000] [send] via NET/Socket/0",
+                {"NET/Socket/0": 1},
+            ),
+            ("h NCCL INFO Connected all rings", {}),
+            ("Channel 00/0 : 0[0] -> 1[1] via P2P/IPC (no NCCL INFO prefix)", {}),
+        ],
+    )
     def test_parse(self, line: str, want: dict[str, int]) -> None:
         """Channel lines give their transport; anything else gives nothing."""
         assert parse_transports([line]) == want
@@ -45,7 +54,10 @@ class TestReferenceParsers:
     def test_p2pblt(self) -> None:
         """Every matrix of the sample's output, GPU and CPU latency apart, row = source GPU."""
         m = parse_p2p_matrices((CAPTURE / "p2pBandwidthLatencyTest.txt").read_text())
-        assert m["Unidirectional P2P=Enabled Bandwidth (P2P Writes) Matrix (GB/s)"] == [[3926.19, 362.03], [392.79, 3955.07]]
+        assert m["Unidirectional P2P=Enabled Bandwidth (P2P Writes) Matrix (GB/s)"] == [
+            [3926.19, 362.03],
+            [392.79, 3955.07],
+        ]
         assert m["P2P=Enabled Latency (P2P Writes) Matrix (us)"] == [[1.84, 2.22], [2.24, 1.95]]
         assert m["P2P=Enabled Latency (P2P Writes) Matrix (us) [CPU]"][0] == [3.96, 1.48]
         assert len(m) == 8
@@ -55,7 +67,11 @@ class TestReferenceParsers:
         r = parse_allreduce_perf((CAPTURE / "nccl-tests-all_reduce_perf.txt").read_text())
         rows = r["rows"]
         assert isinstance(rows, list) and len(rows) == 14
-        assert rows[-1]["bytes"] == 536870912 and rows[-1]["oop_busbw"] == 313.94 and rows[-1]["ip_busbw"] == 312.74
+        assert (
+            rows[-1]["bytes"] == 536870912
+            and rows[-1]["oop_busbw"] == 313.94
+            and rows[-1]["ip_busbw"] == 312.74
+        )
         assert r["avg_busbw"] == 80.6705 and r["oob_status"] == "OK"
 
     def test_garbage(self) -> None:
@@ -68,21 +84,26 @@ class TestJudge:
     LINE = th.Threshold(25.0, 22.5, True, "GB/s", "test")
     LAT = th.Threshold(0.45, 0.5, False, "us", "test")
 
-    @pytest.mark.parametrize(("readings", "status", "value"), [
-        ([26.0], "pass", 26.0),
-        ([26.0, 10.0], "pass", 26.0),
-        ([24.0], "warn", 24.0),
-        ([21.0], "fail", 21.0),
-        ([21.0, 25.5], "pass", 25.5),
-        ([21.0, 23.0], "warn", 23.0),
-    ])
+    @pytest.mark.parametrize(
+        ("readings", "status", "value"),
+        [
+            ([26.0], "pass", 26.0),
+            ([26.0, 10.0], "pass", 26.0),
+            ([24.0], "warn", 24.0),
+            ([21.0], "fail", 21.0),
+            ([21.0, 25.5], "pass", 25.5),
+            ([21.0, 23.0], "warn", 23.0),
+        ],
+    )
     def test_bandwidth(self, readings: list[float], status: str, value: float) -> None:
         """The first reading decides if it passes; otherwise the best retry does."""
         j = th.judge(readings, self.LINE)
         assert (j.status, j.value) == (status, value)
 
-    @pytest.mark.parametrize(("readings", "status"), [([0.41], "pass"), ([0.47], "warn"), ([0.9, 0.44], "pass"),
-                                                      ([0.9, 0.6], "fail")])
+    @pytest.mark.parametrize(
+        ("readings", "status"),
+        [([0.41], "pass"), ([0.47], "warn"), ([0.9, 0.44], "pass"), ([0.9, 0.6], "fail")],
+    )
     def test_latency(self, readings: list[float], status: str) -> None:
         """For latency lower is better and the band lies above the line."""
         assert th.judge(readings, self.LAT).status == status
@@ -104,7 +125,9 @@ class TestThresholds:
         rig = _rig("rtxpro6000x4-switch")
         a, b = (g.bdf for g in rig.pcie.gpus[:2])
         line = th.p2p_threshold(rig, a, b, "unidir", {})
-        assert line is not None and line.pass_line == pytest.approx(0.8 * 31.504) and "Gen4 x16" in line.source
+        assert (
+            line is not None and line.pass_line == pytest.approx(0.8 * 31.504) and "Gen4 x16" in line.source
+        )
         bi = th.p2p_threshold(rig, a, b, "bidir", {})
         assert bi is not None and bi.pass_line == pytest.approx(0.72 * 2 * 31.504)
 
@@ -121,8 +144,10 @@ class TestThresholds:
         """NVML's NVLink P2P OK and 18 active links each: NVLink4 x18 = 450 GB/s per direction."""
         rig = _rig("h200x2-nvlink")
         a, b = (g.bdf for g in rig.pcie.gpus)
-        data = {"pairs": {f"{a}->{b}": {"nvml": {"nvlink": 0}}},
-                "gpus": {a: {"nvlink": {"active": 18}, "name": "NVIDIA H200"}, b: {"nvlink": {"active": 18}}}}
+        data = {
+            "pairs": {f"{a}->{b}": {"nvml": {"nvlink": 0}}},
+            "gpus": {a: {"nvlink": {"active": 18}, "name": "NVIDIA H200"}, b: {"nvlink": {"active": 18}}},
+        }
         cap = th.path_capacity(rig, a, b, data)
         assert cap is not None and cap.kind == "nvlink" and cap.gbps == 450
         pcie = th.path_capacity(rig, a, b, {})
@@ -133,8 +158,15 @@ class TestThresholds:
         line = th.latency_threshold(_rig("h200x2-nvlink"), 17.0)
         assert line is not None and line.pass_line == 8.5
 
-    @pytest.mark.parametrize("raw", [{"p2p": {"min_unidir": 3}}, {"p2p": {"min_unidir_gbps": "fast"}},
-                                     {"p2p": {"warn_band": 1.5}}, {"p2p": {"required": "no"}}])
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            {"p2p": {"min_unidir": 3}},
+            {"p2p": {"min_unidir_gbps": "fast"}},
+            {"p2p": {"warn_band": 1.5}},
+            {"p2p": {"required": "no"}},
+        ],
+    )
     def test_bad_profile_keys(self, raw: dict[str, dict[str, object]]) -> None:
         """A bad [p2p] key or value is named in the error."""
         rig = _rig("rtxpro6000x4-switch", Profile(raw=raw))
@@ -145,9 +177,11 @@ class TestThresholds:
 
 def test_plugin_import_is_light(tmp_path: Path) -> None:
     """Importing the feature plugin pulls in neither torch nor pynvml nor the workers."""
-    code = ("import sys, pytest_rigcheck.p2p.plugin; "
-            "bad = [m for m in ('torch', 'pynvml', 'pytest_rigcheck.p2p.measure', 'pytest_rigcheck.p2p.checks') "
-            "if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    code = (
+        "import sys, pytest_rigcheck.p2p.plugin; "
+        "bad = [m for m in ('torch', 'pynvml', 'pytest_rigcheck.p2p.measure', 'pytest_rigcheck.p2p.checks') "
+        "if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -160,8 +194,11 @@ def test_xdist_replay(pytester: pytest.Pytester) -> None:
 
     dest = pytester.path / "snap"
     shutil.copytree(SNAPSHOTS / "rtxpro6000x4-switch", dest, symlinks=True)
-    gpus = sorted(d.name for d in (dest / "sys/bus/pci/devices").iterdir()
-                  if (d / "class").read_text().startswith("0x03"))
+    gpus = sorted(
+        d.name
+        for d in (dest / "sys/bus/pci/devices").iterdir()
+        if (d / "class").read_text().startswith("0x03")
+    )
     data = modelled_p2p("rtxpro6000x4-switch", gpus)
     assert data is not None
     data.pop("expect_fail")
@@ -169,6 +206,7 @@ def test_xdist_replay(pytester: pytest.Pytester) -> None:
 
     (dest / "p2p.json").write_text(json.dumps(data))
     suites = [str(REPO / "suites" / f) for f in ("test_p2p_bandwidth.py", "test_nccl_allreduce.py")]
-    result = pytester.runpytest_subprocess(f"--rig-snapshot={dest}", *suites, "-n", "2", "--dist", "loadgroup",
-                                           "-p", "no:cacheprovider", "-q")
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={dest}", *suites, "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider", "-q"
+    )
     result.assert_outcomes(passed=12 * 4 + 8 + 3)

@@ -44,7 +44,11 @@ def _find_library() -> str:
     import torch  # the wheel's own copy, when it is not mapped yet
 
     here = os.path.dirname(torch.__file__)
-    for pattern in ("lib/libcudart.so*", "../nvidia/cu*/lib/libcudart.so*", "../nvidia/cuda_runtime/lib/libcudart.so*"):
+    for pattern in (
+        "lib/libcudart.so*",
+        "../nvidia/cu*/lib/libcudart.so*",
+        "../nvidia/cuda_runtime/lib/libcudart.so*",
+    ):
         found = sorted(glob.glob(os.path.join(here, pattern)))
         if found:
             return found[-1]
@@ -102,16 +106,26 @@ class Cudart:
 
     def enable_peer(self, dev: int, peer: int) -> None:
         self.set_device(dev)
-        self.check("cudaDeviceEnablePeerAccess", self.lib.cudaDeviceEnablePeerAccess(peer, 0),
-                   ok=(ERR_PEER_ACCESS_ALREADY_ENABLED,))
+        self.check(
+            "cudaDeviceEnablePeerAccess",
+            self.lib.cudaDeviceEnablePeerAccess(peer, 0),
+            ok=(ERR_PEER_ACCESS_ALREADY_ENABLED,),
+        )
 
     def disable_peer(self, dev: int, peer: int) -> None:
         self.set_device(dev)
-        self.check("cudaDeviceDisablePeerAccess", self.lib.cudaDeviceDisablePeerAccess(peer),
-                   ok=(ERR_PEER_ACCESS_NOT_ENABLED,))
+        self.check(
+            "cudaDeviceDisablePeerAccess",
+            self.lib.cudaDeviceDisablePeerAccess(peer),
+            ok=(ERR_PEER_ACCESS_NOT_ENABLED,),
+        )
 
-    def memcpy_peer_async(self, dst: int, dst_dev: int, src: int, src_dev: int, nbytes: int, stream: int) -> None:
-        self.check("cudaMemcpyPeerAsync", self.lib.cudaMemcpyPeerAsync(dst, dst_dev, src, src_dev, nbytes, stream))
+    def memcpy_peer_async(
+        self, dst: int, dst_dev: int, src: int, src_dev: int, nbytes: int, stream: int
+    ) -> None:
+        self.check(
+            "cudaMemcpyPeerAsync", self.lib.cudaMemcpyPeerAsync(dst, dst_dev, src, src_dev, nbytes, stream)
+        )
 
     def memcpy_async(self, dst: int, src: int, nbytes: int, kind: int, stream: int) -> None:
         self.check("cudaMemcpyAsync", self.lib.cudaMemcpyAsync(dst, src, nbytes, kind, stream))
@@ -147,8 +161,10 @@ class Cudart:
     def ipc_open(self, handle: bytes) -> int:
         ptr = ctypes.c_void_p()
         raw = IpcHandle.from_buffer_copy(handle)
-        self.check("cudaIpcOpenMemHandle",
-                   self.lib.cudaIpcOpenMemHandle(ctypes.byref(ptr), raw, CUDA_IPC_MEM_LAZY_ENABLE_PEER_ACCESS))
+        self.check(
+            "cudaIpcOpenMemHandle",
+            self.lib.cudaIpcOpenMemHandle(ctypes.byref(ptr), raw, CUDA_IPC_MEM_LAZY_ENABLE_PEER_ACCESS),
+        )
         return int(ptr.value or 0)
 
     def ipc_close(self, ptr: int) -> None:

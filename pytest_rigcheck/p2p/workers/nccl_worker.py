@@ -42,7 +42,6 @@ def main() -> int:
 
     import torch
     import torch.distributed as dist
-
     from _cudart import Cudart
 
     rt = Cudart()
@@ -51,14 +50,26 @@ def main() -> int:
     dev = bdfs.index(my_bdf)
     torch.cuda.set_device(dev)
     device = torch.device("cuda", dev)
-    dist.init_process_group("nccl", rank=rank, world_size=world, device_id=device,
-                            timeout=datetime.timedelta(seconds=float(plan["timeout_s"]) + 60))
+    dist.init_process_group(
+        "nccl",
+        rank=rank,
+        world_size=world,
+        device_id=device,
+        timeout=datetime.timedelta(seconds=float(plan["timeout_s"]) + 60),
+    )
     groups = []
     for members in plan["groups"]:  # every rank creates every group, in the same order
         pg = None if len(members) == world else dist.new_group(members)
         groups.append((members, pg))
-    result: dict[str, Any] = {"rank": rank, "bdf": my_bdf, "cuda_index": dev, "torch": torch.__version__,
-                              "nccl": ".".join(map(str, torch.cuda.nccl.version())), "groups": [], "ipc": {}}
+    result: dict[str, Any] = {
+        "rank": rank,
+        "bdf": my_bdf,
+        "cuda_index": dev,
+        "torch": torch.__version__,
+        "nccl": ".".join(map(str, torch.cuda.nccl.version())),
+        "groups": [],
+        "ipc": {},
+    }
     max_bytes = max(plan["sizes"])
     buf = torch.empty(max_bytes // 4, dtype=torch.float32, device=device)
     # Eager NCCL init of each group outside the timed phase: one tiny all-reduce per group.
@@ -99,8 +110,16 @@ def main() -> int:
             sec = dt.item() / n / plan["iters"]
             nan = int(torch.isnan(x).sum().item())
             algbw = size / 1e9 / sec
-            sweep.append({"bytes": size, "time_us": sec * 1e6, "algbw_gbps": algbw,
-                          "busbw_gbps": algbw * 2 * (n - 1) / n, "wrong": wrong, "nan": nan})
+            sweep.append(
+                {
+                    "bytes": size,
+                    "time_us": sec * 1e6,
+                    "algbw_gbps": algbw,
+                    "busbw_gbps": algbw * 2 * (n - 1) / n,
+                    "wrong": wrong,
+                    "nan": nan,
+                }
+            )
         result["groups"].append({"members": members, "sweep": sweep})
         if len(members) < world:
             dist.barrier(device_ids=[dev])
@@ -114,7 +133,9 @@ def main() -> int:
     return 0
 
 
-def ipc_check(rt: Any, torch: Any, dist: Any, rank: int, world: int, device: Any, plan: dict[str, Any]) -> dict[str, Any]:
+def ipc_check(
+    rt: Any, torch: Any, dist: Any, rank: int, world: int, device: Any, plan: dict[str, Any]
+) -> dict[str, Any]:
     """Each rank exports a cudaMalloc'd buffer; every other rank opens it and copies it out."""
     numel = int(plan.get("ipc_elems", 1 << 20))
 

@@ -32,7 +32,9 @@ NVML_CAPS = {"read": 0, "write": 1, "nvlink": 2, "atomics": 3, "pci": 4}  # nvml
 NVLINK_MAX_LINKS = 18
 
 
-def nvml_info(bdfs: list[str], pairs: list[tuple[str, str]]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+def nvml_info(
+    bdfs: list[str], pairs: list[tuple[str, str]]
+) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """NVML P2P status per ordered pair and NVLink links per GPU; ({}, {}, why) without NVML."""
     try:
         import pynvml
@@ -107,8 +109,12 @@ def main() -> int:
         plan = json.load(f)
 
     import torch
-
-    from _cudart import CUDA_DEV_ATTR_CLOCK_RATE, CUDA_MEMCPY_DEVICE_TO_HOST, CUDA_MEMCPY_HOST_TO_DEVICE, Cudart
+    from _cudart import (
+        CUDA_DEV_ATTR_CLOCK_RATE,
+        CUDA_MEMCPY_DEVICE_TO_HOST,
+        CUDA_MEMCPY_HOST_TO_DEVICE,
+        Cudart,
+    )
 
     torch.cuda.init()
     rt = Cudart()
@@ -124,15 +130,21 @@ def main() -> int:
     nbytes = elems * 4
 
     result: dict[str, Any] = {
-        "torch": torch.__version__, "cuda": torch.version.cuda, "cudart": rt.path,
-        "devices": {}, "pairs": {}, "settings": {k: plan[k] for k in ("elems", "repeat", "trials", "lat_repeat", "lat_elems")},
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudart": rt.path,
+        "devices": {},
+        "pairs": {},
+        "settings": {k: plan[k] for k in ("elems", "repeat", "trials", "lat_repeat", "lat_elems")},
     }
     pairs = []
     for a, b in want_pairs:
         if a not in index or b not in index:
             missing = a if a not in index else b
-            result["pairs"][f"{a}->{b}"] = {"error": f"{missing} is not visible to CUDA in the worker "
-                                                     f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"}
+            result["pairs"][f"{a}->{b}"] = {
+                "error": f"{missing} is not visible to CUDA in the worker "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
+            }
         else:
             pairs.append((a, b))
     used = sorted({index[b] for p in pairs for b in p} | {index[g] for g in want_gpus if g in index})
@@ -150,8 +162,11 @@ def main() -> int:
             src[d] = pattern(d + 1, d)
             dst[d] = torch.full((elems,), -1, dtype=torch.int32, device=f"cuda:{d}")
             cycles_per_ms[d] = rt.attribute(CUDA_DEV_ATTR_CLOCK_RATE, d)  # kHz = cycles per ms at full clock
-            result["devices"][bdfs[d]] = {"cuda_index": d, "name": torch.cuda.get_device_name(d),
-                                          "nvlink": links.get(bdfs[d])}
+            result["devices"][bdfs[d]] = {
+                "cuda_index": d,
+                "name": torch.cuda.get_device_name(d),
+                "nvlink": links.get(bdfs[d]),
+            }
     torch.cuda.synchronize()
     result["setup_s"] = round(time.perf_counter() - t0, 3)
     mark_ready(args.run_dir, args.name)
@@ -162,8 +177,14 @@ def main() -> int:
         with torch.cuda.device(dev), torch.cuda.stream(stream):
             torch.cuda._sleep(int(cycles_per_ms[dev] * ms))
 
-    def timed(dev: int, stream: Any, enqueue: Callable[[], None], spin_ms: float,
-              second: Any = None, grow: bool = True) -> float:
+    def timed(
+        dev: int,
+        stream: Any,
+        enqueue: Callable[[], None],
+        spin_ms: float,
+        second: Any = None,
+        grow: bool = True,
+    ) -> float:
         """GPU time (ms) of ``enqueue``'s work, queued behind a spin; ``second`` = (dev, stream) of a
         peer stream that starts with the first and must finish before the stop event. If enqueueing
         outlasted the spin, the spin is made 4x longer and the run repeated (``grow``), at most twice."""
@@ -188,7 +209,8 @@ def main() -> int:
             if enq_ms < spun or attempt == attempts - 1:
                 if enq_ms >= spun and grow:
                     result.setdefault("notes", []).append(
-                        f"spin {spun:.2f} ms shorter than enqueue {enq_ms:.2f} ms on GPU {dev}: launch cost may be in a figure")
+                        f"spin {spun:.2f} ms shorter than enqueue {enq_ms:.2f} ms on GPU {dev}: launch cost may be in a figure"
+                    )
                 return float(ev[1].elapsed_time(ev[2]))
             spin_ms *= 4
         raise AssertionError("unreachable")
@@ -207,8 +229,16 @@ def main() -> int:
 
     def uni(i: int, j: int, numel: int, reps: int, spin_ms: float, grow: bool = True) -> float:
         s = streams[i][0]
-        return timed(i, s, lambda: [rt.memcpy_peer_async(dst[j].data_ptr(), j, src[i].data_ptr(), i, numel * 4,
-                                                         s.cuda_stream) for _ in range(reps)], spin_ms, grow=grow)
+        return timed(
+            i,
+            s,
+            lambda: [
+                rt.memcpy_peer_async(dst[j].data_ptr(), j, src[i].data_ptr(), i, numel * 4, s.cuda_stream)
+                for _ in range(reps)
+            ],
+            spin_ms,
+            grow=grow,
+        )
 
     def bidir(i: int, j: int) -> float:
         s0, s1 = streams[i][0], streams[j][1]
@@ -249,7 +279,9 @@ def main() -> int:
                 med, got = reading(lambda: gb / (uni(i, j, elems, repeat, 1.0, grow=False) / 1e3), 1)
                 out[key]["control_unidir_gbps"], out[key]["control_unidir_trials"] = med, got
                 out[key]["control_verified"] = verify(j, i + 1)
-                med, got = reading(lambda: uni(i, j, lat_elems, lat_repeat, 3.0, grow=False) * 1e3 / lat_repeat, 1)
+                med, got = reading(
+                    lambda: uni(i, j, lat_elems, lat_repeat, 3.0, grow=False) * 1e3 / lat_repeat, 1
+                )
                 out[key]["control_latency_us"], out[key]["control_latency_trials"] = med, got
 
             started = time.perf_counter()
@@ -258,7 +290,10 @@ def main() -> int:
     # 2. Peer access on, both ways, for every pair that can.
     for a, b in pairs:
         if access[(a, b)]:
-            guarded(f"{a}->{b}", lambda a=a, b=b: (rt.enable_peer(index[a], index[b]), rt.enable_peer(index[b], index[a])))
+            guarded(
+                f"{a}->{b}",
+                lambda a=a, b=b: (rt.enable_peer(index[a], index[b]), rt.enable_peer(index[b], index[a])),
+            )
     for a, b in pairs:
         i, j, key = index[a], index[b], f"{a}->{b}"
 
@@ -267,7 +302,9 @@ def main() -> int:
             started = time.perf_counter()
             if "unidir" in modes:
                 poison(j)
-                r["unidir_gbps"], r["unidir_trials"] = reading(lambda: gb / (uni(i, j, elems, repeat, 1.0) / 1e3))
+                r["unidir_gbps"], r["unidir_trials"] = reading(
+                    lambda: gb / (uni(i, j, elems, repeat, 1.0) / 1e3)
+                )
                 r["unidir_verified"] = verify(j, i + 1)
             if "bidir" in modes:
                 poison(i)
@@ -277,7 +314,8 @@ def main() -> int:
             if "latency" in modes:
                 poison(j)
                 r["latency_us"], r["latency_trials"] = reading(
-                    lambda: uni(i, j, lat_elems, lat_repeat, 3.0) * 1e3 / lat_repeat)
+                    lambda: uni(i, j, lat_elems, lat_repeat, 3.0) * 1e3 / lat_repeat
+                )
                 r["latency_verified"] = verify(j, i + 1, lat_elems)
             r["elapsed_s"] = round(time.perf_counter() - started, 4)
 
@@ -298,15 +336,55 @@ def main() -> int:
             started = time.perf_counter()
             try:
                 poison(d)
-                info["h2d_gbps"], info["h2d_trials"] = reading(lambda: gb / (timed(d, s, lambda: [
-                    rt.memcpy_async(dst[d].data_ptr(), host_src.data_ptr(), nbytes, CUDA_MEMCPY_HOST_TO_DEVICE,
-                                    s.cuda_stream) for _ in range(repeat)], 1.0) / 1e3))
+                info["h2d_gbps"], info["h2d_trials"] = reading(
+                    lambda: (
+                        gb
+                        / (
+                            timed(
+                                d,
+                                s,
+                                lambda: [
+                                    rt.memcpy_async(
+                                        dst[d].data_ptr(),
+                                        host_src.data_ptr(),
+                                        nbytes,
+                                        CUDA_MEMCPY_HOST_TO_DEVICE,
+                                        s.cuda_stream,
+                                    )
+                                    for _ in range(repeat)
+                                ],
+                                1.0,
+                            )
+                            / 1e3
+                        )
+                    )
+                )
                 info["h2d_verified"] = verify(d, 7)
                 dst[d].copy_(pattern(7, d))
                 host_dst.fill_(-1)
-                info["d2h_gbps"], info["d2h_trials"] = reading(lambda: gb / (timed(d, s, lambda: [
-                    rt.memcpy_async(host_dst.data_ptr(), dst[d].data_ptr(), nbytes, CUDA_MEMCPY_DEVICE_TO_HOST,
-                                    s.cuda_stream) for _ in range(repeat)], 1.0) / 1e3))
+                info["d2h_gbps"], info["d2h_trials"] = reading(
+                    lambda: (
+                        gb
+                        / (
+                            timed(
+                                d,
+                                s,
+                                lambda: [
+                                    rt.memcpy_async(
+                                        host_dst.data_ptr(),
+                                        dst[d].data_ptr(),
+                                        nbytes,
+                                        CUDA_MEMCPY_DEVICE_TO_HOST,
+                                        s.cuda_stream,
+                                    )
+                                    for _ in range(repeat)
+                                ],
+                                1.0,
+                            )
+                            / 1e3
+                        )
+                    )
+                )
                 info["d2h_verified"] = bool(torch.equal(host_dst, host_src))
                 info["elapsed_s"] = round(time.perf_counter() - started, 4)
             except Exception as exc:  # noqa: BLE001 - recorded per GPU
