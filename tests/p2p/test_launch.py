@@ -31,8 +31,10 @@ FAKE = textwrap.dedent("""
         time.sleep(600)
     if mode == "crash":
         sys.exit(7)
-    with open(os.path.join(run_dir, "result." + name + ".json"), "w") as f:
+    out = os.path.join(run_dir, "result." + name + ".json")
+    with open(out + ".tmp", "w") as f:  # atomic, as the real workers write (_proto.py)
         json.dump({"name": name}, f)
+    os.replace(out + ".tmp", out)
 """)
 
 
