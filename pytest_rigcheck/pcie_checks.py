@@ -261,6 +261,9 @@ def bifurcation(t: LaneGroupTarget) -> Verdict:
         for child_bdf in p.children:
             child = tree.functions[child_bdf]
             cw = child.link_cap[1]
+            if cw is None and child.port_type is not None:  # a PCIe device whose width we cannot read
+                return unreadable(f"{child.describe()} below lane group {t.key}: link capability unreadable "
+                                  f"(no max_link_width, config {child.config_error})", fix=[ROOT_HINT])
             if cw and p.link_cap[1] and cw > p.link_cap[1]:
                 gpus_below = [g for g in tree.gpus if p in tree.ancestors(g.bdf)]
                 narrow.append((p, child, cw, gpus_below))

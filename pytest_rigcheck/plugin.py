@@ -221,18 +221,21 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("rig_live") is None:
         return
-    rig = _item_rig(item)
+    rig = item_rig(item)
     if rig is not None and not rig.is_live:
         pytest.skip(f"live-only check: {rig.name} is a snapshot")
 
 
-def _item_rig(item: pytest.Item) -> Rig | None:
+def item_rig(item: pytest.Item) -> Rig | None:
+    """The rig a collected test runs against: its target's rig, or the run's only rig."""
+    from .rig import Rig
+
     callspec = getattr(item, "callspec", None)
     if callspec is not None:
         for value in callspec.params.values():
-            rig = getattr(value, "rig", None) or (value if type(value).__name__ == "Rig" else None)
-            if rig is not None:
-                return rig  # type: ignore[no-any-return]
+            rig = value if isinstance(value, Rig) else getattr(value, "rig", None)
+            if isinstance(rig, Rig):
+                return rig
     rs = rig_session(item.config)
     return rs.rigs[0] if rs.enabled and len(rs.rigs) == 1 else None
 

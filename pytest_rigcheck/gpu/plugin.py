@@ -200,12 +200,12 @@ def _skip_without_nvml(item: pytest.Item) -> None:
     if "rig_nvml" not in getattr(item, "fixturenames", ()):
         return
     from ..errors import RigcheckError
-    from ..plugin import _item_rig, rig_session
+    from ..plugin import item_rig, rig_session
     from .nvml import NvmlUnavailable
 
     if not rig_session(item.config).enabled:
         return
-    rig = _item_rig(item)
+    rig = item_rig(item)
     if rig is None or not rig.is_live:
         return
     try:
