@@ -573,16 +573,15 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
 
 def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     """NCCL connects the GPUs by P2P, and it beats the NCCL_P2P_DISABLE=1 control."""
-    if t.name != "all":
-        return not_applicable(
-            f"{t.label}: the NCCL_P2P_DISABLE=1 control runs over all GPUs (see the 'all' group)"
-        )
     entry, bad = _group(t, data)
     if bad is not None or entry is None:
         return bad  # type: ignore[return-value]
-    control = data.get("nccl", {}).get("control")
+    # Per group since p2p.json files of format 1 recorded one control, over all GPUs, at top level.
+    control = entry.get("control") or (data.get("nccl", {}).get("control") if t.name == "all" else None)
     if not control:
-        return unreadable(f"{t.label}: no NCCL_P2P_DISABLE=1 control run recorded ({_where(data)})")
+        return unreadable(
+            f"{t.label}: no NCCL_P2P_DISABLE=1 control run recorded for this group ({_where(data)})"
+        )
     failure = _run_failure(t.rig, f"{t.label}: NCCL control run (NCCL_P2P_DISABLE=1)", control, t.bdfs, True)
     if failure is not None:
         return failure

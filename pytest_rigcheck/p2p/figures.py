@@ -4,7 +4,8 @@
 figures were obtained: captured, transcribed or modelled), ``definitions`` (each figure's meaning),
 ``gpus`` (per BDF: ``h2d_gbps``/``d2h_gbps`` readings, ``nvlink``), ``pairs`` (per ``"SRC->DST"``:
 NVML P2P status, ``can_access_peer``, ``unidir_gbps``/``bidir_gbps``/``latency_us`` readings, the
-peer-access-off control, data checks), ``nccl`` (``groups`` per ``"BDF+BDF"``, ``control``, ``ipc``)
+peer-access-off control, data checks), ``nccl`` (``groups`` per ``"BDF+BDF"``, each with its ``control``;
+``control`` of all GPUs, ``ipc``)
 and ``runs`` (timings, hangs). A figure is a list of readings: the first, then any retry.
 """
 
@@ -37,7 +38,7 @@ DEFINITIONS = {
     "busbw_gbps": "NCCL all-reduce (float32 sum, one process per GPU, in place) at the largest size of the sweep up to "
     "512 MiB: 5 warm-up ops, 20 timed back-to-back on the host clock to a device synchronize, averaged "
     f"over ranks; algbw = bytes / time, busbw = algbw x 2(n-1)/n; {GB} (nccl-tests all_reduce_perf)",
-    "nccl.control": "the same all-reduce at 512 MiB in a separate run with NCCL_P2P_DISABLE=1",
+    "nccl.control": "the same all-reduce at 512 MiB, per group, in a separate run with NCCL_P2P_DISABLE=1",
     "ipc": "CUDA IPC as vLLM's custom all-reduce uses it: each rank cudaMalloc's 4 MiB with its own pattern; every "
     "other rank opens it with cudaIpcOpenMemHandle and copies it out; the copy must match",
     "verified": "every timed copy's destination was poisoned first and compared element by element with the "

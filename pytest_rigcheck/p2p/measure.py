@@ -171,8 +171,8 @@ def run(
             if control:
                 workers += _nccl_workers(
                     "control",
-                    gpus,
-                    [list(range(len(gpus)))],
+                    ranks,
+                    idx,
                     [JUDGED_BYTES],
                     False,
                     run_dir,
@@ -211,7 +211,7 @@ def run(
     if "nccl" in outcomes:
         _fold_nccl(data, outcomes["nccl"], groups, ranks, logs, ipc)
     if "control" in outcomes:
-        _fold_control(data, outcomes["control"], gpus, logs)
+        _fold_control(data, outcomes["control"], groups, ranks, logs)
     data["runs"]["total_wall_s"] = round(time.monotonic() - t0, 3)
     return data
 
@@ -305,26 +305,41 @@ def _fold_nccl(
             data["nccl"]["ipc"] = {"pairs": pairs}
 
 
-def _fold_control(data: dict[str, Any], o: PhaseOutcome, gpus: list[str], logs: dict[str, list[str]]) -> None:
+def _fold_control(
+    data: dict[str, Any],
+    o: PhaseOutcome,
+    groups: list[list[str]],
+    ranks: list[str],
+    logs: dict[str, list[str]],
+) -> None:
+    """The NCCL_P2P_DISABLE=1 run, per group under ``["nccl"]["groups"][key]["control"]``; the
+    all-GPU group's is also ``["nccl"]["control"]`` (the form of the first p2p.json files)."""
     lines = [x for name, ls in logs.items() if name.startswith("control.") for x in ls]
-    entry: dict[str, Any] = {
-        "gpus": gpus,
-        "env": {"NCCL_P2P_DISABLE": "1"},
-        "transports": parse_transports(lines),
+    sweeps = {
+        tuple(ranks[i] for i in grp["members"]): grp["sweep"]
+        for res in o.results.values()
+        for grp in res.get("groups", [])
     }
-    if not o.ok:
-        entry.update({"hung": o.hung} if o.hung else {"crashed": o.crashed})
-    else:
-        res = next(iter(o.results.values()))
-        j = _judged(res["groups"][0]["sweep"]) if res["groups"] else None
-        entry.update(
-            {
-                "judged_bytes": j["bytes"] if j else None,
-                "busbw_gbps": j["busbw_gbps"] if j else None,
-                "wrong": j["wrong"] if j else None,
-            }
-        )
-    data["nccl"]["control"] = entry
+    for g in groups:
+        entry: dict[str, Any] = {
+            "gpus": g,
+            "env": {"NCCL_P2P_DISABLE": "1"},
+            "transports": parse_transports(lines),
+        }
+        if not o.ok:
+            entry.update({"hung": o.hung} if o.hung else {"crashed": o.crashed})
+        else:
+            j = _judged(sweeps.get(tuple(g), []))
+            entry.update(
+                {
+                    "judged_bytes": j["bytes"] if j else None,
+                    "busbw_gbps": j["busbw_gbps"] if j else None,
+                    "wrong": j["wrong"] if j else None,
+                }
+            )
+        data["nccl"]["groups"].setdefault(group_key(g), {"gpus": g})["control"] = entry
+        if len(g) == len(ranks):
+            data["nccl"]["control"] = entry
 
 
 def retry(

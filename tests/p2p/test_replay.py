@@ -104,9 +104,11 @@ def test_geforce_without_p2p_is_not_applicable(pytester: pytest.Pytester, snap: 
     result.assert_outcomes(passed=6, skipped=13)
 
 
-def test_live_h200_capture_passes(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
-    """The live 2x H200 figures (taken by this package on an H200 pair) replay as a clean pass."""
-    data = json.loads((DATA / "h200x2-live-p2p.json").read_text())
+@pytest.mark.parametrize("capture", ["h200x2-live-p2p.json", "h200x2-live-groupctl-p2p.json"])
+def test_live_h200_capture_passes(pytester: pytest.Pytester, snap: Callable[..., Path], capture: str) -> None:
+    """The live 2x H200 figures (taken by this package on an H200 pair: control at top level, then per
+    group) replay as a clean pass."""
+    data = json.loads((DATA / capture).read_text())
     failed, out, result = run(pytester, snap("h200x2-nvlink", data))
     assert not failed, out
     result.assert_outcomes(passed=19)
@@ -184,3 +186,63 @@ def test_corrupt_p2p_json_is_unreadable(pytester: pytest.Pytester, snap: Callabl
     """A p2p.json of another format fails every check as unreadable instead of passing."""
     failed, out, _ = run(pytester, snap("h200x2-nvlink", {"format": 99}))
     assert len(failed) == 19 and "UNREADABLE" in out
+
+
+def _tp_profile(tmp_path: Path) -> Path:
+    preset = REPO / "pytest_rigcheck" / "presets" / "4x-rtxpro6000-gen4-switch.toml"
+    text = preset.read_text().replace("gpus = 4\n", "gpus = 4\ntp_groups = [[0, 1], [2, 3]]\n")
+    path = tmp_path / "tp2x2.toml"
+    path.write_text(text)
+    return path
+
+
+def _with_tp_groups(data: dict[str, Any], bdfs: list[str], control_gbps: float) -> dict[str, Any]:
+    """Add two 2-GPU groups to a modelled p2p.json, each with its own NCCL_P2P_DISABLE=1 control."""
+    base = data["nccl"]["groups"]["+".join(bdfs)]
+    for members in (bdfs[:2], bdfs[2:]):
+        entry = json.loads(json.dumps(base))
+        entry["gpus"] = members
+        entry["control"] = {
+            "gpus": members,
+            "env": {"NCCL_P2P_DISABLE": "1"},
+            "transports": {"SHM/direct/direct": 2},
+            "judged_bytes": 536870912,
+            "busbw_gbps": control_gbps,
+            "wrong": 0,
+        }
+        data["nccl"]["groups"]["+".join(members)] = entry
+    return data
+
+
+@pytest.mark.parametrize(("control_gbps", "fails"), [(8.0, False), (30.0, True)])
+def test_control_per_tp_group(
+    pytester: pytest.Pytester, snap: Callable[..., Path], tmp_path: Path, control_gbps: float, fails: bool
+) -> None:
+    """Each tensor-parallel group is judged against its own NCCL_P2P_DISABLE=1 control."""
+    name = "rtxpro6000x4-switch"
+    bdfs = gpu_bdfs(SNAPSHOTS / name)
+    data, _ = _model(name)
+    snapshot = snap(name, _with_tp_groups(data, bdfs, control_gbps))
+    failed, out, _ = run(pytester, snapshot, f"--rig-profile={_tp_profile(tmp_path)}", "-k", "uses_p2p", "-v")
+    tp = {"test_nccl_uses_p2p[tp0]", "test_nccl_uses_p2p[tp1]"}
+    assert failed == (tp if fails else set()), out
+    assert "test_nccl_uses_p2p[all] PASSED" in out
+    if fails:
+        assert "P2P is only x" in out and "NCCL_P2P_DISABLE=1 control" in out
+
+
+def test_tp_group_without_its_control_is_unreadable(
+    pytester: pytest.Pytester, snap: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A p2p.json with one control over all GPUs says nothing about a TP group: unreadable, not a pass."""
+    name = "rtxpro6000x4-switch"
+    bdfs = gpu_bdfs(SNAPSHOTS / name)
+    data, _ = _model(name)
+    data = _with_tp_groups(data, bdfs, 8.0)
+    for members in (bdfs[:2], bdfs[2:]):
+        del data["nccl"]["groups"]["+".join(members)]["control"]
+    failed, out, _ = run(
+        pytester, snap(name, data), f"--rig-profile={_tp_profile(tmp_path)}", "-k", "uses_p2p"
+    )
+    assert failed == {"test_nccl_uses_p2p[tp0]", "test_nccl_uses_p2p[tp1]"}, out
+    assert "no NCCL_P2P_DISABLE=1 control run recorded for this group" in out

@@ -5,12 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_rigcheck.errors import ProfileError
 from pytest_rigcheck.p2p import thresholds as th
-from pytest_rigcheck.p2p.measure import parse_nccl_version, parse_transports, transport_kinds
+from pytest_rigcheck.p2p.launch import PhaseOutcome
+from pytest_rigcheck.p2p.measure import _fold_control, parse_nccl_version, parse_transports, transport_kinds
 from pytest_rigcheck.p2p.reference import parse_allreduce_perf, parse_p2p_matrices
 from pytest_rigcheck.profile import Profile, load_profile
 from pytest_rigcheck.rig import Rig
@@ -210,3 +212,33 @@ def test_xdist_replay(pytester: pytest.Pytester) -> None:
         f"--rig-snapshot={dest}", *suites, "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider", "-q"
     )
     result.assert_outcomes(passed=12 * 4 + 8 + 3)
+
+
+class TestFoldControl:
+    RANKS = ["0000:01:00.0", "0000:02:00.0", "0000:03:00.0", "0000:04:00.0"]
+
+    def _results(self) -> dict[str, dict[str, object]]:
+        def sweep(gbps: float) -> list[dict[str, object]]:
+            return [{"bytes": 1 << 29, "busbw_gbps": gbps, "wrong": 0, "nan": 0}]
+
+        groups = [
+            {"members": [0, 1, 2, 3], "sweep": sweep(9.0)},
+            {"members": [0, 1], "sweep": sweep(11.0)},
+            {"members": [2, 3], "sweep": sweep(12.0)},
+        ]
+        return {"control.0": {"groups": groups}}
+
+    def test_each_group_gets_its_control(self) -> None:
+        """Every group's control lands in its entry; the all-GPU one also at the top, as format 1 had it."""
+        groups = [self.RANKS, self.RANKS[:2], self.RANKS[2:]]
+        data: dict[str, Any] = {"nccl": {"groups": {}}}
+        _fold_control(data, PhaseOutcome("control", self._results()), groups, self.RANKS, {})
+        by_key = data["nccl"]["groups"]
+        assert [by_key["+".join(g)]["control"]["busbw_gbps"] for g in groups] == [9.0, 11.0, 12.0]
+        assert data["nccl"]["control"]["busbw_gbps"] == 9.0
+
+    def test_hung_control_is_recorded_per_group(self) -> None:
+        hung = {"stage": "measure", "left": []}
+        data: dict[str, Any] = {"nccl": {"groups": {}}}
+        _fold_control(data, PhaseOutcome("control", hung=hung), [self.RANKS[:2]], self.RANKS[:2], {})
+        assert data["nccl"]["groups"]["+".join(self.RANKS[:2])]["control"]["hung"] == hung

@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -322,6 +323,13 @@ def main() -> int:
         guarded(key, measure)
     result["pairs"].update(out)
 
+    def host_copy_gbps(dev: int, stream: Any, dst_ptr: int, src_ptr: int, kind: int) -> float:
+        def enqueue() -> None:
+            for _ in range(repeat):
+                rt.memcpy_async(dst_ptr, src_ptr, nbytes, kind, stream.cuda_stream)
+
+        return gb / (timed(dev, stream, enqueue, 1.0) / 1e3)
+
     # 3. Host <-> device per GPU, pinned host memory, same timing.
     if want_gpus:
         host_src = pattern(7, -1).pin_memory()
@@ -337,53 +345,13 @@ def main() -> int:
             try:
                 poison(d)
                 info["h2d_gbps"], info["h2d_trials"] = reading(
-                    lambda: (
-                        gb
-                        / (
-                            timed(
-                                d,
-                                s,
-                                lambda: [
-                                    rt.memcpy_async(
-                                        dst[d].data_ptr(),
-                                        host_src.data_ptr(),
-                                        nbytes,
-                                        CUDA_MEMCPY_HOST_TO_DEVICE,
-                                        s.cuda_stream,
-                                    )
-                                    for _ in range(repeat)
-                                ],
-                                1.0,
-                            )
-                            / 1e3
-                        )
-                    )
+                    partial(host_copy_gbps, d, s, dst[d].data_ptr(), host_src.data_ptr(), CUDA_MEMCPY_HOST_TO_DEVICE)
                 )
                 info["h2d_verified"] = verify(d, 7)
                 dst[d].copy_(pattern(7, d))
                 host_dst.fill_(-1)
                 info["d2h_gbps"], info["d2h_trials"] = reading(
-                    lambda: (
-                        gb
-                        / (
-                            timed(
-                                d,
-                                s,
-                                lambda: [
-                                    rt.memcpy_async(
-                                        host_dst.data_ptr(),
-                                        dst[d].data_ptr(),
-                                        nbytes,
-                                        CUDA_MEMCPY_DEVICE_TO_HOST,
-                                        s.cuda_stream,
-                                    )
-                                    for _ in range(repeat)
-                                ],
-                                1.0,
-                            )
-                            / 1e3
-                        )
-                    )
+                    partial(host_copy_gbps, d, s, host_dst.data_ptr(), dst[d].data_ptr(), CUDA_MEMCPY_DEVICE_TO_HOST)
                 )
                 info["d2h_verified"] = bool(torch.equal(host_dst, host_src))
                 info["elapsed_s"] = round(time.perf_counter() - started, 4)
