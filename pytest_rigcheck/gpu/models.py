@@ -163,7 +163,7 @@ def _system(
     origin: str,
     driver: str = MODELLED_DRIVER,
     cuda: int = MODELLED_CUDA,
-    kernel_log: list[str] | None = None,
+    kernel_log: list[str] | dict[str, str] | None = None,
     expect_fail: list[str] | None = None,
 ) -> dict[str, Any]:
     return {
@@ -348,7 +348,7 @@ def _h200x2(d: Path) -> dict[str, Any]:
         cuda=int(head.group(3)),
         kernel_log=_not_captured("the capture kept no kernel log"),
         expect_fail=[],
-    )  # type: ignore[arg-type]
+    )
     out["nvml"] = head.group(2)
     out["p2p"] = p2p  # nvmlDeviceGetP2PStatus per pair; READ failed in pynvml (ArgumentError): not captured
     bdfs = [g["bdf"] for g in gpus]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import json
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -302,7 +303,7 @@ class LiveNvml:
         ):
             for p in fn(h):
                 used = getattr(p, "usedGpuMemory", None)
-                name = self._read(lambda pid=p.pid: _text(nv.nvmlSystemGetProcessName(pid)))
+                name = self._read(partial(_process_name, nv, p.pid))
                 out.append(
                     {
                         "pid": int(p.pid),
@@ -353,6 +354,10 @@ class LiveNvml:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _process_name(nv: Any, pid: int) -> str:
+    return _text(nv.nvmlSystemGetProcessName(pid))
 
 
 def open_nvml(snapshot_root: Path | None, name: str) -> Nvml:

@@ -178,7 +178,7 @@ class LoadReadings:
         return cls(
             samples=samples,
             how=str(data.get("how", "")),
-            window_s=float(data.get("window_s", 0.0)),  # type: ignore[arg-type]
+            window_s=float(data.get("window_s", 0.0)),
             replay_before=data.get("replay_before"),
             replay_after=data.get("replay_after"),
         )

@@ -352,7 +352,7 @@ def retry(
     python: str | None,
 ) -> None:
     """Measure again what missed its pass line and append the readings (``data`` is changed in place)."""
-    pairs = [tuple(k.split("->")) for k in failing_pairs]
+    pairs = [(src, dst) for src, dst in (k.split("->") for k in failing_pairs)]
     modes = sorted({m for ms in failing_pairs.values() for m in ms})
     if not pairs and not failing_host and not failing_groups:
         return
@@ -360,7 +360,7 @@ def retry(
         gpus,
         pairs=pairs,
         host=bool(failing_host),
-        modes=modes or ["unidir"],  # type: ignore[arg-type]
+        modes=modes or ["unidir"],
         groups=failing_groups,
         sizes=[JUDGED_BYTES],
         control=False,

@@ -74,7 +74,7 @@ def nvml_info(
             if isinstance(h, Exception):
                 links[b] = {"error": str(h)}
                 continue
-            active, versions, remotes = 0, set(), {}
+            active, versions, remotes = 0, set[int](), dict[str, int]()
             for link in range(NVLINK_MAX_LINKS):
                 try:
                     if pynvml.nvmlDeviceGetNvLinkState(h, link) != 1:
@@ -230,13 +230,15 @@ def main() -> int:
 
     def uni(i: int, j: int, numel: int, reps: int, spin_ms: float, grow: bool = True) -> float:
         s = streams[i][0]
+
+        def enqueue() -> None:
+            for _ in range(reps):
+                rt.memcpy_peer_async(dst[j].data_ptr(), j, src[i].data_ptr(), i, numel * 4, s.cuda_stream)
+
         return timed(
             i,
             s,
-            lambda: [
-                rt.memcpy_peer_async(dst[j].data_ptr(), j, src[i].data_ptr(), i, numel * 4, s.cuda_stream)
-                for _ in range(reps)
-            ],
+            enqueue,
             spin_ms,
             grow=grow,
         )
@@ -289,12 +291,13 @@ def main() -> int:
             guarded(key, control)
             out[key]["control_elapsed_s"] = round(time.perf_counter() - started, 4)
     # 2. Peer access on, both ways, for every pair that can.
+    def enable_both(i: int, j: int) -> None:
+        rt.enable_peer(i, j)
+        rt.enable_peer(j, i)
+
     for a, b in pairs:
         if access[(a, b)]:
-            guarded(
-                f"{a}->{b}",
-                lambda a=a, b=b: (rt.enable_peer(index[a], index[b]), rt.enable_peer(index[b], index[a])),
-            )
+            guarded(f"{a}->{b}", partial(enable_both, index[a], index[b]))
     for a, b in pairs:
         i, j, key = index[a], index[b], f"{a}->{b}"
 
