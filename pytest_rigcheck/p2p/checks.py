@@ -119,19 +119,21 @@ def _run_failure(
 # -- P2P per ordered pair -------------------------------------------------------------------------
 
 
-def _pair(t: RouteTarget, data: dict[str, Any]) -> tuple[dict[str, Any] | None, Verdict | None]:
+def _pair(t: RouteTarget, data: dict[str, Any]) -> dict[str, Any] | Verdict:
+    """The pair's figures, or the verdict that ends the check: the run failed, nothing recorded, or
+    no P2P where the profile does not require it."""
     failure = _run_failure(
         t.rig, f"{t.label}: P2P measurement", data.get("runs", {}).get("p2p"), [t.src.bdf, t.dst.bdf], False
     )
     if failure is not None:
-        return None, failure
-    entry = data.get("pairs", {}).get(t.id)
+        return failure
+    entry: dict[str, Any] | None = data.get("pairs", {}).get(t.id)
     if entry is None:
-        return None, unreadable(
+        return unreadable(
             f"{t.label}: no P2P figures for this pair ({_where(data)})",
             fix=["measure live (pytest --rig with PyTorch installed) or capture again"],
         )
-    return entry, None
+    return _not_required(t, entry) or entry
 
 
 def _capable(entry: dict[str, Any]) -> bool | None:
@@ -159,12 +161,9 @@ def _not_required(t: RouteTarget, entry: dict[str, Any]) -> Verdict | None:
 
 def capability(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     """NVML says P2P read and write are OK for the pair, and CUDA can access the peer."""
-    entry, bad = _pair(t, data)
-    if bad is not None or entry is None:
-        return bad  # type: ignore[return-value]
-    skip = _not_required(t, entry)
-    if skip is not None:
-        return skip
+    entry = _pair(t, data)
+    if isinstance(entry, Verdict):
+        return entry
     nvml = entry.get("nvml") or {}
     access = entry.get("can_access_peer")
     props: dict[str, object] = {"can_access_peer": access if access is not None else "unknown"}
@@ -215,12 +214,9 @@ def capability(t: RouteTarget, data: dict[str, Any]) -> Verdict:
 
 
 def _bandwidth_verdict(t: RouteTarget, data: dict[str, Any], figure: str) -> Verdict:
-    entry, bad = _pair(t, data)
-    if bad is not None or entry is None:
-        return bad  # type: ignore[return-value]
-    skip = _not_required(t, entry)
-    if skip is not None:
-        return skip
+    entry = _pair(t, data)
+    if isinstance(entry, Verdict):
+        return entry
     name = {"unidir": "unidirectional P2P bandwidth", "bidir": "bidirectional P2P bandwidth"}[figure]
     vals = readings(entry, f"{figure}_gbps")
     errors = entry.get("errors") or []
@@ -312,12 +308,9 @@ def bidirectional(t: RouteTarget, data: dict[str, Any]) -> Verdict:
 
 
 def latency(t: RouteTarget, data: dict[str, Any]) -> Verdict:
-    entry, bad = _pair(t, data)
-    if bad is not None or entry is None:
-        return bad  # type: ignore[return-value]
-    skip = _not_required(t, entry)
-    if skip is not None:
-        return skip
+    entry = _pair(t, data)
+    if isinstance(entry, Verdict):
+        return entry
     vals = readings(entry, "latency_us")
     if not vals:
         return unreadable(f"{t.label}: P2P latency not measured ({_where(data)})")
@@ -337,12 +330,9 @@ def latency(t: RouteTarget, data: dict[str, Any]) -> Verdict:
 
 def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     """P2P copies beat the host-staged control: traffic really goes peer-to-peer."""
-    entry, bad = _pair(t, data)
-    if bad is not None or entry is None:
-        return bad  # type: ignore[return-value]
-    skip = _not_required(t, entry)
-    if skip is not None:
-        return skip
+    entry = _pair(t, data)
+    if isinstance(entry, Verdict):
+        return entry
     p2p, ctl = readings(entry, "unidir_gbps"), readings(entry, "control_unidir_gbps")
     if not p2p or not ctl:
         return unreadable(
@@ -479,25 +469,25 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
 # -- NCCL per group -------------------------------------------------------------------------------
 
 
-def _group(t: GroupTarget, data: dict[str, Any]) -> tuple[dict[str, Any] | None, Verdict | None]:
+def _group(t: GroupTarget, data: dict[str, Any]) -> dict[str, Any] | Verdict:
+    """The group's all-reduce figures, or the verdict that ends the check."""
     if t.problem:
-        return None, failed(
+        return failed(
             f"{t.rig.name}: {t.problem}",
             expected="GPU indices below the rig's GPU count",
             fix=["correct [rig] tp_groups in the profile"],
         )
-    entry = data.get("nccl", {}).get("groups", {}).get(group_key(t.bdfs))
+    entry: dict[str, Any] | None = data.get("nccl", {}).get("groups", {}).get(group_key(t.bdfs))
     if entry is None:
-        return None, unreadable(f"{t.label}: no NCCL all-reduce figures for this group ({_where(data)})")
-    failure = _run_failure(t.rig, f"{t.label}: NCCL all-reduce", entry, t.bdfs, True)
-    return (None, failure) if failure is not None else (entry, None)
+        return unreadable(f"{t.label}: no NCCL all-reduce figures for this group ({_where(data)})")
+    return _run_failure(t.rig, f"{t.label}: NCCL all-reduce", entry, t.bdfs, True) or entry
 
 
 def nccl_correct(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     """All-reduce of ones gives exactly the group size on every rank and at every size; no NaN."""
-    entry, bad = _group(t, data)
-    if bad is not None or entry is None:
-        return bad  # type: ignore[return-value]
+    entry = _group(t, data)
+    if isinstance(entry, Verdict):
+        return entry
     sweep = entry.get("sweep") or []
     if not sweep or entry.get("wrong") is None:
         return unreadable(f"{t.label}: all-reduce results not recorded ({_where(data)})")
@@ -520,9 +510,9 @@ def nccl_correct(t: GroupTarget, data: dict[str, Any]) -> Verdict:
 
 
 def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
-    entry, bad = _group(t, data)
-    if bad is not None or entry is None:
-        return bad  # type: ignore[return-value]
+    entry = _group(t, data)
+    if isinstance(entry, Verdict):
+        return entry
     vals = readings(entry, "busbw_gbps")
     if not vals:
         return unreadable(f"{t.label}: all-reduce bus bandwidth not recorded ({_where(data)})")
@@ -573,9 +563,9 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
 
 def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     """NCCL connects the GPUs by P2P, and it beats the NCCL_P2P_DISABLE=1 control."""
-    entry, bad = _group(t, data)
-    if bad is not None or entry is None:
-        return bad  # type: ignore[return-value]
+    entry = _group(t, data)
+    if isinstance(entry, Verdict):
+        return entry
     # Per group since p2p.json files of format 1 recorded one control, over all GPUs, at top level.
     control = entry.get("control") or (data.get("nccl", {}).get("control") if t.name == "all" else None)
     if not control:

@@ -621,6 +621,24 @@ def _max_len(server: VllmServer) -> tuple[int | None, str]:
     return None, ""
 
 
+def _context_limit(server: VllmServer) -> tuple[int, str] | Verdict:
+    """The context length and where it came from, or the verdict when it is unknown or the server is gone."""
+    try:
+        limit, src = _max_len(server)
+    except ServerGone as exc:
+        return _gone(server, exc)
+    if limit is None:
+        return not_applicable(
+            f"{server.describe()}: context length unknown: the server does not report "
+            "max_model_len and the profile sets no [vllm] max_model_len"
+        )
+    return limit, src
+
+
+def _cannot_count(server: VllmServer) -> Verdict:
+    return failed(f"{server.describe()}: cannot count prompt tokens (no /tokenize, no usage in answers)")
+
+
 def _prompt_tokens(server: VllmServer, content: str) -> int | None:
     """Tokens of a one-message chat prompt: from /tokenize (vLLM), else from a 1-token completion's usage."""
     r = server.post(
@@ -662,21 +680,14 @@ def _filler_for(server: VllmServer, target: int, exact: bool = True) -> tuple[st
 
 def long_context(server: VllmServer) -> Verdict:
     """A prompt filling the context (less 8 tokens of answer and a 2 % margin) completes."""
-    try:
-        limit, src = _max_len(server)
-    except ServerGone as exc:
-        return _gone(server, exc)
-    if limit is None:
-        return not_applicable(
-            f"{server.describe()}: context length unknown: the server does not report "
-            "max_model_len and the profile sets no [vllm] max_model_len"
-        )
+    known = _context_limit(server)
+    if isinstance(known, Verdict):
+        return known
+    limit, src = known
     try:
         built = _filler_for(server, int(limit * 0.98) - 8)
         if built is None:
-            return failed(
-                f"{server.describe()}: cannot count prompt tokens (no /tokenize, no usage in answers)"
-            )
+            return _cannot_count(server)
         prompt, n = built
         if n + 8 > limit:
             prompt, n = FILLER * max(1, int(len(prompt) / len(FILLER) * 0.95)), int(n * 0.95)
@@ -708,22 +719,15 @@ def long_context(server: VllmServer) -> Verdict:
 
 def over_context(server: VllmServer) -> Verdict:
     """A prompt over the context gets a clean HTTP 400 with an error message, and the server stays up."""
-    try:
-        limit, _src = _max_len(server)
-    except ServerGone as exc:
-        return _gone(server, exc)
-    if limit is None:
-        return not_applicable(
-            f"{server.describe()}: context length unknown: the server does not report "
-            "max_model_len and the profile sets no [vllm] max_model_len"
-        )
+    known = _context_limit(server)
+    if isinstance(known, Verdict):
+        return known
+    limit, _src = known
     try:
         # 10 % over, so that an extrapolated count (no /tokenize) is over for sure.
         built = _filler_for(server, int(limit * 1.1) + 64, exact=False)
         if built is None:
-            return failed(
-                f"{server.describe()}: cannot count prompt tokens (no /tokenize, no usage in answers)"
-            )
+            return _cannot_count(server)
         prompt, n = built
         r = server.post(CHAT, server.chat_payload(prompt, 8), "the over-context request")
         after = server.get("/v1/models", "the check that the server survived the over-context request")
