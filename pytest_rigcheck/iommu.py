@@ -26,6 +26,7 @@ class IommuState:
     group_types: dict[str, str]  # group number -> type ("DMA", "identity", ...)
     units: tuple[str, ...]  # sys/class/iommu entries (dmar0, ivhd0, ...)
     cmdline: str | None
+    evidence: str = ""  # what decided it, for the verdict
 
     @property
     def mode(self) -> str:
@@ -49,7 +50,7 @@ class IommuState:
     def cmdline_iommu_args(self) -> list[str]:
         if self.cmdline is None:
             return []
-        return [a for a in shlex.split(self.cmdline) if "iommu" in a.split("=", 1)[0]]
+        return [a for a in _args(self.cmdline) if "iommu" in a.split("=", 1)[0]]
 
 
 def read_iommu(source: Source, empty_dirs: frozenset[str] = frozenset()) -> IommuState:
@@ -72,8 +73,28 @@ def read_iommu(source: Source, empty_dirs: frozenset[str] = frozenset()) -> Iomm
             raise SourceError(f"{GROUPS}/{group}/type", exc.reason) from exc
     units = tuple(source.listdir(IOMMU_CLASS))
     cmdline = source.read_optional("proc/cmdline")
-    known = has_groups or (has_class and not units)
-    return IommuState(known, types, units, cmdline)
+    off_args = [a for a in _args(cmdline) if a in CMDLINE_OFF]
+    if has_groups:
+        evidence = f"{GROUPS}: {len(types)} group(s)"
+    elif has_class and not units:
+        evidence = f"{IOMMU_CLASS} empty"
+    elif off_args and not units:
+        # Neither directory was kept (a hand-made or trimmed snapshot), but the kernel was told to
+        # switch translation off, and no IOMMU unit registered.
+        evidence = f"kernel command line {' '.join(off_args)}"
+    else:
+        evidence = ""
+    return IommuState(bool(evidence), types, units, cmdline, evidence)
+
+
+CMDLINE_OFF = ("amd_iommu=off", "intel_iommu=off")
+
+
+def _args(cmdline: str | None) -> list[str]:
+    try:
+        return shlex.split(cmdline or "")
+    except ValueError:  # unbalanced quotes: fall back on plain words
+        return (cmdline or "").split()
 
 
 def grub_fix(cpu_vendor: str | None, allow_passthrough: bool) -> str:

@@ -12,6 +12,7 @@ from .profile import TOPOLOGY_CLASSES
 from .rig import Rig
 from .targets import BridgeTarget, GpuTarget, LaneGroupTarget, LinkTarget, PairTarget
 from .topology import pair_class
+from .tree import PciFunction
 from .verdict import Verdict, failed, not_applicable, passed, unreadable
 
 ROOT_HINT = "run as root (sudo pytest --rig ...), or replay a snapshot captured as root (sudo rigcheck capture DIR)"
@@ -104,9 +105,10 @@ def iommu(t: GpuTarget) -> Verdict:
     where = rig.profile.source
     if mode == "unknown":
         return unreadable(f"{t.label}: IOMMU state unknown: neither sys/kernel/iommu_groups nor sys/class/iommu "
-                          "was captured", fix=["capture again with `rigcheck capture` (it records both)"])
+                          "was captured, and the kernel command line does not switch the IOMMU off",
+                          fix=["capture again with `rigcheck capture` (it records both)"])
     if mode == "off" or (mode == "passthrough" and "passthrough" in allow):
-        group = f"group {gpu.iommu_group} type identity" if mode == "passthrough" else "no IOMMU group"
+        group = f"group {gpu.iommu_group} type identity" if mode == "passthrough" else f"no IOMMU group; {state.evidence}"
         return passed(f"{t.label}: IOMMU {mode} ({group})", properties=props)
     gtype = state.group_types.get(gpu.iommu_group or "", "?")
     return failed(
@@ -187,8 +189,8 @@ def link(t: LinkTarget) -> Verdict:
             f"{where_label} (to {gpu_names}): Gen{load[0]} under load, expected Gen{exp_gen}: the link trained down",
             measured=f"{fmt_link(cur_gen, cur_width)} at idle, Gen{load[0]} under load; {caps}",
             expected=f"Gen{exp_gen} ({src_gen})", path=path, fix=_downtrain_fix(slot_txt, exp_gen), properties=props)
-    lbms = bool(up and up.config and up.config.link and up.config.link.bw_mgmt_status)
-    if down.is_gpu and down.vendor == 0x10DE and not lbms:
+    why = _not_idle_downshift(up, down, cur_gen)
+    if why is None:
         # NVIDIA GPUs drop link speed when idle (REFERENCE 3.3 #17); no retrain for reliability
         # is recorded on the port above (LnkSta LBMS clear), and the target speed allows full
         # speed, so this is the power-saving downshift. The GPU suite re-reads it under load.
@@ -197,11 +199,29 @@ def link(t: LinkTarget) -> Verdict:
             f"{where_label}: Gen{cur_gen} now, Gen{exp_gen} capable: idle power-saving downshift (target speed "
             f"Gen{target or '?'}, no reliability retrain recorded); the GPU suite confirms it under load",
             properties=props)
-    why = "LnkSta LBMS set on the port above: retrained for reliability" if lbms else "not a GPU: links here do not downshift at idle"
     return failed(
         f"{where_label} (to {gpu_names}): trained to Gen{cur_gen}, expected Gen{exp_gen} ({why})",
         measured=f"{fmt_link(cur_gen, cur_width)}; target Gen{target or '?'}; {caps}",
         expected=f"Gen{exp_gen} ({src_gen})", path=path, fix=_downtrain_fix(slot_txt, exp_gen), properties=props)
+
+
+IDLE_MAX_GEN = 2  # NVIDIA GPUs idle at 2.5 GT/s, some cycling through 5 GT/s (REFERENCE 3.3 #17)
+
+
+def _not_idle_downshift(up: PciFunction | None, down: PciFunction, cur_gen: int) -> str | None:
+    """Why a slow link without a reading under load is not an idle downshift; None when it may be one."""
+    if not (down.is_gpu and down.vendor == 0x10DE):
+        return "not an NVIDIA GPU: links here do not downshift at idle"
+    if up and up.config and up.config.link and up.config.link.bw_mgmt_status:
+        return "LnkSta LBMS set on the port above: retrained for reliability"
+    pinned = [f.bdf for f in (up, down) if f and f.config and f.config.link and f.config.link.hw_autonomous_speed_disable]
+    if pinned:
+        return (f"LnkCtl2 Hardware Autonomous Speed Disable set on {', '.join(pinned)}: the link cannot change speed "
+                "on its own, so this is where it trained")
+    if cur_gen > IDLE_MAX_GEN:
+        return (f"an idle NVIDIA GPU drops to Gen1 or Gen2 (2.5 or 5 GT/s), not Gen{cur_gen}: a link stopped "
+                "between speeds trained down")
+    return None
 
 
 def _downtrain_fix(slot_txt: str, gen: int) -> list[str]:

@@ -64,6 +64,7 @@ class Node:
     target: int | None = None  # LnkCtl2 target speed
     lbms: bool = False
     labs: bool = False
+    hasd: bool = False  # LnkCtl2 Hardware Autonomous Speed Disable
     acs: tuple[int, int, int] | None = None  # (offset, cap, ctrl)
     slot: int | None = None
     subsystem: tuple[int, int] = (0, 0)
@@ -152,10 +153,11 @@ class RigBuilder:
         return up, downs
 
     def gpu(self, parent: Node | Host, bdf: str, model: GpuModel, *, link: tuple[int, int] | None = None,
-            labs: bool = False) -> Node:
+            labs: bool = False, hasd: bool = False) -> Node:
         """A GPU (and its audio function, for cards that have one) below ``parent``.
 
-        ``link`` is what LnkSta shows; by default the lesser of the two ends' capability.
+        ``link`` is what LnkSta shows; by default the lesser of the two ends' capability. ``hasd`` sets
+        Hardware Autonomous Speed Disable in LnkCtl2 (the GPU may not change link speed on its own).
         """
         if isinstance(parent, Host):
             up, host, numa = None, parent.name, parent.numa
@@ -164,7 +166,7 @@ class RigBuilder:
         if link is None:
             link = model.cap if up is None or up.cap is None else (min(model.cap[0], up.cap[0]), min(model.cap[1], up.cap[1]))
         gpu = self._add(Node(bdf, model.vendor, model.device, model.class_code, up, host, PortType.ENDPOINT,
-                             model.cap, link, model.cap[0], labs=labs, subsystem=model.subsystem, driver="nvidia", numa=numa))
+                             model.cap, link, model.cap[0], hasd=hasd, labs=labs, subsystem=model.subsystem, driver="nvidia", numa=numa))
         if up is not None:
             up.link = link  # both ends of a link show the same LnkSta
         if model.audio_device is not None:
@@ -351,7 +353,7 @@ def build_config(node: Node) -> bytes:
     if node.slot is not None:
         put32(cfg, pcie + 0x14, node.slot << 19)
     put32(cfg, pcie + 0x2C, sum(1 << i for i in range(1, gen + 1)))  # Supported Link Speeds vector
-    put16(cfg, pcie + 0x30, node.target or gen)
+    put16(cfg, pcie + 0x30, (node.target or gen) | (0x20 if node.hasd else 0))
     if len(cfg) < 4096:
         return bytes(cfg)
     caps = [(0x100, ECAP_ID_AER, 2)]

@@ -19,11 +19,13 @@ def _rig(tmp_path: Path, b: RigBuilder, profile: Profile | None = None) -> Rig:
     return Rig.replay(open_snapshot(tmp_path / b.name), profile or Profile())
 
 
-def _one_gpu(link: tuple[int, int], *, lbms: bool = False, target: int | None = None) -> RigBuilder:
+def _one_gpu(
+    link: tuple[int, int], *, lbms: bool = False, target: int | None = None, hasd: bool = False
+) -> RigBuilder:
     b = RigBuilder("t")
     host = b.host_bridge()
     rp = b.root_port(host, "0000:00:01.1", cap=(4, 16), lbms=lbms, target=target)
-    b.gpu(rp, "0000:01:00.0", GPU_MODELS["rtx3090"], link=link)
+    b.gpu(rp, "0000:01:00.0", GPU_MODELS["rtx3090"], link=link, hasd=hasd)
     return b
 
 
@@ -33,6 +35,26 @@ class TestLink:
         rig = _rig(tmp_path, _one_gpu((1, 16)))
         v = pcie_checks.link(targets.links(rig)[0])
         assert v.ok and "idle" in v.summary and v.properties["link_state"] == "idle-downshift"
+
+    @pytest.mark.parametrize(
+        ("link", "lbms", "hasd", "want"),
+        [
+            ((2, 16), False, False, None),  # 5 GT/s: RTX PRO 6000 cycles 32 -> 5 -> 2.5 GT/s at idle
+            ((3, 16), False, False, "drops to Gen1 or Gen2"),  # a riser's Gen3 is not an idle state
+            ((1, 16), True, False, "LBMS set"),
+            ((1, 16), False, True, "Hardware Autonomous Speed Disable set on 0000:01:00.0"),
+        ],
+    )
+    def test_what_counts_as_idle_without_load(
+        self, tmp_path: Path, link: tuple[int, int], lbms: bool, hasd: bool, want: str | None
+    ) -> None:
+        """Without a reading under load, only Gen1/Gen2 with nothing pinning or retraining the link is idle."""
+        rig = _rig(tmp_path, _one_gpu(link, lbms=lbms, hasd=hasd))
+        v = pcie_checks.link(targets.links(rig)[0])
+        if want is None:
+            assert v.ok and v.properties["link_state"] == "idle-downshift", v
+        else:
+            assert not v.ok and want in v.summary and "expected Gen4" in v.summary, v
 
     def test_reading_under_load_decides(self, tmp_path: Path) -> None:
         """A reading under load overrides the idle reading: Gen3 under load fails."""
