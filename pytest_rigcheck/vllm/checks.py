@@ -49,6 +49,20 @@ def _where(server: VllmServer, key: str) -> str:
     return f"[vllm] {key} in {server.settings.where}"
 
 
+# Used when the profile sets no threshold: loose enough for any healthy rig (a short prompt's first
+# token well under a second, decoding faster than people read), tight enough that a stalled server fails.
+DEFAULT_MAX_TTFT_S = 2.0
+DEFAULT_MIN_DECODE_TOKENS_PER_S = 5.0
+
+
+def _threshold(server: VllmServer, key: str, default: float) -> tuple[float, str]:
+    """The profile's threshold and where it came from, else the built-in default, saying so."""
+    value = getattr(server.settings, key)
+    if value is not None:
+        return float(value), _where(server, key)
+    return default, f"built-in default; set [vllm] {key} in the profile for this rig's own figure"
+
+
 # -- degenerate output ---------------------------------------------------------------------------------
 
 _BANG = re.compile(r"!{4,}")
@@ -345,21 +359,22 @@ def ttft(server: VllmServer) -> Verdict:
     if r.ttft_s is None:
         return failed(f"{server.describe()}: no chunk with text, so no time to first token (HTTP {r.status})")
     props = {"ttft_s": round(r.ttft_s, 4)}
-    limit = server.settings.max_ttft_s
-    if limit is not None and r.ttft_s > limit:
+    limit, source = _threshold(server, "max_ttft_s", DEFAULT_MAX_TTFT_S)
+    props["max_ttft_s"] = limit
+    if r.ttft_s > limit:
         return failed(
             f"{server.describe()}: time to first token {r.ttft_s:.3f} s > {limit:g} s",
             measured=f"{r.ttft_s:.3f} s (first SSE chunk with text, short prompt, one request in flight)",
-            expected=f"at most {limit:g} s ({_where(server, 'max_ttft_s')})",
+            expected=f"at most {limit:g} s ({source})",
             fix=[
                 "check GPU clocks and PCIe links (run the rig suites), queued requests from other "
                 "clients, or --enforce-eager left on"
             ],
             properties=props,
         )
-    note = [] if limit is not None else ["no [vllm] max_ttft_s in the profile: recorded, not judged"]
     return passed(
-        f"{server.describe()}: time to first token {r.ttft_s * 1000:.0f} ms", notes=note, properties=props
+        f"{server.describe()}: time to first token {r.ttft_s * 1000:.0f} ms (at most {limit:g} s: {source})",
+        properties=props,
     )
 
 
@@ -375,24 +390,22 @@ def decode_rate(server: VllmServer) -> Verdict:
             f"{r.text_chunks} text chunks (HTTP {r.status})"
         )
     props = {"decode_tokens_per_s": round(rate, 2), "decode_tokens": r.completion_tokens}
-    floor = server.settings.min_decode_tokens_per_s
-    if floor is not None and rate < floor:
+    floor, source = _threshold(server, "min_decode_tokens_per_s", DEFAULT_MIN_DECODE_TOKENS_PER_S)
+    props["min_decode_tokens_per_s"] = floor
+    if rate < floor:
         return failed(
             f"{server.describe()}: decode {rate:.1f} tokens/s < {floor:g} tokens/s",
             measured=f"{rate:.1f} tokens/s ({r.completion_tokens} tokens, one stream, after the first token)",
-            expected=f"at least {floor:g} tokens/s ({_where(server, 'min_decode_tokens_per_s')})",
+            expected=f"at least {floor:g} tokens/s ({source})",
             fix=[
                 "slow decode on a multi-GPU rig is often P2P off or a downtrained link: run the "
                 "PCIe and P2P suites; check power caps and clocks"
             ],
             properties=props,
         )
-    note = (
-        []
-        if floor is not None
-        else ["no [vllm] min_decode_tokens_per_s in the profile: recorded, not judged"]
+    return passed(
+        f"{server.describe()}: decode {rate:.1f} tokens/s (at least {floor:g}: {source})", properties=props
     )
-    return passed(f"{server.describe()}: decode {rate:.1f} tokens/s", notes=note, properties=props)
 
 
 def usage_in_stream(server: VllmServer) -> Verdict:
@@ -636,7 +649,11 @@ def _context_limit(server: VllmServer) -> tuple[int, str] | Verdict:
 
 
 def _cannot_count(server: VllmServer) -> Verdict:
-    return failed(f"{server.describe()}: cannot count prompt tokens (no /tokenize, no usage in answers)")
+    return failed(
+        f"{server.describe()}: cannot count prompt tokens: no /tokenize, and usage.prompt_tokens in answers is "
+        "missing or does not grow with the prompt",
+        fix=["serve with vLLM (it has /tokenize), or a server that reports usage.prompt_tokens"],
+    )
 
 
 def _prompt_tokens(server: VllmServer, content: str) -> int | None:

@@ -67,12 +67,20 @@ class TestFakeServers:
         assert "tokens/s < 50 tokens/s" in str(v["decode_rate"])
         assert v["correctness"].status == PASS
 
-    def test_without_thresholds_slow_is_recorded_not_judged(self):
-        """Without thresholds in the profile the figures are recorded and the note says so."""
-        v = run_all(FakeConfig(ttft_s=0.2), ("ttft",))
-        assert v["ttft"].status == PASS
-        assert "recorded, not judged" in str(v["ttft"])
+    def test_without_thresholds_built_in_defaults_judge(self):
+        """Without thresholds in the profile the built-in defaults judge, and the result says so."""
+        v = run_all(FakeConfig(ttft_s=0.2), ("ttft", "decode_rate"))
+        assert v["ttft"].status == PASS == v["decode_rate"].status
+        assert "built-in default" in str(v["ttft"]) and "built-in default" in str(v["decode_rate"])
         assert v["ttft"].properties["ttft_s"] >= 0.2
+
+    def test_stalled_server_fails_built_in_defaults(self):
+        """A server that stalls (first token after 2.5 s, then 4 tokens/s) fails without any profile."""
+        v = run_all(FakeConfig(ttft_s=2.5, token_s=0.25), ("ttft", "decode_rate", "correctness"), decode_tokens=8)
+        assert v["ttft"].status == FAIL and v["decode_rate"].status == FAIL, {k: str(x) for k, x in v.items()}
+        assert "> 2 s" in str(v["ttft"]) and "built-in default; set [vllm] max_ttft_s" in str(v["ttft"])
+        assert "tokens/s < 5 tokens/s" in str(v["decode_rate"])
+        assert v["correctness"].status == PASS
 
     def test_server_without_extras_skips_them(self):
         """A server without vLLM's extras gets those checks as not-applicable, everything else judged."""
