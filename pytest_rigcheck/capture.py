@@ -20,14 +20,35 @@ from .snapshot import MANIFEST, pack
 from .testing import dump_toml
 
 DEVICE_ATTRS = (
-    "vendor", "device", "class", "subsystem_vendor", "subsystem_device", "revision", "numa_node",
-    "local_cpulist", "current_link_speed", "current_link_width", "max_link_speed", "max_link_width",
-    "config", "enable", "reset_method", "aer_dev_correctable", "aer_dev_fatal", "aer_dev_nonfatal",
-    "power/runtime_status", "power/control",
+    "vendor",
+    "device",
+    "class",
+    "subsystem_vendor",
+    "subsystem_device",
+    "revision",
+    "numa_node",
+    "local_cpulist",
+    "current_link_speed",
+    "current_link_width",
+    "max_link_speed",
+    "max_link_width",
+    "config",
+    "enable",
+    "reset_method",
+    "aer_dev_correctable",
+    "aer_dev_fatal",
+    "aer_dev_nonfatal",
+    "power/runtime_status",
+    "power/control",
 )
 DEVICE_LINKS = ("driver", "iommu_group")
-FILES = ("proc/cmdline", "proc/version", "proc/driver/nvidia/version", "sys/module/nvidia/version",
-         "sys/module/pcie_aspm/parameters/policy")
+FILES = (
+    "proc/cmdline",
+    "proc/version",
+    "proc/driver/nvidia/version",
+    "sys/module/nvidia/version",
+    "sys/module/pcie_aspm/parameters/policy",
+)
 # Feature plugins add their recorded state: "module:function"(out_dir) -> dict of manifest notes.
 EXTRA_CAPTURERS = ("pytest_rigcheck.gpu.capture:capture_nvml", "pytest_rigcheck.p2p.capture:capture_p2p")
 
@@ -61,7 +82,10 @@ def capture(out: Path, root: Path = Path("/"), name: str | None = None) -> Path:
         for g in names:
             _copy(groups / g / "type", work / "sys/kernel/iommu_groups" / g / "type")
             for dev in sorted(os.listdir(groups / g / "devices")):
-                _symlink(work / "sys/kernel/iommu_groups" / g / "devices" / dev, os.readlink(groups / g / "devices" / dev))
+                _symlink(
+                    work / "sys/kernel/iommu_groups" / g / "devices" / dev,
+                    os.readlink(groups / g / "devices" / dev),
+                )
     iommu_class = root / "sys/class/iommu"
     if iommu_class.is_dir():
         units = sorted(os.listdir(iommu_class))
@@ -87,9 +111,12 @@ def capture(out: Path, root: Path = Path("/"), name: str | None = None) -> Path:
 
     is_root = os.geteuid() == 0
     if not is_root:
-        warnings.warn("not running as root: config space stops at 64 bytes, so this snapshot cannot show ACS or "
-                      "AER (the ACS checks will fail as unreadable). Capture with sudo for a complete snapshot.",
-                      CaptureWarning, stacklevel=2)
+        warnings.warn(
+            "not running as root: config space stops at 64 bytes, so this snapshot cannot show ACS or "
+            "AER (the ACS checks will fail as unreadable). Capture with sudo for a complete snapshot.",
+            CaptureWarning,
+            stacklevel=2,
+        )
     notes: dict[str, Any] = {}
     for spec in EXTRA_CAPTURERS:
         module, _, func = spec.partition(":")
@@ -98,15 +125,25 @@ def capture(out: Path, root: Path = Path("/"), name: str | None = None) -> Path:
         except (ModuleNotFoundError, AttributeError):
             continue
         notes.update(fn(work) or {})
-    kernel = (root / "proc/version").read_text(errors="replace").split()[2] if (root / "proc/version").is_file() else ""
+    kernel = (
+        (root / "proc/version").read_text(errors="replace").split()[2]
+        if (root / "proc/version").is_file()
+        else ""
+    )
     driver_file = root / "sys/module/nvidia/version"
     driver = driver_file.read_text().strip() if driver_file.is_file() else ""
     manifest: dict[str, Any] = {
-        "format": 1, "kind": "captured", "name": name or os.uname().nodename,
-        "description": f"captured live from {os.uname().nodename}", "shows": "as captured",
-        "kernel": kernel, "driver": driver,
+        "format": 1,
+        "kind": "captured",
+        "name": name or os.uname().nodename,
+        "description": f"captured live from {os.uname().nodename}",
+        "shows": "as captured",
+        "kernel": kernel,
+        "driver": driver,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "tool": f"pytest-rigcheck {__version__}", "root": is_root, "empty_dirs": empty,
+        "tool": f"pytest-rigcheck {__version__}",
+        "root": is_root,
+        "empty_dirs": empty,
     }
     if notes:
         manifest["notes"] = {k: str(v) for k, v in notes.items()}

@@ -8,7 +8,9 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="rigcheck", description="Capture and inspect multi-GPU rigs (pytest-rigcheck).")
+    ap = argparse.ArgumentParser(
+        prog="rigcheck", description="Capture and inspect multi-GPU rigs (pytest-rigcheck)."
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     cap = sub.add_parser("capture", help="Capture this machine as a snapshot (run as root for ACS/AER)")
     cap.add_argument("out", type=Path, help="Output directory, or a path ending in .tar.gz")

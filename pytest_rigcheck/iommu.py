@@ -99,7 +99,9 @@ def _args(cmdline: str | None) -> list[str]:
 
 def grub_fix(cpu_vendor: str | None, allow_passthrough: bool) -> str:
     """The kernel parameters that turn translation off, for the GRUB line."""
-    off = {"amd": "amd_iommu=off iommu=off", "intel": "intel_iommu=off"}.get(cpu_vendor or "", "iommu=off amd_iommu=off intel_iommu=off")
+    off = {"amd": "amd_iommu=off iommu=off", "intel": "intel_iommu=off"}.get(
+        cpu_vendor or "", "iommu=off amd_iommu=off intel_iommu=off"
+    )
     text = f'add "{off}" to GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub (or grub2-mkconfig) and reboot'
     if allow_passthrough:
         text += '; or, to keep the IOMMU for other devices, "iommu=pt" (passthrough, allowed by the profile)'

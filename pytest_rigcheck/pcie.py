@@ -14,7 +14,9 @@ from .errors import ConfigSpaceError
 
 # -- BDF ---------------------------------------------------------------------------------------
 
-_BDF = re.compile(r"^(?:(?P<dom>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{1,2}):(?P<dev>[0-9a-fA-F]{1,2})\.(?P<fn>[0-7])$")
+_BDF = re.compile(
+    r"^(?:(?P<dom>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{1,2}):(?P<dev>[0-9a-fA-F]{1,2})\.(?P<fn>[0-7])$"
+)
 
 
 def normalize_bdf(text: str) -> str:
@@ -239,7 +241,9 @@ def parse_config(bdf: str, data: bytes) -> ConfigSpace:
             try:
                 port_type = PortType((flags >> 4) & 0xF)
             except ValueError:
-                raise ConfigSpaceError(bdf, f"unknown PCIe device/port type {(flags >> 4) & 0xF:#x}") from None
+                raise ConfigSpaceError(
+                    bdf, f"unknown PCIe device/port type {(flags >> 4) & 0xF:#x}"
+                ) from None
             link = _parse_link(data, pcie, version, port_type)
 
     acs = aer = None

@@ -23,8 +23,10 @@ SNAPSHOT_OPTION = "--rig-snapshot"
 PROFILE_OPTION = "--rig-profile"
 
 RIG_DESC = "Run the rig conformance suites (shipped with pytest-rigcheck) against this machine or a snapshot"
-SNAPSHOT_DESC = ("Replay a captured or modelled rig snapshot (directory or .tar.gz) instead of the live machine; "
-                 "repeat for several rigs (implies --rig)")
+SNAPSHOT_DESC = (
+    "Replay a captured or modelled rig snapshot (directory or .tar.gz) instead of the live machine; "
+    "repeat for several rigs (implies --rig)"
+)
 PROFILE_DESC = "Rig profile: a TOML file or a preset name (default: expectations from the hardware itself)"
 
 # Feature areas, each a plugin module of its own (options, fixtures, hooks). Registered from this
@@ -161,8 +163,12 @@ def rig_session(config: pytest.Config) -> RigSession:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "rig_live: needs the live rig (GPUs); skipped when replaying snapshots")
-    config.addinivalue_line("markers", "rig_measure: a measurement that must not run at the same time as another")
+    config.addinivalue_line(
+        "markers", "rig_live: needs the live rig (GPUs); skipped when replaying snapshots"
+    )
+    config.addinivalue_line(
+        "markers", "rig_measure: a measurement that must not run at the same time as another"
+    )
     session = RigSession(config)
     config.stash[RIG_SESSION] = session
     if session.enabled:
@@ -246,11 +252,15 @@ def item_rig(item: pytest.Item) -> Rig | None:
 TARGETS: dict[str, tuple[str, str]] = {
     "rig_gpu": ("pytest_rigcheck.targets:gpus", "no GPU on this rig"),
     "rig_gpu_pair": ("pytest_rigcheck.targets:gpu_pairs", "fewer than two GPUs: no GPU pair"),
-    "rig_bridge": ("pytest_rigcheck.targets:bridges",
-                   "no PCIe bridge or switch port between any two GPUs (fewer than two GPUs, or GPUs on the root bus)"),
+    "rig_bridge": (
+        "pytest_rigcheck.targets:bridges",
+        "no PCIe bridge or switch port between any two GPUs (fewer than two GPUs, or GPUs on the root bus)",
+    ),
     "rig_link": ("pytest_rigcheck.targets:links", "no GPU, so no link to check"),
-    "rig_lane_group": ("pytest_rigcheck.targets:lane_groups",
-                       "no root port feeds a GPU (GPUs sit on the root bus, as in a VM): nothing bifurcated"),
+    "rig_lane_group": (
+        "pytest_rigcheck.targets:lane_groups",
+        "no root port feeds a GPU (GPUs sit on the root bus, as in a VM): nothing bifurcated",
+    ),
 }
 
 
@@ -267,8 +277,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     rs = rig_session(metafunc.config)
     if not rs.enabled:
         argname = names[0] if names else "rig"
-        metafunc.parametrize(argname, [pytest.param(None, marks=pytest.mark.skip(
-            reason=f"needs {RIG_OPTION} or {SNAPSHOT_OPTION}"), id="no-rig")], indirect=True)
+        metafunc.parametrize(
+            argname,
+            [
+                pytest.param(
+                    None,
+                    marks=pytest.mark.skip(reason=f"needs {RIG_OPTION} or {SNAPSHOT_OPTION}"),
+                    id="no-rig",
+                )
+            ],
+            indirect=True,
+        )
         return
     multi = len(rs.rigs) > 1
     if not names:
@@ -284,8 +303,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         found = enumerate_(rig)
         prefix = f"{rig.name}:" if multi else ""
         if not found:
-            params.append(pytest.param(None, marks=pytest.mark.skip(reason=f"{rig.name}: {empty}"),
-                                       id=f"{prefix}none"))
+            params.append(
+                pytest.param(None, marks=pytest.mark.skip(reason=f"{rig.name}: {empty}"), id=f"{prefix}none")
+            )
         params += [pytest.param(t, id=f"{prefix}{t.id}") for t in found]
     metafunc.parametrize(argname, params, indirect=True)
 

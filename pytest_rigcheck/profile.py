@@ -83,7 +83,9 @@ def load_profile(spec: str, base: Path | None = None) -> Profile:
         if spec in known:
             path, label = known[spec], f"preset {spec}"
         else:
-            raise ProfileError(spec, "profile", spec, f"no such file, and not a preset ({', '.join(sorted(known))})")
+            raise ProfileError(
+                spec, "profile", spec, f"no such file, and not a preset ({', '.join(sorted(known))})"
+            )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -105,7 +107,12 @@ def parse_profile(data: dict[str, Any], where: str) -> Profile:
         if keys:
             for k in value:
                 if k not in keys:
-                    raise ProfileError(where, f"{top}.{k}", value[k], f"unknown key; keys of [{top}] are {', '.join(sorted(keys))}")
+                    raise ProfileError(
+                        where,
+                        f"{top}.{k}",
+                        value[k],
+                        f"unknown key; keys of [{top}] are {', '.join(sorted(keys))}",
+                    )
 
     rig = data.get("rig", {})
     links = data.get("links", {})
@@ -124,7 +131,12 @@ def parse_profile(data: dict[str, Any], where: str) -> Profile:
     bif: dict[str, str] = {}
     for key, split in data.get("bifurcation", {}).items():
         if not isinstance(split, str) or not SPLIT.match(split) or _lanes(split) > 16:
-            raise ProfileError(where, f"bifurcation.{key}", split, 'a lane split such as "x16", "x8x8", "x4x4x4x4" (16 lanes at most)')
+            raise ProfileError(
+                where,
+                f"bifurcation.{key}",
+                split,
+                'a lane split such as "x16", "x8x8", "x4x4x4x4" (16 lanes at most)',
+            )
         bif[key.lower()] = split
 
     allow = data.get("iommu", {}).get("allow", list(IOMMU_MODES))
@@ -140,8 +152,12 @@ def parse_profile(data: dict[str, Any], where: str) -> Profile:
     tp = rig.get("tp_groups")
     tp_groups = None
     if tp is not None:
-        if not isinstance(tp, list) or not all(isinstance(g, list) and g and all(isinstance(i, int) and i >= 0 for i in g) for g in tp):
-            raise ProfileError(where, "rig.tp_groups", tp, "a list of lists of GPU indices, e.g. [[0, 1], [2, 3]]")
+        if not isinstance(tp, list) or not all(
+            isinstance(g, list) and g and all(isinstance(i, int) and i >= 0 for i in g) for g in tp
+        ):
+            raise ProfileError(
+                where, "rig.tp_groups", tp, "a list of lists of GPU indices, e.g. [[0, 1], [2, 3]]"
+            )
         tp_groups = tuple(tuple(g) for g in tp)
 
     name = rig.get("name")

@@ -84,7 +84,11 @@ class Rig:
         if self.manifest is None:
             return f"live {self.name}, {gpus} GPU{'s' if gpus != 1 else ''}, {self.profile.source}"
         m = self.manifest
-        bits = [b for b in (f"kernel {m.kernel}" if m.kernel else "", f"driver {m.driver}" if m.driver else "") if b]
+        bits = [
+            b
+            for b in (f"kernel {m.kernel}" if m.kernel else "", f"driver {m.driver}" if m.driver else "")
+            if b
+        ]
         extra = f" ({', '.join(bits)})" if bits else ""
         return f"snapshot {m.name} [{m.kind}]{extra}, {gpus} GPU{'s' if gpus != 1 else ''}, {self.profile.source}"
 

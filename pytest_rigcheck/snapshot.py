@@ -68,6 +68,7 @@ class Snapshot:
 
 def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
     """Validate a manifest table; errors name the key and what is allowed."""
+
     def req(key: str) -> str:
         value = data.get(key)
         if not isinstance(value, str) or not value:
@@ -112,7 +113,9 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
 def read_manifest(root: Path) -> Manifest:
     path = root / MANIFEST
     if path.is_symlink() or not path.is_file():
-        raise SnapshotError(f"{root}: no {MANIFEST}: not a rigcheck snapshot (make one with `rigcheck capture DIR`)")
+        raise SnapshotError(
+            f"{root}: no {MANIFEST}: not a rigcheck snapshot (make one with `rigcheck capture DIR`)"
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -159,16 +162,24 @@ def _safe_extract(archive: Path, dest: Path) -> Path:
                     raise SnapshotError(f"{archive}: more than {_MAX_MEMBERS} entries: not a snapshot")
                 name = m.name.lstrip("./") if m.name.startswith("./") else m.name
                 if name.startswith("/") or ".." in Path(name).parts:
-                    raise SnapshotError(f"{archive}: unsafe entry {m.name!r} (absolute or '..'): refused, nothing read")
+                    raise SnapshotError(
+                        f"{archive}: unsafe entry {m.name!r} (absolute or '..'): refused, nothing read"
+                    )
                 if not (m.isfile() or m.isdir() or m.issym()):
-                    raise SnapshotError(f"{archive}: entry {m.name!r} is a device, fifo or hard link: refused")
+                    raise SnapshotError(
+                        f"{archive}: entry {m.name!r} is a device, fifo or hard link: refused"
+                    )
                 if m.issym():
                     target = Path(m.name).parent / m.linkname
                     if m.linkname.startswith("/") or _escapes(target):
-                        raise SnapshotError(f"{archive}: symlink {m.name!r} -> {m.linkname!r} leaves the snapshot: refused")
+                        raise SnapshotError(
+                            f"{archive}: symlink {m.name!r} -> {m.linkname!r} leaves the snapshot: refused"
+                        )
                 total += m.size
                 if total > _MAX_UNPACKED:
-                    raise SnapshotError(f"{archive}: unpacks to more than {_MAX_UNPACKED >> 20} MiB: not a snapshot")
+                    raise SnapshotError(
+                        f"{archive}: unpacks to more than {_MAX_UNPACKED >> 20} MiB: not a snapshot"
+                    )
                 members.append(m)
             # The "data" filter (PEP 706) re-checks every rule above and strips modes and owners.
             tar.extractall(dest, members=members, filter="data")

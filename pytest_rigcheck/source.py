@@ -79,7 +79,9 @@ class Source:
                 target = os.readlink(here)
                 if posixpath.isabs(target):
                     if not self.live:
-                        raise SourceError(asked, f"symlink {'/'.join([*done, part])} -> {target} leaves the snapshot")
+                        raise SourceError(
+                            asked, f"symlink {'/'.join([*done, part])} -> {target} leaves the snapshot"
+                        )
                     done = []
                 parts = [p for p in target.split("/") if p not in ("", ".")] + parts
                 continue

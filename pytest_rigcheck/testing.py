@@ -94,9 +94,17 @@ class RigBuilder:
         root: whether the snapshot was read as root; ``False`` cuts every config file to 64 bytes.
     """
 
-    def __init__(self, name: str, *, cpu: str = "amd", kernel: str = "6.8.0-49-generic",
-                 driver: str = "570.133.07", cmdline: str | None = None, iommu: str = "off",
-                 root: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        cpu: str = "amd",
+        kernel: str = "6.8.0-49-generic",
+        driver: str = "570.133.07",
+        cmdline: str | None = None,
+        iommu: str = "off",
+        root: bool = True,
+    ) -> None:
         self.name = name
         self.cpu = cpu
         self.kernel = kernel
@@ -105,7 +113,11 @@ class RigBuilder:
         self.root = root
         off = "amd_iommu=off iommu=off" if cpu == "amd" else "intel_iommu=off"
         default = {"off": off, "identity": "iommu=pt"}.get(iommu, "")
-        self.cmdline = cmdline if cmdline is not None else f"BOOT_IMAGE=/boot/vmlinuz-{kernel} root=/dev/nvme0n1p2 ro {default}".strip()
+        self.cmdline = (
+            cmdline
+            if cmdline is not None
+            else f"BOOT_IMAGE=/boot/vmlinuz-{kernel} root=/dev/nvme0n1p2 ro {default}".strip()
+        )
         self.nodes: dict[str, Node] = {}
         self.hosts: list[Host] = []
         self.slots: dict[str, str] = {}
@@ -119,41 +131,140 @@ class RigBuilder:
         self.hosts.append(host)
         amd = self.cpu == "amd"
         v = vendor or (0x1022 if amd else 0x8086)
-        self._add(Node(f"{domain:04x}:{bus:02x}:00.0", v, 0x1480 if amd else 0x09A2, 0x060000, None, host.name,
-                       numa=numa, config_size=256))
+        self._add(
+            Node(
+                f"{domain:04x}:{bus:02x}:00.0",
+                v,
+                0x1480 if amd else 0x09A2,
+                0x060000,
+                None,
+                host.name,
+                numa=numa,
+                config_size=256,
+            )
+        )
         return host
 
-    def root_port(self, host: Host, bdf: str, *, cap: tuple[int, int] = (4, 16), link: tuple[int, int] | None = None,
-                  acs_ctrl: int | None = 0, slot: int | None = None, target: int | None = None,
-                  lbms: bool = False, vendor: int | None = None, device: int | None = None) -> Node:
+    def root_port(
+        self,
+        host: Host,
+        bdf: str,
+        *,
+        cap: tuple[int, int] = (4, 16),
+        link: tuple[int, int] | None = None,
+        acs_ctrl: int | None = 0,
+        slot: int | None = None,
+        target: int | None = None,
+        lbms: bool = False,
+        vendor: int | None = None,
+        device: int | None = None,
+    ) -> Node:
         """A root port (AMD GPP bridge 1022:1483 by default; ACS at 0x2a0 as on AMD parts)."""
         amd = self.cpu == "amd"
-        node = Node(bdf, vendor or (0x1022 if amd else 0x8086), device or (0x1483 if amd else 0x347A), 0x060400,
-                    None, host.name, PortType.ROOT_PORT, cap, link, target or cap[0], lbms,
-                    acs=(0x2A0 if amd else 0x220, 0x005F, acs_ctrl) if acs_ctrl is not None else None,
-                    slot=slot, numa=host.numa, driver="pcieport")
+        node = Node(
+            bdf,
+            vendor or (0x1022 if amd else 0x8086),
+            device or (0x1483 if amd else 0x347A),
+            0x060400,
+            None,
+            host.name,
+            PortType.ROOT_PORT,
+            cap,
+            link,
+            target or cap[0],
+            lbms,
+            acs=(0x2A0 if amd else 0x220, 0x005F, acs_ctrl) if acs_ctrl is not None else None,
+            slot=slot,
+            numa=host.numa,
+            driver="pcieport",
+        )
         return self._add(node)
 
-    def switch(self, parent: Node, up_bdf: str, down_bdfs: list[str], *, vendor: int = 0x11F8, device: int = 0x4084,
-               cap: tuple[int, int] = (4, 16), up_link: tuple[int, int] | None = None, down_cap: tuple[int, int] = (4, 16),
-               acs_ctrl: int = 0, acs_offset: int = 0x20C, mgmt_endpoint: bool = True) -> tuple[Node, list[Node]]:
+    def switch(
+        self,
+        parent: Node,
+        up_bdf: str,
+        down_bdfs: list[str],
+        *,
+        vendor: int = 0x11F8,
+        device: int = 0x4084,
+        cap: tuple[int, int] = (4, 16),
+        up_link: tuple[int, int] | None = None,
+        down_cap: tuple[int, int] = (4, 16),
+        acs_ctrl: int = 0,
+        acs_offset: int = 0x20C,
+        mgmt_endpoint: bool = True,
+    ) -> tuple[Node, list[Node]]:
         """A PCIe switch: an upstream port and its downstream ports (Microchip Switchtec PFX 84xG4 by default).
 
         Switchtec parts also expose a management endpoint as function 1 of the upstream port.
         """
-        up = self._add(Node(up_bdf, vendor, device, 0x060400, parent, parent.host, PortType.UPSTREAM, cap,
-                            up_link or cap, cap[0], numa=parent.numa, driver="pcieport"))
+        up = self._add(
+            Node(
+                up_bdf,
+                vendor,
+                device,
+                0x060400,
+                parent,
+                parent.host,
+                PortType.UPSTREAM,
+                cap,
+                up_link or cap,
+                cap[0],
+                numa=parent.numa,
+                driver="pcieport",
+            )
+        )
         if mgmt_endpoint and vendor == 0x11F8:
-            self._add(Node(up_bdf[:-1] + "1", vendor, device, 0x058000, parent, parent.host, PortType.ENDPOINT,
-                           cap, up_link or cap, cap[0], numa=parent.numa, driver="switchtec"))
-        downs = [self._add(Node(b, vendor, device, 0x060400, up, parent.host, PortType.DOWNSTREAM, down_cap, None,
-                                down_cap[0], acs=(acs_offset, 0x005F, acs_ctrl), slot=i + 1, numa=parent.numa,
-                                driver="pcieport"))
-                 for i, b in enumerate(down_bdfs)]
+            self._add(
+                Node(
+                    up_bdf[:-1] + "1",
+                    vendor,
+                    device,
+                    0x058000,
+                    parent,
+                    parent.host,
+                    PortType.ENDPOINT,
+                    cap,
+                    up_link or cap,
+                    cap[0],
+                    numa=parent.numa,
+                    driver="switchtec",
+                )
+            )
+        downs = [
+            self._add(
+                Node(
+                    b,
+                    vendor,
+                    device,
+                    0x060400,
+                    up,
+                    parent.host,
+                    PortType.DOWNSTREAM,
+                    down_cap,
+                    None,
+                    down_cap[0],
+                    acs=(acs_offset, 0x005F, acs_ctrl),
+                    slot=i + 1,
+                    numa=parent.numa,
+                    driver="pcieport",
+                )
+            )
+            for i, b in enumerate(down_bdfs)
+        ]
         return up, downs
 
-    def gpu(self, parent: Node | Host, bdf: str, model: GpuModel, *, link: tuple[int, int] | None = None,
-            labs: bool = False, hasd: bool = False) -> Node:
+    def gpu(
+        self,
+        parent: Node | Host,
+        bdf: str,
+        model: GpuModel,
+        *,
+        link: tuple[int, int] | None = None,
+        labs: bool = False,
+        hasd: bool = False,
+    ) -> Node:
         """A GPU (and its audio function, for cards that have one) below ``parent``.
 
         ``link`` is what LnkSta shows; by default the lesser of the two ends' capability. ``hasd`` sets
@@ -164,14 +275,50 @@ class RigBuilder:
         else:
             up, host, numa = parent, parent.host, parent.numa
         if link is None:
-            link = model.cap if up is None or up.cap is None else (min(model.cap[0], up.cap[0]), min(model.cap[1], up.cap[1]))
-        gpu = self._add(Node(bdf, model.vendor, model.device, model.class_code, up, host, PortType.ENDPOINT,
-                             model.cap, link, model.cap[0], hasd=hasd, labs=labs, subsystem=model.subsystem, driver="nvidia", numa=numa))
+            link = (
+                model.cap
+                if up is None or up.cap is None
+                else (min(model.cap[0], up.cap[0]), min(model.cap[1], up.cap[1]))
+            )
+        gpu = self._add(
+            Node(
+                bdf,
+                model.vendor,
+                model.device,
+                model.class_code,
+                up,
+                host,
+                PortType.ENDPOINT,
+                model.cap,
+                link,
+                model.cap[0],
+                hasd=hasd,
+                labs=labs,
+                subsystem=model.subsystem,
+                driver="nvidia",
+                numa=numa,
+            )
+        )
         if up is not None:
             up.link = link  # both ends of a link show the same LnkSta
         if model.audio_device is not None:
-            self._add(Node(bdf[:-1] + "1", model.vendor, model.audio_device, 0x040300, up, host, PortType.ENDPOINT,
-                           model.cap, link, model.cap[0], subsystem=model.subsystem, driver="snd_hda_intel", numa=numa))
+            self._add(
+                Node(
+                    bdf[:-1] + "1",
+                    model.vendor,
+                    model.audio_device,
+                    0x040300,
+                    up,
+                    host,
+                    PortType.ENDPOINT,
+                    model.cap,
+                    link,
+                    model.cap[0],
+                    subsystem=model.subsystem,
+                    driver="snd_hda_intel",
+                    numa=numa,
+                )
+            )
         return gpu
 
     def slot_name(self, node: Node, name: str) -> None:
@@ -188,14 +335,27 @@ class RigBuilder:
         self.nodes[node.bdf] = node
         if node.parent is not None:
             node.parent.children.append(node)
-            if node.parent.link is None and node.link is not None and node.parent.port_type != PortType.UPSTREAM:
+            if (
+                node.parent.link is None
+                and node.link is not None
+                and node.parent.port_type != PortType.UPSTREAM
+            ):
                 node.parent.link = node.link
         return node
 
     # -- output ------------------------------------------------------------------------------
 
-    def write(self, out: Path, *, kind: str = "modelled", description: str = "", shows: str = "healthy",
-              profile: str | None = None, expect_fail: list[str] | None = None, extra_manifest: dict[str, Any] | None = None) -> Path:
+    def write(
+        self,
+        out: Path,
+        *,
+        kind: str = "modelled",
+        description: str = "",
+        shows: str = "healthy",
+        profile: str | None = None,
+        expect_fail: list[str] | None = None,
+        extra_manifest: dict[str, Any] | None = None,
+    ) -> Path:
         """Write the snapshot directory and its MANIFEST.toml; return ``out``."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -232,15 +392,24 @@ class RigBuilder:
         if any(n.driver == "nvidia" for n in self.nodes.values()):
             (proc / "driver/nvidia").mkdir(parents=True, exist_ok=True)
             (proc / "driver/nvidia/version").write_text(
-                f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {self.driver}  (modelled)\n")
+                f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {self.driver}  (modelled)\n"
+            )
         for rel, content in self.files.items():
             p = out / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(content if isinstance(content, bytes) else content.encode())
         manifest: dict[str, Any] = {
-            "format": 1, "kind": kind, "name": self.name, "description": description, "shows": shows,
-            "kernel": self.kernel, "driver": self.driver, "date": "2026-11-23", "tool": "pytest-rigcheck testing.RigBuilder",
-            "root": self.root, "empty_dirs": empty,
+            "format": 1,
+            "kind": kind,
+            "name": self.name,
+            "description": description,
+            "shows": shows,
+            "kernel": self.kernel,
+            "driver": self.driver,
+            "date": "2026-11-23",
+            "tool": "pytest-rigcheck testing.RigBuilder",
+            "root": self.root,
+            "empty_dirs": empty,
         }
         if profile:
             manifest["profile"] = profile
@@ -281,14 +450,23 @@ class RigBuilder:
         d = out / rel
         d.mkdir(parents=True, exist_ok=True)
         attrs = {
-            "vendor": f"{node.vendor:#06x}", "device": f"{node.device:#06x}", "class": f"{node.class_code:#08x}",
-            "subsystem_vendor": f"{node.subsystem[0]:#06x}", "subsystem_device": f"{node.subsystem[1]:#06x}",
-            "revision": "0xa1", "numa_node": str(node.numa), "enable": "1",
+            "vendor": f"{node.vendor:#06x}",
+            "device": f"{node.device:#06x}",
+            "class": f"{node.class_code:#08x}",
+            "subsystem_vendor": f"{node.subsystem[0]:#06x}",
+            "subsystem_device": f"{node.subsystem[1]:#06x}",
+            "revision": "0xa1",
+            "numa_node": str(node.numa),
+            "enable": "1",
         }
         if node.cap is not None and node.port_type is not None:
             link = node.link or (node.cap[0], 0)
-            attrs.update(current_link_speed=SPEED_TEXT[link[0]], current_link_width=str(link[1]),
-                         max_link_speed=SPEED_TEXT[node.cap[0]], max_link_width=str(node.cap[1]))
+            attrs.update(
+                current_link_speed=SPEED_TEXT[link[0]],
+                current_link_width=str(link[1]),
+                max_link_speed=SPEED_TEXT[node.cap[0]],
+                max_link_width=str(node.cap[1]),
+            )
         for name, value in attrs.items():
             (d / name).write_text(value + "\n")
         cfg = build_config(node)
@@ -371,15 +549,16 @@ def build_config(node: Node) -> bytes:
 
 
 def put16(buf: bytearray, off: int, value: int) -> None:
-    buf[off:off + 2] = value.to_bytes(2, "little")
+    buf[off : off + 2] = value.to_bytes(2, "little")
 
 
 def put32(buf: bytearray, off: int, value: int) -> None:
-    buf[off:off + 4] = value.to_bytes(4, "little")
+    buf[off : off + 4] = value.to_bytes(4, "little")
 
 
 def dump_toml(data: dict[str, Any]) -> str:
     """A small TOML writer for manifests (scalars, lists of scalars, one level of tables)."""
+
     def val(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"

@@ -333,8 +333,18 @@ def _read_function(source: Source, bdf: str, slots: dict[str, str]) -> PciFuncti
     if vendor is None or device is None or class_code is None:
         raise SourceError(base, "vendor, device or class attribute missing: partial snapshot?")
     addr = bdf.rsplit(".", 1)[0]
-    return PciFunction(bdf=bdf, vendor=vendor, device=device, class_code=class_code, host_bridge=host,
-                       parent=parent, source=source, base=real, slot=slots.get(addr), sysfs_depth=len(parts))
+    return PciFunction(
+        bdf=bdf,
+        vendor=vendor,
+        device=device,
+        class_code=class_code,
+        host_bridge=host,
+        parent=parent,
+        source=source,
+        base=real,
+        slot=slots.get(addr),
+        sysfs_depth=len(parts),
+    )
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -348,8 +358,10 @@ def _int_or_none(text: str | None) -> int | None:
 
 
 def _read_sysfs_link(source: Source, base: str) -> SysfsLink | None:
-    texts = [source.read_optional(f"{base}/{a}") for a in
-             ("current_link_speed", "current_link_width", "max_link_speed", "max_link_width")]
+    texts = [
+        source.read_optional(f"{base}/{a}")
+        for a in ("current_link_speed", "current_link_width", "max_link_speed", "max_link_width")
+    ]
     if all(t is None for t in texts):
         return None  # conventional PCI and some virtual functions have no link attributes
     cs, cw, ms, mw = texts
@@ -371,5 +383,9 @@ def _read_sysfs_link(source: Source, base: str) -> SysfsLink | None:
             raise SourceError(f"{base}/{attr}", f"unreadable link width {t!r}") from None
         return w or None  # 0: link down
 
-    return SysfsLink(gen(cs, "current_link_speed"), width(cw, "current_link_width"),
-                     gen(ms, "max_link_speed"), width(mw, "max_link_width"))
+    return SysfsLink(
+        gen(cs, "current_link_speed"),
+        width(cw, "current_link_width"),
+        gen(ms, "max_link_speed"),
+        width(mw, "max_link_width"),
+    )

@@ -111,9 +111,21 @@ class TestTopology:
 
 
 class TestAcs:
-    @pytest.mark.parametrize(("ctrl", "ok"), [(0x0000, True), (0x0001, True), (0x0002, True), (0x0004, False),
-                                              (0x0008, False), (0x0010, False), (0x0020, False), (0x0040, True),
-                                              (0x001D, False), (0x007F, False)])
+    @pytest.mark.parametrize(
+        ("ctrl", "ok"),
+        [
+            (0x0000, True),
+            (0x0001, True),
+            (0x0002, True),
+            (0x0004, False),
+            (0x0008, False),
+            (0x0010, False),
+            (0x0020, False),
+            (0x0040, True),
+            (0x001D, False),
+            (0x007F, False),
+        ],
+    )
     def test_each_bit(self, tmp_path: Path, ctrl: int, ok: bool) -> None:
         """Redirect, forwarding and egress bits fail; SrcValid, TransBlk and DirectTrans alone do not."""
         b = RigBuilder("acs")

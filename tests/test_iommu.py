@@ -10,7 +10,9 @@ from pytest_rigcheck.iommu import read_iommu
 from pytest_rigcheck.source import Source
 
 
-def _tree(root: Path, *, groups: dict[str, str] | None, units: list[str] | None, cmdline: str | None) -> Source:
+def _tree(
+    root: Path, *, groups: dict[str, str] | None, units: list[str] | None, cmdline: str | None
+) -> Source:
     if groups is not None:
         (root / "sys/kernel/iommu_groups").mkdir(parents=True)
         for g, kind in groups.items():
@@ -66,5 +68,7 @@ def test_group_of_a_device(tmp_path: Path) -> None:
 
 def test_empty_dirs_from_manifest(tmp_path: Path) -> None:
     """A directory the manifest says was present but empty (git drops them) counts as present."""
-    state = read_iommu(_tree(tmp_path, groups=None, units=None, cmdline="ro"), frozenset({"sys/kernel/iommu_groups"}))
+    state = read_iommu(
+        _tree(tmp_path, groups=None, units=None, cmdline="ro"), frozenset({"sys/kernel/iommu_groups"})
+    )
     assert state.mode == "off"

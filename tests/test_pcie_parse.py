@@ -15,13 +15,16 @@ from .conftest import SNAPSHOTS
 
 
 class TestNormalizeBdf:
-    @pytest.mark.parametrize(("text", "want"), [
-        ("0000:17:00.0", "0000:17:00.0"),
-        ("00000000:17:00.0", "0000:17:00.0"),  # NVML's 8-digit domain
-        ("17:00.0", "0000:17:00.0"),  # lspci without domain
-        ("0000:AB:1F.7", "0000:ab:1f.7"),
-        ("10000:01:00.0", "00010000:01:00.0"),  # VMD domains
-    ])
+    @pytest.mark.parametrize(
+        ("text", "want"),
+        [
+            ("0000:17:00.0", "0000:17:00.0"),
+            ("00000000:17:00.0", "0000:17:00.0"),  # NVML's 8-digit domain
+            ("17:00.0", "0000:17:00.0"),  # lspci without domain
+            ("0000:AB:1F.7", "0000:ab:1f.7"),
+            ("10000:01:00.0", "00010000:01:00.0"),  # VMD domains
+        ],
+    )
     def test_accepts(self, text: str, want: str) -> None:
         """Every spelling of an address normalizes to the sysfs one."""
         assert normalize_bdf(text) == want
@@ -34,10 +37,20 @@ class TestNormalizeBdf:
 
 
 class TestParseLinkSpeed:
-    @pytest.mark.parametrize(("text", "gen"), [
-        ("2.5 GT/s PCIe", 1), ("5.0 GT/s PCIe", 2), ("8.0 GT/s PCIe", 3), ("16.0 GT/s PCIe", 4),
-        ("32.0 GT/s PCIe", 5), ("64.0 GT/s PCIe", 6), ("8 GT/s", 3), ("16 GT/s", 4), ("Unknown", None),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "gen"),
+        [
+            ("2.5 GT/s PCIe", 1),
+            ("5.0 GT/s PCIe", 2),
+            ("8.0 GT/s PCIe", 3),
+            ("16.0 GT/s PCIe", 4),
+            ("32.0 GT/s PCIe", 5),
+            ("64.0 GT/s PCIe", 6),
+            ("8 GT/s", 3),
+            ("16 GT/s", 4),
+            ("Unknown", None),
+        ],
+    )
     def test_table(self, text: str, gen: int | None) -> None:
         """Kernel >= 5.7 and older spellings both parse."""
         assert parse_link_speed(text) == gen
@@ -56,7 +69,12 @@ class TestConfigSpace:
         cfg = parse_config("0000:00:06.0", data)
         assert cfg.port_type == PortType.ENDPOINT
         assert cfg.link is not None
-        assert (cfg.link.cap_speed, cfg.link.cap_width, cfg.link.sta_speed, cfg.link.sta_width) == (5, 16, 5, 16)
+        assert (cfg.link.cap_speed, cfg.link.cap_width, cfg.link.sta_speed, cfg.link.sta_width) == (
+            5,
+            16,
+            5,
+            16,
+        )
         assert cfg.acs is None
         assert cfg.aer is not None
 
@@ -72,12 +90,18 @@ class TestConfigSpace:
         cfg = parse_config("0000:02:01.0", (snap / "config").read_bytes())
         assert cfg.port_type == PortType.DOWNSTREAM
         assert cfg.acs is not None and cfg.acs.ctrl == 0x001D
-        assert decode_acs(cfg.acs.ctrl) == "SrcValid+ TransBlk- ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-"
+        assert (
+            decode_acs(cfg.acs.ctrl)
+            == "SrcValid+ TransBlk- ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-"
+        )
 
-    @pytest.mark.parametrize(("patch", "match"), [
-        ({0x34: 0x20}, "outside config space"),  # capability pointer into the header
-        ({0x34: 0x40, 0x40: 0x01, 0x41: 0x40}, "loops"),
-    ])
+    @pytest.mark.parametrize(
+        ("patch", "match"),
+        [
+            ({0x34: 0x20}, "outside config space"),  # capability pointer into the header
+            ({0x34: 0x40, 0x40: 0x01, 0x41: 0x40}, "loops"),
+        ],
+    )
     def test_malformed(self, patch: dict[int, int], match: str) -> None:
         """Malformed capability lists raise ConfigSpaceError naming the flaw."""
         data = bytearray(256)

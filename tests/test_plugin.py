@@ -17,8 +17,15 @@ GOOD = SNAPSHOTS / "rtxpro6000x4-switch"
 def test_help(pytester: pytest.Pytester) -> None:
     """--help lists the rigcheck group and its options and ini keys."""
     result = pytester.runpytest("--help")
-    result.stdout.fnmatch_lines(["*multi-GPU rig checks*", f"*{RIG_OPTION} *", f"*{SNAPSHOT_OPTION}=PATH*",
-                                 f"*{PROFILE_OPTION}=FILE|PRESET*", "*rig_profile (string)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*multi-GPU rig checks*",
+            f"*{RIG_OPTION} *",
+            f"*{SNAPSHOT_OPTION}=PATH*",
+            f"*{PROFILE_OPTION}=FILE|PRESET*",
+            "*rig_profile (string)*",
+        ]
+    )
 
 
 def test_without_rig_nothing_runs(pytester: pytest.Pytester) -> None:
@@ -40,15 +47,20 @@ def test_user_test_with_rig_fixture_skips_without_rig(pytester: pytest.Pytester)
 def test_header_names_rig(pytester: pytest.Pytester) -> None:
     """The header names the snapshot, its kind, kernel and profile."""
     result = pytester.runpytest(f"--rig-snapshot={GOOD}", "--collect-only")
-    result.stdout.fnmatch_lines(["rigcheck: snapshot rtxpro6000x4-switch [[]modelled] (kernel *), 4 GPUs, profile preset *"])
+    result.stdout.fnmatch_lines(
+        ["rigcheck: snapshot rtxpro6000x4-switch [[]modelled] (kernel *), 4 GPUs, profile preset *"]
+    )
 
 
 def test_user_tests_beside_suites(pytester: pytest.Pytester) -> None:
     """With paths, the user's own rig tests run beside the shipped suites."""
     pytester.makepyfile(test_mine="def test_mine(rig_gpu):\n    assert rig_gpu.gpu.vendor == 0x10de\n")
-    result = pytester.runpytest(f"--rig-snapshot={GOOD}", "test_mine.py", "-v", "-p", "no:cacheprovider", "-k",
-                                "mine or acs")
-    result.stdout.fnmatch_lines(["*test_mine.py::test_mine[[]0000:03:00.0] PASSED*", "*test_acs_redirect_off*PASSED*"])
+    result = pytester.runpytest(
+        f"--rig-snapshot={GOOD}", "test_mine.py", "-v", "-p", "no:cacheprovider", "-k", "mine or acs"
+    )
+    result.stdout.fnmatch_lines(
+        ["*test_mine.py::test_mine[[]0000:03:00.0] PASSED*", "*test_acs_redirect_off*PASSED*"]
+    )
     assert result.parseoutcomes()["passed"] == 4 + 5
 
 
@@ -56,8 +68,18 @@ def test_fixtures_documented(pytester: pytest.Pytester) -> None:
     """pytest --fixtures documents every rig fixture."""
     result = pytester.runpytest("--fixtures")
     out = result.stdout.str()
-    for name in ("rig_rigs", "rig ", "rig_pcie", "rig_profile", "rig_gpu", "rig_gpu_pair", "rig_bridge",
-                 "rig_link", "rig_lane_group", "rig_check"):
+    for name in (
+        "rig_rigs",
+        "rig ",
+        "rig_pcie",
+        "rig_profile",
+        "rig_gpu",
+        "rig_gpu_pair",
+        "rig_bridge",
+        "rig_link",
+        "rig_lane_group",
+        "rig_check",
+    ):
         assert f"{name}" in out, name
     assert "no docstring available" not in out.split("fixtures defined from pytest_rigcheck")[-1]
 
@@ -81,8 +103,15 @@ def test_corrupt_snapshot_is_usage_error(pytester: pytest.Pytester, tmp_path) ->
 
 def test_profile_overrides_manifest(pytester: pytest.Pytester) -> None:
     """A CLI profile wins over the snapshot's own: a Gen5 expectation fails the Gen4 switch rig."""
-    result = pytester.runpytest(f"--rig-snapshot={GOOD}", f"{PROFILE_OPTION}=8x-h100-nvlink", "-q",
-                                "-p", "no:cacheprovider", "-k", "link or count")
+    result = pytester.runpytest(
+        f"--rig-snapshot={GOOD}",
+        f"{PROFILE_OPTION}=8x-h100-nvlink",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "link or count",
+    )
     result.stdout.fnmatch_lines(["*4 GPU(s) on the PCIe bus, expected 8*", "*at most Gen4, expected Gen5*"])
 
 
@@ -95,8 +124,10 @@ def test_env_profile(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch)
 
 def test_import_is_light() -> None:
     """Loading the plugin imports no heavy module and no hardware code."""
-    code = ("import sys, pytest_rigcheck.plugin; "
-            "bad=[m for m in ('torch','pynvml','pyudev','hypothesis','numpy','pytest_rigcheck.tree') if m in sys.modules]; "
-            "print(bad)")
+    code = (
+        "import sys, pytest_rigcheck.plugin; "
+        "bad=[m for m in ('torch','pynvml','pyudev','hypothesis','numpy','pytest_rigcheck.tree') if m in sys.modules]; "
+        "print(bad)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -20,24 +20,29 @@ def test_presets_load() -> None:
 
 def test_per_device_overrides() -> None:
     """Per-GPU and per-slot link expectations override the global one."""
-    p = parse_profile({"links": {"gen": 4, "width": 16, "device": {"00000000:17:00.0": {"width": 8},
-                                                                   "PCIE3": {"gen": 3}}}}, "t")
+    p = parse_profile(
+        {"links": {"gen": 4, "width": 16, "device": {"00000000:17:00.0": {"width": 8}, "PCIE3": {"gen": 3}}}},
+        "t",
+    )
     assert p.link_for("0000:17:00.0", None).width == 8
     assert p.link_for("0000:18:00.0", "PCIE3").gen == 3
     assert p.link_for("0000:19:00.0", None).gen == 4
 
 
-@pytest.mark.parametrize(("data", "key", "allowed"), [
-    ({"links": {"gen": 7}}, "links.gen", "from 1 to 6"),
-    ({"links": {"width": 12}}, "links.width", "one of 1, 2, 4, 8, 16, 32"),
-    ({"links": {"speed": 4}}, "links.speed", "unknown key"),
-    ({"bifurcation": {"0000:00:03": "x8x4x8"}}, "bifurcation.0000:00:03", "lane split"),
-    ({"iommu": {"allow": ["on"]}}, "iommu.allow", "off"),
-    ({"topology": {"max_class": "NV4"}}, "topology.max_class", "PIX"),
-    ({"rig": {"gpus": 0}}, "rig.gpus", "from 1 to 64"),
-    ({"rig": {"tp_groups": [[0, "a"]]}}, "rig.tp_groups", "lists of GPU indices"),
-    ({"rigs": {}}, "rigs", "unknown section"),
-])
+@pytest.mark.parametrize(
+    ("data", "key", "allowed"),
+    [
+        ({"links": {"gen": 7}}, "links.gen", "from 1 to 6"),
+        ({"links": {"width": 12}}, "links.width", "one of 1, 2, 4, 8, 16, 32"),
+        ({"links": {"speed": 4}}, "links.speed", "unknown key"),
+        ({"bifurcation": {"0000:00:03": "x8x4x8"}}, "bifurcation.0000:00:03", "lane split"),
+        ({"iommu": {"allow": ["on"]}}, "iommu.allow", "off"),
+        ({"topology": {"max_class": "NV4"}}, "topology.max_class", "PIX"),
+        ({"rig": {"gpus": 0}}, "rig.gpus", "from 1 to 64"),
+        ({"rig": {"tp_groups": [[0, "a"]]}}, "rig.tp_groups", "lists of GPU indices"),
+        ({"rigs": {}}, "rigs", "unknown section"),
+    ],
+)
 def test_bad_values(data: dict, key: str, allowed: str) -> None:
     """A bad value raises ProfileError naming key, value and what is allowed."""
     with pytest.raises(ProfileError) as info:

@@ -21,13 +21,21 @@ def rigs(draw: st.DrawFn) -> RigBuilder:
     host = b.host_bridge()
     bus = 1
     for port in range(draw(st.integers(1, 3))):
-        rp = b.root_port(host, f"0000:00:{port + 1:02x}.1", cap=(draw(st.integers(3, 5)), draw(st.sampled_from([8, 16]))),
-                         acs_ctrl=draw(st.sampled_from([0, 0x1D])))
+        rp = b.root_port(
+            host,
+            f"0000:00:{port + 1:02x}.1",
+            cap=(draw(st.integers(3, 5)), draw(st.sampled_from([8, 16]))),
+            acs_ctrl=draw(st.sampled_from([0, 0x1D])),
+        )
         if draw(st.booleans()):
             n = draw(st.integers(1, 4))
-            _, downs = b.switch(rp, f"0000:{bus:02x}:00.0", [f"0000:{bus + 1:02x}:{i:02x}.0" for i in range(n)])
+            _, downs = b.switch(
+                rp, f"0000:{bus:02x}:00.0", [f"0000:{bus + 1:02x}:{i:02x}.0" for i in range(n)]
+            )
             for i, d in enumerate(downs):
-                b.gpu(d, f"0000:{bus + 2 + i:02x}:00.0", GPU_MODELS[draw(st.sampled_from(sorted(GPU_MODELS)))])
+                b.gpu(
+                    d, f"0000:{bus + 2 + i:02x}:00.0", GPU_MODELS[draw(st.sampled_from(sorted(GPU_MODELS)))]
+                )
             bus += 2 + n
         else:
             b.gpu(rp, f"0000:{bus:02x}:00.0", GPU_MODELS["rtx3090"], link=(draw(st.integers(1, 4)), 16))
@@ -36,9 +44,21 @@ def rigs(draw: st.DrawFn) -> RigBuilder:
 
 
 def _shape(tree: PcieTree) -> dict[str, tuple]:
-    return {bdf: (f.vendor, f.device, f.class_code, f.parent, f.port_type, f.link_now, f.link_cap,
-                  f.config.acs.ctrl if f.config and f.config.acs else None, f.driver, f.iommu_group)
-            for bdf, f in tree.functions.items()}
+    return {
+        bdf: (
+            f.vendor,
+            f.device,
+            f.class_code,
+            f.parent,
+            f.port_type,
+            f.link_now,
+            f.link_cap,
+            f.config.acs.ctrl if f.config and f.config.acs else None,
+            f.driver,
+            f.iommu_group,
+        )
+        for bdf, f in tree.functions.items()
+    }
 
 
 @pytest.mark.filterwarnings("ignore::pytest_rigcheck.capture.CaptureWarning")  # CI may run as non-root

@@ -22,8 +22,9 @@ def test_manifest_promise(pytester: pytest.Pytester, name: str) -> None:
     """Running all suites on the snapshot fails exactly the checks its manifest lists."""
     manifest = tomllib.loads((SNAPSHOTS / name / "MANIFEST.toml").read_text())
     want = set(manifest.get("expect", {}).get("fail", []))
-    result = pytester.runpytest_subprocess(f"--rig-snapshot={SNAPSHOTS / name}", "-rfE", "-p", "no:cacheprovider",
-                                           "--tb=short")
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={SNAPSHOTS / name}", "-rfE", "-p", "no:cacheprovider", "--tb=short"
+    )
     out = result.stdout.str()
     assert _failed_ids(out) == want, out
     assert result.ret == (1 if want else 0), out

@@ -64,13 +64,16 @@ class TestOpen:
         with pytest.raises(SnapshotError, match="partial snapshot"):
             open_snapshot(tmp_path)
 
-    @pytest.mark.parametrize(("text", "match"), [
-        ("kind = 'guessed'\nname = 'x'", "kind 'guessed'"),
-        ("kind = 'captured'", "'name' must be"),
-        ("kind = 'captured'\nname = 'x'\nformat = 9", "format 9"),
-        ("not toml [", "corrupt manifest"),
-        ("kind = 'captured'\nname = 'x'\nempty_dirs = ['/etc']", "leaves the snapshot"),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "match"),
+        [
+            ("kind = 'guessed'\nname = 'x'", "kind 'guessed'"),
+            ("kind = 'captured'", "'name' must be"),
+            ("kind = 'captured'\nname = 'x'\nformat = 9", "format 9"),
+            ("not toml [", "corrupt manifest"),
+            ("kind = 'captured'\nname = 'x'\nempty_dirs = ['/etc']", "leaves the snapshot"),
+        ],
+    )
     def test_bad_manifest(self, tmp_path: Path, text: str, match: str) -> None:
         """Bad manifests name the key and what is allowed."""
         (tmp_path / "sys/bus/pci/devices").mkdir(parents=True)
@@ -97,7 +100,9 @@ class TestOpen:
 class TestHostileArchives:
     def test_path_traversal(self, tmp_path: Path) -> None:
         """'..' in a member name is refused before anything is written."""
-        archive = _tar_with(tmp_path, [_file("MANIFEST.toml", b"kind='captured'\nname='x'"), _file("../../evil", b"x")])
+        archive = _tar_with(
+            tmp_path, [_file("MANIFEST.toml", b"kind='captured'\nname='x'"), _file("../../evil", b"x")]
+        )
         with pytest.raises(SnapshotError, match="unsafe entry"):
             open_snapshot(archive)
         assert not (tmp_path.parent / "evil").exists()

@@ -22,12 +22,21 @@ REPO = Path(__file__).resolve().parent.parent
 SNAPS = REPO / "fixtures" / "sysfs-snapshots"
 # Installed packages run from cached bytecode; PYTHONDONTWRITEBYTECODE=1 would time the compiler instead.
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-PCIE_SUITES = ["test_acs", "test_iommu", "test_pcie_link", "test_bifurcation", "test_topology", "test_gpu_count"]
+PCIE_SUITES = [
+    "test_acs",
+    "test_iommu",
+    "test_pcie_link",
+    "test_bifurcation",
+    "test_topology",
+    "test_gpu_count",
+]
 
 
 def _run(args: list[str], cwd: Path) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pytest", *args], cwd=cwd, capture_output=True, check=False, env=ENV)
+    subprocess.run(
+        [sys.executable, "-m", "pytest", *args], cwd=cwd, capture_output=True, check=False, env=ENV
+    )
     return time.perf_counter() - t
 
 
@@ -41,19 +50,39 @@ def plugin_load(n: int = 30) -> None:
             with_.append(_run(base, Path(d)))
     delta = (statistics.median(with_) - statistics.median(without)) * 1000
     code = "import time; t=time.perf_counter(); import pytest_rigcheck.plugin; print((time.perf_counter()-t)*1000)"
-    imports = [float(subprocess.run([sys.executable, "-c", "import pytest; " + code], capture_output=True, text=True,
-                                    check=True, env=ENV).stdout) for _ in range(n + 1)][1:]  # first run writes .pyc
-    print(f"plugin load: pytest run {statistics.median(with_) * 1000:.1f} ms with, {statistics.median(without) * 1000:.1f} ms "
-          f"without (-p no:rigcheck): +{delta:.1f} ms median of {n}; import of pytest_rigcheck.plugin "
-          f"{statistics.median(imports):.2f} ms")
+    imports = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", "import pytest; " + code],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=ENV,
+            ).stdout
+        )
+        for _ in range(n + 1)
+    ][1:]  # first run writes .pyc
+    print(
+        f"plugin load: pytest run {statistics.median(with_) * 1000:.1f} ms with, {statistics.median(without) * 1000:.1f} ms "
+        f"without (-p no:rigcheck): +{delta:.1f} ms median of {n}; import of pytest_rigcheck.plugin "
+        f"{statistics.median(imports):.2f} ms"
+    )
 
 
 def replay_all() -> None:
     snaps = sorted(p for p in SNAPS.iterdir() if (p / "MANIFEST.toml").exists())
-    args = [f"--rig-snapshot={s}" for s in snaps] + ["-q", "-p", "no:cacheprovider", "-k", " or ".join(PCIE_SUITES)]
+    args = [f"--rig-snapshot={s}" for s in snaps] + [
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        " or ".join(PCIE_SUITES),
+    ]
     times = [_run(args, REPO) for _ in range(3)]
-    print(f"replay: {len(snaps)} shipped snapshots through the PCIe suites in one pytest run: "
-          f"{statistics.median(times):.2f} s wall (median of 3, pytest start-up included)")
+    print(
+        f"replay: {len(snaps)} shipped snapshots through the PCIe suites in one pytest run: "
+        f"{statistics.median(times):.2f} s wall (median of 3, pytest start-up included)"
+    )
 
 
 def big_rig() -> None:
@@ -69,8 +98,16 @@ def big_rig() -> None:
     for host, bus in ((h0, 0x01), (h1, 0x81)):
         rp = b.root_port(host, f"0000:{bus - 1:02x}:01.1", cap=(5, 16))
         downs = [f"0000:{bus + 1:02x}:{i:02x}.0" for i in range(4)]
-        _, ports = b.switch(rp, f"0000:{bus:02x}:00.0", downs, vendor=0x1000, device=0xC030, cap=(5, 16),
-                            down_cap=(5, 16), acs_offset=0x170)
+        _, ports = b.switch(
+            rp,
+            f"0000:{bus:02x}:00.0",
+            downs,
+            vendor=0x1000,
+            device=0xC030,
+            cap=(5, 16),
+            down_cap=(5, 16),
+            acs_offset=0x170,
+        )
         for i, port in enumerate(ports):
             b.gpu(port, f"0000:{bus + 2 + i:02x}:00.0", GPU_MODELS["h100"])
             gpu += 1
@@ -93,8 +130,10 @@ def big_rig() -> None:
             verdicts += [pcie_checks.bifurcation(x) for x in targets.lane_groups(rig)]
             verdicts += [pcie_checks.topology(x) for x in targets.gpu_pairs(rig)]
             times.append(time.perf_counter() - t)
-        print(f"analysis: {len(rig.pcie.functions)} functions, {gpu} GPUs, 2 switches, {len(verdicts)} verdicts: "
-              f"{statistics.median(times) * 1000:.1f} ms median of 20 (read from disk + all PCIe checks)")
+        print(
+            f"analysis: {len(rig.pcie.functions)} functions, {gpu} GPUs, 2 switches, {len(verdicts)} verdicts: "
+            f"{statistics.median(times) * 1000:.1f} ms median of 20 (read from disk + all PCIe checks)"
+        )
 
 
 if __name__ == "__main__":

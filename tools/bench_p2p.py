@@ -75,7 +75,7 @@ def compare(data: dict[str, Any], p2pblt: str | None, allreduce: str | None) -> 
     if allreduce:
         r = parse_allreduce_perf(allreduce)
         ref_rows = {row["bytes"]: row for row in r["rows"]}  # type: ignore[union-attr]
-        for key, g in data["nccl"]["groups"].items():
+        for g in data["nccl"]["groups"].values():
             for s in g.get("sweep", []):
                 if s["bytes"] in ref_rows and s["bytes"] >= 1 << 20:
                     ref = ref_rows[s["bytes"]]["ip_busbw"]

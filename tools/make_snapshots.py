@@ -31,11 +31,18 @@ STATE_WRITERS = {
 }
 
 
-def rtx3090x2(name: str, *, acs_ctrl: int = 0, riser_x8: bool = False, gen3: bool = False,
-              iommu: str = "off") -> RigBuilder:
+def rtx3090x2(
+    name: str, *, acs_ctrl: int = 0, riser_x8: bool = False, gen3: bool = False, iommu: str = "off"
+) -> RigBuilder:
     """2x RTX 3090 on an AMD TRX40 (Threadripper 3000) board, each in a CPU Gen4 x16 slot."""
-    b = RigBuilder(name, cpu="amd", iommu=iommu, cmdline=None if iommu == "off" else
-                   "BOOT_IMAGE=/boot/vmlinuz-6.8.0-49-generic root=/dev/nvme0n1p2 ro quiet splash")
+    b = RigBuilder(
+        name,
+        cpu="amd",
+        iommu=iommu,
+        cmdline=None
+        if iommu == "off"
+        else "BOOT_IMAGE=/boot/vmlinuz-6.8.0-49-generic root=/dev/nvme0n1p2 ro quiet splash",
+    )
     host = b.host_bridge(0, 0, numa=0)
     b.root_port(host, "0000:00:08.1", cap=(4, 4), acs_ctrl=None)  # chipset link, no GPU
     rp0 = b.root_port(host, "0000:00:01.1", cap=(4, 16), acs_ctrl=acs_ctrl, slot=1)
@@ -60,8 +67,13 @@ def rtxpro6000x4(name: str, *, acs_ctrl: int = 0, bifurcated: bool = False, root
     else:
         rp = b.root_port(host, "0000:00:01.1", cap=(4, 16), slot=2)
     up_link = (4, 8) if bifurcated else (4, 16)
-    up, downs = b.switch(rp, "0000:01:00.0", ["0000:02:00.0", "0000:02:01.0", "0000:02:02.0", "0000:02:03.0"],
-                         up_link=up_link, acs_ctrl=acs_ctrl)
+    up, downs = b.switch(
+        rp,
+        "0000:01:00.0",
+        ["0000:02:00.0", "0000:02:01.0", "0000:02:02.0", "0000:02:03.0"],
+        up_link=up_link,
+        acs_ctrl=acs_ctrl,
+    )
     rp.link = up_link
     for i, d in enumerate(downs):
         b.gpu(d, f"0000:{3 + i:02x}:00.0", GPU_MODELS["rtxpro6000"])
@@ -73,9 +85,13 @@ def mixed3(name: str) -> RigBuilder:
     """The seed's mixed rig: RTX 3080 (driving the display), 3070 and 3060, each in a CPU Gen4 x16 slot on TRX40."""
     b = RigBuilder(name, cpu="amd")
     host = b.host_bridge(0, 0, numa=0)
-    for i, (port, gpu, model) in enumerate([("0000:00:01.1", "0000:21:00.0", "rtx3080"),
-                                            ("0000:00:03.1", "0000:4b:00.0", "rtx3070"),
-                                            ("0000:00:07.1", "0000:61:00.0", "rtx3060")]):
+    for i, (port, gpu, model) in enumerate(
+        [
+            ("0000:00:01.1", "0000:21:00.0", "rtx3080"),
+            ("0000:00:03.1", "0000:4b:00.0", "rtx3070"),
+            ("0000:00:07.1", "0000:61:00.0", "rtx3060"),
+        ]
+    ):
         rp = b.root_port(host, port, cap=(4, 16), slot=2 * i + 1)
         b.gpu(rp, gpu, GPU_MODELS[model])
     return b
@@ -85,60 +101,114 @@ def models() -> list[tuple[RigBuilder, dict[str, Any]]]:
     gpus3090 = ["0000:21:00.0", "0000:4b:00.0"]
     sw_ports = ["0000:02:00.0", "0000:02:01.0", "0000:02:02.0", "0000:02:03.0"]
     return [
-        (rtx3090x2("rtx3090x2-gen4"), dict(
-            description="2x RTX 3090 on a TRX40 board, each in a CPU Gen4 x16 slot; GPU0 idling at Gen1",
-            shows="healthy: ACS off, IOMMU off, Gen4 x16 links (GPU0's idle Gen1 downshift is not a fault)",
-            profile="2x-rtx3090-gen4", expect_fail=[])),
-        (rtx3090x2("rtx3090x2-acs-root-port", acs_ctrl=ACS_ON), dict(
-            description="2x RTX 3090 on TRX40 with ACS redirect left on at both GPP root ports",
-            shows="fault: ACSCtl 0x001d (SrcValid+ ReqRedir+ CmpltRedir+ UpstreamFwd+) on root ports 0000:00:01.1 and 0000:00:03.1",
-            profile="2x-rtx3090-gen4",
-            expect_fail=["test_acs_redirect_off[0000:00:01.1]", "test_acs_redirect_off[0000:00:03.1]"])),
-        (rtx3090x2("rtx3090x2-riser-x8", riser_x8=True), dict(
-            description="2x RTX 3090 on TRX40; GPU1 on a riser that trained the link to x8",
-            shows="fault: 0000:4b:00.0 at Gen4 x8 on an x16 slot (both ends capable of x16)",
-            profile="2x-rtx3090-gen4", expect_fail=["test_link_trained[0000:4b:00.0]"])),
-        (rtx3090x2("rtx3090x2-gen3", gen3=True), dict(
-            description="2x RTX 3090 on TRX40; GPU1's link retrained to Gen3 for reliability (LBMS on its root port)",
-            shows="fault: 0000:4b:00.0 at Gen3 x16, capable and targeted Gen4",
-            profile="2x-rtx3090-gen4", expect_fail=["test_link_trained[0000:4b:00.0]"])),
-        (rtx3090x2("rtx3090x2-iommu-dma", iommu="DMA-FQ"), dict(
-            description="2x RTX 3090 on TRX40 with the AMD IOMMU translating (default kernel command line)",
-            shows="fault: IOMMU groups of type DMA-FQ; no iommu=off/pt on the command line",
-            profile="2x-rtx3090-gen4",
-            expect_fail=[f"test_iommu_not_translating[{g}]" for g in gpus3090])),
-        (rtxpro6000x4("rtxpro6000x4-switch"), dict(
-            description="4x RTX Pro 6000 (Gen5 cards) behind a Switchtec PFX 84xG4 Gen4 switch on EPYC 7002",
-            shows="healthy: ACS off on root and downstream ports, Gen4 x16 everywhere, all pairs PIX",
-            profile="4x-rtxpro6000-gen4-switch", expect_fail=[])),
-        (rtxpro6000x4("rtxpro6000x4-acs-switch", acs_ctrl=ACS_ON), dict(
-            description="4x RTX Pro 6000 behind a Switchtec Gen4 switch, ACS left on at the switch downstream ports",
-            shows="fault: ACSCtl 0x001d on downstream ports 0000:02:00.0-0000:02:03.0",
-            profile="4x-rtxpro6000-gen4-switch",
-            expect_fail=[f"test_acs_redirect_off[{p}]" for p in sw_ports])),
-        (rtxpro6000x4("rtxpro6000x4-bifurcated-x8x8", bifurcated=True), dict(
-            description="4x RTX Pro 6000 behind a Gen4 switch whose x16 slot the BIOS bifurcated x8x8",
-            shows="fault: root ports 0000:00:01.1/.2 split x8x8; switch uplink 0000:01:00.0 trained x8",
-            profile="4x-rtxpro6000-gen4-switch",
-            expect_fail=["test_bifurcation[0000:00:01]", "test_link_trained[0000:01:00.0]"])),
+        (
+            rtx3090x2("rtx3090x2-gen4"),
+            dict(
+                description="2x RTX 3090 on a TRX40 board, each in a CPU Gen4 x16 slot; GPU0 idling at Gen1",
+                shows="healthy: ACS off, IOMMU off, Gen4 x16 links (GPU0's idle Gen1 downshift is not a fault)",
+                profile="2x-rtx3090-gen4",
+                expect_fail=[],
+            ),
+        ),
+        (
+            rtx3090x2("rtx3090x2-acs-root-port", acs_ctrl=ACS_ON),
+            dict(
+                description="2x RTX 3090 on TRX40 with ACS redirect left on at both GPP root ports",
+                shows="fault: ACSCtl 0x001d (SrcValid+ ReqRedir+ CmpltRedir+ UpstreamFwd+) on root ports 0000:00:01.1 and 0000:00:03.1",
+                profile="2x-rtx3090-gen4",
+                expect_fail=["test_acs_redirect_off[0000:00:01.1]", "test_acs_redirect_off[0000:00:03.1]"],
+            ),
+        ),
+        (
+            rtx3090x2("rtx3090x2-riser-x8", riser_x8=True),
+            dict(
+                description="2x RTX 3090 on TRX40; GPU1 on a riser that trained the link to x8",
+                shows="fault: 0000:4b:00.0 at Gen4 x8 on an x16 slot (both ends capable of x16)",
+                profile="2x-rtx3090-gen4",
+                expect_fail=["test_link_trained[0000:4b:00.0]"],
+            ),
+        ),
+        (
+            rtx3090x2("rtx3090x2-gen3", gen3=True),
+            dict(
+                description="2x RTX 3090 on TRX40; GPU1's link retrained to Gen3 for reliability (LBMS on its root port)",
+                shows="fault: 0000:4b:00.0 at Gen3 x16, capable and targeted Gen4",
+                profile="2x-rtx3090-gen4",
+                expect_fail=["test_link_trained[0000:4b:00.0]"],
+            ),
+        ),
+        (
+            rtx3090x2("rtx3090x2-iommu-dma", iommu="DMA-FQ"),
+            dict(
+                description="2x RTX 3090 on TRX40 with the AMD IOMMU translating (default kernel command line)",
+                shows="fault: IOMMU groups of type DMA-FQ; no iommu=off/pt on the command line",
+                profile="2x-rtx3090-gen4",
+                expect_fail=[f"test_iommu_not_translating[{g}]" for g in gpus3090],
+            ),
+        ),
+        (
+            rtxpro6000x4("rtxpro6000x4-switch"),
+            dict(
+                description="4x RTX Pro 6000 (Gen5 cards) behind a Switchtec PFX 84xG4 Gen4 switch on EPYC 7002",
+                shows="healthy: ACS off on root and downstream ports, Gen4 x16 everywhere, all pairs PIX",
+                profile="4x-rtxpro6000-gen4-switch",
+                expect_fail=[],
+            ),
+        ),
+        (
+            rtxpro6000x4("rtxpro6000x4-acs-switch", acs_ctrl=ACS_ON),
+            dict(
+                description="4x RTX Pro 6000 behind a Switchtec Gen4 switch, ACS left on at the switch downstream ports",
+                shows="fault: ACSCtl 0x001d on downstream ports 0000:02:00.0-0000:02:03.0",
+                profile="4x-rtxpro6000-gen4-switch",
+                expect_fail=[f"test_acs_redirect_off[{p}]" for p in sw_ports],
+            ),
+        ),
+        (
+            rtxpro6000x4("rtxpro6000x4-bifurcated-x8x8", bifurcated=True),
+            dict(
+                description="4x RTX Pro 6000 behind a Gen4 switch whose x16 slot the BIOS bifurcated x8x8",
+                shows="fault: root ports 0000:00:01.1/.2 split x8x8; switch uplink 0000:01:00.0 trained x8",
+                profile="4x-rtxpro6000-gen4-switch",
+                expect_fail=["test_bifurcation[0000:00:01]", "test_link_trained[0000:01:00.0]"],
+            ),
+        ),
         # GPU state variants (nvml.json from pytest_rigcheck.gpu.models adds their expect_fail).
-        (rtx3090x2("rtx3090x2-power-390w"), dict(
-            description="2x RTX 3090 on TRX40; GPU1 is a partner board with a 390 W BIOS whose 350 W cap was lost at reboot",
-            shows="fault: GPU1 power limit 390 W (its default), profile cap 350 W", profile="2x-rtx3090-gen4",
-            expect_fail=[])),
-        (rtxpro6000x4("rtxpro6000x4-powercap-lost"), dict(
-            description="4x RTX Pro 6000 capped at 350 W for one 110 V circuit; after a reboot GPU2 is back at 600 W",
-            shows="fault: GPU2 power limit 600 W, expected 350 W; 3x350 + 600 + 300 W host = 1950 W > 1800 W circuit",
-            profile="4x-rtxpro6000-gen4-switch", expect_fail=[])),
-        (mixed3("rtx3080-3070-3060-mixed"), dict(
-            description="the seed's mixed rig: RTX 3080 10 GB (driving the desktop, ~1 GB used), RTX 3070 8 GB, RTX 3060 12 GB",
-            shows="fault: one tensor-parallel group of three different cards; Xorg and gnome-shell hold ~1 GB on the 3080",
-            expect_fail=[])),
-        (rtxpro6000x4("rtxpro6000x4-switch-nonroot", root=False), dict(
-            description="the healthy switch rig captured without root: config space stops at 64 bytes",
-            shows="unreadable: ACS state cannot be known; those checks fail as unreadable, never pass",
-            profile="4x-rtxpro6000-gen4-switch",
-            expect_fail=[f"test_acs_redirect_off[{p}]" for p in ["0000:01:00.0", *sw_ports]])),
+        (
+            rtx3090x2("rtx3090x2-power-390w"),
+            dict(
+                description="2x RTX 3090 on TRX40; GPU1 is a partner board with a 390 W BIOS whose 350 W cap was lost at reboot",
+                shows="fault: GPU1 power limit 390 W (its default), profile cap 350 W",
+                profile="2x-rtx3090-gen4",
+                expect_fail=[],
+            ),
+        ),
+        (
+            rtxpro6000x4("rtxpro6000x4-powercap-lost"),
+            dict(
+                description="4x RTX Pro 6000 capped at 350 W for one 110 V circuit; after a reboot GPU2 is back at 600 W",
+                shows="fault: GPU2 power limit 600 W, expected 350 W; 3x350 + 600 + 300 W host = 1950 W > 1800 W circuit",
+                profile="4x-rtxpro6000-gen4-switch",
+                expect_fail=[],
+            ),
+        ),
+        (
+            mixed3("rtx3080-3070-3060-mixed"),
+            dict(
+                description="the seed's mixed rig: RTX 3080 10 GB (driving the desktop, ~1 GB used), RTX 3070 8 GB, RTX 3060 12 GB",
+                shows="fault: one tensor-parallel group of three different cards; Xorg and gnome-shell hold ~1 GB on the 3080",
+                expect_fail=[],
+            ),
+        ),
+        (
+            rtxpro6000x4("rtxpro6000x4-switch-nonroot", root=False),
+            dict(
+                description="the healthy switch rig captured without root: config space stops at 64 bytes",
+                shows="unreadable: ACS state cannot be known; those checks fail as unreadable, never pass",
+                profile="4x-rtxpro6000-gen4-switch",
+                expect_fail=[f"test_acs_redirect_off[{p}]" for p in ["0000:01:00.0", *sw_ports]],
+            ),
+        ),
     ]
 
 
@@ -148,7 +218,9 @@ def _add_state(builder: RigBuilder, name: str, kw: dict[str, Any]) -> None:
     for filename, spec in STATE_WRITERS.items():
         module, _, func = spec.partition(":")
         try:
-            writer: Callable[[str, list[str]], dict[str, Any] | None] = getattr(importlib.import_module(module), func)
+            writer: Callable[[str, list[str]], dict[str, Any] | None] = getattr(
+                importlib.import_module(module), func
+            )
         except (ModuleNotFoundError, AttributeError):
             continue  # that feature is not in this checkout
         state = writer(name, gpus)
@@ -159,21 +231,36 @@ def _add_state(builder: RigBuilder, name: str, kw: dict[str, Any]) -> None:
 
 CAPTURES = {
     "h200x2-nvlink": dict(
-        archive="h200x2-nvlink/sysfs.tar.gz", kernel="6.18.44-fc-v657-gpu", driver="580.159.04",
+        archive="h200x2-nvlink/sysfs.tar.gz",
+        kernel="6.18.44-fc-v657-gpu",
+        driver="580.159.04",
         description="2x NVIDIA H200 SXM with 18 NVLinks each, in a Firecracker VM: GPUs on the root bus, no bridges",
         shows="healthy: Gen5 x16 links, no IOMMU; no bridge between the GPUs, so ACS and bifurcation do not apply",
         # The capture listed /sys/class/iommu and it was empty (nvidia-smi-topo.txt, "+ ls /sys/class/iommu").
-        empty_dirs=["sys/class/iommu"], root=True, expect_fail=[]),
+        empty_dirs=["sys/class/iommu"],
+        root=True,
+        expect_fail=[],
+    ),
     "h100x1": dict(
-        archive="h100x1/sysfs-root.tar.gz", kernel="6.18.44-fc-v657-gpu", driver="580.159.04",
+        archive="h100x1/sysfs-root.tar.gz",
+        kernel="6.18.44-fc-v657-gpu",
+        driver="580.159.04",
         description="1x NVIDIA H100 SXM5 80GB in a Firecracker VM, read as root",
         shows="healthy links; the capture holds no IOMMU evidence, so the IOMMU check fails as unreadable",
-        empty_dirs=[], root=True, expect_fail=["test_iommu_not_translating[0000:00:06.0]"]),
+        empty_dirs=[],
+        root=True,
+        expect_fail=["test_iommu_not_translating[0000:00:06.0]"],
+    ),
     "h100x1-nonroot": dict(
-        archive="h100x1/sysfs-nonroot.tar.gz", kernel="6.18.44-fc-v657-gpu", driver="580.159.04",
+        archive="h100x1/sysfs-nonroot.tar.gz",
+        kernel="6.18.44-fc-v657-gpu",
+        driver="580.159.04",
         description="1x NVIDIA H100 SXM5 80GB in a Firecracker VM, read as an unprivileged user (64-byte config files)",
         shows="links still read from sysfs; no IOMMU evidence, so the IOMMU check fails as unreadable",
-        empty_dirs=[], root=False, expect_fail=["test_iommu_not_translating[0000:00:06.0]"]),
+        empty_dirs=[],
+        root=False,
+        expect_fail=["test_iommu_not_translating[0000:00:06.0]"],
+    ),
 }
 
 
@@ -182,10 +269,18 @@ def write_capture(name: str, spec: dict[str, Any], captures: Path, out: Path) ->
     with tarfile.open(captures / spec["archive"]) as tar:
         tar.extractall(dest, filter="data")
     manifest = {
-        "format": 1, "kind": "captured", "name": name, "description": spec["description"], "shows": spec["shows"],
-        "kernel": spec["kernel"], "driver": spec["driver"], "date": "2026-11-23",
-        "tool": "capture script of the shared captures (see ../shared/README.md)", "root": spec["root"],
-        "empty_dirs": spec["empty_dirs"], "expect": {"fail": spec["expect_fail"]},
+        "format": 1,
+        "kind": "captured",
+        "name": name,
+        "description": spec["description"],
+        "shows": spec["shows"],
+        "kernel": spec["kernel"],
+        "driver": spec["driver"],
+        "date": "2026-11-23",
+        "tool": "capture script of the shared captures (see ../shared/README.md)",
+        "root": spec["root"],
+        "empty_dirs": spec["empty_dirs"],
+        "expect": {"fail": spec["expect_fail"]},
     }
     (dest / "MANIFEST.toml").write_text(dump_toml(manifest))
     for filename, writer_spec in STATE_WRITERS.items():

@@ -76,7 +76,9 @@ class TestFakeServers:
 
     def test_stalled_server_fails_built_in_defaults(self):
         """A server that stalls (first token after 2.5 s, then 4 tokens/s) fails without any profile."""
-        v = run_all(FakeConfig(ttft_s=2.5, token_s=0.25), ("ttft", "decode_rate", "correctness"), decode_tokens=8)
+        v = run_all(
+            FakeConfig(ttft_s=2.5, token_s=0.25), ("ttft", "decode_rate", "correctness"), decode_tokens=8
+        )
         assert v["ttft"].status == FAIL and v["decode_rate"].status == FAIL, {k: str(x) for k, x in v.items()}
         assert "> 2 s" in str(v["ttft"]) and "built-in default; set [vllm] max_ttft_s" in str(v["ttft"])
         assert "tokens/s < 5 tokens/s" in str(v["decode_rate"])

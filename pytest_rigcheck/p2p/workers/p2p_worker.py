@@ -290,6 +290,7 @@ def main() -> int:
             started = time.perf_counter()
             guarded(key, control)
             out[key]["control_elapsed_s"] = round(time.perf_counter() - started, 4)
+
     # 2. Peer access on, both ways, for every pair that can.
     def enable_both(i: int, j: int) -> None:
         rt.enable_peer(i, j)
@@ -348,13 +349,27 @@ def main() -> int:
             try:
                 poison(d)
                 info["h2d_gbps"], info["h2d_trials"] = reading(
-                    partial(host_copy_gbps, d, s, dst[d].data_ptr(), host_src.data_ptr(), CUDA_MEMCPY_HOST_TO_DEVICE)
+                    partial(
+                        host_copy_gbps,
+                        d,
+                        s,
+                        dst[d].data_ptr(),
+                        host_src.data_ptr(),
+                        CUDA_MEMCPY_HOST_TO_DEVICE,
+                    )
                 )
                 info["h2d_verified"] = verify(d, 7)
                 dst[d].copy_(pattern(7, d))
                 host_dst.fill_(-1)
                 info["d2h_gbps"], info["d2h_trials"] = reading(
-                    partial(host_copy_gbps, d, s, host_dst.data_ptr(), dst[d].data_ptr(), CUDA_MEMCPY_DEVICE_TO_HOST)
+                    partial(
+                        host_copy_gbps,
+                        d,
+                        s,
+                        host_dst.data_ptr(),
+                        dst[d].data_ptr(),
+                        CUDA_MEMCPY_DEVICE_TO_HOST,
+                    )
                 )
                 info["d2h_verified"] = bool(torch.equal(host_dst, host_src))
                 info["elapsed_s"] = round(time.perf_counter() - started, 4)
