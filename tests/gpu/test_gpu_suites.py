@@ -289,3 +289,13 @@ def test_live_capture_replays(pytester: pytest.Pytester) -> None:
     assert failed == set(), out
     assert "test_clock_event_reasons[0000:00:06.0] PASSED" in out
     assert "test_link_not_flapping[0000:00:07.0] PASSED" in out
+
+
+def test_live_h100_capture_replays(pytester: pytest.Pytester) -> None:
+    """The capture taken live on 1x H100 (700 W, Gen5 x16 under load, no NVLink) replays with every GPU check
+    passing and the NVLink check not applicable."""
+    failed, out = _run(pytester, DATA / "h100x1-live.tar.gz", "-v", "-rs")
+    assert failed == set(), out
+    assert "test_power_limit[0000:00:06.0] PASSED" in out
+    assert "test_link_under_load[0000:00:06.0] PASSED" in out
+    assert "no NVLink on this GPU" in out
