@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 GIB = 2**30
-DEFAULT_OVERHEAD_GIB = 1.0  # CUDA context ~0.3-0.5 GiB + activations + graphs: vLLM logs 0.5-1.5 GiB at 7-8B
+DEFAULT_OVERHEAD_GIB = 1.0  # when the model's shape is unknown: vLLM logs 0.5-1.5 GiB at 7-8B
+
+# Runtime overhead, estimated the way vLLM's start-up profiling meets it (vllm/engine/arg_utils.py
+# default max_num_batched_tokens / max_num_seqs for the OpenAI server: 8192 / 1024 on GPUs of 70 GiB or
+# more, else 2048 / 256; the profile run pushes that many tokens through the model and samples that many
+# sequences; CUDA graphs are captured after it unless --enforce-eager).
+NON_TORCH_GIB = 0.5  # CUDA context, cuBLAS workspace
+NCCL_GIB = 0.25  # NCCL and custom all-reduce buffers, tensor-parallel only
+CUDA_GRAPHS_GIB = 0.25
+ACTIVATION_BYTES = 2  # bf16/fp16 activations, also under weight-only quantization
 
 # Bytes per parameter of the weights. 4-bit schemes carry a scale (and zero) per group of 128: ~4.25-4.5 bits.
 WEIGHT_BYTES: dict[str, float] = {
@@ -92,6 +101,9 @@ class ModelSpec:
     dtype: str = "bf16"
     max_position_embeddings: int | None = None
     source: str = ""
+    hidden: int = 0  # 0: unknown (then the runtime overhead is a flat figure)
+    intermediate: int = 0
+    vocab: int = 0
 
 
 def _preset(
@@ -120,6 +132,9 @@ def _preset(
         dtype,
         max_pos,
         f"preset {name}",
+        hidden,
+        inter,
+        vocab,
     )
 
 
@@ -295,6 +310,9 @@ def spec_from_config(config: dict[str, Any], name: str, source: str = "config.js
         dtype.replace("torch.", ""),
         cfg.get("max_position_embeddings"),
         source,
+        hidden,
+        inter * min(experts, int(cfg.get("num_experts_per_tok") or 1)),  # experts a token passes through
+        need("vocab_size"),
     )
 
 
@@ -330,6 +348,61 @@ def gib(n: float) -> str:
     return f"{n / GIB:.2f} GiB"
 
 
+@dataclass(frozen=True)
+class Overhead:
+    """Memory per GPU beside weights and KV cache, in bytes, by what takes it."""
+
+    parts: tuple[tuple[str, int], ...]
+    basis: str  # how it was reached
+
+    @property
+    def total(self) -> int:
+        return sum(b for _, b in self.parts)
+
+    def text(self) -> str:
+        if len(self.parts) == 1:
+            return f"{gib(self.total)} ({self.basis})"
+        inner = " + ".join(f"{name} {b / GIB:.2f}" for name, b in self.parts)
+        return f"{gib(self.total)} ({inner}; {self.basis})"
+
+
+def estimate_overhead(
+    model: ModelSpec,
+    tp: int,
+    gpu_total_bytes: int,
+    *,
+    max_num_batched_tokens: int | None = None,
+    max_num_seqs: int | None = None,
+    enforce_eager: bool = False,
+) -> Overhead:
+    """vLLM's runtime memory per GPU: non-torch memory, the activation peak of its profiling pass, the
+    sampler's logits, CUDA graphs. A flat ``DEFAULT_OVERHEAD_GIB`` when the model's shape is unknown.
+
+    Example::
+
+        >>> o = estimate_overhead(PRESETS["deepseek-r1-distill-qwen-7b"], 1, 10 * GIB)
+        >>> round(o.total / GIB, 2)
+        1.18
+    """
+    if not (model.hidden and model.intermediate and model.vocab):
+        return Overhead((("runtime", int(DEFAULT_OVERHEAD_GIB * GIB)),), "flat: the model's shape is unknown")
+    big = gpu_total_bytes >= 70 * GIB
+    tokens = max_num_batched_tokens or (8192 if big else 2048)
+    seqs = max_num_seqs or (1024 if big else 256)
+    per_token = (
+        3 * model.intermediate // tp  # gate/up projection and its activation
+        + (model.heads + 2 * model.kv_heads) * model.head_dim // tp  # q, k, v
+        + 4 * model.hidden  # residual, norm and attention outputs
+    )
+    parts = [
+        ("CUDA context", int((NON_TORCH_GIB + (NCCL_GIB if tp > 1 else 0)) * GIB)),
+        (f"activations for {tokens} tokens", tokens * per_token * ACTIVATION_BYTES),
+        (f"logits for {seqs} sequences", seqs * model.vocab * 4),
+        ("CUDA graphs", 0 if enforce_eager else int(CUDA_GRAPHS_GIB * GIB)),
+    ]
+    return Overhead(tuple(parts), "estimated from the model's shape and vLLM's defaults")
+
+
 @dataclass
 class GpuFit:
     """One GPU's arithmetic: every figure in bytes."""
@@ -339,8 +412,12 @@ class GpuFit:
     free: int
     weights: int
     kv: int
-    overhead: int
+    overhead_detail: Overhead
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def overhead(self) -> int:
+        return self.overhead_detail.total
 
     @property
     def need(self) -> int:
@@ -351,7 +428,7 @@ class GpuFit:
         return (
             f"GPU{g.index} ({g.name}): total {gib(g.total_bytes)}, used by others {gib(g.used_bytes)}, "
             f"free {gib(self.free)}; budget {gib(self.budget)}; need {gib(self.need)} = weights "
-            f"{gib(self.weights)} + KV cache {gib(self.kv)} + runtime overhead {gib(self.overhead)}"
+            f"{gib(self.weights)} + KV cache {gib(self.kv)} + runtime overhead {self.overhead_detail.text()}"
         )
 
 
@@ -425,6 +502,9 @@ def check_model_fit(
     quantization: str | None = None,
     kv_cache_dtype: str | None = None,
     overhead_bytes: int | None = None,
+    max_num_batched_tokens: int | None = None,
+    max_num_seqs: int | None = None,
+    enforce_eager: bool = False,
 ) -> FitReport:
     """Weights + KV cache + runtime overhead against each GPU of the tensor-parallel group.
 
@@ -438,7 +518,9 @@ def check_model_fit(
         gpu_memory_utilization: vLLM's fraction of each GPU's total memory it may take.
         quantization: weight dtype or scheme, overriding the model's (``fp8``, ``awq``...).
         kv_cache_dtype: ``auto`` (= weight dtype, 2 bytes for quantized weights) or ``fp8``.
-        overhead_bytes: runtime overhead per GPU (default 1 GiB).
+        overhead_bytes: runtime overhead per GPU (default: ``estimate_overhead``).
+        max_num_batched_tokens, max_num_seqs, enforce_eager: vLLM's options of those names, which size
+            the overhead estimate (defaults: vLLM's).
 
     Example::
 
@@ -459,7 +541,6 @@ def check_model_fit(
     if kvd not in KV_BYTES:
         raise ValueError(f"unknown kv_cache_dtype {kvd!r}; known: {', '.join(sorted(KV_BYTES))}")
     kv_elem = KV_BYTES[kvd] or (WEIGHT_BYTES[wdtype] if WEIGHT_BYTES[wdtype] >= 2 else 2)
-    overhead = int(DEFAULT_OVERHEAD_GIB * GIB) if overhead_bytes is None else overhead_bytes
 
     # Tensor-parallel shape rules (vLLM ModelConfig.verify_with_parallel_config, QKVParallelLinear).
     if model.heads % tp:
@@ -487,10 +568,22 @@ def check_model_fit(
     kv = kv_per_token * context * concurrency
     fits: list[GpuFit] = []
     max_ctx: int | None = None
+    if overhead_bytes is not None:
+        detail = Overhead((("runtime", overhead_bytes),), "[vllm] runtime_overhead_gib")
+    else:
+        detail = estimate_overhead(
+            model,
+            tp,
+            group[0].total_bytes if group else 0,
+            max_num_batched_tokens=max_num_batched_tokens,
+            max_num_seqs=max_num_seqs,
+            enforce_eager=enforce_eager,
+        )
+    overhead = detail.total
     for g in group:
         budget = int(gpu_memory_utilization * g.total_bytes)
         free = g.total_bytes - g.used_bytes
-        fit = GpuFit(g, budget, free, weights, kv, overhead)
+        fit = GpuFit(g, budget, free, weights, kv, detail)
         fits.append(fit)
         if free < budget:
             fit.problems.append(

@@ -15,6 +15,25 @@ NO_MODEL = (
 )
 
 
+def flag_value(flags: Sequence[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in a vLLM command line, the last one winning."""
+    found = None
+    for i, f in enumerate(flags):
+        if f == name and i + 1 < len(flags):
+            found = flags[i + 1]
+        elif f.startswith(name + "="):
+            found = f.split("=", 1)[1]
+    return found
+
+
+def _int_flag(flags: Sequence[str], name: str) -> int | None:
+    value = flag_value(flags, name)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None  # vLLM itself will refuse it; the gate keeps vLLM's default
+
+
 def resolve_model(s: VllmSettings) -> ModelSpec | Verdict:
     """The model's spec, not-applicable without a model, unreadable when it cannot be sized."""
     if not (s.model or s.model_config or s.model_preset):
@@ -96,6 +115,9 @@ def memory_fit(
             quantization=s.quantization,
             kv_cache_dtype=s.kv_cache_dtype,
             overhead_bytes=None if s.runtime_overhead_gib is None else int(s.runtime_overhead_gib * 2**30),
+            max_num_batched_tokens=_int_flag(s.flags, "--max-num-batched-tokens"),
+            max_num_seqs=_int_flag(s.flags, "--max-num-seqs"),
+            enforce_eager="--enforce-eager" in s.flags,
         )
     except ValueError as exc:
         return unreadable(f"model-fit gate for {spec.name}: {exc}")

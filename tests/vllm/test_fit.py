@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from pytest_rigcheck.vllm.fit import GIB, PRESETS, check_model_fit, find_preset, load_spec, spec_from_config
+from pytest_rigcheck.vllm.fit import (
+    GIB,
+    PRESETS,
+    check_model_fit,
+    estimate_overhead,
+    find_preset,
+    load_spec,
+    spec_from_config,
+)
+from pytest_rigcheck.vllm.fitcheck import flag_value
 
 R1_7B = PRESETS["deepseek-r1-distill-qwen-7b"]
 RTX3080_DESKTOP = (0, "NVIDIA GeForce RTX 3080", 10 * GIB, int(1.1 * GIB))  # Xorg + gnome-shell hold ~1 GB
@@ -82,8 +92,8 @@ class TestGate:
         assert r.context == 131072
         assert any("KV cache for 131072 tokens" in p for p in r.problems)
         assert r.max_context_fit is not None
-        assert 16000 < r.max_context_fit < 17000
-        assert any("--max-model-len to 16896" in f for f in r.fixes)
+        assert 13000 < r.max_context_fit < 14000  # 1.18 GiB of runtime overhead leave 0.73 GiB for KV
+        assert any("--max-model-len to 13312" in f for f in r.fixes)
 
     def test_fits_on_a_big_gpu(self):
         """The same model fits an idle 80 GB GPU."""
@@ -119,3 +129,44 @@ class TestGate:
         """An unknown quantization is refused with the known ones."""
         with pytest.raises(ValueError, match="awq"):
             check_model_fit(R1_7B, [RTX3080_DESKTOP], quantization="q3_k_s")
+
+
+class TestOverhead:
+    def test_breakdown_from_the_model_shape(self):
+        """On a 10 GiB card: 0.5 GiB context + 2048 tokens of activations + 256 sequences of fp32 logits + graphs."""
+        o = estimate_overhead(R1_7B, 1, 10 * GIB)
+        parts = dict(o.parts)
+        assert parts["CUDA context"] == GIB // 2
+        assert parts["activations for 2048 tokens"] == 2048 * (3 * 18944 + 36 * 128 + 4 * 3584) * 2
+        assert parts["logits for 256 sequences"] == 256 * 152064 * 4
+        assert parts["CUDA graphs"] == GIB // 4
+        assert "CUDA context 0.50 + activations for 2048 tokens 0.29" in o.text()
+
+    def test_big_gpu_tp_and_eager(self):
+        """80 GiB cards get vLLM's larger defaults; TP adds NCCL buffers and splits activations; eager has no graphs."""
+        o = dict(estimate_overhead(R1_7B, 2, 80 * GIB, enforce_eager=True).parts)
+        assert "activations for 8192 tokens" in o and "logits for 1024 sequences" in o
+        assert o["CUDA context"] == int(0.75 * GIB) and o["CUDA graphs"] == 0
+
+    def test_unknown_shape_is_flat(self):
+        spec = replace(R1_7B, hidden=0)
+        o = estimate_overhead(spec, 1, 10 * GIB)
+        assert o.total == GIB and "flat" in o.text()
+
+    def test_profile_figure_wins(self):
+        """[vllm] runtime_overhead_gib replaces the estimate, and the report says where it came from."""
+        r = check_model_fit(R1_7B, [(0, "H100", 80 * GIB, 0)], context=4096, overhead_bytes=3 * GIB)
+        assert r.gpus[0].overhead == 3 * GIB and "runtime_overhead_gib" in str(r)
+
+    @pytest.mark.parametrize(
+        ("flags", "want"),
+        [
+            (["--max-num-seqs", "64"], "64"),
+            (["--max-num-seqs=32"], "32"),
+            (["--max-num-seqs", "8", "--max-num-seqs=16"], "16"),
+            (["--max-num-seqs"], None),
+            ([], None),
+        ],
+    )
+    def test_flag_value(self, flags, want):
+        assert flag_value(flags, "--max-num-seqs") == want
