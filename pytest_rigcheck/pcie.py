@@ -195,6 +195,8 @@ class ConfigSpace:
     aer: AerRegs | None
     secondary_bus: int | None
     subordinate_bus: int | None
+    vendor_id: int = 0
+    device_id: int = 0
 
     @property
     def has_extended(self) -> bool:
@@ -253,7 +255,20 @@ def parse_config(bdf: str, data: bytes) -> ConfigSpace:
                 acs = AcsRegs(off, _u16(data, off + 4), _u16(data, off + 6))
             elif cap_id == ECAP_ID_AER and aer is None:
                 aer = AerRegs(off, _u32(data, off + 4), _u32(data, off + 0x10))
-    return ConfigSpace(bdf, size, header_type, port_type, version, link, acs, aer, secondary, subordinate)
+    return ConfigSpace(
+        bdf,
+        size,
+        header_type,
+        port_type,
+        version,
+        link,
+        acs,
+        aer,
+        secondary,
+        subordinate,
+        _u16(data, 0),
+        _u16(data, 2),
+    )
 
 
 def _find_cap(bdf: str, data: bytes, want: int) -> int | None:

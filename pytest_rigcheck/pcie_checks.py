@@ -74,8 +74,20 @@ def acs(t: BridgeTarget) -> Verdict:
         )
     props: dict[str, object] = {"bdf": br.bdf}
     if br.config.acs is None:
+        if br.config.size < 4096 and br.config.port_type is not None:
+            return unreadable(
+                f"{br.describe()}: a PCI Express port, but only {br.config.size} bytes of its config space were "
+                "read: ACS lives in extended config space (0x100-0xfff), so its state is unknown",
+                path=path,
+                fix=[
+                    ROOT_HINT,
+                    "if root already reads 256 bytes, the kernel has no ECAM/MMCONFIG access here",
+                ],
+            )
         why = (
-            "no extended config space (conventional bridge)" if br.config.size < 4096 else "no ACS capability"
+            "a conventional PCI bridge (no extended config space)"
+            if br.config.size < 4096
+            else "no ACS capability"
         )
         return passed(f"{br.describe()}: {why}: peer-to-peer is not redirected", properties=props)
     ctrl, cap = br.config.acs.ctrl, br.config.acs.cap

@@ -96,11 +96,18 @@ class PciFunction:
     @cached_property
     def _config(self) -> tuple[ConfigSpace | None, str | None]:
         try:
-            return parse_config(self.bdf, self.source.read_bytes(f"{self.base}/config", limit=4096)), None
+            cfg = parse_config(self.bdf, self.source.read_bytes(f"{self.base}/config", limit=4096))
         except KeyError:
             return None, "config space not readable: the config attribute is absent"
         except (SourceError, ConfigSpaceError) as exc:
             return None, str(exc)
+        ids = (self.vendor, self.device)
+        if None not in ids and (cfg.vendor_id, cfg.device_id) != ids:
+            return None, (
+                f"config space header says {cfg.vendor_id:04x}:{cfg.device_id:04x}, sysfs says "
+                f"{self.vendor:04x}:{self.device:04x}: the config file is not this device's (corrupt snapshot?)"
+            )
+        return cfg, None
 
     @property
     def config(self) -> ConfigSpace | None:

@@ -141,6 +141,34 @@ class TestAcs:
         if not ok:
             assert "setpci -s 0000:02:00.0 ECAP_ACS+0x6.w=0000" in str(verdicts["0000:02:00.0"])
 
+    def _two_gpus_under_switch(self) -> tuple[RigBuilder, list]:
+        b = RigBuilder("acs")
+        rp = b.root_port(b.host_bridge(), "0000:00:01.1")
+        _, downs = b.switch(rp, "0000:01:00.0", ["0000:02:00.0", "0000:02:01.0"])
+        b.gpu(downs[0], "0000:03:00.0", GPU_MODELS["rtxpro6000"])
+        b.gpu(downs[1], "0000:04:00.0", GPU_MODELS["rtxpro6000"])
+        return b, downs
+
+    def test_pcie_port_without_extended_config_is_unreadable(self, tmp_path: Path) -> None:
+        """A PCIe port whose config space was read only to 256 bytes cannot show ACS: unreadable, not a pass."""
+        b, downs = self._two_gpus_under_switch()
+        downs[0].config_size = 256
+        rig = _rig(tmp_path, b)
+        v = {t.bridge.bdf: pcie_checks.acs(t) for t in targets.bridges(rig)}["0000:02:00.0"]
+        assert v.status == "unreadable" and "only 256 bytes" in v.summary, v
+
+    def test_config_of_another_device_is_unreadable(self, tmp_path: Path) -> None:
+        """A config file whose header names another device (a corrupt snapshot) is not parsed as this one's."""
+        b, _ = self._two_gpus_under_switch()
+        b.write(tmp_path / "acs")
+        cfg = next((tmp_path / "acs").glob("sys/devices/**/0000:02:00.0/config"))
+        data = bytearray(cfg.read_bytes())
+        data[0:2] = (0x10B5).to_bytes(2, "little")
+        cfg.write_bytes(bytes(data))
+        rig = Rig.replay(open_snapshot(tmp_path / "acs"), Profile())
+        v = {t.bridge.bdf: pcie_checks.acs(t) for t in targets.bridges(rig)}["0000:02:00.0"]
+        assert v.status == "unreadable" and "header says 10b5:4084, sysfs says 11f8:4084" in v.summary, v
+
 
 def test_gpu_count_missing_gpu(tmp_path: Path) -> None:
     """A profile count above what is on the bus fails with the list of GPUs found."""
