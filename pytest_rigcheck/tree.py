@@ -163,12 +163,19 @@ class PciFunction:
 
     @property
     def link_now(self) -> tuple[int | None, int | None]:
-        """(gen, width) the link trained to: sysfs first, config space LnkSta second."""
+        """(gen, width) the link trained to, from sysfs and config space LnkSta.
+
+        Where both were read and they differ (two reads of a link that changed between them, or an
+        edited snapshot), the lesser of each is taken: a disagreement never hides a narrow or slow link.
+        """
+        readings = []
         if self.sysfs_link and self.sysfs_link.cur_gen and self.sysfs_link.cur_width:
-            return self.sysfs_link.cur_gen, self.sysfs_link.cur_width
-        if self.config and self.config.link:
-            return self.config.link.sta_speed or None, self.config.link.sta_width or None
-        return None, None
+            readings.append((self.sysfs_link.cur_gen, self.sysfs_link.cur_width))
+        if self.config and self.config.link and self.config.link.sta_speed and self.config.link.sta_width:
+            readings.append((self.config.link.sta_speed, self.config.link.sta_width))
+        if not readings:
+            return None, None
+        return min(r[0] for r in readings), min(r[1] for r in readings)
 
     @property
     def link_cap(self) -> tuple[int | None, int | None]:

@@ -56,6 +56,16 @@ class TestLink:
         else:
             assert not v.ok and want in v.summary and "expected Gen4" in v.summary, v
 
+    def test_sysfs_and_lnksta_disagree_the_lesser_counts(self, tmp_path: Path) -> None:
+        """sysfs says x16, config LnkSta x8 (an edited snapshot, or a link that changed between reads): x8 fails."""
+        b = _one_gpu((4, 8))
+        b.write(tmp_path / "t")
+        for f in (tmp_path / "t").glob("sys/devices/**/current_link_width"):
+            f.write_text("16\n")
+        rig = Rig.replay(open_snapshot(tmp_path / "t"), Profile())
+        v = pcie_checks.link(targets.links(rig)[0])
+        assert not v.ok and "trained to x8, expected x16" in v.summary, v
+
     def test_reading_under_load_decides(self, tmp_path: Path) -> None:
         """A reading under load overrides the idle reading: Gen3 under load fails."""
         rig = _rig(tmp_path, _one_gpu((1, 16)))
