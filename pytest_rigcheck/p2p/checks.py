@@ -101,9 +101,17 @@ def _run_failure(
         else f"crashed: worker {info.get('worker')} exited with code {info.get('code')} "
         f"during {info.get('stage')}"
     )
+    holders = info.get("gpu_holders")
     notes = [
         f"every process of the run was killed (process groups {killed}); "
-        + (f"STILL ALIVE: {left}" if left else "none left running, so nothing holds the GPUs")
+        + (f"STILL ALIVE: {left}" if left else "none left running")
+        + (
+            f"; STILL HOLDING GPU memory: {'; '.join(holders)}"
+            if holders
+            else "; NVML shows none of them holding GPU memory"
+            if holders == []
+            else ""
+        )
     ]
     notes += [f"likely cause: {c}" for c in LIKELY_CAUSES] if run.get("hung") else []
     notes += [f"log: {line}" for line in info.get("tail") or []]
@@ -112,7 +120,11 @@ def _run_failure(
         path=_paths(rig, bdfs),
         notes=notes,
         fix=fixes(rig, bdfs, nccl),
-        properties={"hung": bool(run.get("hung")), "processes_left": len(left)},
+        properties={
+            "hung": bool(run.get("hung")),
+            "processes_left": len(left),
+            "gpu_memory_released": "n/a (no NVML)" if holders is None else not holders,
+        },
     )
 
 

@@ -160,7 +160,7 @@ class Launcher:
                         "code": rc,
                         "tail": tail(w.log_path),
                     }
-                    out.crashed.update(self.kill(ws))
+                    out.crashed.update(self.kill(ws, check_gpus=True))
                     out.wall_s = time.monotonic() - since
                     return False
             waited = time.monotonic() - since
@@ -172,13 +172,17 @@ class Launcher:
                     "waiting_for": [w.name for w in pending],
                     "tail": tail(pending[0].log_path, nccl_only=True),
                 }
-                out.hung.update(self.kill(ws))
+                out.hung.update(self.kill(ws, check_gpus=True))
                 out.wall_s = waited
                 return False
             time.sleep(0.005)
 
-    def kill(self, ws: list[Worker]) -> dict[str, Any]:
-        """SIGKILL each worker's process group, reap it, and say what (if anything) is left alive."""
+    def kill(self, ws: list[Worker], check_gpus: bool = False) -> dict[str, Any]:
+        """SIGKILL each worker's process group, reap it, and say what (if anything) is left alive.
+
+        ``check_gpus`` (after a hang or crash): also ask NVML whether any of them still holds GPU memory
+        (``gpu_holders``: a list of lines, empty when none, None without NVML).
+        """
         killed, left = [], []
         for w in ws:
             if w.proc is None:
@@ -199,7 +203,12 @@ class Launcher:
                 time.sleep(0.01)  # children of the group exit after their leader
             if w.proc.poll() is None or _alive(pgid):
                 left.append(w.proc.pid)
-        return {"killed": killed, "left": left}
+        out: dict[str, Any] = {"killed": killed, "left": left}
+        if check_gpus:
+            from ..gpu.holders import gpu_holders
+
+            out["gpu_holders"] = gpu_holders([w.proc.pid for w in ws if w.proc is not None])
+        return out
 
 
 def python_cmd(python: str | None, script: str) -> list[str]:

@@ -273,7 +273,7 @@ def rig_vllm_server(
                 "sleep (state D) points at a hung GPU driver",
                 pytrace=False,
             )
-        from .gpumem import gpu_holders
+        from ..gpu.holders import gpu_holders
 
         holders = gpu_holders(report.pids)
         record_testsuite_property(

@@ -246,3 +246,24 @@ def test_tp_group_without_its_control_is_unreadable(
     )
     assert failed == {"test_nccl_uses_p2p[tp0]", "test_nccl_uses_p2p[tp1]"}, out
     assert "no NCCL_P2P_DISABLE=1 control run recorded for this group" in out
+
+
+def test_hang_with_gpu_memory_still_held(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """Killed ranks whose memory NVML still sees on a GPU are named, with how much they hold."""
+    data = _live()
+    group = data["nccl"]["groups"]["0000:00:06.0+0000:00:07.0"]
+    for k in ("sweep", "busbw_gbps", "wrong", "nan"):
+        group.pop(k)
+    group["hung"] = {
+        "stage": "measure",
+        "after_s": 120.0,
+        "timeout_s": 120.0,
+        "waiting_for": ["nccl.1"],
+        "tail": [],
+        "killed": [4242, 4243],
+        "left": [],
+        "gpu_holders": ["GPU1 (NVIDIA H200): pid 4243 (python3) holds 1634 MiB"],
+    }
+    data["nccl"].pop("ipc")
+    _, out, _ = run(pytester, snap("h200x2-nvlink", data), "-k", "nccl_busbw")
+    assert "STILL HOLDING GPU memory: GPU1 (NVIDIA H200): pid 4243 (python3) holds 1634 MiB" in out

@@ -117,7 +117,7 @@ class FakeNvml:
 class TestGpuMemoryReleased:
     def test_holders_named(self):
         """A pid of the stopped group still on a GPU is reported with the GPU and the memory it holds."""
-        from pytest_rigcheck.vllm.gpumem import gpu_holders
+        from pytest_rigcheck.gpu.holders import gpu_holders
 
         gpus = [
             FakeGpu(0, "H100", [{"pid": 42, "name": "VLLM::EngineCore", "used_b": 70 * 2**30}, {"pid": 7}])
@@ -127,14 +127,14 @@ class TestGpuMemoryReleased:
 
     def test_released(self):
         """No pid of the group on any GPU: nothing reported."""
-        from pytest_rigcheck.vllm.gpumem import gpu_holders
+        from pytest_rigcheck.gpu.holders import gpu_holders
 
         assert gpu_holders({42}, lambda: FakeNvml([FakeGpu(0, "H100", [{"pid": 7}])]), wait_s=0) == []
 
     def test_no_nvml_is_none(self):
         """Without NVML (CPU machine) the answer is None: neither released nor held."""
         from pytest_rigcheck.errors import RigcheckError
-        from pytest_rigcheck.vllm.gpumem import gpu_holders
+        from pytest_rigcheck.gpu.holders import gpu_holders
 
         def unavailable():
             raise RigcheckError("no NVIDIA driver")

@@ -1,7 +1,8 @@
-"""After a started server stops: do its processes still hold GPU memory? (NVML, through the GPU plugin.)
+"""After processes are stopped or killed: do they still hold GPU memory? (NVML)
 
-A vLLM engine that outlives its API server, or a zombie CUDA context, keeps GPU memory and makes the next
-start fail with "free memory ... is less than desired GPU memory utilization". On a machine without NVML
+Used after a started vLLM server stops and after hung or crashed P2P/NCCL workers are killed. A vLLM
+engine that outlives its API server, or a zombie CUDA context, keeps GPU memory and makes the next start
+fail with "free memory ... is less than desired GPU memory utilization". On a machine without NVML
 (no driver, CPU only) the question does not apply and the answer is ``None``.
 """
 
@@ -33,7 +34,7 @@ def gpu_holders(
 
     wanted = set(pids)
     if open_nvml is None:
-        from ..gpu.nvml import LiveNvml
+        from .nvml import LiveNvml
 
         open_nvml = LiveNvml
     end = time.monotonic() + wait_s
