@@ -395,14 +395,29 @@ def ipc(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     if entry is None:
         why = block.get("error") or f"not recorded ({_where(data)})"
         return unreadable(f"{t.label}: CUDA IPC round trip {why}")
-    props: dict[str, object] = {"ipc_ok": bool(entry.get("ok")), "mismatches": entry.get("mismatches", "n/a")}
-    if entry.get("ok"):
+    kernel = entry.get("kernel_read") or {}
+    props: dict[str, object] = {
+        "ipc_ok": bool(entry.get("ok")),
+        "mismatches": entry.get("mismatches", "n/a"),
+        "kernel_read_ok": "not run" if kernel.get("ok") is None else bool(kernel.get("ok")),
+    }
+    if entry.get("ok") and kernel.get("ok") is not False:
+        how = (
+            "a copy and a kernel on the reader's GPU"
+            if kernel.get("ok")
+            else f"a copy (kernel read {kernel.get('error') or 'not recorded'})"
+        )
         return passed(
             f"{t.label}: {entry.get('bytes', 0) >> 20} MiB written by {t.src.bdf}'s process read back intact "
-            f"by {t.dst.bdf}'s through cudaIpcOpenMemHandle",
+            f"by {t.dst.bdf}'s through cudaIpcOpenMemHandle, by {how}",
             properties=props,
         )
-    what = entry.get("error") or f"{entry.get('mismatches')} of {entry.get('bytes', 0) // 4} int32 differ"
+    if entry.get("ok"):
+        what = "the copy engine read it right, but a kernel reading it through the mapping got " + (
+            kernel.get("error") or f"{kernel.get('mismatches')} of {entry.get('bytes', 0) // 4} int32 wrong"
+        )
+    else:
+        what = entry.get("error") or f"{entry.get('mismatches')} of {entry.get('bytes', 0) // 4} int32 differ"
     return failed(
         f"{t.label}: CUDA IPC round trip failed: {what}",
         measured=what,

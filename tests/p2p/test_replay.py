@@ -267,3 +267,29 @@ def test_hang_with_gpu_memory_still_held(pytester: pytest.Pytester, snap: Callab
     data["nccl"].pop("ipc")
     _, out, _ = run(pytester, snap("h200x2-nvlink", data), "-k", "nccl_busbw")
     assert "STILL HOLDING GPU memory: GPU1 (NVIDIA H200): pid 4243 (python3) holds 1634 MiB" in out
+
+
+@pytest.mark.parametrize(
+    ("kernel", "fails", "prop"),
+    [
+        ({"ok": True, "mismatches": 0}, False, "True"),
+        ({"ok": None, "error": "not run: No module named 'triton'"}, False, "not run"),
+        ({"ok": False, "mismatches": 4096}, True, "False"),
+        (None, False, "not run"),  # p2p.json from before the kernel read
+    ],
+)
+def test_ipc_kernel_read(
+    pytester: pytest.Pytester, snap: Callable[..., Path], kernel: dict[str, Any] | None, fails: bool, prop: str
+) -> None:
+    """The IPC buffer read by a kernel (vLLM's custom all-reduce path) must match too; not run is said, not failed."""
+    data = _live()
+    for entry in data["nccl"]["ipc"]["pairs"].values():
+        entry.pop("kernel_read", None)
+        if kernel is not None:
+            entry["kernel_read"] = kernel
+    failed, out, _ = run(pytester, snap("h200x2-nvlink", data), "-k", "ipc", "--junitxml=j.xml")
+    assert bool(failed) is fails, out
+    assert f'name="kernel_read_ok" value="{prop}"' in (pytester.path / "j.xml").read_text()
+    if fails:
+        assert "a kernel reading it through the mapping got 4096 of" in out
+        assert "--disable-custom-all-reduce" in out

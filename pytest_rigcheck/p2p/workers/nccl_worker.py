@@ -8,7 +8,8 @@ the time is averaged over ranks; algbw = bytes / 1e9 / s, busbw = algbw x 2(n-1)
 size: an all-reduce of ones must give exactly the group size everywhere; after the timed ops no
 element may be NaN. The IPC check is vLLM's ``can_actually_p2p``: each rank cudaMalloc's a buffer and
 fills it with its own pattern, every other rank opens it by cudaIpcOpenMemHandle and copies it out;
-the copy must match.
+the copy must match. Where Triton is installed the reader also reads it with a kernel of its own
+(``_kernel_read.py``), as vLLM's custom all-reduce does; that read must match too.
 """
 
 from __future__ import annotations
@@ -170,8 +171,10 @@ def ipc_check(
             local = torch.full((numel,), -1, dtype=torch.int32, device=device)
             rt.memcpy(local.data_ptr(), remote, numel * 4)
             rt.synchronize()
-            bad = int((local != pattern(1000 + r)).sum().item())
+            want = pattern(1000 + r)
+            bad = int((local != want).sum().item())
             out[key] = {"ok": bad == 0, "mismatches": bad, "bytes": numel * 4}
+            out[key]["kernel_read"] = _kernel_read_check(torch, remote, numel, device, want)
         except Exception as exc:  # noqa: BLE001 - this pair's result
             out[key] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             log("ipc", key, exc)
@@ -185,6 +188,20 @@ def ipc_check(
     if ptr:
         rt.free(ptr)
     return out
+
+
+def _kernel_read_check(torch: Any, remote: int, numel: int, device: Any, want: Any) -> dict[str, Any]:
+    """The same buffer read by a kernel on this GPU (SM loads over P2P), or why that was not done."""
+    try:
+        from _kernel_read import kernel_read
+    except ImportError as exc:
+        return {"ok": None, "error": f"not run: {exc} (Triton ships with PyTorch on Linux)"}
+    try:
+        got = kernel_read(torch, remote, numel, device)
+    except Exception as exc:  # noqa: BLE001 - a kernel that faults on the mapping is this pair's result
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    bad = int((got != want).sum().item())
+    return {"ok": bad == 0, "mismatches": bad}
 
 
 if __name__ == "__main__":
