@@ -279,7 +279,11 @@ def test_hang_with_gpu_memory_still_held(pytester: pytest.Pytester, snap: Callab
     ],
 )
 def test_ipc_kernel_read(
-    pytester: pytest.Pytester, snap: Callable[..., Path], kernel: dict[str, Any] | None, fails: bool, prop: str
+    pytester: pytest.Pytester,
+    snap: Callable[..., Path],
+    kernel: dict[str, Any] | None,
+    fails: bool,
+    prop: str,
 ) -> None:
     """The IPC buffer read by a kernel (vLLM's custom all-reduce path) must match too; not run is said, not failed."""
     data = _live()
