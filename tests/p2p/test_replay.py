@@ -138,8 +138,8 @@ def test_wrong_data_fails(pytester: pytest.Pytester, snap: Callable[..., Path]) 
     assert "WRONG DATA" in out
 
 
-def test_nccl_hang_replayed(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
-    """A recorded NCCL hang fails every check of that run, saying it hung, what was killed and the likely causes."""
+def _hung_nccl(**hung: Any) -> dict[str, Any]:
+    """The live figures with the NCCL run replaced by a hang in measure (``hung`` overrides its fields)."""
     data = _live()
     group = data["nccl"]["groups"]["0000:00:06.0+0000:00:07.0"]
     for k in ("sweep", "busbw_gbps", "wrong", "nan"):
@@ -152,9 +152,15 @@ def test_nccl_hang_replayed(pytester: pytest.Pytester, snap: Callable[..., Path]
         "tail": ["vm:1:1 [0] NCCL INFO Channel 00/0 : 0[0] -> 1[1] via P2P/CUMEM/read"],
         "killed": [4242, 4243],
         "left": [],
+        **hung,
     }
     data["nccl"].pop("ipc")
-    failed, out, _ = run(pytester, snap("h200x2-nvlink", data))
+    return data
+
+
+def test_nccl_hang_replayed(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """A recorded NCCL hang fails every check of that run, saying it hung, what was killed and the likely causes."""
+    failed, out, _ = run(pytester, snap("h200x2-nvlink", _hung_nccl()))
     assert failed == {
         "test_nccl_allreduce_correct[all]",
         "test_nccl_busbw[all]",
@@ -250,21 +256,7 @@ def test_tp_group_without_its_control_is_unreadable(
 
 def test_hang_with_gpu_memory_still_held(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
     """Killed ranks whose memory NVML still sees on a GPU are named, with how much they hold."""
-    data = _live()
-    group = data["nccl"]["groups"]["0000:00:06.0+0000:00:07.0"]
-    for k in ("sweep", "busbw_gbps", "wrong", "nan"):
-        group.pop(k)
-    group["hung"] = {
-        "stage": "measure",
-        "after_s": 120.0,
-        "timeout_s": 120.0,
-        "waiting_for": ["nccl.1"],
-        "tail": [],
-        "killed": [4242, 4243],
-        "left": [],
-        "gpu_holders": ["GPU1 (NVIDIA H200): pid 4243 (python3) holds 1634 MiB"],
-    }
-    data["nccl"].pop("ipc")
+    data = _hung_nccl(gpu_holders=["GPU1 (NVIDIA H200): pid 4243 (python3) holds 1634 MiB"])
     _, out, _ = run(pytester, snap("h200x2-nvlink", data), "-k", "nccl_busbw")
     assert "STILL HOLDING GPU memory: GPU1 (NVIDIA H200): pid 4243 (python3) holds 1634 MiB" in out
 
