@@ -1,5 +1,5 @@
 """End to end against a served model: identity, correctness, streaming, concurrency, context, caching,
-metrics.
+metrics, the tool-call round trip.
 
 Needs a server: ``--rig-vllm-url URL`` (a running one), or ``[vllm] model`` / ``launch`` in the rig profile
 (rigcheck starts it, checks it, stops it). Without either, every test here is skipped with that hint.
@@ -91,4 +91,9 @@ def test_prefix_caching(rig_vllm_server, rig_check):
 
 def test_metrics(rig_vllm_server, rig_check):
     verdict = rig_check(checks.metrics(rig_vllm_server))
+    assert verdict.ok, str(verdict)
+
+
+def test_tool_call_round_trip(rig_vllm_server, rig_check):
+    verdict = rig_check(checks.tool_call(rig_vllm_server))
     assert verdict.ok, str(verdict)

