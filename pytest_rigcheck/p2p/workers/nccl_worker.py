@@ -194,8 +194,11 @@ def _kernel_read_check(torch: Any, remote: int, numel: int, device: Any, want: A
     """The same buffer read by a kernel on this GPU (SM loads over P2P), or why that was not done."""
     try:
         from _kernel_read import kernel_read
-    except ImportError as exc:
-        return {"ok": None, "error": f"not run: {exc} (Triton ships with PyTorch on Linux)"}
+    except Exception as exc:  # noqa: BLE001 - ImportError, or a Triton that fails to initialise: not run
+        return {
+            "ok": None,
+            "error": f"not run: {type(exc).__name__}: {exc} (Triton ships with PyTorch on Linux)",
+        }
     try:
         got = kernel_read(torch, remote, numel, device)
     except Exception as exc:  # noqa: BLE001 - a kernel that faults on the mapping is this pair's result
