@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .report import REPORT_DESC, REPORT_OPTION, RigReport
+
 if TYPE_CHECKING:
     from .rig import Rig
     from .verdict import Verdict
@@ -60,6 +62,8 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     parser.addini("rig", type="bool", default=False, help=RIG_DESC)
     parser.addini("rig_snapshot", type="paths", default=[], help=SNAPSHOT_DESC)
     parser.addini("rig_profile", type="string", default="", help=PROFILE_DESC)
+    group.addoption(REPORT_OPTION, default=None, metavar="FILE", help=REPORT_DESC)
+    parser.addini("rig_report", type="string", default="", help=REPORT_DESC)
     for name in FEATURE_PLUGINS:
         try:
             module = importlib.import_module(name)
@@ -173,6 +177,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RIG_SESSION] = session
     if session.enabled:
         _add_suites(config)
+        report = (
+            config.getoption(REPORT_OPTION)
+            or os.environ.get("RIGCHECK_REPORT")
+            or config.getini("rig_report")
+        )
+        if report and not hasattr(config, "workerinput"):  # xdist: the controller writes it
+            config.pluginmanager.register(RigReport(config, Path(report)), "rigcheck-report")
 
 
 def _add_suites(config: pytest.Config) -> None:
@@ -420,6 +431,7 @@ def rig_check(record_property: Callable[[str, object], None]) -> Callable[[Verdi
         __tracebackhide__ = True
         from .verdict import NOT_APPLICABLE, UNREADABLE
 
+        record_property("rig_verdict", verdict.summary)
         for key, value in verdict.properties.items():
             record_property(key, value)
         if verdict.status == NOT_APPLICABLE:
