@@ -65,8 +65,7 @@ class RigReport:
             "format": FORMAT,
             "tool": f"pytest-rigcheck {__version__}",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "rigs": [r.header() for r in rs.rigs] if rs.enabled else [],
-            "profile": rs.rigs[0].profile.source if rs.enabled and rs.rigs else None,
+            "rigs": [r.header() for r in rs.rigs] if rs.enabled else [],  # each names its profile
             "exit_status": int(exitstatus),
             "counts": counts,
             "results": results,
