@@ -275,6 +275,21 @@ TARGETS: dict[str, tuple[str, str]] = {
 }
 
 
+def skip_without_rig(metafunc: pytest.Metafunc, argname: str) -> None:
+    """Without --rig, a test taking a rig target is one skipped item saying what it needs."""
+    metafunc.parametrize(
+        argname,
+        [
+            pytest.param(
+                None,
+                marks=pytest.mark.skip(reason=f"needs {RIG_OPTION} or {SNAPSHOT_OPTION}"),
+                id="no-rig",
+            )
+        ],
+        indirect=True,
+    )
+
+
 def _resolve(spec: str) -> Callable[[Any], list[Any]]:
     module, _, func = spec.partition(":")
     return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
@@ -287,18 +302,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     rs = rig_session(metafunc.config)
     if not rs.enabled:
-        argname = names[0] if names else "rig"
-        metafunc.parametrize(
-            argname,
-            [
-                pytest.param(
-                    None,
-                    marks=pytest.mark.skip(reason=f"needs {RIG_OPTION} or {SNAPSHOT_OPTION}"),
-                    id="no-rig",
-                )
-            ],
-            indirect=True,
-        )
+        skip_without_rig(metafunc, names[0] if names else "rig")
         return
     multi = len(rs.rigs) > 1
     if not names:

@@ -101,8 +101,7 @@ class PciFunction:
             return None, "config space not readable: the config attribute is absent"
         except (SourceError, ConfigSpaceError) as exc:
             return None, str(exc)
-        ids = (self.vendor, self.device)
-        if None not in ids and (cfg.vendor_id, cfg.device_id) != ids:
+        if (cfg.vendor_id, cfg.device_id) != (self.vendor, self.device):
             return None, (
                 f"config space header says {cfg.vendor_id:04x}:{cfg.device_id:04x}, sysfs says "
                 f"{self.vendor:04x}:{self.device:04x}: the config file is not this device's (corrupt snapshot?)"

@@ -101,17 +101,15 @@ def _run_failure(
         else f"crashed: worker {info.get('worker')} exited with code {info.get('code')} "
         f"during {info.get('stage')}"
     )
-    holders = info.get("gpu_holders")
+    holders = info.get("gpu_holders")  # None: NVML not asked or not there
+    if holders:
+        memory = f"; STILL HOLDING GPU memory: {'; '.join(holders)}"
+    else:
+        memory = "; NVML shows none of them holding GPU memory" if holders == [] else ""
     notes = [
         f"every process of the run was killed (process groups {killed}); "
         + (f"STILL ALIVE: {left}" if left else "none left running")
-        + (
-            f"; STILL HOLDING GPU memory: {'; '.join(holders)}"
-            if holders
-            else "; NVML shows none of them holding GPU memory"
-            if holders == []
-            else ""
-        )
+        + memory
     ]
     notes += [f"likely cause: {c}" for c in LIKELY_CAUSES] if run.get("hung") else []
     notes += [f"log: {line}" for line in info.get("tail") or []]

@@ -250,6 +250,16 @@ def _judged(sweep: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(sized, key=lambda s: s["bytes"]) if sized else None
 
 
+def _sweeps_of(o: PhaseOutcome, ranks: list[str], group: list[str]) -> list[list[dict[str, Any]]]:
+    """Every rank's sweep for ``group`` (its members given as BDFs), in rank order."""
+    return [
+        grp["sweep"]
+        for res in o.results.values()
+        for grp in res.get("groups", [])
+        if [ranks[i] for i in grp["members"]] == group
+    ]
+
+
 def _fold_nccl(
     data: dict[str, Any],
     o: PhaseOutcome,
@@ -268,12 +278,7 @@ def _fold_nccl(
             entry.update({"hung": o.hung} if o.hung else {"crashed": o.crashed})
         else:
             per_rank = list(o.results.values())
-            sweeps = [
-                grp["sweep"]
-                for res in o.results.values()
-                for grp in res["groups"]
-                if [ranks[i] for i in grp["members"]] == g
-            ]
+            sweeps = _sweeps_of(o, ranks, g)
             if sweeps:
                 sweep = sweeps[0]
                 wrong = [sum(s["wrong"] for s in sw) for sw in sweeps]
@@ -315,21 +320,13 @@ def _fold_control(
     """The NCCL_P2P_DISABLE=1 run, per group under ``["nccl"]["groups"][key]["control"]``; the
     all-GPU group's is also ``["nccl"]["control"]`` (the form of the first p2p.json files)."""
     lines = [x for name, ls in logs.items() if name.startswith("control.") for x in ls]
-    sweeps = {
-        tuple(ranks[i] for i in grp["members"]): grp["sweep"]
-        for res in o.results.values()
-        for grp in res.get("groups", [])
-    }
+    transports = parse_transports(lines)
     for g in groups:
-        entry: dict[str, Any] = {
-            "gpus": g,
-            "env": {"NCCL_P2P_DISABLE": "1"},
-            "transports": parse_transports(lines),
-        }
+        entry: dict[str, Any] = {"gpus": g, "env": {"NCCL_P2P_DISABLE": "1"}, "transports": transports}
         if not o.ok:
             entry.update({"hung": o.hung} if o.hung else {"crashed": o.crashed})
         else:
-            j = _judged(sweeps.get(tuple(g), []))
+            j = _judged(next(iter(_sweeps_of(o, ranks, g)), []))
             entry.update(
                 {
                     "judged_bytes": j["bytes"] if j else None,

@@ -99,24 +99,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = [n for n in TARGETS if n in metafunc.fixturenames]
     if not names:
         return
-    from ..plugin import RIG_OPTION, SNAPSHOT_OPTION, _resolve, rig_session
+    from ..plugin import _resolve, rig_session, skip_without_rig
 
     if len(names) > 1:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: one target per test, got {', '.join(names)}")
     argname = names[0]
     rs = rig_session(metafunc.config)
     if not rs.enabled:
-        metafunc.parametrize(
-            argname,
-            [
-                pytest.param(
-                    None,
-                    marks=pytest.mark.skip(reason=f"needs {RIG_OPTION} or {SNAPSHOT_OPTION}"),
-                    id="no-rig",
-                )
-            ],
-            indirect=True,
-        )
+        skip_without_rig(metafunc, argname)
         return
     spec, empty = TARGETS[argname]
     enumerate_ = _resolve(spec)
