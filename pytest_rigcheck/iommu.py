@@ -53,11 +53,14 @@ class IommuState:
         return [a for a in _args(self.cmdline) if "iommu" in a.split("=", 1)[0]]
 
 
-def read_iommu(source: Source, empty_dirs: frozenset[str] = frozenset()) -> IommuState:
+def read_iommu(
+    source: Source, empty_dirs: frozenset[str] = frozenset(), cpu_vendor: str | None = None
+) -> IommuState:
     """Read IOMMU groups, units and the kernel command line through ``source``.
 
     ``empty_dirs`` names directories a snapshot recorded as present but empty (git and some
-    archivers drop empty directories).
+    archivers drop empty directories). ``cpu_vendor`` (``amd``/``intel``) says which command-line
+    argument switches this machine's IOMMU off; unknown, only both together count.
     """
     has_groups = source.exists(GROUPS) or GROUPS in empty_dirs
     has_class = source.exists(IOMMU_CLASS) or IOMMU_CLASS in empty_dirs
@@ -73,7 +76,9 @@ def read_iommu(source: Source, empty_dirs: frozenset[str] = frozenset()) -> Iomm
             raise SourceError(f"{GROUPS}/{group}/type", exc.reason) from exc
     units = tuple(source.listdir(IOMMU_CLASS))
     cmdline = source.read_optional("proc/cmdline")
-    off_args = [a for a in _args(cmdline) if a in CMDLINE_OFF]
+    args = _args(cmdline)
+    needed = CMDLINE_OFF.get(cpu_vendor or "", CMDLINE_OFF["amd"] + CMDLINE_OFF["intel"])
+    off_args = list(needed) if all(a in args for a in needed) else []
     if has_groups:
         evidence = f"{GROUPS}: {len(types)} group(s)"
     elif has_class and not units:
@@ -87,7 +92,8 @@ def read_iommu(source: Source, empty_dirs: frozenset[str] = frozenset()) -> Iomm
     return IommuState(bool(evidence), types, units, cmdline, evidence)
 
 
-CMDLINE_OFF = ("amd_iommu=off", "intel_iommu=off")
+# The argument that turns off each vendor's IOMMU driver (the other vendor's is ignored by the kernel).
+CMDLINE_OFF = {"amd": ("amd_iommu=off",), "intel": ("intel_iommu=off",)}
 
 
 def _args(cmdline: str | None) -> list[str]:

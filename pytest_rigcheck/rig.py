@@ -59,7 +59,7 @@ class Rig:
     @cached_property
     def iommu(self) -> IommuState:
         empty = self.manifest.empty_dirs if self.manifest else frozenset()
-        return read_iommu(self.source, empty)
+        return read_iommu(self.source, empty, self.cpu_vendor)
 
     @cached_property
     def cpu_vendor(self) -> str | None:

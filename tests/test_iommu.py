@@ -29,19 +29,36 @@ def _tree(
 
 
 @pytest.mark.parametrize(
-    ("groups", "units", "cmdline", "mode", "evidence"),
+    ("groups", "units", "cmdline", "vendor", "mode", "evidence"),
     [
-        ({}, None, "ro quiet", "off", "0 group(s)"),
-        ({"3": "identity"}, ["ivhd0"], "iommu=pt", "passthrough", "1 group(s)"),
-        ({"3": "DMA-FQ", "4": "identity"}, ["ivhd0"], "", "translated", "2 group(s)"),
-        (None, [], "ro", "off", "sys/class/iommu empty"),
-        (None, None, "ro amd_iommu=off iommu=off", "off", "kernel command line amd_iommu=off"),
-        (None, None, 'BOOT_IMAGE="/vmlinuz x" intel_iommu=off', "off", "kernel command line intel_iommu=off"),
-        (None, None, "ro quiet", "unknown", ""),  # nothing either way: never taken as off
-        (None, None, "iommu=pt", "unknown", ""),  # passthrough asked for, but no group seen
-        (None, None, None, "unknown", ""),
-        (None, ["dmar0"], "intel_iommu=off", "unknown", ""),  # a unit registered despite the argument
-        (None, None, 'unbalanced "quote amd_iommu=off', "off", "amd_iommu=off"),
+        ({}, None, "ro quiet", "amd", "off", "0 group(s)"),
+        ({"3": "identity"}, ["ivhd0"], "iommu=pt", "amd", "passthrough", "1 group(s)"),
+        ({"3": "DMA-FQ", "4": "identity"}, ["ivhd0"], "", "amd", "translated", "2 group(s)"),
+        (None, [], "ro", None, "off", "sys/class/iommu empty"),
+        (None, None, "ro amd_iommu=off iommu=off", "amd", "off", "kernel command line amd_iommu=off"),
+        (
+            None,
+            None,
+            'BOOT_IMAGE="/vmlinuz x" intel_iommu=off',
+            "intel",
+            "off",
+            "kernel command line intel_iommu=off",
+        ),
+        (None, None, "ro amd_iommu=off", "intel", "unknown", ""),  # the other vendor's switch does nothing
+        (None, None, "ro amd_iommu=off", None, "unknown", ""),  # vendor unknown: one switch is not enough
+        (None, None, "amd_iommu=off intel_iommu=off", None, "off", "amd_iommu=off intel_iommu=off"),
+        (None, None, "ro quiet", "amd", "unknown", ""),  # nothing either way: never taken as off
+        (None, None, "iommu=pt", "amd", "unknown", ""),  # passthrough asked for, but no group seen
+        (None, None, None, "amd", "unknown", ""),
+        (
+            None,
+            ["dmar0"],
+            "intel_iommu=off",
+            "intel",
+            "unknown",
+            "",
+        ),  # a unit registered despite the argument
+        (None, None, 'unbalanced "quote amd_iommu=off', "amd", "off", "amd_iommu=off"),
     ],
 )
 def test_mode_and_evidence(
@@ -49,10 +66,11 @@ def test_mode_and_evidence(
     groups: dict[str, str] | None,
     units: list[str] | None,
     cmdline: str | None,
+    vendor: str | None,
     mode: str,
     evidence: str,
 ) -> None:
-    state = read_iommu(_tree(tmp_path, groups=groups, units=units, cmdline=cmdline))
+    state = read_iommu(_tree(tmp_path, groups=groups, units=units, cmdline=cmdline), cpu_vendor=vendor)
     assert state.mode == mode
     assert evidence in state.evidence
     assert state.known == (mode != "unknown")
