@@ -265,6 +265,17 @@ def link(t: LinkTarget) -> Verdict:
             fix=_downtrain_fix(slot_txt, exp_gen),
             properties=props,
         )
+    unread = [f.bdf for f in (up, down) if f is not None and (f.config is None or f.config.link is None)]
+    if unread and down.is_gpu and down.vendor == 0x10DE:
+        # LBMS, HASD and the target speed are what tell an idle downshift from a downtrain here.
+        return unreadable(
+            f"{where_label} (to {gpu_names}): Gen{cur_gen} now, Gen{exp_gen} expected, no reading under load, "
+            f"and the link registers (LnkSta, LnkCtl2) of {', '.join(unread)} unreadable: an idle downshift "
+            "cannot be told from a downtrain",
+            path=path,
+            fix=[ROOT_HINT, "or run live with the GPU suites: a reading under load decides"],
+            properties=props,
+        )
     why = _not_idle_downshift(up, down, cur_gen)
     if why is None:
         # NVIDIA GPUs drop link speed when idle (REFERENCE 3.3 #17); no retrain for reliability

@@ -185,3 +185,13 @@ def test_gpu_count_missing_gpu(tmp_path: Path) -> None:
     rig = _rig(tmp_path, _one_gpu((4, 16)), parse_profile({"rig": {"gpus": 2}}, "rig.toml"))
     v = pcie_checks.gpu_count(rig)
     assert not v.ok and "1 GPU(s) on the PCIe bus, expected 2" in v.summary
+
+
+def test_slow_link_with_unreadable_registers_is_unreadable(tmp_path: Path) -> None:
+    """Gen1 at idle, no reading under load, and config space read only to 64 bytes: not taken as idle."""
+    b = RigBuilder("t", root=False)  # captured as non-root: 64 bytes of config space per function
+    rp = b.root_port(b.host_bridge(), "0000:00:01.1", cap=(4, 16))
+    b.gpu(rp, "0000:01:00.0", GPU_MODELS["rtx3090"], link=(1, 16))
+    rig = _rig(tmp_path, b)
+    v = pcie_checks.link(targets.links(rig)[0])
+    assert v.status == "unreadable" and "cannot be told from a downtrain" in v.summary, v
