@@ -1,24 +1,50 @@
 """Verdicts: what a check found, formatted the way an engineer acts on it.
 
-A message has five parts: the device, what was measured, what was expected (and from where),
-the context (the path from the root port), and the fix.
+One status vocabulary (``Status``: PASS, WARN, FAIL, UNREADABLE, NOT_APPLICABLE) in one result type
+(``Verdict``). A message has five parts: the device, what was measured, what was expected (and from
+where), the context (the path from the root port), and the fix. The same facts travel as fields
+(``measured_value``, ``expected_value``, ``unit``, ``fix``, ``target``) so the JUnit properties and the
+``--rig-report`` read them directly, never scraped back out of the text.
+
+A check that finds it cannot judge (a reading is missing or corrupt) may ``raise Unjudgeable(verdict)``
+from deep inside; ``rig_check`` settles it like a returned verdict. That is the one way to stop early.
 """
 
 from __future__ import annotations
 
+import enum
+import math
 from dataclasses import dataclass, field
 
-PASS = "pass"
-FAIL = "fail"
-UNREADABLE = "unreadable"  # could not read what the check needs: never a pass
-NOT_APPLICABLE = "n/a"  # the check does not apply to this rig: a skip, with the reason
+
+class Status(enum.StrEnum):
+    """The five outcomes of a check. ``str`` values are what reports and JUnit properties carry."""
+
+    PASS = "pass"
+    WARN = "warn"  # passes the gate, shown in the terminal summary and the report
+    FAIL = "fail"
+    UNREADABLE = "unreadable"  # could not read (or trust) what the check needs: never a pass
+    NOT_APPLICABLE = "n/a"  # the check does not apply to this rig: a skip, with the reason
+
+
+# Module-level names kept for the checks that compare ``verdict.status == UNREADABLE``.
+PASS = Status.PASS
+WARN = Status.WARN
+FAIL = Status.FAIL
+UNREADABLE = Status.UNREADABLE
+NOT_APPLICABLE = Status.NOT_APPLICABLE
 
 
 @dataclass
 class Verdict:
-    """The outcome of one check on one device."""
+    """The outcome of one check on one device.
 
-    status: str
+    ``measured``/``expected`` are the human text; ``measured_value``/``expected_value`` (numbers, strings
+    or booleans) with ``unit`` are the same facts as fields. ``target`` names the device (BDF, GPU index,
+    name) for reports; ``cause`` may name the id of a check this failure follows from.
+    """
+
+    status: Status | str
     summary: str
     measured: str = ""
     expected: str = ""
@@ -26,10 +52,19 @@ class Verdict:
     fix: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     properties: dict[str, object] = field(default_factory=dict)
+    measured_value: object = None
+    expected_value: object = None
+    unit: str = ""
+    target: dict[str, object] = field(default_factory=dict)
+    cause: str | None = None
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
 
     @property
     def ok(self) -> bool:
-        return self.status == PASS
+        """True for PASS and WARN: the gate lets both through (WARN is shown, not hidden)."""
+        return self.status in (Status.PASS, Status.WARN)
 
     def __repr__(self) -> str:  # short: pytest's assertion rewriting prints it
         return f"<Verdict {self.status}>"
@@ -46,18 +81,67 @@ class Verdict:
         lines += [f"  fix: {f}" for f in self.fix]
         return "\n".join(lines)
 
+    def fields(self) -> dict[str, object]:
+        """The structured record of this verdict (what JUnit properties and the JSON report carry)."""
+        out: dict[str, object] = {"status": str(self.status), "summary": self.summary}
+        if self.measured_value is not None:
+            out["measured"] = self.measured_value
+        elif self.measured:
+            out["measured"] = self.measured
+        if self.expected_value is not None:
+            out["expected"] = self.expected_value
+        elif self.expected:
+            out["expected"] = self.expected
+        if self.unit:
+            out["unit"] = self.unit
+        if self.fix:
+            out["fix"] = list(self.fix)
+        if self.path:
+            out["path"] = list(self.path)
+        if self.target:
+            out["target"] = dict(self.target)
+        if self.cause:
+            out["cause"] = self.cause
+        return out
+
+
+class Unjudgeable(Exception):  # noqa: N818 - control flow: carries the verdict that ends the check
+    """Raised inside a check to end it with ``verdict`` (normally UNREADABLE); ``rig_check`` settles it."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.summary)
+        self.verdict = verdict
+
 
 def passed(summary: str, **kw: object) -> Verdict:
-    return Verdict(PASS, summary, **kw)  # type: ignore[arg-type]
+    return Verdict(Status.PASS, summary, **kw)  # type: ignore[arg-type]
+
+
+def warned(summary: str, **kw: object) -> Verdict:
+    return Verdict(Status.WARN, summary, **kw)  # type: ignore[arg-type]
 
 
 def failed(summary: str, **kw: object) -> Verdict:
-    return Verdict(FAIL, summary, **kw)  # type: ignore[arg-type]
+    return Verdict(Status.FAIL, summary, **kw)  # type: ignore[arg-type]
 
 
 def unreadable(summary: str, **kw: object) -> Verdict:
-    return Verdict(UNREADABLE, summary, **kw)  # type: ignore[arg-type]
+    return Verdict(Status.UNREADABLE, summary, **kw)  # type: ignore[arg-type]
 
 
 def not_applicable(summary: str) -> Verdict:
-    return Verdict(NOT_APPLICABLE, summary)
+    return Verdict(Status.NOT_APPLICABLE, summary)
+
+
+def physical(value: object, *, lo: float = 0.0, hi: float = math.inf, allow_lo: bool = True) -> float | None:
+    """``value`` as a float when it is a finite number within [lo, hi] (a possible reading), else None.
+
+    Negative latencies, infinite or NaN bandwidths, negative watts, booleans and strings are not readings
+    of real hardware: callers turn ``None`` into an UNREADABLE (corrupt) verdict.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    v = float(value)
+    if not math.isfinite(v) or v > hi or v < lo or (not allow_lo and v == lo):
+        return None
+    return v
