@@ -16,8 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..gpu.holders import gpu_holders
+from ..procgroup import free_port
 from .figures import DEFINITIONS, FORMAT, group_key, pair_key
-from .launch import Launcher, PhaseOutcome, Worker, free_port, python_cmd, worker_env
+from .launch import Launcher, PhaseOutcome, Worker, python_cmd, worker_env
 
 DEFAULT_SIZES = [8 * 4**k for k in range(14)]  # 8 B .. 512 MiB, x4: nccl-tests -b 8 -e 512M -f 4
 JUDGED_BYTES = 536870912
@@ -181,7 +183,7 @@ def run(
                     {"NCCL_P2P_DISABLE": "1"},
                 )
         outcomes: dict[str, PhaseOutcome] = {}
-        with Launcher(run_dir, timeout_s) as launcher:
+        with Launcher(run_dir, timeout_s, gpu_released=gpu_holders) as launcher:
             launcher.start(workers)
             for phase in ("p2p", "nccl", "control"):
                 if any(w.phase == phase for w in workers):
