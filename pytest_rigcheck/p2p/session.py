@@ -125,7 +125,12 @@ class P2pSession:
                 f"{missing}, but this machine has NVIDIA GPUs: the P2P and NCCL checks need it: "
                 f"{TORCH_EXTRA}, or point --rig-p2p-python at an interpreter that has it",
             )
-        return ("ok", self._measure())
+        from .lock import MeasureLockError
+
+        try:
+            return ("ok", self._measure())
+        except (MeasureLockError, TimeoutError) as exc:  # the lock: unsafe, or held by another run too long
+            return ("fail", f"UNREADABLE, not a pass: no measurement taken: {exc}")
 
     def _measure(self) -> dict[str, Any]:
         from . import measure
