@@ -83,8 +83,11 @@ class Nvml(Protocol):
         """Versions and every GPU's state, read once."""
         ...
 
-    def under_load(self, bdfs: Iterable[str], seconds: float) -> dict[str, LoadReadings | Unavailable]:
-        """Readings taken while the GPUs are busy (live: runs a short load; recorded: what was captured)."""
+    def under_load(
+        self, bdfs: Iterable[str], seconds: float, python: str | None = None
+    ) -> dict[str, LoadReadings | Unavailable]:
+        """Readings taken while the GPUs are busy (live: runs a short load in a worker process, with the
+        interpreter ``python``, default this one; recorded: what was captured)."""
         ...
 
     def close(self) -> None: ...
@@ -121,7 +124,9 @@ class RecordedNvml:
     def system(self) -> SystemState:
         return self._state
 
-    def under_load(self, bdfs: Iterable[str], seconds: float) -> dict[str, LoadReadings | Unavailable]:
+    def under_load(
+        self, bdfs: Iterable[str], seconds: float, python: str | None = None
+    ) -> dict[str, LoadReadings | Unavailable]:
         by_bdf = {g.bdf: g for g in self._state.gpus}
         out: dict[str, LoadReadings | Unavailable] = {}
         for bdf in bdfs:
@@ -334,7 +339,9 @@ class LiveNvml:
         v = self._read(lambda: int(self._nv.nvmlDeviceGetPcieReplayCounter(self._handles[index])))
         return None if isinstance(v, Unavailable) else int(v)
 
-    def under_load(self, bdfs: Iterable[str], seconds: float) -> dict[str, LoadReadings | Unavailable]:
+    def under_load(
+        self, bdfs: Iterable[str], seconds: float, python: str | None = None
+    ) -> dict[str, LoadReadings | Unavailable]:
         from .load import measure_under_load
 
         index = {g.bdf: g.index for g in self.system().gpus}
@@ -342,7 +349,7 @@ class LiveNvml:
         out: dict[str, LoadReadings | Unavailable] = {
             b: Unavailable(f"{b} is not among the GPUs NVML sees") for b in bdfs if b not in index
         }
-        out.update(measure_under_load(self, {b: index[b] for b in wanted}, seconds))
+        out.update(measure_under_load(self, {b: index[b] for b in wanted}, seconds, python))
         return out
 
     def close(self) -> None:

@@ -140,7 +140,7 @@ class Launcher:
             for w in pending:
                 assert w.group is not None
                 rc = w.group.poll()
-                if rc is not None:
+                if rc is not None and not done(w):  # it may have written its file just before exiting
                     out.crashed = {
                         "stage": "set-up" if what == "ready" else "measure",
                         "worker": w.name,
