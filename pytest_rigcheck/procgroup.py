@@ -206,16 +206,12 @@ def start_group(
     Raises:
         OSError: the program cannot be run (not found, not executable); nothing was started.
     """
-    out: object = subprocess.DEVNULL
-    f = None
-    if log is not None:
-        f = log.open("ab" if append else "wb")
-        out = f
+    f = log.open("ab" if append else "wb") if log is not None else None
     try:
         proc = subprocess.Popen(  # noqa: S603 - argv built by rigcheck or given by the user's own profile
             list(argv),
             stdin=subprocess.DEVNULL,
-            stdout=out,  # type: ignore[arg-type]
+            stdout=f if f is not None else subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             cwd=cwd,

@@ -67,12 +67,11 @@ def measure_under_load(
         )
         return dict.fromkeys(gpus, why)
     from ..p2p.lock import MeasureLockError, measure_lock
+    from .holders import gpu_holders
 
-    if gpu_released is None:
-        from .holders import gpu_holders as gpu_released
     try:
         with measure_lock():
-            return _run(nvml, gpus, seconds, python, timeout_s, gpu_released)
+            return _run(nvml, gpus, seconds, python, timeout_s, gpu_released or gpu_holders)
     except (MeasureLockError, TimeoutError) as exc:
         return dict.fromkeys(gpus, Unavailable(f"no load could be run: {exc}"))
 
