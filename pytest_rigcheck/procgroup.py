@@ -242,6 +242,19 @@ def stop_groups(
     return [g.stop_report for g in groups if g.stop_report is not None]
 
 
+def run(argv: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None) -> int | None:
+    """Run ``argv`` in its own group to the end: its exit code, or None when it ran past ``timeout_s``
+    (then the whole group is stopped). Output is discarded.
+
+    Raises:
+        OSError: the program cannot be run.
+    """
+    g = start_group(argv, env=env)
+    code = g.wait(timeout_s)
+    g.stop(grace_s=1.0, reap_s=5.0)
+    return code
+
+
 def live_groups() -> list[Group]:
     """Groups started here and not yet stopped, oldest first (a group whose members all exited on their
     own is dropped here)."""
@@ -375,6 +388,7 @@ __all__ = [
     "group_members",
     "live_groups",
     "log_tail",
+    "run",
     "start_group",
     "stop_all",
     "stop_groups",

@@ -112,6 +112,46 @@ class TestGroup:
         assert "stopping this process group: test says stop" in (tmp_path / "a.log").read_text()
 
 
+class TestRun:
+    def test_exit_code(self) -> None:
+        assert procgroup.run([sys.executable, "-c", "import sys; sys.exit(3)"], 30) == 3
+
+    def test_past_the_deadline_is_stopped(self, tmp_path: Path) -> None:
+        """A program still running at the deadline: None, and its group (child included) is gone."""
+        script = tmp_path / "s.py"
+        script.write_text(
+            "import subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+            "time.sleep(600)\n"
+        )
+        t0 = time.monotonic()
+        assert procgroup.run([sys.executable, str(script)], 1.0) is None
+        assert time.monotonic() - t0 < 10
+        assert not [g for g in live_groups() if str(script) in g.argv]
+
+    def test_worker_interpreter_checks(self) -> None:
+        """The P2P plugin's torch probe runs through it: a missing interpreter or torch is one line."""
+        from pytest_rigcheck.p2p.session import torch_missing
+
+        assert "cannot run the worker interpreter /nonexistent/python" in str(
+            torch_missing("/nonexistent/python")
+        )
+        has_torch = (
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)",
+                ],
+                check=False,
+            ).returncode
+            == 0
+        )
+        assert torch_missing(sys.executable) == (
+            None if has_torch else f"PyTorch is not installed for {sys.executable}"
+        )
+
+
 class TestReading:
     def test_group_members_from_proc(self, tmp_path: Path) -> None:
         """proc(5) stat: comm with spaces and parentheses; zombies and other groups are left out."""

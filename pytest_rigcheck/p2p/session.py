@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +27,16 @@ def torch_missing(python: str | None) -> str | None:
     """Why the workers cannot import torch, or None. Does not import torch here."""
     if python is None:
         return None if importlib.util.find_spec("torch") is not None else "PyTorch is not installed"
+    from ..procgroup import run
+
     try:
-        rc = subprocess.run(
-            [python, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        ).returncode
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"cannot run the worker interpreter {python}: {exc}"
+        rc = run(
+            [python, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)"], 60
+        )
+    except OSError as exc:
+        return f"cannot run the worker interpreter {python}: {exc.strerror}"
+    if rc is None:
+        return f"cannot run the worker interpreter {python}: no answer within 60 s"
     return None if rc == 0 else f"PyTorch is not installed for {python}"
 
 
