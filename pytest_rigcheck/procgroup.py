@@ -47,11 +47,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def log_tail(path: Path | None, lines: int = TAIL_LINES, contains: str | None = None) -> list[str]:
+def log_tail(
+    path: Path | None, lines: int = TAIL_LINES, contains: str | None = None, max_chars: int = 4000
+) -> list[str]:
     """The last ``lines`` lines of a log file, for failure messages; ``[]`` when there is none.
 
     Reads at most the last 256 KiB. With ``contains``, only lines holding that text (``"NCCL"`` for a
-    hung rank), unless none do, then all lines.
+    hung rank), unless none do, then all lines. At most ``max_chars`` in all: earlier lines are dropped
+    first, and a single longer line keeps its end.
     """
     if path is None:
         return []
@@ -64,7 +67,10 @@ def log_tail(path: Path | None, lines: int = TAIL_LINES, contains: str | None = 
         return []
     if contains:
         text = [t for t in text if contains in t] or text
-    return text[-lines:]
+    text = text[-lines:]
+    while len(text) > 1 and sum(len(t) + 1 for t in text) > max_chars:
+        text.pop(0)
+    return [t[-max_chars:] for t in text]
 
 
 def group_members(pgid: int, proc_root: Path = PROC) -> list[Member]:

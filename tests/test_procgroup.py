@@ -174,6 +174,10 @@ class TestReading:
         assert log_tail(log, 2, contains="NCCL") == ["line 80 NCCL", "line 90 NCCL"]
         assert log_tail(log, 1, contains="absent") == ["line 99"]
         assert log_tail(tmp_path / "missing") == [] and log_tail(None) == []
+        log.write_text("a\n" + "x" * 5000 + "\n" + "b" * 10)
+        assert log_tail(log, max_chars=100) == ["b" * 10]  # a long line does not flood the message
+        log.write_text("x" * 5000)
+        assert log_tail(log, max_chars=100) == ["x" * 100]
 
 
 STARTS_SLEEP = textwrap.dedent("""

@@ -121,9 +121,8 @@ class Launcher:
             path = self.run_dir / f"result.{w.name}.json"
             out.results[w.name] = json.loads(path.read_text(encoding="utf-8"))
             assert w.group is not None
-            w.group.wait(
-                10
-            )  # it wrote its result; lingering in NCCL teardown is not a failure. Stopped below.
+            # It wrote its result; lingering in NCCL teardown is not a failure. Stopped below.
+            w.group.wait(10)
         self.kill(ws)
         out.wall_s = time.monotonic() - t0
         return out
