@@ -96,8 +96,14 @@ def _run(
 
 
 def load_worker(bdfs: list[str], seconds: float, run_dir: Path, python: str | None) -> Worker:
-    """The load worker for ``bdfs``, its plan written to ``run_dir`` (a seam: the P2P measurement can
-    start it beside its own workers, so both share one start-up; see ``Launcher.start``)."""
+    """The load worker for ``bdfs``, its plan written to ``run_dir``.
+
+    Also the seam for sharing start-up with the P2P measurement (not wired yet): ``p2p.measure.run``
+    would add this worker to the list it hands ``Launcher.start``, so its torch import and CUDA set-up
+    overlap the P2P/NCCL workers', run ``launcher.run_phase("load", during=Sampler(...))`` before its
+    "p2p" phase, under the one ``measure_lock`` it already holds, and give ``Sampler.readings(outcome)``
+    to the rig's GPU session. Nothing else changes: same run directory, handshake and timeouts.
+    """
     from ..p2p.launch import Worker, python_cmd, worker_env
 
     plan = run_dir / f"plan.{PHASE}.json"
