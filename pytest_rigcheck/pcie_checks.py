@@ -63,14 +63,14 @@ def acs(t: BridgeTarget) -> Verdict:
         return unreadable(
             f"{br.describe()}: config space unreadable ({br.config_error}); ACS state unknown",
             path=path,
-            fix=[ROOT_HINT],
+            fix=[rig.config_fix(br)],
         )
     if br.config.size <= 64:
         return unreadable(
             f"{br.describe()}: only {br.config.size} bytes of config space readable; ACS lives in extended "
             "config space (from offset 0x100), so its state is unknown",
             path=path,
-            fix=[ROOT_HINT],
+            fix=[rig.config_fix(br)],
         )
     props: dict[str, object] = {"bdf": br.bdf}
     if br.config.acs is None:
@@ -80,7 +80,7 @@ def acs(t: BridgeTarget) -> Verdict:
                 "read: ACS lives in extended config space (0x100-0xfff), so its state is unknown",
                 path=path,
                 fix=[
-                    ROOT_HINT,
+                    rig.config_fix(br),
                     "if root already reads 256 bytes, the kernel has no ECAM/MMCONFIG access here",
                 ],
             )
