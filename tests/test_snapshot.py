@@ -562,3 +562,18 @@ def test_same_snapshot_twice_ids(pytester: pytest.Pytester) -> None:
     out = result.stdout.str()
     assert "[rtx3090x2-gen4:" in out and "[rtx3090x2-gen4#2:" in out, out
     assert "#1" not in out and "_0]" not in out and "_1]" not in out, out
+
+
+def test_capture_onto_a_file_says_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """gate.md D25: `rigcheck capture EMPTYFILE` says the path is a file (it said "is not empty")."""
+    from pytest_rigcheck.cli import main
+
+    empty = tmp_path / "EMPTYFILE"
+    empty.touch()
+    assert main(["capture", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert f"{empty} exists and is a file; choose a new path" in err and "not empty" not in err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full/x").touch()
+    assert main(["capture", str(tmp_path / "full")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
