@@ -577,3 +577,41 @@ def test_capture_onto_a_file_says_file(tmp_path: Path, capsys: pytest.CaptureFix
     (tmp_path / "full/x").touch()
     assert main(["capture", str(tmp_path / "full")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_wheel_carries_snapshots_suites_and_license(tmp_path: Path) -> None:
+    """The built wheel holds every shipped snapshot as pytest_rigcheck/snapshots/NAME.tar.gz (a wheel
+    keeps no symlinks), the suites, the presets and the LICENSE; each packed snapshot opens and holds
+    nothing replay refuses. Builds in-process with hatchling (a dev dependency), no network."""
+    import zipfile
+
+    hatchling = pytest.importorskip("hatchling.builders.wheel")
+    from .conftest import REPO
+
+    wheel = Path(
+        next(hatchling.WheelBuilder(str(REPO)).build(directory=str(tmp_path), versions=["standard"]))
+    )
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        want = sorted(p.name for p in SNAPSHOTS.iterdir() if (p / "MANIFEST.toml").is_file())
+        packed = sorted(
+            n.removeprefix("pytest_rigcheck/snapshots/").removesuffix(".tar.gz")
+            for n in names
+            if n.startswith("pytest_rigcheck/snapshots/")
+        )
+        assert packed == want
+        assert "pytest_rigcheck/suites/test_acs.py" in names
+        assert "pytest_rigcheck/presets/2x-rtx3090-gen4.toml" in names
+        assert any(n.endswith("/LICENSE") and ".dist-info/" in n for n in names), sorted(names)
+        assert not any(n.startswith("fixtures/") for n in names)
+        size = sum(i.file_size for i in z.infolist() if i.filename.startswith("pytest_rigcheck/snapshots/"))
+        assert size < 1 << 20, size  # they pack to about 100 KB
+        z.extract("pytest_rigcheck/snapshots/rtxpro6000x4-switch.tar.gz", tmp_path)
+    snap = open_snapshot(tmp_path / "pytest_rigcheck/snapshots/rtxpro6000x4-switch.tar.gz")
+    try:
+        assert snap.manifest.name == "rtxpro6000x4-switch" and audit(snap.root) == []
+        assert len(list((snap.root / "sys/bus/pci/devices").iterdir())) == len(
+            list((SNAPSHOTS / "rtxpro6000x4-switch/sys/bus/pci/devices").iterdir())
+        )
+    finally:
+        snap.close()
