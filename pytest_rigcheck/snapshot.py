@@ -201,8 +201,12 @@ def _manifest_profile(value: object, where: str) -> str | None:
     return value
 
 
-def read_manifest(root: Path) -> Manifest:
-    """Read and validate ``MANIFEST.toml`` at ``root`` through ``Source``."""
+def read_manifest(root: Path, where: str | None = None) -> Manifest:
+    """Read and validate ``MANIFEST.toml`` at ``root`` through ``Source``.
+
+    ``where`` names it in messages (``ARCHIVE: MANIFEST.toml`` for a tarball), default its path.
+    """
+    where = where or str(root / MANIFEST)
     try:
         data = Source(root).read_bytes(MANIFEST, _MAX_MANIFEST, whole=True)
     except KeyError:
@@ -210,12 +214,12 @@ def read_manifest(root: Path) -> Manifest:
             f"{root}: no {MANIFEST}: not a rigcheck snapshot (make one with `rigcheck capture DIR`)"
         ) from None
     except SourceError as exc:
-        raise SnapshotError(f"{root}: {exc}") from None
+        raise SnapshotError(f"{where}: {exc.reason}") from None
     try:
         table = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SnapshotError(f"{root / MANIFEST}: {MANIFEST}: not valid TOML: {exc}") from None
-    return parse_manifest(table, str(root / MANIFEST))
+        raise SnapshotError(f"{where}: not valid TOML: {exc}") from None
+    return parse_manifest(table, where)
 
 
 def shipped() -> dict[str, Path]:
@@ -271,18 +275,18 @@ def open_snapshot(path: Path | str) -> Snapshot:
     tmp = tempfile.TemporaryDirectory(prefix="rigcheck-snapshot-")
     try:
         root = _safe_extract(origin, Path(tmp.name))
-        manifest = read_manifest(root)
-        _check_layout(root)
+        manifest = read_manifest(root, f"{origin}: {MANIFEST}")
+        _check_layout(root, str(origin))
     except BaseException:
         tmp.cleanup()
         raise
     return Snapshot(origin, root, manifest, tmp)
 
 
-def _check_layout(root: Path) -> None:
+def _check_layout(root: Path, where: str | None = None) -> None:
     devices = root / "sys/bus/pci/devices"
     if not devices.is_dir() or devices.is_symlink():
-        raise SnapshotError(f"{root}: partial snapshot: sys/bus/pci/devices is missing")
+        raise SnapshotError(f"{where or root}: partial snapshot: sys/bus/pci/devices is missing")
 
 
 def audit(root: Path, limit: int = 20) -> list[str]:
@@ -314,7 +318,7 @@ def audit(root: Path, limit: int = 20) -> list[str]:
                 else:
                     problem = f"{_special(mode)}, not a regular file: refused"
             if len(found) < limit:
-                found.append(f"{rel}: {problem}")
+                found.append(problem if problem.startswith(f"symlink {rel} -> ") else f"{rel}: {problem}")
             else:
                 more += 1
     if more:
