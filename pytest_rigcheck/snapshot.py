@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from .errors import SnapshotError, SourceError
-from .source import Source
+from .source import HARD_LINK, Source
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -84,14 +84,6 @@ class Snapshot:
     def source(self) -> Source:
         """The one reader, rooted at the snapshot."""
         return Source(self.root)
-
-    def read_json(self, name: str, limit: int = 64 << 20) -> Any:
-        """A JSON file of the snapshot (``nvml.json``, ``p2p.json``) through ``Source``.
-
-        Raises ``KeyError`` if absent, ``SourceError`` if refused (a link out of the snapshot, not a
-        regular file), too large or not JSON.
-        """
-        return self.source.read_json(name, limit)
 
     def profile(self) -> Profile | None:
         """The manifest's ``profile``: a file inside the snapshot, else a preset name; ``None`` if unset.
@@ -290,7 +282,8 @@ def _check_layout(root: Path, where: str | None = None) -> None:
 
 
 def audit(root: Path, limit: int = 20) -> list[str]:
-    """Entries of a snapshot directory that replay refuses: links leaving it, FIFOs, devices, sockets.
+    """Entries of a snapshot directory that replay refuses: links leaving it, FIFOs, devices, sockets,
+    hard-linked files.
 
     Each is ``"path: reason"``; at most ``limit`` are listed, then a count. Nothing is opened: the
     walk uses ``lstat`` and ``readlink`` only, and links are resolved as ``Source`` resolves them.
@@ -303,11 +296,14 @@ def audit(root: Path, limit: int = 20) -> list[str]:
         for name in sorted(dirnames + filenames):
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
             try:
-                mode = os.lstat(os.path.join(dirpath, name)).st_mode
+                st = os.lstat(os.path.join(dirpath, name))
             except OSError as exc:
                 problem = exc.strerror or str(exc)
             else:
-                if stat.S_ISLNK(mode):
+                mode = st.st_mode
+                if stat.S_ISREG(mode) and st.st_nlink > 1:
+                    problem = HARD_LINK.format(n=st.st_nlink)
+                elif stat.S_ISLNK(mode):
                     try:
                         src.resolve(rel)
                         continue

@@ -18,6 +18,9 @@ from typing import Any
 
 from .errors import RefusedError, SourceError
 
+# A hard link has no direction: another name of the same file may lie outside the snapshot
+# (``ln /etc/shadow snap/p2p.json``). Capture, git and tar extraction here never make one.
+HARD_LINK = "a hard link ({n} names): the file may also lie outside the snapshot: refused"
 _MAX_LINKS = 40  # as the kernel's MAXSYMLINKS: a loop is an error, not a hang
 
 
@@ -108,7 +111,8 @@ class Source:
 
         Anything but a regular file (a FIFO, a device node, a socket, a directory) is refused with
         ``RefusedError`` from ``lstat`` *before* any ``open``: opening a FIFO wakes its writer and
-        opening some character devices has side effects. The file is then opened with
+        opening some character devices has side effects. In a snapshot, a file with several hard
+        links is refused too: one of its names may be outside the snapshot. The file is then opened with
         ``O_NOFOLLOW | O_NONBLOCK`` and ``fstat`` must show the same regular file.
 
         Args:
@@ -126,6 +130,8 @@ class Source:
             raise SourceError(rel, exc.strerror or str(exc)) from exc
         if not stat.S_ISREG(st.st_mode):
             raise RefusedError(rel, f"{_kind(st.st_mode)}, not a regular file: refused without opening it")
+        if not self.live and st.st_nlink > 1:
+            raise RefusedError(rel, HARD_LINK.format(n=st.st_nlink))
         try:
             fd = os.open(
                 path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)

@@ -615,3 +615,15 @@ def test_wheel_carries_snapshots_suites_and_license(tmp_path: Path) -> None:
         )
     finally:
         snap.close()
+
+
+def test_hard_link_listed_as_refused(tmp_path: Path) -> None:
+    """A GPU config hard-linked to a file outside the snapshot is refused and listed (a variant of D18)."""
+    copy = _copy(tmp_path, "rtx3090x2-gen4")
+    config = next(copy.glob("sys/devices/pci*/**/0000:4b:00.0/config"))
+    outside = tmp_path / "outside-config"
+    shutil.copy(config, outside)
+    config.unlink()
+    os.link(outside, config)
+    snap = open_snapshot(copy)
+    assert len(snap.refused) == 1 and "0000:4b:00.0/config: a hard link" in snap.refused[0]

@@ -152,3 +152,11 @@ class TestReadJson:
             src.read_json("p2p.json")
         with pytest.raises(RefusedError, match=r"symlink nvml.json -> \.\./p2p.json leaves the snapshot"):
             src.read_json("nvml.json")
+
+
+def test_hard_link_refused_in_snapshot(root: Path, tmp_path: Path) -> None:
+    """A hard link has no direction: `ln /etc/shadow snap/p2p.json` would read a host file. A snapshot
+    file with more than one name is refused (capture, git and our tar extraction never make one)."""
+    os.link(tmp_path / "secret", root / "p2p.json")
+    with pytest.raises(RefusedError, match=r"a hard link \(2 names\)"):
+        Source(root).read_json("p2p.json")
