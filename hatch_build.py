@@ -5,7 +5,9 @@ A wheel is a zip file and keeps no symlinks, while a snapshot is mostly the kern
 is packed as a tarball (links kept as links, about 120 KB for all of them), and ``--rig-snapshot=NAME``
 opens it like any other ``.tar.gz`` snapshot. Empty directories are not in git either: the manifests
 list them (``empty_dirs``), so a snapshot reads the same from a checkout, a tarball or a wheel.
-An editable install reads the directories in the checkout instead.
+An editable install reads the directories in the checkout instead. The sdist carries the same
+tarballs in place of the directories (its tar writer does not keep the links either), so a wheel built
+from it (``python -m build``) has them too.
 """
 
 from __future__ import annotations
@@ -47,11 +49,11 @@ def pack(directory: Path, archive: Path) -> None:
 
 class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        if self.target_name != "wheel" or version == "editable":
+        if self.target_name not in ("wheel", "sdist") or version == "editable":
             return
         src = Path(self.root) / SNAPSHOTS
         if not src.is_dir():
-            return
+            return  # a wheel built from the sdist: the tarballs are already in pytest_rigcheck/snapshots
         self._tmp = tempfile.mkdtemp(prefix="rigcheck-snapshots-")
         for snap in sorted(src.iterdir()):
             if not (snap / "MANIFEST.toml").is_file():

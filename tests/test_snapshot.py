@@ -627,3 +627,25 @@ def test_hard_link_listed_as_refused(tmp_path: Path) -> None:
     os.link(outside, config)
     snap = open_snapshot(copy)
     assert len(snap.refused) == 1 and "0000:4b:00.0/config: a hard link" in snap.refused[0]
+
+
+def test_sdist_carries_snapshots_as_tarballs(tmp_path: Path) -> None:
+    """The sdist carries the snapshots as the same tarballs, not as directories (its tar writer keeps no
+    links), so a wheel built from it (`python -m build`) has them too."""
+    hatchling = pytest.importorskip("hatchling.builders.sdist")
+    from .conftest import REPO
+
+    sdist = Path(next(hatchling.SdistBuilder(str(REPO)).build(directory=str(tmp_path))))
+    with tarfile.open(sdist) as tar:
+        names = [m.name.split("/", 1)[1] for m in tar.getmembers()]
+    want = sorted(p.name for p in SNAPSHOTS.iterdir() if (p / "MANIFEST.toml").is_file())
+    assert (
+        sorted(
+            n.removeprefix("pytest_rigcheck/snapshots/").removesuffix(".tar.gz")
+            for n in names
+            if n.startswith("pytest_rigcheck/snapshots/")
+        )
+        == want
+    )
+    assert not any(n.startswith("fixtures/") for n in names)
+    assert "LICENSE" in names and "hatch_build.py" in names and "suites/test_acs.py" in names
