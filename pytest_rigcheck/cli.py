@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "capture":
             from .capture import capture
 
-            if args.out.exists() and any(args.out.iterdir() if args.out.is_dir() else [args.out]):
+            if os.path.lexists(args.out) and not args.out.is_dir():
+                print(f"rigcheck: {args.out} exists and is a file; choose a new path", file=sys.stderr)
+                return 2
+            if args.out.is_dir() and any(args.out.iterdir()):
                 print(f"rigcheck: {args.out} exists and is not empty; choose a new path", file=sys.stderr)
                 return 2
             path = capture(args.out, name=args.name)

@@ -63,14 +63,14 @@ def acs(t: BridgeTarget) -> Verdict:
         return unreadable(
             f"{br.describe()}: config space unreadable ({br.config_error}); ACS state unknown",
             path=path,
-            fix=[ROOT_HINT],
+            fix=[rig.config_fix(br)],
         )
     if br.config.size <= 64:
         return unreadable(
             f"{br.describe()}: only {br.config.size} bytes of config space readable; ACS lives in extended "
             "config space (from offset 0x100), so its state is unknown",
             path=path,
-            fix=[ROOT_HINT],
+            fix=[rig.config_fix(br)],
         )
     props: dict[str, object] = {"bdf": br.bdf}
     if br.config.acs is None:
@@ -80,7 +80,7 @@ def acs(t: BridgeTarget) -> Verdict:
                 "read: ACS lives in extended config space (0x100-0xfff), so its state is unknown",
                 path=path,
                 fix=[
-                    ROOT_HINT,
+                    rig.config_fix(br),
                     "if root already reads 256 bytes, the kernel has no ECAM/MMCONFIG access here",
                 ],
             )
@@ -183,7 +183,7 @@ def link(t: LinkTarget) -> Verdict:
             f"{where_label} (to {gpu_names}): link status unreadable: no current/max_link_* in sysfs "
             f"and config space {down.config_error or 'has no PCIe capability'}",
             path=path,
-            fix=[ROOT_HINT],
+            fix=[rig.config_fix(down)],
         )
     hw_gen = min(g for g in (cap_gen, up_gen) if g)
     hw_width = min(w for w in (cap_width, up_width) if w)
@@ -361,7 +361,7 @@ def bifurcation(t: LaneGroupTarget) -> Verdict:
         if w is None:
             return unreadable(
                 f"{p.describe()}: link capability unreadable (no max_link_width, config {p.config_error})",
-                fix=[ROOT_HINT],
+                fix=[rig.config_fix(p)],
             )
         widths.append(w)
     split = "".join(f"x{w}" for w in widths)
@@ -395,7 +395,7 @@ def bifurcation(t: LaneGroupTarget) -> Verdict:
                 return unreadable(
                     f"{child.describe()} below lane group {t.key}: link capability unreadable "
                     f"(no max_link_width, config {child.config_error})",
-                    fix=[ROOT_HINT],
+                    fix=[rig.config_fix(child)],
                 )
             if cw and p.link_cap[1] and cw > p.link_cap[1]:
                 gpus_below = [g for g in tree.gpus if p in tree.ancestors(g.bdf)]

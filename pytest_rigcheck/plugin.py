@@ -135,9 +135,7 @@ class RigSession:
         for path in s.snapshots:
             try:
                 snap = open_snapshot(path)
-                profile = cli_profile
-                if profile is None and snap.manifest.profile:
-                    profile = load_profile(snap.manifest.profile, base=snap.root)
+                profile = cli_profile if cli_profile is not None else snap.profile()
                 rig = Rig.replay(snap, profile or Profile())
                 rig.pcie  # noqa: B018 - read the tree now, so a corrupt snapshot is a usage error
             except (RigcheckError, ValueError) as exc:
@@ -145,10 +143,11 @@ class RigSession:
                     r.close()
                 raise pytest.UsageError(f"{s.snapshot_source} {path}: {exc}") from None
             rigs.append(rig)
-        names = [r.name for r in rigs]
-        for r in rigs:
-            if names.count(r.name) > 1:  # two snapshots of one name: ids must still differ
-                r.name = f"{r.name}#{sum(1 for x in rigs[: rigs.index(r) + 1] if x.name == r.name)}"
+        seen: dict[str, int] = {}
+        for r in rigs:  # two snapshots of one name: ids must still differ (name, name#2, ...)
+            seen[r.name] = seen.get(r.name, 0) + 1
+            if seen[r.name] > 1:
+                r.name = f"{r.name}#{seen[r.name]}"
         return rigs
 
     def close(self) -> None:

@@ -15,7 +15,6 @@ Only ``nvmlDeviceGet*``/``nvmlSystemGet*`` are ever called: the plugin is read-o
 from __future__ import annotations
 
 import ctypes
-import json
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -106,16 +105,22 @@ class RecordedNvml:
     @classmethod
     def open(cls, snapshot_root: Path, name: str) -> RecordedNvml:
         """Read ``nvml.json`` of a snapshot; a missing or corrupt one raises ``RigcheckError`` with the path."""
+        from ..errors import SourceError
+        from ..source import Source
+
         path = snapshot_root / NVML_JSON
-        if path.is_symlink() or not path.is_file():
+        try:
+            data = Source(snapshot_root).read_json(NVML_JSON)
+        except KeyError:
             raise RigcheckError(
                 f"snapshot {name}: no {NVML_JSON}: NVML state was not captured "
                 "(capture again with `rigcheck capture DIR` on the rig, with pytest-rigcheck[nvml])"
-            )
+            ) from None
+        except SourceError as exc:
+            raise RigcheckError(f"snapshot {name}: {exc}") from None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
             state = SystemState.from_json(data, str(path))
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        except ValueError as exc:
             raise RigcheckError(f"{path}: corrupt: {exc}") from None
         if not state.origin:
             state.origin = f"{NVML_JSON} of snapshot {name}"

@@ -101,15 +101,14 @@ class P2pSession:
     def _obtain(self) -> tuple[str, Any]:
         rig = self.rig
         if not rig.is_live:
-            path = rig.root / P2P_JSON
-            if not path.is_file():
+            try:
+                return ("ok", load(rig.source, f"snapshot {rig.name}"))
+            except KeyError:
                 return (
                     "skip",
                     f"{rig.name}: this snapshot has no {P2P_JSON}; P2P and NCCL figures are measured on the "
                     "rig itself (pytest --rig) or recorded by `rigcheck capture` there",
                 )
-            try:
-                return ("ok", load(path, f"snapshot {rig.name}"))
             except RigcheckError as exc:
                 return ("fail", f"UNREADABLE, not a pass: {exc}")
         if not Path(DRIVER_FILE).exists():
