@@ -9,6 +9,7 @@ just those pairs or groups) and the reading is appended: the verdict uses every 
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import time
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..runenv.state import selected_env
 from .figures import DEFINITIONS, FORMAT, group_key, pair_key
 from .launch import Launcher, PhaseOutcome, Worker, free_port, python_cmd, worker_env
 
@@ -205,6 +207,7 @@ def run(
         "pairs": {},
         "nccl": {"groups": {}},
         "runs": {k: _run_info(o) for k, o in outcomes.items()},
+        "env": selected_env(os.environ),  # the NCCL/CUDA variables the workers ran with
     }
     if "p2p" in outcomes:
         _fold_p2p(data, outcomes["p2p"])
