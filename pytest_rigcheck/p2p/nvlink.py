@@ -41,6 +41,23 @@ def _recorded_nvml(rig: Rig) -> dict[str, Any]:
     return data
 
 
+def _live_states(rig: Rig) -> dict[str, int]:
+    """Active NVLinks per GPU from the GPU suites' NVML state, where that session is already open (live)."""
+    session = rig.extras.get("gpu")
+    if session is None or not rig.is_live:
+        return {}
+    try:
+        gpus = session.system.gpus  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - no NVML here: no evidence, not an error of the diagnosis
+        return {}
+    out = {}
+    for g in gpus:
+        states = g.values.get("nvlink_states")
+        if isinstance(states, dict):
+            out[g.bdf.lower()[-12:]] = sum(1 for v in states.values() if v == 1)
+    return out
+
+
 def nvlink_links(rig: Rig, data: dict[str, Any] | None, a: str, b: str) -> int | None:
     """NVLinks between GPUs ``a`` and ``b``: a count > 0 for peers (-1 for peers of unknown count),
     0 when the record says they are not NVLink peers, None when nothing recorded says."""
@@ -79,6 +96,11 @@ def nvlink_links(rig: Rig, data: dict[str, Any] | None, a: str, b: str) -> int |
             if isinstance(v, int) and not isinstance(v, bool):
                 status = v
                 break
+    states = states or _live_states(rig)
+    with_links = [k for k, n in states.items() if n > 0]
+    if status is None and sorted(with_links) == sorted({a[-12:], b[-12:]}):
+        # Only these two GPUs have active NVLinks: their links can only join each other.
+        status = 0
     if status is None:
         return None
     if status != 0:
@@ -86,9 +108,7 @@ def nvlink_links(rig: Rig, data: dict[str, Any] | None, a: str, b: str) -> int |
     counts = [_active(na), _active(nb)]
     if None in counts:
         counts = [states.get(a[-12:]), states.get(b[-12:])]
-    with_links = [bdf for bdf, g in gpus.items() if (_active((g or {}).get("nvlink")) or 0) > 0] or [
-        k for k, n in states.items() if n > 0
-    ]
+    with_links = [bdf for bdf, g in gpus.items() if (_active((g or {}).get("nvlink")) or 0) > 0] or with_links
     if all(isinstance(c, int) and c > 0 for c in counts) and counts[0] == counts[1] and len(with_links) == 2:
         return int(counts[0])  # type: ignore[arg-type]
     return -1

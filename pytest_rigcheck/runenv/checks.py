@@ -269,6 +269,19 @@ def gpu_visible(t: GpuTarget, env: RunEnv) -> Verdict:
     if why is None:
         if isinstance(env.dev_nvidia, Unread) and cvd is None:
             return _env_unreadable(f"{t.label}: GPU visibility", env.dev_nvidia)
+        mine = info.get(bdf)
+        if (
+            isinstance(env.dev_nvidia, list)
+            and len(env.dev_nvidia) < n
+            and (mine is None or mine.minor is None)
+        ):
+            return unreadable(
+                f"{t.label}: only {len(env.dev_nvidia)} /dev/nvidia* node(s) for {n} GPUs, and the driver's "
+                f"/proc/driver/nvidia/gpus/{bdf}/information (its device minor) is not readable: cannot tell "
+                "whether this GPU is the one missing",
+                measured=measured,
+                fix=["ls -l /dev/nvidia*; cat /proc/driver/nvidia/gpus/*/information"],
+            )
         return passed(
             f"{t.label}: visible to CUDA ({visible_n} of {n} GPUs visible)", measured=measured, **fields
         )
@@ -379,6 +392,9 @@ def nccl_transport_env(rig: Rig, env: RunEnv, figures: dict[str, Any] | None = N
     bdfs = [g.bdf for g in rig.pcie.gpus]
     from ..errors import ProfileError
     from ..p2p import thresholds as th
+    from ..p2p.session import recorded_figures
+
+    figures = figures if figures is not None else recorded_figures(rig)
 
     try:
         required = th.p2p_required(rig)

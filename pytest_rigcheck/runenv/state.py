@@ -471,10 +471,11 @@ def hidden_gpus(rig: Rig, env: RunEnv | None = None) -> dict[str, str]:
             if g.minor is not None and g.minor not in env.dev_nvidia:
                 where = "the container's device list" if env.in_container else "this machine's /dev"
                 hidden[g.bdf] = f"no /dev/nvidia{g.minor} in {where}"
-            elif not g.listed and env.in_container:
+            elif not g.listed and env.in_container and any(o.listed for o in ordered):
+                # The container toolkit hides the driver's entries of the GPUs it did not pass in.
                 hidden[g.bdf] = (
-                    "not passed to the container (the driver lists it on the host, not here: "
-                    "/proc/driver/nvidia/gpus has no entry for it)"
+                    "not passed to the container (the driver lists other GPUs here but not this one in "
+                    "/proc/driver/nvidia/gpus)"
                 )
     return hidden
 

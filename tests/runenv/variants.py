@@ -120,7 +120,10 @@ def docker_small_shm(dest: Path) -> Path:
             shm={"total_b": 64 * MIB, "free_b": 64 * MIB},
             memlock={"soft": 64 * 1024, "hard": 64 * 1024},
             meminfo={"MemTotal": 128 * GIB, "MemAvailable": 110 * GIB},
-            container=["/.dockerenv exists (Docker)", "the root filesystem is overlay (a container image's layers)"],
+            container=[
+                "/.dockerenv exists (Docker)",
+                "the root filesystem is overlay (a container image's layers)",
+            ],
         ),
     )
     (snap / "rig.toml").write_text(PROFILE_TP2)
