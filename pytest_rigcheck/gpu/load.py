@@ -10,6 +10,7 @@ Live only; needs torch (``pytest-rigcheck[torch]``). Reads NVML, never sets anyt
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -60,9 +61,14 @@ def measure_under_load(
         if bdf in tmap:
             devices[bdf] = tmap[bdf]
         else:
+            cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
             out[bdf] = Unavailable(
                 f"no load could be run: torch has no device at {bdf} "
-                "(CUDA_VISIBLE_DEVICES hides it, or this torch does not report PCI ids)"
+                + (
+                    f"(hidden by CUDA_VISIBLE_DEVICES={cvd}: unset it or list every GPU)"
+                    if cvd is not None
+                    else "(this torch does not report PCI ids)"
+                )
             )
     if not devices:
         return out

@@ -58,17 +58,42 @@ def _live_states(rig: Rig) -> dict[str, int]:
     return out
 
 
+def _nvml_tables(rig: Rig) -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
+    """The snapshot's nvml.json, active NVLinks per GPU and NVML index per GPU (keyed by bus id), once per rig."""
+    kept = rig.extras.get("nvlink_tables")
+    if isinstance(kept, tuple):
+        return kept  # type: ignore[return-value]
+    nvml = _recorded_nvml(rig)
+    states: dict[str, int] = {}
+    idx: dict[str, Any] = {}
+    for g in nvml.get("gpus") or []:
+        if not isinstance(g, dict):
+            continue
+        key = str(g.get("bdf", "")).lower()[-12:]
+        idx[key] = g.get("index")
+        if isinstance(g.get("nvlink_states"), dict):
+            states[key] = sum(1 for s in g["nvlink_states"].values() if s == 1)
+    out = (nvml, states, idx)
+    rig.extras["nvlink_tables"] = out
+    return out
+
+
 def nvlink_links(rig: Rig, data: dict[str, Any] | None, a: str, b: str) -> int | None:
     """NVLinks between GPUs ``a`` and ``b``: a count > 0 for peers (-1 for peers of unknown count),
     0 when the record says they are not NVLink peers, None when nothing recorded says."""
     data = data or {}
     gpus = data.get("gpus") if isinstance(data.get("gpus"), dict) else {}
     na, nb = (gpus.get(a) or {}).get("nvlink"), (gpus.get(b) or {}).get("nvlink")
+    gpu_keys = {g.bdf[-12:] for g in rig.pcie.gpus}
     for x, y in ((na, b), (nb, a)):
         remotes = x.get("remotes") if isinstance(x, dict) else None
         if isinstance(remotes, dict) and remotes:
             n = remotes.get(y[-12:])
-            return n if isinstance(n, int) and n > 0 else 0
+            if isinstance(n, int) and n > 0:
+                return n
+            if set(remotes) & gpu_keys:
+                return 0  # its links end at other GPUs, not this one
+            # links that end at NVSwitches: the pair's status below says whether they reach each other
     status = None
     pairs = data.get("pairs") if isinstance(data.get("pairs"), dict) else {}
     for key in (f"{a}->{b}", f"{b}->{a}"):
@@ -76,19 +101,8 @@ def nvlink_links(rig: Rig, data: dict[str, Any] | None, a: str, b: str) -> int |
         if isinstance(v, int) and not isinstance(v, bool):
             status = v
             break
-    nvml = _recorded_nvml(rig)
-    states: dict[str, int] = {}
-    for g in nvml.get("gpus") or []:
-        if isinstance(g, dict) and isinstance(g.get("nvlink_states"), dict):
-            states[str(g.get("bdf", "")).lower()[-12:]] = sum(
-                1 for s in g["nvlink_states"].values() if s == 1
-            )
+    nvml, states, idx = _nvml_tables(rig)
     if status is None:
-        idx = {
-            str(g.get("bdf", "")).lower()[-12:]: g.get("index")
-            for g in nvml.get("gpus") or []
-            if isinstance(g, dict)
-        }
         ia, ib = idx.get(a[-12:]), idx.get(b[-12:])
         p2p = nvml.get("p2p") if isinstance(nvml.get("p2p"), dict) else {}
         for key in (f"{ia}-{ib}", f"{ib}-{ia}"):
@@ -96,7 +110,7 @@ def nvlink_links(rig: Rig, data: dict[str, Any] | None, a: str, b: str) -> int |
             if isinstance(v, int) and not isinstance(v, bool):
                 status = v
                 break
-    states = states or _live_states(rig)
+    states = dict(states) or _live_states(rig)
     with_links = [k for k, n in states.items() if n > 0]
     if status is None and sorted(with_links) == sorted({a[-12:], b[-12:]}):
         # Only these two GPUs have active NVLinks: their links can only join each other.

@@ -400,7 +400,10 @@ class GpuInfo:
 
 
 def driver_info(rig: Rig) -> dict[str, GpuInfo]:
-    """UUID and device minor per NVIDIA GPU (read through the rig's source, live or snapshot)."""
+    """UUID and device minor per NVIDIA GPU (read through the rig's source, live or snapshot), once per rig."""
+    kept = rig.extras.get("driver_info")
+    if isinstance(kept, dict):
+        return kept
     out = {}
     for fn in rig.pcie.gpus:
         if fn.vendor != 0x10DE:
@@ -415,6 +418,7 @@ def driver_info(rig: Rig) -> dict[str, GpuInfo]:
         out[fn.bdf] = GpuInfo(
             fn.bdf, uuid.group(1) if uuid else None, int(minor.group(1)) if minor else None, True
         )
+    rig.extras["driver_info"] = out
     return out
 
 
