@@ -443,6 +443,12 @@ def topology(t: PairTarget) -> Verdict:
     pair = f"{tree.gpu_label(t.a)} <-> {tree.gpu_label(t.b)}"
     props: dict[str, object] = {"topology": cls}
     limit = rig.profile.max_topology_class
+    from .p2p.nvlink import nvlink_links, nvlink_text
+
+    nvlink = nvlink_text(nvlink_links(rig, None, t.a.bdf, t.b.bdf))
+    if nvlink:  # GPU-to-GPU traffic takes NVLink, closer than any PCIe class (nvidia-smi topo -m: NV#)
+        props["topology"] = nvlink.removeprefix("NVLink peers (").rstrip(")") if "(" in nvlink else "NV"
+        return passed(f"{pair}: {nvlink} (PCIe path {cls}, not used between them)", properties=props)
     if limit is None:
         note = ""
         if TOPOLOGY_CLASSES.index(cls) > TOPOLOGY_CLASSES.index("PXB"):

@@ -44,3 +44,20 @@ def test_not_peers() -> None:
     assert nvlink_links(h200(), data, A, B) == 0 and nvlink_text(0) is None
     pcie = Rig.replay(open_snapshot(SNAPSHOTS / "rtx3090x2-gen4"), Profile())
     assert nvlink_text(nvlink_links(pcie, None, "0000:21:00.0", "0000:4b:00.0")) is None
+
+
+def test_topology_check_names_nvlink_peers() -> None:
+    """test_topology_class on 2x H200: NVLink peers (NV18), not 'PHB: NCCL uses P2P only up to PXB'."""
+    import tomllib
+
+    from pytest_rigcheck.pcie_checks import topology
+    from pytest_rigcheck.profile import parse_profile
+    from pytest_rigcheck.targets import PairTarget
+
+    rig = Rig.replay(
+        open_snapshot(SNAPSHOTS / "h200x2-nvlink"),
+        parse_profile(tomllib.loads('[topology]\nmax_class = "PIX"\n'), "rig.toml"),
+    )
+    v = topology(PairTarget(rig, rig.pcie.functions[A], rig.pcie.functions[B]))
+    assert v.ok and "NVLink peers (NV18)" in v.summary and "PXB" not in v.summary
+    assert v.properties["topology"] == "NV18"
