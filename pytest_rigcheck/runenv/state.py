@@ -52,7 +52,7 @@ CONTAINER_MARKERS = (
     ("/run/.containerenv", "run/.containerenv", "Podman"),
 )
 _CGROUP_WORDS = ("docker", "kubepods", "containerd", "libpod", "lxc", "crio")
-_SECRET = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD)", re.I)
+_SECRET = re.compile(r"(TOKEN|SECRET|PASSWORD|_KEY$)", re.I)  # NCCL_IB_PKEY is kept
 
 
 class RunEnvMissing(RigcheckError):
