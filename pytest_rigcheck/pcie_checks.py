@@ -278,7 +278,7 @@ def link(t: LinkTarget) -> Verdict:
         )
     why = _not_idle_downshift(up, down, cur_gen)
     if why is None:
-        # NVIDIA GPUs drop link speed when idle (REFERENCE 3.3 #17); no retrain for reliability
+        # NVIDIA GPUs drop link speed when idle (nvidia-smi -q: Gen1 at idle; local-inference-lab/rtx6kpro#88); no retrain for reliability
         # is recorded on the port above (LnkSta LBMS clear), and the target speed allows full
         # speed, so this is the power-saving downshift. The GPU suite re-reads it under load.
         props["link_state"] = "idle-downshift"
@@ -297,7 +297,8 @@ def link(t: LinkTarget) -> Verdict:
     )
 
 
-IDLE_MAX_GEN = 2  # NVIDIA GPUs idle at 2.5 GT/s, some cycling through 5 GT/s (REFERENCE 3.3 #17)
+# NVIDIA GPUs idle at 2.5 GT/s, some cycling through 5 GT/s (local-inference-lab/rtx6kpro#88)
+IDLE_MAX_GEN = 2
 
 
 def _not_idle_downshift(up: PciFunction | None, down: PciFunction, cur_gen: int) -> str | None:
@@ -443,6 +444,12 @@ def topology(t: PairTarget) -> Verdict:
     pair = f"{tree.gpu_label(t.a)} <-> {tree.gpu_label(t.b)}"
     props: dict[str, object] = {"topology": cls}
     limit = rig.profile.max_topology_class
+    from .p2p.nvlink import nvlink_links, nvlink_text
+
+    nvlink = nvlink_text(nvlink_links(rig, None, t.a.bdf, t.b.bdf))
+    if nvlink:  # GPU-to-GPU traffic takes NVLink, closer than any PCIe class (nvidia-smi topo -m: NV#)
+        props["topology"] = nvlink.removeprefix("NVLink peers (").rstrip(")") if "(" in nvlink else "NV"
+        return passed(f"{pair}: {nvlink} (PCIe path {cls}, not used between them)", properties=props)
     if limit is None:
         note = ""
         if TOPOLOGY_CLASSES.index(cls) > TOPOLOGY_CLASSES.index("PXB"):

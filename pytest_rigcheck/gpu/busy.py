@@ -1,7 +1,7 @@
 """Checks on readings taken while the GPU is busy: PCIe link as NVML sees it, link flapping, clock event reasons.
 
-Idle GPUs downshift their link (REFERENCE 3.3 #17), so the link is judged only under load. Clock event
-reason bits (REFERENCE 3.4 #27): 0x4 SW power cap is what a capped rig shows under load and passes;
+Idle GPUs downshift their link (nvidia-smi -q: Gen1 at idle), so the link is judged only under load. Clock event
+reason bits (NVML nvmlClocksEventReasons; Azure azurehpc-health-checks): 0x4 SW power cap is what a capped rig shows under load and passes;
 0x8 HW slowdown, 0x20 SW thermal, 0x40 HW thermal and 0x80 HW power brake fail.
 """
 

@@ -38,9 +38,66 @@ LIKELY_CAUSES = (
 )
 
 
-def fixes(rig: Rig, bdfs: list[str], nccl: bool = False) -> list[str]:
-    """The fixes that apply to these GPUs on this rig: ACS per bridge, IOMMU, NCCL's P2P level."""
+def _diagnosis_env(rig: Rig, data: dict[str, Any] | None) -> Any:
+    """The environment the figures were measured in: the run's own record (``p2p.json`` ``env``), else the
+    rig's ``RunEnv`` (live, or the snapshot's ``env.json``); None where neither says."""
+    from ..runenv.state import RunEnv, run_env_or_none
+
+    recorded = run_env_or_none(rig)
+    env = (data or {}).get("env")
+    if isinstance(env, dict) and all(isinstance(v, str) for v in env.values()):
+        return RunEnv("the P2P/NCCL run", env=dict(env), nccl_conf=recorded.nccl_conf if recorded else [])
+    return recorded
+
+
+def env_causes(rig: Rig, bdfs: list[str], data: dict[str, Any] | None = None) -> list[tuple[str, str, str]]:
+    """NCCL settings that kept these GPUs off P2P in the measured run: (setting, what it does, fix)."""
+    from ..runenv.checks import transport_causes
+
+    env = _diagnosis_env(rig, data)
+    return transport_causes(rig, env, bdfs, data) if env is not None else []
+
+
+def _hidden(rig: Rig, label: str, bdfs: list[str], data: dict[str, Any]) -> Verdict | None:
+    """UNREADABLE naming the variable (or container) that hid one of these GPUs from the measuring run."""
+    hidden = data.get("hidden")
+    if not isinstance(hidden, dict):
+        from ..runenv.state import hidden_gpus
+
+        hidden = hidden_gpus(rig, _diagnosis_env(rig, data))
+    gone = [(b, str(hidden[b])) for b in bdfs if b in hidden]
+    if not gone:
+        return None
+    bdf, why = gone[0]
+    if "CUDA_VISIBLE_DEVICES" in why:
+        fix = "unset CUDA_VISIBLE_DEVICES, or list every GPU: CUDA_VISIBLE_DEVICES=" + ",".join(
+            str(i) for i in range(len(rig.pcie.gpus))
+        )
+        what = f"{why}: unset it or list every GPU"
+    else:
+        fix = "pass every GPU to the container: docker run --gpus all (or NVIDIA_VISIBLE_DEVICES=all)"
+        what = why
+    return unreadable(
+        f"{label}: not measured: {bdf} is {what}",
+        measured=f"{bdf}: {why}",
+        expected="every GPU of the pair or group visible to the measuring processes",
+        fix=[fix],
+        cause="test_gpu_visible",
+    )
+
+
+def fixes(rig: Rig, bdfs: list[str], nccl: bool = False, data: dict[str, Any] | None = None) -> list[str]:
+    """The fixes that apply to these GPUs on this rig: an NCCL setting that turns P2P off (first: it is the
+    cause wherever it is set), ACS per bridge, IOMMU, NCCL's P2P level for pairs beyond its default cut-off.
+    NVLink peers are named so, never by a PCIe class."""
+    from .nvlink import nvlink_links, nvlink_text
+    from .session import recorded_figures
+
     tree, out = rig.pcie, []
+    data = data if data is not None else recorded_figures(rig)
+    causes = env_causes(rig, bdfs, data) if nccl else []
+    for text, what, fix in causes:
+        out.append(f"{fix}   ({text} {what}; NCCL user guide, Environment Variables)")
     seen: set[str] = set()
     for a, b in permutations(bdfs, 2):
         for br in tree.bridges_between(a, b):
@@ -58,14 +115,21 @@ def fixes(rig: Rig, bdfs: list[str], nccl: bool = False) -> list[str]:
         out.append(
             "IOMMU translating GPU DMA: " + grub_fix(rig.cpu_vendor, "passthrough" in rig.profile.iommu_allow)
         )
-    if nccl:
-        classes = {pair_class(tree, a, b) for a, b in permutations(bdfs, 2)}
+    links = {(a, b): nvlink_links(rig, data, a, b) for a, b in permutations(bdfs, 2)}
+    if nccl and not causes:
+        classes = {pair_class(tree, a, b) for (a, b), n in links.items() if not nvlink_text(n)}
         beyond = classes & {"PHB", "NODE", "SYS"}
         if beyond:
             out.append(
-                f"pairs are {'/'.join(sorted(beyond))} apart: NCCL's default P2P cut-off is PXB; with ACS off and "
-                "the IOMMU off, set NCCL_P2P_LEVEL=SYS (REFERENCE 3.4 #24)"
+                f"pairs are {'/'.join(sorted(beyond))} apart: NCCL's default P2P cut-off is PXB (NVIDIA/nccl "
+                "src/graph/paths.cc); with ACS off and the IOMMU off, set NCCL_P2P_LEVEL=SYS"
             )
+    peers = {nvlink_text(n) for n in links.values()}
+    if not out and links and None not in peers:
+        out.append(
+            f"the GPUs are {sorted(p for p in peers if p)[0]}: check every link is up (`nvidia-smi nvlink -s`), "
+            "and run with NCCL_DEBUG=INFO to see each channel's transport ('via P2P/...')"
+        )
     if not out:
         out.append(
             "no ACS redirect or IOMMU translation found on the path; check the links trained "
@@ -132,6 +196,9 @@ def _run_failure(
 def _pair(t: RouteTarget, data: dict[str, Any]) -> dict[str, Any] | Verdict:
     """The pair's figures, or the verdict that ends the check: the run failed, nothing recorded, or
     no P2P where the profile does not require it."""
+    hidden = _hidden(t.rig, f"{t.label}: P2P", [t.src.bdf, t.dst.bdf], data)
+    if hidden is not None:
+        return hidden
     failure = _run_failure(
         t.rig, f"{t.label}: P2P measurement", data.get("runs", {}).get("p2p"), [t.src.bdf, t.dst.bdf], False
     )
@@ -376,6 +443,9 @@ def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
 
 def ipc(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     """A buffer written by SRC's process reads back right in DST's process through a CUDA IPC handle."""
+    hidden = _hidden(t.rig, f"{t.label}: CUDA IPC", [t.src.bdf, t.dst.bdf], data)
+    if hidden is not None:
+        return hidden
     group = (data.get("nccl", {}).get("groups", {}) or {}).get(
         group_key([g.bdf for g in t.rig.pcie.gpus])
     ) or {}
@@ -435,6 +505,9 @@ def ipc(t: RouteTarget, data: dict[str, Any]) -> Verdict:
 
 def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
     """H2D (``figure="h2d"``) or D2H bandwidth of one GPU against its own link."""
+    hidden = _hidden(t.rig, f"{t.label}: host bandwidth", [t.gpu.bdf], data)
+    if hidden is not None:
+        return hidden
     failure = _run_failure(
         t.rig, f"{t.label}: host bandwidth measurement", data.get("runs", {}).get("p2p"), [t.gpu.bdf], False
     )
@@ -502,6 +575,9 @@ def _group(t: GroupTarget, data: dict[str, Any]) -> dict[str, Any] | Verdict:
             expected="GPU indices below the rig's GPU count",
             fix=["correct [rig] tp_groups in the profile"],
         )
+    hidden = _hidden(t.rig, f"{t.label}: NCCL all-reduce", t.bdfs, data)
+    if hidden is not None:
+        return hidden
     entry: dict[str, Any] | None = data.get("nccl", {}).get("groups", {}).get(group_key(t.bdfs))
     if entry is None:
         return unreadable(f"{t.label}: no NCCL all-reduce figures for this group ({_where(data)})")
@@ -631,13 +707,22 @@ def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
             if not_p2p
             else f"P2P is only x{ratio:.2f} the host path"
         )
+        causes = env_causes(t.rig, t.bdfs, data)
+        if causes:
+            why += " because " + " and ".join(f"{c[0]} is set (it {c[1]})" for c in causes)
+        from .nvlink import nvlink_links, nvlink_text
+
+        peers = {nvlink_text(nvlink_links(t.rig, data, a, b)) for a, b in permutations(t.bdfs, 2)}
+        if None not in peers:
+            why += f"; the GPUs are {sorted(p for p in peers if p)[0]}"
         return failed(
             f"{t.label}: {why}",
             measured=measured,
             expected=f"NCCL channels via P2P, busbw at least x{P2P_SPEEDUP} the NCCL_P2P_DISABLE=1 control",
             path=_paths(t.rig, t.bdfs),
-            fix=fixes(t.rig, t.bdfs, True),
+            fix=fixes(t.rig, t.bdfs, True, data),
             properties=props,
+            cause="test_nccl_transport_env" if causes else None,
         )
     notes = [] if kinds else ["NCCL's transport lines were not recorded; judged on the control alone"]
     return passed(

@@ -9,6 +9,7 @@ just those pairs or groups) and the reading is appended: the verdict uses every 
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 from ..gpu.holders import gpu_holders
 from ..procgroup import free_port
+from ..runenv.state import selected_env
 from .figures import DEFINITIONS, FORMAT, group_key, pair_key
 from .launch import Launcher, PhaseOutcome, Worker, python_cmd, worker_env
 
@@ -207,6 +209,7 @@ def run(
         "pairs": {},
         "nccl": {"groups": {}},
         "runs": {k: _run_info(o) for k, o in outcomes.items()},
+        "env": selected_env(os.environ),  # the NCCL/CUDA variables the workers ran with
     }
     if "p2p" in outcomes:
         _fold_p2p(data, outcomes["p2p"])

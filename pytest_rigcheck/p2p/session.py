@@ -75,6 +75,15 @@ def decide(rig: Rig, data: dict[str, Any]) -> tuple[dict[str, list[str]], list[s
     return pairs, host, again
 
 
+def recorded_figures(rig: Rig) -> dict[str, Any] | None:
+    """The rig's P2P/NCCL figures if they have been obtained in this run (for diagnoses), else None."""
+    from .plugin import EXTRAS_KEY
+
+    s = rig.extras.get(EXTRAS_KEY)
+    outcome = s._outcome if isinstance(s, P2pSession) else None
+    return outcome[1] if outcome and outcome[0] == "ok" and isinstance(outcome[1], dict) else None
+
+
 class P2pSession:
     """One rig's P2P and NCCL figures, obtained on first use.
 
@@ -132,11 +141,15 @@ class P2pSession:
             return ("fail", f"UNREADABLE, not a pass: no measurement taken: {exc}")
 
     def _measure(self) -> dict[str, Any]:
+        from ..runenv.state import hidden_gpus
         from . import measure
         from .lock import measure_lock, read_shared, shared_result_path, write_shared
 
-        gpus = [g.bdf for g in self.rig.pcie.gpus]
-        nccl_groups = [g.bdfs for g in groups(self.rig) if not g.problem]
+        # GPUs a CUDA process here cannot see (CUDA_VISIBLE_DEVICES, the container's device list) are left
+        # out of the run and recorded, so their checks say why instead of a worker dying on a missing GPU.
+        hidden = hidden_gpus(self.rig)
+        gpus = [g.bdf for g in self.rig.pcie.gpus if g.bdf not in hidden]
+        nccl_groups = [g.bdfs for g in groups(self.rig) if not g.problem and not set(g.bdfs) & set(hidden)]
         shared = shared_result_path(self.testrunuid, self.rig.name)
         with measure_lock():
             data = read_shared(shared)
@@ -144,6 +157,7 @@ class P2pSession:
                 data = measure.measure(
                     gpus, nccl_groups, lambda d: decide(self.rig, d), self.timeout_s, self.python
                 )
+                data["hidden"] = hidden
                 when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
                 data["origin"] = f"measured live on {self.rig.name} ({when}, pid {os.getpid()})"
                 write_shared(shared, data)

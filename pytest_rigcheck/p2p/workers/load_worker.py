@@ -88,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         if bdf in tmap:
             loaded[bdf] = tmap[bdf]
         else:
-            missing[bdf] = (
-                f"no load could be run: torch has no device at {bdf} "
-                "(CUDA_VISIBLE_DEVICES hides it, or this torch does not report PCI ids)"
+            cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+            missing[bdf] = f"no load could be run: torch has no device at {bdf} " + (
+                f"(hidden by CUDA_VISIBLE_DEVICES={cvd}: unset it or list every GPU)"
+                if cvd is not None
+                else "(this torch does not report PCI ids)"
             )
     if not loaded:
         write_result(a.run_dir, a.name, {"loaded": {}, "missing": missing, "iterations": 0, "error": None})
