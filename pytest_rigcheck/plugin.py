@@ -119,8 +119,8 @@ class RigSession:
         return self._rigs
 
     def _load(self) -> list[Rig]:
-        from .errors import RigcheckError
-        from .profile import Profile, load_profile
+        from .errors import ProfileError, RigcheckError
+        from .profile import Profile, load_profile, match_rig
         from .rig import Rig
         from .snapshot import open_snapshot
 
@@ -130,16 +130,24 @@ class RigSession:
         except RigcheckError as exc:
             raise pytest.UsageError(f"{s.profile_source}: {exc}") from None
         if not s.snapshots:
-            return [Rig.live(cli_profile or Profile())]
+            rig = Rig.live(cli_profile or Profile())
+            try:
+                match_rig(rig.profile, rig)  # every device key names something here, before any check
+            except ProfileError as exc:
+                raise pytest.UsageError(f"{s.profile_source}: {exc}") from None
+            except RigcheckError as exc:
+                raise pytest.UsageError(f"live rig {rig.name}: {exc}") from None
+            return [rig]
         rigs: list[Rig] = []
         for path in s.snapshots:
             try:
                 snap = open_snapshot(path)
                 profile = cli_profile
-                if profile is None and snap.manifest.profile:
+                if profile is None and snap.manifest.profile is not None:
                     profile = load_profile(snap.manifest.profile, base=snap.root)
                 rig = Rig.replay(snap, profile or Profile())
                 rig.pcie  # noqa: B018 - read the tree now, so a corrupt snapshot is a usage error
+                match_rig(rig.profile, rig)  # every device key names something here, before any check
             except (RigcheckError, ValueError) as exc:
                 for r in rigs:
                     r.close()
@@ -380,7 +388,7 @@ def rig_pcie(rig: Rig) -> Any:
 def rig_profile(rig: Rig) -> Any:
     """The rig's expectations (``Profile``): from ``--rig-profile``, the snapshot's manifest, or hardware defaults.
 
-    Feature sections (``[power]``, ``[p2p]``, ``[vllm]``...) are in ``rig_profile.raw``.
+    Every section is parsed: ``rig_profile.section("power")`` and so on give typed objects (``raw`` keeps the TOML).
     """
     return rig.profile
 
