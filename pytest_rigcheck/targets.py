@@ -96,9 +96,8 @@ class LaneGroupTarget(_Target):
     def slots(self) -> list[str]:
         """Slot names (``/sys/bus/pci/slots``) of the root ports and the devices right below them, sorted."""
         tree = self.rig.pcie
-        found = {p.slot for p in self.ports if p.slot}
-        found |= {tree.functions[c].slot for p in self.ports for c in p.children if tree.functions[c].slot}
-        return sorted(found)  # type: ignore[arg-type]
+        below = [tree.functions[c] for p in self.ports for c in p.children]
+        return sorted({f.slot for f in (*self.ports, *below) if f.slot is not None})
 
     @property
     def profile_keys(self) -> list[str]:
