@@ -140,6 +140,7 @@ class RigSession:
             return [rig]
         rigs: list[Rig] = []
         for path in s.snapshots:
+            snap = None
             try:
                 snap = open_snapshot(path)
                 profile = cli_profile
@@ -151,6 +152,8 @@ class RigSession:
             except (RigcheckError, ValueError) as exc:
                 for r in rigs:
                     r.close()
+                if snap is not None:
+                    snap.close()
                 raise pytest.UsageError(f"{s.snapshot_source} {path}: {exc}") from None
             rigs.append(rig)
         names = [r.name for r in rigs]

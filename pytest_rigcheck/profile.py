@@ -452,7 +452,10 @@ def load_profile(spec: str, base: Path | None = None) -> Profile:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ProfileError(
-            str(spec), "profile", spec, f"a file path or a preset name ({', '.join(sorted(presets()))})"
+            "MANIFEST.toml" if base is not None else "profile",
+            "profile",
+            spec,
+            f"a file path or a preset name ({', '.join(sorted(presets()))}); leave the key out for none",
         )
     path = Path(spec)
     if base is not None and not path.is_absolute():
@@ -581,8 +584,8 @@ def match_rig(profile: Profile, rig: Rig) -> None:
                     )
                 claimed[f.bdf] = key
 
-    bif = profile.section("bifurcation")
-    if bif.splits:
+    if profile.bifurcation:
+        written = getattr(profile.sections.get("bifurcation"), "written", {})
         groups = lane_groups(rig)
         known: dict[str, str] = {}
         for g in groups:
@@ -592,8 +595,8 @@ def match_rig(profile: Profile, rig: Rig) -> None:
             for s in g.slots:
                 known[s.lower()] = g.key
         hits: dict[str, str] = {}
-        for norm in bif.splits:
-            text = bif.written.get(norm, norm)
+        for norm in profile.bifurcation:
+            text = written.get(norm, norm)
             if norm not in known:
                 listed = "; ".join(
                     f"{g.key} (root ports {', '.join(p.bdf for p in g.ports)}"
