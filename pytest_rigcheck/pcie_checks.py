@@ -190,8 +190,16 @@ def link(t: LinkTarget) -> Verdict:
     gpu_index = next((i for i, g in enumerate(tree.gpus) if g.bdf == down.bdf), None)
     want = rig.profile.link_for(down.bdf, down.slot, gpu_index)
     exp_gen, exp_width = want.gen or hw_gen, want.width or hw_width
-    src_gen = rig.profile.source if want.gen else "lesser of both ends' capability"
-    src_width = rig.profile.source if want.width else "lesser of both ends' capability"
+    src_gen = (
+        rig.profile.link_source(down.bdf, down.slot, gpu_index, "gen")
+        if want.gen
+        else "lesser of both ends' capability"
+    )
+    src_width = (
+        rig.profile.link_source(down.bdf, down.slot, gpu_index, "width")
+        if want.width
+        else "lesser of both ends' capability"
+    )
     props: dict[str, object] = {
         "link_gen": cur_gen,
         "link_width": cur_width,

@@ -420,11 +420,20 @@ class Profile:
         return section_parser(name)(self.raw.get(name, {}), self.where)
 
     def link_for(self, bdf: str, slot: str | None, index: int | None = None) -> LinkExpect:
-        """The link expectation for the hop ending at ``bdf``: its ``[links.device.X]`` table over ``[links]``."""
+        """The link expectation for the hop ending at ``bdf`` (GPU ``index``, in ``slot``): its
+        ``[links.device.X]`` table over ``[links]``."""
         for key, over in self.link_overrides.items():
             if key.matches(bdf, index, slot):
                 return LinkExpect(over.gen or self.links.gen, over.width or self.links.width)
         return self.links
+
+    def link_source(self, bdf: str, slot: str | None, index: int | None, what: str) -> str:
+        """Where the hop's ``what`` (``"gen"`` or ``"width"``) comes from, for messages:
+        ``profile rig.toml [links.device."0000:4b:00.0"] width``, or ``profile rig.toml [links] width``."""
+        for key, over in self.link_overrides.items():
+            if key.matches(bdf, index, slot) and getattr(over, what) is not None:
+                return f"{self.source} {key.table('links')} {what}"
+        return f"{self.source} [links] {what}"
 
 
 def section_parser(name: str) -> Callable[[dict[str, Any], str], Any]:

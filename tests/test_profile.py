@@ -600,3 +600,19 @@ def test_tp_groups_fix_keeps_pairs(open_rig: Any) -> None:
     v = tp_groups(rig, gpus)
     assert v.status == "fail"
     assert "[rig] tp_groups = [[0, 1], [2, 3]]" in v.fix[0]
+
+
+def test_link_names_its_device_table(open_rig: Any) -> None:
+    """gate.md D3 with the right address: the GPU's x8 link fails against its own table, which is named."""
+    from pytest_rigcheck import pcie_checks
+    from pytest_rigcheck.targets import links
+
+    p = parse_profile(
+        {"rig": {"gpus": 2}, "links": {"gen": 4, "width": 8, "device": {"0000:4b:00.0": {"width": 16}}}},
+        "p.toml",
+    )
+    rig = open_rig(SNAPSHOTS / "rtx3090x2-riser-x8", p)
+    match_rig(p, rig)
+    v = pcie_checks.link(next(t for t in links(rig) if t.down.bdf == "0000:4b:00.0"))
+    assert v.status == "fail", str(v)
+    assert 'x16 (profile p.toml [links.device."0000:4b:00.0"] width)' in v.expected
