@@ -89,7 +89,8 @@ def number(
     if ok and (value < lo or value > hi or (above and value == lo)):  # type: ignore[operator]
         ok = False
     if not ok:
-        rng = f"above {lo:g} and at most {hi:g}" if above else f"from {lo:g} to {hi:g}"
+        lo_t, hi_t = (str(int(x)) if float(x).is_integer() else f"{x:g}" for x in (lo, hi))
+        rng = f"above {lo_t} and at most {hi_t}" if above else f"from {lo_t} to {hi_t}"
         raise ProfileError(where, key, value, f"a number of {unit}, {rng}")
     return float(value)  # type: ignore[arg-type]
 

@@ -221,7 +221,7 @@ def test_bad_core_values(data: dict[str, Any], key: str, allowed: str) -> None:
         ({"nccl": {"required": False}}, "nccl.required", "keys of [nccl] are min_busbw_gbps, warn_band"),
         ({"gpu": {"min_drivr": "550.54.15"}}, "gpu.min_drivr", "did you mean min_driver?"),
         ({"gpu": {"min_driver": "new"}}, "gpu.min_driver", "a version string"),
-        ({"gpu": {"max_vram_used_mib": -1}}, "gpu.max_vram_used_mib", "a number of MiB, from 0 to"),
+        ({"gpu": {"max_vram_used_mib": -1}}, "gpu.max_vram_used_mib", "a number of MiB, from 0 to 1048576"),
         ({"gpu": {"max_link_changes": 1.5}}, "gpu.max_link_changes", "a whole number of link changes"),
         ({"gpu": {"max_replay_growth": -2}}, "gpu.max_replay_growth", "a whole number of replays"),
         ({"vllm": {"port": 0}}, "vllm.port", "from 1 to 65535"),
