@@ -187,10 +187,19 @@ def link(t: LinkTarget) -> Verdict:
         )
     hw_gen = min(g for g in (cap_gen, up_gen) if g)
     hw_width = min(w for w in (cap_width, up_width) if w)
-    want = rig.profile.link_for(down.bdf, down.slot)
+    gpu_index = next((i for i, g in enumerate(tree.gpus) if g.bdf == down.bdf), None)
+    want = rig.profile.link_for(down.bdf, down.slot, gpu_index)
     exp_gen, exp_width = want.gen or hw_gen, want.width or hw_width
-    src_gen = rig.profile.source if want.gen else "lesser of both ends' capability"
-    src_width = rig.profile.source if want.width else "lesser of both ends' capability"
+    src_gen = (
+        rig.profile.link_source(down.bdf, down.slot, gpu_index, "gen")
+        if want.gen
+        else "lesser of both ends' capability"
+    )
+    src_width = (
+        rig.profile.link_source(down.bdf, down.slot, gpu_index, "width")
+        if want.width
+        else "lesser of both ends' capability"
+    )
     props: dict[str, object] = {
         "link_gen": cur_gen,
         "link_width": cur_width,
@@ -367,9 +376,8 @@ def bifurcation(t: LaneGroupTarget) -> Verdict:
         widths.append(w)
     split = "".join(f"x{w}" for w in widths)
     props: dict[str, object] = {"lane_group": t.key, "split": split}
-    slot_names = sorted({s for p in t.ports for s in _slots_below(rig, p)})
-    keys = [t.key.lower(), *(p.bdf for p in t.ports), *(s.lower() for s in slot_names)]
-    want = next((rig.profile.bifurcation[k] for k in keys if k in rig.profile.bifurcation), None)
+    slot_names = t.slots
+    want = next((rig.profile.bifurcation[k] for k in t.profile_keys if k in rig.profile.bifurcation), None)
     ports_txt = ", ".join(f"{p.bdf} x{w}" for p, w in zip(t.ports, widths, strict=True))
     if want is not None:
         if want == split:
@@ -423,16 +431,6 @@ def bifurcation(t: LaneGroupTarget) -> Verdict:
         ],
         properties=props,
     )
-
-
-def _slots_below(rig: Rig, port: object) -> list[str]:
-    tree = rig.pcie
-    out = [port.slot] if getattr(port, "slot", None) else []  # type: ignore[attr-defined]
-    for child in getattr(port, "children", []):
-        s = tree.functions[child].slot
-        if s:
-            out.append(s)
-    return out
 
 
 # -- topology -------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 from itertools import permutations
 from typing import Any
 
-from ..errors import ProfileError
 from ..iommu import grub_fix
 from ..pcie import ACS_P2P_BLOCKING, decode_acs
 from ..rig import Rig
@@ -146,10 +145,6 @@ def _where(data: dict[str, Any]) -> str:
     return str(data.get("origin") or "measured live")
 
 
-def _unreadable_threshold(what: str, exc: ProfileError) -> Verdict:
-    return unreadable(f"{what}: no pass line: {exc}", fix=["correct the profile"])
-
-
 def _run_failure(
     rig: Rig, what: str, run: dict[str, Any] | None, bdfs: list[str], nccl: bool
 ) -> Verdict | None:
@@ -224,11 +219,7 @@ def _capable(entry: dict[str, Any]) -> bool | None:
 
 def _not_required(t: RouteTarget, entry: dict[str, Any]) -> Verdict | None:
     """n/a where the pair cannot do P2P and the profile says it need not ([p2p] required = false)."""
-    try:
-        required = th.p2p_required(t.rig)
-    except ProfileError:
-        return None
-    if required or _capable(entry) is not False:
+    if th.p2p_required(t.rig) or _capable(entry) is not False:
         return None
     return not_applicable(
         f"{t.label}: no P2P between these GPUs, and {t.rig.profile.source} says it is not required "
@@ -302,10 +293,7 @@ def _bandwidth_verdict(t: RouteTarget, data: dict[str, Any], figure: str) -> Ver
             f"{t.label}: {name} not measured" + (f": {errors[0]}" if errors else f" ({_where(data)})"),
             fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
         )
-    try:
-        line = th.p2p_threshold(t.rig, t.src.bdf, t.dst.bdf, figure, data)
-    except ProfileError as exc:
-        return _unreadable_threshold(f"{t.label}: {name}", exc)
+    line = th.p2p_threshold(t.rig, t.src.bdf, t.dst.bdf, figure, data)
     if line is None:
         return unreadable(
             f"{t.label}: {name} {vals[0]:.1f} GB/s, but no pass line: no [p2p] min_{figure}_gbps in the "
@@ -392,10 +380,7 @@ def latency(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     if not vals:
         return unreadable(f"{t.label}: P2P latency not measured ({_where(data)})")
     ctl = readings(entry, "control_latency_us")
-    try:
-        line = th.latency_threshold(t.rig, ctl[0] if ctl else None)
-    except ProfileError as exc:
-        return _unreadable_threshold(f"{t.label}: P2P latency", exc)
+    line = th.latency_threshold(t.rig, ctl[0] if ctl else None)
     if line is None:
         return unreadable(
             f"{t.label}: P2P latency {vals[0]:.3g} us, but no pass line: no [p2p] max_latency_us and no "
@@ -521,10 +506,7 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
         return unreadable(
             f"{t.label}: {name} not measured" + (f": {errs[0]}" if errs else f" ({_where(data)})")
         )
-    try:
-        line = th.host_threshold(t.rig, t.gpu.bdf, figure, data)
-    except ProfileError as exc:
-        return _unreadable_threshold(f"{t.label}: {name}", exc)
+    line = th.host_threshold(t.rig, t.gpu.bdf, figure, data)
     if line is None:
         return unreadable(f"{t.label}: {name} {vals[0]:.3g} GB/s, but the GPU's link speed is unreadable")
     j = th.judge(vals, line)
@@ -618,10 +600,7 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     if not vals:
         return unreadable(f"{t.label}: all-reduce bus bandwidth not recorded ({_where(data)})")
     kinds = {k.split("/", 1)[0] for k in (entry.get("transports") or {})}
-    try:
-        line = th.busbw_threshold(t.rig, t.bdfs, data, p2p=not kinds or bool(kinds & {"P2P", "NVLS"}))
-    except ProfileError as exc:
-        return _unreadable_threshold(f"{t.label}: busbw", exc)
+    line = th.busbw_threshold(t.rig, t.bdfs, data, p2p=not kinds or bool(kinds & {"P2P", "NVLS"}))
     if line is None:
         return unreadable(
             f"{t.label}: busbw {vals[0]:.3g} GB/s, but no pass line ([nccl] min_busbw_gbps, or link speeds)"
@@ -678,11 +657,7 @@ def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
         return failure
     on, off = readings(entry, "busbw_gbps"), readings(control, "busbw_gbps")
     kinds = sorted({k.split("/", 1)[0] for k in (entry.get("transports") or {})})
-    try:
-        required = th.p2p_required(t.rig)
-    except ProfileError:
-        required = True
-    if not required and kinds and not ({"P2P", "NVLS"} & set(kinds)):
+    if not th.p2p_required(t.rig) and kinds and not ({"P2P", "NVLS"} & set(kinds)):
         return not_applicable(
             f"{t.label}: NCCL connects by {'/'.join(kinds)}; {t.rig.profile.source} says P2P is not "
             "required ([p2p] required = false)"

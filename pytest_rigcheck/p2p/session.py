@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ProfileError, RigcheckError
+from ..errors import RigcheckError
 from ..rig import Rig
 from . import thresholds as th
 from .figures import P2P_JSON, load, readings
@@ -45,33 +45,30 @@ def decide(rig: Rig, data: dict[str, Any]) -> tuple[dict[str, list[str]], list[s
     pairs: dict[str, list[str]] = {}
     host: list[str] = []
     again: list[list[str]] = []
-    try:
-        for key, p in data.get("pairs", {}).items():
-            a, _, b = key.partition("->")
-            if a not in rig.pcie.functions or b not in rig.pcie.functions:
-                continue
-            for fig in ("unidir", "bidir"):
-                vals, line = readings(p, f"{fig}_gbps"), th.p2p_threshold(rig, a, b, fig, data)
-                if vals and line and line.classify(vals[0]) != th.PASS:
-                    pairs.setdefault(key, []).append(fig)
-            ctl = readings(p, "control_latency_us")
-            vals, lline = readings(p, "latency_us"), th.latency_threshold(rig, ctl[0] if ctl else None)
-            if vals and lline and lline.classify(vals[0]) != th.PASS:
-                pairs.setdefault(key, []).append("latency")
-        for bdf, g in data.get("gpus", {}).items():
-            if bdf not in rig.pcie.functions:
-                continue
-            for fig in ("h2d", "d2h"):
-                vals, line = readings(g, f"{fig}_gbps"), th.host_threshold(rig, bdf, fig, data)
-                if vals and line and line.classify(vals[0]) != th.PASS and bdf not in host:
-                    host.append(bdf)
-        for entry in data.get("nccl", {}).get("groups", {}).values():
-            vals = readings(entry, "busbw_gbps")
-            line = th.busbw_threshold(rig, entry["gpus"], data) if vals else None
+    for key, p in data.get("pairs", {}).items():
+        a, _, b = key.partition("->")
+        if a not in rig.pcie.functions or b not in rig.pcie.functions:
+            continue
+        for fig in ("unidir", "bidir"):
+            vals, line = readings(p, f"{fig}_gbps"), th.p2p_threshold(rig, a, b, fig, data)
             if vals and line and line.classify(vals[0]) != th.PASS:
-                again.append(entry["gpus"])
-    except ProfileError:
-        pass  # a bad profile is reported by each check; nothing to retry against
+                pairs.setdefault(key, []).append(fig)
+        ctl = readings(p, "control_latency_us")
+        vals, lline = readings(p, "latency_us"), th.latency_threshold(rig, ctl[0] if ctl else None)
+        if vals and lline and lline.classify(vals[0]) != th.PASS:
+            pairs.setdefault(key, []).append("latency")
+    for bdf, g in data.get("gpus", {}).items():
+        if bdf not in rig.pcie.functions:
+            continue
+        for fig in ("h2d", "d2h"):
+            vals, line = readings(g, f"{fig}_gbps"), th.host_threshold(rig, bdf, fig, data)
+            if vals and line and line.classify(vals[0]) != th.PASS and bdf not in host:
+                host.append(bdf)
+    for entry in data.get("nccl", {}).get("groups", {}).values():
+        vals = readings(entry, "busbw_gbps")
+        line = th.busbw_threshold(rig, entry["gpus"], data) if vals else None
+        if vals and line and line.classify(vals[0]) != th.PASS:
+            again.append(entry["gpus"])
     return pairs, host, again
 
 
