@@ -442,12 +442,22 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     return [f"rigcheck: {r.header()}" for r in rs.rigs]
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    # One reason for a live-only check on a replay, whatever the number of snapshots (gate D29), and
+    # before feature plugins' own reasons (the vLLM plugin's "no server to check").
     if item.get_closest_marker("rig_live") is None:
         return
+    rs = rig_session(item.config)
+    if not rs.enabled:
+        return
     rig = item_rig(item)
-    if rig is not None and not rig.is_live:
-        pytest.skip(f"live-only check: {rig.name} is a snapshot")
+    rigs = [rig] if rig is not None else rs.rigs
+    if rigs and not any(r.is_live for r in rigs):
+        pytest.skip(LIVE_ONLY)
+
+
+LIVE_ONLY = "live-only check: this run replays snapshots, not the live machine (run pytest --rig on the rig)"
 
 
 def item_rig(item: pytest.Item) -> Rig | None:
