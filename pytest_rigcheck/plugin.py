@@ -128,7 +128,9 @@ def add_setting(parser: pytest.Parser, setting: Setting) -> Setting:
         group.addoption(
             setting.option, action=action, default=None, metavar=setting.metavar, help=setting.help
         )
-        ini_type = "linelist" if setting.many else "string"
+        # Several paths: pytest's "paths" (whitespace-separated, taken from the ini's folder); other lists
+        # one per line (a GPU memory spec has spaces in the GPU's name).
+        ini_type = ("paths" if setting.kind == "path" else "linelist") if setting.many else "string"
         parser.addini(setting.ini, type=ini_type, default=[] if setting.many else "", help=setting.help)
     SETTINGS[setting.option] = setting
     return setting
@@ -675,6 +677,12 @@ def rig_check(request: pytest.FixtureRequest) -> Callable[..., Verdict]:
 def record_verdict(item: pytest.Item, verdict: Verdict) -> None:
     """Record ``verdict``'s fields as ``item``'s user properties (see ``rig_check``)."""
     fields = verdict.fields()
+    if "target" not in fields:  # the test's own target (BDF, pair, group), when the check did not name one
+        callspec = getattr(item, "callspec", None)
+        for value in callspec.params.values() if callspec is not None else ():
+            if getattr(value, "rig", None) is not None and getattr(value, "id", None):
+                fields["target"] = {"id": str(value.id)}
+                break
     props = item.user_properties
     props.append(("rig_status", str(verdict.status)))
     for key in ("measured", "expected", "unit"):

@@ -74,6 +74,11 @@ class RigReport:
         results = list(self.results.values())
         for r in results:
             r["rig"] = _rig_of(r["nodeid"], rigs, multi)
+            if "target" not in r and r["nodeid"].endswith("]"):  # skipped before any verdict: the test id
+                param = r["nodeid"].rsplit("[", 1)[1][:-1]
+                param = param.removeprefix(f"{r['rig']}:") if multi and r["rig"] else param
+                if param != r["rig"]:
+                    r["target"] = {"id": param}
         counts: dict[str, int] = {}
         for r in results:
             counts[r["status"]] = counts.get(r["status"], 0) + 1

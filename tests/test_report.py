@@ -40,6 +40,7 @@ class TestReport:
         assert bad["rig"] == "rtxpro6000x4-acs-switch"
         assert "setpci -s 0000:02:00.0 ECAP_ACS+0x6.w=0000" in bad["message"]
         assert any("setpci -s 0000:02:00.0 ECAP_ACS+0x6.w=0000" in f for f in bad["fix"])  # a field
+        assert bad["target"] == {"id": "0000:02:00.0"}
         assert "rig_result" not in bad["properties"] and "rig_status" not in bad["properties"]
         assert bad["properties"]["acs_ctrl"] == "0x001d" and "ACS" in bad["summary"]
         good = r["test_acs_redirect_off[0000:01:00.0]"]
