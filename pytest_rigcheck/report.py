@@ -52,14 +52,14 @@ class RigReport:
                 entry["when"] = report.when
                 if report.skipped and isinstance(report.longrepr, tuple):
                     entry["message"] = str(report.longrepr[2]).removeprefix("Skipped: ")
-                elif report.failed and "message" not in entry:
-                    entry["message"] = _message(report)
+                elif report.failed and "summary" not in entry:
+                    entry["message"] = _message(report)  # no verdict: an assert, an error in set-up
             if report.when == "call":
                 entry["duration_s"] = round(report.duration, 4)
         if entry is not None and report.user_properties:
             _fill(entry, report.user_properties)
         if entry is not None:
-            if entry.get("summary") and "message" not in entry:
+            if entry.get("summary"):  # the verdict's own words; the failure text only where there is none
                 entry["message"] = entry["summary"]
             entry["status"] = _status(entry)
 

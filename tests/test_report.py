@@ -38,7 +38,7 @@ class TestReport:
         bad = r["test_acs_redirect_off[0000:02:00.0]"]
         assert bad["outcome"] == "failed" and bad["status"] == "fail" and bad["verdict"] == "fail"
         assert bad["rig"] == "rtxpro6000x4-acs-switch"
-        assert "setpci -s 0000:02:00.0 ECAP_ACS+0x6.w=0000" in bad["message"]
+        assert "ACS P2P Request Redirect" in bad["message"] and bad["message"] == bad["summary"]
         assert any("setpci -s 0000:02:00.0 ECAP_ACS+0x6.w=0000" in f for f in bad["fix"])  # a field
         assert bad["target"] == {"id": "0000:02:00.0"}
         assert "rig_result" not in bad["properties"] and "rig_status" not in bad["properties"]
