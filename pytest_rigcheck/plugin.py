@@ -130,8 +130,12 @@ def add_setting(parser: pytest.Parser, setting: Setting) -> Setting:
         )
         # Several paths: pytest's "paths" (whitespace-separated, taken from the ini's folder); other lists
         # one per line (a GPU memory spec has spaces in the GPU's name).
-        ini_type = ("paths" if setting.kind == "path" else "linelist") if setting.many else "string"
-        parser.addini(setting.ini, type=ini_type, default=[] if setting.many else "", help=setting.help)
+        if not setting.many:
+            parser.addini(setting.ini, type="string", default="", help=setting.help)
+        elif setting.kind == "path":
+            parser.addini(setting.ini, type="paths", default=[], help=setting.help)
+        else:
+            parser.addini(setting.ini, type="linelist", default=[], help=setting.help)
     SETTINGS[setting.option] = setting
     return setting
 
