@@ -222,7 +222,8 @@ class TestStructured:
         assert "rtxpro6000x4-acs-switch:nvidia_driver" in names and "nvidia_driver" not in names
 
 
-def test_sigterm_writes_report(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_sigterm_writes_report(pytester: pytest.Pytester, sig: str) -> None:
     """A CI timeout's SIGTERM: on_stop callbacks run, fixtures are torn down, the report is written with
     what was measured, exit status 2 (issue 8: "the report is still written")."""
     import signal
@@ -267,10 +268,26 @@ def test_sigterm_writes_report(pytester: pytest.Pytester) -> None:
     deadline = time.monotonic() + 60
     while not (pytester.path / "started").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, sig))
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
     doc = json.loads((pytester.path / "out" / "rig.json").read_text())
-    assert doc["stopped_by"] == "SIGTERM" and doc["exit_status"] == 2
+    assert doc["stopped_by"] == sig and doc["exit_status"] == 2
     assert [r["status"] for r in doc["results"]] == ["pass"]
     assert (pytester.path / "stopped").read_text() == "yes"
+
+
+def test_on_stop_forget() -> None:
+    """A callback that was forgotten (its work stopped normally) does not run; the others run newest first."""
+    from pytest_rigcheck.plugin import on_stop, run_stop_callbacks
+
+    ran: list[int] = []
+    on_stop(lambda: ran.append(1))
+    forget = on_stop(lambda: ran.append(2))
+    on_stop(lambda: 1 / 0)  # an error does not stop the others
+    on_stop(lambda: ran.append(3))
+    forget()
+    run_stop_callbacks()
+    assert ran == [3, 1]
+    run_stop_callbacks()
+    assert ran == [3, 1]
