@@ -224,7 +224,7 @@ def resolve_all(config: pytest.Config) -> dict[str, Resolved]:
         except pytest.UsageError as exc:
             errors.append(str(exc))
     if errors:
-        raise pytest.UsageError("\n".join(errors))
+        raise pytest.UsageError("\nERROR: ".join(errors))  # pytest prefixes the first line
     return config.stash[RESOLVED]
 
 
