@@ -15,7 +15,7 @@ from ..pcie import ACS_P2P_BLOCKING, decode_acs
 from ..rig import Rig
 from ..targets import GpuTarget
 from ..topology import pair_class
-from ..verdict import Verdict, failed, not_applicable, passed, unreadable
+from ..verdict import Verdict, failed, not_applicable, passed, unreadable, warned
 from . import thresholds as th
 from .figures import DEFINITIONS, group_key, readings
 from .targets import GroupTarget, RouteTarget
@@ -349,13 +349,19 @@ def _settle(
             properties=props,
         )
     notes = []
-    if j.status == th.WARN:
-        props["rig_warn"] = (
-            f"{t.label}: {name} {j.value:.3g} {unit} is inside the warning band ({line.text()})"
-        )
-        notes.append("inside the warning band: not a failure, but below the pass line after a retry")
     if verified is None:
         notes.append("the data check was not recorded for these figures")
+    if j.status == th.WARN:
+        notes.append("inside the warning band: not a failure, but below the pass line after a retry")
+        return warned(
+            f"{t.label}: {name} {j.value:.3g} {unit} is inside the warning band ({line.text()})",
+            measured=measured,
+            measured_value=j.value,
+            unit=unit,
+            expected=line.text(),
+            notes=notes,
+            properties=props,
+        )
     return passed(
         f"{t.label}: {name} {j.value:.4g} {unit} ({line.text()})",
         measured=measured,
@@ -540,7 +546,14 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
             properties=props,
         )
     if j.status == th.WARN:
-        props["rig_warn"] = f"{t.label}: {name} {j.value:.3g} GB/s is inside the warning band ({line.text()})"
+        return warned(
+            f"{t.label}: {name} {j.value:.3g} GB/s is inside the warning band ({line.text()})",
+            measured=measured,
+            measured_value=j.value,
+            unit="GB/s",
+            expected=line.text(),
+            properties=props,
+        )
     return passed(
         f"{t.label}: {name} {j.value:.4g} GB/s ({line.text()})", measured=measured, properties=props
     )
@@ -631,8 +644,13 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
             properties=props,
         )
     if j.status == th.WARN:
-        props["rig_warn"] = (
-            f"{t.label}: all-reduce busbw {j.value:.3g} GB/s is inside the warning band ({line.text()})"
+        return warned(
+            f"{t.label}: all-reduce busbw {j.value:.3g} GB/s is inside the warning band ({line.text()})",
+            measured=measured,
+            measured_value=j.value,
+            unit="GB/s",
+            expected=line.text(),
+            properties=props,
         )
     return passed(
         f"{t.label}: all-reduce busbw {j.value:.4g} GB/s at {size} B ({line.text()})",
