@@ -821,6 +821,9 @@ def _on_signal(signum: int, frame: object) -> None:
         return  # already stopping: let teardown and the report finish
     _STOPPED.append(name)
     run_stop_callbacks()
+    from . import procgroup  # stdlib only: every worker, load and vLLM server group this run started
+
+    procgroup.stop_all(f"pytest received {name}")
     raise KeyboardInterrupt(f"rigcheck: stopped by {name}")
 
 
