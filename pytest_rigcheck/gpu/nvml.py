@@ -25,6 +25,7 @@ from ..errors import RigcheckError
 from ..pcie import normalize_bdf
 from .state import (
     ERROR,
+    F_BAR1_TOTAL,
     F_CLOCK_REASONS,
     F_DISPLAY_ACTIVE,
     F_ECC_MODE,
@@ -35,6 +36,7 @@ from .state import (
     F_MEM_USED,
     F_NAME,
     F_NVLINK,
+    F_NVLINK_REMOTE,
     F_PCIE_GEN,
     F_PCIE_MAX_GEN,
     F_PCIE_MAX_WIDTH,
@@ -48,6 +50,7 @@ from .state import (
     F_POWER_USAGE,
     F_PROCESSES,
     F_PSTATE,
+    F_RECOVERY_ACTION,
     F_REMAPPED_ROWS,
     F_RETIRED_PENDING,
     F_UUID,
@@ -254,7 +257,12 @@ class LiveNvml:
             F_REMAPPED_ROWS: r(lambda: [int(x) for x in nv.nvmlDeviceGetRemappedRows(h)]),
             F_NVLINK: self._nvlink(h),
             F_PROCESSES: r(lambda: self._processes(h)),
+            F_RECOVERY_ACTION: r(lambda: self._recovery_action(h)),
+            F_BAR1_TOTAL: r(lambda: int(nv.nvmlDeviceGetBAR1MemoryInfo(h).bar1Total)),
         }
+        states = v[F_NVLINK]
+        if isinstance(states, dict) and states:
+            v[F_NVLINK_REMOTE] = self._nvlink_remote(h, [int(k) for k in states])
         mem = r(lambda: nv.nvmlDeviceGetMemoryInfo(h, version=nv.nvmlMemory_v2))
         if isinstance(mem, Unavailable):  # older drivers: v1 counts the driver's reservation as used
             mem1 = r(lambda: nv.nvmlDeviceGetMemoryInfo(h))
@@ -293,6 +301,44 @@ class LiveNvml:
             except nv.NVMLError as exc:
                 return Unavailable(f"NVLink {link} state: NVML error: {exc}", ERROR)
         return states
+
+    def _nvlink_remote(self, h: Any, links: list[int]) -> dict[str, dict[str, Any]]:
+        """What each link connects to: remote device type, the remote's PCI address, P2P over it; a key is
+        left out where NVML does not say (an inactive link has no remote)."""
+        nv = self._nv
+        types = {0x00: "gpu", 0x01: "ibmnpu", 0x02: "switch", 0xFF: "unknown"}  # nvmlIntNvLinkDeviceType_t
+        out: dict[str, dict[str, Any]] = {}
+        for link in links:
+            entry: dict[str, Any] = {}
+            kind = self._read(lambda link=link: int(nv.nvmlDeviceGetNvLinkRemoteDeviceType(h, link)))
+            if isinstance(kind, int):
+                entry["type"] = types.get(kind, "unknown")
+            pci = self._read(lambda link=link: nv.nvmlDeviceGetNvLinkRemotePciInfo(h, link))
+            if not isinstance(pci, Unavailable):
+                try:
+                    entry["bdf"] = normalize_bdf(_text(pci.busId))
+                except ValueError:
+                    pass  # an inactive link reports no address
+            cap = self._read(
+                lambda link=link: int(
+                    nv.nvmlDeviceGetNvLinkCapability(h, link, getattr(nv, "NVML_NVLINK_CAP_P2P_SUPPORTED", 0))
+                )
+            )
+            if isinstance(cap, int):
+                entry["p2p"] = cap
+            out[str(link)] = entry
+        return out
+
+    def _recovery_action(self, h: Any) -> int:
+        """NVML_FI_DEV_GET_GPU_RECOVERY_ACTION (field 230 in nvml.h of driver 550+); a field the driver does not
+        offer reads NOT_SUPPORTED, raised as the NVML error so ``_read`` records why."""
+        nv = self._nv
+        field = getattr(nv, "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", 230)
+        (value,) = nv.nvmlDeviceGetFieldValues(h, [field])
+        ret = int(value.nvmlReturn)
+        if ret != 0:
+            raise nv.NVMLError(ret)  # pynvml maps the code to its subclass (NotSupported, NoPermission...)
+        return int(value.value.uiVal)
 
     def _processes(self, h: Any) -> list[dict[str, Any]]:
         nv = self._nv
