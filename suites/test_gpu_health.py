@@ -1,4 +1,5 @@
-"""Each GPU is healthy: no uncorrected ECC, no memory repair pending, no fatal XID, no replays, NVLinks up."""
+"""Each GPU is healthy: no uncorrected ECC, no memory repair pending, no driver fault needing a reset, no
+replays, NVLinks as the rig should have them."""
 
 from __future__ import annotations
 
@@ -29,5 +30,5 @@ def test_no_pcie_replays_under_load(rig_gpu, rig_nvml, rig_check):
 
 
 def test_nvlinks_up(rig_gpu, rig_nvml, rig_check):
-    verdict = rig_check(health.nvlink(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf)))
+    verdict = rig_check(health.nvlink(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf), rig_nvml.gpus()))
     assert verdict.ok, str(verdict)

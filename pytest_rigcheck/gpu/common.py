@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ProfileError
+from ..pcie import normalize_bdf
 from ..profile import Profile
 from ..targets import GpuTarget
 from ..verdict import Verdict, unreadable
@@ -58,6 +59,15 @@ class GpuExpect:
     max_link_changes: int = 0
     max_replay_growth: int = 0
     max_vram_used_mib: float = 256.0
+    nvlink: str | None = None  # [gpu] nvlink: "none" | "bridge" | "nvswitch"; None: not said
+    nvlink_device: dict[str, str] = field(default_factory=dict)  # [gpu.nvlink_device] BDF -> the same
+
+    def nvlink_for(self, bdf: str) -> str | None:
+        """The NVLink this GPU should have: its ``[gpu.nvlink_device]`` entry, else ``[gpu] nvlink``."""
+        return self.nvlink_device.get(bdf, self.nvlink)
+
+
+NVLINK_KINDS = ("none", "bridge", "nvswitch")
 
 
 def expectations(profile: Profile) -> GpuExpect:
@@ -66,7 +76,15 @@ def expectations(profile: Profile) -> GpuExpect:
     power = profile.raw.get("power", {})
     gpu = profile.raw.get("gpu", {})
     allowed_power = {"cap_w", "tolerance_w", "circuit_w", "host_w"}
-    allowed_gpu = {"min_driver", "min_cuda", "max_link_changes", "max_replay_growth", "max_vram_used_mib"}
+    allowed_gpu = {
+        "min_driver",
+        "min_cuda",
+        "max_link_changes",
+        "max_replay_growth",
+        "max_vram_used_mib",
+        "nvlink",
+        "nvlink_device",
+    }
     for table, allowed, name in ((power, allowed_power, "power"), (gpu, allowed_gpu, "gpu")):
         for k in table:
             if k not in allowed:
@@ -93,8 +111,26 @@ def expectations(profile: Profile) -> GpuExpect:
             raise ProfileError(where, f"gpu.{key}", v, 'a version string such as "550.54.15" or "12.4"')
         return v
 
+    def nvlink(key: str, v: Any) -> str:
+        if v not in NVLINK_KINDS:
+            raise ProfileError(where, key, v, f"one of {', '.join(repr(k) for k in NVLINK_KINDS)}")
+        return str(v)
+
+    per_device = gpu.get("nvlink_device", {})
+    if not isinstance(per_device, dict):
+        raise ProfileError(where, "gpu.nvlink_device", per_device, 'a table: "0000:21:00.0" = "bridge"')
+    nvlink_device: dict[str, str] = {}
+    for k, v in per_device.items():
+        try:
+            bdf = normalize_bdf(k)
+        except ValueError:
+            raise ProfileError(where, f"gpu.nvlink_device.{k}", v, "keys are PCI addresses") from None
+        nvlink_device[bdf] = nvlink(f"gpu.nvlink_device.{k}", v)
+
     return GpuExpect(
         where=where,
+        nvlink=nvlink("gpu.nvlink", gpu["nvlink"]) if "nvlink" in gpu else None,
+        nvlink_device=nvlink_device,
         cap_w=num(power, "cap_w", None),
         tolerance_w=num(power, "tolerance_w", 5.0) or 0.0,
         circuit_w=num(power, "circuit_w", None),

@@ -14,7 +14,7 @@ from pytest_rigcheck.gpu.busy import decode_reasons
 from pytest_rigcheck.gpu.common import version_key
 from pytest_rigcheck.gpu.models import captured_nvml, modelled_nvml
 from pytest_rigcheck.gpu.state import GpuState, LoadReadings, SystemState, Unavailable
-from pytest_rigcheck.gpu.xid import FATAL_XIDS, parse_xids
+from pytest_rigcheck.gpu.xid import FAIL, WARN, judge, parse_events
 
 from .conftest import DATA
 
@@ -72,15 +72,16 @@ def test_decode_reasons(bits: int, text: str) -> None:
 
 
 def test_parse_xids() -> None:
-    """NVRM Xid lines are parsed to the GPU's function 0 and the XID number; other lines are ignored."""
+    """NVRM Xid lines are parsed to the GPU's function 0 and the XID number; other lines are ignored.
+    NVIDIA's catalog puts Xid 79 at RESTART_BM (fails) and Xid 13 at RESTART_APP (warns)."""
     log = (
         "[ 1.0] NVRM: loading NVIDIA UNIX x86_64 Kernel Module\n"
         "[ 2.0] NVRM: Xid (PCI:0000:05:00): 79, pid=1234, name=python, GPU has fallen off the bus.\n"
         "[ 3.0] NVRM: Xid (PCI:0000:3b:00): 13, pid='<unknown>', Graphics Exception\n"
     )
-    events = parse_xids(log)
+    events = parse_events(log)
     assert [(e.bdf, e.xid) for e in events] == [("0000:05:00.0", 79), ("0000:3b:00.0", 13)]
-    assert 79 in FATAL_XIDS and 13 not in FATAL_XIDS
+    assert [judge(e).severity for e in events] == [FAIL, WARN]
 
 
 @pytest.mark.parametrize(("text", "key"), [("550.54.15", (550, 54, 15)), ("12.4", (12, 4)), ("abc", ())])
