@@ -3,7 +3,7 @@ replays, NVLinks as the rig should have them."""
 
 from __future__ import annotations
 
-from pytest_rigcheck.gpu import health
+from pytest_rigcheck.gpu import bar, health
 
 
 def test_no_uncorrected_ecc(rig_gpu, rig_nvml, rig_check):
@@ -31,4 +31,9 @@ def test_no_pcie_replays_under_load(rig_gpu, rig_nvml, rig_check):
 
 def test_nvlinks_up(rig_gpu, rig_nvml, rig_check):
     verdict = rig_check(health.nvlink(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf), rig_nvml.gpus()))
+    assert verdict.ok, str(verdict)
+
+
+def test_bar1_covers_vram(rig_gpu, rig_nvml, rig_check):
+    verdict = rig_check(bar.check(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf)))
     assert verdict.ok, str(verdict)

@@ -35,11 +35,12 @@ LIKELY_CAUSES = (
     "ACS redirect on a bridge between the GPUs (P2P requests bounce off the root complex)",
     "an IOMMU translating GPU DMA (peer writes fault or stall)",
     "P2P over a path the chipset does not support (try NCCL_P2P_DISABLE=1: if that runs, P2P is the problem)",
+    "a BAR1 aperture far smaller than the GPU's memory (Resizable BAR off: peers cannot map it)",
 )
 
 
 def fixes(rig: Rig, bdfs: list[str], nccl: bool = False) -> list[str]:
-    """The fixes that apply to these GPUs on this rig: ACS per bridge, IOMMU, NCCL's P2P level."""
+    """The fixes that apply to these GPUs on this rig: ACS per bridge, IOMMU, a small BAR1, NCCL's P2P level."""
     tree, out = rig.pcie, []
     seen: set[str] = set()
     for a, b in permutations(bdfs, 2):
@@ -58,6 +59,9 @@ def fixes(rig: Rig, bdfs: list[str], nccl: bool = False) -> list[str]:
         out.append(
             "IOMMU translating GPU DMA: " + grub_fix(rig.cpu_vendor, "passthrough" in rig.profile.iommu_allow)
         )
+    from ..gpu.bar import bar1_small
+
+    out += [hint for b in bdfs for hint in [bar1_small(rig, b)] if hint]
     if nccl:
         classes = {pair_class(tree, a, b) for a, b in permutations(bdfs, 2)}
         beyond = classes & {"PHB", "NODE", "SYS"}
