@@ -258,7 +258,7 @@ class LiveNvml:
             F_NVLINK: self._nvlink(h),
             F_PROCESSES: r(lambda: self._processes(h)),
             F_RECOVERY_ACTION: r(lambda: self._recovery_action(h)),
-            F_BAR1_TOTAL: r(lambda: int(nv.nvmlDeviceGetBAR1MemoryInfo(h).bar1Total)),
+            F_BAR1_TOTAL: r(lambda: self._bar1_total(h)),
         }
         states = v[F_NVLINK]
         if isinstance(states, dict) and states:
@@ -329,16 +329,27 @@ class LiveNvml:
             out[str(link)] = entry
         return out
 
-    def _recovery_action(self, h: Any) -> int:
+    def _recovery_action(self, h: Any) -> int | Unavailable:
         """NVML_FI_DEV_GET_GPU_RECOVERY_ACTION (field 230 in nvml.h of driver 550+); a field the driver does not
         offer reads NOT_SUPPORTED, raised as the NVML error so ``_read`` records why."""
         nv = self._nv
         field = getattr(nv, "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", 230)
-        (value,) = nv.nvmlDeviceGetFieldValues(h, [field])
-        ret = int(value.nvmlReturn)
-        if ret != 0:
-            raise nv.NVMLError(ret)  # pynvml maps the code to its subclass (NotSupported, NoPermission...)
-        return int(value.value.uiVal)
+        try:
+            (value,) = nv.nvmlDeviceGetFieldValues(h, [field])
+            ret, action = int(value.nvmlReturn), int(value.value.uiVal)
+        except (TypeError, ValueError, AttributeError) as exc:  # a binding that answers in another shape
+            return Unavailable(f"GPU recovery action: unexpected answer from pynvml: {exc}", ERROR)
+        if ret != 0:  # nvmlReturn_t of this field: 3 NOT_SUPPORTED, 4 NO_PERMISSION, 13 FUNCTION_NOT_FOUND
+            name = {3: "NotSupported", 4: "NoPermission", 13: "FunctionNotFound"}.get(ret)
+            raise getattr(nv, f"NVMLError_{name}")() if name else nv.NVMLError(ret)
+        return action
+
+    def _bar1_total(self, h: Any) -> int | Unavailable:
+        """nvmlDeviceGetBAR1MemoryInfo().bar1Total in bytes."""
+        try:
+            return int(self._nv.nvmlDeviceGetBAR1MemoryInfo(h).bar1Total)
+        except (TypeError, ValueError, AttributeError) as exc:
+            return Unavailable(f"BAR1 memory info: unexpected answer from pynvml: {exc}", ERROR)
 
     def _processes(self, h: Any) -> list[dict[str, Any]]:
         nv = self._nv

@@ -156,6 +156,11 @@ def _fake_pynvml(init_error: str | None = None, unsupported: tuple[str, ...] = (
         "nvmlDeviceGetMemoryInfo": types.SimpleNamespace(total=24 << 30, used=0, reserved=300 << 20),
         "nvmlDeviceGetPowerManagementLimitConstraints": (100000, 350000),
         "nvmlDeviceGetRemappedRows": (0, 0, 0, 0),
+        "nvmlDeviceGetBAR1MemoryInfo": types.SimpleNamespace(bar1Total=256 << 20, bar1Free=0, bar1Used=0),
+        # NVML_FI_DEV_GET_GPU_RECOVERY_ACTION answered NVML_ERROR_NOT_SUPPORTED (3), as on a GeForce card.
+        "nvmlDeviceGetFieldValues": [
+            types.SimpleNamespace(nvmlReturn=3, value=types.SimpleNamespace(uiVal=0))
+        ],
     }
 
     def make(name: str) -> Any:
@@ -193,6 +198,8 @@ class TestLiveNvml:
         assert (g.bdf, g.get("power_limit_mw"), g.get("nvlink_states")) == ("0000:17:00.0", 350000, {})
         assert g.get("ecc_mode").code == "not_supported"
         assert g.get("enforced_limit_mw").code == "not_supported"
+        assert g.get("gpu_recovery_action").code == "not_supported"
+        assert g.get("bar1_total_b") == 256 << 20
         assert state.driver == "570.133.07"
         assert not [
             c for c in fake.calls if "Set" in c or c.startswith(("nvmlDeviceClear", "nvmlDeviceReset"))
