@@ -34,6 +34,6 @@ def test_nvlinks_up(rig_gpu, rig_nvml, rig_check):
     assert verdict.ok, str(verdict)
 
 
-def test_bar1_covers_vram(rig_gpu, rig_nvml, rig_check):
+def test_bar1_aperture(rig_gpu, rig_nvml, rig_check):
     verdict = rig_check(bar.check(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf)))
     assert verdict.ok, str(verdict)

@@ -247,7 +247,7 @@ def models() -> list[tuple[RigBuilder, dict[str, Any]]]:
                 description="2x RTX 3090 on a P2P-enabled driver with Resizable BAR off: BAR1 256 MiB of 24 GiB",
                 shows="fault: BAR1 far smaller than VRAM on a rig that uses P2P (tinygrad/open-gpu-kernel-modules#13)",
                 profile="profile.toml",
-                expect_fail=["test_bar1_covers_vram[0000:21:00.0]", "test_bar1_covers_vram[0000:4b:00.0]"],
+                expect_fail=["test_bar1_aperture[0000:21:00.0]", "test_bar1_aperture[0000:4b:00.0]"],
             ),
         ),
         (

@@ -26,7 +26,7 @@ from ..errors import ProfileError, RigcheckError
 from ..targets import GpuTarget
 from ..verdict import Verdict, failed, not_applicable, passed, unreadable
 from .common import label
-from .state import F_BAR1_TOTAL, F_MEM_TOTAL, GpuState, Unavailable
+from .state import F_BAR1_TOTAL, F_MEM_TOTAL, F_NVLINK, F_NVLINK_REMOTE, GpuState, Unavailable
 
 if TYPE_CHECKING:
     from ..rig import Rig
@@ -154,6 +154,9 @@ def check(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
         relied, why = p2p_relied(t.rig)
     except ProfileError as exc:
         return unreadable(f"{name}: profile error: {exc}")
+    over = _nvlink_reaches_all(t, gpu)
+    if over:
+        return not_applicable(f"{name}: peer traffic goes over NVLink ({over}), not through BAR1")
     bar1 = bar1_bytes(t.rig, t.gpu.bdf, gpu)
     vram = _vram(gpu)
     if isinstance(bar1, Unavailable):
@@ -194,6 +197,25 @@ def check(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
         fix=[FIX],
         properties=props,
     )
+
+
+def _nvlink_reaches_all(t: GpuTarget, gpu: GpuState | Unavailable) -> str:
+    """How this GPU's active NVLinks reach every other GPU of the rig (an NVSwitch, each peer by address, or the
+    one other GPU of a pair); "" where they do not, or NVML did not say."""
+    if not isinstance(gpu, GpuState):
+        return ""
+    states, remote = gpu.get(F_NVLINK), gpu.get(F_NVLINK_REMOTE)
+    if not isinstance(states, dict) or not states or not all(states.values()):
+        return ""
+    ends = [r for r in (remote.values() if isinstance(remote, dict) else []) if isinstance(r, dict)]
+    if any(r.get("type") == "switch" for r in ends):
+        return "an NVSwitch"
+    others = {g.bdf for g in t.rig.pcie.gpus} - {t.gpu.bdf}
+    if others and others <= {str(r.get("bdf")) for r in ends}:
+        return f"all {len(states)} links up to every other GPU"
+    if len(others) == 1 and not ends:  # a pair: an active link can only reach the other GPU
+        return f"all {len(states)} links up, a two-GPU rig"
+    return ""
 
 
 def p2p_relied(rig: Rig) -> tuple[bool, str]:

@@ -296,7 +296,7 @@ def test_case09_small_bar1_flagged(pytester: pytest.Pytester) -> None:
         "-k",
         "bar1",
     )
-    assert failed == {"test_bar1_covers_vram[0000:01:00.0]", "test_bar1_covers_vram[0000:02:00.0]"}, out
+    assert failed == {"test_bar1_aperture[0000:01:00.0]", "test_bar1_aperture[0000:02:00.0]"}, out
     assert ret == 1 and "BAR1 256 MiB" in out and "BAR1 512 MiB" in out
     assert "Above 4G Decoding" in out and "Resizable BAR" in out
 
@@ -339,6 +339,13 @@ def test_bar1_not_applicable_without_p2p_and_for_one_gpu() -> None:
     assert (
         bar.check(_target(one, "0000:00:06.0"), _state(SNAPSHOTS / "h100x1", "0000:00:06.0")).status == "n/a"
     )
+
+
+def test_bar1_not_applicable_over_nvlink() -> None:
+    """Peers joined by NVLink (the 2x H200 capture: 18 links up on each) do not use BAR1 for P2P."""
+    path = SNAPSHOTS / "h200x2-nvlink"
+    v = bar.check(_target(_rig(path), "0000:00:06.0"), _state(path, "0000:00:06.0"))
+    assert v.status == "n/a" and "over NVLink" in v.summary
 
 
 def test_corrupt_resource_is_unreadable(tmp_path: Path) -> None:
