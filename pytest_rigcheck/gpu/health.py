@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ..errors import ProfileError
 from ..targets import GpuTarget
 from ..verdict import Verdict, failed, not_applicable, passed, unreadable, warned
@@ -308,7 +310,8 @@ def nvlink(
     fitted (GeForce RTX 3090, RTX A6000, A100/H100 PCIe without a bridge: every link inactive); links that
     should be up and are down. ``"none"``: no link need be up. ``"bridge"``/``"nvswitch"``: every link up.
     Unsaid: a GPU whose links are all inactive passes with a warning unless another GPU of the rig has a link
-    up (then the links were meant to be used); a GPU with some links up must have all of them up.
+    up (then the links were meant to be used) or it is an SXM board (its baseboard wires the links); a GPU
+    with some links up must have all of them up.
     ``peers`` are the rig's GPUs as NVML sees them (for that one inference).
     """
     try:
@@ -340,6 +343,10 @@ def nvlink(
                 "otherwise check the driver sees the links (`nvidia-smi nvlink -s -i " + str(i) + "`)"
             ],
         )
+    if want is None and gpu.name and _sxm(gpu.name):
+        # An SXM board sits on a baseboard that wires every NVLink (to NVSwitches, or GPU to GPU on 4-GPU HGX);
+        # a VM given the GPU without its NVLinks shows none (handled above).
+        want, said = "nvswitch", f"an SXM board ({gpu.name}): its NVLinks are wired on the baseboard"
     n = len(states)
     up = sorted(int(k) for k, v in states.items() if v)
     down = sorted(int(k) for k, v in states.items() if not v)
@@ -415,6 +422,16 @@ def nvlink(
         expected_value=n,
         fix=fix,
         **kw,
+    )
+
+
+def _sxm(name: str) -> bool:
+    """Whether NVML's product name is an SXM board: "SXM" in it (A100-SXM4-80GB), or a Hopper/Blackwell data-center
+    part without "PCIe"/"NVL" (NVIDIA H100 80GB HBM3, NVIDIA H200, NVIDIA B200; the H100/H200 NVL are PCIe cards)."""
+    if "SXM" in name.upper():
+        return True
+    return bool(re.match(r"NVIDIA (H100|H200|H800|H20|B100|B200|B300)\b", name)) and not re.search(
+        r"PCIe|\bNVL\b", name, re.I
     )
 
 

@@ -276,6 +276,19 @@ def test_nvlink_inactive_where_others_are_up_fails() -> None:
     assert v.status == "fail" and "other GPUs of this rig have NVLink up" in v.summary
 
 
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [("NVIDIA H100 80GB HBM3", "fail"), ("NVIDIA A100-SXM4-80GB", "fail"), ("NVIDIA H100 PCIe", "warn")],
+)
+def test_sxm_board_links_down_fail_without_a_profile(name: str, status: str) -> None:
+    """An SXM board's NVLinks are wired on its baseboard: all inactive fails even with nothing in the profile
+    (fabric manager, reset); a PCIe card with all links inactive may simply have no bridge (warns)."""
+    t = _target(_rig(NO_BRIDGE), "0000:21:00.0")
+    v = health.nvlink(t, _state(NO_BRIDGE, "0000:21:00.0", name=name))
+    assert v.status == status, str(v)
+    assert ("fabricmanager" in str(v)) == (status == "fail")
+
+
 def test_bad_nvlink_value_names_the_choices() -> None:
     """A wrong [gpu] nvlink value is a profile error naming the allowed values."""
     t = _target(_rig(NO_BRIDGE, _profile('[gpu]\nnvlink = "yes"')), "0000:21:00.0")
