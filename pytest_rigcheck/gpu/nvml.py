@@ -307,23 +307,20 @@ class LiveNvml:
         left out where NVML does not say (an inactive link has no remote)."""
         nv = self._nv
         types = {0x00: "gpu", 0x01: "ibmnpu", 0x02: "switch", 0xFF: "unknown"}  # nvmlIntNvLinkDeviceType_t
+        p2p_cap = getattr(nv, "NVML_NVLINK_CAP_P2P_SUPPORTED", 0)
         out: dict[str, dict[str, Any]] = {}
         for link in links:
             entry: dict[str, Any] = {}
-            kind = self._read(lambda link=link: int(nv.nvmlDeviceGetNvLinkRemoteDeviceType(h, link)))
+            kind = self._read(partial(nv.nvmlDeviceGetNvLinkRemoteDeviceType, h, link))
             if isinstance(kind, int):
                 entry["type"] = types.get(kind, "unknown")
-            pci = self._read(lambda link=link: nv.nvmlDeviceGetNvLinkRemotePciInfo(h, link))
+            pci = self._read(partial(nv.nvmlDeviceGetNvLinkRemotePciInfo, h, link))
             if not isinstance(pci, Unavailable):
                 try:
                     entry["bdf"] = normalize_bdf(_text(pci.busId))
-                except ValueError:
+                except (ValueError, AttributeError):
                     pass  # an inactive link reports no address
-            cap = self._read(
-                lambda link=link: int(
-                    nv.nvmlDeviceGetNvLinkCapability(h, link, getattr(nv, "NVML_NVLINK_CAP_P2P_SUPPORTED", 0))
-                )
-            )
+            cap = self._read(partial(nv.nvmlDeviceGetNvLinkCapability, h, link, p2p_cap))
             if isinstance(cap, int):
                 entry["p2p"] = cap
             out[str(link)] = entry

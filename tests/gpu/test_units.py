@@ -123,7 +123,9 @@ class TestModels:
 # -- LiveNvml against a fake pynvml: error translation, read-only ---------------------------------
 
 
-def _fake_pynvml(init_error: str | None = None, unsupported: tuple[str, ...] = ()) -> types.ModuleType:
+def _fake_pynvml(
+    init_error: str | None = None, unsupported: tuple[str, ...] = (), nvlinks: int = 0
+) -> types.ModuleType:
     m = types.ModuleType("pynvml")
 
     class NVMLError(Exception):
@@ -156,6 +158,9 @@ def _fake_pynvml(init_error: str | None = None, unsupported: tuple[str, ...] = (
         "nvmlDeviceGetMemoryInfo": types.SimpleNamespace(total=24 << 30, used=0, reserved=300 << 20),
         "nvmlDeviceGetPowerManagementLimitConstraints": (100000, 350000),
         "nvmlDeviceGetRemappedRows": (0, 0, 0, 0),
+        "nvmlDeviceGetNvLinkRemoteDeviceType": 0,
+        "nvmlDeviceGetNvLinkRemotePciInfo": types.SimpleNamespace(busId=b"00000000:4B:00.0"),
+        "nvmlDeviceGetNvLinkCapability": 1,
         "nvmlDeviceGetBAR1MemoryInfo": types.SimpleNamespace(bar1Total=256 << 20, bar1Free=0, bar1Used=0),
         # NVML_FI_DEV_GET_GPU_RECOVERY_ACTION answered NVML_ERROR_NOT_SUPPORTED (3), as on a GeForce card.
         "nvmlDeviceGetFieldValues": [
@@ -168,6 +173,10 @@ def _fake_pynvml(init_error: str | None = None, unsupported: tuple[str, ...] = (
             calls.append(name)
             if name == "nvmlInit" and init_error:
                 raise getattr(m, f"NVMLError_{init_error}")()
+            if name == "nvmlDeviceGetNvLinkState" and nvlinks:
+                if args[1] >= nvlinks:
+                    raise m.NVMLError_InvalidArgument()  # type: ignore[attr-defined]
+                return 1
             if name in unsupported or name == "nvmlDeviceGetNvLinkState":
                 raise m.NVMLError_NotSupported()  # type: ignore[attr-defined]
             return values.get(name, 0)
@@ -204,6 +213,16 @@ class TestLiveNvml:
         assert not [
             c for c in fake.calls if "Set" in c or c.startswith(("nvmlDeviceClear", "nvmlDeviceReset"))
         ]
+
+    def test_nvlink_remote_ends_recorded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With NVLinks, each link's remote end is recorded: device type, PCI address, P2P capability."""
+        fake = _fake_pynvml(unsupported=("nvmlDeviceGetEccMode",), nvlinks=4)
+        monkeypatch.setitem(sys.modules, "pynvml", fake)
+        from pytest_rigcheck.gpu.nvml import LiveNvml
+
+        g = LiveNvml().system().gpus[0]
+        assert g.get("nvlink_states") == {str(k): 1 for k in range(4)}
+        assert g.get("nvlink_remote")["3"] == {"type": "gpu", "bdf": "0000:4b:00.0", "p2p": 1}
 
     @pytest.mark.parametrize(
         ("error", "text"),
