@@ -26,7 +26,15 @@ from ..errors import ProfileError, RigcheckError
 from ..targets import GpuTarget
 from ..verdict import Verdict, failed, not_applicable, passed, unreadable
 from .common import label
-from .state import F_BAR1_TOTAL, F_MEM_TOTAL, F_NVLINK, F_NVLINK_REMOTE, GpuState, Unavailable
+from .state import (
+    F_BAR1_TOTAL,
+    F_MEM_TOTAL,
+    F_NVLINK,
+    F_NVLINK_REMOTE,
+    NOT_CAPTURED,
+    GpuState,
+    Unavailable,
+)
 
 if TYPE_CHECKING:
     from ..rig import Rig
@@ -64,7 +72,7 @@ def read_resources(rig: Rig, bdf: str) -> list[Resource] | Unavailable:
     except RigcheckError as exc:
         return Unavailable(f"{rel}: {exc}")
     if text is None:
-        return Unavailable(f"{rel}: not there (not captured)", "not_captured")
+        return Unavailable(f"{rel}: not there (not captured)", NOT_CAPTURED)
     out = []
     for n, line in enumerate(text.splitlines()):
         parts = line.split()
@@ -145,13 +153,17 @@ def bar1_small(rig: Rig, gpu: Any) -> str | None:
 
 
 def check(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
-    """BAR1 at least as large as the GPU's memory on a rig that uses P2P (``[p2p] required``, default true)."""
+    """BAR1 at least as large as the GPU's memory on a rig that uses P2P (``[p2p] required``, default true).
+
+    Not applicable: one GPU; ``[p2p] required = false``; peers reached over NVLink (an NVSwitch, every other
+    GPU, an SXM board with its links up); a snapshot that kept neither the resource file nor NVML's BAR1 while
+    the profile does not say ``[p2p] required`` (said true, that is UNREADABLE)."""
     name = label(t, gpu)
     n = len(t.rig.pcie.gpus)
     if n < 2:
         return not_applicable(f"{name}: one GPU: BAR1 size matters for peer-to-peer between GPUs")
     try:
-        relied, why = p2p_relied(t.rig)
+        relied, why, said = p2p_relied(t.rig)
     except ProfileError as exc:
         return unreadable(f"{name}: profile error: {exc}")
     over = _nvlink_reaches_all(t, gpu)
@@ -162,6 +174,12 @@ def check(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     if isinstance(bar1, Unavailable):
         if not relied:
             return not_applicable(f"{name}: P2P not in use ({why}); BAR1 size not read: {bar1}")
+        if not said and bar1.code == NOT_CAPTURED:
+            # An older snapshot without the resource file: judged only where the profile asks for P2P.
+            return not_applicable(
+                f"{name}: BAR1 size not in this snapshot ({bar1}) and {why}: "
+                "set [p2p] required = true to have it demanded"
+            )
         return unreadable(
             f"{name}: BAR1 size unknown: {bar1}",
             fix=["capture again with `rigcheck capture DIR` (it keeps each GPU's sysfs resource file)"],
@@ -210,6 +228,10 @@ def _nvlink_reaches_all(t: GpuTarget, gpu: GpuState | Unavailable) -> str:
     ends = [r for r in (remote.values() if isinstance(remote, dict) else []) if isinstance(r, dict)]
     if any(r.get("type") == "switch" for r in ends):
         return "an NVSwitch"
+    from .health import is_sxm
+
+    if gpu.name and is_sxm(gpu.name):
+        return f"all {len(states)} links up on an SXM board ({gpu.name})"
     others = {g.bdf for g in t.rig.pcie.gpus} - {t.gpu.bdf}
     if others and others <= {str(r.get("bdf")) for r in ends}:
         return f"all {len(states)} links up to every other GPU"
@@ -218,15 +240,13 @@ def _nvlink_reaches_all(t: GpuTarget, gpu: GpuState | Unavailable) -> str:
     return ""
 
 
-def p2p_relied(rig: Rig) -> tuple[bool, str]:
-    """Whether the rig uses P2P, and where that comes from: the profile's ``[p2p] required`` (default true)."""
+def p2p_relied(rig: Rig) -> tuple[bool, str, bool]:
+    """Whether the rig uses P2P, where that comes from, and whether the profile said it: ``[p2p] required``
+    (the P2P suites' default, true, when unsaid). Raises ``ProfileError`` for a bad ``[p2p]`` table."""
+    from ..p2p.thresholds import p2p_required
+
+    relied = p2p_required(rig)
     raw = rig.profile.raw.get("p2p", {})
-    value = raw.get("required", True) if isinstance(raw, dict) else True
-    if value is False:
-        return False, f"[p2p] required = false in {rig.profile.source}"
-    src = (
-        f"[p2p] required = true in {rig.profile.source}"
-        if "required" in raw
-        else "[p2p] required defaults to true"
-    )
-    return True, src
+    if isinstance(raw, dict) and "required" in raw:
+        return relied, f"[p2p] required = {str(relied).lower()} in {rig.profile.source}", True
+    return relied, "[p2p] required unsaid (the P2P suites' default: true)", False

@@ -343,7 +343,7 @@ def nvlink(
                 "otherwise check the driver sees the links (`nvidia-smi nvlink -s -i " + str(i) + "`)"
             ],
         )
-    if want is None and gpu.name and _sxm(gpu.name):
+    if want is None and gpu.name and is_sxm(gpu.name):
         # An SXM board sits on a baseboard that wires every NVLink (to NVSwitches, or GPU to GPU on 4-GPU HGX);
         # a VM given the GPU without its NVLinks shows none (handled above).
         want, said = "nvswitch", f"an SXM board ({gpu.name}): its NVLinks are wired on the baseboard"
@@ -425,7 +425,7 @@ def nvlink(
     )
 
 
-def _sxm(name: str) -> bool:
+def is_sxm(name: str) -> bool:
     """Whether NVML's product name is an SXM board: "SXM" in it (A100-SXM4-80GB), or a Hopper/Blackwell data-center
     part without "PCIe"/"NVL" (NVIDIA H100 80GB HBM3, NVIDIA H200, NVIDIA B200; the H100/H200 NVL are PCIe cards)."""
     if "SXM" in name.upper():

@@ -70,6 +70,14 @@ def test_case01_xid95_fails_only_its_gpu(pytester: pytest.Pytester) -> None:
     assert "NV_ERR_RESET_REQUIRED" in out  # the unattributed lines are put down to that GPU
 
 
+def test_case01_nothing_else_fails(pytester: pytest.Pytester) -> None:
+    """sichek#51, every suite: the Xid check of GPU1 is the only failure (BAR1 is not judged on SXM boards with
+    their NVLinks up, the NVLink check passes the 18 links of each H100)."""
+    failed, out, ret = _run(pytester, f"--rig-snapshot={XID95 / 'snapshot'}")
+    assert failed == {"test_no_fatal_xid[0000:20:00.0]"}, out
+    assert ret == 1
+
+
 def test_shipped_xid95_variant_uses_recovery_action() -> None:
     """The modelled rtxpro6000x4-xid95-reset: GPU1 fails with its Xid and NVML's recovery action (Reset)."""
     path = SNAPSHOTS / "rtxpro6000x4-xid95-reset"
@@ -359,6 +367,20 @@ def test_bar1_not_applicable_over_nvlink() -> None:
     path = SNAPSHOTS / "h200x2-nvlink"
     v = bar.check(_target(_rig(path), "0000:00:06.0"), _state(path, "0000:00:06.0"))
     assert v.status == "n/a" and "over NVLink" in v.summary
+
+
+def test_bar1_not_captured_is_judged_only_when_p2p_is_said(tmp_path: Path) -> None:
+    """A snapshot that kept neither the resource file nor NVML's BAR1: not applicable while [p2p] required is
+    unsaid; unreadable (never a pass) where the profile says P2P is required."""
+    snap = tmp_path / "snap"
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-small-bar1", snap, symlinks=True)
+    for res in snap.glob("sys/devices/pci0000:00/*/*/resource"):
+        res.unlink()
+    gpu = _state(snap, "0000:21:00.0")
+    del gpu.values["bar1_total_b"]
+    assert bar.check(_target(_rig(snap), "0000:21:00.0"), gpu).status == "n/a"
+    said = _rig(snap, _profile("[p2p]\nrequired = true"))
+    assert bar.check(_target(said, "0000:21:00.0"), gpu).status == "unreadable"
 
 
 def test_corrupt_resource_is_unreadable(tmp_path: Path) -> None:
