@@ -5,10 +5,10 @@ resource, ``start end flags`` in hex: lines 0-5 are the standard BARs, 6 the exp
 windows or SR-IOV BARs; an unassigned resource reads ``0x0 0x0 0x0`` (Documentation/PCI/sysfs-pci.rst,
 drivers/pci/pci-sysfs.c ``resource_show``). A 64-bit BAR takes two registers, so its second line is empty.
 
-NVIDIA names a GPU's memory BARs in order: BAR0 the registers, BAR1 the aperture that maps video memory
-for the CPU and for peer GPUs, BAR3 a small one. BAR1 is therefore the *second memory BAR*, which sits on
-line 1 when BAR0 is 32-bit (GeForce RTX 4090: lines 0, 1, 3) and on line 2 when BAR0 is 64-bit (H100 and
-H200 in the shared captures). NVML reports BAR1's size too (``nvmlDeviceGetBAR1MemoryInfo().bar1Total``).
+NVIDIA names a GPU's memory BARs by register: BAR0 the registers, BAR1 the aperture that maps video memory
+for the CPU and for peer GPUs, BAR3 a small one. BAR1 sits on line 1 when BAR0 is 32-bit (GeForce RTX 4090:
+lines 0, 1, 3) and on line 2 when BAR0 is 64-bit (H100 and H200 in the shared captures: flag
+IORESOURCE_MEM_64 on line 0). A BAR the kernel could not place reads zeros or carries IORESOURCE_UNSET. NVML reports BAR1's size too (``nvmlDeviceGetBAR1MemoryInfo().bar1Total``).
 
 Without Resizable BAR the aperture stays at its legacy 256 MiB; the P2P path that maps a peer's memory
 through BAR1 (tinygrad's P2P-enabled open kernel modules, tinygrad/open-gpu-kernel-modules#13) then fails.
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from ..rig import Rig
 
 IORESOURCE_MEM = 0x200  # include/linux/ioport.h
+IORESOURCE_MEM_64 = 0x00100000
+IORESOURCE_UNSET = 0x20000000  # no address assigned
+IORESOURCE_DISABLED = 0x10000000
 MIB = 1 << 20
 GIB = 1 << 30
 # Without VRAM to compare with, a BAR1 below this is the legacy window: smaller than any P2P-capable card's memory.
@@ -60,7 +63,10 @@ class Resource:
 
     @property
     def size(self) -> int:
-        return self.end - self.start + 1 if self.end > self.start else 0
+        """Bytes of address space assigned; 0 for an empty line or one the kernel left unassigned."""
+        if self.flags & (IORESOURCE_UNSET | IORESOURCE_DISABLED) or self.end <= self.start:
+            return 0
+        return self.end - self.start + 1
 
 
 def read_resources(rig: Rig, bdf: str) -> list[Resource] | Unavailable:
@@ -87,20 +93,28 @@ def read_resources(rig: Rig, bdf: str) -> list[Resource] | Unavailable:
 
 
 def bar_sizes(resources: list[Resource]) -> list[int]:
-    """Sizes in bytes of the memory BARs, in NVIDIA's order (BAR0, BAR1, BAR3): lines 0-5 that are memory."""
+    """Sizes in bytes of the assigned memory BARs among lines 0-5, in order (NVIDIA's BAR0, BAR1, BAR3)."""
     return [r.size for r in resources if r.line < 6 and r.flags & IORESOURCE_MEM and r.size]
+
+
+def bar1_line(resources: list[Resource]) -> int:
+    """The resource line of NVIDIA's BAR1: 2 after a 64-bit BAR0 (it takes two registers), else 1."""
+    return 2 if resources and resources[0].flags & IORESOURCE_MEM_64 else 1
 
 
 def bar1_bytes(
     rig: Rig, bdf: str, gpu: GpuState | Unavailable | None = None
 ) -> tuple[int, str] | Unavailable:
-    """BAR1's size and where it was read: sysfs ``resource`` (the second memory BAR), else NVML's bar1Total."""
+    """BAR1's size and where it was read: sysfs ``resource`` (the second memory BAR; 0 when the kernel left it
+    unassigned), else, where the snapshot has no resource file, NVML's bar1Total. A corrupt file is returned
+    as its ``Unavailable``, never papered over by the other source."""
     res = read_resources(rig, bdf)
     if not isinstance(res, Unavailable):
-        sizes = bar_sizes(res)
-        if len(sizes) >= 2:
-            return sizes[1], f"sysfs {bdf}/resource"
-        res = Unavailable(f"{bdf}/resource: no second memory BAR assigned (memory BAR sizes: {sizes})")
+        line = bar1_line(res)
+        size = res[line].size if line < len(res) and res[line].flags & IORESOURCE_MEM else 0
+        return size, f"sysfs {bdf}/resource line {line}"
+    if res.code != NOT_CAPTURED:
+        return res
     nv = gpu.get(F_BAR1_TOTAL) if isinstance(gpu, GpuState) else None
     if isinstance(nv, int) and not isinstance(nv, bool) and nv > 0:
         return nv, "NVML bar1Total"
@@ -149,7 +163,8 @@ def bar1_small(rig: Rig, gpu: Any) -> str | None:
     if (vram is not None and size >= vram) or (vram is None and size >= LEGACY_BAR1):
         return None
     of = f" for {_size(vram)} of VRAM" if vram else ""
-    return f"{bdf}: BAR1 is {_size(size)} ({where}){of}: Resizable BAR is off, peers cannot map its memory; {FIX}"
+    what = "not assigned" if size == 0 else _size(size)
+    return f"{bdf}: BAR1 is {what} ({where}){of}: Resizable BAR is off, peers cannot map its memory; {FIX}"
 
 
 def check(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
@@ -203,6 +218,18 @@ def check(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
         )
     if not relied:
         return not_applicable(f"{name}: {measured}, but P2P is not in use ({why})")
+    if size == 0:
+        return failed(
+            f"{name}: BAR1 not assigned by the kernel (no address space for it): the GPU's memory cannot be mapped",
+            measured=measured,
+            measured_value=0,
+            expected=f"BAR1 at least the GPU's memory ({why})",
+            expected_value=vram if vram is not None else LEGACY_BAR1,
+            unit="bytes",
+            path=[t.rig.pcie.path_text(t.gpu.bdf)],
+            fix=[FIX, "`sudo dmesg | grep -i 'BAR 1'` shows the kernel's 'no space' message"],
+            properties=props,
+        )
     return failed(
         f"{name}: BAR1 {_size(size)} is far smaller than its {_size(vram) if vram else 'memory'}: Resizable BAR is "
         "off, so peer GPUs cannot map its memory and P2P fails",

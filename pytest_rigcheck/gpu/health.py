@@ -118,18 +118,21 @@ def _fn0(bdf: str) -> str:
     return bdf.rsplit(".", 1)[0] + ".0"
 
 
-def _recovery(gpu: GpuState | Unavailable) -> tuple[int | None, str]:
-    """NVML's GPU recovery action: (value, what to say about it); value None where it was not read."""
+def _recovery(gpu: GpuState | Unavailable) -> tuple[int | None, str, bool]:
+    """NVML's GPU recovery action: (value, what to say about it, corrupt); value None where it was not read.
+
+    A value that is no count (a string, a negative number) is corrupt; an action this table does not know is
+    kept (a newer driver's action is still not None)."""
     if isinstance(gpu, Unavailable):
-        return None, "NVML recovery action: not read (GPU not in NVML)"
+        return None, "NVML recovery action: not read (GPU not in NVML)", False
     v = gpu.get(F_RECOVERY_ACTION)
     if isinstance(v, Unavailable):
         if v.code == NOT_SUPPORTED:
-            return None, "NVML recovery action: not offered by this GPU/driver"
-        return None, f"NVML recovery action: not read ({v})"
-    if isinstance(v, bool) or not isinstance(v, int):
-        return None, f"NVML recovery action: unreadable value {v!r}"
-    return v, f"NVML recovery action: {RECOVERY_ACTIONS.get(v, (f'unknown ({v})', ''))[0]}"
+            return None, "NVML recovery action: not offered by this GPU/driver", False
+        return None, f"NVML recovery action: not read ({v})", False
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        return None, f"NVML recovery action: impossible value {v!r}", True
+    return v, f"NVML recovery action: {RECOVERY_ACTIONS.get(v, (f'unknown action {v}', ''))[0]}", False
 
 
 def _counts(judged: list[Judged]) -> str:
@@ -150,7 +153,11 @@ def xid(t: GpuTarget, gpu: GpuState | Unavailable, log: str | Unavailable, where
     """
     name = label(t, gpu)
     i = smi_index(t, gpu)
-    action, action_note = _recovery(gpu)
+    action, action_note, corrupt = _recovery(gpu)
+    if corrupt:
+        return unreadable(
+            f"{name}: {action_note} (corrupt nvml.json?)", fix=["capture again: `rigcheck capture DIR`"]
+        )
     action_fail = action is not None and action != 0
     action_fix = RECOVERY_ACTIONS.get(action or 0, ("", "read it with `nvidia-smi -q -i {i}`"))[1].format(i=i)
     props: dict[str, object] = {"gpu_recovery_action": action if action is not None else "n/a"}

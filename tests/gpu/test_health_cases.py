@@ -202,6 +202,8 @@ def test_recovery_action() -> None:
     log = Unavailable("permission denied", "no_permission")
     assert health.xid(t, _state(path, "0000:21:00.0", gpu_recovery_action=0), log, "t").status == "unreadable"
     assert health.xid(t, _state(path, "0000:21:00.0", gpu_recovery_action=1), log, "t").status == "fail"
+    corrupt = health.xid(t, _state(path, "0000:21:00.0", gpu_recovery_action="reset"), "", "t")
+    assert corrupt.status == "unreadable" and "impossible value 'reset'" in corrupt.summary
 
 
 def test_app_level_xids_warn_with_count() -> None:
@@ -344,10 +346,10 @@ def test_bar1_is_the_second_memory_bar() -> None:
     (the H100 capture), so a 128 GiB aperture is not missed."""
     res = bar.read_resources(_rig(SNAPSHOTS / "h100x1"), "0000:00:06.0")
     assert not isinstance(res, Unavailable)
-    assert bar.bar_sizes(res)[:2] == [16 << 20, 128 << 30]
+    assert bar.bar_sizes(res)[:2] == [16 << 20, 128 << 30] and bar.bar1_line(res) == 2
     res = bar.read_resources(_rig(BAR1 / "snapshot"), "0000:01:00.0")
     assert not isinstance(res, Unavailable)
-    assert bar.bar_sizes(res)[:3] == [16 << 20, 256 << 20, 32 << 20]
+    assert bar.bar_sizes(res)[:3] == [16 << 20, 256 << 20, 32 << 20] and bar.bar1_line(res) == 1
 
 
 def test_bar1_not_applicable_without_p2p_and_for_one_gpu() -> None:
@@ -381,6 +383,20 @@ def test_bar1_not_captured_is_judged_only_when_p2p_is_said(tmp_path: Path) -> No
     assert bar.check(_target(_rig(snap), "0000:21:00.0"), gpu).status == "n/a"
     said = _rig(snap, _profile("[p2p]\nrequired = true"))
     assert bar.check(_target(said, "0000:21:00.0"), gpu).status == "unreadable"
+
+
+def test_bar1_unassigned_fails(tmp_path: Path) -> None:
+    """A BAR1 the kernel could not place (IORESOURCE_UNSET) fails: the GPU's memory cannot be mapped."""
+    snap = tmp_path / "snap"
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-small-bar1", snap, symlinks=True)
+    res = next(snap.glob("sys/devices/pci0000:00/*/0000:21:00.0/resource"))
+    lines = res.read_text().splitlines()
+    start, end, _ = lines[1].split()  # as the kernel shows a BAR it could not place: size kept, flagged unset
+    lines[1] = f"0x0000000000000000 {int(end, 16) - int(start, 16):#018x} 0x000000002014220c"
+    res.write_text("\n".join(lines) + "\n")
+    rig = _rig(snap, _profile("[p2p]\nrequired = true"))
+    v = bar.check(_target(rig, "0000:21:00.0"), _state(snap, "0000:21:00.0"))
+    assert v.status == "fail" and "BAR1 not assigned" in v.summary and "Above 4G Decoding" in str(v)
 
 
 def test_corrupt_resource_is_unreadable(tmp_path: Path) -> None:
