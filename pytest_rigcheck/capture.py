@@ -35,6 +35,7 @@ DEVICE_ATTRS = (
     "max_link_speed",
     "max_link_width",
     "config",
+    "resource",  # BAR addresses and sizes (gpu/bar.py: BAR1 against VRAM)
     "enable",
     "reset_method",
     "aer_dev_correctable",

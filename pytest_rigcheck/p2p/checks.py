@@ -34,6 +34,7 @@ LIKELY_CAUSES = (
     "ACS redirect on a bridge between the GPUs (P2P requests bounce off the root complex)",
     "an IOMMU translating GPU DMA (peer writes fault or stall)",
     "P2P over a path the chipset does not support (try NCCL_P2P_DISABLE=1: if that runs, P2P is the problem)",
+    "a BAR1 aperture far smaller than the GPU's memory (Resizable BAR off: peers cannot map it)",
 )
 
 
@@ -87,8 +88,8 @@ def _hidden(rig: Rig, label: str, bdfs: list[str], data: dict[str, Any]) -> Verd
 
 def fixes(rig: Rig, bdfs: list[str], nccl: bool = False, data: dict[str, Any] | None = None) -> list[str]:
     """The fixes that apply to these GPUs on this rig: an NCCL setting that turns P2P off (first: it is the
-    cause wherever it is set), ACS per bridge, IOMMU, NCCL's P2P level for pairs beyond its default cut-off.
-    NVLink peers are named so, never by a PCIe class."""
+    cause wherever it is set), ACS per bridge, IOMMU, NCCL's P2P level for pairs beyond its default cut-off,
+    a small BAR1 (consumer cards), NVLink peers named so, never by a PCIe class."""
     from .nvlink import nvlink_links, nvlink_text
     from .session import recorded_figures
 
@@ -114,6 +115,9 @@ def fixes(rig: Rig, bdfs: list[str], nccl: bool = False, data: dict[str, Any] | 
         out.append(
             "IOMMU translating GPU DMA: " + grub_fix(rig.cpu_vendor, "passthrough" in rig.profile.iommu_allow)
         )
+    from ..gpu.bar import bar1_small
+
+    out += [hint for b in bdfs for hint in [bar1_small(rig, b)] if hint]
     links = {(a, b): nvlink_links(rig, data, a, b) for a, b in permutations(bdfs, 2)}
     if nccl and not causes:
         classes = {pair_class(tree, a, b) for (a, b), n in links.items() if not nvlink_text(n)}
