@@ -37,6 +37,7 @@ FEATURE_PLUGINS: tuple[str, ...] = (
     "pytest_rigcheck.vllm.plugin",
     "pytest_rigcheck.gpu.plugin",
     "pytest_rigcheck.p2p.plugin",
+    "pytest_rigcheck.soak.plugin",
 )
 
 SUITES_DIR_NAME = "suites"

@@ -21,7 +21,7 @@ from .pcie import normalize_bdf
 TOPOLOGY_CLASSES = ("PIX", "PXB", "PHB", "NODE", "SYS")
 IOMMU_MODES = ("off", "passthrough")
 SPLIT = re.compile(r"^(x(1|2|4|8|16))+$")
-FEATURE_SECTIONS = ("power", "p2p", "nccl", "vllm", "gpu", "model")
+FEATURE_SECTIONS = ("power", "p2p", "nccl", "vllm", "gpu", "model", "soak", "storage")
 _CORE_KEYS: dict[str, set[str]] = {
     "rig": {"name", "description", "gpus", "tp_groups"},
     "links": {"gen", "width", "device"},
