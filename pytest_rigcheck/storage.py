@@ -275,6 +275,14 @@ def measure(model_dir: Path, source: Source | None = None, limit: int = READ_LIM
 # -- judging (pure) ------------------------------------------------------------------------------
 
 
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e10 else f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+
+
+def _secs(s: float) -> str:
+    return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
+
+
 def device_text(r: StorageReading) -> str:
     """``/dev/nvme0n1p2 (ext4 on /) on nvme0n1 'Samsung SSD 990 PRO', PCIe 0000:01:00.0 Gen4 x4``."""
     bits = []
@@ -317,14 +325,14 @@ def judge(r: StorageReading, expect: StorageExpect) -> Verdict:
         "storage_device": dev,
     }
     measured = (
-        f"{gbps:.2f} GB/s reading {r.read_bytes / 1e9:.2f} GB of {Path(r.file).name or 'the model'} "
-        f"({r.method}); {r.files} file(s), {r.total_bytes / 1e9:.1f} GB load in {load_s:.0f} s at that rate"
+        f"{gbps:.2f} GB/s reading {_gb(r.read_bytes)} of {Path(r.file).name or 'the model'} "
+        f"({r.method}); {r.files} file(s), {_gb(r.total_bytes)}: load in {_secs(load_s)} at that rate"
     )
     notes = [f"device: {dev}"]
     if gbps < expect.min_read_gbps:
         fix = [
             f"move the model to a faster disk (NVMe); at {expect.min_read_gbps:g} GB/s it would load in "
-            f"{r.total_bytes / (expect.min_read_gbps * 1e9):.0f} s",
+            f"{_secs(r.total_bytes / (expect.min_read_gbps * 1e9))}",
         ]
         p = r.device.get("pcie") or {}
         if (
@@ -345,7 +353,7 @@ def judge(r: StorageReading, expect: StorageExpect) -> Verdict:
             )
         return failed(
             f"{label}: reads at {gbps:.2f} GB/s, below {expect.min_read_gbps:g} GB/s; the model's "
-            f"{r.total_bytes / 1e9:.1f} GB take {load_s:.0f} s to load",
+            f"{_gb(r.total_bytes)} take {_secs(load_s)} to load",
             measured=measured,
             expected=f">= {expect.min_read_gbps:g} GB/s ({expect.source})",
             measured_value=round(gbps, 3),
@@ -356,7 +364,7 @@ def judge(r: StorageReading, expect: StorageExpect) -> Verdict:
             properties=props,
         )
     return passed(
-        f"{label}: reads at {gbps:.2f} GB/s; the model's {r.total_bytes / 1e9:.1f} GB load in {load_s:.0f} s",
+        f"{label}: reads at {gbps:.2f} GB/s; the model's {_gb(r.total_bytes)} load in {_secs(load_s)}",
         measured=measured,
         expected=f">= {expect.min_read_gbps:g} GB/s ({expect.source})",
         measured_value=round(gbps, 3),
