@@ -477,7 +477,8 @@ def judge(
     measured = f"{span:.0f} s, min/median/max: " + ", ".join(b for b in summary_bits if b)
     if rec.stopped and rec.stopped != "completed":
         notes.append(f"soak {rec.stopped}: judged on what was sampled")
-    notes.append(rec.how) if rec.how else None
+    if rec.how:
+        notes.append(rec.how)
     expected = (
         f"no thermal/HW slowdown, sustained SM clock within {expect.max_clock_drop:.0%} of the first {base_s:.0f} s, "
         + (f"GPU temperature <= {expect.max_temp_c:g} C, " if expect.max_temp_c is not None else "")

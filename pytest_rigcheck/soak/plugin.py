@@ -16,8 +16,10 @@ and traffic count in the AER growth window. Imports stdlib and pytest only until
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +47,7 @@ SETTINGS = {
     MODEL_DIR_OPTION: ("rig_model_dir", "RIGCHECK_MODEL_DIR", MODEL_DIR_DESC),
 }
 EXTRAS_KEY = "soak"
+LOG_EVERY_S = 30.0  # progress lines when the output is not a terminal
 LATE_ORDER = {"test_soak": 1, "test_link_errors_not_growing": 2}
 
 
@@ -189,6 +192,7 @@ class SoakSession:
 
     def _live(self) -> SoakRecord | Verdict | str:
         from ..errors import RigcheckError
+        from ..gpu.nvml import NvmlUnavailable
         from ..gpu.plugin import gpu_session
         from ..linkhealth import hops
         from ..verdict import unreadable
@@ -201,12 +205,15 @@ class SoakSession:
         try:
             nvml = gs.nvml
             index = {g.bdf: g.index for g in nvml.system().gpus}
+        except NvmlUnavailable as exc:
+            return f"GPU checks skipped: {exc}"
         except RigcheckError as exc:
             return unreadable(f"{self.rig.name}: no soak: {exc}")
         tree = self.rig.pcie
         gpus = {fn.bdf: index[fn.bdf] for fn in tree.gpus if fn.bdf in index}
         labels = {fn.bdf: f"GPU{tree.gpu_index(fn.bdf)}" for fn in tree.gpus}
         names = {fn.bdf: tree.gpu_label(fn) for fn in tree.gpus}
+        progress = self._progress()
         rec = run_soak(
             nvml,  # type: ignore[arg-type]
             gpus,
@@ -214,8 +221,10 @@ class SoakSession:
             labels,
             s.soak_s,
             gs.python,
-            self._progress(),
+            progress,
         )
+        if progress is not None:
+            progress(f"soak done: {rec.stopped}")
         for b, g in rec.gpus.items():
             g.name = names.get(b, g.name)
         if s.soak_save is not None:
@@ -223,12 +232,27 @@ class SoakSession:
         return rec
 
     def _progress(self) -> Any:
+        """A status line each second on a terminal (rewritten in place), every 30 s in a log; none under -q."""
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
         if tr is None or self.config.get_verbosity() < 0:
-            return None  # quiet under -q
+            return None
+        tty = bool(getattr(tr, "isatty", False))
+        last = [-1e9]
 
         def show(line: str) -> None:
-            tr.write(f"\r{line[:150]:<150}", flush=True)
+            now = time.monotonic()
+            done = line.startswith("soak done")
+            if not tty and now - last[0] < LOG_EVERY_S and not done:
+                return
+            last[0] = now
+            with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+                if tty and not done:
+                    tr.rewrite(line[: tr._tw.fullwidth - 1], erase=True)
+                else:
+                    if tty:
+                        tr.write("\n")
+                    tr.write_line(line)
 
         return show
 

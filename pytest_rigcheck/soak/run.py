@@ -36,12 +36,15 @@ NVML_FI_DEV_MEMORY_TEMP = 82  # nvml.h: memory temperature field (HBM GPUs repor
 
 def _field_value(nv: Any, h: Any, field_id: int) -> float | None:
     """One NVML field value (``nvmlDeviceGetFieldValues``), ``None`` when the GPU does not report it."""
-    vals = nv.nvmlDeviceGetFieldValues(h, [field_id])
+    vals = nv.nvmlDeviceGetFieldValues(h, [getattr(nv, "NVML_FI_DEV_MEMORY_TEMP", field_id)])
     v = vals[0]
     if int(getattr(v, "nvmlReturn", 1)) != 0:
         return None
     kind = int(getattr(v, "valueType", 1))
-    member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal"}.get(kind, "uiVal")
+    # nvmlValueType_t: double, unsigned int, unsigned long, unsigned long long, signed long long, signed int, unsigned short
+    member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}.get(
+        kind, "uiVal"
+    )
     return float(getattr(v.value, member))
 
 

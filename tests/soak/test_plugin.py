@@ -159,3 +159,50 @@ def test_sampler_keeps_samples_and_stops_the_load(tmp_path, monkeypatch, stop_at
         assert len(rows) == stop_at - 1 and s.stopped.startswith("interrupted")
     else:
         assert s.stopped == "completed" and lines[0].startswith("soak 0/0 s  GPU0 1980 MHz 61 C 690 W")
+
+
+class FakeTerminal:
+    def __init__(self, tty: bool) -> None:
+        self.isatty = tty
+        self.lines: list[tuple[str, str]] = []
+        self._tw = SimpleNamespace(fullwidth=80)
+
+    def rewrite(self, line, erase=False):
+        self.lines.append(("rewrite", line))
+
+    def write_line(self, line):
+        self.lines.append(("line", line))
+
+    def write(self, text):
+        self.lines.append(("write", text))
+
+
+def _session(verbosity: int, tty: bool):
+    from pytest_rigcheck.soak.plugin import SoakSession
+
+    tr = FakeTerminal(tty)
+    plugins = {"terminalreporter": tr, "capturemanager": None}
+    config = SimpleNamespace(
+        pluginmanager=SimpleNamespace(get_plugin=plugins.get), get_verbosity=lambda: verbosity
+    )
+    return SoakSession(None, config), tr  # type: ignore[arg-type]
+
+
+def test_progress_quiet_under_q():
+    s, _ = _session(-1, True)
+    assert s._progress() is None
+
+
+def test_progress_rewrites_on_a_terminal_and_throttles_in_a_log():
+    s, tr = _session(0, True)
+    show = s._progress()
+    show("soak 1/60 s  GPU0 1980 MHz 40 C 690 W")
+    show("soak 2/60 s  GPU0 1980 MHz 41 C 690 W")
+    show("soak done: completed")
+    assert [k for k, _ in tr.lines] == ["rewrite", "rewrite", "write", "line"]
+    s, tr = _session(0, False)
+    show = s._progress()
+    for i in range(5):
+        show(f"soak {i}/60 s")
+    show("soak done: completed")
+    assert tr.lines == [("line", "soak 0/60 s"), ("line", "soak done: completed")]
