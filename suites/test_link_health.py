@@ -17,7 +17,7 @@ def test_no_uncorrectable_link_errors(rig_gpu, rig_check):
     assert verdict.ok, str(verdict)
 
 
-@pytest.mark.rig_late
+@pytest.mark.rig_late(2)
 def test_link_errors_not_growing(rig_gpu, rig_check):
     verdict = rig_check(linkhealth.aer_growth(rig_gpu))
     assert verdict.ok, str(verdict)

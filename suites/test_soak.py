@@ -6,7 +6,7 @@ import pytest
 
 
 @pytest.mark.rig_measure
-@pytest.mark.rig_late
+@pytest.mark.rig_late(1)
 def test_soak(rig_gpu, rig_soak, rig_check):
     verdict = rig_check(rig_soak.verdict(rig_gpu))
     assert verdict.ok, str(verdict)

@@ -48,7 +48,6 @@ SETTINGS = {
 }
 EXTRAS_KEY = "soak"
 LOG_EVERY_S = 30.0  # progress lines when the output is not a terminal
-LATE_ORDER = {"test_soak": 1, "test_link_errors_not_growing": 2}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -106,7 +105,7 @@ def settings(config: pytest.Config) -> Settings:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "rig_late: runs after the other checks (the soak, then the link-health window's end)"
+        "markers", "rig_late(n): runs after the other checks, in order of n (the soak 1, the link-health window's end 2)"
     )
 
 
@@ -149,8 +148,14 @@ def expectations(rig: Rig) -> tuple[SoakExpect, StorageExpect]:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The soak, then the link-health window's end, after every other check (stable order otherwise)."""
-    items.sort(key=lambda it: LATE_ORDER.get(getattr(it, "originalname", ""), 0))
+    """Checks marked ``rig_late(n)`` after every other check, in order of ``n`` (stable otherwise): the
+    soak (1), then the link-health window's end (2)."""
+
+    def late(item: pytest.Item) -> int:
+        mark = item.get_closest_marker("rig_late")
+        return 0 if mark is None else int(mark.args[0]) if mark.args else 1
+
+    items.sort(key=late)
 
 
 # -- the soak ---------------------------------------------------------------------------------------
