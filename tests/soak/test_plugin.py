@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -206,3 +207,52 @@ def test_progress_rewrites_on_a_terminal_and_throttles_in_a_log():
         show(f"soak {i}/60 s")
     show("soak done: completed")
     assert tr.lines == [("line", "soak 0/60 s"), ("line", "soak done: completed")]
+
+
+MIXED_TORCH = """
+class _Buffer:
+    copies = 0
+
+    def copy_(self, other):
+        _Buffer.copies += 1
+        return self
+
+
+def empty(*shape, device=None, dtype=None):
+    return _Buffer()
+"""
+
+
+def test_run_soak_end_to_end_with_the_worker(tmp_path, monkeypatch):
+    """The real load worker in mixed mode (a stand-in torch on its path only), sampled under the lock."""
+    from pytest_rigcheck.p2p import lock
+    from pytest_rigcheck.soak.judge import SoakExpect, judge
+
+    from ..gpu.test_load import FAKE_TORCH
+
+    site = tmp_path / "site"
+    (site / "torch").mkdir(parents=True)
+    (site / "torch" / "__init__.py").write_text(FAKE_TORCH + MIXED_TORCH)
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    (tmp_path / "lock").mkdir()
+    monkeypatch.setattr(lock, "lock_dir", lambda: tmp_path / "lock")
+    monkeypatch.setattr(run, "WARMUP_S", 0.1)
+    monkeypatch.setattr(run, "INTERVAL_S", 0.05)
+    nv = FakeNvml()
+    nv._handles = [0, 1]
+    gpus = {"0000:17:00.0": 0, "0000:18:00.0": 1}
+    rec = run.run_soak(
+        nv, gpus, dict.fromkeys(gpus, []), {b: f"GPU{i}" for b, i in gpus.items()}, 0.6, python=sys.executable
+    )
+    assert rec.stopped == "completed"
+    for bdf in gpus:
+        g = rec.gpus[bdf]
+        assert g.unavailable is None and len(g.samples) >= 8
+        assert judge(rec, bdf, bdf, SoakExpect()).status == "pass"
+    assert "torch" not in sys.modules
+
+
+def test_run_soak_without_torch_says_so(monkeypatch):
+    monkeypatch.setattr(run.importlib.util, "find_spec", lambda name: None)
+    rec = run.run_soak(FakeNvml(), {"0000:17:00.0": 0}, {"0000:17:00.0": []}, {}, 30)
+    assert "torch is not installed" in (rec.gpus["0000:17:00.0"].unavailable or "")
