@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigSpaceError, SourceError
-from .pcie import CAP_ID_PCIE, _find_cap, fmt_link
+from .pcie import CAP_ID_PCIE, PortType, _find_cap, fmt_link
 from .rig import Rig
 from .targets import GpuTarget
 from .tree import PciFunction
@@ -222,13 +222,21 @@ def _hop_name(rig: Rig, fn: PciFunction) -> str:
     return rig.pcie.gpu_label(fn) if fn.is_gpu else f"{fn.bdf} {fn.role}"
 
 
-def _link_name(rig: Rig, fn: PciFunction) -> str:
-    """The physical link a function's errors point at: ``0000:00:01.1 -> 0000:21:00.0``."""
+def _link_name(rig: Rig, fn: PciFunction, gpu: str | None = None) -> str:
+    """The physical link a function's errors point at: ``0000:00:01.1 -> 0000:21:00.0``.
+
+    A port's AER counts are its receivers' errors: a root or switch downstream port receives on the link
+    below it, an endpoint or switch upstream port on the link above it.
+    """
+    below = fn.port_type in (PortType.ROOT_PORT, PortType.DOWNSTREAM)
+    kids = [c for c in fn.children if c in rig.pcie]
+    if gpu is not None and gpu in rig.pcie:
+        on_path = {f.bdf for f in hops(rig, gpu)}
+        kids = [c for c in kids if c in on_path] or kids
+    if below and kids:
+        return f"{fn.bdf} -> {kids[0]}"
     if fn.parent and fn.parent in rig.pcie:
         return f"{fn.parent} -> {fn.bdf}"
-    kids = [c for c in fn.children if c in rig.pcie]
-    if kids and not fn.is_gpu:
-        return f"{fn.bdf} -> {kids[0]}"
     return f"{fn.bdf} (on root bus {fn.host_bridge})"
 
 
@@ -321,9 +329,11 @@ def aer_counters(t: GpuTarget) -> Verdict:
         counted[fn.bdf] = dict(r.aer)
         for kind in ("fatal", "nonfatal"):
             if r.aer.get(kind):
-                bad.append(f"{_hop_name(rig, fn)}: {r.aer[kind]} {kind} ({_link_name(rig, fn)})")
+                bad.append(f"{_hop_name(rig, fn)}: {r.aer[kind]} {kind} ({_link_name(rig, fn, t.gpu.bdf)})")
         if r.aer.get("correctable"):
-            soft.append(f"{_hop_name(rig, fn)}: {r.aer['correctable']} correctable ({_link_name(rig, fn)})")
+            soft.append(
+                f"{_hop_name(rig, fn)}: {r.aer['correctable']} correctable ({_link_name(rig, fn, t.gpu.bdf)})"
+            )
     if not counted:
         return not_applicable(
             f"{t.label}: the kernel keeps no AER counters for the {len(chain)} hop(s) to this GPU "
@@ -436,7 +446,7 @@ def aer_growth(t: GpuTarget) -> Verdict:
             unit="errors",
             path=path,
             notes=notes,
-            fix=[RISER_FIX.format(link=_link_name(rig, first))],
+            fix=[RISER_FIX.format(link=_link_name(rig, first, t.gpu.bdf))],
             properties=props,
         )
     return passed(

@@ -88,6 +88,9 @@ DEFAULT_MAX_CLOCK_DROP = 0.10
 BASELINE_S = 60.0  # the first minute's median, or the first third of a shorter run
 WINDOW_S = 10.0  # sustained = the median of a 10-second window
 MIN_SAMPLES = 6
+AGAIN_FIX = [
+    "run the soak again on the rig: pytest --rig --rig-soak 10m (add --rig-soak-save soak.json to keep it)"
+]
 
 PRESETS = {"": 1, "s": 1, "m": 60, "h": 3600}
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
@@ -342,18 +345,19 @@ def judge(
     g = rec.gpus.get(bdf)
     where = f"soak samples ({rec.origin})"
     if g is None:
-        return unreadable(f"{label}: no soak samples for this GPU in {where}", path=path)
+        return unreadable(f"{label}: no soak samples for this GPU in {where}", path=path, fix=list(AGAIN_FIX))
     if g.unavailable:
-        return unreadable(f"{label}: no soak could be run: {g.unavailable}", path=path)
+        return unreadable(f"{label}: no soak could be run: {g.unavailable}", path=path, fix=list(AGAIN_FIX))
     bad = _check_rows(g)
     if bad:
-        return unreadable(f"{label}: {where} are corrupt: {bad}", path=path)
+        return unreadable(f"{label}: {where} are corrupt: {bad}", path=path, fix=list(AGAIN_FIX))
     rows = [r for r in g.samples if r[COL["sm_mhz"]] is not None]
     if len(rows) < MIN_SAMPLES:
         return unreadable(
             f"{label}: {len(rows)} SM clock sample(s) in {where} ({rec.stopped}); at least {MIN_SAMPLES} "
             "are needed to judge a soak",
             path=path,
+            fix=list(AGAIN_FIX),
         )
     t0 = float(rows[0][0])  # type: ignore[arg-type]
     times = [float(r[0]) - t0 for r in rows]  # type: ignore[arg-type]
@@ -373,7 +377,11 @@ def judge(
     reasons = [(float(r[0]) - t0, int(r[COL["reasons"]])) for r in g.samples if r[COL["reasons"]] is not None]  # type: ignore[arg-type]
     if not reasons:
         return unreadable(
-            f"{label}: no clock event reasons in {where}: slowdown cannot be ruled out", path=path
+            f"{label}: no clock event reasons in {where}: slowdown cannot be ruled out",
+            path=path,
+            fix=[
+                "update the NVIDIA driver (clock event reasons need nvmlDeviceGetCurrentClocksEventReasons)"
+            ],
         )
     for bit, name in BAD_REASONS.items():
         hits = [t for t, v in reasons if v & bit]
@@ -407,7 +415,11 @@ def judge(
         if not pts:
             if col == "temp_c":
                 return unreadable(
-                    f"{label}: no {what} in {where}; the profile limits it to {limit:g} C", path=path
+                    f"{label}: no {what} in {where}; the profile limits it to {limit:g} C",
+                    path=path,
+                    fix=[
+                        f"remove [soak] max_temp_c from {expect.source}, or run as root to read the temperature"
+                    ],
                 )
             notes.append(f"NVML reports no {what} on this GPU: {limit:g} C limit not judged")
             continue

@@ -105,7 +105,8 @@ def settings(config: pytest.Config) -> Settings:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "rig_late(n): runs after the other checks, in order of n (the soak 1, the link-health window's end 2)"
+        "markers",
+        "rig_late(n): runs after the other checks, in order of n (the soak 1, the link-health window's end 2)",
     )
 
 

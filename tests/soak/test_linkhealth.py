@@ -123,3 +123,17 @@ def test_width_drop_over_the_window_fails(tmp_path):
 def test_single_reading_snapshot_does_not_apply():
     v = linkhealth.aer_growth(gpus(rig("rtx3090x2-gen4"))[0])
     assert v.status == Status.NOT_APPLICABLE and "linkhealth.json" in v.summary
+
+
+def test_switch_port_errors_name_the_link_below_it(tmp_path):
+    """A downstream port counts errors received on its link to the GPU; the switch's upstream port, on the
+    link above it to the root port (receiver-side AER counts)."""
+    r = rig("rtxpro6000x4-switch", tmp_path)
+    nonfatal = "Undefined 0\nTOTAL_ERR_NONFATAL 1\n"
+    (r.root / r.pcie["0000:02:01.0"].base / "aer_dev_nonfatal").write_text(nonfatal)
+    v = linkhealth.aer_counters(gpus(r)[1])
+    assert v.status == Status.FAIL and "0000:02:01.0 -> 0000:04:00.0" in v.fix[0]
+    (r.root / r.pcie["0000:01:00.0"].base / "aer_dev_nonfatal").write_text(nonfatal)
+    r2 = Rig.replay(open_snapshot(str(r.root)), Profile())
+    v = linkhealth.aer_counters(gpus(r2)[0])
+    assert "0000:00:01.1 -> 0000:01:00.0" in v.fix[0]
