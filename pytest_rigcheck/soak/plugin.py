@@ -112,9 +112,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     from ..errors import RigcheckError
-    from ..plugin import iter_rigs
+    from ..plugin import iter_rigs, rig_session
 
-    if session.config.option.help:
+    if session.config.option.help or not rig_session(session.config).enabled:
         return
     settings(session.config)
     for rig in iter_rigs(session.config):
@@ -168,6 +168,7 @@ class SoakSession:
     def __init__(self, rig: Rig, config: pytest.Config) -> None:
         self.rig, self.config = rig, config
         self._record: SoakRecord | Verdict | str | None = None
+        self.saved = ""  # what became of --rig-soak-save, for the verdicts' notes
 
     def record(self) -> SoakRecord | Verdict | str:
         """The samples; a reason string when there is no soak to judge; an UNREADABLE verdict when corrupt."""
@@ -234,7 +235,11 @@ class SoakSession:
         for b, g in rec.gpus.items():
             g.name = names.get(b, g.name)
         if s.soak_save is not None:
-            s.soak_save.write_text(json.dumps(rec.to_json(), indent=1) + "\n", encoding="utf-8")
+            try:
+                s.soak_save.write_text(json.dumps(rec.to_json(), indent=1) + "\n", encoding="utf-8")
+                self.saved = f"samples saved to {s.soak_save}"
+            except OSError as exc:
+                self.saved = f"samples NOT saved to {s.soak_save}: {exc.strerror or exc}"
         return rec
 
     def _progress(self) -> Any:
@@ -272,7 +277,10 @@ class SoakSession:
         if isinstance(rec, Verdict):
             return rec
         expect, _ = expectations(t.rig)
-        return judge(rec, t.gpu.bdf, t.label, expect, [t.rig.pcie.path_text(t.gpu.bdf)])
+        v = judge(rec, t.gpu.bdf, t.label, expect, [t.rig.pcie.path_text(t.gpu.bdf)])
+        if self.saved:
+            v.notes.append(self.saved)
+        return v
 
 
 @pytest.fixture
