@@ -27,6 +27,17 @@ def gpu_count(rig: Rig) -> Verdict:
     found = len(rig.pcie.gpus)
     listing = ", ".join(rig.pcie.gpu_label(g) for g in rig.pcie.gpus) or "none"
     props = {"gpu_count": found}
+    # An imported paste (rigcheck import-lspci) that lists only part of the bus cannot show how many GPUs
+    # there are: fewer than expected, or as many, is unknown; only more than expected is a finding.
+    imported = rig.manifest.raw.get("imported", {}) if rig.manifest is not None else {}
+    partial = imported.get("gpu_count_unknown") if isinstance(imported, dict) else None
+    if partial and not (rig.profile.gpus is not None and found > rig.profile.gpus):
+        return unreadable(
+            f"{rig.name}: the imported text shows {found} GPU(s) ({listing}), but not the whole bus: {partial}",
+            expected=f"{rig.profile.gpus} ({rig.profile.source})" if rig.profile.gpus is not None else "",
+            fix=["paste the whole `sudo lspci -vvv` (or `lspci -nn` for the count), unfiltered"],
+            properties=props,
+        )
     if rig.profile.gpus is not None:
         want, where = rig.profile.gpus, rig.profile.source
         if found == want:

@@ -1,0 +1,154 @@
+"""Map the names ``lspci`` prints (without ``-nn``) back to vendor/device IDs and class codes.
+
+The names come from the PCI ID database, pci.ids (https://pci-ids.ucw.cz/), which Debian ships in
+package ``pci.ids`` (``/usr/share/misc/pci.ids``) and Fedora/Arch in ``hwdata``
+(``/usr/share/hwdata/pci.ids``). Without it, a small built-in table of vendor and class names (the
+same strings as pci.ids) still tells a GPU from a bridge; device IDs then stay unknown and the
+manifest says so.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+SEARCH = (
+    "/usr/share/misc/pci.ids",
+    "/usr/share/hwdata/pci.ids",
+    "/usr/share/pci.ids",
+    "/usr/share/misc/pci.ids.gz",
+    "/usr/share/hwdata/pci.ids.gz",
+)
+
+# Vendor names as pci.ids spells them (so as lspci prints them).
+BUILTIN_VENDORS = {
+    "NVIDIA Corporation": 0x10DE,
+    "Advanced Micro Devices, Inc. [AMD/ATI]": 0x1002,
+    "Advanced Micro Devices, Inc. [AMD]": 0x1022,
+    "Intel Corporation": 0x8086,
+    "PLX Technology, Inc.": 0x10B5,
+    "Broadcom / LSI": 0x1000,
+    "Mellanox Technologies": 0x15B3,
+    "Microsemi / PMC / IDT": 0x11F8,
+    "ASPEED Technology, Inc.": 0x1A03,
+    "Samsung Electronics Co Ltd": 0x144D,
+    "Red Hat, Inc.": 0x1AF4,
+    "Huawei Technologies Co., Ltd.": 0x19E5,
+}
+
+# Subclass names (pci.ids "C" section) -> class << 8 | subclass.
+BUILTIN_CLASSES = {
+    "Host bridge": 0x0600,
+    "ISA bridge": 0x0601,
+    "PCI bridge": 0x0604,
+    "Bridge": 0x0680,
+    "VGA compatible controller": 0x0300,
+    "XGA compatible controller": 0x0301,
+    "3D controller": 0x0302,
+    "Display controller": 0x0380,
+    "Ethernet controller": 0x0200,
+    "Infiniband controller": 0x0207,
+    "Network controller": 0x0280,
+    "Non-Volatile memory controller": 0x0108,
+    "SATA controller": 0x0106,
+    "Serial Attached SCSI controller": 0x0107,
+    "RAID bus controller": 0x0104,
+    "Audio device": 0x0403,
+    "Multimedia audio controller": 0x0401,
+    "USB controller": 0x0C03,
+    "SMBus": 0x0C05,
+    "Serial bus controller": 0x0C80,
+    "System peripheral": 0x0880,
+    "IOMMU": 0x0806,
+    "Signal processing controller": 0x1180,
+    "Encryption controller": 0x1080,
+    "Processing accelerators": 0x1200,
+    "Co-processor": 0x0B40,
+    "Memory controller": 0x0580,
+    "RAM memory": 0x0500,
+    "Non-Essential Instrumentation": 0x1300,
+    "Unassigned class": 0xFF00,
+}
+
+
+class PciIds:
+    """The pci.ids database, or the built-in fallback when no copy is installed."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.vendors: dict[str, int] = dict(BUILTIN_VENDORS)
+        self.devices: dict[int, dict[str, int | None]] = {}
+        self.classes: dict[str, int | None] = dict(BUILTIN_CLASSES)
+        self.path: str | None = None
+        for p in [path] if path else [os.environ.get("RIGCHECK_PCI_IDS"), *SEARCH]:
+            if p and Path(p).is_file():
+                self._load(Path(p))
+                self.path = p
+                break
+
+    @property
+    def where(self) -> str:
+        return f"pci.ids ({self.path})" if self.path else "the built-in name table (no pci.ids installed)"
+
+    def _load(self, path: Path) -> None:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        vendor: int | None = None
+        cls: int | None = None
+        for line in raw.decode("utf-8", "replace").splitlines():
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("C "):
+                cls, vendor = int(line[2:4], 16), None
+                continue
+            if line.startswith("\t\t"):
+                continue  # subsystems and prog-ifs
+            if line.startswith("\t"):
+                code, _, name = line[1:].partition("  ")
+                try:
+                    num = int(code, 16)
+                except ValueError:
+                    continue
+                if cls is not None:
+                    key = name.strip()
+                    value = (cls << 8) | num
+                    # a subclass name used by two classes (``Other``...) cannot be mapped back
+                    self.classes[key] = value if self.classes.get(key, value) == value else None
+                elif vendor is not None:
+                    devs = self.devices.setdefault(vendor, {})
+                    key = name.strip()
+                    devs[key] = num if devs.get(key, num) == num else None
+                continue
+            code, _, name = line.partition("  ")
+            try:
+                vendor, cls = int(code, 16), None
+            except ValueError:
+                vendor = None
+                continue
+            self.vendors.setdefault(name.strip(), vendor)
+
+    def lookup_name(self, name: str) -> tuple[int, int, str] | None:
+        """``NVIDIA Corporation GA102 [GeForce RTX 3090]`` -> (0x10de, 0x2204, source) or ``None``.
+
+        The device ID is 0 (and the source says ``vendor only``) when only the vendor is known.
+        """
+        best = None
+        for vname, vid in self.vendors.items():
+            if name.startswith(vname) and (best is None or len(vname) > len(best[0])):
+                best = (vname, vid)
+        if best is None:
+            return None
+        rest = name[len(best[0]) :].strip()
+        if rest.startswith("Device "):
+            try:
+                return best[1], int(rest.split()[1], 16), "text"
+            except (IndexError, ValueError):
+                pass
+        dev = self.devices.get(best[1], {}).get(rest)
+        src = "pci.ids" if self.path else "builtin"
+        if dev is None:
+            return best[1], 0, f"{src} (vendor only)"
+        return best[1], dev, src
+
+    def class_code(self, name: str) -> int | None:
+        """``VGA compatible controller`` -> 0x0300; ``None`` when unknown or ambiguous."""
+        return self.classes.get(name)
