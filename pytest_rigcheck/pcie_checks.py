@@ -450,8 +450,19 @@ def _slots_below(rig: Rig, port: object) -> list[str]:
 
 def topology(t: PairTarget) -> Verdict:
     rig, tree = t.rig, t.rig.pcie
-    cls = pair_class(tree, t.a.bdf, t.b.bdf)
     pair = f"{tree.gpu_label(t.a)} <-> {tree.gpu_label(t.b)}"
+    # An imported paste that leaves out a bridge above either GPU (rigcheck import-lspci puts a
+    # placeholder there) cannot tell how the two connect.
+    imported = rig.manifest.raw.get("imported", {}) if rig.manifest is not None else {}
+    holes = set(imported.get("placeholders", [])) if isinstance(imported, dict) else set()
+    cut = sorted({x.bdf for g in (t.a, t.b) for x in tree.ancestors(g.bdf) if x.bdf in holes})
+    if cut:
+        return unreadable(
+            f"{pair}: connection unknown: the imported text does not show the bridges above "
+            f"{', '.join(g.bdf for g in (t.a, t.b))} (placeholders {', '.join(cut)})",
+            fix=["paste the whole `sudo lspci -vvv` (its Bus: lines place every bridge), or add `lspci -tv`"],
+        )
+    cls = pair_class(tree, t.a.bdf, t.b.bdf)
     props: dict[str, object] = {"topology": cls}
     limit = rig.profile.max_topology_class
     if limit is None:

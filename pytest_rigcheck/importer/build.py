@@ -126,6 +126,9 @@ def _merge_tree(parsed: LspciText, ids: PciIds, unknown: list[str]) -> None:
                 if dev.class_code is None and found and _looks_like_gpu(found[0], node.name):
                     dev.class_code = 0x030000
                     dev.notes.append(f"class inferred as a GPU from its name in the tree: {node.name!r}")
+                elif dev.class_code is None and found:
+                    dev.class_code = CLASS_NOT_GPU
+                    dev.notes.append(f"class not shown; by its name in the tree not a GPU: {node.name!r}")
             if dev.class_code is None:
                 dev.class_code = 0xFF0000
                 dev.notes.append("only in the -t tree, class unknown")
@@ -137,13 +140,19 @@ def _merge_tree(parsed: LspciText, ids: PciIds, unknown: list[str]) -> None:
             dev.secondary, dev.subordinate = node.secondary, node.subordinate
 
 
+CLASS_NOT_GPU = 0xFF0001  # "unassigned" class, marked: the tree's name says it is no GPU
+
+
 def _looks_like_gpu(vendor: int, name: str) -> bool:
+    """Whether a -tv name is a GPU's: NVIDIA and AMD/ATI functions other than their audio/USB/bridges,
+    Intel's discrete and integrated graphics by their marketing and code names."""
+    low = name.lower()
+    if vendor == 0x8086:
+        words = ("graphics", "arc ", "[arc", "battlemage", "alchemist", "dg1", "dg2", "iris", "uhd")
+        return any(w in low for w in words)
     if vendor not in (0x10DE, 0x1002):
         return False
-    low = name.lower()
-    return not any(
-        w in low for w in ("audio", "usb", "ucsi", "bridge", "switch", "nvswitch", "serial", "hd audio")
-    )
+    return not any(w in low for w in ("audio", "usb", "ucsi", "bridge", "switch", "nvswitch", "serial"))
 
 
 def _apply_dump(dev: LspciDevice) -> None:
@@ -272,6 +281,20 @@ def _write(
     for dev in parsed.devices.values():
         d = root / chain(dev.bdf)
         d.mkdir(parents=True, exist_ok=True)
+        if (
+            dev.vendor == 0x1002
+            and dev.class_code is not None
+            and dev.class_code >> 16 == 0x03
+            and parent.get(dev.bdf) in placeholders.values()
+            and dev.lnksta is not None
+        ):
+            # AMD GPUs (RDNA) sit behind a switch of their own: the link their display function shows
+            # is that switch's internal one; the slot's link is on the switch's upstream port, which
+            # the text leaves out (LACT maintainers, github.com/ilya-zlobintsev/LACT/issues/334).
+            dev.lnksta = dev.lnkcap = None
+            unknown.append(
+                f"{dev.bdf}: AMD GPU without its upstream ports in the text: the slot's link is not shown"
+            )
         _write_function(d, dev, unknown)
         _symlink(root / "sys/bus/pci/devices" / dev.bdf, d)
         if dev.driver:
@@ -298,7 +321,7 @@ def _write(
         (root / "nvml.json").write_text(json.dumps(nvml, indent=1, sort_keys=True) + "\n")
     else:
         unknown.append("NVML state: no nvidia-smi -q given: GPU power, ECC, clocks and NVLink unknown")
-    return {"gpus": gpus}
+    return {"gpus": gpus, "placeholders": sorted(placeholders.values())}
 
 
 def _iommu_types(parsed: LspciText, cmdline: str | None, unknown: list[str]) -> str | None:
@@ -358,7 +381,9 @@ def _config(dev: LspciDevice, dump: bytes | None, vendor: int, device: int, cls:
     if dev.in_tree_only and dump is None:
         return None
     with_pcie = _link_regs_complete(dev)
-    size = 4096 if dev.ext_known else (256 if with_pcie else 64)
+    # ACSCtl shown: ACS is known even where the rest of the extended list is not (a grep kept only it)
+    acs_known = dev.acs_offset is not None and dev.acs_ctrl is not None
+    size = 4096 if dev.ext_known or acs_known else (256 if with_pcie else 64)
     acs = None
     if dev.acs_offset is not None and dev.acs_ctrl is not None:
         off = dev.acs_offset if dev.acs_offset >= 0x104 else 0x2A0
@@ -370,7 +395,9 @@ def _config(dev: LspciDevice, dump: bytes | None, vendor: int, device: int, cls:
         cls,
         None,
         "",
-        dev.port_type if with_pcie else None,
+        # build_config writes extended capabilities only behind a PCIe capability: give it one, then
+        # unlink the capability list below when the text does not show the PCIe registers
+        dev.port_type if with_pcie else (PortType.ENDPOINT if size == 4096 else None),
         cap=dev.lnkcap if with_pcie else None,  # type: ignore[arg-type]
         link=dev.lnksta if with_pcie else None,  # type: ignore[arg-type]
         target=dev.lnkctl2_target,
@@ -485,6 +512,7 @@ def _manifest(
             "pci_ids": ids.where,
             "unknown": unknown,
             "gpu_count_unknown": partial,
+            "placeholders": built["placeholders"],
         },
     }
 
