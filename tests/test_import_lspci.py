@@ -479,3 +479,45 @@ def test_pytest_judges_the_import(tmp_path: Path) -> None:
     )
     assert "2 failed, 2 passed" in proc.stdout, proc.stdout[-2000:]
     assert "0000:02:08.0" in proc.stdout and "ReqRedir" in proc.stdout
+
+
+# -- nvidia-smi topo -m and -q: real pastes ----------------------------------------------------------
+
+
+def test_topo_nvswitch_pattern_gives_link_states() -> None:
+    """NVIDIA/nccl#1453: eight H100 with NV18 to every peer (NVSwitch): 18 links up on each GPU."""
+    from pytest_rigcheck.importer.topo import parse_topo
+
+    t = parse_topo((DATA / "topo-nccl-1453-8xh100-nv18.txt").read_text().expandtabs(8), "topo")
+    assert len(t["matrix"]) == 8 and t["matrix"]["GPU3"]["NIC5"] == "PIX"
+    assert all(sum(s.values()) == len(s) == 18 for s in t["nvlinks"].values())
+
+
+def test_topo_pcie_only_and_cut_claims_no_links() -> None:
+    """NVIDIA/nccl#1817: PIX/NODE/SYS only, the GPU4 row cut: rows kept as shown, no NVLink claimed."""
+    from pytest_rigcheck.importer.topo import parse_topo
+
+    t = parse_topo((DATA / "topo-nccl-1817-8gpu-pcie-truncated.txt").read_text(), "topo")
+    assert sorted(t["matrix"]) == ["GPU0", "GPU1", "GPU2", "GPU3"]
+    assert t["matrix"]["GPU2"]["GPU3"] == "PIX" and t["nvlinks"] == {}
+
+
+def test_topo_that_disagrees_with_itself_claims_no_links(tmp_path: Path) -> None:
+    text = (MODELLED / "topo-m-2gpu-nv4.txt").read_text().replace("NV4", "NV3", 1)  # GPU0 row: NV3 to GPU1
+    topo = tmp_path / "topo.txt"
+    topo.write_text(text)
+    # GPU0 says NV3, GPU1 says NV4: no total can be told, so the NVLink state stays unknown, not passed
+    out = do_import(tmp_path, MODELLED / "switch-acs-redirect-nn.txt", topo=topo)
+    gpus = json.loads((out / "nvml.json").read_text())["gpus"]
+    assert all("unavailable" in g["nvlink_states"] for g in gpus)
+
+
+def test_smi_q_fragment_without_gpu_line_is_refused(tmp_path: Path) -> None:
+    """NVIDIA/k8s-device-plugin#331: a -q excerpt that starts inside a GPU's section: no GPU to attach it to."""
+    with pytest.raises(PasteError, match="no 'GPU 00000000:BB:DD.F' section"):
+        do_import(
+            tmp_path,
+            MODELLED / "switch-acs-redirect-nn.txt",
+            smi=DATA / "smi-q-k8s-device-plugin-331-fragment.txt",
+        )
+    assert list(tmp_path.iterdir()) == []

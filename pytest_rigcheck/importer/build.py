@@ -93,7 +93,10 @@ def import_lspci(inputs: Inputs, out: Path, *, name: str | None = None, ids: Pci
         topo = parse_topo(check_text(inputs.topo[1], inputs.topo[0]), inputs.topo[0])
 
     parent = out.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
+    if not parent.is_dir():
+        raise PasteError(
+            f"{parent}: no such directory (OUT's parent must exist: nothing is made outside OUT)"
+        )
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=parent))
     try:
         built = _write(tmp, parsed, cmdline, smi, topo, unknown)
@@ -449,9 +452,14 @@ def _nvml_json(
     if topo is not None:
         links = topo.get("nvlinks", {})
         for g in gpus:
-            n = links.get(g["index"])
-            if n is not None:
-                g["nvlink_states"] = {str(i): 1 for i in range(n)}
+            states = links.get(g["index"])
+            if states is not None:
+                g["nvlink_states"] = states
+            else:
+                g["nvlink_states"] = {
+                    "unavailable": "nvidia-smi topo -m shows NV# per peer, not each link's state (no NVSwitch pattern)",
+                    "code": "not_captured",
+                }
     out: dict[str, Any] = {
         "format": 1,
         "origin": "rigcheck import-lspci (nvidia-smi -q / topo -m text)",

@@ -217,10 +217,13 @@ def parse_lspci(text: str, ids: PciIds) -> LspciText:
 
 def _identify(dev: LspciDevice, rest: str, ids: PciIds) -> None:
     cls_name, _, name = rest.partition(": ")
-    m = re.search(r"\s\[(?P<c>[0-9a-f]{4})\]$", cls_name)
+    m = re.search(r"(?:^|\s\[)(?P<c>[0-9a-f]{4})\]?$", cls_name)  # "VGA ... [0300]", or lspci -n's "0300"
     cls = int(m["c"], 16) if m else None
     if m:
         cls_name = cls_name[: m.start()]
+    numeric = re.match(r"^(?P<v>[0-9a-f]{4}):(?P<d>[0-9a-f]{4})\b", name)  # lspci -n: "10de:2204 (rev a1)"
+    if numeric:
+        name = f"[{numeric['v']}:{numeric['d']}]" + name[numeric.end() :]
     prog = re.search(r"\(prog-if (?P<p>[0-9a-f]{2})", name)
     rev = re.search(r"\(rev (?P<r>[0-9a-f]{2})\)", name)
     dev.revision = int(rev["r"], 16) if rev else None

@@ -16,7 +16,7 @@ _CELL = re.compile(r"^(X|SYS|NODE|PHB|PXB|PIX|NV\d+|SOC|PXN|N/A)$")
 
 
 def parse_topo(text: str, where: str) -> dict[str, Any]:
-    """Return ``{"matrix": {"GPU0": {"GPU1": "NV4", ...}}, "nvlinks": {0: 8, ...}}``."""
+    """Return ``{"matrix": {"GPU0": {"GPU1": "NV4", ...}}, "nvlinks": {0: {"0": 1, ...}, ...}}``."""
     header: list[str] | None = None
     matrix: dict[str, dict[str, str]] = {}
     for raw in text.split("\n"):
@@ -33,9 +33,32 @@ def parse_topo(text: str, where: str) -> dict[str, Any]:
             matrix[cols[0]] = dict(zip(header, cells, strict=True))
     if not matrix:
         raise PasteError(f"{where}: no GPU0 GPU1 ... header and rows: not nvidia-smi topo -m output")
-    nvlinks: dict[int, int] = {}
-    for row, cells in matrix.items():
-        n = sum(int(c[2:]) for k, c in cells.items() if c.startswith("NV") and k.startswith("GPU"))
-        if n:
-            nvlinks[int(row[3:])] = n
-    return {"matrix": matrix, "nvlinks": nvlinks}
+    return {"matrix": matrix, "nvlinks": nvlink_states(matrix)}
+
+
+def nvlink_states(matrix: dict[str, dict[str, str]]) -> dict[int, dict[str, int]]:
+    """Per-link states where the matrix tells them, else nothing.
+
+    ``NV#`` counts a GPU's active links to one peer, not its links in all. Only the NVSwitch pattern
+    (every GPU row shows ``NV#`` to every other GPU, one count per row) tells the total: the largest
+    count of any row; a row with fewer has that many links down. A mesh (counts differ per peer) or a
+    matrix missing rows tells no total, so nothing is claimed.
+    """
+    gpus = sorted((int(k[3:]) for k in matrix), key=int)
+    if len(gpus) < 2 or gpus != list(range(len(gpus))):
+        return {}
+    for i in gpus:
+        for j in gpus:
+            if i != j and matrix[f"GPU{i}"].get(f"GPU{j}") != matrix[f"GPU{j}"].get(f"GPU{i}"):
+                return {}  # a matrix that disagrees with itself tells nothing
+    per: dict[int, int] = {}
+    for i in gpus:
+        cells = [c for k, c in matrix[f"GPU{i}"].items() if k.startswith("GPU") and k != f"GPU{i}"]
+        if len(cells) != len(gpus) - 1 or not all(c.startswith("NV") for c in cells):
+            return {}
+        counts = {int(c[2:]) for c in cells}
+        if len(counts) != 1:
+            return {}
+        per[i] = counts.pop()
+    total = max(per.values())
+    return {i: {str(k): int(k < n) for k in range(total)} for i, n in per.items()}
