@@ -521,3 +521,25 @@ def test_smi_q_fragment_without_gpu_line_is_refused(tmp_path: Path) -> None:
             smi=DATA / "smi-q-k8s-device-plugin-331-fragment.txt",
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_root_ports_on_a_root_bus_without_host_bridge(tmp_path: Path) -> None:
+    """Intel Xeons put root ports on buses like 16 with no host bridge function there: in a whole
+    listing a bus no bridge reaches is a root bus, not a cut-off one."""
+    text = (MODELLED / "rootports-x8-riser-plain.txt").read_text()
+    text = text.replace("00:01.1", "16:01.0").replace("00:03.1", "16:03.0").replace("primary=00", "primary=16")
+    out = do_import(tmp_path, text.encode())
+    assert [a.bdf for a in tree_of(out).ancestors("0000:01:00.0")] == ["0000:16:01.0"]
+    v = judge(out)
+    assert v["link[0000:01:00.0]"] == "fail" and v["acs[0000:16:01.0]"] == "pass"
+    assert v["topo[0000:01:00.0-0000:02:00.0]"] == "pass"
+
+
+def test_link_ends_that_disagree_judge_the_lesser(tmp_path: Path) -> None:
+    """The root port above GPU1 shows x8, the GPU x16 (shared/cases gate D: the ends of one link disagree)."""
+    text = (MODELLED / "rootports-x8-riser-plain.txt").read_text()
+    text = text.replace("LnkSta: Speed 16GT/s, Width x16, TrErr", "LnkSta: Speed 16GT/s, Width x8, TrErr", 1)
+    out = do_import(tmp_path, text.encode())
+    v = judge(out)
+    assert v["link[0000:02:00.0]"] == "fail"
+    assert any("the lesser is judged" in u for u in open_snapshot(out).manifest.raw["imported"]["unknown"])

@@ -215,6 +215,20 @@ def _parents(parsed: LspciText, unknown: list[str]) -> tuple[dict[str, str | Non
         if d.class_code is not None and d.class_code >> 8 == 0x0600
     }
     roots |= {(_dom(b), _bus(b)) for b, n in parsed.tree.items() if n.parent is None}
+    # In a whole listing (00:00.0 there, nothing elided, every bridge's bus numbers shown) a bus no bridge
+    # reaches is a root bus: Intel Xeons put root ports on buses such as 16 or 30 with no host bridge
+    # function there. In a partial one it may be a bus whose bridge was cut off.
+    whole = (
+        not _gpu_count_unknown(parsed)
+        and all(d.secondary is not None for d in devs.values() if d.is_bridge)
+    )
+    if whole:
+        covered = {
+            (_dom(b.bdf), bus)
+            for b in bridges
+            for bus in range(b.secondary or 0, (b.subordinate if b.subordinate is not None else b.secondary or 0) + 1)
+        }
+        roots |= {(_dom(d.bdf), _bus(d.bdf)) for d in devs.values()} - covered
     parent: dict[str, str | None] = {}
     placeholders: dict[str, str] = {}  # (dom:bus) -> placeholder BDF
     for d in devs.values():
@@ -279,6 +293,7 @@ def _write(
         for attr, val in (("vendor", "0xfffe"), ("device", "0x0000"), ("class", "0x060400")):
             (d / attr).write_text(val + "\n")
         _symlink(root / "sys/bus/pci/devices" / pbdf, d)
+    _cross_check_link_ends(parsed, parent, unknown)
     groups_known = _iommu_types(parsed, cmdline, unknown)
     gpus = 0
     for dev in parsed.devices.values():
@@ -325,6 +340,25 @@ def _write(
     else:
         unknown.append("NVML state: no nvidia-smi -q given: GPU power, ECC, clocks and NVLink unknown")
     return {"gpus": gpus, "placeholders": sorted(placeholders.values())}
+
+
+def _cross_check_link_ends(parsed: LspciText, parent: dict[str, str | None], unknown: list[str]) -> None:
+    """Both ends of a link show one LnkSta; where the text shows two, the lesser of each is judged."""
+    devs = parsed.devices
+    for d in devs.values():
+        up = devs.get(parent.get(d.bdf) or "")
+        if up is None or up.port_type == PortType.UPSTREAM or d.lnksta is None or up.lnksta is None:
+            continue
+        if d.port_type == PortType.DOWNSTREAM:
+            continue  # a switch's internal bus: no link between the upstream and downstream ports
+        a, b = d.lnksta, up.lnksta
+        if a != b:
+            gens = [g for g in (a[0], b[0]) if g]
+            widths = [w for w in (a[1], b[1]) if w is not None]
+            d.lnksta = (min(gens) if gens else None, min(widths) if widths else None)
+            unknown.append(
+                f"{d.bdf}: LnkSta {a} but {up.bdf} above it shows {b} for the same link: the lesser is judged"
+            )
 
 
 def _iommu_types(parsed: LspciText, cmdline: str | None, unknown: list[str]) -> str | None:
