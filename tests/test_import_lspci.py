@@ -527,7 +527,9 @@ def test_root_ports_on_a_root_bus_without_host_bridge(tmp_path: Path) -> None:
     """Intel Xeons put root ports on buses like 16 with no host bridge function there: in a whole
     listing a bus no bridge reaches is a root bus, not a cut-off one."""
     text = (MODELLED / "rootports-x8-riser-plain.txt").read_text()
-    text = text.replace("00:01.1", "16:01.0").replace("00:03.1", "16:03.0").replace("primary=00", "primary=16")
+    text = (
+        text.replace("00:01.1", "16:01.0").replace("00:03.1", "16:03.0").replace("primary=00", "primary=16")
+    )
     out = do_import(tmp_path, text.encode())
     assert [a.bdf for a in tree_of(out).ancestors("0000:01:00.0")] == ["0000:16:01.0"]
     v = judge(out)
@@ -543,3 +545,31 @@ def test_link_ends_that_disagree_judge_the_lesser(tmp_path: Path) -> None:
     v = judge(out)
     assert v["link[0000:02:00.0]"] == "fail"
     assert any("the lesser is judged" in u for u in open_snapshot(out).manifest.raw["imported"]["unknown"])
+
+
+def test_mangled_pastes_import_or_refuse_never_crash(tmp_path: Path) -> None:
+    """Cut, shuffled, thinned, byte-flipped and concatenated pastes: a snapshot the checks read, or one PasteError."""
+    import random
+
+    srcs = [p.read_bytes() for p in sorted(MODELLED.glob("*.txt")) + sorted(DATA.glob("*.txt"))]
+    rng = random.Random(11)
+    for i in range(120):
+        data = bytearray(rng.choice(srcs))
+        op = i % 5
+        if op == 0:
+            data = data[: rng.randrange(len(data))]
+        elif op == 1:
+            lines = data.split(b"\n")
+            rng.shuffle(lines)
+            data = bytearray(b"\n".join(lines))
+        elif op == 2:
+            for _ in range(20):
+                data[rng.randrange(len(data))] = rng.choice(b"0123456789abcdef:.-[] \t\n+x")
+        elif op == 3:
+            data = bytearray(b"\n".join(ln for ln in data.split(b"\n") if rng.random() < 0.5))
+        else:
+            data += rng.choice(srcs)
+        try:
+            judge(do_import(tmp_path, bytes(data), name=f"m{i}"))
+        except PasteError:
+            pass

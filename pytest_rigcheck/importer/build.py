@@ -218,15 +218,16 @@ def _parents(parsed: LspciText, unknown: list[str]) -> tuple[dict[str, str | Non
     # In a whole listing (00:00.0 there, nothing elided, every bridge's bus numbers shown) a bus no bridge
     # reaches is a root bus: Intel Xeons put root ports on buses such as 16 or 30 with no host bridge
     # function there. In a partial one it may be a bus whose bridge was cut off.
-    whole = (
-        not _gpu_count_unknown(parsed)
-        and all(d.secondary is not None for d in devs.values() if d.is_bridge)
+    whole = not _gpu_count_unknown(parsed) and all(
+        d.secondary is not None for d in devs.values() if d.is_bridge
     )
     if whole:
         covered = {
             (_dom(b.bdf), bus)
             for b in bridges
-            for bus in range(b.secondary or 0, (b.subordinate if b.subordinate is not None else b.secondary or 0) + 1)
+            for bus in range(
+                b.secondary or 0, (b.subordinate if b.subordinate is not None else b.secondary or 0) + 1
+            )
         }
         roots |= {(_dom(d.bdf), _bus(d.bdf)) for d in devs.values()} - covered
     parent: dict[str, str | None] = {}

@@ -34,7 +34,8 @@ _CAP = re.compile(r"^\s*Capabilities:\s*\[(?P<off>[0-9a-f]+)(?:\s+v(?P<ver>\d+))
 _ELISION = re.compile(r"^\s*(?:\.{3,}|…+|\[\.\.\.\]|<snip>|\[snip\]|\(\.\.\.\))\s*$", re.I)
 _IDS = re.compile(r"\[(?P<v>[0-9a-f]{4}):(?P<d>[0-9a-f]{4})\]")
 _SPEED = re.compile(r"Speed\s+(?P<s>[0-9.]+GT/s|unknown)", re.I)
-_WIDTH = re.compile(r"Width\s+x(?P<w>\d+)")
+_WIDTH = re.compile(r"Width\s+x(?P<w>\d{1,2})\b")
+WIDTHS = (0, 1, 2, 4, 8, 12, 16, 32)  # PCIe link widths (PCIe Base Spec 7.5.3.6 Maximum Link Width)
 _FLAG = re.compile(r"(?<![A-Za-z])(?P<name>[A-Za-z][A-Za-z0-9]*)(?P<v>[+-])(?=[\s,]|$)")
 
 _PORT_TYPES = (
@@ -173,7 +174,7 @@ def parse_lspci(text: str, ids: PciIds) -> LspciText:
     last_key: str | None = None
     has_domain = False
     elided = False
-    for raw in text.split("\n"):
+    for lineno, raw in enumerate(text.split("\n"), 1):
         line = raw.rstrip()
         if not line.strip():
             continue
@@ -188,7 +189,10 @@ def parse_lspci(text: str, ids: PciIds) -> LspciText:
             if cur is not None:
                 cur.closed = True
             has_domain = has_domain or bool(m["dom"])
-            bdf = normalize_bdf(line.split()[0])
+            try:
+                bdf = normalize_bdf(line.split()[0])
+            except ValueError as exc:
+                raise PasteError(f"line {lineno}: {exc}: not lspci output") from None
             cur = devices.get(bdf)
             if cur is None:
                 cur = devices[bdf] = LspciDevice(bdf, m["rest"])
@@ -283,14 +287,17 @@ def _field(dev: LspciDevice, line: str, last_key: str | None) -> None:
         elif last_key == "LnkCtl2" and "SpeedDis" in s:
             dev.hasd = "SpeedDis+" in s
         return
-    if key == "LnkCap":
+    if key in ("LnkCap", "LnkSta"):
         sp, wd = _SPEED.search(val), _WIDTH.search(val)
-        if sp or wd:
-            dev.lnkcap = (_gen(sp["s"]) if sp else None, int(wd["w"]) if wd else None)
-    elif key == "LnkSta":
-        sp, wd = _SPEED.search(val), _WIDTH.search(val)
-        if sp or wd:
-            dev.lnksta = (_gen(sp["s"]) if sp else None, int(wd["w"]) if wd else None)
+        width = int(wd["w"]) if wd else None
+        if width not in WIDTHS:
+            width = None  # not a width a link can have: unknown, not guessed
+        if sp or width is not None:
+            reading = (_gen(sp["s"]) if sp else None, width)
+            if key == "LnkCap":
+                dev.lnkcap = reading
+            else:
+                dev.lnksta = reading
         _lnksta_flags(dev, val)
     elif key == "LnkCtl2":
         dev.lnkctl2_seen = True
@@ -387,6 +394,8 @@ def parse_tree(lines: list[str]) -> dict[str, TreeNode]:
                     _open_branch(line, m.end(), branch, (dom, sec, UNKNOWN_PARENT))
                 last_dev, name_at = None, None
                 continue
+            if int(m["dev"], 16) > 0x1F:
+                raise PasteError(f"lspci -t tree: device number {m['dev']} above 0x1f in {line.strip()!r}")
             bdf = f"{bdom}:{bus:02x}:{m['dev']}.{m['fn']}"
             sec = int(m["sec"], 16) if m["sec"] else None
             sub = int(m["sub"], 16) if m["sub"] else sec

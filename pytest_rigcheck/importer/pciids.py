@@ -139,10 +139,9 @@ class PciIds:
             return None
         rest = name[len(best[0]) :].strip()
         if rest.startswith("Device "):
-            try:
-                return best[1], int(rest.split()[1], 16), "text"
-            except (IndexError, ValueError):
-                pass
+            word = rest.split()[1] if len(rest.split()) > 1 else ""
+            if len(word) == 4 and all(c in "0123456789abcdefABCDEF" for c in word):
+                return best[1], int(word, 16), "text"
         dev = self.devices.get(best[1], {}).get(rest)
         src = "pci.ids" if self.path else "builtin"
         if dev is None:
