@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -122,7 +123,10 @@ def _merge_tree(parsed: LspciText, ids: PciIds, unknown: list[str]) -> None:
             if node.secondary is not None:
                 dev.class_code = 0x060400
             if node.name:
+                nn = re.search(r"\[(?P<v>[0-9a-f]{4}):(?P<d>[0-9a-f]{4})\]", node.name)  # lspci -tvnn
                 found = ids.lookup_name(node.name)
+                if nn:
+                    found = (int(nn["v"], 16), int(nn["d"], 16), "text")
                 if found:
                     dev.vendor, dev.device, _ = found
                     dev.ids_from = "tree name (inferred)"

@@ -36,7 +36,7 @@ def run_import(args: argparse.Namespace) -> int:
             topo=_read(args.topo, "--topo", stdin),
         )
         built = import_lspci(inputs, args.out, name=args.name)
-    except (PasteError, OSError) as exc:
+    except (PasteError, OSError, ValueError) as exc:
         print(f"rigcheck: import-lspci: {exc}", file=sys.stderr)
         return 2
     print(

@@ -35,6 +35,12 @@ BUILTIN_VENDORS = {
     "Samsung Electronics Co Ltd": 0x144D,
     "Red Hat, Inc.": 0x1AF4,
     "Huawei Technologies Co., Ltd.": 0x19E5,
+    "Microsoft Corporation": 0x1414,
+    "Broadcom Inc. and subsidiaries": 0x14E4,
+    "Xilinx Corporation": 0x10EE,
+    "Marvell Technology Group Ltd.": 0x1B4B,
+    "Micron Technology Inc": 0x1344,
+    "Habana Labs Ltd.": 0x1DA3,
 }
 
 # Subclass names (pci.ids "C" section) -> class << 8 | subclass.
