@@ -584,3 +584,21 @@ def test_mangled_pastes_import_or_refuse_never_crash(tmp_path: Path) -> None:
             judge(do_import(tmp_path, bytes(data), name=f"m{i}"))
         except PasteError:
             pass
+
+
+def test_regions_become_the_sysfs_resource_file(tmp_path: Path) -> None:
+    """BAR sizes (Resizable BAR off shows as a 256 MB BAR1) come from the Region lines, in the kernel's format."""
+    text = (MODELLED / "switch-acs-redirect-nn.txt").read_text()
+    text = text.replace(
+        "\tRegion 0: Memory at f0000000 (32-bit, non-prefetchable) [size=16M]\n",
+        "\tRegion 0: Memory at f0000000 (32-bit, non-prefetchable) [size=16M]\n"
+        "\tRegion 1: Memory at 10000000000 (64-bit, prefetchable) [size=256M]\n"
+        "\tRegion 5: I/O ports at e000 [size=128]\n",
+    )
+    out = do_import(tmp_path, text.encode())
+    rows = (out / "sys/bus/pci/devices/0000:03:00.0/resource").read_text().split("\n")
+    assert rows[1] == "0x0000010000000000 0x000001000fffffff 0x000000000014220c"
+    assert rows[0].endswith("0x0000000000040200") and rows[5].startswith("0x000000000000e000")
+    # a block cut inside its Region list leaves the file out: BAR sizes unknown, not zero
+    out = do_import(tmp_path, DATA / "tinygrad-6-rtx4090-under-load-truncated.txt", name="cut")
+    assert not (out / "sys/bus/pci/devices/0000:62:00.0/resource").exists()

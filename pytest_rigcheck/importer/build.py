@@ -399,6 +399,10 @@ def _write_function(d: Path, dev: LspciDevice, unknown: list[str]) -> None:
         attrs["max_link_speed"] = SPEED_TEXT[g] if g else "Unknown"
         if w is not None:
             attrs["max_link_width"] = str(w)
+    if dev.regions and dev.regions_complete:
+        # sysfs resource: one "start end flags" line per BAR 0-5, the ROM, then the bridge windows
+        rows = [dev.regions.get(i, (0, 0, 0)) for i in range(13)]
+        attrs["resource"] = "\n".join(f"{a:#018x} {b:#018x} {c:#018x}" for a, b, c in rows)
     for k, v in attrs.items():
         (d / k).write_text(v + "\n")
     dump = dev.config_bytes

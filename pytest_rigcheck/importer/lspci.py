@@ -88,6 +88,10 @@ class LspciDevice:
     iommu_group: str | None = None
     physical_slot: str | None = None
     hexdump: dict[int, int] = field(default_factory=dict)
+    regions: dict[int, tuple[int, int, int]] = field(
+        default_factory=dict
+    )  # BAR/ROM index -> start, end, flags
+    regions_complete: bool = False  # a later field shows the Region list was printed whole
     in_tree_only: bool = False
     tree_parent: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -253,6 +257,8 @@ def _identify(dev: LspciDevice, rest: str, ids: PciIds) -> None:
 
 def _field(dev: LspciDevice, line: str, last_key: str | None) -> None:
     s = line.strip()
+    if dev.regions and s.startswith(("Capabilities:", "Kernel driver in use:", "Kernel modules:")):
+        dev.regions_complete = True
     cap = _CAP.match(line)
     if cap:
         off = int(cap["off"], 16)
@@ -273,6 +279,9 @@ def _field(dev: LspciDevice, line: str, last_key: str | None) -> None:
                         dev.port_type = pt
                         break
                 dev.slot_implemented = "(Slot+)" in em["t"]
+        return
+    if s.startswith(("Region ", "Expansion ROM")):
+        _region(dev, s)
         return
     if s.startswith("Capabilities:") and "<access denied>" in s:
         dev.access_denied = True
@@ -332,6 +341,38 @@ def _field(dev: LspciDevice, line: str, last_key: str | None) -> None:
         dev.iommu_group = val.strip() or None
     elif key == "Physical Slot":
         dev.physical_slot = val.strip() or None
+
+
+_REGION = re.compile(
+    r"^(?:Region (?P<n>[0-5]):|Expansion ROM) (?:(?P<mem>Memory)|I/O ports) at (?P<addr>[0-9a-f]+)"
+    r"(?: \((?P<bits>32|64)-bit, (?P<pf>non-prefetchable|prefetchable)\))?.*\[size=(?P<size>\d+)(?P<unit>[KMGT]?)\]"
+)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _region(dev: LspciDevice, s: str) -> None:
+    """``Region 1: Memory at 10000000000 (64-bit, prefetchable) [size=32G]`` -> the sysfs ``resource`` line.
+
+    Flags as the kernel prints them (include/linux/ioport.h IORESOURCE_*: IO 0x100, MEM 0x200,
+    PREFETCH 0x2000, MEM_64 0x100000, SIZEALIGN 0x40000, plus the BAR's low bits).
+    """
+    m = _REGION.match(s)
+    if not m or "[virtual]" in s:
+        return
+    start = int(m["addr"], 16)
+    size = int(m["size"]) * _UNITS[m["unit"]]
+    if m["n"] is None:
+        index, flags = 6, 0x46200  # expansion ROM
+    elif m["mem"]:
+        index = int(m["n"])
+        flags = 0x40200
+        if m["pf"] == "prefetchable":
+            flags |= 0x2000 | 0x8
+        if m["bits"] == "64":
+            flags |= 0x100000 | 0x4
+    else:
+        index, flags = int(m["n"]), 0x40101
+    dev.regions[index] = (start, start + size - 1, flags)
 
 
 def _lnksta_flags(dev: LspciDevice, text: str) -> None:
