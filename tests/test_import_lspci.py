@@ -602,3 +602,36 @@ def test_regions_become_the_sysfs_resource_file(tmp_path: Path) -> None:
     # a block cut inside its Region list leaves the file out: BAR sizes unknown, not zero
     out = do_import(tmp_path, DATA / "tinygrad-6-rtx4090-under-load-truncated.txt", name="cut")
     assert not (out / "sys/bus/pci/devices/0000:62:00.0/resource").exists()
+
+
+def test_xxx_256_bytes_with_the_text_extended_list(tmp_path: Path) -> None:
+    """-vvvxxx as root: the first 256 bytes from the dump, the extended capabilities (ACS) from the text."""
+    first = do_import(tmp_path, MODELLED / "switch-acs-redirect-nn.txt", name="first")
+    cfg = (first / "sys/bus/pci/devices/0000:02:08.0/config").read_bytes()[:256]
+    text = (MODELLED / "switch-acs-redirect-nn.txt").read_text()
+    dumped = text.replace("\n\n02:10.0", "\n" + _hexdump(cfg) + "\n\n02:10.0", 1)
+    out = do_import(tmp_path, dumped.encode(), name="xxx")
+    assert len((out / "sys/bus/pci/devices/0000:02:08.0/config").read_bytes()) == 4096
+    assert judge(out)["acs[0000:02:08.0]"] == "fail"
+
+
+def test_dump_only_xxxx_without_v(tmp_path: Path) -> None:
+    """`lspci -xxxx` alone: identity, bus numbers, links and ACS all come from the bytes."""
+    first = do_import(tmp_path, MODELLED / "switch-acs-redirect-nn.txt", name="first")
+    parts = []
+    for bdf in (
+        "0000:00:00.0",
+        "0000:00:01.1",
+        "0000:01:00.0",
+        "0000:02:08.0",
+        "0000:02:10.0",
+        "0000:03:00.0",
+        "0000:04:00.0",
+    ):
+        cfg = (first / "sys/bus/pci/devices" / bdf / "config").read_bytes()
+        parts.append(f"{bdf[5:]} Device: x\n" + _hexdump(cfg) + "\n")
+    out = do_import(tmp_path, "\n".join(parts).encode(), name="dump")
+    v = judge(out)
+    assert v["acs[0000:02:08.0]"] == v["acs[0000:02:10.0]"] == "fail"
+    assert v["link[0000:03:00.0]"] == "pass"  # LnkSta/LnkCap/LnkCtl2 from the dump
+    assert tree_of(out).root_port("0000:03:00.0").bdf == "0000:00:01.1"  # type: ignore[union-attr]
