@@ -463,6 +463,13 @@ def topology(t: PairTarget) -> Verdict:
             fix=["paste the whole `sudo lspci -vvv` (its Bus: lines place every bridge), or add `lspci -tv`"],
         )
     cls = pair_class(tree, t.a.bdf, t.b.bdf)
+    if imported and cls == "NODE" and (t.a.numa_node is None or t.b.numa_node is None):
+        # across host bridges, NODE or SYS turns on the NUMA nodes, which this paste does not show
+        return unreadable(
+            f"{pair}: on different host bridges ({t.a.host_bridge}, {t.b.host_bridge}); NODE or SYS is unknown: "
+            "the imported text shows no NUMA node",
+            fix=["paste `lspci -vvv` (it prints NUMA node:) or `nvidia-smi topo -m`"],
+        )
     props: dict[str, object] = {"topology": cls}
     limit = rig.profile.max_topology_class
     if limit is None:

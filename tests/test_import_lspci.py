@@ -635,3 +635,20 @@ def test_dump_only_xxxx_without_v(tmp_path: Path) -> None:
     assert v["acs[0000:02:08.0]"] == v["acs[0000:02:10.0]"] == "fail"
     assert v["link[0000:03:00.0]"] == "pass"  # LnkSta/LnkCap/LnkCtl2 from the dump
     assert tree_of(out).root_port("0000:03:00.0").bdf == "0000:00:01.1"  # type: ignore[union-attr]
+
+
+def test_tv_multi_root_numa_unknown(tmp_path: Path) -> None:
+    """`lspci -tv` of two root complexes: GPUs counted by name, the pair across them NODE-or-SYS unknown."""
+    text = (
+        "-+-[0000:80]-+-00.0  Intel Corporation Sky Lake-E DMI3 Registers\n"
+        " |           +-02.0-[81-86]----00.0-[82-86]--+-08.0-[83]----00.0  NVIDIA Corporation GV100GL [Tesla V100 PCIe 32GB]\n"
+        " |           |                               \\-10.0-[84]----00.0  NVIDIA Corporation GV100GL [Tesla V100 PCIe 32GB]\n"
+        " |           \\-05.0  Intel Corporation Sky Lake-E VT-d\n"
+        " \\-[0000:00]-+-00.0  Intel Corporation Sky Lake-E DMI3 Registers\n"
+        "             +-02.0-[01]----00.0  NVIDIA Corporation GV100GL [Tesla V100 PCIe 32GB]\n"
+        "             \\-1f.0  Intel Corporation C620 Series Chipset Family LPC Controller\n"
+    )
+    v = judge(do_import(tmp_path, text.encode()))
+    assert v["gpu_count"] == "pass"
+    assert v["topo[0000:83:00.0-0000:84:00.0]"] == "pass"  # PIX: one switch, the tree shows it
+    assert v["topo[0000:01:00.0-0000:83:00.0]"] == "unreadable"
