@@ -652,3 +652,27 @@ def test_tv_multi_root_numa_unknown(tmp_path: Path) -> None:
     assert v["gpu_count"] == "pass"
     assert v["topo[0000:83:00.0-0000:84:00.0]"] == "pass"  # PIX: one switch, the tree shows it
     assert v["topo[0000:01:00.0-0000:83:00.0]"] == "unreadable"
+
+
+def test_topo_numa_affinity_decides_node_or_sys(tmp_path: Path) -> None:
+    """NUMA Affinity from `topo -m` fills the NUMA nodes the tree lacks: the cross-socket pair is SYS."""
+    text = (
+        "-+-[0000:80]-+-00.0  Intel Corporation Sky Lake-E DMI3 Registers\n"
+        " |           \\-02.0-[81]----00.0  NVIDIA Corporation GV100GL [Tesla V100 PCIe 32GB]\n"
+        " \\-[0000:00]-+-00.0  Intel Corporation Sky Lake-E DMI3 Registers\n"
+        "             \\-02.0-[01]----00.0  NVIDIA Corporation GV100GL [Tesla V100 PCIe 32GB]\n"
+    )
+    topo = tmp_path / "topo.txt"
+    topo.write_text(
+        "\tGPU0\tGPU1\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID\n"
+        "GPU0\t X \tSYS\t0-19\t0\t\tN/A\nGPU1\tSYS\t X \t20-39\t1\t\tN/A\n"
+    )
+    out = do_import(tmp_path, text.encode(), topo=topo)
+    tree = tree_of(out)
+    assert (tree["0000:01:00.0"].numa_node, tree["0000:81:00.0"].numa_node) == (0, 1)
+    assert judge(out)["topo[0000:01:00.0-0000:81:00.0]"] == "pass"
+    snap = open_snapshot(out)
+    from pytest_rigcheck.topology import pair_class
+
+    assert pair_class(tree, "0000:01:00.0", "0000:81:00.0") == "SYS"
+    snap.close()

@@ -93,6 +93,8 @@ def import_lspci(inputs: Inputs, out: Path, *, name: str | None = None, ids: Pci
     if inputs.topo is not None:
         topo = parse_topo(check_text(inputs.topo[1], inputs.topo[0]), inputs.topo[0])
 
+    if topo is not None:
+        _numa_from_topo(parsed, smi, topo, unknown)
     parent = out.absolute().parent
     if not parent.is_dir():
         raise PasteError(
@@ -345,6 +347,34 @@ def _write(
     else:
         unknown.append("NVML state: no nvidia-smi -q given: GPU power, ECC, clocks and NVLink unknown")
     return {"gpus": gpus, "placeholders": sorted(placeholders.values())}
+
+
+def _gpu_bdfs_by_index(parsed: LspciText, smi: dict[str, Any] | None) -> dict[int, str] | None:
+    """nvidia-smi's GPU index -> BDF: from -q when given, else PCI bus order (nvidia-smi's default order),
+    which only holds when the paste lists every GPU."""
+    if smi is not None:
+        return {g["index"]: g["bdf"] for g in smi["gpus"]}
+    gpus = sorted(d.bdf for d in parsed.devices.values() if d.class_code and d.class_code >> 16 == 0x03)
+    return dict(enumerate(gpus))
+
+
+def _numa_from_topo(
+    parsed: LspciText, smi: dict[str, Any] | None, topo: dict[str, Any], unknown: list[str]
+) -> None:
+    numa = topo.get("numa") or {}
+    index = _gpu_bdfs_by_index(parsed, smi)
+    if not numa or index is None:
+        return
+    if smi is None and (len(index) != len(topo["matrix"]) or _gpu_count_unknown(parsed)):
+        unknown.append(
+            "topo -m NUMA affinity not used: the GPUs cannot be matched to its rows without nvidia-smi -q"
+        )
+        return
+    for i, node in numa.items():
+        dev = parsed.devices.get(index.get(i, ""))
+        if dev is not None and dev.numa is None:
+            dev.numa = node
+            unknown.append(f"{dev.bdf}: NUMA node {node} from nvidia-smi topo -m (GPU{i})")
 
 
 def _cross_check_link_ends(parsed: LspciText, parent: dict[str, str | None], unknown: list[str]) -> None:

@@ -18,6 +18,8 @@ _CELL = re.compile(r"^(X|SYS|NODE|PHB|PXB|PIX|NV\d+|SOC|PXN|N/A)$")
 def parse_topo(text: str, where: str) -> dict[str, Any]:
     """Return ``{"matrix": {"GPU0": {"GPU1": "NV4", ...}}, "nvlinks": {0: {"0": 1, ...}, ...}}``."""
     header: list[str] | None = None
+    has_numa = False
+    numa: dict[int, int] = {}
     matrix: dict[str, dict[str, str]] = {}
     for raw in text.split("\n"):
         cols = raw.split()
@@ -25,15 +27,19 @@ def parse_topo(text: str, where: str) -> dict[str, Any]:
             continue
         if header is None and cols[0].startswith("GPU0"):
             header = [c for c in cols if re.match(r"^(GPU\d+|NIC\d+|mlx\S+)$", c)]
+            has_numa = "NUMA Affinity" in " ".join(cols)
             continue
         if header and re.match(r"^GPU\d+$", cols[0]) and len(cols) > len(header):
             cells = cols[1 : 1 + len(header)]
             if not all(_CELL.match(c) for c in cells):
                 raise PasteError(f"{where}: row {cols[0]} has cells {cells}: not nvidia-smi topo -m output")
             matrix[cols[0]] = dict(zip(header, cells, strict=True))
+            extra = cols[1 + len(header) :]  # CPU Affinity, NUMA Affinity, GPU NUMA ID
+            if has_numa and len(extra) >= 2 and extra[1].isdigit():
+                numa[int(cols[0][3:])] = int(extra[1])
     if not matrix:
         raise PasteError(f"{where}: no GPU0 GPU1 ... header and rows: not nvidia-smi topo -m output")
-    return {"matrix": matrix, "nvlinks": nvlink_states(matrix)}
+    return {"matrix": matrix, "nvlinks": nvlink_states(matrix), "numa": numa}
 
 
 def nvlink_states(matrix: dict[str, dict[str, str]]) -> dict[int, dict[str, int]]:
