@@ -278,7 +278,9 @@ def _write(
     def chain(bdf: str) -> str:
         if bdf in chains:
             return chains[bdf]
-        seen, cur, parts = set(), bdf, []
+        seen: set[str] = set()
+        parts: list[str] = []
+        cur: str | None = bdf
         while cur is not None:
             if cur in seen:
                 raise PasteError(f"{bdf}: bridge bus numbers loop (secondary/subordinate inconsistent)")

@@ -430,9 +430,9 @@ def parse_tree(lines: list[str]) -> dict[str, TreeNode]:
             else:
                 # an elided or cut tree ("-01.0-[01-18]" at the start of a fragment): the bus is unknown
                 if m["sec"]:
-                    sec = int(m["sec"], 16)
-                    markers.append((m.end(), dom, sec, UNKNOWN_PARENT))
-                    _open_branch(line, m.end(), branch, (dom, sec, UNKNOWN_PARENT))
+                    below = int(m["sec"], 16)
+                    markers.append((m.end(), dom, below, UNKNOWN_PARENT))
+                    _open_branch(line, m.end(), branch, (dom, below, UNKNOWN_PARENT))
                 last_dev, name_at = None, None
                 continue
             if int(m["dev"], 16) > 0x1F:
