@@ -676,3 +676,35 @@ def test_topo_numa_affinity_decides_node_or_sys(tmp_path: Path) -> None:
 
     assert pair_class(tree, "0000:01:00.0", "0000:81:00.0") == "SYS"
     snap.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "functions", "gpus"),
+    [
+        # geerlingguy/raspberry-pi-pcie-devices#503: "..." then the GPU's own switch upstream port, cut off
+        ("geerlingguy-503-rx7900xtx-upstream-elided.txt", {"0000:01:00.0"}, []),
+        # geerlingguy/raspberry-pi-pcie-devices#766: the same part with -D (domain 0001), cut off mid-line
+        ("geerlingguy-766-rx9070xt-upstream-D-truncated.txt", {"0001:01:00.0"}, []),
+        # ROCm/legacy-rocm-build#364: RX 570 named "Device 67df" by an old pci.ids, cut off in DevCap
+        ("rocm-364-rx570-device-67df-truncated.txt", {"0000:02:00.0"}, ["0000:02:00.0"]),
+    ],
+)
+def test_amd_single_device_pastes(tmp_path: Path, name: str, functions: set[str], gpus: list[str]) -> None:
+    out = do_import(tmp_path, DATA / name)
+    tree = tree_of(out)
+    assert {b for b in tree.functions if not b.startswith("ffff:")} == functions
+    assert [g.bdf for g in tree.gpus] == gpus
+    v = judge(out)
+    assert v["gpu_count"] == "unreadable"  # one device of a bus
+    assert "pass" not in v.values() and "fail" not in v.values()
+    if gpus:
+        assert tree[gpus[0]].vendor == 0x1002 and tree[gpus[0]].device == 0x67DF
+
+
+def test_tv_multi_root_amd_cut_off(tmp_path: Path) -> None:
+    """ROCm/legacy-rocm-build#2927: `lspci -tv` of an EPYC board, roots 60 and 40, cut off below 40:01.1."""
+    out = do_import(tmp_path, DATA / "rocm-2927-mi100-tv-multiroot-truncated.txt")
+    tree = tree_of(out)
+    assert [a.bdf for a in tree.ancestors("0000:61:00.0")] == ["0000:60:07.1"]
+    assert tree["0000:60:07.1"].host_bridge == "pci0000:60" and tree["0000:40:01.1"].is_bridge
+    assert judge(out) == {"gpu_count": "unreadable"}  # the MI100s were below the cut
