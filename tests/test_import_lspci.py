@@ -423,6 +423,7 @@ def test_nvidia_smi_q_and_topo_fill_nvml_json(tmp_path: Path) -> None:
     assert "not recorded" in str(g1.get("ecc_mode"))  # not shown at all
     assert g0.get("nvlink_states") == {"0": 1, "1": 1, "2": 1, "3": 1}
     assert state.driver == "550.120" and state.cuda == 12040
+    assert g0.get("bar1_total_b") == 256 << 20 and g0.get("recovery_action") == "None"
 
 
 # -- hostile input and the output directory -------------------------------------------------------
@@ -708,3 +709,10 @@ def test_tv_multi_root_amd_cut_off(tmp_path: Path) -> None:
     assert [a.bdf for a in tree.ancestors("0000:61:00.0")] == ["0000:60:07.1"]
     assert tree["0000:60:07.1"].host_bridge == "pci0000:60" and tree["0000:40:01.1"].is_bridge
     assert judge(out) == {"gpu_count": "unreadable"}  # the MI100s were below the cut
+
+
+def test_paste_indented_as_a_whole(tmp_path: Path) -> None:
+    """A Markdown-indented or quoted paste: the common indent goes, the fields stay."""
+    text = (MODELLED / "switch-acs-redirect-nn.txt").read_text()
+    indented = "\n".join("    " + ln if ln else ln for ln in text.splitlines()[1:])
+    assert judge(do_import(tmp_path, indented.encode()))["acs[0000:02:08.0]"] == "fail"

@@ -171,6 +171,7 @@ def _acs_bits(text: str) -> int | None:
 
 def parse_lspci(text: str, ids: PciIds) -> LspciText:
     """Parse lspci output of any of the forms above into devices and (when given) the -t tree."""
+    text = _dedent_paste(text)
     devices: dict[str, LspciDevice] = {}
     notes: list[str] = []
     tree_lines: list[str] = []
@@ -221,6 +222,18 @@ def parse_lspci(text: str, ids: PciIds) -> LspciText:
             last_key = f["key"].strip()
     tree = parse_tree(tree_lines) if tree_lines else {}
     return LspciText(devices, tree, has_domain, notes, elided)
+
+
+def _dedent_paste(text: str) -> str:
+    """A paste indented as a whole (a Markdown code block, a quoted reply): strip the common indent."""
+    lines = text.split("\n")
+    heads = [ln for ln in lines if _HEADER.match(ln.lstrip())]
+    if not heads or any(_HEADER.match(ln) for ln in lines):
+        return text
+    k = min(len(ln) - len(ln.lstrip()) for ln in heads)
+    if k == 0:
+        return text
+    return "\n".join(ln[k:] if ln[:k].strip() == "" else ln for ln in lines)
 
 
 def _identify(dev: LspciDevice, rest: str, ids: PciIds) -> None:

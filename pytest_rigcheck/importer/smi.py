@@ -30,6 +30,9 @@ REASONS = {
     "HW Power Brake Slowdown": 0x80,
     "Display Clock Setting": 0x100,
 }
+# Not (yet) NVML fields of gpu/state.py; kept under these names for the checks that read them.
+F_BAR1_TOTAL = "bar1_total_b"  # nvmlDeviceGetBAR1MemoryInfo().bar1Total
+F_RECOVERY_ACTION = "recovery_action"  # nvidia-smi -q "GPU Recovery Action"
 NA = {"unavailable": "N/A in nvidia-smi -q (not supported)", "code": S.NOT_SUPPORTED}
 
 
@@ -112,11 +115,15 @@ def _field(g: dict[str, Any], sec: str, key: str, val: str, ecc_unc: dict[str, A
             g[S.F_PERSISTENCE] = 1 if val == "Enabled" else 0 if val == "Disabled" else NA
         elif key == "Display Active":
             g[S.F_DISPLAY_ACTIVE] = 1 if val == "Enabled" else 0 if val == "Disabled" else NA
+        elif key == "GPU Recovery Action":  # drivers >= 550: None, Reset, Reboot, Drain P2P, Drain and Reset
+            g[F_RECOVERY_ACTION] = val if val != "N/A" else NA
         elif key == "Performance State":
             mm = re.match(r"^P(\d+)$", val)
             g[S.F_PSTATE] = int(mm.group(1)) if mm else NA
         return
-    if leaf == "FB Memory Usage":
+    if leaf == "BAR1 Memory Usage" and key == "Total":
+        g[F_BAR1_TOTAL] = _mib(val)
+    elif leaf == "FB Memory Usage":
         f = {"Total": S.F_MEM_TOTAL, "Used": S.F_MEM_USED, "Reserved": S.F_MEM_RESERVED}.get(key)
         if f:
             g[f] = _mib(val)
