@@ -20,7 +20,7 @@ def _read(path: str | None, what: str, stdin_used: list[bool]) -> tuple[str, byt
         data = sys.stdin.buffer.read(MAX_INPUT + 1)
         return ("<stdin>", data)
     p = Path(path)
-    if not p.is_file():
+    if not p.exists() or p.is_dir():  # a pipe such as <(cat /proc/cmdline) is fine
         raise PasteError(f"{path}: no such file ({what})")
     with p.open("rb") as f:
         return (path, f.read(MAX_INPUT + 1))
