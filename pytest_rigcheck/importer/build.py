@@ -105,6 +105,7 @@ def import_lspci(inputs: Inputs, out: Path, *, name: str | None = None, ids: Pci
         built = _write(tmp, parsed, cmdline, smi, topo, unknown)
         manifest = _manifest(inputs, name or out.name, parsed, ids, unknown, built)
         (tmp / MANIFEST).write_text(dump_toml(manifest), encoding="utf-8")
+        tmp.chmod(0o755)  # mkdtemp makes it private; a snapshot is meant to be shared
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
