@@ -716,3 +716,12 @@ def test_paste_indented_as_a_whole(tmp_path: Path) -> None:
     text = (MODELLED / "switch-acs-redirect-nn.txt").read_text()
     indented = "\n".join("    " + ln if ln else ln for ln in text.splitlines()[1:])
     assert judge(do_import(tmp_path, indented.encode()))["acs[0000:02:08.0]"] == "fail"
+
+
+def test_no_aer_status_is_claimed(tmp_path: Path) -> None:
+    """The text's AER registers are not carried over, so the config space shows no AER capability at all."""
+    from pytest_rigcheck.pcie import parse_config
+
+    out = do_import(tmp_path, MODELLED / "switch-acs-redirect-nn.txt")
+    cfg = parse_config("0000:02:08.0", (out / "sys/bus/pci/devices/0000:02:08.0/config").read_bytes())
+    assert cfg.aer is None and cfg.acs is not None
