@@ -1,4 +1,4 @@
-"""The ``rigcheck`` command: ``rigcheck capture OUT``, ``rigcheck topo [SNAPSHOT]``."""
+"""The ``rigcheck`` command: ``rigcheck capture OUT``, ``rigcheck topo [SNAPSHOT]``, ``rigcheck merge``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--nvidia-smi-q", dest="smi_q", help="nvidia-smi -q text")
     imp.add_argument("--topo", help="nvidia-smi topo -m text")
     imp.add_argument("--name", help="Snapshot name (default: OUT's name)")
+    mrg = sub.add_parser(
+        "merge",
+        help="Merge nodes' --rig-report files into DIR/fleet.json, fleet.xml (JUnit) and fleet.html; "
+        "exit 0 all pass, 1 a node fails, 2 a report is missing or unreadable",
+    )
+    mrg.add_argument("reports", nargs="+", type=Path, help="Each node's --rig-report JSON")
+    mrg.add_argument("--out", type=Path, required=True, help="Folder for fleet.json, fleet.xml, fleet.html")
     args = ap.parse_args(argv)
 
     from .errors import RigcheckError
@@ -42,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             # With "=": pytest picks its rootdir from path-like arguments, and a bare PATH is one.
             print(f"rigcheck: replay with: pytest --rig-snapshot={path}")
             return 0
+        if args.cmd == "merge":
+            from .fleet.merge import run_merge
+
+            return run_merge(args.reports, args.out)
         if args.cmd == "import-lspci":
             from .importer.cli import run_import
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,7 @@ class RigReport:
             "format": FORMAT,
             "tool": f"pytest-rigcheck {__version__}",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": socket.gethostname(),  # the node, for `rigcheck merge`
             "rigs": rigs,
             "exit_status": int(exitstatus),
             "counts": counts,
