@@ -44,6 +44,7 @@ FEATURE_PLUGINS: tuple[str, ...] = (
     "pytest_rigcheck.p2p.plugin",
     "pytest_rigcheck.runenv.plugin",
     "pytest_rigcheck.soak.plugin",
+    "pytest_rigcheck.fleet.prometheus",
 )
 
 SUITES_DIR_NAME = "suites"
