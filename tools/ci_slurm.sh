@@ -116,3 +116,14 @@ echo "ci_slurm: srun exit ${PIPESTATUS[0]}"
 reports=()
 for i in $(seq "$n"); do reports+=("$work/reports/node$i.json"); done
 "$RIGCHECK_PYTHON" -m pytest_rigcheck.cli merge "${reports[@]}" --out "$work/fleet"
+merged=$?
+
+# The HealthCheckProgram wrapper against this cluster, for real: the last node, on its snapshot, drains
+# itself through slurmctld when a check fails (RIGCHECK_CI_HEALTHCHECK=1).
+if [[ "${RIGCHECK_CI_HEALTHCHECK:-0}" == 1 ]]; then
+    RIGCHECK_SNAPSHOT=${snaps[n - 1]} RIGCHECK_HC_NODENAME=node$n RIGCHECK_HC_OUT=$work/healthcheck \
+        "$here/tools/slurm/rigcheck-healthcheck.sh"
+    echo "ci_slurm: healthcheck exit $?"
+    scontrol show node "node$n" | grep -E -o "(State|Reason)=[^ ]+( [^=]+$)?"
+fi
+exit "$merged"

@@ -1,0 +1,169 @@
+"""The gate on many nodes through real engines (issue 13): Slurm (slurmctld + several slurmd on this host),
+the Slurm HealthCheckProgram wrapper, Ansible over a local-connection inventory, Kubernetes manifests
+through a schema validator, and one node's run killed mid-way.
+
+The engines are installed by ``.ci/run`` (apt-get slurm-wlm munge; ansible-core in a venv under ~/.cache),
+which sets ``RIGCHECK_REQUIRE_FLEET=1``: then a missing tool fails these tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAPS = ROOT / "fixtures" / "sysfs-snapshots"
+REQUIRE = os.environ.get("RIGCHECK_REQUIRE_FLEET") == "1"
+
+pytestmark = pytest.mark.fleet
+
+
+def need(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        why = f"{', '.join(missing)} not installed (.ci/run installs them)"
+        if REQUIRE:
+            pytest.fail(f"RIGCHECK_REQUIRE_FLEET=1 but {why}")
+        pytest.skip(why)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "RIGCHECK_PYTHON": sys.executable, **extra}
+
+
+# -- Slurm ------------------------------------------------------------------------------------------
+
+
+def test_slurm_three_nodes_merge_and_drain(tmp_path: Path) -> None:
+    """A real Slurm: node[1-3] on one host (multiple slurmd), srun runs the gate on a different snapshot
+    per node, rigcheck merge names the faulty node, the HealthCheckProgram wrapper drains it."""
+    need("slurmctld", "slurmd", "srun", "scontrol", "munged")
+    if os.geteuid() != 0:
+        pytest.skip("slurmd and munged need root") if not REQUIRE else pytest.fail("needs root")
+    snaps = [SNAPS / "rtx3090x2-gen4", SNAPS / "rtxpro6000x4-switch", SNAPS / "rtx3090x2-riser-x8"]
+    port = free_port()
+    proc = subprocess.run(
+        ["bash", str(ROOT / "tools" / "ci_slurm.sh"), str(tmp_path), *map(str, snaps)],
+        env=env(RIGCHECK_SLURM_PORT=str(port), RIGCHECK_CI_HEALTHCHECK="1"),
+        capture_output=True,
+        text=True,
+        timeout=420,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode in (0, 1), out
+    assert "node3" in out and "idle" in out  # three slurmd came up
+    fleet = json.loads((tmp_path / "fleet" / "fleet.json").read_text())
+    status = {n["name"]: n["status"] for n in fleet["nodes"]}
+    assert status["rtx3090x2-gen4"] == "pass" and status["rtxpro6000x4-switch"] == "pass"
+    assert status["rtx3090x2-riser-x8"] == "fail" and proc.returncode == 1
+    assert fleet["exit_status"] == proc.returncode
+    for i in (1, 2, 3):  # each node's report, JUnit and textfile, named by its Slurm node name
+        for ext in ("json", "xml", "prom"):
+            assert (tmp_path / "reports" / f"node{i}.{ext}").is_file()
+    # node3 (the riser at x8) drained itself through slurmctld, with the failing check as the reason
+    assert "healthcheck exit 1" in out and "State=IDLE+DRAIN" in out
+    assert "Reason=rigcheck: test_link_trained[0000:4b:00.0]" in out
+
+
+@pytest.mark.parametrize(("snap", "rc"), [("rtx3090x2-gen4", 0), ("rtx3090x2-riser-x8", 1)])
+def test_healthcheck_dry_run(tmp_path: Path, snap: str, rc: int) -> None:
+    """Exit 0 healthy (nothing printed); 1 on a failing check, with the drain printed, not run."""
+    proc = subprocess.run(
+        [str(ROOT / "tools" / "slurm" / "rigcheck-healthcheck.sh"), "--dry-run"],
+        env=env(
+            RIGCHECK_SNAPSHOT=str(SNAPS / snap), RIGCHECK_HC_OUT=str(tmp_path), RIGCHECK_HC_NODENAME="gpu7"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == rc, proc.stdout + proc.stderr
+    if rc:
+        assert (
+            "would run: scontrol update nodename=gpu7 state=drain reason=rigcheck:\\ test_link_trained"
+            in proc.stdout
+        )
+    else:
+        assert proc.stdout == ""
+
+
+def test_healthcheck_timeout_drains_as_unproven(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [str(ROOT / "tools" / "slurm" / "rigcheck-healthcheck.sh"), "--dry-run"],
+        env=env(
+            RIGCHECK_SNAPSHOT=str(SNAPS / "rtx3090x2-gen4"),
+            RIGCHECK_HC_OUT=str(tmp_path),
+            RIGCHECK_HC_NODENAME="gpu7",
+            RIGCHECK_HC_TIMEOUT="0.5",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and "did\\ not\\ finish\\ in\\ time" in proc.stdout
+
+
+# -- a node killed mid-way ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGKILL, "missing"), (signal.SIGTERM, "incomplete")])
+def test_node_killed_midway_others_merge(tmp_path: Path, sig: int, status: str) -> None:
+    """Three independent node runs; one is killed mid-way: the others merge, that node is named, exit 2."""
+    node = ROOT / "tools" / "fleet" / "rigcheck-node.sh"
+    procs = {}
+    for name, snap in (("a", "rtx3090x2-gen4"), ("b", "rtx3090x2-gen3"), ("victim", "rtxpro6000x4-switch")):
+        procs[name] = subprocess.Popen(
+            [str(node), str(tmp_path / "reports")],
+            env=env(RIGCHECK_SNAPSHOT=str(SNAPS / snap), RIGCHECK_NODE=name),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    victim = procs.pop("victim")
+    time.sleep(4)  # collected and running, not finished (the switch rig takes several seconds)
+    assert victim.poll() is None, "the victim finished before it could be killed"
+    os.killpg(victim.pid, sig)
+    victim.communicate(timeout=60)
+    for p in procs.values():
+        p.communicate(timeout=300)
+    reports = [tmp_path / "reports" / f"{n}.json" for n in ("a", "b", "victim")]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_rigcheck.cli",
+            "merge",
+            *map(str, reports),
+            "--out",
+            str(tmp_path / "f"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    fleet = json.loads((tmp_path / "f" / "fleet.json").read_text())
+    by = {n["name"]: n["status"] for n in fleet["nodes"]}
+    assert by["rtx3090x2-gen4"] == "pass" and by["rtx3090x2-gen3"] == "fail"  # the others merged
+    named = "victim" if status == "missing" else "rtxpro6000x4-switch"
+    assert by[named] == status and f"NODE {named}: {status.upper()}" in proc.stdout
