@@ -167,3 +167,109 @@ def test_node_killed_midway_others_merge(tmp_path: Path, sig: int, status: str) 
     assert by["rtx3090x2-gen4"] == "pass" and by["rtx3090x2-gen3"] == "fail"  # the others merged
     named = "victim" if status == "missing" else "rtxpro6000x4-switch"
     assert by[named] == status and f"NODE {named}: {status.upper()}" in proc.stdout
+
+
+# -- Ansible ------------------------------------------------------------------------------------------
+
+
+def ansible_playbook() -> str:
+    """ansible-playbook: $RIGCHECK_ANSIBLE, the venv .ci/run makes (~/.cache/rigcheck-fleet), or PATH."""
+    for candidate in (
+        os.environ.get("RIGCHECK_ANSIBLE", ""),
+        str(Path.home() / ".cache" / "rigcheck-fleet" / "ansible-venv" / "bin" / "ansible-playbook"),
+        shutil.which("ansible-playbook") or "",
+    ):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    why = "ansible-playbook not installed (.ci/run installs ansible-core into ~/.cache/rigcheck-fleet)"
+    if REQUIRE:
+        pytest.fail(f"RIGCHECK_REQUIRE_FLEET=1 but {why}")
+    pytest.skip(why)
+    raise AssertionError  # unreachable
+
+
+def test_ansible_playbook_over_local_inventory(tmp_path: Path) -> None:
+    """The shipped playbook over the shipped local-connection inventory of three hosts, plus a fourth whose
+    run dies (a snapshot that is not there): the three merge, the fourth is named missing, exit 2."""
+    playbook = ansible_playbook()
+    inv = (ROOT / "deploy" / "ansible" / "inventory-local.ini").read_text()
+    inv = inv.replace("=fixtures/", f"={ROOT}/fixtures/")
+    inv = inv.replace("[rigcheck_nodes]\n", f"[rigcheck_nodes]\nnode4 rigcheck_snapshot={tmp_path}/gone\n")
+    (tmp_path / "inv.ini").write_text(inv)
+    fetched = tmp_path / "fetched"
+    proc = subprocess.run(
+        [
+            playbook,
+            "-i",
+            str(tmp_path / "inv.ini"),
+            str(ROOT / "deploy" / "ansible" / "rigcheck.yml"),
+            "-e",
+            f"rigcheck_python={sys.executable}",
+            "-e",
+            f"rigcheck_out={tmp_path / 'remote'}",
+            "-e",
+            f"rigcheck_fetch_dir={fetched}",
+        ],
+        env={
+            **os.environ,
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "atmp"),
+            "ANSIBLE_HOME": str(tmp_path / "ahome"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=420,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out  # ansible: a host failed (node4, and the merge's verdict)
+    assert "rigcheck merge exit 2" in out
+    for host in ("node1", "node2", "node3"):
+        for ext in ("json", "xml", "prom"):
+            assert (fetched / f"{host}.{ext}").is_file(), host
+    fleet = json.loads((fetched / "fleet" / "fleet.json").read_text())
+    by = {n["name"]: n["status"] for n in fleet["nodes"]}
+    assert by == {
+        "rtx3090x2-gen4": "pass",
+        "rtx3090x2-riser-x8": "fail",
+        "rtxpro6000x4-switch": "pass",
+        "node4": "missing",
+    }
+    assert fleet["exit_status"] == 2 and fleet["failing_nodes"][0] == "node4"
+
+
+# -- Kubernetes ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["job.yaml", "daemonset.yaml"])
+def test_k8s_manifests_validate(name: str) -> None:
+    """kubernetes-validate (schemas shipped in the wheel: no network) in strict mode; the NVIDIA device
+    plugin's nvidia.com/gpu resource; one node's files named by the node."""
+    kv = pytest.importorskip("kubernetes_validate") if not REQUIRE else __import__("kubernetes_validate")
+    import yaml
+
+    path = ROOT / "deploy" / "k8s" / name
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for doc in docs:
+        kv.validate(doc, kv.latest_version(), strict=True)
+    pod = docs[0]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "nvidia.com/gpu" in container["resources"]["limits"]
+    assert {"name": "RIGCHECK_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in container[
+        "env"
+    ]
+    script = container["args"][0]
+    for part in ("--rig-report=", "--junitxml=", "--rig-prometheus=", "capture"):
+        assert part in script
+
+
+def test_k8s_validator_rejects_a_wrong_manifest() -> None:
+    kv = pytest.importorskip("kubernetes_validate") if not REQUIRE else __import__("kubernetes_validate")
+    bad = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "x"},
+        "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "b", "resourcez": {}}]}}},
+    }
+    with pytest.raises(kv.ValidationError):
+        kv.validate(bad, kv.latest_version(), strict=True)
