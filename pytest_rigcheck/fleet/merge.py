@@ -160,7 +160,7 @@ def read_node(path: Path) -> Node:
 
 
 def _stem(path: Path) -> str:
-    return path.name.removesuffix(".json")
+    return path.name.removesuffix(".json").removesuffix(".multinode")
 
 
 def _num(value: Any) -> float | None:
