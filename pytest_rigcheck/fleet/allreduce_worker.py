@@ -56,9 +56,14 @@ def main() -> int:
     }
 
     def watchdog() -> None:
-        write(
-            args.out, rank, {**base, "error": f"timeout: the all-reduce did not finish in {args.timeout:g} s"}
-        )
+        try:
+            write(
+                args.out,
+                rank,
+                {**base, "error": f"timeout: the all-reduce did not finish in {args.timeout:g} s"},
+            )
+        except OSError:  # the folder went: still end the process
+            pass
         os._exit(124)
 
     timer = threading.Timer(args.timeout, watchdog)
