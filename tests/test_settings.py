@@ -139,6 +139,7 @@ def test_every_setting_has_env_and_ini() -> None:
         "--rig-snapshot",
         "--rig-profile",
         "--rig-report",
+        "--rig-prometheus",
         "--rig-load-seconds",
         "--rig-p2p-timeout",
         "--rig-p2p-python",
