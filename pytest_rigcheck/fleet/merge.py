@@ -133,7 +133,7 @@ def read_node(path: Path) -> Node:
     live = all(isinstance(r, dict) and r.get("source") == "live" for r in doc.get("rigs") or [{}])
     name = (host if live and host else None) or "+".join(rigs) or host or _stem(path)
     results = []
-    for r in doc.get("results", doc.get("checks")):
+    for r in doc.get("results", doc.get("checks")) or []:
         status = str(r.get("status", "")).lower()
         if status not in STATUS_ORDER:
             status = "unreadable"
@@ -172,7 +172,8 @@ def _num(value: Any) -> float | None:
 def figure(r: dict[str, Any]) -> tuple[float, str] | None:
     """A result's figure and unit: a ``*_gbps`` property (GB/s), a numeric ``measured``, or the number
     before ``GB/s`` in the measured text; ``None`` if it has none."""
-    props = r.get("properties") if isinstance(r.get("properties"), dict) else {}
+    raw = r.get("properties")
+    props: dict[str, Any] = raw if isinstance(raw, dict) else {}
     for key, value in props.items():
         if key.endswith("_gbps") and _num(value) is not None:
             return float(value), "GB/s"

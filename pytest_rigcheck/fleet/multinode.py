@@ -84,6 +84,7 @@ def judge(
             ]
             continue
         wrong = sum(p["wrong"] + p["nan"] for r in done for p in r["sweep"])
+        correct: dict[str, Any]
         if wrong:
             correct = {
                 "status": "fail",
@@ -117,6 +118,7 @@ def judge(
                 float(r["sweep"][-1]["rank_time_us"]), 2
             )
         text = f"multi-node all-reduce busbw {busbw:.3g} GB/s at {last['bytes']} B across {world} ranks"
+        bw: dict[str, Any]
         if min_busbw is None:
             bw = {"status": "warn", "message": f"{host}: {text}: no expected busbw given (--min-busbw)"}
         elif busbw >= min_busbw:

@@ -134,7 +134,8 @@ def textfile(results: list[dict[str, Any]], exit_status: int, now: float) -> str
             measured_lines.append(
                 f"rigcheck_measured{_labels({**base, 'unit': str(r.get('unit') or '')})} {_fmt(value)}"
             )
-        props = r.get("properties") if isinstance(r.get("properties"), dict) else {}
+        raw = r.get("properties")
+        props: dict[str, Any] = raw if isinstance(raw, dict) else {}
         for key, prop in sorted(props.items()):
             value = _number(prop)
             if value is not None:
