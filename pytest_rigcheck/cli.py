@@ -31,24 +31,54 @@ def main(argv: list[str] | None = None) -> int:
             path = capture(args.out, name=args.name)
             print(f"rigcheck: snapshot written to {path}; replay with: pytest --rig-snapshot {path}")
             return 0
-        from .source import Source
-        from .topology import matrix
-        from .tree import PcieTree
-
-        if args.snapshot:
-            from .snapshot import open_snapshot
-
-            snap = open_snapshot(args.snapshot)
-            try:
-                print(matrix(PcieTree.read(Source(snap.root))))
-            finally:
-                snap.close()
-        else:
-            print(matrix(PcieTree.read(Source("/"))))
-        return 0
+        return _topo(args.snapshot)
     except (RigcheckError, ValueError) as exc:
         print(f"rigcheck: {exc}", file=sys.stderr)
         return 2
+
+
+def _topo(snapshot: Path | None) -> int:
+    """Print the GPU matrix of a snapshot or the live machine; a rig without a GPU is one line, exit 1."""
+    from .source import Source
+    from .topology import matrix
+    from .tree import PcieTree
+
+    snap = None
+    if snapshot:
+        from .snapshot import open_snapshot
+
+        snap = open_snapshot(snapshot)
+    try:
+        source = Source(snap.root if snap is not None else "/")
+        tree = PcieTree.read(source)
+        if not tree.gpus:
+            left = tree.left_out_text()
+            where = f"snapshot {snapshot}" if snapshot else "this machine"
+            print(
+                f"rigcheck: no GPU on {where} (no NVIDIA or AMD accelerator in sys/bus/pci/devices)"
+                + (f"; display devices not counted: {left}" if left else ""),
+                file=sys.stderr,
+            )
+            return 1
+        print(matrix(tree, _recorded_nvlinks(source) if snap is not None else None))
+        return 0
+    finally:
+        if snap is not None:
+            snap.close()
+
+
+def _recorded_nvlinks(source: object) -> dict[frozenset[str], int]:
+    """NVLink peers a snapshot's ``nvml.json`` records (``gpus[].nvlink_remote``), read through the rooted reader."""
+    import json
+
+    from .errors import SourceError
+    from .topology import nvlink_peers
+
+    try:
+        data = json.loads(source.read_text("nvml.json"))  # type: ignore[attr-defined]
+    except (KeyError, SourceError, ValueError):
+        return {}
+    return nvlink_peers(data.get("gpus") if isinstance(data, dict) else None)
 
 
 if __name__ == "__main__":

@@ -80,9 +80,10 @@ class Rig:
         return any(f.config is not None and f.config.size > 64 for f in self.pcie.functions.values())
 
     def header(self) -> str:
-        gpus = len(self.pcie.gpus)
+        n = len(self.pcie.gpus)
+        gpus = f"{n}{self._left_out_text()}"
         if self.manifest is None:
-            return f"live {self.name}, {gpus} GPU{'s' if gpus != 1 else ''}, {self.profile.source}"
+            return f"live {self.name}, {gpus} GPU{'s' if n != 1 else ''}, {self.profile.source}"
         m = self.manifest
         bits = [
             b
@@ -90,7 +91,19 @@ class Rig:
             if b
         ]
         extra = f" ({', '.join(bits)})" if bits else ""
-        return f"snapshot {m.name} [{m.kind}]{extra}, {gpus} GPU{'s' if gpus != 1 else ''}, {self.profile.source}"
+        return (
+            f"snapshot {m.name} [{m.kind}]{extra}, {gpus} GPU{'s' if n != 1 else ''}, {self.profile.source}"
+        )
+
+    def _left_out_text(self) -> str:
+        """`` (+1 display device not counted: 0000:03:00.0 ASPEED BMC)``, or ``""``."""
+        left = self.pcie.left_out
+        if not left:
+            return ""
+        names = ", ".join(
+            f"{fn.bdf} {fn.name.split()[0]}{' BMC' if 'BMC' in why else ''}" for fn, why in left
+        )
+        return f" (+{len(left)} display device{'s' if len(left) != 1 else ''} not counted: {names})"
 
     def close(self) -> None:
         if self.snapshot is not None:
