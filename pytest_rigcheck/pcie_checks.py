@@ -551,7 +551,10 @@ def bifurcation(t: LaneGroupTarget) -> Verdict:
     want = next((rig.profile.bifurcation[k] for k in keys if k in rig.profile.bifurcation), None)
 
     def port_text(p: PciFunction, w: int) -> str:
-        now = p.link_now[1]
+        try:
+            now = p.link_now[1]
+        except SourceError:
+            now = None
         return f"{p.bdf} x{w}" + (f" (trained x{now})" if now and now < w else "")
 
     ports_txt = ", ".join(port_text(p, w) for p, w in zip(t.ports, widths, strict=True))
@@ -578,6 +581,7 @@ def bifurcation(t: LaneGroupTarget) -> Verdict:
         )
     narrow: list[tuple[PciFunction, PciFunction, int, int]] = []  # port, device below, its width, port width
     lost: list[tuple[PciFunction, PciFunction, int, int]] = []  # port trained narrower than both ends
+    unread_now: list[str] = []
     for p, pw in zip(t.ports, widths, strict=True):
         for child in _below(tree, p):
             cw = child.link_cap[1]
@@ -591,15 +595,19 @@ def bifurcation(t: LaneGroupTarget) -> Verdict:
                 continue
             if cw > pw:
                 narrow.append((p, child, cw, pw))
-            else:
+                continue
+            try:
                 now = _least([p.link_now[1], child.link_now[1]])
-                if now and now < min(cw, pw):
-                    lost.append((p, child, min(cw, pw), now))
+            except SourceError as exc:  # the split is judged on capability; the trained width is only shown
+                unread_now.append(f"trained width not shown: {exc}")
+                continue
+            if now and now < min(cw, pw):
+                lost.append((p, child, min(cw, pw), now))
     lost_lines = [
         f"{p.bdf} and {c.describe()} can both do x{w} but the link between them trained x{now}: lanes lost on "
         "the link (riser, seating), not the split; test_link_trained judges it"
         for p, c, w, now in lost
-    ]
+    ] + unread_now
     if not narrow:
         if lost:
             return warned(
@@ -609,6 +617,7 @@ def bifurcation(t: LaneGroupTarget) -> Verdict:
             )
         return passed(
             f"lane group {t.key}: {split}; every port is as wide as the device below it ({ports_txt})",
+            notes=unread_now,
             **common,
         )
     feeds = {p.bdf: (", ".join(tree.gpu_label(g) for g in gpus_of[p.bdf]) or "no GPU") for p in t.ports}

@@ -447,6 +447,27 @@ def rig_check(record_property: Callable[[str, object], None]) -> Callable[[Verdi
     return settle
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
+    """A rig test that hits a garbage or refused reading (``SourceError``, ``ConfigSpaceError``) or ends with
+    ``Unjudgeable`` fails as UNREADABLE in one message naming the file and the reason, not a traceback."""
+    from .errors import ConfigSpaceError, SourceError
+    from .verdict import Unjudgeable
+
+    try:
+        return (yield)
+    except Unjudgeable as exc:
+        v = exc.verdict
+        if v.status == "n/a":
+            pytest.skip(v.summary)
+        if v.ok:
+            return None
+        prefix = "UNREADABLE, not a pass: " if v.status == "unreadable" else ""
+        pytest.fail(f"{prefix}{v}", pytrace=False)
+    except (SourceError, ConfigSpaceError) as exc:
+        pytest.fail(f"UNREADABLE, not a pass: {exc}", pytrace=False)
+
+
 def iter_rigs(config: pytest.Config) -> Iterator[Rig]:
     """The rigs of this run, for feature plugins' hooks."""
     rs = rig_session(config)

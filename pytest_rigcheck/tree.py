@@ -41,6 +41,16 @@ class SysfsLink:
     cur_width: int | None
     max_gen: int | None
     max_width: int | None
+    # Attributes whose text is not what the kernel writes, by field name: raised when that field is
+    # used (``PciFunction.link_readings`` for current_*, ``link_cap`` for max_*), so garbage in one
+    # attribute does not hide the others.
+    bad: dict[str, SourceError] = field(default_factory=dict)
+
+    def check(self, *names: str) -> None:
+        """Raise the ``SourceError`` of the first of ``names`` that held garbage."""
+        for name in names:
+            if name in self.bad:
+                raise self.bad[name]
 
 
 @dataclass
@@ -190,6 +200,8 @@ class PciFunction:
         """
         out: list[tuple[str, int | None, int | None]] = []
         sl = self.sysfs_link
+        if sl is not None:
+            sl.check("cur_gen", "cur_width")
         if sl is not None and (sl.cur_gen or sl.cur_width):
             out.append((f"{self.bdf} sysfs current_link_*", sl.cur_gen, sl.cur_width))
         lk = self.config.link if self.config else None
@@ -216,6 +228,7 @@ class PciFunction:
         gens: list[int] = []
         widths: list[int] = []
         if self.sysfs_link:
+            self.sysfs_link.check("max_gen", "max_width")
             gens += [self.sysfs_link.max_gen] if self.sysfs_link.max_gen else []
             widths += [self.sysfs_link.max_width] if self.sysfs_link.max_width else []
         if self.config and self.config.link:
@@ -426,35 +439,55 @@ def _int_or_none(text: str | None) -> int | None:
     return None if value < 0 else value  # numa_node -1: the platform did not say
 
 
+_LINK_ATTRS = {
+    "cur_gen": "current_link_speed",
+    "cur_width": "current_link_width",
+    "max_gen": "max_link_speed",
+    "max_width": "max_link_width",
+}
+
+
 def _read_sysfs_link(source: Source, base: str) -> SysfsLink | None:
-    texts = [
-        source.read_optional(f"{base}/{a}")
-        for a in ("current_link_speed", "current_link_width", "max_link_speed", "max_link_width")
-    ]
-    if all(t is None for t in texts):
+    bad: dict[str, SourceError] = {}
+    texts: list[str | None] = []
+    for name, attr in _LINK_ATTRS.items():
+        try:
+            texts.append(source.read_optional(f"{base}/{attr}"))
+        except SourceError as exc:  # refused (a link out of the snapshot, a FIFO) or unreadable
+            bad[name] = exc
+            texts.append(None)
+    if all(t is None for t in texts) and not bad:
         return None  # conventional PCI and some virtual functions have no link attributes
     cs, cw, ms, mw = texts
 
-    def gen(t: str | None, attr: str) -> int | None:
+    def gen(t: str | None, attr: str, name: str) -> int | None:
         if t is None:
             return None
         try:
             return parse_link_speed(t)
         except ValueError:
-            raise SourceError(f"{base}/{attr}", f"unreadable link speed {t!r}") from None
+            bad[name] = SourceError(f"{base}/{attr}", f"unreadable link speed {t!r}")
+            return None
 
-    def width(t: str | None, attr: str) -> int | None:
+    def width(t: str | None, attr: str, name: str) -> int | None:
         if t is None:
             return None
         try:
             w = int(t)
         except ValueError:
-            raise SourceError(f"{base}/{attr}", f"unreadable link width {t!r}") from None
+            bad[name] = SourceError(f"{base}/{attr}", f"unreadable link width {t!r}")
+            return None
+        if not 0 <= w <= 32:  # LnkSta/LnkCap width: x1..x32 (PCIe Base Spec 7.5.3.6); 0 when the link is down
+            bad[name] = SourceError(
+                f"{base}/{attr}", f"impossible link width {t!r} (PCIe links are x1 to x32)"
+            )
+            return None
         return w or None  # 0: link down
 
     return SysfsLink(
-        gen(cs, "current_link_speed"),
-        width(cw, "current_link_width"),
-        gen(ms, "max_link_speed"),
-        width(mw, "max_link_width"),
+        gen(cs, "current_link_speed", "cur_gen"),
+        width(cw, "current_link_width", "cur_width"),
+        gen(ms, "max_link_speed", "max_gen"),
+        width(mw, "max_link_width", "max_width"),
+        bad,
     )

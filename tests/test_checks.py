@@ -403,6 +403,37 @@ class TestGarbageSysfs:
         acs = {t.bridge.bdf: pcie_checks.acs(t) for t in targets.bridges(rig)}
         assert all(a.ok for a in acs.values())
         assert "link unreadable (sys/" in rig.pcie.path_text("0000:4b:00.0")
+        # Bifurcation is judged on capability (max_link_width still reads): it passes, saying what it could not show.
+        bif = {t.key: pcie_checks.bifurcation(t) for t in targets.lane_groups(rig)}["0000:00:03"]
+        assert bif.ok and any("current_link_width" in n for n in bif.notes), bif
+
+    def test_garbage_max_width_reaches_the_checks_that_need_it(self, tmp_path: Path) -> None:
+        """An impossible max_link_width (x99) is UNREADABLE where capability is needed, named by file."""
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        (root / "sys/devices/pci0000:00/0000:00:03.1/0000:4b:00.0/max_link_width").write_text("99\n")
+        rig = _replay(root)
+        v = {t.down.bdf: pcie_checks.link(t) for t in targets.links(rig)}["0000:4b:00.0"]
+        assert v.status == "unreadable" and "max_link_width: impossible link width '99'" in v.summary, v
+
+    def test_plugin_turns_source_errors_into_unreadable(self, pytester: pytest.Pytester) -> None:
+        """Any rig test (here a user's own) that hits a SourceError fails as UNREADABLE in one message."""
+        mine = pytester.makepyfile(
+            "from pytest_rigcheck.errors import SourceError\n"
+            "def test_mine(rig):\n"
+            "    raise SourceError('sys/bus/pci/devices/0000:01:00.0/numa_node', 'not a number')\n"
+        )
+        result = pytester.runpytest(
+            str(mine),
+            f"--rig-snapshot={SNAPS / 'rtx3090x2-gen4'}",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "test_mine",
+        )
+        out = result.stdout.str()
+        assert "UNREADABLE, not a pass: sys/bus/pci/devices/0000:01:00.0/numa_node: not a number" in out
+        assert "raise SourceError" not in out, out
+        assert result.ret == 1
 
     def test_every_check_is_wrapped(self) -> None:
         """Each check is wrapped by ``judged``, so a garbage reading anywhere ends as UNREADABLE."""
