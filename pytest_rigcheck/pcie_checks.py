@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from .errors import ConfigSpaceError, SourceError
 from .iommu import grub_fix
-from .pcie import ACS_BITS, ACS_P2P_BLOCKING, SPEED_GT, decode_acs, fmt_link
+from .pcie import ACS_BITS, ACS_P2P_BLOCKING, SPEED_GT, decode_acs, fmt_link, normalize_bdf
 from .profile import TOPOLOGY_CLASSES
 from .rig import Rig
 from .targets import BridgeTarget, GpuTarget, LaneGroupTarget, LinkTarget, PairTarget
@@ -53,11 +53,18 @@ def judged(check: F) -> F:
             return exc.verdict
         except (SourceError, ConfigSpaceError) as exc:
             rig = target if isinstance(target, Rig) else getattr(target, "rig", None)
-            what = getattr(target, "id", None) or (rig.name if rig is not None else "rig")
+            what = (
+                getattr(target, "label", None) or getattr(target, "id", None) or getattr(rig, "name", "rig")
+            )
+            bdf = exc.bdf if isinstance(exc, ConfigSpaceError) else getattr(target, "id", "")
+            try:
+                bdf = normalize_bdf(str(bdf))
+            except ValueError:
+                bdf = "<BDF>"
             return unreadable(
                 f"{what}: cannot judge {check.__name__.replace('_', ' ')}: {exc}",
                 measured=str(exc),
-                fix=[CORRUPT_HINT.replace("BDF", what if ":" in str(what) else "<BDF>")],
+                fix=[CORRUPT_HINT.replace("BDF", bdf)],
             )
 
     return run  # type: ignore[return-value]
@@ -66,7 +73,8 @@ def judged(check: F) -> F:
 def _config_fix(fn: PciFunction) -> str:
     """What to do about an unreadable config space: root for a short read, a new capture for a corrupt one."""
     err = fn.config_error or ""
-    if "absent" in err or "shorter than" in err or "Permission" in err or "permitted" in err:
+    short = fn.config is not None and fn.config.size <= 64  # what a non-root read gets
+    if short or "Permission" in err or "not permitted" in err:
         return ROOT_HINT
     return CORRUPT_HINT.replace("BDF", fn.bdf)
 
@@ -164,8 +172,11 @@ def acs(t: BridgeTarget) -> Verdict:
     ctrl, cap = br.config.acs.ctrl, br.config.acs.cap
     props.update(acs_ctrl=f"{ctrl:#06x}", acs_cap=f"{cap:#06x}", acs_offset=f"{br.config.acs.offset:#x}")
     blocking = ctrl & ACS_P2P_BLOCKING
+    values: dict[str, Any] = dict(
+        measured_value=f"{ctrl:#06x}", expected_value=f"{ACS_P2P_BLOCKING:#06x} bits clear", unit="ACSCtl"
+    )
     if not blocking:
-        return passed(f"{br.describe()}: ACSCtl {ctrl:#06x} ({decode_acs(ctrl)})", properties=props)
+        return passed(f"{br.describe()}: ACSCtl {ctrl:#06x} ({decode_acs(ctrl)})", properties=props, **values)
     bits = ", ".join(long for bit, _, long in ACS_BITS if blocking & bit)
     notes = [f"between {p}" for p in pairs]
     if rig.iommu.mode == "translated":
@@ -186,6 +197,7 @@ def acs(t: BridgeTarget) -> Verdict:
             'or disable "ACS" / "PCIe ACS Control" in the BIOS (AMD CBS > NBIO, Intel > IIO)',
         ],
         properties=props,
+        **values,
     )
 
 
@@ -321,7 +333,14 @@ def link(t: LinkTarget) -> Verdict:
         unknown.append("speed capability")
     why_unknown = (
         f"{' and '.join(unknown)} unreadable: no usable current/max_link_* in sysfs, and config space "
-        f"{down.config_error or 'has no such PCIe capability field'}"
+        + (
+            down.config_error
+            or (
+                f"read only to {down.config.size} bytes (no capabilities)"
+                if down.config is not None and down.config.size <= 64
+                else "has no such PCIe capability field"
+            )
+        )
     )
 
     width_short = cur_width is not None and exp_width is not None and cur_width < exp_width
@@ -667,9 +686,11 @@ def topology(t: PairTarget) -> Verdict:
         note = ""
         if TOPOLOGY_CLASSES.index(cls) > TOPOLOGY_CLASSES.index("PXB"):
             note = " (NCCL uses P2P only up to PXB unless NCCL_P2P_LEVEL is set)"
-        return passed(f"{pair}: {cls}{note}", properties=props)
+        return passed(f"{pair}: {cls}{note}", properties=props, measured_value=cls)
     if TOPOLOGY_CLASSES.index(cls) <= TOPOLOGY_CLASSES.index(limit):
-        return passed(f"{pair}: {cls}, within {limit}", properties=props)
+        return passed(
+            f"{pair}: {cls}, within {limit}", properties=props, measured_value=cls, expected_value=limit
+        )
     return failed(
         f"{pair}: connection {cls}, expected {limit} or closer",
         measured=cls,
@@ -680,6 +701,8 @@ def topology(t: PairTarget) -> Verdict:
             "check `nvidia-smi topo -m` agrees",
         ],
         properties=props,
+        measured_value=cls,
+        expected_value=limit,
     )
 
 

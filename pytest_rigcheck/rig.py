@@ -81,9 +81,9 @@ class Rig:
 
     def header(self) -> str:
         n = len(self.pcie.gpus)
-        gpus = f"{n}{self._left_out_text()}"
+        gpus = f"{n} GPU{'s' if n != 1 else ''}{self._left_out_text()}"
         if self.manifest is None:
-            return f"live {self.name}, {gpus} GPU{'s' if n != 1 else ''}, {self.profile.source}"
+            return f"live {self.name}, {gpus}, {self.profile.source}"
         m = self.manifest
         bits = [
             b
@@ -91,9 +91,7 @@ class Rig:
             if b
         ]
         extra = f" ({', '.join(bits)})" if bits else ""
-        return (
-            f"snapshot {m.name} [{m.kind}]{extra}, {gpus} GPU{'s' if n != 1 else ''}, {self.profile.source}"
-        )
+        return f"snapshot {m.name} [{m.kind}]{extra}, {gpus}, {self.profile.source}"
 
     def _left_out_text(self) -> str:
         """`` (+1 display device not counted: 0000:03:00.0 ASPEED BMC)``, or ``""``."""

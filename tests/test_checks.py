@@ -560,3 +560,39 @@ class TestTopoCommand:
         b.write(tmp_path / "nv")
         assert main(["topo", str(tmp_path / "nv")]) == 0
         assert "GPU0\tX\tNV18\t" in capsys.readouterr().out
+
+
+def test_eight_gpu_server_with_bmc_end_to_end(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """issue 9 item 8, end to end: 8x H100 behind two switches plus the board's ASPEED AST2600 behind its own
+    bridge (1a03:1150 -> 1a03:2000, class 0x0300, driver ast). Before, the count read "9 GPU(s)" and the BMC got
+    pair checks. Now the count passes at 8, the header names what was left out, and no test id names the BMC."""
+    b = RigBuilder("hgx-bmc", cpu="intel", iommu="identity")
+    h0, h1 = b.host_bridge(0, 0x00, numa=0), b.host_bridge(0, 0x80, numa=1)
+    for host, rp_bdf, bus in ((h0, "0000:00:01.0", 0x10), (h1, "0000:80:01.0", 0x90)):
+        rp = b.root_port(host, rp_bdf, cap=(5, 16))
+        _, downs = b.switch(
+            rp,
+            f"0000:{bus:02x}:00.0",
+            [f"0000:{bus + 1:02x}:{i:02x}.0" for i in range(4)],
+            vendor=0x1000,
+            device=0xC030,
+            cap=(5, 16),
+            down_cap=(5, 16),
+        )
+        for i, d in enumerate(downs):
+            b.gpu(d, f"0000:{bus + 2 + i:02x}:00.0", GPU_MODELS["h100"])
+    b.bmc(b.root_port(h0, "0000:00:1c.0", cap=(2, 1)), "0000:03:00.0", model="ast2600")
+    b.write(tmp_path / "hgx-bmc")
+    prof = tmp_path / "p.toml"
+    prof.write_text("[rig]\ngpus = 8\n")
+    args = [f"--rig-snapshot={tmp_path / 'hgx-bmc'}", f"--rig-profile={prof}", "-p", "no:cacheprovider"]
+    pcie = "gpu_count or acs or topology or iommu or link_trained or bifurcation"
+    result = pytester.runpytest_subprocess(*args, "-k", pcie, "-v", "-rfE")
+    out = result.stdout.str()
+    assert "test_gpu_count[hgx-bmc] PASSED" in out, out
+    assert "8 GPUs (+1 display device not counted: 0000:03:00.0 ASPEED BMC)" in out
+    assert "0000:03:00.0" not in "\n".join(line for line in out.splitlines() if "::" in line)
+    assert "00:1c.0" not in out
+    assert result.ret == 0, out
+    ids = pytester.runpytest_subprocess(*args, "--collect-only", "-q").stdout.str()
+    assert ids.count("test_topology_class[") == 28 and "0000:03:00.0" not in ids  # 8 choose 2 pairs
