@@ -442,7 +442,5 @@ def left_out_reason(vendor: int, class16: int, driver: str | None) -> str | None
     if vendor in ACCELERATORS:
         return f"class {class16:#06x} ({bound}) is not one of this vendor's GPU classes"
     name = VENDORS.get(vendor, f"vendor {vendor:#06x}")
-    return (
-        f"{name} display device (class {class16:#06x}, {bound}): only NVIDIA and AMD accelerators are counted "
-        "and judged"
-    )
+    what = "processing accelerator" if class16 >> 8 == 0x12 else "display controller"
+    return f"{name} {what} (class {class16:#06x}, {bound}): only NVIDIA and AMD accelerators are counted and judged"

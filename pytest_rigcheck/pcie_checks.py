@@ -287,7 +287,8 @@ def link(t: LinkTarget) -> Verdict:
     )
     head = f"{where_label} (to {gpu_names})"
     path = [tree.path_text(g.bdf) for g in t.gpus]
-    readings = [r for f in (up, down) if f is not None for r in f.link_readings()]
+    readings = [r for f in (up, down) if f is not None for r in f.link_readings(strict=False)]
+    garbage = [str(e) for f in (up, down) if f is not None for e in f.link_errors()]
     cur_gen = _least([g for _, g, _ in readings])
     cur_width = _least([w for _, _, w in readings])
     notes: list[str] = []
@@ -331,17 +332,17 @@ def link(t: LinkTarget) -> Verdict:
         unknown.append("width capability")
     if exp_gen is None:
         unknown.append("speed capability")
-    why_unknown = (
-        f"{' and '.join(unknown)} unreadable: no usable current/max_link_* in sysfs, and config space "
-        + (
-            down.config_error
-            or (
-                f"read only to {down.config.size} bytes (no capabilities)"
-                if down.config is not None and down.config.size <= 64
-                else "has no such PCIe capability field"
-            )
-        )
+    config_why = down.config_error or (
+        f"read only to {down.config.size} bytes (no capabilities)"
+        if down.config is not None and down.config.size <= 64
+        else "has no such PCIe capability field"
     )
+    problems = list(garbage)  # garbage text in a reading: what was read cannot be trusted
+    if unknown:
+        problems.append(
+            f"{' and '.join(unknown)} unreadable: no usable current/max_link_* in sysfs, and config space {config_why}"
+        )
+    why_unknown = "; ".join(problems)
 
     width_short = cur_width is not None and exp_width is not None and cur_width < exp_width
     speed = None
@@ -368,7 +369,7 @@ def link(t: LinkTarget) -> Verdict:
     elif speed is not None and faults:
         notes.append(f"speed: {speed.text}")  # an idle downshift or an unreadable speed beside a width fault
     if faults:
-        if unknown:
+        if problems:
             notes.append(why_unknown)
         return failed(
             f"{head}: " + "; and ".join(faults),
@@ -378,10 +379,9 @@ def link(t: LinkTarget) -> Verdict:
             fix=fixes,
             **common,
         )
-    if unknown:
-        return unreadable(
-            f"{head}: link status {why_unknown}", notes=notes, fix=[_config_fix(down)], **common
-        )
+    if problems:
+        fix = [CORRUPT_HINT.replace("BDF", down.bdf)] if garbage else [_config_fix(down)]
+        return unreadable(f"{head}: link status {why_unknown}", notes=notes, fix=fix, **common)
     if speed is not None and speed.status == "unreadable":
         return unreadable(f"{head}: {speed.text}", notes=notes, fix=speed.fix, **common)
     if speed is not None:  # an idle downshift

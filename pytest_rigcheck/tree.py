@@ -192,15 +192,21 @@ class PciFunction:
         slot = f', slot "{self.slot}"' if self.slot else ""
         return f"{self.bdf} {self.role} ({self.name} [{self.ids}]{slot})"
 
-    def link_readings(self) -> list[tuple[str, int | None, int | None]]:
+    def link_errors(self) -> list[SourceError]:
+        """Current-link attributes whose text is garbage or whose read was refused."""
+        sl = self.sysfs_link
+        return [sl.bad[n] for n in ("cur_gen", "cur_width") if sl is not None and n in sl.bad]
+
+    def link_readings(self, strict: bool = True) -> list[tuple[str, int | None, int | None]]:
         """Every reading of this function's current link: (where, gen, width); ``None`` where unknown.
 
         sysfs ``current_link_speed``/``current_link_width`` and config-space LnkSta (PCIe Base Spec
-        7.5.3.8; pciutils ``lib/header.h`` PCI_EXP_LNKSTA). Garbage sysfs text raises ``SourceError``.
+        7.5.3.8; pciutils ``lib/header.h`` PCI_EXP_LNKSTA). Garbage sysfs text raises ``SourceError``
+        (``strict``), or leaves that field ``None`` for the caller to report (``link_errors``).
         """
         out: list[tuple[str, int | None, int | None]] = []
         sl = self.sysfs_link
-        if sl is not None:
+        if sl is not None and strict:
             sl.check("cur_gen", "cur_width")
         if sl is not None and (sl.cur_gen or sl.cur_width):
             out.append((f"{self.bdf} sysfs current_link_*", sl.cur_gen, sl.cur_width))

@@ -374,6 +374,16 @@ class TestLinkBothEnds:
         assert v.status == "fail" and "trained to x8, expected x16" in v.summary, v
         assert any("current speed" in n for n in v.notes)
 
+    def test_width_fault_fails_with_garbage_speed_text(self, tmp_path: Path) -> None:
+        """A garbage current_link_speed leaves the known x8 standing: FAIL on width, the garbage named."""
+        b = _one_gpu((4, 8))
+        b.write(tmp_path / "t")
+        gpu_dir = next((tmp_path / "t").glob("sys/devices/**/0000:01:00.0"))
+        (gpu_dir / "current_link_speed").write_text("fast\n")
+        v = pcie_checks.link(targets.links(_replay(tmp_path / "t"))[0])
+        assert v.status == "fail" and "trained to x8, expected x16" in v.summary, v
+        assert any("current_link_speed: unreadable link speed 'fast'" in n for n in v.notes), v.notes
+
     def test_speed_and_width_short_named_in_one_verdict(self, tmp_path: Path) -> None:
         """Gen3 x8 on a Gen4 x16 link retrained for reliability (LBMS): both faults in one summary."""
         rig = _rig(tmp_path, _one_gpu((3, 8), lbms=True))
