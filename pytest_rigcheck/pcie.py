@@ -417,7 +417,8 @@ ACCELERATORS = {
 
 # Baseboard management controllers put a small VGA device (class 0x0300) on nearly every server: ASPEED
 # AST2400/2500/2600 (1a03:2000, Linux driver ``ast``), Matrox G200e* on HPE iLO and Dell iDRAC (102b:05xx,
-# driver ``mgag200``). They are the server's console, not accelerators.
+# driver ``mgag200``). They are the server's console, not accelerators. Any other display controller that
+# is not an NVIDIA or AMD GPU is left out too, with its reason.
 BMC_DISPLAY_VENDORS = {0x1A03: "ASPEED", 0x102B: "Matrox"}
 BMC_DISPLAY_DRIVERS = {"ast": "ASPEED", "mgag200": "Matrox"}
 
@@ -436,7 +437,9 @@ def left_out_reason(vendor: int, class16: int, driver: str | None) -> str | None
     if accelerator_kind(vendor, class16) is not None:
         return None
     bound = f"driver {driver}" if driver else "no driver bound"
-    bmc = BMC_DISPLAY_VENDORS.get(vendor) or BMC_DISPLAY_DRIVERS.get(driver or "")
+    bmc = (
+        BMC_DISPLAY_VENDORS.get(vendor) if class16 == CLASS_DISPLAY_VGA else None
+    ) or BMC_DISPLAY_DRIVERS.get(driver or "")
     if bmc:
         return f"{bmc} BMC display controller (class {class16:#06x}, {bound}): the server's console, not an accelerator"
     if vendor in ACCELERATORS:

@@ -170,6 +170,15 @@ def acs(t: BridgeTarget) -> Verdict:
         )
         return passed(f"{br.describe()}: {why}: peer-to-peer is not redirected", properties=props)
     ctrl, cap = br.config.acs.ctrl, br.config.acs.cap
+    if 0xFFFF in (ctrl, cap):
+        # ACS Capability and Control have reserved bits (15:7 of Control); all ones is a failed read
+        # (Linux include/linux/pci.h PCI_ERROR_RESPONSE), not a setting.
+        return unreadable(
+            f"{br.describe()}: ACS registers at {br.config.acs.offset:#x} read ACSCap {cap:#06x} ACSCtl {ctrl:#06x}, "
+            "the value of a failed config read: ACS state unknown",
+            path=path,
+            fix=[CORRUPT_HINT.replace("BDF", br.bdf)],
+        )
     props.update(acs_ctrl=f"{ctrl:#06x}", acs_cap=f"{cap:#06x}", acs_offset=f"{br.config.acs.offset:#x}")
     blocking = ctrl & ACS_P2P_BLOCKING
     values: dict[str, Any] = dict(
@@ -179,7 +188,7 @@ def acs(t: BridgeTarget) -> Verdict:
         return passed(f"{br.describe()}: ACSCtl {ctrl:#06x} ({decode_acs(ctrl)})", properties=props, **values)
     bits = ", ".join(long for bit, _, long in ACS_BITS if blocking & bit)
     notes = [f"between {p}" for p in pairs]
-    if rig.iommu.mode == "translated":
+    if _iommu_mode(rig) == "translated":
         notes.append(
             "the IOMMU is translating: the kernel sets ACS again at boot while it is on; turn it off too (test_iommu)"
         )
@@ -199,6 +208,14 @@ def acs(t: BridgeTarget) -> Verdict:
         properties=props,
         **values,
     )
+
+
+def _iommu_mode(rig: Rig) -> str:
+    """The rig's IOMMU mode for a note; ``unknown`` where its evidence cannot be read."""
+    try:
+        return rig.iommu.mode
+    except SourceError:
+        return "unknown"
 
 
 def _unique_gpus(pairs: tuple[tuple[object, object], ...]) -> list:  # type: ignore[type-arg]

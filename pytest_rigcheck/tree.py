@@ -95,7 +95,9 @@ class PciFunction:
     @cached_property
     def iommu_group(self) -> str | None:
         link = self.source.readlink(f"{self.base}/iommu_group")
-        return link.rsplit("/", 1)[-1] if link else None
+        # The link's last component is the group number (.../kernel/iommu_groups/6); an empty or odd
+        # target is returned as it is, and the IOMMU check finds no such group (UNREADABLE).
+        return (link.rstrip("/").rsplit("/", 1)[-1] or link) if link else None
 
     @cached_property
     def numa_node(self) -> int | None:

@@ -606,3 +606,33 @@ def test_eight_gpu_server_with_bmc_end_to_end(pytester: pytest.Pytester, tmp_pat
     assert result.ret == 0, out
     ids = pytester.runpytest_subprocess(*args, "--collect-only", "-q").stdout.str()
     assert ids.count("test_topology_class[") == 28 and "0000:03:00.0" not in ids  # 8 choose 2 pairs
+
+
+def test_acs_registers_all_ones_are_unreadable(tmp_path: Path) -> None:
+    """An ACS capability whose Capability/Control registers read 0xffff (a failed read; Control bits 15:7 are
+    reserved) is UNREADABLE, not "redirect on" or "off"."""
+    root = _copy(tmp_path, "rtx3090x2-acs-root-port")
+    cfg = root / "sys/devices/pci0000:00/0000:00:03.1/config"
+    data = bytearray(cfg.read_bytes())
+    data[0x2A4:0x2A8] = b"\xff" * 4
+    cfg.write_bytes(bytes(data))
+    v = {t.bridge.bdf: pcie_checks.acs(t) for t in targets.bridges(_replay(root))}["0000:00:03.1"]
+    assert v.status == "unreadable" and "failed config read" in v.summary, v
+
+
+def test_iommu_groups_link_out_of_the_snapshot(tmp_path: Path) -> None:
+    """sys/kernel/iommu_groups as a link out of the snapshot: the IOMMU check is UNREADABLE naming the refusal,
+    and an ACS failure on the same rig is still a FAIL (its IOMMU note is left out)."""
+    import shutil
+
+    root = _copy(tmp_path, "rtx3090x2-acs-root-port")
+    shutil.rmtree(root / "sys/kernel/iommu_groups", ignore_errors=True)
+    (tmp_path / "outside").mkdir()
+    (root / "sys/kernel").mkdir(parents=True, exist_ok=True)
+    (root / "sys/kernel/iommu_groups").symlink_to("../../../outside")
+    rig = _replay(root)
+    for t in targets.gpus(rig):
+        v = pcie_checks.iommu(t)
+        assert v.status == "unreadable" and "leaves the rig root" in v.summary, v
+    acs = {t.bridge.bdf: pcie_checks.acs(t) for t in targets.bridges(rig)}
+    assert acs["0000:00:03.1"].status == "fail"
