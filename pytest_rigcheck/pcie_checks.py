@@ -359,6 +359,20 @@ def link(t: LinkTarget) -> Verdict:
         problems.append(
             f"{' and '.join(unknown)} unreadable: no usable current/max_link_* in sysfs, and config space {config_why}"
         )
+    # A link cannot train above what either end can do (LnkSta <= LnkCap, PCIe Base Spec 7.5.3.6/7.5.3.8):
+    # such readings contradict each other (an edited or mixed-up capture), so they cannot be judged.
+    above = [
+        f"{what} {now} above {fn.bdf}'s capability {cap}"
+        for fn in (up, down)
+        if fn is not None
+        for what, now, cap in (
+            ("trained gen", cur_gen, fn.link_cap[0]),
+            ("trained width", cur_width, fn.link_cap[1]),
+        )
+        if now and cap and now > cap
+    ]
+    if above:
+        problems.append("contradictory readings: " + "; ".join(above))
     why_unknown = "; ".join(problems)
 
     width_short = cur_width is not None and exp_width is not None and cur_width < exp_width

@@ -341,6 +341,19 @@ class TestLinkBothEnds:
             and "0000:4b:00.0 LnkSta Gen4 x16" in note
         )
 
+    def test_trained_above_capability_is_unreadable(self, tmp_path: Path) -> None:
+        """Root port max_link_width edited to 8 while both ends read x16 trained: contradictory, UNREADABLE
+        for the link (and the lane group fails: its port is narrower than the GPU)."""
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        (root / "sys/devices/pci0000:00/0000:00:03.1/max_link_width").write_text("8\n")
+        rig = _replay(root)
+        v = {t.down.bdf: pcie_checks.link(t) for t in targets.links(rig)}["0000:4b:00.0"]
+        assert (
+            v.status == "unreadable" and "trained width 16 above 0000:00:03.1's capability 8" in v.summary
+        ), v
+        b = {t.key: pcie_checks.bifurcation(t) for t in targets.lane_groups(rig)}["0000:00:03"]
+        assert b.status == "fail"
+
     def test_bifurcation_sees_the_root_port_width(self, tmp_path: Path) -> None:
         """gate.md D6: bifurcation reported "0000:00:03.1 x16" and passed silently while the port ran x8.
 
