@@ -50,7 +50,11 @@ FILES = (
     "sys/module/pcie_aspm/parameters/policy",
 )
 # Feature plugins add their recorded state: "module:function"(out_dir) -> dict of manifest notes.
-EXTRA_CAPTURERS = ("pytest_rigcheck.gpu.capture:capture_nvml", "pytest_rigcheck.p2p.capture:capture_p2p")
+EXTRA_CAPTURERS = (
+    "pytest_rigcheck.gpu.capture:capture_nvml",
+    "pytest_rigcheck.p2p.capture:capture_p2p",
+    "pytest_rigcheck.runenv.capture:capture_env",
+)
 
 
 class CaptureWarning(UserWarning):

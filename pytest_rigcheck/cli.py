@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "capture":
             from .capture import capture
 
-            if args.out.exists() and any(args.out.iterdir() if args.out.is_dir() else [args.out]):
+            if os.path.lexists(args.out) and not args.out.is_dir():
+                print(f"rigcheck: {args.out} exists and is a file; choose a new path", file=sys.stderr)
+                return 2
+            if args.out.is_dir() and any(args.out.iterdir()):
                 print(f"rigcheck: {args.out} exists and is not empty; choose a new path", file=sys.stderr)
                 return 2
             path = capture(args.out, name=args.name)
@@ -39,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _topo(snapshot: Path | None) -> int:
     """Print the GPU matrix of a snapshot or the live machine; a rig without a GPU is one line, exit 1."""
-    from .source import Source
+    from .profile import Profile
+    from .rig import Rig
     from .topology import matrix
-    from .tree import PcieTree
 
     snap = None
     if snapshot:
@@ -49,8 +53,8 @@ def _topo(snapshot: Path | None) -> int:
 
         snap = open_snapshot(snapshot)
     try:
-        source = Source(snap.root if snap is not None else "/")
-        tree = PcieTree.read(source)
+        rig = Rig.replay(snap, Profile()) if snap is not None else Rig.live(Profile())
+        tree = rig.pcie
         if not tree.gpus:
             left = tree.left_out_text()
             where = f"snapshot {snapshot}" if snapshot else "this machine"
@@ -60,25 +64,31 @@ def _topo(snapshot: Path | None) -> int:
                 file=sys.stderr,
             )
             return 1
-        print(matrix(tree, _recorded_nvlinks(source) if snap is not None else None))
+        print(matrix(tree, _nvlinks(rig)))
         return 0
     finally:
         if snap is not None:
             snap.close()
 
 
-def _recorded_nvlinks(source: object) -> dict[frozenset[str], int]:
-    """NVLink peers a snapshot's ``nvml.json`` records (``gpus[].nvlink_remote``), read through the rooted reader."""
-    import json
+def _nvlinks(rig: object) -> dict[frozenset[str], int]:
+    """NVLink peers the rig's records show (``p2p.nvlink``: p2p.json's per-link remotes, nvml.json's P2P
+    status and active links), as ``{frozenset({a, b}): links}`` (-1: peers, count unknown)."""
+    from itertools import combinations
 
     from .errors import SourceError
-    from .topology import nvlink_peers
+    from .p2p.nvlink import nvlink_links
 
     try:
-        data = json.loads(source.read_text("nvml.json"))  # type: ignore[attr-defined]
-    except (KeyError, SourceError, ValueError):
-        return {}
-    return nvlink_peers(data.get("gpus") if isinstance(data, dict) else None)
+        figures = rig.source.read_json("p2p.json") if not rig.is_live else None  # type: ignore[attr-defined]
+    except (KeyError, SourceError):
+        figures = None
+    out: dict[frozenset[str], int] = {}
+    for a, b in combinations(rig.pcie.gpus, 2):  # type: ignore[attr-defined]
+        n = nvlink_links(rig, figures if isinstance(figures, dict) else None, a.bdf, b.bdf)  # type: ignore[arg-type]
+        if n:
+            out[frozenset((a.bdf, b.bdf))] = n
+    return out
 
 
 if __name__ == "__main__":

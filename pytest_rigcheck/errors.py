@@ -21,6 +21,12 @@ class SourceError(RigcheckError):
         super().__init__(f"{path}: {reason}")
 
 
+class RefusedError(SourceError):
+    """A path was refused for safety, not merely unreadable: it leaves the snapshot (an absolute path,
+    a ``..`` escape, a symlink out) or is not a regular file (a FIFO, device node or socket, refused
+    with ``lstat`` before any ``open``)."""
+
+
 class SnapshotError(RigcheckError):
     """A snapshot is corrupt, partial or unsafe to replay."""
 

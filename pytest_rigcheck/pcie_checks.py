@@ -70,15 +70,6 @@ def judged(check: F) -> F:
     return run  # type: ignore[return-value]
 
 
-def _config_fix(fn: PciFunction) -> str:
-    """What to do about an unreadable config space: root for a short read, a new capture for a corrupt one."""
-    err = fn.config_error or ""
-    short = fn.config is not None and fn.config.size <= 64  # what a non-root read gets
-    if short or "Permission" in err or "not permitted" in err:
-        return ROOT_HINT
-    return CORRUPT_HINT.replace("BDF", fn.bdf)
-
-
 # -- GPU count ------------------------------------------------------------------------------------
 
 
@@ -142,14 +133,14 @@ def acs(t: BridgeTarget) -> Verdict:
         return unreadable(
             f"{br.describe()}: config space unreadable ({br.config_error}); ACS state unknown",
             path=path,
-            fix=[_config_fix(br)],
+            fix=[rig.config_fix(br)],
         )
     if br.config.size <= 64:
         return unreadable(
             f"{br.describe()}: only {br.config.size} bytes of config space readable; ACS lives in extended "
             "config space (from offset 0x100), so its state is unknown",
             path=path,
-            fix=[ROOT_HINT],
+            fix=[rig.config_fix(br)],
         )
     props: dict[str, object] = {"bdf": br.bdf}
     if br.config.acs is None:
@@ -159,7 +150,7 @@ def acs(t: BridgeTarget) -> Verdict:
                 "read: ACS lives in extended config space (0x100-0xfff), so its state is unknown",
                 path=path,
                 fix=[
-                    ROOT_HINT,
+                    rig.config_fix(br),
                     "if root already reads 256 bytes, the kernel has no ECAM/MMCONFIG access here",
                 ],
             )
@@ -317,10 +308,19 @@ def link(t: LinkTarget) -> Verdict:
     cap_gen, cap_width = down.link_cap
     up_gen, up_width = up.link_cap if up else (None, None)
     hw_gen, hw_width = _least([cap_gen, up_gen]), _least([cap_width, up_width])
-    want = rig.profile.link_for(down.bdf, down.slot)
+    gpu_index = next((i for i, g in enumerate(tree.gpus) if g.bdf == down.bdf), None)
+    want = rig.profile.link_for(down.bdf, down.slot, gpu_index)
     exp_gen, exp_width = want.gen or hw_gen, want.width or hw_width
-    src_gen = rig.profile.source if want.gen else "lesser of both ends' capability"
-    src_width = rig.profile.source if want.width else "lesser of both ends' capability"
+    src_gen = (
+        rig.profile.link_source(down.bdf, down.slot, gpu_index, "gen")
+        if want.gen
+        else "lesser of both ends' capability"
+    )
+    src_width = (
+        rig.profile.link_source(down.bdf, down.slot, gpu_index, "width")
+        if want.width
+        else "lesser of both ends' capability"
+    )
     props: dict[str, object] = {
         "link_gen": cur_gen,
         "link_width": cur_width,
@@ -411,7 +411,7 @@ def link(t: LinkTarget) -> Verdict:
             **common,
         )
     if problems:
-        fix = [CORRUPT_HINT.replace("BDF", down.bdf)] if garbage else [_config_fix(down)]
+        fix = [CORRUPT_HINT.replace("BDF", down.bdf)] if garbage else [rig.config_fix(down)]
         return unreadable(f"{head}: link status {why_unknown}", notes=notes, fix=fix, **common)
     if speed is not None and speed.status == "unreadable":
         return unreadable(f"{head}: {speed.text}", notes=notes, fix=speed.fix, **common)
@@ -591,14 +591,13 @@ def bifurcation(t: LaneGroupTarget) -> Verdict:
         if w is None:
             return unreadable(
                 f"{p.describe()}: link capability unreadable (no max_link_width, config {p.config_error})",
-                fix=[_config_fix(p)],
+                fix=[rig.config_fix(p)],
             )
         widths.append(w)
     split = "".join(f"x{w}" for w in widths)
     props: dict[str, object] = {"lane_group": t.key, "split": split}
-    slot_names = sorted({s for p in t.ports for s in _slots_below(rig, p)})
-    keys = [t.key.lower(), *(p.bdf for p in t.ports), *(s.lower() for s in slot_names)]
-    want = next((rig.profile.bifurcation[k] for k in keys if k in rig.profile.bifurcation), None)
+    slot_names = t.slots
+    want = next((rig.profile.bifurcation[k] for k in t.profile_keys if k in rig.profile.bifurcation), None)
 
     def port_text(p: PciFunction, w: int) -> str:
         try:
@@ -639,7 +638,7 @@ def bifurcation(t: LaneGroupTarget) -> Verdict:
                 return unreadable(
                     f"{child.describe()} below lane group {t.key}: link capability unreadable "
                     f"(no max_link_width, config {child.config_error})",
-                    fix=[_config_fix(child)],
+                    fix=[rig.config_fix(child)],
                 )
             if not cw:
                 continue
@@ -692,16 +691,6 @@ def bifurcation(t: LaneGroupTarget) -> Verdict:
     )
 
 
-def _slots_below(rig: Rig, port: object) -> list[str]:
-    tree = rig.pcie
-    out = [port.slot] if getattr(port, "slot", None) else []  # type: ignore[attr-defined]
-    for child in getattr(port, "children", []):
-        s = tree.functions[child].slot
-        if s:
-            out.append(s)
-    return out
-
-
 # -- topology -------------------------------------------------------------------------------------
 
 
@@ -713,6 +702,16 @@ def topology(t: PairTarget) -> Verdict:
     pair = f"{tree.gpu_label(t.a)} <-> {tree.gpu_label(t.b)}"
     props: dict[str, object] = {"topology": cls}
     limit = rig.profile.max_topology_class
+    from .p2p.nvlink import nvlink_links, nvlink_text
+
+    nvlink = nvlink_text(nvlink_links(rig, None, t.a.bdf, t.b.bdf))
+    if nvlink:  # GPU-to-GPU traffic takes NVLink, closer than any PCIe class (nvidia-smi topo -m: NV#)
+        props["topology"] = nvlink.removeprefix("NVLink peers (").rstrip(")") if "(" in nvlink else "NV"
+        return passed(
+            f"{pair}: {nvlink} (PCIe path {cls}, not used between them)",
+            properties=props,
+            measured_value=props["topology"],
+        )
     if limit is None:
         note = ""
         if TOPOLOGY_CLASSES.index(cls) > TOPOLOGY_CLASSES.index("PXB"):

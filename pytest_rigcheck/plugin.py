@@ -37,6 +37,7 @@ FEATURE_PLUGINS: tuple[str, ...] = (
     "pytest_rigcheck.vllm.plugin",
     "pytest_rigcheck.gpu.plugin",
     "pytest_rigcheck.p2p.plugin",
+    "pytest_rigcheck.runenv.plugin",
 )
 
 SUITES_DIR_NAME = "suites"
@@ -119,8 +120,8 @@ class RigSession:
         return self._rigs
 
     def _load(self) -> list[Rig]:
-        from .errors import RigcheckError
-        from .profile import Profile, load_profile
+        from .errors import ProfileError, RigcheckError
+        from .profile import Profile, load_profile, match_rig
         from .rig import Rig
         from .snapshot import open_snapshot
 
@@ -130,25 +131,35 @@ class RigSession:
         except RigcheckError as exc:
             raise pytest.UsageError(f"{s.profile_source}: {exc}") from None
         if not s.snapshots:
-            return [Rig.live(cli_profile or Profile())]
+            rig = Rig.live(cli_profile or Profile())
+            try:
+                match_rig(rig.profile, rig)  # every device key names something here, before any check
+            except ProfileError as exc:
+                raise pytest.UsageError(f"{s.profile_source}: {exc}") from None
+            except RigcheckError as exc:
+                raise pytest.UsageError(f"live rig {rig.name}: {exc}") from None
+            return [rig]
         rigs: list[Rig] = []
         for path in s.snapshots:
+            snap = None
             try:
                 snap = open_snapshot(path)
-                profile = cli_profile
-                if profile is None and snap.manifest.profile:
-                    profile = load_profile(snap.manifest.profile, base=snap.root)
+                profile = cli_profile if cli_profile is not None else snap.profile()
                 rig = Rig.replay(snap, profile or Profile())
                 rig.pcie  # noqa: B018 - read the tree now, so a corrupt snapshot is a usage error
+                match_rig(rig.profile, rig)  # every device key names something here, before any check
             except (RigcheckError, ValueError) as exc:
                 for r in rigs:
                     r.close()
+                if snap is not None:
+                    snap.close()
                 raise pytest.UsageError(f"{s.snapshot_source} {path}: {exc}") from None
             rigs.append(rig)
-        names = [r.name for r in rigs]
-        for r in rigs:
-            if names.count(r.name) > 1:  # two snapshots of one name: ids must still differ
-                r.name = f"{r.name}#{sum(1 for x in rigs[: rigs.index(r) + 1] if x.name == r.name)}"
+        seen: dict[str, int] = {}
+        for r in rigs:  # two snapshots of one name: ids must still differ (name, name#2, ...)
+            seen[r.name] = seen.get(r.name, 0) + 1
+            if seen[r.name] > 1:
+                r.name = f"{r.name}#{seen[r.name]}"
         return rigs
 
     def close(self) -> None:
@@ -380,7 +391,7 @@ def rig_pcie(rig: Rig) -> Any:
 def rig_profile(rig: Rig) -> Any:
     """The rig's expectations (``Profile``): from ``--rig-profile``, the snapshot's manifest, or hardware defaults.
 
-    Feature sections (``[power]``, ``[p2p]``, ``[vllm]``...) are in ``rig_profile.raw``.
+    Every section is parsed: ``rig_profile.section("power")`` and so on give typed objects (``raw`` keeps the TOML).
     """
     return rig.profile
 

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from .errors import RefusedError, SourceError
 from .iommu import IommuState, read_iommu
 from .profile import Profile
 from .snapshot import Manifest, Snapshot
 from .source import Source
-from .tree import PcieTree
+from .tree import PcieTree, PciFunction
 
 
 @dataclass(repr=False)
@@ -79,6 +80,32 @@ class Rig:
             return False
         return any(f.config is not None and f.config.size > 64 for f in self.pcie.functions.values())
 
+    def config_fix(self, fn: PciFunction | None = None) -> str:
+        """The fix line for config space that was unreadable or short, fitted to where it was read.
+
+        Live: run as root. A snapshot captured without root: replay one captured as root. A snapshot
+        captured as root (``root = true``) already had all of it, so its file is truncated or corrupt;
+        a ``config`` the snapshot reader refused (a link out, a FIFO) says so.
+        """
+        if self.manifest is None:
+            return "run as root (sudo pytest --rig ...)"
+        if fn is not None:
+            try:
+                self.source.read_bytes(f"{fn.base}/config", 1)
+            except RefusedError as exc:
+                return (
+                    f"the snapshot's {exc.path} was refused ({exc.reason}): capture the rig again "
+                    "(sudo rigcheck capture DIR)"
+                )
+            except (KeyError, SourceError):
+                pass
+        if not self.manifest.root:
+            return "replay a snapshot captured as root (sudo rigcheck capture DIR), or run as root on the rig"
+        return (
+            "this snapshot was captured as root (root = true), so its config file is truncated or corrupt: "
+            "capture the rig again (sudo rigcheck capture DIR)"
+        )
+
     def header(self) -> str:
         n = len(self.pcie.gpus)
         gpus = f"{n} GPU{'s' if n != 1 else ''}{self._left_out_text()}"
@@ -91,7 +118,9 @@ class Rig:
             if b
         ]
         extra = f" ({', '.join(bits)})" if bits else ""
-        return f"snapshot {m.name} [{m.kind}]{extra}, {gpus}, {self.profile.source}"
+        refused = self.snapshot.refused if self.snapshot is not None else []
+        warn = f"; REFUSED (not read): {'; '.join(refused)}" if refused else ""
+        return f"snapshot {m.name} [{m.kind}]{extra}, {gpus}, {self.profile.source}{warn}"
 
     def _left_out_text(self) -> str:
         """`` (+1 display device not counted: 0000:03:00.0 ASPEED BMC)``, or ``""``."""

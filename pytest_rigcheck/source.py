@@ -9,13 +9,18 @@ absolute target, or too many ``..``) is refused: a hostile snapshot reads nothin
 from __future__ import annotations
 
 import errno
+import json
 import os
 import posixpath
 import stat
 from pathlib import Path
+from typing import Any
 
-from .errors import SourceError
+from .errors import RefusedError, SourceError
 
+# A hard link has no direction: another name of the same file may lie outside the snapshot
+# (``ln /etc/shadow snap/p2p.json``). Capture, git and tar extraction here never make one.
+HARD_LINK = "a hard link ({n} names): the file may also lie outside the snapshot: refused"
 _MAX_LINKS = 40  # as the kernel's MAXSYMLINKS: a loop is an error, not a hang
 
 
@@ -55,12 +60,14 @@ class Source:
         parts = [p for p in todo if p not in ("", ".")]
         done = list(done)
         links = 0
+        via: str | None = None  # the last link followed, for the message when a ".." climbs out
         root = str(self.root)
+        where = "rig root" if self.live else "snapshot"
         while parts:
             part = parts.pop(0)
             if part == "..":
                 if not done:
-                    raise SourceError(asked, "path leaves the rig root")
+                    raise RefusedError(asked, f"{via or 'path'} leaves the {where}: refused")
                 done.pop()
                 continue
             here = os.path.join(root, *done, part)
@@ -77,11 +84,10 @@ class Source:
                 if links > _MAX_LINKS:
                     raise SourceError(asked, "too many levels of symbolic links")
                 target = os.readlink(here)
+                via = f"symlink {'/'.join([*done, part])} -> {target}"
                 if posixpath.isabs(target):
                     if not self.live:
-                        raise SourceError(
-                            asked, f"symlink {'/'.join([*done, part])} -> {target} leaves the snapshot"
-                        )
+                        raise RefusedError(asked, f"{via} leaves the snapshot: refused")
                     done = []
                 parts = [p for p in target.split("/") if p not in ("", ".")] + parts
                 continue
@@ -100,34 +106,77 @@ class Source:
         except SourceError:
             return False
 
-    def read_bytes(self, rel: str, limit: int = 1 << 20) -> bytes:
-        """Read a file; absent raises ``KeyError``, unreadable raises ``SourceError``."""
+    def read_bytes(self, rel: str, limit: int = 1 << 20, *, whole: bool = False) -> bytes:
+        """Read a regular file; absent raises ``KeyError``, unreadable raises ``SourceError``.
+
+        Anything but a regular file (a FIFO, a device node, a socket, a directory) is refused with
+        ``RefusedError`` from ``lstat`` *before* any ``open``: opening a FIFO wakes its writer and
+        opening some character devices has side effects. In a snapshot, a file with several hard
+        links is refused too: one of its names may be outside the snapshot. The file is then opened with
+        ``O_NOFOLLOW | O_NONBLOCK`` and ``fstat`` must show the same regular file.
+
+        Args:
+            limit: bytes read at most. PCI ``config`` is read up to 4096 bytes (the extended
+                configuration space; PCI Express Base Specification 6.0, section 7.2.2).
+            whole: the file must fit in ``limit``; a larger one raises ``SourceError`` instead of
+                being cut short (for JSON and TOML, which are useless truncated).
+        """
         path = self._path(rel)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+            st = os.lstat(path)
+        except FileNotFoundError as exc:
+            raise KeyError(rel) from exc
+        except OSError as exc:
+            raise SourceError(rel, exc.strerror or str(exc)) from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise RefusedError(rel, f"{_kind(st.st_mode)}, not a regular file: refused without opening it")
+        if not self.live and st.st_nlink > 1:
+            raise RefusedError(rel, HARD_LINK.format(n=st.st_nlink))
+        try:
+            fd = os.open(
+                path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+            )
         except FileNotFoundError as exc:
             raise KeyError(rel) from exc
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise SourceError(rel, "is a symlink") from exc
+                raise RefusedError(rel, "became a symlink while being read: refused") from exc
             raise SourceError(rel, exc.strerror or str(exc)) from exc
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise SourceError(rel, "not a regular file")
+            now = os.fstat(fd)
+            if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                raise RefusedError(rel, "was replaced while being read, not a regular file: refused")
             chunks: list[bytes] = []
             size = 0
-            while size < limit:
+            want = limit + 1 if whole else limit
+            while size < want:
                 try:
-                    chunk = os.read(fd, min(65536, limit - size))
+                    chunk = os.read(fd, min(65536, want - size))
                 except OSError as exc:  # sysfs attributes can fail at read time (EIO, EPERM)
                     raise SourceError(rel, exc.strerror or str(exc)) from exc
                 if not chunk:
                     break
                 chunks.append(chunk)
                 size += len(chunk)
+            if whole and size > limit:
+                raise SourceError(rel, f"larger than {limit} bytes: not a file rigcheck wrote")
             return b"".join(chunks)
         finally:
             os.close(fd)
+
+    def read_json(self, rel: str, limit: int = 64 << 20) -> Any:
+        """Read a JSON file (``nvml.json``, ``p2p.json``) through the same checks as every read.
+
+        Absent raises ``KeyError``; refused, too large, not UTF-8 or not JSON raises ``SourceError``
+        naming the file. Values are not judged here: impossible numbers are the checks' business.
+        """
+        data = self.read_bytes(rel, limit, whole=True)
+        try:
+            return json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise SourceError(rel, f"not UTF-8 text: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise SourceError(rel, f"not valid JSON: {exc}") from None
 
     def read_text(self, rel: str) -> str:
         """Read a text attribute, stripped; absent raises ``KeyError``."""
@@ -171,3 +220,18 @@ class Source:
             return os.readlink(os.path.join(base, name))
         except (FileNotFoundError, OSError):
             return None
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words, from its ``lstat`` mode."""
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symlink"),
+    ):
+        if test(mode):
+            return name
+    return f"a special file (mode {mode:o})"

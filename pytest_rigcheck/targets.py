@@ -92,6 +92,18 @@ class LaneGroupTarget(_Target):
     def id(self) -> str:
         return self.key
 
+    @property
+    def slots(self) -> list[str]:
+        """Slot names (``/sys/bus/pci/slots``) of the root ports and the devices right below them, sorted."""
+        tree = self.rig.pcie
+        below = [tree.functions[c] for p in self.ports for c in p.children]
+        return sorted({f.slot for f in (*self.ports, *below) if f.slot is not None})
+
+    @property
+    def profile_keys(self) -> list[str]:
+        """The ``[bifurcation]`` keys that name this group, normalized: its key, its root ports, its slots."""
+        return [self.key.lower(), *(p.bdf for p in self.ports), *(s.lower() for s in self.slots)]
+
 
 def gpus(rig: Rig) -> list[GpuTarget]:
     return [GpuTarget(rig, g) for g in rig.pcie.gpus]

@@ -30,40 +30,9 @@ def pair_class(tree: PcieTree, a: str, b: str) -> str:
     return "NODE"
 
 
-def nvlink_peers(gpus_json: object) -> dict[frozenset[str], int]:
-    """NVLink counts between GPU pairs from a recorded ``nvml.json`` ``gpus`` list, where it records them.
-
-    Each GPU entry may carry ``nvlink_remote``: link number -> the remote end's PCI address (NVML
-    ``nvmlDeviceGetNvLinkRemotePciInfo_v2`` of an active link). A pair's count is the larger of what its two
-    ends record. Returns ``{frozenset({a, b}): links}``; empty when nothing is recorded (then the matrix
-    shows the PCIe class only).
-    """
-    from .pcie import normalize_bdf
-
-    def bdf(text: object) -> str | None:
-        try:
-            return normalize_bdf(str(text))
-        except ValueError:
-            return None
-
-    out: dict[frozenset[str], int] = {}
-    for g in gpus_json if isinstance(gpus_json, list) else []:
-        if not isinstance(g, dict) or not isinstance(g.get("nvlink_remote"), dict):
-            continue
-        me = bdf(g.get("bdf"))
-        counts: dict[str, int] = {}
-        for remote in g["nvlink_remote"].values():
-            peer = bdf(remote)
-            if me and peer and peer != me:
-                counts[peer] = counts.get(peer, 0) + 1
-        for peer, n in counts.items():
-            key = frozenset((me, peer))
-            out[key] = max(out.get(key, 0), n)
-    return out
-
-
 def matrix(tree: PcieTree, nvlinks: dict[frozenset[str], int] | None = None) -> str:
-    """A ``nvidia-smi topo -m``-style matrix of the GPUs' PCIe classes (``NV#`` where ``nvlinks`` names a pair).
+    """A ``nvidia-smi topo -m``-style matrix of the GPUs' PCIe classes, ``NV#`` where ``nvlinks`` names a pair
+    (``{frozenset({a, b}): links}``, -1 for peers whose link count is unknown: ``NV``).
 
     Raises ``ValueError`` on a rig without a GPU, saying what display devices were left out, if any.
     """
@@ -82,7 +51,7 @@ def matrix(tree: PcieTree, nvlinks: dict[frozenset[str], int] | None = None) -> 
             "X"
             if i == j
             else (
-                f"NV{nvlinks[frozenset((g.bdf, h.bdf))]}"
+                f"NV{max(nvlinks[frozenset((g.bdf, h.bdf))], 0) or ''}"
                 if frozenset((g.bdf, h.bdf)) in nvlinks
                 else pair_class(tree, g.bdf, h.bdf)
             )

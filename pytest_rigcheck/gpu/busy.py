@@ -1,13 +1,12 @@
 """Checks on readings taken while the GPU is busy: PCIe link as NVML sees it, link flapping, clock event reasons.
 
-Idle GPUs downshift their link (REFERENCE 3.3 #17), so the link is judged only under load. Clock event
-reason bits (REFERENCE 3.4 #27): 0x4 SW power cap is what a capped rig shows under load and passes;
+Idle GPUs downshift their link (nvidia-smi -q: Gen1 at idle), so the link is judged only under load. Clock event
+reason bits (NVML nvmlClocksEventReasons; Azure azurehpc-health-checks): 0x4 SW power cap is what a capped rig shows under load and passes;
 0x8 HW slowdown, 0x20 SW thermal, 0x40 HW thermal and 0x80 HW power brake fail.
 """
 
 from __future__ import annotations
 
-from ..errors import ProfileError
 from ..pcie import fmt_link
 from ..targets import GpuTarget
 from ..verdict import Verdict, failed, passed, unreadable
@@ -85,7 +84,7 @@ def link_under_load(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReading
         return m.verdict
     assert isinstance(gpu, GpuState)
     name = label(t, gpu)
-    want = t.rig.profile.link_for(t.gpu.bdf, t.gpu.slot)
+    want = t.rig.profile.link_for(t.gpu.bdf, t.gpu.slot, t.index)
     exp_gen, exp_width = want.gen or max_gen, want.width or max_width
     src = t.rig.profile.source if (want.gen or want.width) else "NVML max link (lesser of GPU and system)"
     idle = gpu.get(F_PCIE_GEN), gpu.get(F_PCIE_WIDTH)
@@ -155,11 +154,9 @@ def link_under_load(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReading
 
 def link_flapping(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable) -> Verdict:
     """The link holds its speed while busy: changes of (gen, width) over the sampling window within ``[gpu] max_link_changes``."""
+    exp = expectations(t.rig.profile, t)
     try:
-        exp = expectations(t.rig.profile)
         ld = _load(t, gpu, load, "link stability under load")
-    except ProfileError as exc:
-        return unreadable(f"{t.label}: profile error: {exc}")
     except Missing as m:
         return m.verdict
     assert isinstance(gpu, GpuState)
@@ -183,7 +180,7 @@ def link_flapping(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings 
     return failed(
         f"{name}: PCIe link flapping under load: {changes} speed/width changes in {span:.1f} s",
         measured=measured,
-        expected=f"at most {exp.max_link_changes} ([gpu] max_link_changes, {exp.where})",
+        expected=f"at most {exp.max_link_changes} ({exp.said('max_link_changes')}, {exp.where})",
         path=[t.rig.pcie.path_text(t.gpu.bdf)],
         fix=[
             "a marginal riser, cable or slot retrains the link under load: reseat or replace it",

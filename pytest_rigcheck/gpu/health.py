@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..errors import ProfileError
 from ..targets import GpuTarget
 from ..verdict import Verdict, failed, not_applicable, passed, unreadable
 from .common import Missing, expectations, label, need, smi_index
@@ -147,10 +146,7 @@ def _counts(events: list[XidEvent]) -> str:
 
 def replay_growth(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable) -> Verdict:
     """The PCIe replay counter does not grow while the GPU is busy (``[gpu] max_replay_growth``, default 0)."""
-    try:
-        exp = expectations(t.rig.profile)
-    except ProfileError as exc:
-        return unreadable(f"{t.label}: profile error: {exc}")
+    exp = expectations(t.rig.profile, t)
     name = label(t, gpu)
     if isinstance(load, Unavailable):
         return unreadable(f"{name}: PCIe replay counter growth unknown: {load}")
@@ -169,7 +165,7 @@ def replay_growth(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings 
         f"{name}: PCIe replay counter grew by {grew} under load: link-level retransmissions "
         "(signal integrity)",
         measured=measured,
-        expected=f"growth at most {exp.max_replay_growth} ([gpu] max_replay_growth, {exp.where})",
+        expected=f"growth at most {exp.max_replay_growth} ({exp.said('max_replay_growth')}, {exp.where})",
         path=[t.rig.pcie.path_text(t.gpu.bdf)],
         fix=[
             "reseat or replace the riser/cable; a Gen4/Gen5 link over a long riser needs a rated one",

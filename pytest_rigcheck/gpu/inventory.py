@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from ..errors import ProfileError
 from ..rig import Rig
 from ..targets import GpuTarget
 from ..verdict import Verdict, failed, passed, unreadable
@@ -44,6 +43,7 @@ def tp_groups(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
         )
     problems, notes = [], []
     props: dict[str, object] = {}
+    split: list[list[int]] = []  # the groups again, each mixed one split by (model, memory): the fix
     for n, group in enumerate(groups):
         members = []
         for i in group:
@@ -64,7 +64,12 @@ def tp_groups(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
         props[f"tp_group_{n}"] = desc
         if len(kinds) == 1:
             notes.append(f"group {group}: {desc}")
+            split.append(list(group))
             continue
+        by_kind: dict[tuple[object, float], list[int]] = {}
+        for g, n_, mem in members:
+            by_kind.setdefault((n_, mem), []).append(g.index)
+        split += list(by_kind.values())
         # The most common kind is the group's; on a tie, that of its first GPU.
         ref = max(
             kinds, key=lambda k: (kinds[k], -next(i for i, m in enumerate(members) if (m[1], m[2]) == k))
@@ -79,9 +84,15 @@ def tp_groups(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
         expected=f"one model and memory size per group ({where})",
         notes=["tensor parallelism runs at the pace of the slowest GPU and fits the model to the smallest"],
         fix=[
-            "replace the odd card(s) with the group's model, or split the GPUs into homogeneous groups "
-            "and say so in the profile: [rig] tp_groups = [[0, 1], [2]]",
-            "for vLLM: set --tensor-parallel-size to a homogeneous group and CUDA_VISIBLE_DEVICES to its GPUs",
+            "replace the odd card(s) with the group's model, or split the GPUs into groups of one model and "
+            f"memory size and say so in the profile: [rig] tp_groups = {split}"
+            + (
+                " (a group of one GPU runs without tensor parallelism)"
+                if any(len(g) == 1 for g in split)
+                else ""
+            ),
+            "for vLLM: set --tensor-parallel-size to a homogeneous group's size and CUDA_VISIBLE_DEVICES to "
+            "its GPUs",
         ],
         properties=props,
     )
@@ -93,14 +104,12 @@ def _gib(b: int) -> float:
 
 def vram_free(t: GpuTarget, gpu: GpuState | Unavailable, own_pid: int | None = None) -> Verdict:
     """Before the model arrives, no display and no other process holds GPU memory (``[gpu] max_vram_used_mib``)."""
+    exp = expectations(t.rig.profile, t)
     try:
-        exp = expectations(t.rig.profile)
         total = need(t, gpu, F_MEM_TOTAL, "memory size")
         used = need(t, gpu, F_MEM_USED, "memory in use")
         display = need(t, gpu, F_DISPLAY_ACTIVE, "display state")
         procs = need(t, gpu, F_PROCESSES, "processes on the GPU")
-    except ProfileError as exc:
-        return unreadable(f"{t.label}: profile error: {exc}")
     except Missing as m:
         return m.verdict
     assert isinstance(gpu, GpuState)
@@ -152,7 +161,7 @@ def vram_free(t: GpuTarget, gpu: GpuState | Unavailable, own_pid: int | None = N
     return failed(
         f"{name}: memory taken before the model arrives: {', '.join(why)}",
         measured=measured,
-        expected=f"no display, no other process, at most {limit:g} MiB in use ([gpu] max_vram_used_mib, {exp.where})",
+        expected=f"no display, no other process, at most {limit:g} MiB in use ({exp.said('max_vram_used_mib')}, {exp.where})",
         fix=fix,
         properties=props,
     )
@@ -160,10 +169,7 @@ def vram_free(t: GpuTarget, gpu: GpuState | Unavailable, own_pid: int | None = N
 
 def versions(rig: Rig, system: SystemState) -> Verdict:
     """Driver, CUDA and VBIOS versions, recorded; at least the profile's ``[gpu] min_driver`` / ``min_cuda``."""
-    try:
-        exp = expectations(rig.profile)
-    except ProfileError as exc:
-        return unreadable(f"{rig.name}: profile error: {exc}")
+    exp = expectations(rig.profile)
     props: dict[str, object] = {}
     driver, cuda = system.driver, system.cuda
     if isinstance(driver, str):

@@ -15,7 +15,6 @@ Only ``nvmlDeviceGet*``/``nvmlSystemGet*`` are ever called: the plugin is read-o
 from __future__ import annotations
 
 import ctypes
-import json
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -83,8 +82,11 @@ class Nvml(Protocol):
         """Versions and every GPU's state, read once."""
         ...
 
-    def under_load(self, bdfs: Iterable[str], seconds: float) -> dict[str, LoadReadings | Unavailable]:
-        """Readings taken while the GPUs are busy (live: runs a short load; recorded: what was captured)."""
+    def under_load(
+        self, bdfs: Iterable[str], seconds: float, python: str | None = None
+    ) -> dict[str, LoadReadings | Unavailable]:
+        """Readings taken while the GPUs are busy (live: runs a short load in a worker process, with the
+        interpreter ``python``, default this one; recorded: what was captured)."""
         ...
 
     def close(self) -> None: ...
@@ -103,16 +105,22 @@ class RecordedNvml:
     @classmethod
     def open(cls, snapshot_root: Path, name: str) -> RecordedNvml:
         """Read ``nvml.json`` of a snapshot; a missing or corrupt one raises ``RigcheckError`` with the path."""
+        from ..errors import SourceError
+        from ..source import Source
+
         path = snapshot_root / NVML_JSON
-        if path.is_symlink() or not path.is_file():
+        try:
+            data = Source(snapshot_root).read_json(NVML_JSON)
+        except KeyError:
             raise RigcheckError(
                 f"snapshot {name}: no {NVML_JSON}: NVML state was not captured "
                 "(capture again with `rigcheck capture DIR` on the rig, with pytest-rigcheck[nvml])"
-            )
+            ) from None
+        except SourceError as exc:
+            raise RigcheckError(f"snapshot {name}: {exc}") from None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
             state = SystemState.from_json(data, str(path))
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        except ValueError as exc:
             raise RigcheckError(f"{path}: corrupt: {exc}") from None
         if not state.origin:
             state.origin = f"{NVML_JSON} of snapshot {name}"
@@ -121,7 +129,9 @@ class RecordedNvml:
     def system(self) -> SystemState:
         return self._state
 
-    def under_load(self, bdfs: Iterable[str], seconds: float) -> dict[str, LoadReadings | Unavailable]:
+    def under_load(
+        self, bdfs: Iterable[str], seconds: float, python: str | None = None
+    ) -> dict[str, LoadReadings | Unavailable]:
         by_bdf = {g.bdf: g for g in self._state.gpus}
         out: dict[str, LoadReadings | Unavailable] = {}
         for bdf in bdfs:
@@ -334,7 +344,9 @@ class LiveNvml:
         v = self._read(lambda: int(self._nv.nvmlDeviceGetPcieReplayCounter(self._handles[index])))
         return None if isinstance(v, Unavailable) else int(v)
 
-    def under_load(self, bdfs: Iterable[str], seconds: float) -> dict[str, LoadReadings | Unavailable]:
+    def under_load(
+        self, bdfs: Iterable[str], seconds: float, python: str | None = None
+    ) -> dict[str, LoadReadings | Unavailable]:
         from .load import measure_under_load
 
         index = {g.bdf: g.index for g in self.system().gpus}
@@ -342,7 +354,7 @@ class LiveNvml:
         out: dict[str, LoadReadings | Unavailable] = {
             b: Unavailable(f"{b} is not among the GPUs NVML sees") for b in bdfs if b not in index
         }
-        out.update(measure_under_load(self, {b: index[b] for b in wanted}, seconds))
+        out.update(measure_under_load(self, {b: index[b] for b in wanted}, seconds, python))
         return out
 
     def close(self) -> None:

@@ -50,9 +50,10 @@ class GpuSession:
     GPU check skips with that one reason.
     """
 
-    def __init__(self, rig: Rig, seconds: float) -> None:
+    def __init__(self, rig: Rig, seconds: float, python: str | None = None) -> None:
         self.rig = rig
         self.seconds = seconds
+        self.python = python  # the load worker's interpreter: the P2P workers' (--rig-p2p-python)
         self._nvml: Nvml | None = None
         self._error: Exception | None = None
         self._load: dict[str, LoadReadings | Unavailable] | None = None
@@ -97,7 +98,9 @@ class GpuSession:
     def load(self) -> dict[str, LoadReadings | Unavailable]:
         """Readings under load for every GPU, taken once (live: a short load on all GPUs at once)."""
         if self._load is None:
-            self._load = self.nvml.under_load([fn.bdf for fn in self.rig.pcie.gpus], self.seconds)
+            self._load = self.nvml.under_load(
+                [fn.bdf for fn in self.rig.pcie.gpus], self.seconds, self.python
+            )
             from .state import LoadReadings
 
             self.rig.extras["link_under_load"] = {
@@ -132,7 +135,9 @@ def gpu_session(rig: Rig, config: pytest.Config) -> GpuSession:
     """The rig's ``GpuSession``, made on first use."""
     s = rig.extras.get(EXTRAS_KEY)
     if not isinstance(s, GpuSession):
-        s = GpuSession(rig, load_seconds(config))
+        from ..p2p.plugin import worker_python
+
+        s = GpuSession(rig, load_seconds(config), worker_python(config))
         rig.extras[EXTRAS_KEY] = s
     return s
 

@@ -1,12 +1,11 @@
 """Power checks: the limit the profile caps each GPU at, the limit actually enforced, persistence, the circuit.
 
-NVML reports milliwatts (REFERENCE 3.4 #25). A limit set with ``nvidia-smi -pl`` is lost at reboot and
+NVML reports milliwatts (NVML API reference, nvmlDeviceGetPowerManagementLimit). A limit set with ``nvidia-smi -pl`` is lost at reboot and
 at driver unload, so the fix always says how to make it stick (a systemd oneshot unit).
 """
 
 from __future__ import annotations
 
-from ..errors import ProfileError
 from ..rig import Rig
 from ..targets import GpuTarget
 from ..verdict import Verdict, failed, not_applicable, passed, unreadable
@@ -40,11 +39,12 @@ def _w(mw: int) -> str:
 
 
 def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
-    """The power limit (requested and enforced) equals the profile's ``[power] cap_w`` within ``tolerance_w``."""
-    try:
-        exp = expectations(t.rig.profile)
-    except ProfileError as exc:
-        return unreadable(f"{t.label}: profile error: {exc}")
+    """The power limit (requested and enforced) equals the GPU's cap within its tolerance (W).
+
+    The cap is the GPU's own ``[power.device.X] cap_w`` (X its PCI address, GPU index or slot), else
+    ``[power] cap_w``; likewise ``tolerance_w``.
+    """
+    exp = expectations(t.rig.profile, t)
     try:
         limit = need(t, gpu, F_POWER_LIMIT, "power limit")
         enforced = need(t, gpu, F_POWER_ENFORCED, "enforced power limit")
@@ -68,16 +68,23 @@ def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
                 f"{name}: enforced limit {_w(enforced)} is below the requested {_w(limit)}: another "
                 "limiter (thermal, board, chassis) holds the GPU lower",
                 measured=measured,
-                expected=f"enforced = requested limit (no [power] cap_w in {exp.where})",
+                expected=f"enforced = requested limit (no [power] cap_w for this GPU in {exp.where})",
+                measured_value=enforced / 1000,
+                expected_value=limit / 1000,
+                unit="W",
                 fix=["check cooling and the board's power connectors; `nvidia-smi -q -d POWER,PERFORMANCE`"],
                 properties=props,
             )
         return passed(
-            f"{name}: {measured} (no [power] cap_w in the profile: nothing to compare)", properties=props
+            f"{name}: {measured} (no [power] cap_w for this GPU in the profile: nothing to compare)",
+            properties=props,
+            measured_value=limit / 1000,
+            unit="W",
         )
     cap_mw, tol_mw = exp.cap_w * 1000, exp.tolerance_w * 1000
     props["expected_cap_w"] = exp.cap_w
-    expected = f"{exp.cap_w:g} W +/- {exp.tolerance_w:g} W ([power] cap_w, {exp.where})"
+    expected = f"{exp.cap_w:g} W +/- {exp.tolerance_w:g} W ({exp.said('cap_w')}, {exp.where})"
+    values: dict[str, object] = {"expected_value": exp.cap_w, "unit": "W"}
     idx = smi_index(t, gpu)
     notes = []
     if isinstance(constraints, list) and not constraints[0] <= cap_mw <= constraints[1]:
@@ -96,6 +103,8 @@ def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
             notes=notes,
             fix=cap_fix(idx, exp.cap_w),
             properties=props,
+            measured_value=limit / 1000,
+            **values,
         )
     if abs(enforced - cap_mw) > tol_mw:
         return failed(
@@ -109,9 +118,14 @@ def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
                 *cap_fix(idx, exp.cap_w),
             ],
             properties=props,
+            measured_value=enforced / 1000,
+            **values,
         )
     return passed(
-        f"{name}: power limit {_w(limit)}, enforced {_w(enforced)} (cap {exp.cap_w:g} W)", properties=props
+        f"{name}: power limit {_w(limit)}, enforced {_w(enforced)} (cap {exp.cap_w:g} W, {exp.said('cap_w')})",
+        properties=props,
+        measured_value=enforced / 1000,
+        **values,
     )
 
 
@@ -139,18 +153,19 @@ def persistence(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
 
 
 def circuit(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
-    """Every GPU's enforced limit plus the host allowance fits the circuit the profile gives (``[power] circuit_w``)."""
-    try:
-        exp = expectations(rig.profile)
-    except ProfileError as exc:
-        return unreadable(f"{rig.name}: profile error: {exc}")
+    """Every GPU's enforced limit plus the host allowance fits the circuit the profile gives (``[power] circuit_w``, W).
+
+    The fix caps each GPU at its own profile cap (``[power.device.X] cap_w``, else ``[power] cap_w``)
+    when those caps fit the circuit; otherwise it shares what the host leaves evenly.
+    """
+    exp = expectations(rig.profile)
     if exp.circuit_w is None:
         return not_applicable(f"{rig.name}: no [power] circuit_w in the profile: no circuit budget to check")
     tree = rig.pcie
     if not tree.gpus:
         return not_applicable(f"{rig.name}: no GPU")
     parts: list[str] = []
-    total = 0
+    limits: list[tuple[int, int, float | None]] = []  # (nvidia-smi index, enforced mW, the GPU's own cap W)
     for fn in tree.gpus:
         g = gpus.get(fn.bdf, Unavailable(f"{fn.bdf} not in NVML"))
         v = g.get(F_POWER_ENFORCED) if isinstance(g, GpuState) else g
@@ -159,8 +174,10 @@ def circuit(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
                 f"{rig.name}: enforced power limit of {tree.gpu_label(fn)} unreadable: {v}: "
                 "the circuit budget cannot be summed"
             )
-        total += int(v)
-        parts.append(f"GPU{g.index if isinstance(g, GpuState) else tree.gpu_index(fn.bdf)} {_w(int(v))}")
+        idx = g.index if isinstance(g, GpuState) else tree.gpu_index(fn.bdf)
+        limits.append((idx, int(v), expectations(rig.profile, GpuTarget(rig, fn)).cap_w))
+        parts.append(f"GPU{idx} {_w(int(v))}")
+    total = sum(mw for _, mw, _ in limits)
     sum_w = total / 1000 + exp.host_w
     props: dict[str, object] = {
         "gpu_limits_w": total / 1000,
@@ -169,18 +186,42 @@ def circuit(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
     }
     measured = f"{' + '.join(parts)} + host {exp.host_w:g} W = {sum_w:g} W"
     expected = f"at most {exp.circuit_w:g} W ([power] circuit_w, host_w from {exp.where})"
+    values: dict[str, object] = {"measured_value": sum_w, "expected_value": exp.circuit_w, "unit": "W"}
     if sum_w <= exp.circuit_w:
-        return passed(f"{rig.name}: {measured}, within the {exp.circuit_w:g} W circuit", properties=props)
-    room = (exp.circuit_w - exp.host_w) / len(tree.gpus)
+        return passed(
+            f"{rig.name}: {measured}, within the {exp.circuit_w:g} W circuit", properties=props, **values
+        )
+    notes: list[str] = []
+    fix: list[str] = []
+    capped = [(i, mw, cap) for i, mw, cap in limits if cap is not None]
+    if len(capped) == len(limits):
+        planned = sum(cap for _, _, cap in capped) + exp.host_w
+        plan = " + ".join(f"GPU{i} {cap:g} W" for i, _, cap in capped)
+        if planned <= exp.circuit_w:
+            cmds = "; ".join(
+                f"sudo nvidia-smi -i {i} -pl {cap:g}" for i, mw, cap in capped if mw > cap * 1000
+            )
+            fix.append(
+                f"cap each GPU at its profile cap ({plan} + host {exp.host_w:g} W = {planned:g} W): {cmds} "
+                f"(and the systemd unit {UNIT} so it survives reboot)"
+            )
+        else:
+            notes.append(
+                f"the profile's own caps ({plan} + host {exp.host_w:g} W = {planned:g} W) exceed circuit_w too"
+            )
+    if not fix:
+        room = (exp.circuit_w - exp.host_w) / len(tree.gpus)
+        fix = [
+            f"cap every GPU at {room:.0f} W or less: sudo nvidia-smi -pl {room:.0f} (and the systemd unit "
+            f"{UNIT} so it survives reboot), and set [power] cap_w to match"
+        ]
     return failed(
         f"{rig.name}: GPU power limits plus host draw {sum_w:g} W exceed the {exp.circuit_w:g} W circuit: "
         "the breaker trips under full load",
         measured=measured,
         expected=expected,
-        fix=[
-            f"cap every GPU at {room:.0f} W or less: sudo nvidia-smi -pl {room:.0f} (and the systemd unit "
-            f"{UNIT} so it survives reboot)",
-            "or split the rig over two circuits and raise [power] circuit_w",
-        ],
+        notes=notes,
+        fix=[*fix, "or split the rig over two circuits and raise [power] circuit_w"],
         properties=props,
+        **values,
     )

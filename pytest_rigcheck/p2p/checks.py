@@ -10,7 +10,6 @@ from __future__ import annotations
 from itertools import permutations
 from typing import Any
 
-from ..errors import ProfileError
 from ..iommu import grub_fix
 from ..pcie import ACS_P2P_BLOCKING, decode_acs
 from ..rig import Rig
@@ -38,9 +37,66 @@ LIKELY_CAUSES = (
 )
 
 
-def fixes(rig: Rig, bdfs: list[str], nccl: bool = False) -> list[str]:
-    """The fixes that apply to these GPUs on this rig: ACS per bridge, IOMMU, NCCL's P2P level."""
+def _diagnosis_env(rig: Rig, data: dict[str, Any] | None) -> Any:
+    """The environment the figures were measured in: the run's own record (``p2p.json`` ``env``), else the
+    rig's ``RunEnv`` (live, or the snapshot's ``env.json``); None where neither says."""
+    from ..runenv.state import RunEnv, run_env_or_none
+
+    recorded = run_env_or_none(rig)
+    env = (data or {}).get("env")
+    if isinstance(env, dict) and all(isinstance(v, str) for v in env.values()):
+        return RunEnv("the P2P/NCCL run", env=dict(env), nccl_conf=recorded.nccl_conf if recorded else [])
+    return recorded
+
+
+def env_causes(rig: Rig, bdfs: list[str], data: dict[str, Any] | None = None) -> list[tuple[str, str, str]]:
+    """NCCL settings that kept these GPUs off P2P in the measured run: (setting, what it does, fix)."""
+    from ..runenv.checks import transport_causes
+
+    env = _diagnosis_env(rig, data)
+    return transport_causes(rig, env, bdfs, data) if env is not None else []
+
+
+def _hidden(rig: Rig, label: str, bdfs: list[str], data: dict[str, Any]) -> Verdict | None:
+    """UNREADABLE naming the variable (or container) that hid one of these GPUs from the measuring run."""
+    hidden = data.get("hidden")
+    if not isinstance(hidden, dict):
+        from ..runenv.state import hidden_gpus
+
+        hidden = hidden_gpus(rig, _diagnosis_env(rig, data))
+    gone = [(b, str(hidden[b])) for b in bdfs if b in hidden]
+    if not gone:
+        return None
+    bdf, why = gone[0]
+    if "CUDA_VISIBLE_DEVICES" in why:
+        fix = "unset CUDA_VISIBLE_DEVICES, or list every GPU: CUDA_VISIBLE_DEVICES=" + ",".join(
+            str(i) for i in range(len(rig.pcie.gpus))
+        )
+        what = f"{why}: unset it or list every GPU"
+    else:
+        fix = "pass every GPU to the container: docker run --gpus all (or NVIDIA_VISIBLE_DEVICES=all)"
+        what = why
+    return unreadable(
+        f"{label}: not measured: {bdf} is {what}",
+        measured=f"{bdf}: {why}",
+        expected="every GPU of the pair or group visible to the measuring processes",
+        fix=[fix],
+        cause="test_gpu_visible",
+    )
+
+
+def fixes(rig: Rig, bdfs: list[str], nccl: bool = False, data: dict[str, Any] | None = None) -> list[str]:
+    """The fixes that apply to these GPUs on this rig: an NCCL setting that turns P2P off (first: it is the
+    cause wherever it is set), ACS per bridge, IOMMU, NCCL's P2P level for pairs beyond its default cut-off.
+    NVLink peers are named so, never by a PCIe class."""
+    from .nvlink import nvlink_links, nvlink_text
+    from .session import recorded_figures
+
     tree, out = rig.pcie, []
+    data = data if data is not None else recorded_figures(rig)
+    causes = env_causes(rig, bdfs, data) if nccl else []
+    for text, what, fix in causes:
+        out.append(f"{fix}   ({text} {what}; NCCL user guide, Environment Variables)")
     seen: set[str] = set()
     for a, b in permutations(bdfs, 2):
         for br in tree.bridges_between(a, b):
@@ -58,14 +114,21 @@ def fixes(rig: Rig, bdfs: list[str], nccl: bool = False) -> list[str]:
         out.append(
             "IOMMU translating GPU DMA: " + grub_fix(rig.cpu_vendor, "passthrough" in rig.profile.iommu_allow)
         )
-    if nccl:
-        classes = {pair_class(tree, a, b) for a, b in permutations(bdfs, 2)}
+    links = {(a, b): nvlink_links(rig, data, a, b) for a, b in permutations(bdfs, 2)}
+    if nccl and not causes:
+        classes = {pair_class(tree, a, b) for (a, b), n in links.items() if not nvlink_text(n)}
         beyond = classes & {"PHB", "NODE", "SYS"}
         if beyond:
             out.append(
-                f"pairs are {'/'.join(sorted(beyond))} apart: NCCL's default P2P cut-off is PXB; with ACS off and "
-                "the IOMMU off, set NCCL_P2P_LEVEL=SYS (REFERENCE 3.4 #24)"
+                f"pairs are {'/'.join(sorted(beyond))} apart: NCCL's default P2P cut-off is PXB (NVIDIA/nccl "
+                "src/graph/paths.cc); with ACS off and the IOMMU off, set NCCL_P2P_LEVEL=SYS"
             )
+    peers = {nvlink_text(n) for n in links.values()}
+    if not out and links and None not in peers:
+        out.append(
+            f"the GPUs are {sorted(p for p in peers if p)[0]}: check every link is up (`nvidia-smi nvlink -s`), "
+            "and run with NCCL_DEBUG=INFO to see each channel's transport ('via P2P/...')"
+        )
     if not out:
         out.append(
             "no ACS redirect or IOMMU translation found on the path; check the links trained "
@@ -80,10 +143,6 @@ def _paths(rig: Rig, bdfs: list[str]) -> list[str]:
 
 def _where(data: dict[str, Any]) -> str:
     return str(data.get("origin") or "measured live")
-
-
-def _unreadable_threshold(what: str, exc: ProfileError) -> Verdict:
-    return unreadable(f"{what}: no pass line: {exc}", fix=["correct the profile"])
 
 
 def _run_failure(
@@ -132,6 +191,9 @@ def _run_failure(
 def _pair(t: RouteTarget, data: dict[str, Any]) -> dict[str, Any] | Verdict:
     """The pair's figures, or the verdict that ends the check: the run failed, nothing recorded, or
     no P2P where the profile does not require it."""
+    hidden = _hidden(t.rig, f"{t.label}: P2P", [t.src.bdf, t.dst.bdf], data)
+    if hidden is not None:
+        return hidden
     failure = _run_failure(
         t.rig, f"{t.label}: P2P measurement", data.get("runs", {}).get("p2p"), [t.src.bdf, t.dst.bdf], False
     )
@@ -157,11 +219,7 @@ def _capable(entry: dict[str, Any]) -> bool | None:
 
 def _not_required(t: RouteTarget, entry: dict[str, Any]) -> Verdict | None:
     """n/a where the pair cannot do P2P and the profile says it need not ([p2p] required = false)."""
-    try:
-        required = th.p2p_required(t.rig)
-    except ProfileError:
-        return None
-    if required or _capable(entry) is not False:
+    if th.p2p_required(t.rig) or _capable(entry) is not False:
         return None
     return not_applicable(
         f"{t.label}: no P2P between these GPUs, and {t.rig.profile.source} says it is not required "
@@ -235,10 +293,7 @@ def _bandwidth_verdict(t: RouteTarget, data: dict[str, Any], figure: str) -> Ver
             f"{t.label}: {name} not measured" + (f": {errors[0]}" if errors else f" ({_where(data)})"),
             fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
         )
-    try:
-        line = th.p2p_threshold(t.rig, t.src.bdf, t.dst.bdf, figure, data)
-    except ProfileError as exc:
-        return _unreadable_threshold(f"{t.label}: {name}", exc)
+    line = th.p2p_threshold(t.rig, t.src.bdf, t.dst.bdf, figure, data)
     if line is None:
         return unreadable(
             f"{t.label}: {name} {vals[0]:.1f} GB/s, but no pass line: no [p2p] min_{figure}_gbps in the "
@@ -325,10 +380,7 @@ def latency(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     if not vals:
         return unreadable(f"{t.label}: P2P latency not measured ({_where(data)})")
     ctl = readings(entry, "control_latency_us")
-    try:
-        line = th.latency_threshold(t.rig, ctl[0] if ctl else None)
-    except ProfileError as exc:
-        return _unreadable_threshold(f"{t.label}: P2P latency", exc)
+    line = th.latency_threshold(t.rig, ctl[0] if ctl else None)
     if line is None:
         return unreadable(
             f"{t.label}: P2P latency {vals[0]:.3g} us, but no pass line: no [p2p] max_latency_us and no "
@@ -376,6 +428,9 @@ def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
 
 def ipc(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     """A buffer written by SRC's process reads back right in DST's process through a CUDA IPC handle."""
+    hidden = _hidden(t.rig, f"{t.label}: CUDA IPC", [t.src.bdf, t.dst.bdf], data)
+    if hidden is not None:
+        return hidden
     group = (data.get("nccl", {}).get("groups", {}) or {}).get(
         group_key([g.bdf for g in t.rig.pcie.gpus])
     ) or {}
@@ -435,6 +490,9 @@ def ipc(t: RouteTarget, data: dict[str, Any]) -> Verdict:
 
 def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
     """H2D (``figure="h2d"``) or D2H bandwidth of one GPU against its own link."""
+    hidden = _hidden(t.rig, f"{t.label}: host bandwidth", [t.gpu.bdf], data)
+    if hidden is not None:
+        return hidden
     failure = _run_failure(
         t.rig, f"{t.label}: host bandwidth measurement", data.get("runs", {}).get("p2p"), [t.gpu.bdf], False
     )
@@ -448,10 +506,7 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
         return unreadable(
             f"{t.label}: {name} not measured" + (f": {errs[0]}" if errs else f" ({_where(data)})")
         )
-    try:
-        line = th.host_threshold(t.rig, t.gpu.bdf, figure, data)
-    except ProfileError as exc:
-        return _unreadable_threshold(f"{t.label}: {name}", exc)
+    line = th.host_threshold(t.rig, t.gpu.bdf, figure, data)
     if line is None:
         return unreadable(f"{t.label}: {name} {vals[0]:.3g} GB/s, but the GPU's link speed is unreadable")
     j = th.judge(vals, line)
@@ -502,6 +557,9 @@ def _group(t: GroupTarget, data: dict[str, Any]) -> dict[str, Any] | Verdict:
             expected="GPU indices below the rig's GPU count",
             fix=["correct [rig] tp_groups in the profile"],
         )
+    hidden = _hidden(t.rig, f"{t.label}: NCCL all-reduce", t.bdfs, data)
+    if hidden is not None:
+        return hidden
     entry: dict[str, Any] | None = data.get("nccl", {}).get("groups", {}).get(group_key(t.bdfs))
     if entry is None:
         return unreadable(f"{t.label}: no NCCL all-reduce figures for this group ({_where(data)})")
@@ -542,10 +600,7 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     if not vals:
         return unreadable(f"{t.label}: all-reduce bus bandwidth not recorded ({_where(data)})")
     kinds = {k.split("/", 1)[0] for k in (entry.get("transports") or {})}
-    try:
-        line = th.busbw_threshold(t.rig, t.bdfs, data, p2p=not kinds or bool(kinds & {"P2P", "NVLS"}))
-    except ProfileError as exc:
-        return _unreadable_threshold(f"{t.label}: busbw", exc)
+    line = th.busbw_threshold(t.rig, t.bdfs, data, p2p=not kinds or bool(kinds & {"P2P", "NVLS"}))
     if line is None:
         return unreadable(
             f"{t.label}: busbw {vals[0]:.3g} GB/s, but no pass line ([nccl] min_busbw_gbps, or link speeds)"
@@ -602,11 +657,7 @@ def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
         return failure
     on, off = readings(entry, "busbw_gbps"), readings(control, "busbw_gbps")
     kinds = sorted({k.split("/", 1)[0] for k in (entry.get("transports") or {})})
-    try:
-        required = th.p2p_required(t.rig)
-    except ProfileError:
-        required = True
-    if not required and kinds and not ({"P2P", "NVLS"} & set(kinds)):
+    if not th.p2p_required(t.rig) and kinds and not ({"P2P", "NVLS"} & set(kinds)):
         return not_applicable(
             f"{t.label}: NCCL connects by {'/'.join(kinds)}; {t.rig.profile.source} says P2P is not "
             "required ([p2p] required = false)"
@@ -631,13 +682,22 @@ def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
             if not_p2p
             else f"P2P is only x{ratio:.2f} the host path"
         )
+        causes = env_causes(t.rig, t.bdfs, data)
+        if causes:
+            why += " because " + " and ".join(f"{c[0]} is set (it {c[1]})" for c in causes)
+        from .nvlink import nvlink_links, nvlink_text
+
+        peers = {nvlink_text(nvlink_links(t.rig, data, a, b)) for a, b in permutations(t.bdfs, 2)}
+        if None not in peers:
+            why += f"; the GPUs are {sorted(p for p in peers if p)[0]}"
         return failed(
             f"{t.label}: {why}",
             measured=measured,
             expected=f"NCCL channels via P2P, busbw at least x{P2P_SPEEDUP} the NCCL_P2P_DISABLE=1 control",
             path=_paths(t.rig, t.bdfs),
-            fix=fixes(t.rig, t.bdfs, True),
+            fix=fixes(t.rig, t.bdfs, True, data),
             properties=props,
+            cause="test_nccl_transport_env" if causes else None,
         )
     notes = [] if kinds else ["NCCL's transport lines were not recorded; judged on the control alone"]
     return passed(

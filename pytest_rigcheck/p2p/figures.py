@@ -11,11 +11,12 @@ and ``runs`` (timings, hangs). A figure is a list of readings: the first, then a
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import SnapshotError
+from ..errors import SnapshotError, SourceError
+
+if TYPE_CHECKING:
+    from ..source import Source
 
 P2P_JSON = "p2p.json"
 FORMAT = 1
@@ -54,12 +55,16 @@ def group_key(gpus: list[str]) -> str:
     return "+".join(gpus)
 
 
-def load(path: Path, where: str) -> dict[str, Any]:
-    """Read and sanity-check a ``p2p.json``; ``SnapshotError`` names the file and the flaw."""
+def load(source: Source, where: str) -> dict[str, Any]:
+    """Read ``p2p.json`` through the rig's ``Source`` and sanity-check it.
+
+    Absent raises ``KeyError``; refused (a link out of the snapshot, not a regular file), not JSON or
+    malformed raises ``SnapshotError`` naming the file and the flaw.
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SnapshotError(f"{where}: unreadable {P2P_JSON}: {exc}") from None
+        data = source.read_json(P2P_JSON)
+    except SourceError as exc:
+        raise SnapshotError(f"{where}: unreadable {P2P_JSON}: {exc.reason}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SnapshotError(
             f"{where}: {P2P_JSON} format {data.get('format') if isinstance(data, dict) else '?'!r} "

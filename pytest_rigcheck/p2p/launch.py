@@ -5,24 +5,23 @@ started die together (``killpg``). All workers of a measurement start at once, s
 CUDA/NCCL set-up overlap; the measuring itself runs one phase at a time (``go.<phase>`` files), so no
 two measurements share the GPUs. A phase that does not finish within its timeout is a hang: its
 workers are killed, reaped and checked gone, and the outcome carries the tail of their logs
-(``NCCL_DEBUG=INFO``). Stdlib only.
+(``NCCL_DEBUG=INFO``). Starting, stopping and reaping go through ``procgroup``. Stdlib only.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..procgroup import GpuReleased, Group, log_tail, start_group, stop_groups
+
 WORKERS = Path(__file__).resolve().parent / "workers"
-TAIL_LINES = 25
 
 
 @dataclass
@@ -33,8 +32,13 @@ class Worker:
     phase: str
     argv: list[str]
     env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
+    group: Group | None = None
     log_path: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's pid (also its process group id), once started."""
+        return self.group.pid if self.group else None
 
 
 @dataclass
@@ -57,86 +61,68 @@ class PhaseOutcome:
         return self.hung is None and self.crashed is None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tail(path: Path | None, lines: int = TAIL_LINES, nccl_only: bool = False) -> list[str]:
-    """The last ``lines`` lines of a worker's log (only NCCL's lines with ``nccl_only``)."""
-    if path is None or not path.is_file():
-        return []
-    text = path.read_bytes()[-200_000:].decode("utf-8", "replace").splitlines()
-    if nccl_only:
-        picked = [t for t in text if "NCCL" in t]
-        text = picked or text
-    return text[-lines:]
-
-
-def _alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Launcher:
     """Workers of one measurement, in ``run_dir``; use as a context manager so nothing outlives it.
 
     Args:
         run_dir: private directory for plans, handshake files, results and logs.
         timeout_s: limit for each phase's set-up and, separately, for its measuring.
+        gpu_released: asked after a hang or crash with every pid of the killed workers (see
+            ``procgroup.GpuReleased``; the caller passes ``gpu.holders.gpu_holders``). None: not asked.
+        grace_s: SIGTERM to SIGKILL, when workers are stopped.
     """
 
-    def __init__(self, run_dir: Path, timeout_s: float) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        timeout_s: float,
+        gpu_released: GpuReleased | None = None,
+        grace_s: float = 1.0,
+    ) -> None:
         self.run_dir = run_dir
         self.timeout_s = timeout_s
+        self.gpu_released = gpu_released
+        self.grace_s = grace_s
         self.workers: list[Worker] = []
 
     def __enter__(self) -> Launcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.kill([w for w in self.workers if w.proc is not None])
+        self.kill(self.workers)
 
     def start(self, workers: list[Worker]) -> None:
+        """Start every worker now, each in its own process group, its output in ``log.<name>.txt``."""
         for w in workers:
             w.log_path = self.run_dir / f"log.{w.name}.txt"
-            with open(w.log_path, "wb") as log:
-                w.proc = subprocess.Popen(  # noqa: S603 - our own worker scripts, argv built here
-                    w.argv,
-                    env=w.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    cwd=self.run_dir,
-                )
+            w.group = start_group(
+                w.argv, log=w.log_path, env=w.env, cwd=self.run_dir, name=f"worker {w.name}"
+            )
             self.workers.append(w)
 
-    def run_phase(self, phase: str) -> PhaseOutcome:
-        """Wait until the phase's workers are set up, let them measure, collect their results."""
+    def run_phase(self, phase: str, during: Callable[[list[Worker]], None] | None = None) -> PhaseOutcome:
+        """Wait until the phase's workers are set up, let them measure, collect their results.
+
+        ``during``, if given, runs right after the go signal (the GPU load's NVML sampling), with the
+        phase's workers; the phase's timeout for the measuring starts after it returns.
+        """
         t0 = time.monotonic()
         ws = [w for w in self.workers if w.phase == phase]
         out = PhaseOutcome(phase)
         if not self._wait(ws, "ready", out, t0):
             return out
         (self.run_dir / f"go.{phase}").touch()
+        if during is not None:
+            during(ws)
         t1 = time.monotonic()
         if not self._wait(ws, "result", out, t1):
             return out
         for w in ws:
             path = self.run_dir / f"result.{w.name}.json"
             out.results[w.name] = json.loads(path.read_text(encoding="utf-8"))
-            assert w.proc is not None
-            try:
-                w.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass  # it wrote its result; lingering in NCCL teardown is not a failure. Killed below.
+            assert w.group is not None
+            # It wrote its result; lingering in NCCL teardown is not a failure. Stopped below.
+            w.group.wait(10)
         self.kill(ws)
         out.wall_s = time.monotonic() - t0
         return out
@@ -151,14 +137,14 @@ class Launcher:
             if not pending:
                 return True
             for w in pending:
-                assert w.proc is not None
-                rc = w.proc.poll()
-                if rc is not None:
+                assert w.group is not None
+                rc = w.group.poll()
+                if rc is not None and not done(w):  # it may have written its file just before exiting
                     out.crashed = {
                         "stage": "set-up" if what == "ready" else "measure",
                         "worker": w.name,
                         "code": rc,
-                        "tail": tail(w.log_path),
+                        "tail": log_tail(w.log_path),
                     }
                     out.crashed.update(self.kill(ws, check_gpus=True))
                     out.wall_s = time.monotonic() - since
@@ -170,7 +156,7 @@ class Launcher:
                     "after_s": round(waited, 1),
                     "timeout_s": self.timeout_s,
                     "waiting_for": [w.name for w in pending],
-                    "tail": tail(pending[0].log_path, nccl_only=True),
+                    "tail": log_tail(pending[0].log_path, contains="NCCL"),
                 }
                 out.hung.update(self.kill(ws, check_gpus=True))
                 out.wall_s = waited
@@ -178,36 +164,20 @@ class Launcher:
             time.sleep(0.005)
 
     def kill(self, ws: list[Worker], check_gpus: bool = False) -> dict[str, Any]:
-        """SIGKILL each worker's process group, reap it, and say what (if anything) is left alive.
+        """Stop each worker's process group (SIGTERM, SIGKILL after ``grace_s``), reap it, and say what
+        was still running (``killed``, pids) and what is left alive (``left``, pids; should be empty).
 
-        ``check_gpus`` (after a hang or crash): also ask NVML whether any of them still holds GPU memory
-        (``gpu_holders``: a list of lines, empty when none, None without NVML).
+        ``check_gpus`` (after a hang or crash): also ask ``gpu_released`` whether any of them still holds
+        GPU memory (``gpu_holders``: a list of lines, empty when none, None without NVML or not asked).
         """
-        killed, left = [], []
-        for w in ws:
-            if w.proc is None:
-                continue
-            pgid = w.proc.pid  # start_new_session: the group id is the worker's pid
-            if w.proc.poll() is None or _alive(pgid):
-                try:
-                    os.killpg(pgid, signal.SIGKILL)
-                    killed.append(w.proc.pid)
-                except ProcessLookupError:
-                    pass
-            try:
-                w.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            deadline = time.monotonic() + 5
-            while _alive(pgid) and time.monotonic() < deadline:
-                time.sleep(0.01)  # children of the group exit after their leader
-            if w.proc.poll() is None or _alive(pgid):
-                left.append(w.proc.pid)
-        out: dict[str, Any] = {"killed": killed, "left": left}
+        groups = [w.group for w in ws if w.group is not None]
+        reports = stop_groups(groups, self.grace_s, 10.0, self.gpu_released if check_gpus else None)
+        out: dict[str, Any] = {
+            "killed": [g.pid for g, r in zip(groups, reports, strict=True) if r.was_running],
+            "left": [g.pid for g, r in zip(groups, reports, strict=True) if r.leftover],
+        }
         if check_gpus:
-            from ..gpu.holders import gpu_holders
-
-            out["gpu_holders"] = gpu_holders([w.proc.pid for w in ws if w.proc is not None])
+            out["gpu_holders"] = reports[0].gpu_holders if reports else None
         return out
 
 

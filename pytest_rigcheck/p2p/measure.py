@@ -9,6 +9,7 @@ just those pairs or groups) and the reading is appended: the verdict uses every 
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import time
@@ -16,8 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..gpu.holders import gpu_holders
+from ..procgroup import free_port
+from ..runenv.state import selected_env
 from .figures import DEFINITIONS, FORMAT, group_key, pair_key
-from .launch import Launcher, PhaseOutcome, Worker, free_port, python_cmd, worker_env
+from .launch import Launcher, PhaseOutcome, Worker, python_cmd, worker_env
 
 DEFAULT_SIZES = [8 * 4**k for k in range(14)]  # 8 B .. 512 MiB, x4: nccl-tests -b 8 -e 512M -f 4
 JUDGED_BYTES = 536870912
@@ -181,7 +185,7 @@ def run(
                     {"NCCL_P2P_DISABLE": "1"},
                 )
         outcomes: dict[str, PhaseOutcome] = {}
-        with Launcher(run_dir, timeout_s) as launcher:
+        with Launcher(run_dir, timeout_s, gpu_released=gpu_holders) as launcher:
             launcher.start(workers)
             for phase in ("p2p", "nccl", "control"):
                 if any(w.phase == phase for w in workers):
@@ -205,6 +209,7 @@ def run(
         "pairs": {},
         "nccl": {"groups": {}},
         "runs": {k: _run_info(o) for k, o in outcomes.items()},
+        "env": selected_env(os.environ),  # the NCCL/CUDA variables the workers ran with
     }
     if "p2p" in outcomes:
         _fold_p2p(data, outcomes["p2p"])

@@ -5,7 +5,7 @@
 the figures make fail, for the manifest's promise. Names this module does not know get ``None`` (no file:
 the P2P/NCCL checks then skip on that snapshot).
 
-Modelled figures follow REFERENCE 3.5: Gen4 x16 is 31.5 GB/s per direction; a healthy Gen4 switch gives
+Modelled figures follow the PCIe data rates and published measurements (NVIDIA/nvbandwidth README): Gen4 x16 is 31.5 GB/s per direction; a healthy Gen4 switch gives
 P2P writes of about 28 GB/s and 52 GB/s bidirectional, 0.41 us latency (the seed's targets: 27.5 / 50.4 /
 0.37-0.45); ACS redirect at the switch ports sends every peer request up to the root complex, which about
 halves bidirectional bandwidth (#32: ~50 vs ~103 GB/s at Gen5) and multiplies latency. Stock GeForce

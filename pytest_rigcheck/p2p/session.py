@@ -10,11 +10,10 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..errors import ProfileError, RigcheckError
+from ..errors import RigcheckError
 from ..rig import Rig
 from . import thresholds as th
 from .figures import P2P_JSON, load, readings
@@ -28,15 +27,16 @@ def torch_missing(python: str | None) -> str | None:
     """Why the workers cannot import torch, or None. Does not import torch here."""
     if python is None:
         return None if importlib.util.find_spec("torch") is not None else "PyTorch is not installed"
+    from ..procgroup import run
+
     try:
-        rc = subprocess.run(
-            [python, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        ).returncode
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"cannot run the worker interpreter {python}: {exc}"
+        rc = run(
+            [python, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)"], 60
+        )
+    except OSError as exc:
+        return f"cannot run the worker interpreter {python}: {exc.strerror}"
+    if rc is None:
+        return f"cannot run the worker interpreter {python}: no answer within 60 s"
     return None if rc == 0 else f"PyTorch is not installed for {python}"
 
 
@@ -45,34 +45,40 @@ def decide(rig: Rig, data: dict[str, Any]) -> tuple[dict[str, list[str]], list[s
     pairs: dict[str, list[str]] = {}
     host: list[str] = []
     again: list[list[str]] = []
-    try:
-        for key, p in data.get("pairs", {}).items():
-            a, _, b = key.partition("->")
-            if a not in rig.pcie.functions or b not in rig.pcie.functions:
-                continue
-            for fig in ("unidir", "bidir"):
-                vals, line = readings(p, f"{fig}_gbps"), th.p2p_threshold(rig, a, b, fig, data)
-                if vals and line and line.classify(vals[0]) != th.PASS:
-                    pairs.setdefault(key, []).append(fig)
-            ctl = readings(p, "control_latency_us")
-            vals, lline = readings(p, "latency_us"), th.latency_threshold(rig, ctl[0] if ctl else None)
-            if vals and lline and lline.classify(vals[0]) != th.PASS:
-                pairs.setdefault(key, []).append("latency")
-        for bdf, g in data.get("gpus", {}).items():
-            if bdf not in rig.pcie.functions:
-                continue
-            for fig in ("h2d", "d2h"):
-                vals, line = readings(g, f"{fig}_gbps"), th.host_threshold(rig, bdf, fig, data)
-                if vals and line and line.classify(vals[0]) != th.PASS and bdf not in host:
-                    host.append(bdf)
-        for entry in data.get("nccl", {}).get("groups", {}).values():
-            vals = readings(entry, "busbw_gbps")
-            line = th.busbw_threshold(rig, entry["gpus"], data) if vals else None
+    for key, p in data.get("pairs", {}).items():
+        a, _, b = key.partition("->")
+        if a not in rig.pcie.functions or b not in rig.pcie.functions:
+            continue
+        for fig in ("unidir", "bidir"):
+            vals, line = readings(p, f"{fig}_gbps"), th.p2p_threshold(rig, a, b, fig, data)
             if vals and line and line.classify(vals[0]) != th.PASS:
-                again.append(entry["gpus"])
-    except ProfileError:
-        pass  # a bad profile is reported by each check; nothing to retry against
+                pairs.setdefault(key, []).append(fig)
+        ctl = readings(p, "control_latency_us")
+        vals, lline = readings(p, "latency_us"), th.latency_threshold(rig, ctl[0] if ctl else None)
+        if vals and lline and lline.classify(vals[0]) != th.PASS:
+            pairs.setdefault(key, []).append("latency")
+    for bdf, g in data.get("gpus", {}).items():
+        if bdf not in rig.pcie.functions:
+            continue
+        for fig in ("h2d", "d2h"):
+            vals, line = readings(g, f"{fig}_gbps"), th.host_threshold(rig, bdf, fig, data)
+            if vals and line and line.classify(vals[0]) != th.PASS and bdf not in host:
+                host.append(bdf)
+    for entry in data.get("nccl", {}).get("groups", {}).values():
+        vals = readings(entry, "busbw_gbps")
+        line = th.busbw_threshold(rig, entry["gpus"], data) if vals else None
+        if vals and line and line.classify(vals[0]) != th.PASS:
+            again.append(entry["gpus"])
     return pairs, host, again
+
+
+def recorded_figures(rig: Rig) -> dict[str, Any] | None:
+    """The rig's P2P/NCCL figures if they have been obtained in this run (for diagnoses), else None."""
+    from .plugin import EXTRAS_KEY
+
+    s = rig.extras.get(EXTRAS_KEY)
+    outcome = s._outcome if isinstance(s, P2pSession) else None
+    return outcome[1] if outcome and outcome[0] == "ok" and isinstance(outcome[1], dict) else None
 
 
 class P2pSession:
@@ -101,15 +107,14 @@ class P2pSession:
     def _obtain(self) -> tuple[str, Any]:
         rig = self.rig
         if not rig.is_live:
-            path = rig.root / P2P_JSON
-            if not path.is_file():
+            try:
+                return ("ok", load(rig.source, f"snapshot {rig.name}"))
+            except KeyError:
                 return (
                     "skip",
                     f"{rig.name}: this snapshot has no {P2P_JSON}; P2P and NCCL figures are measured on the "
                     "rig itself (pytest --rig) or recorded by `rigcheck capture` there",
                 )
-            try:
-                return ("ok", load(path, f"snapshot {rig.name}"))
             except RigcheckError as exc:
                 return ("fail", f"UNREADABLE, not a pass: {exc}")
         if not Path(DRIVER_FILE).exists():
@@ -125,14 +130,23 @@ class P2pSession:
                 f"{missing}, but this machine has NVIDIA GPUs: the P2P and NCCL checks need it: "
                 f"{TORCH_EXTRA}, or point --rig-p2p-python at an interpreter that has it",
             )
-        return ("ok", self._measure())
+        from .lock import MeasureLockError
+
+        try:
+            return ("ok", self._measure())
+        except (MeasureLockError, TimeoutError) as exc:  # the lock: unsafe, or held by another run too long
+            return ("fail", f"UNREADABLE, not a pass: no measurement taken: {exc}")
 
     def _measure(self) -> dict[str, Any]:
+        from ..runenv.state import hidden_gpus
         from . import measure
         from .lock import measure_lock, read_shared, shared_result_path, write_shared
 
-        gpus = [g.bdf for g in self.rig.pcie.gpus]
-        nccl_groups = [g.bdfs for g in groups(self.rig) if not g.problem]
+        # GPUs a CUDA process here cannot see (CUDA_VISIBLE_DEVICES, the container's device list) are left
+        # out of the run and recorded, so their checks say why instead of a worker dying on a missing GPU.
+        hidden = hidden_gpus(self.rig)
+        gpus = [g.bdf for g in self.rig.pcie.gpus if g.bdf not in hidden]
+        nccl_groups = [g.bdfs for g in groups(self.rig) if not g.problem and not set(g.bdfs) & set(hidden)]
         shared = shared_result_path(self.testrunuid, self.rig.name)
         with measure_lock():
             data = read_shared(shared)
@@ -140,6 +154,7 @@ class P2pSession:
                 data = measure.measure(
                     gpus, nccl_groups, lambda d: decide(self.rig, d), self.timeout_s, self.python
                 )
+                data["hidden"] = hidden
                 when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
                 data["origin"] = f"measured live on {self.rig.name} ({when}, pid {os.getpid()})"
                 write_shared(shared, data)

@@ -1,7 +1,7 @@
 """Pass lines for P2P and NCCL figures: from the profile, else from the topology; and the judging rule.
 
 Derived lines are a stated fraction of the theoretical one-direction bandwidth of the narrowest link on
-the pair's path (REFERENCE 3.5 #29: Gen3 0.985, Gen4 1.969, Gen5 3.938 GB/s per lane; NVLink 20/25/25/25/50
+the pair's path (PCIe data rates with 128b/130b encoding: Gen3 0.985, Gen4 1.969, Gen5 3.938 GB/s per lane; NVLink 20/25/25/25/50
 GB/s per link per direction for NVLink 1-5). A warning band lies beyond each pass line (below it for
 bandwidth, above it for latency); a first reading outside the pass line is measured again before the
 verdict, and the best reading decides.
@@ -14,12 +14,13 @@ from typing import Any
 
 from ..errors import ProfileError
 from ..pcie import link_bandwidth_gbps
+from ..profile import boolean, check_keys, number
 from ..rig import Rig
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 WARN_BAND = 0.10  # the band below (above, for latency) the pass line that warns instead of failing
 FRACTION = {
-    # Gen5 P2P writes reach about 89 % of 63 GB/s (REFERENCE 3.5 #31); the seed's Gen4 targets are 87 % (uni)
+    # Gen5 P2P writes reach about 89 % of 63 GB/s (local-inference-lab/rtx6kpro hardware/pcie-bandwidth.md); the seed's Gen4 targets are 87 % (uni)
     # and 80 % (bidir) of theoretical. Lines a little under those, so a healthy rig passes with margin.
     ("pcie", "unidir"): 0.80,
     ("pcie", "bidir"): 0.72,
@@ -120,28 +121,72 @@ class PathCapacity:
     text: str
 
 
-def _section(rig: Rig, name: str, keys: set[str]) -> dict[str, Any]:
-    raw = rig.profile.raw.get(name, {}) if rig.profile.raw else {}
-    for k, v in raw.items():
-        if k == "required" and "required" in keys:
-            if not isinstance(v, bool):
-                raise ProfileError(rig.profile.source, f"{name}.{k}", v, "true or false")
-            continue
-        if k not in keys:
-            raise ProfileError(
-                rig.profile.source,
-                f"{name}.{k}",
-                v,
-                f"unknown key; keys of [{name}] are {', '.join(sorted(keys))}",
-            )
-        if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0 or (k == "warn_band" and v >= 1):
-            raise ProfileError(
-                rig.profile.source,
-                f"{name}.{k}",
-                v,
-                "a positive number" + (" below 1 (a fraction)" if k == "warn_band" else ""),
-            )
-    return raw
+MAX_GBPS = 10_000.0  # above any link (NVLink5 x18 is 900 GB/s per direction): a bigger line is a typo
+MAX_LATENCY_US = 1_000_000.0
+
+
+@dataclass(frozen=True)
+class P2pSection:
+    """``[p2p]``: pass lines (GB/s, us) that replace the derived ones; the warning band; whether P2P is required."""
+
+    min_unidir_gbps: float | None = None
+    min_bidir_gbps: float | None = None
+    max_latency_us: float | None = None
+    min_h2d_gbps: float | None = None
+    min_d2h_gbps: float | None = None
+    warn_band: float = WARN_BAND
+    required: bool = True
+
+    def line(self, key: str) -> float | None:
+        return getattr(self, key)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class NcclSection:
+    """``[nccl]``: the all-reduce bus bandwidth pass line (GB/s) and the warning band."""
+
+    min_busbw_gbps: float | None = None
+    warn_band: float = WARN_BAND
+
+
+def _figures(table: dict[str, Any], where: str, section: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        key = f"{section}.{k}"
+        if k == "required":
+            out[k] = boolean(where, key, v)
+        elif k == "warn_band":
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1:
+                raise ProfileError(
+                    where, key, v, "a fraction from 0 to below 1 (0.1 warns within 10 % of the line)"
+                )
+            out[k] = float(v)
+        elif k.endswith("_gbps"):
+            out[k] = number(where, key, v, 0.0, MAX_GBPS, "GB/s", above=True)
+        else:  # max_latency_us
+            out[k] = number(where, key, v, 0.0, MAX_LATENCY_US, "microseconds", above=True)
+    return out
+
+
+def parse_p2p(table: dict[str, Any], where: str) -> P2pSection:
+    """Validate ``[p2p]``: min_unidir_gbps, min_bidir_gbps, min_h2d_gbps, min_d2h_gbps (GB/s, above 0),
+    max_latency_us (us, above 0), warn_band (a fraction, 0 to below 1), required (true or false).
+
+    Raises:
+        ProfileError: an unknown key or a bad value, named.
+    """
+    check_keys(where, "p2p", table, P2P_KEYS)
+    return P2pSection(**_figures(table, where, "p2p"))
+
+
+def parse_nccl(table: dict[str, Any], where: str) -> NcclSection:
+    """Validate ``[nccl]``: min_busbw_gbps (GB/s, above 0), warn_band (a fraction, 0 to below 1).
+
+    Raises:
+        ProfileError: an unknown key or a bad value, named.
+    """
+    check_keys(where, "nccl", table, NCCL_KEYS)
+    return NcclSection(**_figures(table, where, "nccl"))
 
 
 def nvlink_version(info: dict[str, Any] | None, gpu_name: str) -> tuple[int | None, str]:
@@ -180,6 +225,7 @@ def path_capacity(rig: Rig, a: str, b: str | None, data: dict[str, Any]) -> Path
                     f"{links * per:g} GB/s",
                 )
     hops: list[tuple[float, str]] = []
+    gpu_index = {g.bdf: i for i, g in enumerate(tree.gpus)}
     chains = [tree.links_to(a)] + ([tree.links_to(b)] if b is not None else [])
     if b is not None:
         common = {x.bdf for x in tree.ancestors(a)} & {x.bdf for x in tree.ancestors(b)}
@@ -189,7 +235,7 @@ def path_capacity(rig: Rig, a: str, b: str | None, data: dict[str, Any]) -> Path
         for up, down in chain:
             gens = [g for g in (down.link_cap[0], up.link_cap[0] if up else None) if g]
             widths = [w for w in (down.link_cap[1], up.link_cap[1] if up else None) if w]
-            want = rig.profile.link_for(down.bdf, down.slot)
+            want = rig.profile.link_for(down.bdf, down.slot, gpu_index.get(down.bdf))
             gens += [want.gen] if want.gen else []
             widths += [want.width] if want.width else []
             if not gens or not widths:
@@ -207,26 +253,26 @@ def path_capacity(rig: Rig, a: str, b: str | None, data: dict[str, Any]) -> Path
 
 def p2p_threshold(rig: Rig, a: str, b: str, figure: str, data: dict[str, Any]) -> Threshold | None:
     """Pass line for ``unidir`` or ``bidir`` bandwidth from GPU ``a`` to ``b``; None if nothing gives one."""
-    raw = _section(rig, "p2p", P2P_KEYS)
-    band = float(raw.get("warn_band", WARN_BAND))
+    sec: P2pSection = rig.profile.section("p2p")
     key = f"min_{figure}_gbps"
-    if key in raw:
-        return bandwidth_line(float(raw[key]), band, f"{rig.profile.source} [p2p] {key}")
+    line = sec.line(key)
+    if line is not None:
+        return bandwidth_line(line, sec.warn_band, f"{rig.profile.source} [p2p] {key}")
     cap = path_capacity(rig, a, b, data)
     if cap is None:
         return None
     frac = FRACTION[(cap.kind, figure)]
     mult = 2 if figure == "bidir" else 1
     return bandwidth_line(
-        frac * mult * cap.gbps, band, f"{frac:.0%} of {'2 x ' if mult == 2 else ''}{cap.text}"
+        frac * mult * cap.gbps, sec.warn_band, f"{frac:.0%} of {'2 x ' if mult == 2 else ''}{cap.text}"
     )
 
 
 def latency_threshold(rig: Rig, control_us: float | None) -> Threshold | None:
-    raw = _section(rig, "p2p", P2P_KEYS)
-    band = float(raw.get("warn_band", WARN_BAND))
-    if "max_latency_us" in raw:
-        v = float(raw["max_latency_us"])
+    sec: P2pSection = rig.profile.section("p2p")
+    band = sec.warn_band
+    if sec.max_latency_us is not None:
+        v = sec.max_latency_us
         return Threshold(v, v * (1 + band), False, "us", f"{rig.profile.source} [p2p] max_latency_us")
     if control_us is None:
         return None
@@ -242,30 +288,28 @@ def latency_threshold(rig: Rig, control_us: float | None) -> Threshold | None:
 
 
 def host_threshold(rig: Rig, gpu: str, figure: str, data: dict[str, Any]) -> Threshold | None:
-    raw = _section(rig, "p2p", P2P_KEYS)
-    band = float(raw.get("warn_band", WARN_BAND))
+    sec: P2pSection = rig.profile.section("p2p")
     key = f"min_{figure}_gbps"
-    if key in raw:
-        return bandwidth_line(float(raw[key]), band, f"{rig.profile.source} [p2p] {key}")
+    line = sec.line(key)
+    if line is not None:
+        return bandwidth_line(line, sec.warn_band, f"{rig.profile.source} [p2p] {key}")
     cap = path_capacity(rig, gpu, None, data)
     if cap is None:
         return None
     frac = FRACTION[("host", figure)]
-    return bandwidth_line(frac * cap.gbps, band, f"{frac:.0%} of {cap.text}")
+    return bandwidth_line(frac * cap.gbps, sec.warn_band, f"{frac:.0%} of {cap.text}")
 
 
 def p2p_required(rig: Rig) -> bool:
     """``[p2p] required`` (default true); false where the cards cannot do P2P (stock GeForce drivers)."""
-    return bool(_section(rig, "p2p", P2P_KEYS).get("required", True))
+    return bool(rig.profile.section("p2p").required)
 
 
 def busbw_threshold(rig: Rig, gpus: list[str], data: dict[str, Any], p2p: bool = True) -> Threshold | None:
-    raw = _section(rig, "nccl", NCCL_KEYS)
-    band = float(raw.get("warn_band", WARN_BAND))
-    if "min_busbw_gbps" in raw:
-        return bandwidth_line(
-            float(raw["min_busbw_gbps"]), band, f"{rig.profile.source} [nccl] min_busbw_gbps"
-        )
+    sec: NcclSection = rig.profile.section("nccl")
+    band = sec.warn_band
+    if sec.min_busbw_gbps is not None:
+        return bandwidth_line(sec.min_busbw_gbps, band, f"{rig.profile.source} [nccl] min_busbw_gbps")
     caps = [
         c for a in gpus for b in gpus if a != b for c in [path_capacity(rig, a, b, data)] if c is not None
     ]

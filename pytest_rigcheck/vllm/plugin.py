@@ -260,10 +260,12 @@ def rig_vllm_server(
     assert server.process is not None
     record_testsuite_property("vllm_ready_s", round(server.process.ready_s or 0.0, 2))
     record_testsuite_property("vllm_launch", " ".join(server.process.argv))
+    from ..gpu.holders import gpu_holders
+
     try:
         yield server
     finally:
-        report = server.process.stop(s.stop_grace_s)
+        report = server.process.stop(s.stop_grace_s, gpu_released=gpu_holders)
         record_testsuite_property("vllm_stop_s", round(report.seconds, 2))
         if report.leftover:
             left = ", ".join(f"pid {p} ({c}, state {st})" for p, st, c in report.leftover)
@@ -273,9 +275,7 @@ def rig_vllm_server(
                 "sleep (state D) points at a hung GPU driver",
                 pytrace=False,
             )
-        from ..gpu.holders import gpu_holders
-
-        holders = gpu_holders(report.pids)
+        holders = report.gpu_holders
         record_testsuite_property(
             "vllm_gpu_memory_released", "n/a (no NVML)" if holders is None else not holders
         )

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..procgroup import free_port, log_tail
 from .client import OpenAIClient, Response, ServerUnreachable, StreamResult
-from .launcher import LaunchError, ServerProcess, free_port, log_tail
+from .launcher import LaunchError, ServerProcess
 from .settings import VllmSettings
 
 
@@ -57,7 +58,7 @@ class VllmServer:
             tail = log_tail(self.process.log, 15)
             if tail:
                 lines.append(f"  log {self.process.log} ends:")
-                lines += ["    | " + ln for ln in tail.splitlines()]
+                lines += ["    | " + ln for ln in tail]
         lines.append(
             "  fix: check that the server is up (curl its /v1/models); a crash or OOM shows in its log"
         )
@@ -140,7 +141,7 @@ def start_server(settings: VllmSettings, log_dir: Path, api_key: str | None) -> 
                 f"SIGKILL: {report.leftover}",
                 argv,
                 log,
-                log_tail(log),
+                "\n".join(log_tail(log)),
             ) from None
         raise
     server = VllmServer(client, settings, proc)

@@ -1,7 +1,8 @@
 """The profile's ``[vllm]`` table and the ``--rig-vllm-*`` options, validated into one ``VllmSettings``.
 
-Every bad value raises ``ProfileError`` naming the key, the value and what is allowed; the plugin turns
-it into ``pytest.UsageError`` before collection.
+Every bad value raises ``ProfileError`` naming the key, the value and what is allowed. The profile's
+table is validated when the profile loads (``parse_vllm``, registered in ``profile.SECTION_PARSERS``),
+the options at session start; either mistake is a ``pytest.UsageError`` before collection.
 """
 
 from __future__ import annotations
@@ -250,6 +251,16 @@ def parse_vllm_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
                 "a template with {port} (the port rigcheck picks), or set vllm.port to the fixed port",
             )
     return out
+
+
+def parse_vllm(table: dict[str, Any], where: str) -> VllmSettings:
+    """The ``[vllm]`` section as the profile loader validates it (``profile.SECTION_PARSERS``): the
+    settings the profile alone gives. The plugin adds the ``--rig-vllm-*`` options to the same table.
+
+    Raises:
+        ProfileError: as ``parse_vllm_table``.
+    """
+    return VllmSettings(where=where, **parse_vllm_table(table, where))
 
 
 def parse_gpu_table(value: object, where: str) -> tuple[GpuMemory, ...]:

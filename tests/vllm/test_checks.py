@@ -147,7 +147,7 @@ class TestFakeServers:
 
     def test_nothing_listening(self):
         """A URL where nothing listens fails each check with 'connection refused'."""
-        from pytest_rigcheck.vllm.launcher import free_port
+        from pytest_rigcheck.procgroup import free_port
 
         url = f"http://127.0.0.1:{free_port()}"
         server = VllmServer(OpenAIClient(url, timeout_s=5), VllmSettings(url=url))

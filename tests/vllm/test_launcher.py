@@ -8,8 +8,9 @@ import time
 
 import pytest
 
+from pytest_rigcheck.procgroup import free_port, group_members, log_tail
 from pytest_rigcheck.vllm.client import OpenAIClient
-from pytest_rigcheck.vllm.launcher import LaunchError, ServerProcess, free_port, group_members, log_tail
+from pytest_rigcheck.vllm.launcher import LaunchError, ServerProcess
 
 from .conftest import fake_launch, processes_with
 
@@ -89,8 +90,8 @@ class TestServerProcess:
         """The tail is the last lines of the log; a missing log gives nothing."""
         log = tmp_path / "l"
         log.write_text("\n".join(f"line {i}" for i in range(100)))
-        assert log_tail(log, 3) == "line 97\nline 98\nline 99"
-        assert log_tail(tmp_path / "missing") == ""
+        assert log_tail(log, 3) == ["line 97", "line 98", "line 99"]
+        assert log_tail(tmp_path / "missing") == []
 
 
 class FakeGpu:

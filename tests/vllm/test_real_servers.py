@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from pytest_rigcheck.procgroup import free_port
 from pytest_rigcheck.vllm import checks, client, fitcheck, launcher, metrics, server, sse  # noqa: F401 - see test_plugin
 from pytest_rigcheck.vllm.client import OpenAIClient
-from pytest_rigcheck.vllm.launcher import ServerProcess, free_port
+from pytest_rigcheck.vllm.launcher import ServerProcess
 
 from .conftest import E2E, REPO, write_profile
 

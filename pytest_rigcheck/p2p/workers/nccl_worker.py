@@ -48,6 +48,12 @@ def main() -> int:
     rt = Cudart()
     bdfs = [rt.pci_bus_id(i) for i in range(torch.cuda.device_count())]
     my_bdf = plan["ranks"][rank]
+    if my_bdf not in bdfs:  # hidden from CUDA: say so in one line, not a traceback
+        log(
+            f"rank {rank}: GPU {my_bdf} is not visible to CUDA in this process (CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}; visible: {', '.join(bdfs) or 'none'})"
+        )
+        return 3
     dev = bdfs.index(my_bdf)
     torch.cuda.set_device(dev)
     device = torch.device("cuda", dev)
