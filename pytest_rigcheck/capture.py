@@ -1,7 +1,9 @@
 """Capture the live machine as a snapshot: the sysfs and procfs files the checks read, links kept.
 
 Read-only: it only reads files (as root it gets the full 4096-byte config space, with ACS and AER;
-as non-root the kernel gives 64 bytes and the manifest records that).
+as non-root the kernel gives 64 bytes and the manifest records that). ``capture_with_gaps`` also says
+what the snapshot lacks (NVML state, P2P figures, the kernel log, extended config space), for the
+``rigcheck capture`` command to print. The destination is checked before any work is done.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import importlib
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import RigcheckError
 from .snapshot import MANIFEST, pack
 from .testing import dump_toml
 
@@ -33,6 +35,7 @@ DEVICE_ATTRS = (
     "max_link_speed",
     "max_link_width",
     "config",
+    "resource",  # BAR addresses and sizes (gpu/bar.py: BAR1 against VRAM)
     "enable",
     "reset_method",
     "aer_dev_correctable",
@@ -57,14 +60,68 @@ EXTRA_CAPTURERS = (
 )
 
 
-class CaptureWarning(UserWarning):
-    """Something the snapshot will lack (config space past 64 bytes as non-root)."""
+class CaptureError(RigcheckError):
+    """The capture cannot be written where asked (folder missing, not writable, path taken)."""
+
+
+def check_destination(out: Path) -> None:
+    """Refuse ``out`` before any work: its folder must exist and be writable, and ``out`` must be new (or an
+    empty directory, for a directory snapshot). Raises ``CaptureError`` with one line saying why."""
+    archive = out.name.endswith((".tar.gz", ".tgz"))
+    if out.is_dir() and not archive:
+        if any(out.iterdir()):
+            raise CaptureError(f"{out} is a folder that is not empty; choose a new path")
+        folder = out
+    elif out.is_symlink() or (out.exists() and not out.is_dir()):
+        what = "a link" if out.is_symlink() else "a file"
+        raise CaptureError(f"{out} exists and is {what}; choose a new path")
+    elif out.exists():
+        raise CaptureError(f"{out} already exists; choose a new path")
+    else:
+        folder = out.parent
+    if not folder.is_dir():
+        raise CaptureError(f"cannot write {out}: the folder {folder} does not exist (create it first)")
+    try:  # a real write test: os.access says yes to root on read-only file systems
+        fd, probe = tempfile.mkstemp(prefix=".rigcheck-probe-", dir=folder)
+    except OSError as exc:
+        raise CaptureError(f"cannot write {out}: {folder}: {exc.strerror}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def capture(out: Path, root: Path = Path("/"), name: str | None = None) -> Path:
     """Write a snapshot of ``root`` (normally ``/``) to ``out`` (a directory, or ``*.tar.gz``)."""
+    return capture_with_gaps(out, root, name)[0]
+
+
+def capture_with_gaps(out: Path, root: Path = Path("/"), name: str | None = None) -> tuple[Path, list[str]]:
+    """Like ``capture``; also returns what the snapshot lacks, one line each (``"NVML state: ..."``).
+
+    Raises ``CaptureError`` before any work when ``out`` cannot be written; a failure midway leaves no
+    temporary folder behind.
+    """
+    check_destination(out)
     archive = out if out.name.endswith((".tar.gz", ".tgz")) else None
     work = Path(tempfile.mkdtemp(prefix="rigcheck-capture-")) if archive else out
+    try:
+        gaps = _capture(work, root, name)
+        if archive:
+            pack(work, archive)
+    finally:
+        if archive:
+            shutil.rmtree(work, ignore_errors=True)
+    return out, gaps
+
+
+# What each capturer's manifest note is about, for the lines saying what was not captured.
+GAP_NAMES = {
+    "nvml": "NVML state (nvml.json: power, clocks, health, versions)",
+    "p2p": "P2P/NCCL figures (p2p.json)",
+    "kernel_log": "kernel log (XID lines)",
+}
+
+
+def _capture(work: Path, root: Path, name: str | None) -> list[str]:
     work.mkdir(parents=True, exist_ok=True)
     empty: list[str] = []
     devices = root / "sys/bus/pci/devices"
@@ -114,12 +171,11 @@ def capture(out: Path, root: Path = Path("/"), name: str | None = None) -> Path:
         (work / "proc/cpuinfo").write_text(first + "\n")
 
     is_root = os.geteuid() == 0
+    gaps: list[str] = []
     if not is_root:
-        warnings.warn(
-            "not running as root: config space stops at 64 bytes, so this snapshot cannot show ACS or "
-            "AER (the ACS checks will fail as unreadable). Capture with sudo for a complete snapshot.",
-            CaptureWarning,
-            stacklevel=2,
+        gaps.append(
+            "extended PCIe config space (ACS, AER): not running as root, config space stops at 64 bytes, "
+            "so the ACS checks will be UNREADABLE on replay; capture with sudo for a complete snapshot"
         )
     notes: dict[str, Any] = {}
     for spec in EXTRA_CAPTURERS:
@@ -129,6 +185,17 @@ def capture(out: Path, root: Path = Path("/"), name: str | None = None) -> Path:
         except (ModuleNotFoundError, AttributeError):
             continue
         notes.update(fn(work) or {})
+    for key, what in GAP_NAMES.items():
+        note = notes.get(key)
+        if note is None:
+            why = (
+                "it is recorded with the NVML state, which was not captured"
+                if key == "kernel_log"
+                else "its capture module could not be loaded"
+            )
+            gaps.append(f"{what}: {why}")
+        elif str(note).startswith("not captured"):
+            gaps.append(f"{what}: {str(note).removeprefix('not captured: ')}")
     kernel = (
         (root / "proc/version").read_text(errors="replace").split()[2]
         if (root / "proc/version").is_file()
@@ -152,11 +219,7 @@ def capture(out: Path, root: Path = Path("/"), name: str | None = None) -> Path:
     if notes:
         manifest["notes"] = {k: str(v) for k, v in notes.items()}
     (work / MANIFEST).write_text(dump_toml(manifest))
-    if archive:
-        pack(work, archive)
-        shutil.rmtree(work)
-        return archive
-    return out
+    return gaps
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -24,21 +23,22 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.cmd == "capture":
-            from .capture import capture
+            from .capture import capture_with_gaps
 
-            if os.path.lexists(args.out) and not args.out.is_dir():
-                print(f"rigcheck: {args.out} exists and is a file; choose a new path", file=sys.stderr)
-                return 2
-            if args.out.is_dir() and any(args.out.iterdir()):
-                print(f"rigcheck: {args.out} exists and is not empty; choose a new path", file=sys.stderr)
-                return 2
-            path = capture(args.out, name=args.name)
-            print(f"rigcheck: snapshot written to {path}; replay with: pytest --rig-snapshot {path}")
+            path, gaps = capture_with_gaps(args.out, name=args.name)
+            print(f"rigcheck: snapshot written to {path}")
+            for gap in gaps:
+                print(f"rigcheck: not captured: {gap}")
+            # With "=": pytest picks its rootdir from path-like arguments, and a bare PATH is one.
+            print(f"rigcheck: replay with: pytest --rig-snapshot={path}")
             return 0
         return _topo(args.snapshot)
     except (RigcheckError, ValueError) as exc:
         print(f"rigcheck: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a disk that filled or a folder removed midway: one line, not a traceback
+        print(f"rigcheck: {args.cmd} failed: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def _topo(snapshot: Path | None) -> int:

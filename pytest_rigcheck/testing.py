@@ -74,6 +74,7 @@ class Node:
     secondary: int = 0
     subordinate: int = 0
     iommu_group: int | None = None
+    bar1: int | None = None  # GPU BAR1 size in bytes: writes the function's sysfs ``resource`` file
     children: list[Node] = field(default_factory=list)
 
 
@@ -264,11 +265,14 @@ class RigBuilder:
         link: tuple[int, int] | None = None,
         labs: bool = False,
         hasd: bool = False,
+        bar1: int | None = None,
     ) -> Node:
         """A GPU (and its audio function, for cards that have one) below ``parent``.
 
         ``link`` is what LnkSta shows; by default the lesser of the two ends' capability. ``hasd`` sets
         Hardware Autonomous Speed Disable in LnkCtl2 (the GPU may not change link speed on its own).
+        ``bar1`` (bytes) writes the GPU's sysfs ``resource`` file: a 32-bit BAR0 of 16 MiB, BAR1 of that
+        size and a 32 MiB BAR3, as a GeForce card lays them out.
         """
         if isinstance(parent, Host):
             up, host, numa = None, parent.name, parent.numa
@@ -297,6 +301,7 @@ class RigBuilder:
                 subsystem=model.subsystem,
                 driver="nvidia",
                 numa=numa,
+                bar1=bar1,
             )
         )
         if up is not None:
@@ -540,6 +545,8 @@ class RigBuilder:
             (d / name).write_text(value + "\n")
         cfg = build_config(node)
         (d / "config").write_bytes(cfg if self.root else cfg[:64])
+        if node.bar1 is not None:
+            (d / "resource").write_text(resource_file(node, sorted(self.nodes).index(node.bdf)))
         if node.driver:
             _link(d / "driver", out / "sys/bus/pci/drivers" / node.driver)
         if node.iommu_group is not None and self.iommu != "off":
@@ -615,6 +622,26 @@ def build_config(node: Node) -> bytes:
         put16(cfg, off + 4, acap)
         put16(cfg, off + 6, actrl)
     return bytes(cfg)
+
+
+def resource_file(node: Node, n: int) -> str:
+    """A GPU's sysfs ``resource`` (``start end flags`` per line, 13 lines for an endpoint): BAR0 32-bit 16 MiB,
+    BAR1 64-bit prefetchable of ``node.bar1`` bytes, BAR3 64-bit prefetchable 32 MiB, an I/O BAR, the ROM."""
+    assert node.bar1 is not None
+    mem32, mem64 = 0x40200, 0x14220C  # IORESOURCE_MEM (+ SIZEALIGN); MEM_64 | PREFETCH
+    bar0 = 0xF0000000 - (n + 1) * 0x02000000
+    bar1 = (n + 1) * 2 * max(node.bar1, 1 << 32) + (1 << 40)
+    bar3 = bar1 + node.bar1
+    lines = [
+        (bar0, bar0 + (16 << 20) - 1, mem32),
+        (bar1, bar1 + node.bar1 - 1, mem64),
+        (0, 0, 0),
+        (bar3, bar3 + (32 << 20) - 1, mem64),
+        (0, 0, 0),
+        (0xE000 - n * 0x1000, 0xE07F - n * 0x1000, 0x40101),
+        (bar0 + (16 << 20), bar0 + (16 << 20) + 0x7FFFF, 0x46200),
+    ] + [(0, 0, 0)] * 6
+    return "".join(f"{a:#018x} {b:#018x} {f:#018x}\n" for a, b, f in lines)
 
 
 def put16(buf: bytearray, off: int, value: int) -> None:

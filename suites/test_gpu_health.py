@@ -1,8 +1,9 @@
-"""Each GPU is healthy: no uncorrected ECC, no memory repair pending, no fatal XID, no replays, NVLinks up."""
+"""Each GPU is healthy: no uncorrected ECC, no memory repair pending, no driver fault needing a reset, no
+replays, NVLinks as the rig should have them."""
 
 from __future__ import annotations
 
-from pytest_rigcheck.gpu import health
+from pytest_rigcheck.gpu import bar, health
 
 
 def test_no_uncorrected_ecc(rig_gpu, rig_nvml, rig_check):
@@ -29,5 +30,10 @@ def test_no_pcie_replays_under_load(rig_gpu, rig_nvml, rig_check):
 
 
 def test_nvlinks_up(rig_gpu, rig_nvml, rig_check):
-    verdict = rig_check(health.nvlink(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf)))
+    verdict = rig_check(health.nvlink(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf), rig_nvml.gpus()))
+    assert verdict.ok, str(verdict)
+
+
+def test_bar1_aperture(rig_gpu, rig_nvml, rig_check):
+    verdict = rig_check(bar.check(rig_gpu, rig_nvml.gpu(rig_gpu.gpu.bdf)))
     assert verdict.ok, str(verdict)

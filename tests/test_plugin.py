@@ -131,3 +131,13 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_live_only_reason_same_for_any_number_of_snapshots(pytester: pytest.Pytester, count: int) -> None:
+    """gate D29: the vLLM checks (live-only) skip with one reason with one snapshot or several."""
+    snaps = [f"--rig-snapshot={GOOD}", f"--rig-snapshot={SNAPSHOTS / 'rtx3090x2-gen4'}"][:count]
+    result = pytester.runpytest(*snaps, "-rs", "-p", "no:cacheprovider", "-k", "vllm_e2e")
+    skips = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
+    assert len(skips) == 1, skips
+    assert "live-only check: this run replays snapshots, not the live machine" in skips[0]

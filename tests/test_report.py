@@ -16,6 +16,7 @@ ACS_ON = SNAPSHOTS / "rtxpro6000x4-acs-switch"
 
 
 def _report(pytester: pytest.Pytester, *args: str) -> tuple[dict[str, Any], pytest.RunResult]:
+    (pytester.path / "out").mkdir(exist_ok=True)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--rig-snapshot={ACS_ON}", *args)
     return json.loads((pytester.path / "out" / "rig.json").read_text()), result
 
@@ -29,23 +30,29 @@ class TestReport:
         """Failures carry the verdict text with the fix line; passes their summary; skips their reason."""
         doc, result = _report(pytester, f"{REPORT_OPTION}=out/rig.json", "-k", "acs or bifurcation")
         assert result.ret == 1 and doc["exit_status"] == 1
-        assert doc["rigs"][0].startswith("snapshot rtxpro6000x4-acs-switch [modelled]")
+        rig = doc["rigs"][0]
+        assert rig["name"] == "rtxpro6000x4-acs-switch" and rig["kind"] == "modelled"
+        assert rig["source"] == str(ACS_ON) and len(rig["gpus"]) == 4 and rig["profile"]
         assert doc["format"] == 1 and doc["tool"].startswith("pytest-rigcheck ")
         r = _by_id(doc)
         bad = r["test_acs_redirect_off[0000:02:00.0]"]
-        assert bad["outcome"] == "failed"
-        assert "setpci -s 0000:02:00.0 ECAP_ACS+0x6.w=0000" in bad["message"]
+        assert bad["outcome"] == "failed" and bad["status"] == "fail" and bad["verdict"] == "fail"
+        assert bad["rig"] == "rtxpro6000x4-acs-switch"
+        assert "ACS P2P Request Redirect" in bad["message"] and bad["message"] == bad["summary"]
+        assert any("setpci -s 0000:02:00.0 ECAP_ACS+0x6.w=0000" in f for f in bad["fix"])  # a field
+        assert bad["target"] == {"id": "0000:02:00.0"}
+        assert "rig_result" not in bad["properties"] and "rig_status" not in bad["properties"]
         assert bad["properties"]["acs_ctrl"] == "0x001d" and "ACS" in bad["summary"]
         good = r["test_acs_redirect_off[0000:01:00.0]"]
-        assert good["outcome"] == "passed" and "no ACS capability" in good["summary"]
-        assert doc["counts"] == {
-            o: sum(1 for x in doc["results"] if x["outcome"] == o) for o in doc["counts"]
-        }
+        assert good["outcome"] == "passed" and good["status"] == "pass"
+        assert "no ACS capability" in good["summary"] and good["message"] == good["summary"]
+        assert doc["counts"] == {o: sum(1 for x in doc["results"] if x["status"] == o) for o in doc["counts"]}
         result.stdout.fnmatch_lines(["rigcheck: report written to *rig.json"])
 
     def test_skip_reason(self, pytester: pytest.Pytester) -> None:
         doc, _ = _report(pytester, f"{REPORT_OPTION}=out/rig.json", "-k", "model_fit")
         assert {r["outcome"] for r in doc["results"]} == {"skipped"}
+        assert {r["status"] for r in doc["results"]} == {"n/a"}
         assert all("no [vllm] model" in r["message"] for r in doc["results"])
 
     def test_with_xdist_the_controller_writes_all(self, pytester: pytest.Pytester) -> None:
@@ -59,9 +66,18 @@ class TestReport:
         }
 
     def test_from_ini_and_env(self, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The ini path is taken from the ini file's folder, also when pytest runs from a subfolder (gate D22)."""
         pytester.makeini("[pytest]\nrig_report = out/rig.json\n")
         doc, _ = _report(pytester, "-k", "iommu")
         assert doc["results"]
+        (pytester.path / "out" / "rig.json").unlink()
+        sub = pytester.mkdir("sub")
+        monkeypatch.chdir(sub)
+        result = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", f"--rig-snapshot={ACS_ON}", "-k", "iommu"
+        )
+        assert result.ret == 0, result.stderr.str()
+        assert json.loads((pytester.path / "out" / "rig.json").read_text())["results"]
         (pytester.path / "out" / "rig.json").unlink()
         monkeypatch.setenv("RIGCHECK_REPORT", str(pytester.path / "out" / "rig.json"))
         pytester.makeini("[pytest]\n")
@@ -72,3 +88,206 @@ class TestReport:
         pytester.makepyfile("def test_mine(): pass")
         pytester.runpytest("-p", "no:cacheprovider", f"{REPORT_OPTION}=out/rig.json")
         assert not Path(pytester.path / "out" / "rig.json").exists()
+
+
+class TestReportPath:
+    """gate D12: a report path that cannot be written stops the run before any check, in one line."""
+
+    @pytest.mark.parametrize(
+        ("path", "says"),
+        [
+            ("somedir", "this is a directory"),
+            ("/proc/nope/r.json", "/proc/nope does not exist"),
+            ("missing/r.json", "missing does not exist"),
+        ],
+    )
+    def test_unwritable_is_usage_error(self, pytester: pytest.Pytester, path: str, says: str) -> None:
+        pytester.mkdir("somedir")
+        result = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", f"--rig-snapshot={ACS_ON}", f"{REPORT_OPTION}={path}"
+        )
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        err = [line for line in result.stderr.lines if line.strip()]
+        assert len(err) == 1 and err[0].startswith(f"ERROR: {REPORT_OPTION}: invalid value "), err
+        assert says in err[0]
+        assert "passed" not in result.stdout.str() and "Traceback" not in result.stderr.str()
+        left = [p.name for p in pytester.path.iterdir() if "tmp" in p.name or "probe" in p.name]
+        assert left == []  # no .tmp, no probe file left
+        assert not list((pytester.path / "somedir").iterdir())
+
+    def test_read_only_folder(self, pytester: pytest.Pytester, tmp_path: Path) -> None:
+        """A folder that cannot be written (tested by writing, since root passes os.access): usage error."""
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        probe = ro / "x"
+        try:
+            probe.write_text("")
+        except OSError:
+            pass
+        else:
+            probe.unlink()
+            pytest.skip("this user (root) can write a 0555 folder")
+        result = pytester.runpytest_subprocess(f"--rig-snapshot={ACS_ON}", f"{REPORT_OPTION}={ro}/r.json")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["ERROR: --rig-report: invalid value*a folder you can write*"])
+
+
+class TestStructured:
+    def test_warn_in_report_and_terminal(self, pytester: pytest.Pytester) -> None:
+        """A WARN verdict is a pass of the gate, listed under "rigcheck warnings" and as status warn."""
+        pytester.makepyfile(
+            test_w="""
+            from pytest_rigcheck.verdict import warned, unreadable, Unjudgeable
+
+            def test_warn(rig, rig_check):
+                v = rig_check(warned("GPU0: 25.2 GB/s is inside the warning band", measured_value=25.2,
+                                     expected_value=27.5, unit="GB/s", target={"bdf": "0000:03:00.0"}))
+                assert v.ok
+
+            def _deep():
+                raise Unjudgeable(unreadable("nvml.json: power_limit_mw is 'x', not a number"))
+
+            def test_unjudgeable(rig, rig_check):
+                rig_check(_deep)
+
+            def test_unjudgeable_escaping(rig):
+                _deep()
+            """
+        )
+        (pytester.path / "out").mkdir()
+        result = pytester.runpytest_subprocess(
+            "-p",
+            "no:cacheprovider",
+            f"--rig-snapshot={ACS_ON}",
+            "test_w.py",
+            "-k",
+            "test_warn or unjudgeable",
+            f"{REPORT_OPTION}=out/rig.json",
+            "--junitxml=out/j.xml",
+        )
+        result.assert_outcomes(passed=1, failed=2)
+        result.stdout.fnmatch_lines(
+            ["*rigcheck warnings*", "WARN test_w.py::test_warn*: GPU0: 25.2 GB/s is inside the warning band"]
+        )
+        assert "Traceback" not in result.stdout.str() and "PytestWarning" not in result.stdout.str()
+        r = _by_id(json.loads((pytester.path / "out" / "rig.json").read_text()))
+        w = r["test_warn[rtxpro6000x4-acs-switch]"]
+        assert (w["status"], w["measured"], w["expected"], w["unit"]) == ("warn", 25.2, 27.5, "GB/s")
+        assert w["target"] == {"bdf": "0000:03:00.0"}
+        for name in ("test_unjudgeable", "test_unjudgeable_escaping"):
+            u = r[f"{name}[rtxpro6000x4-acs-switch]"]
+            assert u["status"] == "unreadable" and "power_limit_mw" in u["message"], u
+        xml = (pytester.path / "out" / "j.xml").read_text()
+        assert (
+            '<property name="rig_measured" value="25.2"' in xml
+            and '<property name="rig_unit" value="GB/s"' in xml
+        )
+
+    @pytest.mark.parametrize("family", ["xunit1", "xunit2"])
+    def test_junit_properties_without_warning(self, pytester: pytest.Pytester, family: str) -> None:
+        """Measured/expected/unit land in JUnit under both families, with no warning per test (issue 10 #7)."""
+        pytester.makeini(f"[pytest]\njunit_family = {family}\n")
+        result = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", f"--rig-snapshot={ACS_ON}", "-k", "acs", "--junitxml=j.xml"
+        )
+        out = result.stdout.str()
+        assert "warnings summary" not in out and "PytestWarning" not in out, out
+        xml = (pytester.path / "j.xml").read_text()
+        assert '<property name="rig_status" value="fail"' in xml and '<property name="rig_result"' in xml
+
+    def test_two_rigs(self, pytester: pytest.Pytester) -> None:
+        """gate D27: with two rigs each result names its rig, each rig is an object, and suite properties
+        carry the rig's name."""
+        (pytester.path / "out").mkdir()
+        good = SNAPSHOTS / "rtxpro6000x4-switch"
+        result = pytester.runpytest_subprocess(
+            "-p",
+            "no:cacheprovider",
+            f"--rig-snapshot={ACS_ON}",
+            f"--rig-snapshot={good}",
+            f"{REPORT_OPTION}=out/rig.json",
+            "-k",
+            "redirect or versions",
+            "--junitxml=out/j.xml",
+        )
+        doc = json.loads((pytester.path / "out" / "rig.json").read_text())
+        assert [r["name"] for r in doc["rigs"]] == ["rtxpro6000x4-acs-switch", "rtxpro6000x4-switch"]
+        assert {r["rig"] for r in doc["results"]} == {"rtxpro6000x4-acs-switch", "rtxpro6000x4-switch"}
+        import xml.etree.ElementTree as ET
+
+        suite = ET.parse(pytester.path / "out" / "j.xml").getroot().find("testsuite")
+        names = [p.get("name") for p in suite.findall("./properties/property")]
+        assert "rtxpro6000x4-switch:nvidia_driver" in names, result.stdout.str()
+        assert "rtxpro6000x4-acs-switch:nvidia_driver" in names and "nvidia_driver" not in names
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_sigterm_writes_report(pytester: pytest.Pytester, sig: str) -> None:
+    """A CI timeout's SIGTERM: on_stop callbacks run, fixtures are torn down, the report is written with
+    what was measured, exit status 2 (issue 8: "the report is still written")."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytester.makepyfile(
+        test_slow="""
+        import time
+        from pathlib import Path
+        from pytest_rigcheck.plugin import on_stop
+
+        def test_a_first(rig):
+            pass
+
+        def test_slow(rig):
+            on_stop(lambda: Path("stopped").write_text("yes"))
+            Path("started").write_text("")
+            time.sleep(60)
+        """
+    )
+    (pytester.path / "out").mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            f"--rig-snapshot={ACS_ON}",
+            "test_slow.py",
+            "-k",
+            "test_slow or a_first",
+            f"{REPORT_OPTION}=out/rig.json",
+        ],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (pytester.path / "started").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(getattr(signal, sig))
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    doc = json.loads((pytester.path / "out" / "rig.json").read_text())
+    assert doc["stopped_by"] == sig and doc["exit_status"] == 2
+    assert [r["status"] for r in doc["results"]] == ["pass"]
+    assert (pytester.path / "stopped").read_text() == "yes"
+
+
+def test_on_stop_forget() -> None:
+    """A callback that was forgotten (its work stopped normally) does not run; the others run newest first."""
+    from pytest_rigcheck.plugin import on_stop, run_stop_callbacks
+
+    ran: list[int] = []
+    on_stop(lambda: ran.append(1))
+    forget = on_stop(lambda: ran.append(2))
+    on_stop(lambda: 1 / 0)  # an error does not stop the others
+    on_stop(lambda: ran.append(3))
+    forget()
+    run_stop_callbacks()
+    assert ran == [3, 1]
+    run_stop_callbacks()
+    assert ran == [3, 1]

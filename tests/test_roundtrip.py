@@ -5,7 +5,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,7 +60,6 @@ def _shape(tree: PcieTree) -> dict[str, tuple]:
     }
 
 
-@pytest.mark.filterwarnings("ignore::pytest_rigcheck.capture.CaptureWarning")  # CI may run as non-root
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rigs())
 def test_capture_replay_roundtrip(builder: RigBuilder) -> None:

@@ -576,7 +576,7 @@ def test_capture_onto_a_file_says_file(tmp_path: Path, capsys: pytest.CaptureFix
     (tmp_path / "full").mkdir()
     (tmp_path / "full/x").touch()
     assert main(["capture", str(tmp_path / "full")]) == 2
-    assert "exists and is not empty" in capsys.readouterr().err
+    assert "is a folder that is not empty" in capsys.readouterr().err
 
 
 def test_wheel_carries_snapshots_suites_and_license(tmp_path: Path) -> None:

@@ -33,7 +33,13 @@ STATE_WRITERS = {
 
 
 def rtx3090x2(
-    name: str, *, acs_ctrl: int = 0, riser_x8: bool = False, gen3: bool = False, iommu: str = "off"
+    name: str,
+    *,
+    acs_ctrl: int = 0,
+    riser_x8: bool = False,
+    gen3: bool = False,
+    iommu: str = "off",
+    bar1: int | None = None,
 ) -> RigBuilder:
     """2x RTX 3090 on an AMD TRX40 (Threadripper 3000) board, each in a CPU Gen4 x16 slot."""
     b = RigBuilder(
@@ -50,9 +56,9 @@ def rtx3090x2(
     rp1 = b.root_port(host, "0000:00:03.1", cap=(4, 16), acs_ctrl=acs_ctrl, slot=3, lbms=gen3)
     m = GPU_MODELS["rtx3090"]
     # GPU0 idles at Gen1 (NVIDIA power-saving downshift: full width, target Gen4, no LBMS).
-    b.gpu(rp0, "0000:21:00.0", m, link=(1, 16), labs=True)
+    b.gpu(rp0, "0000:21:00.0", m, link=(1, 16), labs=True, bar1=bar1)
     link1 = (3, 16) if gen3 else (4, 8) if riser_x8 else (4, 16)
-    b.gpu(rp1, "0000:4b:00.0", m, link=link1)
+    b.gpu(rp1, "0000:4b:00.0", m, link=link1, bar1=bar1)
     b.slot_name(rp0.children[0] if rp0.children else rp0, "PCIE1")
     b.slot_name(rp1.children[0] if rp1.children else rp1, "PCIE3")
     return b
@@ -96,6 +102,20 @@ def mixed3(name: str) -> RigBuilder:
         rp = b.root_port(host, port, cap=(4, 16), slot=2 * i + 1)
         b.gpu(rp, gpu, GPU_MODELS[model])
     return b
+
+
+def with_profile(
+    builder: RigBuilder, preset: str, extra: str, replace: tuple[str, str] | None = None
+) -> RigBuilder:
+    """Ship ``profile.toml`` in the snapshot: the preset's text, ``replace`` applied, ``extra`` appended."""
+    text = (
+        Path(__file__).resolve().parent.parent / "pytest_rigcheck" / "presets" / f"{preset}.toml"
+    ).read_text()
+    if replace:
+        assert replace[0] in text, replace
+        text = text.replace(*replace)
+    builder.add_file("profile.toml", text.rstrip("\n") + "\n\n" + extra.strip("\n") + "\n")
+    return builder
 
 
 def models() -> list[tuple[RigBuilder, dict[str, Any]]]:
@@ -198,6 +218,45 @@ def models() -> list[tuple[RigBuilder, dict[str, Any]]]:
             dict(
                 description="the seed's mixed rig: RTX 3080 10 GB (driving the desktop, ~1 GB used), RTX 3070 8 GB, RTX 3060 12 GB",
                 shows="fault: one tensor-parallel group of three different cards; Xorg and gnome-shell hold ~1 GB on the 3080",
+                expect_fail=[],
+            ),
+        ),
+        (
+            with_profile(
+                rtx3090x2("rtx3090x2-nvlink-no-bridge"),
+                "2x-rtx3090-gen4",
+                '[gpu]\n# RTX 3090s have NVLink, but no bridge is fitted on this rig.\nnvlink = "none"',
+            ),
+            dict(
+                description="2x RTX 3090 on TRX40 without an NVLink bridge: NVML reports all 4 NVLinks of each card inactive",
+                shows='healthy with [gpu] nvlink = "none"; nvlink = "bridge" fails asking to fit the bridge (never RMA)',
+                profile="profile.toml",
+                expect_fail=[],
+            ),
+        ),
+        (
+            with_profile(
+                rtx3090x2("rtx3090x2-small-bar1", bar1=256 << 20),
+                "2x-rtx3090-gen4",
+                "",
+                (
+                    "required = false",
+                    "required = true  # a P2P-enabled driver (tinygrad's patched open modules)",
+                ),
+            ),
+            dict(
+                description="2x RTX 3090 on a P2P-enabled driver with Resizable BAR off: BAR1 256 MiB of 24 GiB",
+                shows="fault: BAR1 far smaller than VRAM on a rig that uses P2P (tinygrad/open-gpu-kernel-modules#13)",
+                profile="profile.toml",
+                expect_fail=["test_bar1_aperture[0000:21:00.0]", "test_bar1_aperture[0000:4b:00.0]"],
+            ),
+        ),
+        (
+            rtxpro6000x4("rtxpro6000x4-xid95-reset"),
+            dict(
+                description="4x RTX Pro 6000 behind a Gen4 switch; GPU1 needs a reset after an uncontained ECC error",
+                shows="fault: Xid 95 on GPU1 (NVIDIA: RESET_GPU); NV_ERR_RESET_REQUIRED lines name no GPU (scitix/sichek#51)",
+                profile="4x-rtxpro6000-gen4-switch",
                 expect_fail=[],
             ),
         ),

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..targets import GpuTarget
 from ..verdict import Verdict, unreadable
-from .expect import GpuExpect, expectations, version_key
+from .expect import NVLINK_KINDS, GpuExpect, expectations, version_key
 from .state import NO_PERMISSION, GpuState, Unavailable
 
 
@@ -42,4 +42,4 @@ def _fix(u: Unavailable) -> str:
     return "read it on the live rig (pytest --rig), or capture again with `rigcheck capture DIR` (pytest-rigcheck[nvml])"
 
 
-__all__ = ["GpuExpect", "Missing", "expectations", "label", "need", "smi_index", "version_key"]
+__all__ = ["NVLINK_KINDS", "GpuExpect", "Missing", "expectations", "label", "need", "smi_index", "version_key"]

@@ -40,7 +40,9 @@ _GPU_COUNTS: dict[str, tuple[int, int, str]] = {
 }
 _GPU_MIB = ("max_vram_used_mib", 0.0, 1_048_576.0, "MiB")  # up to 1 TiB
 GPU_VERSION_KEYS = ("min_driver", "min_cuda")
-GPU_DEVICE_KEYS = ("max_link_changes", "max_replay_growth", "max_vram_used_mib")
+GPU_DEVICE_KEYS = ("max_link_changes", "max_replay_growth", "max_vram_used_mib", "nvlink")
+# What links a GPU's NVLinks should reach: none fitted, a bridge to its peer, or NVSwitch (HGX boards).
+NVLINK_KINDS = ("none", "bridge", "nvswitch")
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class GpuSection:
     max_link_changes: int = 0
     max_replay_growth: int = 0
     max_vram_used_mib: float = 256.0
-    devices: dict[DeviceKey, dict[str, float]] = field(default_factory=dict)
+    nvlink: str | None = None  # "none" | "bridge" | "nvswitch"; None: the profile does not say
+    devices: dict[DeviceKey, dict[str, Any]] = field(default_factory=dict)
 
 
 def _power_value(where: str, key: str, name: str, value: object) -> float:
@@ -71,7 +74,11 @@ def _power_value(where: str, key: str, name: str, value: object) -> float:
     return number(where, key, value, lo, hi, unit, above=above)
 
 
-def _gpu_value(where: str, key: str, name: str, value: object) -> float:
+def _gpu_value(where: str, key: str, name: str, value: object) -> Any:
+    if name == "nvlink":
+        if value not in NVLINK_KINDS:
+            raise ProfileError(where, key, value, f"one of {', '.join(repr(k) for k in NVLINK_KINDS)}")
+        return value
     if name in _GPU_COUNTS:
         lo, hi, unit = _GPU_COUNTS[name]
         return whole(where, key, value, lo, hi, unit)
@@ -117,7 +124,7 @@ def parse_gpu(table: dict[str, Any], where: str) -> GpuSection:
         elif k != "device":
             values[k] = _gpu_value(where, f"gpu.{k}", k, v)
 
-    def device(key: str, sub: dict[str, Any]) -> dict[str, float]:
+    def device(key: str, sub: dict[str, Any]) -> dict[str, Any]:
         check_keys(where, key, sub, GPU_DEVICE_KEYS)
         return {k: _gpu_value(where, f"{key}.{k}", k, v) for k, v in sub.items()}
 
@@ -143,7 +150,13 @@ class GpuExpect:
     max_link_changes: int = 0
     max_replay_growth: int = 0
     max_vram_used_mib: float = 256.0
+    nvlink: str | None = None
     origin: dict[str, str] = field(default_factory=dict)
+
+    def nvlink_for(self, bdf: str) -> str | None:
+        """The NVLink this GPU should have (``[gpu.device.X] nvlink`` over ``[gpu] nvlink``); ``bdf`` is
+        accepted for callers that hold rig-wide expectations, whose value is the section's."""
+        return self.nvlink
 
     def said(self, key: str) -> str:
         """Where ``key``'s value came from: ``[power.device."0000:03:00.0"] cap_w``."""
@@ -169,6 +182,7 @@ def expectations(profile: Profile, gpu: GpuTarget | None = None) -> GpuExpect:
         "max_link_changes": gpus.max_link_changes,
         "max_replay_growth": gpus.max_replay_growth,
         "max_vram_used_mib": gpus.max_vram_used_mib,
+        "nvlink": gpus.nvlink,
     }
     origin: dict[str, str] = {}
     if gpu is not None:
@@ -176,7 +190,7 @@ def expectations(profile: Profile, gpu: GpuTarget | None = None) -> GpuExpect:
             for key, over in tables.items():
                 if key.matches(gpu.gpu.bdf, gpu.index, gpu.gpu.slot):
                     for k, v in over.items():
-                        values[k] = int(v) if k in _GPU_COUNTS else v
+                        values[k] = int(v) if k in _GPU_COUNTS else v  # nvlink stays a string
                         origin[k] = key.table(section)
     return GpuExpect(where=profile.source, origin=origin, **values)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..pcie import normalize_bdf
 from .state import (
+    F_BAR1_TOTAL,
     F_CLOCK_REASONS,
     F_DISPLAY_ACTIVE,
     F_ECC_MODE,
@@ -32,6 +33,7 @@ from .state import (
     F_MEM_USED,
     F_NAME,
     F_NVLINK,
+    F_NVLINK_REMOTE,
     F_PCIE_GEN,
     F_PCIE_MAX_GEN,
     F_PCIE_MAX_WIDTH,
@@ -45,6 +47,7 @@ from .state import (
     F_POWER_USAGE,
     F_PROCESSES,
     F_PSTATE,
+    F_RECOVERY_ACTION,
     F_REMAPPED_ROWS,
     F_RETIRED_PENDING,
     F_UUID,
@@ -106,6 +109,7 @@ def _gpu(
     display: bool = False,
     processes: list[dict[str, Any]] | None = None,
     replay: int = 0,
+    bar1_b: int | None = None,
 ) -> dict[str, Any]:
     name, mem, default_w, (lo, hi), card_gen, ecc, vbios = CARDS[card]
     limit_w = limit_w or default_w
@@ -145,6 +149,8 @@ def _gpu(
         F_REMAPPED_ROWS: [0, 0, 0, 0] if ecc else _NS,
         F_NVLINK: {},
         F_PROCESSES: procs,
+        # Resizable BAR on: BAR1 the next power of two at or above VRAM (32 GiB on a 24 GiB RTX 3090).
+        F_BAR1_TOTAL: bar1_b or 1 << (mem * MIB - 1).bit_length(),
         F_LOAD: {
             "samples": _samples(
                 gen_load, width_load, reasons, limit_w * 0.98, 1695 if card.startswith("rtx30") else 2400
@@ -197,6 +203,15 @@ def modelled_nvml(snapshot_name: str, bdfs: list[str]) -> dict[str, Any] | None:
             width_load=8 if n.endswith("riser-x8") else 16,
         )
         fail = [f"test_link_under_load[{bdfs[1]}]"] if n.endswith(("gen3", "riser-x8")) else []
+        if n.endswith("nvlink-no-bridge"):
+            # RTX 3090s have 4 NVLinks; without a bridge NVML reports every one inactive, with no remote end.
+            for g in (g0, g1):
+                g[F_NVLINK] = {str(k): 0 for k in range(4)}
+                g[F_NVLINK_REMOTE] = {str(k): {"type": "unknown", "p2p": 1} for k in range(4)}
+        if n.endswith("small-bar1"):
+            # Resizable BAR off: the legacy 256 MiB BAR1 (tinygrad/open-gpu-kernel-modules#13).
+            for g in (g0, g1):
+                g[F_BAR1_TOTAL] = 256 * MIB
         if n.endswith("power-390w"):
             g1 = _gpu(1, bdfs[1], "rtx3090-390w", idle_gen=4)  # the cap did not survive a reboot: 390 W
             fail = [f"test_power_limit[{bdfs[1]}]"]
@@ -209,6 +224,19 @@ def modelled_nvml(snapshot_name: str, bdfs: list[str]) -> dict[str, Any] | None:
             for i, b in enumerate(bdfs)
         ]
         fail = [f"test_power_limit[{bdfs[2]}]", f"test_circuit_budget[{n}]"] if lost else []
+        if n.endswith("xid95-reset"):
+            # scitix/sichek#51: after an Xid 95 (uncontained ECC) GPU1 needs a reset; ECC and row-remap counters
+            # read 0; the driver's NV_ERR_RESET_REQUIRED lines name no GPU; NVML's recovery action says Reset.
+            for g in gpus:
+                g[F_RECOVERY_ACTION] = 1 if g is gpus[1] else 0
+            bus = bdfs[1].rsplit(":", 1)[0]
+            log = [
+                f"[    3.152831] NVRM: loading NVIDIA UNIX x86_64 Kernel Module  {MODELLED_DRIVER}",
+                f"[52011.300000] NVRM: Xid (PCI:{bus}:00): 95, pid=4242, name=python, Uncontained ECC error",
+                "[52100.000001] NVRM: nvAssertOkFailedNoLog: Assertion failed: Reset required "
+                "[NV_ERR_RESET_REQUIRED] (0x00000062) returned from status @ kernel_channel.c:2874",
+            ]
+            return _system(gpus, origin, kernel_log=log, expect_fail=[f"test_no_fatal_xid[{bdfs[1]}]"])
         return _system(gpus, origin, expect_fail=fail)
     if n.startswith("rtx3080-3070-3060"):
         xorg = [

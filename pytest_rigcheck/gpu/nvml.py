@@ -24,6 +24,7 @@ from ..errors import RigcheckError
 from ..pcie import normalize_bdf
 from .state import (
     ERROR,
+    F_BAR1_TOTAL,
     F_CLOCK_REASONS,
     F_DISPLAY_ACTIVE,
     F_ECC_MODE,
@@ -34,6 +35,7 @@ from .state import (
     F_MEM_USED,
     F_NAME,
     F_NVLINK,
+    F_NVLINK_REMOTE,
     F_PCIE_GEN,
     F_PCIE_MAX_GEN,
     F_PCIE_MAX_WIDTH,
@@ -47,6 +49,7 @@ from .state import (
     F_POWER_USAGE,
     F_PROCESSES,
     F_PSTATE,
+    F_RECOVERY_ACTION,
     F_REMAPPED_ROWS,
     F_RETIRED_PENDING,
     F_UUID,
@@ -264,7 +267,12 @@ class LiveNvml:
             F_REMAPPED_ROWS: r(lambda: [int(x) for x in nv.nvmlDeviceGetRemappedRows(h)]),
             F_NVLINK: self._nvlink(h),
             F_PROCESSES: r(lambda: self._processes(h)),
+            F_RECOVERY_ACTION: r(lambda: self._recovery_action(h)),
+            F_BAR1_TOTAL: r(lambda: self._bar1_total(h)),
         }
+        states = v[F_NVLINK]
+        if isinstance(states, dict) and states:
+            v[F_NVLINK_REMOTE] = self._nvlink_remote(h, [int(k) for k in states])
         mem = r(lambda: nv.nvmlDeviceGetMemoryInfo(h, version=nv.nvmlMemory_v2))
         if isinstance(mem, Unavailable):  # older drivers: v1 counts the driver's reservation as used
             mem1 = r(lambda: nv.nvmlDeviceGetMemoryInfo(h))
@@ -303,6 +311,52 @@ class LiveNvml:
             except nv.NVMLError as exc:
                 return Unavailable(f"NVLink {link} state: NVML error: {exc}", ERROR)
         return states
+
+    def _nvlink_remote(self, h: Any, links: list[int]) -> dict[str, dict[str, Any]]:
+        """What each link connects to: remote device type, the remote's PCI address, P2P over it; a key is
+        left out where NVML does not say (an inactive link has no remote)."""
+        nv = self._nv
+        types = {0x00: "gpu", 0x01: "ibmnpu", 0x02: "switch", 0xFF: "unknown"}  # nvmlIntNvLinkDeviceType_t
+        p2p_cap = getattr(nv, "NVML_NVLINK_CAP_P2P_SUPPORTED", 0)
+        out: dict[str, dict[str, Any]] = {}
+        for link in links:
+            entry: dict[str, Any] = {}
+            kind = self._read(partial(nv.nvmlDeviceGetNvLinkRemoteDeviceType, h, link))
+            if isinstance(kind, int):
+                entry["type"] = types.get(kind, "unknown")
+            pci = self._read(partial(nv.nvmlDeviceGetNvLinkRemotePciInfo, h, link))
+            if not isinstance(pci, Unavailable):
+                try:
+                    entry["bdf"] = normalize_bdf(_text(pci.busId))
+                except (ValueError, AttributeError):
+                    pass  # an inactive link reports no address
+            cap = self._read(partial(nv.nvmlDeviceGetNvLinkCapability, h, link, p2p_cap))
+            if isinstance(cap, int):
+                entry["p2p"] = cap
+            out[str(link)] = entry
+        return out
+
+    def _recovery_action(self, h: Any) -> int | Unavailable:
+        """NVML_FI_DEV_GET_GPU_RECOVERY_ACTION (field 230 in nvml.h of driver 550+); a field the driver does not
+        offer reads NOT_SUPPORTED, raised as the NVML error so ``_read`` records why."""
+        nv = self._nv
+        field = getattr(nv, "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", 230)
+        try:
+            (value,) = nv.nvmlDeviceGetFieldValues(h, [field])
+            ret, action = int(value.nvmlReturn), int(value.value.uiVal)
+        except (TypeError, ValueError, AttributeError) as exc:  # a binding that answers in another shape
+            return Unavailable(f"GPU recovery action: unexpected answer from pynvml: {exc}", ERROR)
+        if ret != 0:  # nvmlReturn_t of this field: 3 NOT_SUPPORTED, 4 NO_PERMISSION, 13 FUNCTION_NOT_FOUND
+            name = {3: "NotSupported", 4: "NoPermission", 13: "FunctionNotFound"}.get(ret)
+            raise getattr(nv, f"NVMLError_{name}")() if name else nv.NVMLError(ret)
+        return action
+
+    def _bar1_total(self, h: Any) -> int | Unavailable:
+        """nvmlDeviceGetBAR1MemoryInfo().bar1Total in bytes."""
+        try:
+            return int(self._nv.nvmlDeviceGetBAR1MemoryInfo(h).bar1Total)
+        except (TypeError, ValueError, AttributeError) as exc:
+            return Unavailable(f"BAR1 memory info: unexpected answer from pynvml: {exc}", ERROR)
 
     def _processes(self, h: Any) -> list[dict[str, Any]]:
         nv = self._nv

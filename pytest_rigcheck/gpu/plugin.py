@@ -22,25 +22,34 @@ EXTRAS_KEY = "gpu"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("rigcheck")
-    group.addoption(LOAD_OPTION, type=float, default=None, metavar="S", help=LOAD_DESC)
-    parser.addini("rig_load_seconds", type="string", default="", help=LOAD_DESC)
+    from ..plugin import add_setting
+
+    add_setting(parser, LOAD_SETTING)
+
+
+def _load_setting() -> Any:
+    from ..plugin import Setting, seconds
+
+    return Setting(
+        LOAD_OPTION,
+        "RIGCHECK_LOAD_SECONDS",
+        "rig_load_seconds",
+        LOAD_DESC,
+        seconds(0.5, 120, DEFAULT_LOAD_S),
+        DEFAULT_LOAD_S,
+        "S",
+    )
+
+
+LOAD_SETTING = _load_setting()
 
 
 def load_seconds(config: pytest.Config) -> float:
-    value = config.getoption(LOAD_OPTION)
-    where = LOAD_OPTION
-    if value is None:
-        text, where = config.getini("rig_load_seconds"), "ini rig_load_seconds"
-        try:
-            value = float(text) if text else DEFAULT_LOAD_S
-        except ValueError:
-            raise pytest.UsageError(
-                f"Invalid load duration {text!r} from {where}: a number of seconds, e.g. 3"
-            ) from None
-    if not 0.5 <= value <= 120:
-        raise pytest.UsageError(f"Invalid load duration {value} from {where}: between 0.5 and 120 seconds")
-    return float(value)
+    """Seconds of GPU load: ``--rig-load-seconds`` > ``RIGCHECK_LOAD_SECONDS`` > ini ``rig_load_seconds`` > 3,
+    from 0.5 to 120 (validated with every other setting before collection)."""
+    from ..plugin import resolve
+
+    return float(resolve(config, LOAD_SETTING).value)
 
 
 class GpuSession:

@@ -57,6 +57,14 @@ F_RETIRED_PENDING = "retired_pages_pending"  # pre-Ampere page retirement
 F_REMAPPED_ROWS = "remapped_rows"  # Ampere+: [correctable, uncorrectable, pending, failure]
 F_NVLINK = "nvlink_states"  # {"0": 1, ...}; {} = the GPU has no NVLink
 F_PROCESSES = "processes"  # [{"pid", "name", "used_b", "kind"}]
+F_RECOVERY_ACTION = (
+    "gpu_recovery_action"  # nvmlDeviceGetFieldValues(NVML_FI_DEV_GET_GPU_RECOVERY_ACTION): 0 None
+)
+# {"0": {"type": "gpu"|"switch"|"ibmnpu"|"unknown", "bdf": "0000:4b:00.0", "p2p": 1}, ...} per link of F_NVLINK:
+# nvmlDeviceGetNvLinkRemoteDeviceType, nvmlDeviceGetNvLinkRemotePciInfo_v2, nvmlDeviceGetNvLinkCapability(P2P);
+# a key is left out where NVML did not give it.
+F_NVLINK_REMOTE = "nvlink_remote"
+F_BAR1_TOTAL = "bar1_total_b"  # nvmlDeviceGetBAR1MemoryInfo().bar1Total
 F_LOAD = "load"  # readings under load, see LoadReadings
 
 GPU_FIELDS = (
@@ -87,6 +95,9 @@ GPU_FIELDS = (
     F_REMAPPED_ROWS,
     F_NVLINK,
     F_PROCESSES,
+    F_RECOVERY_ACTION,
+    F_NVLINK_REMOTE,
+    F_BAR1_TOTAL,
 )
 
 

@@ -15,7 +15,7 @@ from ..pcie import ACS_P2P_BLOCKING, decode_acs
 from ..rig import Rig
 from ..targets import GpuTarget
 from ..topology import pair_class
-from ..verdict import Verdict, failed, not_applicable, passed, unreadable
+from ..verdict import Verdict, failed, not_applicable, passed, unreadable, warned
 from . import thresholds as th
 from .figures import DEFINITIONS, group_key, readings
 from .targets import GroupTarget, RouteTarget
@@ -34,6 +34,7 @@ LIKELY_CAUSES = (
     "ACS redirect on a bridge between the GPUs (P2P requests bounce off the root complex)",
     "an IOMMU translating GPU DMA (peer writes fault or stall)",
     "P2P over a path the chipset does not support (try NCCL_P2P_DISABLE=1: if that runs, P2P is the problem)",
+    "a BAR1 aperture far smaller than the GPU's memory (Resizable BAR off: peers cannot map it)",
 )
 
 
@@ -87,8 +88,8 @@ def _hidden(rig: Rig, label: str, bdfs: list[str], data: dict[str, Any]) -> Verd
 
 def fixes(rig: Rig, bdfs: list[str], nccl: bool = False, data: dict[str, Any] | None = None) -> list[str]:
     """The fixes that apply to these GPUs on this rig: an NCCL setting that turns P2P off (first: it is the
-    cause wherever it is set), ACS per bridge, IOMMU, NCCL's P2P level for pairs beyond its default cut-off.
-    NVLink peers are named so, never by a PCIe class."""
+    cause wherever it is set), ACS per bridge, IOMMU, NCCL's P2P level for pairs beyond its default cut-off,
+    a small BAR1 (consumer cards), NVLink peers named so, never by a PCIe class."""
     from .nvlink import nvlink_links, nvlink_text
     from .session import recorded_figures
 
@@ -114,6 +115,9 @@ def fixes(rig: Rig, bdfs: list[str], nccl: bool = False, data: dict[str, Any] | 
         out.append(
             "IOMMU translating GPU DMA: " + grub_fix(rig.cpu_vendor, "passthrough" in rig.profile.iommu_allow)
         )
+    from ..gpu.bar import bar1_small
+
+    out += [hint for b in bdfs for hint in [bar1_small(rig, b)] if hint]
     links = {(a, b): nvlink_links(rig, data, a, b) for a, b in permutations(bdfs, 2)}
     if nccl and not causes:
         classes = {pair_class(tree, a, b) for (a, b), n in links.items() if not nvlink_text(n)}
@@ -349,13 +353,19 @@ def _settle(
             properties=props,
         )
     notes = []
-    if j.status == th.WARN:
-        props["rig_warn"] = (
-            f"{t.label}: {name} {j.value:.3g} {unit} is inside the warning band ({line.text()})"
-        )
-        notes.append("inside the warning band: not a failure, but below the pass line after a retry")
     if verified is None:
         notes.append("the data check was not recorded for these figures")
+    if j.status == th.WARN:
+        notes.append("inside the warning band: not a failure, but below the pass line after a retry")
+        return warned(
+            f"{t.label}: {name} {j.value:.3g} {unit} is inside the warning band ({line.text()})",
+            measured=measured,
+            measured_value=j.value,
+            unit=unit,
+            expected=line.text(),
+            notes=notes,
+            properties=props,
+        )
     return passed(
         f"{t.label}: {name} {j.value:.4g} {unit} ({line.text()})",
         measured=measured,
@@ -540,7 +550,14 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
             properties=props,
         )
     if j.status == th.WARN:
-        props["rig_warn"] = f"{t.label}: {name} {j.value:.3g} GB/s is inside the warning band ({line.text()})"
+        return warned(
+            f"{t.label}: {name} {j.value:.3g} GB/s is inside the warning band ({line.text()})",
+            measured=measured,
+            measured_value=j.value,
+            unit="GB/s",
+            expected=line.text(),
+            properties=props,
+        )
     return passed(
         f"{t.label}: {name} {j.value:.4g} GB/s ({line.text()})", measured=measured, properties=props
     )
@@ -631,8 +648,13 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
             properties=props,
         )
     if j.status == th.WARN:
-        props["rig_warn"] = (
-            f"{t.label}: all-reduce busbw {j.value:.3g} GB/s is inside the warning band ({line.text()})"
+        return warned(
+            f"{t.label}: all-reduce busbw {j.value:.3g} GB/s is inside the warning band ({line.text()})",
+            measured=measured,
+            measured_value=j.value,
+            unit="GB/s",
+            expected=line.text(),
+            properties=props,
         )
     return passed(
         f"{t.label}: all-reduce busbw {j.value:.4g} GB/s at {size} B ({line.text()})",

@@ -11,9 +11,6 @@ is done once per run, its figures shared with the other workers. Static checks s
 
 from __future__ import annotations
 
-import os
-import warnings
-from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -41,43 +38,62 @@ TARGETS = {
 }
 
 
-class RigcheckP2pWarning(pytest.PytestWarning):
-    """A P2P/NCCL figure inside the warning band: below the pass line after a retry, above the fail line."""
+def _python_path(text: Any) -> str:
+    value = str(text).strip()
+    if not value:
+        raise ValueError("the path of a Python interpreter with PyTorch")
+    return value
+
+
+def _settings() -> tuple[Any, Any]:
+    from ..plugin import Setting, seconds
+
+    return (
+        Setting(
+            TIMEOUT_OPTION,
+            "RIGCHECK_P2P_TIMEOUT",
+            "rig_p2p_timeout",
+            TIMEOUT_DESC,
+            seconds(1, 3600, DEFAULT_TIMEOUT_S),
+            DEFAULT_TIMEOUT_S,
+            "S",
+        ),
+        Setting(
+            PYTHON_OPTION,
+            "RIGCHECK_P2P_PYTHON",
+            "rig_p2p_python",
+            PYTHON_DESC,
+            _python_path,
+            None,
+            "PATH",
+            "path_or_name",
+        ),
+    )
+
+
+TIMEOUT_SETTING, PYTHON_SETTING = _settings()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("rigcheck")
-    group.addoption(TIMEOUT_OPTION, type=float, default=None, metavar="S", help=TIMEOUT_DESC)
-    group.addoption(PYTHON_OPTION, default=None, metavar="PATH", help=PYTHON_DESC)
-    parser.addini("rig_p2p_timeout", type="string", default="", help=TIMEOUT_DESC)
-    parser.addini("rig_p2p_python", type="string", default="", help=PYTHON_DESC)
+    from ..plugin import add_setting
+
+    add_setting(parser, TIMEOUT_SETTING)
+    add_setting(parser, PYTHON_SETTING)
 
 
 def timeout_s(config: pytest.Config) -> float:
-    """The per-phase timeout: option > RIGCHECK_P2P_TIMEOUT > ini > 120 s."""
-    value, where = config.getoption(TIMEOUT_OPTION), TIMEOUT_OPTION
-    if value is None:
-        text, where = os.environ.get("RIGCHECK_P2P_TIMEOUT", ""), "RIGCHECK_P2P_TIMEOUT"
-        if not text:
-            text, where = config.getini("rig_p2p_timeout"), "ini rig_p2p_timeout"
-        try:
-            value = float(text) if text else DEFAULT_TIMEOUT_S
-        except ValueError:
-            raise pytest.UsageError(
-                f"Invalid P2P timeout {text!r} from {where}: a number of seconds, e.g. 120"
-            ) from None
-    if not 1 <= value <= 3600:
-        raise pytest.UsageError(f"Invalid P2P timeout {value} from {where}: between 1 and 3600 seconds")
-    return float(value)
+    """The per-phase timeout: ``--rig-p2p-timeout`` > ``RIGCHECK_P2P_TIMEOUT`` > ini > 120 s (1 to 3600)."""
+    from ..plugin import resolve
+
+    return float(resolve(config, TIMEOUT_SETTING).value)
 
 
 def worker_python(config: pytest.Config) -> str | None:
-    return (
-        config.getoption(PYTHON_OPTION)
-        or os.environ.get("RIGCHECK_P2P_PYTHON")
-        or config.getini("rig_p2p_python")
-        or None
-    )
+    """The workers' interpreter: ``--rig-p2p-python`` > ``RIGCHECK_P2P_PYTHON`` > ini (from the ini's folder)."""
+    from ..plugin import resolve
+
+    value = resolve(config, PYTHON_SETTING).value
+    return str(value) if value else None
 
 
 def p2p_session(rig: Rig, config: pytest.Config) -> P2pSession:
@@ -135,15 +151,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.rig_measure)
         if xdist and item.get_closest_marker("rig_measure") is not None:
             item.add_marker(pytest.mark.xdist_group(MEASURE_GROUP))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, Any]:
-    result = yield
-    for key, value in item.user_properties:
-        if key == "rig_warn":
-            warnings.warn(RigcheckP2pWarning(str(value)), stacklevel=1)
-    return result
 
 
 # -- fixtures ---------------------------------------------------------------------------------------

@@ -52,20 +52,87 @@ NOT_CONFIGURED = (
 SETTINGS_KEY = pytest.StashKey["VllmSettings"]()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("rigcheck")
-    group.addoption(URL_OPTION, default=None, metavar="URL", help=URL_DESC)
-    group.addoption(API_KEY_ENV_OPTION, default=None, metavar="NAME", help=API_KEY_ENV_DESC)
-    group.addoption(LAUNCH_OPTION, default=None, metavar="TEMPLATE", help=LAUNCH_DESC)
-    group.addoption(
-        READY_TIMEOUT_OPTION, default=None, type=float, metavar="SECONDS", help=READY_TIMEOUT_DESC
+def _url(text: Any) -> str:
+    from .client import OpenAIClient
+
+    url = str(text).strip()
+    OpenAIClient(url)  # ValueError saying what is wrong with it
+    return url
+
+
+def _env_name(text: Any) -> str:
+    import re
+
+    name = str(text).strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError("the name of an environment variable (letters, digits, _), e.g. VLLM_API_KEY")
+    return name
+
+
+def _launch(text: Any) -> str:
+    if not str(text).strip():
+        raise ValueError("a command template, e.g. 'vllm serve {model} --port {port}'")
+    return str(text)
+
+
+def _gpu_specs(specs: Any) -> tuple[Any, ...]:
+    from .settings import parse_gpu_option
+
+    return tuple(parse_gpu_option(s) for s in (specs if isinstance(specs, list) else [specs]))
+
+
+def _settings() -> tuple[Any, ...]:
+    from ..plugin import Setting, seconds
+
+    return (
+        Setting(URL_OPTION, "RIGCHECK_VLLM_URL", "rig_vllm_url", URL_DESC, _url, None, "URL"),
+        Setting(
+            API_KEY_ENV_OPTION,
+            "RIGCHECK_VLLM_API_KEY_ENV",
+            "rig_vllm_api_key_env",
+            API_KEY_ENV_DESC,
+            _env_name,
+            None,
+            "NAME",
+        ),
+        Setting(
+            LAUNCH_OPTION, "RIGCHECK_VLLM_LAUNCH", "rig_vllm_launch", LAUNCH_DESC, _launch, None, "TEMPLATE"
+        ),
+        Setting(
+            READY_TIMEOUT_OPTION,
+            "RIGCHECK_VLLM_READY_TIMEOUT",
+            "rig_vllm_ready_timeout",
+            READY_TIMEOUT_DESC,
+            seconds(1, 86400, 900),
+            None,
+            "SECONDS",
+        ),
+        Setting(
+            GPU_MEMORY_OPTION,
+            "RIGCHECK_VLLM_GPU_MEMORY",
+            "rig_vllm_gpu_memory",
+            GPU_MEMORY_DESC,
+            _gpu_specs,
+            None,
+            "SPEC",
+            many=True,
+            sep=";",
+        ),
     )
-    group.addoption(GPU_MEMORY_OPTION, action="append", default=None, metavar="SPEC", help=GPU_MEMORY_DESC)
-    parser.addini("rig_vllm_url", type="string", default="", help=URL_DESC)
-    parser.addini("rig_vllm_api_key_env", type="string", default="", help=API_KEY_ENV_DESC)
-    parser.addini("rig_vllm_launch", type="string", default="", help=LAUNCH_DESC)
-    parser.addini("rig_vllm_ready_timeout", type="string", default="", help=READY_TIMEOUT_DESC)
-    parser.addini("rig_vllm_gpu_memory", type="linelist", default=[], help=GPU_MEMORY_DESC)
+
+
+URL_SETTING, API_KEY_ENV_SETTING, LAUNCH_SETTING, READY_TIMEOUT_SETTING, GPU_MEMORY_SETTING = _settings()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    from ..plugin import add_setting
+
+    for setting in _settings_table():
+        add_setting(parser, setting)
+
+
+def _settings_table() -> tuple[Any, ...]:
+    return (URL_SETTING, API_KEY_ENV_SETTING, LAUNCH_SETTING, READY_TIMEOUT_SETTING, GPU_MEMORY_SETTING)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -76,17 +143,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _pick(config: pytest.Config, option: str, env: str | None, ini: str) -> tuple[Any, str]:
-    """Value and its source, by precedence: command line > RIGCHECK_* environment > ini."""
-    value = config.getoption(option)
-    if value not in (None, [], ""):
-        return value, option
-    if env and os.environ.get(env):
-        return os.environ[env], env
-    value = config.getini(ini)
-    if value not in (None, [], ""):
-        return value, f"ini {ini}"
-    return None, ""
+def _pick(config: pytest.Config, setting: Any) -> tuple[Any, str]:
+    """Value and its source from the core's one resolver; ``(None, "")`` when none is given."""
+    from ..plugin import resolve
+
+    r = resolve(config, setting)
+    return (r.value, r.where) if r.given else (None, "")
 
 
 def resolve_settings(config: pytest.Config, profile: Any) -> VllmSettings:
@@ -98,7 +160,7 @@ def resolve_settings(config: pytest.Config, profile: Any) -> VllmSettings:
         profile: the rig's ``Profile`` (its ``raw`` TOML and ``source``), or ``None``.
     """
     from ..errors import ProfileError
-    from .settings import DEFAULT_LAUNCH, VllmSettings, parse_gpu_option, parse_vllm_table
+    from .settings import DEFAULT_LAUNCH, VllmSettings, parse_vllm_table
 
     raw = (getattr(profile, "raw", None) or {}).get("vllm", {})
     where = str(getattr(profile, "source", "no profile"))
@@ -106,18 +168,15 @@ def resolve_settings(config: pytest.Config, profile: Any) -> VllmSettings:
         kw = parse_vllm_table(raw, where)
     except ProfileError as exc:
         raise pytest.UsageError(str(exc)) from None
-    url, url_src = _pick(config, URL_OPTION, "RIGCHECK_VLLM_URL", "rig_vllm_url")
+    url, url_src = _pick(config, URL_SETTING)
     if url is None and "url" in kw:
         url, url_src = kw["url"], f"[vllm] url in {where}"
-    if url is not None:
-        from .client import OpenAIClient
-
         try:
-            OpenAIClient(url)
+            _url(url)
         except ValueError as exc:
             raise pytest.UsageError(f"{url_src}: {exc}") from None
     kw["url"], kw["url_source"] = url, url_src
-    launch, launch_src = _pick(config, LAUNCH_OPTION, "RIGCHECK_VLLM_LAUNCH", "rig_vllm_launch")
+    launch, launch_src = _pick(config, LAUNCH_SETTING)
     if launch is not None:
         try:
             kw.update(
@@ -142,24 +201,14 @@ def resolve_settings(config: pytest.Config, profile: Any) -> VllmSettings:
         raise pytest.UsageError(
             f"{kw['launch_source']}: the launch command uses {{model}} but [vllm] model is not set in {where}"
         )
-    key_env, _ = _pick(config, API_KEY_ENV_OPTION, None, "rig_vllm_api_key_env")
+    key_env, _ = _pick(config, API_KEY_ENV_SETTING)
     kw["api_key_env"] = key_env or DEFAULT_API_KEY_ENV
-    timeout, t_src = _pick(config, READY_TIMEOUT_OPTION, None, "rig_vllm_ready_timeout")
+    timeout, _ = _pick(config, READY_TIMEOUT_SETTING)
     if timeout is not None:
-        try:
-            kw["ready_timeout_s"] = float(timeout)
-            if kw["ready_timeout_s"] <= 0:
-                raise ValueError
-        except ValueError:
-            raise pytest.UsageError(
-                f"{t_src}: invalid ready timeout {timeout!r}: a number of seconds above 0"
-            ) from None
-    specs, g_src = _pick(config, GPU_MEMORY_OPTION, None, "rig_vllm_gpu_memory")
-    if specs:
-        try:
-            kw["gpus"] = tuple(parse_gpu_option(s) for s in specs)
-        except ValueError as exc:
-            raise pytest.UsageError(f"{g_src}: {exc}") from None
+        kw["ready_timeout_s"] = timeout
+    gpus, _ = _pick(config, GPU_MEMORY_SETTING)
+    if gpus:
+        kw["gpus"] = gpus
     return VllmSettings(where=where, **kw)
 
 

@@ -164,7 +164,7 @@ FAULTS: list[tuple[str, Callable[[dict[str, Any]], None], str, list[str]]] = [
             ]
         ),
         f"test_no_fatal_xid[{G2}]",
-        ["fatal XID(s) 79 (x1)", "fallen off the bus"],
+        ["Xid 79 (ROBUST_CHANNEL_GPU_HAS_FALLEN_OFF_THE_BUS: GPU has fallen off the bus", "RESTART_BM"],
     ),
 ]
 

@@ -14,7 +14,7 @@ from pytest_rigcheck.gpu.busy import decode_reasons
 from pytest_rigcheck.gpu.common import version_key
 from pytest_rigcheck.gpu.models import captured_nvml, modelled_nvml
 from pytest_rigcheck.gpu.state import GpuState, LoadReadings, SystemState, Unavailable
-from pytest_rigcheck.gpu.xid import FATAL_XIDS, parse_xids
+from pytest_rigcheck.gpu.xid import FAIL, WARN, judge, parse_events
 
 from .conftest import DATA
 
@@ -72,15 +72,16 @@ def test_decode_reasons(bits: int, text: str) -> None:
 
 
 def test_parse_xids() -> None:
-    """NVRM Xid lines are parsed to the GPU's function 0 and the XID number; other lines are ignored."""
+    """NVRM Xid lines are parsed to the GPU's function 0 and the XID number; other lines are ignored.
+    NVIDIA's catalog puts Xid 79 at RESTART_BM (fails) and Xid 13 at RESTART_APP (warns)."""
     log = (
         "[ 1.0] NVRM: loading NVIDIA UNIX x86_64 Kernel Module\n"
         "[ 2.0] NVRM: Xid (PCI:0000:05:00): 79, pid=1234, name=python, GPU has fallen off the bus.\n"
         "[ 3.0] NVRM: Xid (PCI:0000:3b:00): 13, pid='<unknown>', Graphics Exception\n"
     )
-    events = parse_xids(log)
+    events = parse_events(log)
     assert [(e.bdf, e.xid) for e in events] == [("0000:05:00.0", 79), ("0000:3b:00.0", 13)]
-    assert 79 in FATAL_XIDS and 13 not in FATAL_XIDS
+    assert [judge(e).severity for e in events] == [FAIL, WARN]
 
 
 @pytest.mark.parametrize(("text", "key"), [("550.54.15", (550, 54, 15)), ("12.4", (12, 4)), ("abc", ())])
@@ -122,7 +123,9 @@ class TestModels:
 # -- LiveNvml against a fake pynvml: error translation, read-only ---------------------------------
 
 
-def _fake_pynvml(init_error: str | None = None, unsupported: tuple[str, ...] = ()) -> types.ModuleType:
+def _fake_pynvml(
+    init_error: str | None = None, unsupported: tuple[str, ...] = (), nvlinks: int = 0
+) -> types.ModuleType:
     m = types.ModuleType("pynvml")
 
     class NVMLError(Exception):
@@ -155,6 +158,14 @@ def _fake_pynvml(init_error: str | None = None, unsupported: tuple[str, ...] = (
         "nvmlDeviceGetMemoryInfo": types.SimpleNamespace(total=24 << 30, used=0, reserved=300 << 20),
         "nvmlDeviceGetPowerManagementLimitConstraints": (100000, 350000),
         "nvmlDeviceGetRemappedRows": (0, 0, 0, 0),
+        "nvmlDeviceGetNvLinkRemoteDeviceType": 0,
+        "nvmlDeviceGetNvLinkRemotePciInfo": types.SimpleNamespace(busId=b"00000000:4B:00.0"),
+        "nvmlDeviceGetNvLinkCapability": 1,
+        "nvmlDeviceGetBAR1MemoryInfo": types.SimpleNamespace(bar1Total=256 << 20, bar1Free=0, bar1Used=0),
+        # NVML_FI_DEV_GET_GPU_RECOVERY_ACTION answered NVML_ERROR_NOT_SUPPORTED (3), as on a GeForce card.
+        "nvmlDeviceGetFieldValues": [
+            types.SimpleNamespace(nvmlReturn=3, value=types.SimpleNamespace(uiVal=0))
+        ],
     }
 
     def make(name: str) -> Any:
@@ -162,6 +173,10 @@ def _fake_pynvml(init_error: str | None = None, unsupported: tuple[str, ...] = (
             calls.append(name)
             if name == "nvmlInit" and init_error:
                 raise getattr(m, f"NVMLError_{init_error}")()
+            if name == "nvmlDeviceGetNvLinkState" and nvlinks:
+                if args[1] >= nvlinks:
+                    raise m.NVMLError_InvalidArgument()  # type: ignore[attr-defined]
+                return 1
             if name in unsupported or name == "nvmlDeviceGetNvLinkState":
                 raise m.NVMLError_NotSupported()  # type: ignore[attr-defined]
             return values.get(name, 0)
@@ -192,10 +207,22 @@ class TestLiveNvml:
         assert (g.bdf, g.get("power_limit_mw"), g.get("nvlink_states")) == ("0000:17:00.0", 350000, {})
         assert g.get("ecc_mode").code == "not_supported"
         assert g.get("enforced_limit_mw").code == "not_supported"
+        assert g.get("gpu_recovery_action").code == "not_supported"
+        assert g.get("bar1_total_b") == 256 << 20
         assert state.driver == "570.133.07"
         assert not [
             c for c in fake.calls if "Set" in c or c.startswith(("nvmlDeviceClear", "nvmlDeviceReset"))
         ]
+
+    def test_nvlink_remote_ends_recorded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With NVLinks, each link's remote end is recorded: device type, PCI address, P2P capability."""
+        fake = _fake_pynvml(unsupported=("nvmlDeviceGetEccMode",), nvlinks=4)
+        monkeypatch.setitem(sys.modules, "pynvml", fake)
+        from pytest_rigcheck.gpu.nvml import LiveNvml
+
+        g = LiveNvml().system().gpus[0]
+        assert g.get("nvlink_states") == {str(k): 1 for k in range(4)}
+        assert g.get("nvlink_remote")["3"] == {"type": "gpu", "bdf": "0000:4b:00.0", "p2p": 1}
 
     @pytest.mark.parametrize(
         ("error", "text"),

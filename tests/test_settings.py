@@ -1,0 +1,173 @@
+"""The one setting resolver: command line > RIGCHECK_* environment > ini, validated before collection.
+
+Bad values come from gate.md D13 (``--rig-load-seconds=-1``, ``--rig-p2p-timeout=0``: 27 tracebacks and
+exit 1 before) and D22 (the ini ``rig_profile`` taken from the working folder, not the ini's).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_rigcheck.plugin import SETTINGS
+
+from .conftest import SNAPSHOTS
+
+GOOD = SNAPSHOTS / "rtx3090x2-gen4"
+
+
+def _usage_error(result: pytest.RunResult) -> list[str]:
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    lines = [line for line in result.stderr.lines if line.strip()]
+    assert "Traceback" not in result.stderr.str() and "passed" not in result.stdout.str()
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "ini", "line"),
+    [
+        (
+            ["--rig-load-seconds=-1"],
+            {},
+            "",
+            "ERROR: --rig-load-seconds: invalid value '-1': a number of seconds from 0.5 to 120, e.g. 3",
+        ),
+        (
+            ["--rig-p2p-timeout=0"],
+            {},
+            "",
+            "ERROR: --rig-p2p-timeout: invalid value '0': a number of seconds from 1 to 3600, e.g. 120",
+        ),
+        (
+            [],
+            {"RIGCHECK_LOAD_SECONDS": "abc"},
+            "",
+            "ERROR: RIGCHECK_LOAD_SECONDS: invalid value 'abc': *0.5 to 120*",
+        ),
+        (
+            [],
+            {"RIGCHECK_P2P_TIMEOUT": "inf"},
+            "",
+            "ERROR: RIGCHECK_P2P_TIMEOUT: invalid value 'inf': *1 to 3600*",
+        ),
+        ([], {}, "rig_load_seconds = 500", "ERROR: ini rig_load_seconds: invalid value '500': *0.5 to 120*"),
+        (
+            ["--rig-vllm-ready-timeout=0"],
+            {},
+            "",
+            "ERROR: --rig-vllm-ready-timeout: invalid value '0': a number of seconds from 1 to 86400*",
+        ),
+        ([], {"RIGCHECK_VLLM_URL": "ftp://x"}, "", "ERROR: RIGCHECK_VLLM_URL: invalid value 'ftp://x': *"),
+        ([], {"RIGCHECK_RIG": "maybe"}, "", "ERROR: RIGCHECK_RIG: invalid value 'maybe': 1, true or yes*"),
+        (
+            ["--rig-vllm-api-key-env=not a name"],
+            {},
+            "",
+            "ERROR: --rig-vllm-api-key-env: invalid value 'not a name': the name of an environment variable*",
+        ),
+    ],
+)
+def test_bad_value_is_one_usage_error(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    ini: str,
+    line: str,
+) -> None:
+    """One line naming the value, where it came from and what is allowed; exit 4; no check runs."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    if ini:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+    result = pytester.runpytest_subprocess(f"--rig-snapshot={GOOD}", "-p", "no:cacheprovider", *args)
+    lines = _usage_error(result)
+    assert len(lines) == 1, lines
+    result.stderr.fnmatch_lines([line])
+
+
+def test_all_bad_values_in_one_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={GOOD}", "--rig-load-seconds=-1", "--rig-p2p-timeout=0"
+    )
+    lines = _usage_error(result)
+    assert len(lines) == 2 and "--rig-load-seconds" in lines[0] and "--rig-p2p-timeout" in lines[1]
+
+
+def test_precedence_and_source(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Command line > environment > ini > default, and each value knows where it came from."""
+    pytester.makeini("[pytest]\nrig_load_seconds = 7\nrig_p2p_timeout = 30\n")
+    pytester.makeconftest(
+        """
+        from pytest_rigcheck.plugin import SETTINGS, resolve
+
+        def pytest_sessionstart(session):
+            for opt in ("--rig-load-seconds", "--rig-p2p-timeout", "--rig-vllm-ready-timeout"):
+                r = resolve(session.config, SETTINGS[opt])
+                print(f"SETTING {opt}={r.value} from {r.where}")
+        """
+    )
+    monkeypatch.setenv("RIGCHECK_LOAD_SECONDS", "5")
+    monkeypatch.setenv("RIGCHECK_P2P_TIMEOUT", "60")
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={GOOD}", "--rig-load-seconds=2", "-s", "--collect-only", "-q"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "SETTING --rig-load-seconds=2.0 from --rig-load-seconds",
+            "SETTING --rig-p2p-timeout=60.0 from RIGCHECK_P2P_TIMEOUT",
+            "SETTING --rig-vllm-ready-timeout=None from default",
+        ]
+    )
+    monkeypatch.delenv("RIGCHECK_P2P_TIMEOUT")
+    result = pytester.runpytest_subprocess(f"--rig-snapshot={GOOD}", "-s", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(
+        [
+            "SETTING --rig-load-seconds=5.0 from RIGCHECK_LOAD_SECONDS",
+            "SETTING --rig-p2p-timeout=30.0 from ini rig_p2p_timeout",
+        ]
+    )
+
+
+def test_every_setting_has_env_and_ini() -> None:
+    """Each setting of each plugin is in the one table, with a RIGCHECK_* variable and a rig_* ini key."""
+    import pytest_rigcheck.gpu.plugin  # noqa: F401 - registers nothing by itself; addoption does
+    import pytest_rigcheck.p2p.plugin  # noqa: F401
+    import pytest_rigcheck.vllm.plugin  # noqa: F401
+
+    for option in (
+        "--rig",
+        "--rig-snapshot",
+        "--rig-profile",
+        "--rig-report",
+        "--rig-load-seconds",
+        "--rig-p2p-timeout",
+        "--rig-p2p-python",
+        "--rig-vllm-url",
+        "--rig-vllm-api-key-env",
+        "--rig-vllm-launch",
+        "--rig-vllm-ready-timeout",
+        "--rig-vllm-gpu-memory",
+    ):
+        s = SETTINGS[option]
+        assert s.env == "RIGCHECK_" + option.removeprefix("--rig-").removeprefix("--").upper().replace(
+            "-", "_"
+        )
+        assert s.ini == option.lstrip("-").replace("-", "_")
+
+
+def test_ini_profile_from_ini_folder(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gate D22: ``rig_profile = myprof.toml`` in pytest.ini is found when pytest runs from a subfolder."""
+    (pytester.path / "myprof.toml").write_text('[rig]\nname = "mine"\ngpus = 2\n')
+    pytester.makeini(f"[pytest]\nrig_snapshot = {GOOD}\nrig_profile = myprof.toml\n")
+    monkeypatch.chdir(pytester.mkdir("sub"))
+    result = pytester.runpytest_subprocess("--collect-only", "-p", "no:cacheprovider")
+    assert result.ret == 0, result.stderr.str()
+    result.stdout.fnmatch_lines(["rigcheck: *profile*myprof.toml*"])
+
+
+def test_ini_preset_name_stays_a_name(pytester: pytest.Pytester) -> None:
+    """A preset name in the ini is not turned into a path."""
+    pytester.makeini(f"[pytest]\nrig_snapshot = {GOOD}\nrig_profile = 2x-rtx3090-gen4\n")
+    result = pytester.runpytest_subprocess("--collect-only", "-p", "no:cacheprovider")
+    assert result.ret == 0, result.stderr.str()
+    result.stdout.fnmatch_lines(["rigcheck: *preset 2x-rtx3090-gen4*"])
