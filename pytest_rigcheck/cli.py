@@ -17,6 +17,16 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--name", help="Snapshot name (default: the hostname)")
     topo = sub.add_parser("topo", help="Print the GPU topology matrix (like nvidia-smi topo -m) from sysfs")
     topo.add_argument("snapshot", nargs="?", type=Path, help="A snapshot (default: the live machine)")
+    imp = sub.add_parser(
+        "import-lspci",
+        help="Make a snapshot from pasted lspci -vvv (and nvidia-smi -q, topo -m, /proc/cmdline) text",
+    )
+    imp.add_argument("lspci", help="lspci -vvv / -nn / -t / -xxx text; - reads standard input")
+    imp.add_argument("out", type=Path, help="Snapshot directory to write (must not exist, or be empty)")
+    imp.add_argument("--cmdline", help="/proc/cmdline text (IOMMU switches)")
+    imp.add_argument("--nvidia-smi-q", dest="smi_q", help="nvidia-smi -q text")
+    imp.add_argument("--topo", help="nvidia-smi topo -m text")
+    imp.add_argument("--name", help="Snapshot name (default: OUT's name)")
     args = ap.parse_args(argv)
 
     from .errors import RigcheckError
@@ -32,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
             # With "=": pytest picks its rootdir from path-like arguments, and a bare PATH is one.
             print(f"rigcheck: replay with: pytest --rig-snapshot={path}")
             return 0
+        if args.cmd == "import-lspci":
+            from .importer.cli import run_import
+
+            return run_import(args)
         return _topo(args.snapshot)
     except (RigcheckError, ValueError) as exc:
         print(f"rigcheck: {exc}", file=sys.stderr)

@@ -372,6 +372,7 @@ VENDORS = {
     0x1002: "AMD/ATI",
     0x1A03: "ASPEED",
     0x102B: "Matrox",
+    0x1414: "Microsoft",
 }
 
 # Device names for the parts the shipped snapshots use (a subset of pci.ids).
@@ -413,6 +414,9 @@ CLASS_PROCESSING_ACCEL = 0x1200
 ACCELERATORS = {
     0x10DE: ("NVIDIA GPU", (CLASS_DISPLAY_VGA, CLASS_DISPLAY_3D)),
     0x1002: ("AMD Instinct/Radeon GPU", (CLASS_DISPLAY_VGA, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL)),
+    # WSL2 shows the host's GPU as Microsoft's paravirtual 3D controller (1414:008e "Basic Render Driver",
+    # driver dxgkrnl); Hyper-V's synthetic VGA (1414:5353, class 0x0300) is not a GPU.
+    0x1414: ("WSL2 paravirtual GPU", (CLASS_DISPLAY_3D,)),
 }
 
 # Baseboard management controllers put a small VGA device (class 0x0300) on nearly every server: ASPEED

@@ -88,6 +88,17 @@ def gpu_count(rig: Rig) -> Verdict:
     if notes:
         props["gpus_left_out"] = ", ".join(fn.bdf for fn, _ in tree.left_out)
     common: dict[str, Any] = dict(properties=props, notes=notes, measured_value=found, unit="GPUs")
+    # An imported paste (rigcheck import-lspci) that lists only part of the bus cannot show how many GPUs
+    # there are: fewer than expected, or as many, is unknown; only more than expected is a finding.
+    imported = rig.manifest.raw.get("imported", {}) if rig.manifest is not None else {}
+    partial = imported.get("gpu_count_unknown") if isinstance(imported, dict) else None
+    if partial and not (rig.profile.gpus is not None and found > rig.profile.gpus):
+        return unreadable(
+            f"{rig.name}: the imported text shows {found} GPU(s) ({listing}), but not the whole bus: {partial}",
+            expected=f"{rig.profile.gpus} ({rig.profile.source})" if rig.profile.gpus is not None else "",
+            fix=["paste the whole `sudo lspci -vvv` (or `lspci -nn` for the count), unfiltered"],
+            properties=props,
+        )
     if rig.profile.gpus is not None:
         want, where = rig.profile.gpus, rig.profile.source
         if found == want:
@@ -698,8 +709,26 @@ def bifurcation(t: LaneGroupTarget) -> Verdict:
 def topology(t: PairTarget) -> Verdict:
     """The pair's connection class (nvidia-smi topo legend: PIX, PXB, PHB, NODE, SYS) within the profile's limit."""
     rig, tree = t.rig, t.rig.pcie
-    cls = pair_class(tree, t.a.bdf, t.b.bdf)
     pair = f"{tree.gpu_label(t.a)} <-> {tree.gpu_label(t.b)}"
+    # An imported paste that leaves out a bridge above either GPU (rigcheck import-lspci puts a
+    # placeholder there) cannot tell how the two connect.
+    imported = rig.manifest.raw.get("imported", {}) if rig.manifest is not None else {}
+    holes = set(imported.get("placeholders", [])) if isinstance(imported, dict) else set()
+    cut = sorted({x.bdf for g in (t.a, t.b) for x in tree.ancestors(g.bdf) if x.bdf in holes})
+    if cut:
+        return unreadable(
+            f"{pair}: connection unknown: the imported text does not show the bridges above "
+            f"{', '.join(g.bdf for g in (t.a, t.b))} (placeholders {', '.join(cut)})",
+            fix=["paste the whole `sudo lspci -vvv` (its Bus: lines place every bridge), or add `lspci -tv`"],
+        )
+    cls = pair_class(tree, t.a.bdf, t.b.bdf)
+    if imported and cls == "NODE" and (t.a.numa_node is None or t.b.numa_node is None):
+        # across host bridges, NODE or SYS turns on the NUMA nodes, which this paste does not show
+        return unreadable(
+            f"{pair}: on different host bridges ({t.a.host_bridge}, {t.b.host_bridge}); NODE or SYS is unknown: "
+            "the imported text shows no NUMA node",
+            fix=["paste `lspci -vvv` (it prints NUMA node:) or `nvidia-smi topo -m`"],
+        )
     props: dict[str, object] = {"topology": cls}
     limit = rig.profile.max_topology_class
     from .p2p.nvlink import nvlink_links, nvlink_text

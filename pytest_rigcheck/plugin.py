@@ -43,6 +43,7 @@ FEATURE_PLUGINS: tuple[str, ...] = (
     "pytest_rigcheck.gpu.plugin",
     "pytest_rigcheck.p2p.plugin",
     "pytest_rigcheck.runenv.plugin",
+    "pytest_rigcheck.soak.plugin",
 )
 
 SUITES_DIR_NAME = "suites"

@@ -48,6 +48,8 @@ SECTION_PARSERS: dict[str, str] = {
     "p2p": "pytest_rigcheck.p2p.thresholds:parse_p2p",
     "nccl": "pytest_rigcheck.p2p.thresholds:parse_nccl",
     "vllm": "pytest_rigcheck.vllm.settings:parse_vllm",
+    "soak": "pytest_rigcheck.soak.judge:parse_soak",
+    "storage": "pytest_rigcheck.storage:parse_storage",
 }
 
 

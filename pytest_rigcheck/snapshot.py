@@ -2,7 +2,7 @@
 
 Layout::
 
-    MANIFEST.toml            kind (captured|modelled), name, kernel, driver, date, tool, what it shows
+    MANIFEST.toml            kind (captured|modelled|imported), name, kernel, driver, date, tool, what it shows
     sys/bus/pci/devices/...  the kernel's relative symlinks kept
     sys/devices/pci0000:00/...
     proc/...
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 MANIFEST = "MANIFEST.toml"
 FORMAT = 1
-KINDS = ("captured", "modelled")
+KINDS = ("captured", "modelled", "imported")
 _MAX_UNPACKED = 512 << 20  # a snapshot is a few MB; refuse archive bombs
 _MAX_MEMBERS = 200_000
 _MAX_MANIFEST = 1 << 20

@@ -75,6 +75,8 @@ class Node:
     subordinate: int = 0
     iommu_group: int | None = None
     bar1: int | None = None  # GPU BAR1 size in bytes: writes the function's sysfs ``resource`` file
+    aspm: int = 0  # LnkCtl ASPM Control bits 1:0 (0x1 L0s, 0x2 L1)
+    aer: dict[str, int] | None = None  # AER totals {"correctable": n, ...}: aer_dev_* files written when set
     children: list[Node] = field(default_factory=list)
 
 
@@ -543,6 +545,10 @@ class RigBuilder:
             )
         for name, value in attrs.items():
             (d / name).write_text(value + "\n")
+        for kind, total in (node.aer or {}).items():  # the kernel's format (sysfs-bus-pci-devices-aer_stats)
+            tag = {"correctable": "COR", "nonfatal": "NONFATAL", "fatal": "FATAL"}[kind]
+            first = "RxErr" if kind == "correctable" else "Undefined"
+            (d / f"aer_dev_{kind}").write_text(f"{first} {total}\nTOTAL_ERR_{tag} {total}\n")
         cfg = build_config(node)
         (d / "config").write_bytes(cfg if self.root else cfg[:64])
         if node.bar1 is not None:
@@ -603,6 +609,7 @@ def build_config(node: Node) -> bytes:
         sta |= 0x4000
     if node.labs:
         sta |= 0x8000
+    put16(cfg, pcie + 0x10, node.aspm & 0x3)  # LnkCtl: ASPM Control
     put16(cfg, pcie + 0x12, sta)
     if node.slot is not None:
         put32(cfg, pcie + 0x14, node.slot << 19)

@@ -29,6 +29,9 @@ ACS_ON = 0x001D  # SrcValid+ ReqRedir+ CmpltRedir+ UpstreamFwd+, as on the AMD G
 STATE_WRITERS = {
     "nvml.json": "pytest_rigcheck.gpu.models:modelled_nvml",
     "p2p.json": "pytest_rigcheck.p2p.models:modelled_p2p",
+    "soak.json": "pytest_rigcheck.soak.models:modelled_soak",
+    "linkhealth.json": "pytest_rigcheck.soak.models:modelled_linkhealth",
+    "storage.json": "pytest_rigcheck.soak.models:modelled_storage",
 }
 
 
@@ -40,6 +43,8 @@ def rtx3090x2(
     gen3: bool = False,
     iommu: str = "off",
     bar1: int | None = None,
+    aspm: int = 0,
+    aer: bool = False,
 ) -> RigBuilder:
     """2x RTX 3090 on an AMD TRX40 (Threadripper 3000) board, each in a CPU Gen4 x16 slot."""
     b = RigBuilder(
@@ -61,6 +66,12 @@ def rtx3090x2(
     b.gpu(rp1, "0000:4b:00.0", m, link=link1, bar1=bar1)
     b.slot_name(rp0.children[0] if rp0.children else rp0, "PCIE1")
     b.slot_name(rp1.children[0] if rp1.children else rp1, "PCIE3")
+    for node in (rp1, b.nodes["0000:4b:00.0"]):  # ASPM set at both ends of GPU1's link (BIOS "Auto")
+        node.aspm = aspm
+    if aer:  # the kernel's AER counters (CONFIG_PCIEAER), all zero at the start of the window
+        for node in b.nodes.values():
+            if node.port_type is not None and node.class_code >> 8 != 0x0403:
+                node.aer = {"correctable": 0, "nonfatal": 0, "fatal": 0}
     return b
 
 
@@ -194,6 +205,62 @@ def models() -> list[tuple[RigBuilder, dict[str, Any]]]:
                 expect_fail=["test_bifurcation[0000:00:01]", "test_link_trained[0000:01:00.0]"],
             ),
         ),
+        # Sustained-load and link-health variants (soak.json, linkhealth.json, storage.json from
+        # pytest_rigcheck.soak.models add their expect_fail).
+        (
+            rtx3090x2("rtx3090x2-soak-healthy", aer=True),
+            dict(
+                description="2x RTX 3090 on TRX40 after a 5-minute soak, a 20-minute run and a model-storage read",
+                shows="healthy: clocks, temperatures and power with normal noise, no AER growth, a 70B model on Gen4 NVMe",
+                profile="2x-rtx3090-gen4",
+                expect_fail=[],
+            ),
+        ),
+        (
+            rtx3090x2("rtx3090x2-soak-throttle-late", aer=True),
+            dict(
+                description="2x RTX 3090 on TRX40; GPU1's cooler gives up four minutes into the soak",
+                shows="fault: GPU1 0000:4b:00.0 SW+HW thermal slowdown from 240 s, SM clock down a quarter, 91 C",
+                profile="2x-rtx3090-gen4",
+                expect_fail=[],
+            ),
+        ),
+        (
+            rtx3090x2("rtx3090x2-soak-clock-decay", aer=True),
+            dict(
+                description="2x RTX 3090 on TRX40; GPU0 slowly loses boost clock during the soak, no slowdown reason set",
+                shows="fault: GPU0 0000:21:00.0 SM clock slides from 1905 to 1640 MHz (14% below its first 60 s)",
+                profile="2x-rtx3090-gen4",
+                expect_fail=[],
+            ),
+        ),
+        (
+            rtx3090x2("rtx3090x2-aer-riser", aer=True),
+            dict(
+                description="2x RTX 3090 on TRX40; the riser to GPU1 is going bad: correctable PCIe errors grow during the run",
+                shows="fault: AER correctable errors +37 on 0000:4b:00.0 and +12 on root port 0000:00:03.1 over 20 minutes",
+                profile="2x-rtx3090-gen4",
+                expect_fail=[],
+            ),
+        ),
+        (
+            rtx3090x2("rtx3090x2-aspm-on", aspm=0x2),
+            dict(
+                description="2x RTX 3090 on TRX40 with the BIOS ASPM option on Auto: L1 enabled on GPU1's link",
+                shows="warning: LnkCtl ASPM L1 on root port 0000:00:03.1 and GPU1 0000:4b:00.0 (a WARN with the fix, not a failure)",
+                profile="2x-rtx3090-gen4",
+                expect_fail=[],
+            ),
+        ),
+        (
+            rtx3090x2("rtx3090x2-slow-disk"),
+            dict(
+                description="2x RTX 3090 on TRX40; the 70B FP16 model (141 GB) sits on a SATA hard disk",
+                shows="fault: model storage reads at 0.19 GB/s, the model takes 12 minutes to load",
+                profile="2x-rtx3090-gen4",
+                expect_fail=[],
+            ),
+        ),
         # GPU state variants (nvml.json from pytest_rigcheck.gpu.models adds their expect_fail).
         (
             rtx3090x2("rtx3090x2-power-390w"),
@@ -266,7 +333,10 @@ def models() -> list[tuple[RigBuilder, dict[str, Any]]]:
                 description="the healthy switch rig captured without root: config space stops at 64 bytes",
                 shows="unreadable: ACS state cannot be known; those checks fail as unreadable, never pass",
                 profile="4x-rtxpro6000-gen4-switch",
-                expect_fail=[f"test_acs_redirect_off[{p}]" for p in ["0000:01:00.0", *sw_ports]],
+                expect_fail=[
+                    *[f"test_acs_redirect_off[{p}]" for p in ["0000:01:00.0", *sw_ports]],
+                    *[f"test_aspm_off[0000:{3 + i:02x}:00.0]" for i in range(4)],
+                ],
             ),
         ),
     ]
@@ -320,7 +390,7 @@ CAPTURES = {
         shows="links still read from sysfs; no IOMMU evidence, so the IOMMU check fails as unreadable",
         empty_dirs=[],
         root=False,
-        expect_fail=["test_iommu_not_translating[0000:00:06.0]"],
+        expect_fail=["test_iommu_not_translating[0000:00:06.0]", "test_aspm_off[0000:00:06.0]"],
     ),
 }
 

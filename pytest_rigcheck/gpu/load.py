@@ -95,8 +95,11 @@ def _run(
         return sampler.readings(outcome)
 
 
-def load_worker(bdfs: list[str], seconds: float, run_dir: Path, python: str | None) -> Worker:
-    """The load worker for ``bdfs``, its plan written to ``run_dir``.
+def load_worker(
+    bdfs: list[str], seconds: float, run_dir: Path, python: str | None, mode: str = "matmul"
+) -> Worker:
+    """The load worker for ``bdfs``, its plan written to ``run_dir``; ``mode`` ``matmul`` (compute) or
+    ``mixed`` (compute and device-memory copies, for the soak).
 
     Also the seam for sharing start-up with the P2P measurement (not wired yet): ``p2p.measure.run``
     would add this worker to the list it hands ``Launcher.start``, so its torch import and CUDA set-up
@@ -107,7 +110,9 @@ def load_worker(bdfs: list[str], seconds: float, run_dir: Path, python: str | No
     from ..p2p.launch import Worker, python_cmd, worker_env
 
     plan = run_dir / f"plan.{PHASE}.json"
-    plan.write_text(json.dumps({"gpus": bdfs, "matrix": MATRIX, "max_s": WARMUP_S + seconds + 60}))
+    plan.write_text(
+        json.dumps({"gpus": bdfs, "matrix": MATRIX, "max_s": WARMUP_S + seconds + 60, "mode": mode})
+    )
     argv = [
         *python_cmd(python, "load_worker.py"),
         "--plan",

@@ -300,10 +300,11 @@ def test_sxm_board_links_down_fail_without_a_profile(name: str, status: str) -> 
 
 
 def test_bad_nvlink_value_names_the_choices() -> None:
-    """A wrong [gpu] nvlink value is a profile error naming the allowed values."""
-    t = _target(_rig(NO_BRIDGE, _profile('[gpu]\nnvlink = "yes"')), "0000:21:00.0")
-    v = health.nvlink(t, _state(NO_BRIDGE, "0000:21:00.0"))
-    assert v.status == "unreadable" and "'none', 'bridge', 'nvswitch'" in v.summary
+    """A wrong [gpu] nvlink value stops the profile at load, naming the allowed values (never a per-check verdict)."""
+    from pytest_rigcheck.errors import ProfileError
+
+    with pytest.raises(ProfileError, match="'none', 'bridge', 'nvswitch'"):
+        _profile('[gpu]\nnvlink = "yes"')
 
 
 # -- BAR1 -------------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ NVML meanwhile.
 
 Handshake (``_proto.py``): set-up (torch, CUDA, two ``MATRIX``-square fp16 matrices per GPU and one
 product to load cuBLAS) -> ``ready.<name>`` -> wait for ``go.load`` -> multiply until ``stop.load``
-appears (or ``max_s`` passes, or the launcher is gone) -> ``result.<name>.json``. When no load can be
+appears (or ``max_s`` passes, or the launcher is gone) -> ``result.<name>.json``. Plan ``mode``:
+``matmul`` (default) multiplies only; ``mixed`` (the soak) also copies a ``COPY_MIB`` buffer back and
+forth on each GPU between products, so device memory and its controller are loaded with the SMs. When no load can be
 run at all (no torch, no CUDA device, no GPU of the plan visible), the result says why and is written
 before ``ready``, and the worker exits without waiting.
 
@@ -30,6 +32,7 @@ from _proto import log, mark_ready, wait_go, write_result  # noqa: E402
 
 PHASE = "load"
 PRODUCTS_PER_SYNC = 4  # products queued on each GPU between synchronisations
+COPY_MIB = 1024  # mixed mode: two buffers of this size per GPU, copied into each other between products
 
 
 def normalize_bdf(dom: int, bus: int, dev: int) -> str:
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(a.plan, encoding="utf-8") as f:
         plan = json.load(f)
     size, max_s = int(plan["matrix"]), float(plan["max_s"])
+    mixed = plan.get("mode", "matmul") == "mixed"
     try:
         import torch
     except ImportError as exc:
@@ -105,8 +109,15 @@ def main(argv: list[str] | None = None) -> int:
             x = torch.randn(size, size, device=f"cuda:{i}", dtype=torch.float16)
             y = torch.randn(size, size, device=f"cuda:{i}", dtype=torch.float16)
             torch.matmul(x, y)  # loads cuBLAS before "ready", so the load starts at full speed on "go"
+            bufs = ()
+            if mixed:
+                n = COPY_MIB * (1 << 20) // 2
+                bufs = (
+                    torch.empty(n, device=f"cuda:{i}", dtype=torch.float16),
+                    torch.empty(n, device=f"cuda:{i}", dtype=torch.float16),
+                )
             torch.cuda.synchronize(i)
-            mats.append((i, x, y))
+            mats.append((i, x, y, bufs))
     except Exception as exc:  # noqa: BLE001 - any failure to set up (OOM, CUDA error) is the answer
         result["error"] = f"{type(exc).__name__}: {exc}"
         write_result(a.run_dir, a.name, {**result, "iterations": 0})
@@ -119,10 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     n = 0
     try:
         while not os.path.exists(stop) and time.monotonic() - t0 < max_s and os.getppid() == parent:
-            for _, x, y in mats:
+            for _, x, y, bufs in mats:
                 for _ in range(PRODUCTS_PER_SYNC):
                     torch.matmul(x, y)
-            for i, _, _ in mats:
+                    if bufs:
+                        bufs[1].copy_(bufs[0])
+                        bufs[0].copy_(bufs[1])
+            for i, _, _, _ in mats:
                 torch.cuda.synchronize(i)
             n += 1
     except Exception as exc:  # noqa: BLE001 - any failure of the load (OOM, Xid, ECC) makes the readings unusable

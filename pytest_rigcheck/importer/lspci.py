@@ -1,0 +1,475 @@
+"""Parse what people paste of ``lspci``: ``-vvv`` (with or without ``-nn``, ``-D``), ``-t``/``-tv``, ``-xxx``/``-xxxx``.
+
+Every field that the text does not show stays ``None`` (unknown), never a default: the snapshot built
+from it then reads as unreadable where the text is silent. Field layouts follow pciutils ``ls-caps.c``
+(``Express (v2) Root Port (Slot+)``, ``LnkSta:\\tSpeed 8GT/s (ok), Width x16 (ok)`` and the flags after
+it, ``ACSCtl:\\tSrcValid+ ...``) and ``ls-tree.c`` for the tree; the link annotations ``(ok)``,
+``(downgraded)`` and their absence (pciutils before 3.6.3, and since 3.8 only on upstream-facing
+functions) are ignored: speeds and widths are compared with LnkCap by the checks, never taken from
+an annotation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..pcie import ACS_BITS, PortType, gen_from_gts, normalize_bdf
+from .pciids import PciIds
+
+MAX_INPUT = 8 << 20  # a -vvvxxxx of a large server is ~2 MB; anything far above is not lspci output
+
+
+class PasteError(ValueError):
+    """Text that cannot be imported; the message is one line for the user."""
+
+
+_HEADER = re.compile(
+    r"^(?:(?P<dom>[0-9a-fA-F]{4,8}):)?(?P<bus>[0-9a-fA-F]{2}):(?P<dev>[0-9a-fA-F]{2})\.(?P<fn>[0-7])"
+    r"\s+(?P<rest>\S.*)$"
+)
+_HEX_LINE = re.compile(r"^\s*(?P<off>[0-9a-f]{2,3}):(?P<bytes>(?:\s[0-9a-f]{2}){1,16})\s*$")
+_FIELD = re.compile(r"^\s*(?P<key>[A-Za-z][A-Za-z0-9 _/.-]{0,40}?):(?:\s|$)(?P<val>.*)$")
+_CAP = re.compile(r"^\s*Capabilities:\s*\[(?P<off>[0-9a-f]+)(?:\s+v(?P<ver>\d+))?\]\s*(?P<what>.*)$")
+_ELISION = re.compile(r"^\s*(?:\.{3,}|…+|\[\.\.\.\]|<snip>|\[snip\]|\(\.\.\.\))\s*$", re.I)
+_IDS = re.compile(r"\[(?P<v>[0-9a-f]{4}):(?P<d>[0-9a-f]{4})\]")
+_SPEED = re.compile(r"Speed\s+(?P<s>[0-9.]+GT/s|unknown)", re.I)
+_WIDTH = re.compile(r"Width\s+x(?P<w>\d{1,2})\b")
+WIDTHS = (0, 1, 2, 4, 8, 12, 16, 32)  # PCIe link widths (PCIe Base Spec 7.5.3.6 Maximum Link Width)
+_FLAG = re.compile(r"(?<![A-Za-z])(?P<name>[A-Za-z][A-Za-z0-9]*)(?P<v>[+-])(?=[\s,]|$)")
+
+_PORT_TYPES = (
+    ("Root Complex Integrated Endpoint", PortType.RC_INTEGRATED),
+    ("Root Complex Event Collector", PortType.RC_EVENT_COLLECTOR),
+    ("Legacy Endpoint", PortType.LEGACY_ENDPOINT),
+    ("Endpoint", PortType.ENDPOINT),
+    ("Root Port", PortType.ROOT_PORT),
+    ("Upstream Port", PortType.UPSTREAM),
+    ("Downstream Port", PortType.DOWNSTREAM),
+    ("PCI-Express to PCI/PCI-X Bridge", PortType.PCIE_TO_PCI),
+    ("PCI/PCI-X to PCI-Express Bridge", PortType.PCI_TO_PCIE),
+)
+
+
+@dataclass
+class LspciDevice:
+    """One function as the text shows it; ``None`` means the text does not say."""
+
+    bdf: str
+    header: str
+    vendor: int | None = None
+    device: int | None = None
+    class_code: int | None = None  # 24-bit: class, subclass, prog-if
+    ids_from: str = "text"  # "text" (-nn), "pci.ids", "builtin", "tree name", "unknown"
+    revision: int | None = None
+    lines: int = 0
+    port_type: PortType | None = None
+    pcie_version: int | None = None
+    slot_implemented: bool = False
+    lnkcap: tuple[int | None, int | None] | None = None  # (gen, width); gen None = unknown speed
+    lnksta: tuple[int | None, int | None] | None = None
+    lnksta_flags: dict[str, bool] = field(default_factory=dict)
+    lnkctl2_target: int | None = None
+    lnkctl2_seen: bool = False
+    hasd: bool | None = None
+    acs_offset: int | None = None
+    acs_cap: int | None = None
+    acs_ctrl: int | None = None
+    caps: list[tuple[int, str]] = field(default_factory=list)
+    ext_caps: list[tuple[int, str]] = field(default_factory=list)
+    access_denied: bool = False
+    elided: bool = False
+    closed: bool = False  # a later device header or the driver lines follow: the block is whole
+    primary: int | None = None
+    secondary: int | None = None
+    subordinate: int | None = None
+    driver: str | None = None
+    numa: int | None = None
+    iommu_group: str | None = None
+    physical_slot: str | None = None
+    hexdump: dict[int, int] = field(default_factory=dict)
+    regions: dict[int, tuple[int, int, int]] = field(
+        default_factory=dict
+    )  # BAR/ROM index -> start, end, flags
+    regions_complete: bool = False  # a later field shows the Region list was printed whole
+    in_tree_only: bool = False
+    tree_parent: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def is_bridge(self) -> bool:
+        return self.class_code is not None and self.class_code >> 8 == 0x0604
+
+    @property
+    def config_bytes(self) -> bytes | None:
+        """The -xxx/-xxxx dump as bytes (64, 256 or 4096), or ``None`` without a whole dump."""
+        if not self.hexdump:
+            return None
+        top = max(self.hexdump) + 1
+        size = 64 if top <= 64 else 256 if top <= 256 else 4096
+        if len(self.hexdump) != size:
+            return None
+        return bytes(self.hexdump[i] for i in range(size))
+
+    @property
+    def ext_known(self) -> bool:
+        """Whether the text shows this function's whole extended capability list (ACS present or absent)."""
+        if self.access_denied or self.elided or not self.closed or not self.ext_caps:
+            return False
+        return self.acs_offset is None or self.acs_ctrl is not None
+
+
+@dataclass
+class TreeNode:
+    bdf: str
+    parent: str | None
+    secondary: int | None
+    subordinate: int | None
+    name: str | None
+
+
+@dataclass
+class LspciText:
+    devices: dict[str, LspciDevice]
+    tree: dict[str, TreeNode]
+    has_domain: bool
+    notes: list[str]
+    elided: bool = False
+
+
+def check_text(data: bytes, what: str) -> str:
+    """Refuse what is not text from lspci/nvidia-smi: binary, huge. Returns the decoded text."""
+    if len(data) > MAX_INPUT:
+        raise PasteError(f"{what}: {len(data)} bytes, more than {MAX_INPUT >> 20} MiB: not command output")
+    if b"\x00" in data:
+        raise PasteError(f"{what}: holds NUL bytes: binary, not command output")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    bad = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f")
+    if bad > len(text) // 100 + 2:
+        raise PasteError(f"{what}: {bad} control characters: binary, not command output")
+    return text.replace("\r\n", "\n").replace("\r", "\n").expandtabs(8)
+
+
+def _gen(text: str) -> int | None:
+    if text.lower() == "unknown":
+        return None
+    try:
+        return gen_from_gts(float(text.lower().replace("gt/s", "")))
+    except ValueError:
+        return None
+
+
+def _acs_bits(text: str) -> int | None:
+    flags = {m["name"]: m["v"] == "+" for m in _FLAG.finditer(text)}
+    if not all(short in flags for _, short, _ in ACS_BITS[:5]):
+        return None  # a line cut short: do not guess the missing bits
+    return sum(bit for bit, short, _ in ACS_BITS if flags.get(short))
+
+
+def parse_lspci(text: str, ids: PciIds) -> LspciText:
+    """Parse lspci output of any of the forms above into devices and (when given) the -t tree."""
+    text = _dedent_paste(text)
+    devices: dict[str, LspciDevice] = {}
+    notes: list[str] = []
+    tree_lines: list[str] = []
+    cur: LspciDevice | None = None
+    last_key: str | None = None
+    has_domain = False
+    elided = False
+    for lineno, raw in enumerate(text.split("\n"), 1):
+        line = raw.rstrip()
+        if not line.strip():
+            continue
+        if _ELISION.match(line) or "…" in line:
+            elided = True
+        if _is_tree_line(line):
+            tree_lines.append(line)
+            cur = None
+            continue
+        m = _HEADER.match(line)
+        if m:
+            if cur is not None:
+                cur.closed = True
+            has_domain = has_domain or bool(m["dom"])
+            try:
+                bdf = normalize_bdf(line.split()[0])
+            except ValueError as exc:
+                raise PasteError(f"line {lineno}: {exc}: not lspci output") from None
+            cur = devices.get(bdf)
+            if cur is None:
+                cur = devices[bdf] = LspciDevice(bdf, m["rest"])
+                _identify(cur, m["rest"], ids)
+            last_key = None
+            continue
+        if cur is None:
+            continue  # a prompt, a comment, or a grep fragment line with no device header above it
+        cur.lines += 1
+        h = _HEX_LINE.match(line)
+        if h:
+            off = int(h["off"], 16)
+            for i, b in enumerate(h["bytes"].split()):
+                cur.hexdump[off + i] = int(b, 16)
+            continue
+        if _ELISION.match(line):
+            cur.elided = True
+            continue
+        _field(cur, line, last_key)
+        f = _FIELD.match(line)
+        if f:
+            last_key = f["key"].strip()
+    tree = parse_tree(tree_lines) if tree_lines else {}
+    return LspciText(devices, tree, has_domain, notes, elided)
+
+
+def _dedent_paste(text: str) -> str:
+    """A paste indented as a whole (a Markdown code block, a quoted reply): strip the common indent."""
+    lines = text.split("\n")
+    heads = [ln for ln in lines if _HEADER.match(ln.lstrip())]
+    if not heads or any(_HEADER.match(ln) for ln in lines):
+        return text
+    k = min(len(ln) - len(ln.lstrip()) for ln in heads)
+    if k == 0:
+        return text
+    return "\n".join(ln[k:] if ln[:k].strip() == "" else ln for ln in lines)
+
+
+def _identify(dev: LspciDevice, rest: str, ids: PciIds) -> None:
+    cls_name, _, name = rest.partition(": ")
+    m = re.search(r"(?:^|\s\[)(?P<c>[0-9a-f]{4})\]?$", cls_name)  # "VGA ... [0300]", or lspci -n's "0300"
+    cls = int(m["c"], 16) if m else None
+    if m:
+        cls_name = cls_name[: m.start()]
+    numeric = re.match(r"^(?P<v>[0-9a-f]{4}):(?P<d>[0-9a-f]{4})\b", name)  # lspci -n: "10de:2204 (rev a1)"
+    if numeric:
+        name = f"[{numeric['v']}:{numeric['d']}]" + name[numeric.end() :]
+    prog = re.search(r"\(prog-if (?P<p>[0-9a-f]{2})", name)
+    rev = re.search(r"\(rev (?P<r>[0-9a-f]{2})\)", name)
+    dev.revision = int(rev["r"], 16) if rev else None
+    name = re.sub(r"\s*\((?:rev [0-9a-f]{2}|prog-if [^)]*(?:\[[^\]]*\])?[^)]*)\)", "", name).strip()
+    idm = list(_IDS.finditer(name))
+    if idm:
+        dev.vendor, dev.device = int(idm[-1]["v"], 16), int(idm[-1]["d"], 16)
+        dev.ids_from = "text"
+    else:
+        found = ids.lookup_name(name)
+        if found is not None:
+            dev.vendor, dev.device, dev.ids_from = found
+        else:
+            dev.ids_from = "unknown"
+            dev.notes.append(f"vendor/device IDs not in the text and {name!r} not found in {ids.where}")
+    if cls is None:
+        cls = ids.class_code(cls_name.strip())
+        if cls is None:
+            dev.notes.append(f"class {cls_name.strip()!r} unknown to {ids.where}")
+    if cls is not None:
+        dev.class_code = (cls << 8) | (int(prog["p"], 16) if prog else 0)
+
+
+def _field(dev: LspciDevice, line: str, last_key: str | None) -> None:
+    s = line.strip()
+    if dev.regions and s.startswith(("Capabilities:", "Kernel driver in use:", "Kernel modules:")):
+        dev.regions_complete = True
+    cap = _CAP.match(line)
+    if cap:
+        off = int(cap["off"], 16)
+        what = cap["what"]
+        if "<access denied>" in what:
+            dev.access_denied = True
+        if off >= 0x100:
+            dev.ext_caps.append((off, what))
+            if what.startswith("Access Control Services"):
+                dev.acs_offset = off
+        else:
+            dev.caps.append((off, what))
+            em = re.match(r"Express \(v(?P<v>\d)\) (?P<t>.*)", what)
+            if em:
+                dev.pcie_version = int(em["v"])
+                for label, pt in _PORT_TYPES:
+                    if em["t"].startswith(label):
+                        dev.port_type = pt
+                        break
+                dev.slot_implemented = "(Slot+)" in em["t"]
+        return
+    if s.startswith(("Region ", "Expansion ROM")):
+        _region(dev, s)
+        return
+    if s.startswith("Capabilities:") and "<access denied>" in s:
+        dev.access_denied = True
+        return
+    f = _FIELD.match(line)
+    key = f["key"].strip() if f else None
+    val = f["val"] if f else s
+    if key is None:
+        # A continuation line: flags of the field above (LnkSta's TrErr- Train- ... BWMgmt+ on pciutils >= 3.6).
+        if last_key == "LnkSta":
+            _lnksta_flags(dev, s)
+        elif last_key == "LnkCtl2" and "SpeedDis" in s:
+            dev.hasd = "SpeedDis+" in s
+        return
+    if key in ("LnkCap", "LnkSta"):
+        sp, wd = _SPEED.search(val), _WIDTH.search(val)
+        width = int(wd["w"]) if wd else None
+        if width not in WIDTHS:
+            width = None  # not a width a link can have: unknown, not guessed
+        if sp or width is not None:
+            reading = (_gen(sp["s"]) if sp else None, width)
+            if key == "LnkCap":
+                dev.lnkcap = reading
+            else:
+                dev.lnksta = reading
+        _lnksta_flags(dev, val)
+    elif key == "LnkCtl2":
+        dev.lnkctl2_seen = True
+        tm = re.search(r"Target Link Speed:\s*(?P<s>[0-9.]+GT/s)", val)
+        if tm:
+            dev.lnkctl2_target = _gen(tm["s"])
+        if "SpeedDis" in val:
+            dev.hasd = "SpeedDis+" in val
+    elif key == "ACSCap":
+        dev.acs_cap = _acs_bits(val)
+    elif key == "ACSCtl":
+        dev.acs_ctrl = _acs_bits(val)
+        if dev.acs_offset is None:
+            dev.acs_offset = -1  # grep kept ACSCtl but not the capability header: offset unknown
+    elif key == "Bus":
+        bm = re.search(
+            r"primary=(?P<p>[0-9a-f]{2}), secondary=(?P<s>[0-9a-f]{2}), subordinate=(?P<u>[0-9a-f]{2})", val
+        )
+        if bm:
+            dev.primary, dev.secondary, dev.subordinate = (int(bm[k], 16) for k in ("p", "s", "u"))
+    elif key == "Kernel driver in use":
+        dev.driver = val.strip() or None
+        dev.closed = True
+    elif key == "Kernel modules":
+        dev.closed = True
+    elif key == "NUMA node":
+        try:
+            dev.numa = int(val.strip())
+        except ValueError:
+            pass
+    elif key == "IOMMU group":
+        dev.iommu_group = val.strip() or None
+    elif key == "Physical Slot":
+        dev.physical_slot = val.strip() or None
+
+
+_REGION = re.compile(
+    r"^(?:Region (?P<n>[0-5]):|Expansion ROM) (?:(?P<mem>Memory)|I/O ports) at (?P<addr>[0-9a-f]+)"
+    r"(?: \((?P<bits>32|64)-bit, (?P<pf>non-prefetchable|prefetchable)\))?.*\[size=(?P<size>\d+)(?P<unit>[KMGT]?)\]"
+)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _region(dev: LspciDevice, s: str) -> None:
+    """``Region 1: Memory at 10000000000 (64-bit, prefetchable) [size=32G]`` -> the sysfs ``resource`` line.
+
+    Flags as the kernel prints them (include/linux/ioport.h IORESOURCE_*: IO 0x100, MEM 0x200,
+    PREFETCH 0x2000, MEM_64 0x100000, SIZEALIGN 0x40000, plus the BAR's low bits).
+    """
+    m = _REGION.match(s)
+    if not m or "[virtual]" in s:
+        return
+    start = int(m["addr"], 16)
+    size = int(m["size"]) * _UNITS[m["unit"]]
+    if m["n"] is None:
+        index, flags = 6, 0x46200  # expansion ROM
+    elif m["mem"]:
+        index = int(m["n"])
+        flags = 0x40200
+        if m["pf"] == "prefetchable":
+            flags |= 0x2000 | 0x8
+        if m["bits"] == "64":
+            flags |= 0x100000 | 0x4
+    else:
+        index, flags = int(m["n"]), 0x40101
+    dev.regions[index] = (start, start + size - 1, flags)
+
+
+def _lnksta_flags(dev: LspciDevice, text: str) -> None:
+    for m in _FLAG.finditer(text):
+        if m["name"] in ("TrErr", "Train", "SlotClk", "DLActive", "BWMgmt", "ABWMgmt"):
+            dev.lnksta_flags[m["name"]] = m["v"] == "+"
+
+
+# -- lspci -t / -tv -----------------------------------------------------------------------------
+
+UNKNOWN_PARENT = "?"  # a tree parent that the paste elided
+_TREE_START = re.compile(r"^\s*[-+\\| ]*[-+\\]-?\[(?:[0-9a-f]{4,8}:)?[0-9a-f]{2}\]")
+_TREE_ROW = re.compile(r"^\s*[| ]*(?:[+\\]-|-)(?:[0-9a-f]{2}\.[0-7]|\[)|^\s*[| ]*[+\\|]-\s*(?:…|\.\.\.)")
+_TREE_TOKEN = re.compile(
+    r"\[(?:(?P<dom>[0-9a-f]{4,8}):)?(?P<rbus>[0-9a-f]{2})\]"
+    r"|(?P<dev>[0-9a-f]{2})\.(?P<fn>[0-7])(?:-\[(?P<sec>[0-9a-f]{2})(?:-(?P<sub>[0-9a-f]{2}))?\])?"
+)
+
+
+def _is_tree_line(line: str) -> bool:
+    return bool(_TREE_START.match(line) or _TREE_ROW.match(line)) and not _HEADER.match(line)
+
+
+def parse_tree(lines: list[str]) -> dict[str, TreeNode]:
+    """``lspci -t``/``-tv`` (pciutils ls-tree.c): who hangs below which bridge, and -tv's names.
+
+    A bus's children share one column of ``+-``/``\\-`` connectors; a device right after ``]--`` is the
+    only child of that bus. Raises ``PasteError`` on a tree whose connectors lead nowhere.
+    """
+    nodes: dict[str, TreeNode] = {}
+    branch: dict[int, tuple[str, int, str | None]] = {}  # column -> (domain, bus, parent bridge)
+    dom = "0000"
+    for line in lines:
+        markers: list[tuple[int, str, int, str | None]] = []  # (end column, domain, bus, parent)
+        last_dev: TreeNode | None = None
+        name_at = None
+        for m in _TREE_TOKEN.finditer(line):
+            if m["rbus"] is not None:
+                if m["dom"] is not None:
+                    dom = m["dom"].rjust(4, "0")[-8:]
+                    up: str | None = None
+                else:
+                    up = UNKNOWN_PARENT  # "-[0e]" after an elision: a bridge the paste left out
+                markers.append((m.end(), dom, int(m["rbus"], 16), up))
+                _open_branch(line, m.end(), branch, (dom, int(m["rbus"], 16), up))
+                continue
+            # the bus this device sits on: walk left over '-' to a connector column or a marker
+            p = m.start() - 1
+            while p >= 0 and line[p] == "-":
+                p -= 1
+            if p >= 0 and line[p] in "+\\" and p in branch:
+                bdom, bus, parent = branch[p]
+            elif p >= 0 and line[p] == "]" and markers and markers[-1][0] == p + 1:
+                _, bdom, bus, parent = markers[-1]
+            else:
+                # an elided or cut tree ("-01.0-[01-18]" at the start of a fragment): the bus is unknown
+                if m["sec"]:
+                    below = int(m["sec"], 16)
+                    markers.append((m.end(), dom, below, UNKNOWN_PARENT))
+                    _open_branch(line, m.end(), branch, (dom, below, UNKNOWN_PARENT))
+                last_dev, name_at = None, None
+                continue
+            if int(m["dev"], 16) > 0x1F:
+                raise PasteError(f"lspci -t tree: device number {m['dev']} above 0x1f in {line.strip()!r}")
+            bdf = f"{bdom}:{bus:02x}:{m['dev']}.{m['fn']}"
+            sec = int(m["sec"], 16) if m["sec"] else None
+            sub = int(m["sub"], 16) if m["sub"] else sec
+            last_dev = nodes[bdf] = TreeNode(bdf, parent, sec, sub, None)
+            name_at = m.end()
+            if sec is not None:
+                markers.append((m.end(), bdom, sec, bdf))
+                _open_branch(line, m.end(), branch, (bdom, sec, bdf))
+        if last_dev is not None and name_at is not None:
+            rest = line[name_at:].strip()
+            if rest and not rest.startswith(("-", "+", "\\")):
+                last_dev.name = rest
+    return nodes
+
+
+def _open_branch(
+    line: str, end: int, branch: dict[int, tuple[str, int, str | None]], what: tuple[str, int, str | None]
+) -> None:
+    p = end
+    while p < len(line) and line[p] == "-":
+        p += 1
+    if p < len(line) and line[p] in "+\\":
+        branch[p] = what

@@ -1,0 +1,334 @@
+"""Feature plugin for the sustained checks: the soak (``--rig-soak``), link health over the run, model storage.
+
+Settings, each from the command line, else the ``RIGCHECK_*`` environment variable, else the ini key,
+all validated at session start (a bad one is one usage error, exit 4, before any check):
+
+- ``--rig-soak SECONDS|90s|10m|1h`` / ``RIGCHECK_SOAK`` / ``rig_soak``: soak length; off by default.
+- ``--rig-soak-save FILE`` / ``RIGCHECK_SOAK_SAVE`` / ``rig_soak_save``: write the live soak's samples as
+  ``soak.json`` (put it in a snapshot to replay them).
+- ``--rig-model-dir DIR`` / ``RIGCHECK_MODEL_DIR`` / ``rig_model_dir``: the model whose storage is measured
+  (default: the profile's ``[vllm] model`` when it is a local directory).
+
+The profile's ``[soak]`` and ``[storage]`` sections are validated at session start too. The soak and the
+window's closing link-health check run after every other check (``rig_late`` marker), so the soak's heat
+and traffic count in the AER growth window. Imports stdlib and pytest only until a check runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ..rig import Rig
+    from ..storage import StorageExpect, StorageReading
+    from ..targets import GpuTarget
+    from ..verdict import Verdict
+    from .judge import SoakExpect, SoakRecord
+
+SOAK_OPTION = "--rig-soak"
+SOAK_SAVE_OPTION = "--rig-soak-save"
+MODEL_DIR_OPTION = "--rig-model-dir"
+SOAK_DESC = "Soak every GPU under sustained load for this long while NVML samples every second: 600, 90s, 10m (default: off)"
+SOAK_SAVE_DESC = "Write the live soak's samples to FILE as soak.json (replayable from a snapshot)"
+MODEL_DIR_DESC = (
+    "The model's directory whose storage read speed is measured (default: [vllm] model when a local path)"
+)
+SETTINGS = {
+    # option: (ini key, environment variable, help)
+    SOAK_OPTION: ("rig_soak", "RIGCHECK_SOAK", SOAK_DESC),
+    SOAK_SAVE_OPTION: ("rig_soak_save", "RIGCHECK_SOAK_SAVE", SOAK_SAVE_DESC),
+    MODEL_DIR_OPTION: ("rig_model_dir", "RIGCHECK_MODEL_DIR", MODEL_DIR_DESC),
+}
+EXTRAS_KEY = "soak"
+LOG_EVERY_S = 30.0  # progress lines when the output is not a terminal
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("rigcheck")
+    for option, (ini, _env, desc) in SETTINGS.items():
+        group.addoption(option, default=None, metavar=option.rsplit("-", 1)[-1].upper(), help=desc)
+        parser.addini(ini, type="string", default="", help=desc)
+
+
+def setting(config: pytest.Config, option: str) -> tuple[str | None, str]:
+    """``(value, where it came from)``: command line > ``RIGCHECK_*`` > ini; ``(None, "")`` when unset."""
+    ini, env, _ = SETTINGS[option]
+    value = config.getoption(option)
+    if value is not None:
+        return str(value), option
+    if os.environ.get(env):
+        return os.environ[env], env
+    if config.getini(ini):
+        return str(config.getini(ini)), f"ini {ini}"
+    return None, ""
+
+
+class Settings:
+    """The resolved, validated settings of this plugin; raises ``pytest.UsageError`` on a bad one."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        from .judge import parse_duration
+
+        text, where = setting(config, SOAK_OPTION)
+        try:
+            self.soak_s = parse_duration(text, where) if text is not None else 0.0
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        save, where = setting(config, SOAK_SAVE_OPTION)
+        self.soak_save = Path(save) if save else None
+        if self.soak_save is not None and not self.soak_save.parent.resolve().is_dir():
+            raise pytest.UsageError(
+                f"Invalid soak save file {save!r} from {where}: its directory does not exist"
+            )
+        model, where = setting(config, MODEL_DIR_OPTION)
+        self.model_dir = Path(model).expanduser() if model else None
+        self.model_where = where
+        if self.model_dir is not None and not self.model_dir.is_dir():
+            raise pytest.UsageError(f"Invalid model directory {model!r} from {where}: not a directory")
+
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+
+
+def settings(config: pytest.Config) -> Settings:
+    if SETTINGS_KEY not in config.stash:
+        config.stash[SETTINGS_KEY] = Settings(config)
+    return config.stash[SETTINGS_KEY]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "rig_late(n): runs after the other checks, in order of n (the soak 1, the link-health window's end 2)",
+    )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from ..errors import RigcheckError
+    from ..plugin import iter_rigs, rig_session
+
+    if session.config.option.help or not rig_session(session.config).enabled:
+        return
+    settings(session.config)
+    for rig in iter_rigs(session.config):
+        if rig.is_live:
+            from ..linkhealth import start_reading
+
+            try:
+                start_reading(rig)  # the AER window opens here; test_link_errors_not_growing closes it
+            except RigcheckError:
+                pass  # the checks report an unreadable tree themselves
+
+
+def expectations(rig: Rig) -> tuple[SoakExpect, StorageExpect]:
+    """``[soak]`` and ``[storage]`` of the rig's profile (parsed and validated when the profile loaded)."""
+    return rig.profile.section("soak"), rig.profile.section("storage")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Checks marked ``rig_late(n)`` after every other check, in order of ``n`` (stable otherwise): the
+    soak (1), then the link-health window's end (2)."""
+
+    def late(item: pytest.Item) -> int:
+        mark = item.get_closest_marker("rig_late")
+        return 0 if mark is None else int(mark.args[0]) if mark.args else 1
+
+    items.sort(key=late)
+
+
+# -- the soak ---------------------------------------------------------------------------------------
+
+
+class SoakSession:
+    """One rig's soak: recorded (``soak.json`` of a snapshot) or run live once, on first use."""
+
+    def __init__(self, rig: Rig, config: pytest.Config) -> None:
+        self.rig, self.config = rig, config
+        self._record: SoakRecord | Verdict | str | None = None
+        self.saved = ""  # what became of --rig-soak-save, for the verdicts' notes
+
+    def record(self) -> SoakRecord | Verdict | str:
+        """The samples; a reason string when there is no soak to judge; an UNREADABLE verdict when corrupt."""
+        if self._record is None:
+            self._record = self._replay() if not self.rig.is_live else self._live()
+        return self._record
+
+    def _replay(self) -> SoakRecord | Verdict | str:
+        from ..errors import SourceError
+        from ..verdict import unreadable
+        from .judge import SOAK_JSON, SoakRecord
+
+        try:
+            data = self.rig.source.read_json(SOAK_JSON)
+        except KeyError:
+            return f"snapshot {self.rig.name} holds no soak samples ({SOAK_JSON})"
+        except SourceError as exc:
+            return unreadable(f"{self.rig.name}: {exc}")
+        try:
+            return SoakRecord.from_json(data, f"{SOAK_JSON} of snapshot {self.rig.name}")
+        except ValueError as exc:
+            return unreadable(
+                f"{self.rig.name}: {SOAK_JSON} is corrupt: {exc}",
+                fix=[
+                    "capture the soak again on the rig (pytest --rig --rig-soak 10m --rig-soak-save soak.json)"
+                ],
+            )
+
+    def _live(self) -> SoakRecord | Verdict | str:
+        from ..errors import RigcheckError
+        from ..gpu.nvml import NvmlUnavailable
+        from ..gpu.plugin import gpu_session
+        from ..linkhealth import hops
+        from ..verdict import unreadable
+        from .run import run_soak
+
+        s = settings(self.config)
+        if not s.soak_s:
+            return f"soak off: {SOAK_OPTION} 10m (or RIGCHECK_SOAK, ini rig_soak) runs one"
+        gs = gpu_session(self.rig, self.config)
+        try:
+            nvml = gs.nvml
+            index = {g.bdf: g.index for g in nvml.system().gpus}
+        except NvmlUnavailable as exc:
+            return f"GPU checks skipped: {exc}"
+        except RigcheckError as exc:
+            return unreadable(f"{self.rig.name}: no soak: {exc}")
+        tree = self.rig.pcie
+        gpus = {fn.bdf: index[fn.bdf] for fn in tree.gpus if fn.bdf in index}
+        labels = {fn.bdf: f"GPU{tree.gpu_index(fn.bdf)}" for fn in tree.gpus}
+        names = {fn.bdf: tree.gpu_label(fn) for fn in tree.gpus}
+        progress = self._progress()
+        rec = run_soak(
+            nvml,  # type: ignore[arg-type]
+            gpus,
+            {b: hops(self.rig, b) for b in gpus},
+            labels,
+            s.soak_s,
+            gs.python,
+            progress,
+        )
+        if progress is not None:
+            progress(f"soak done: {rec.stopped}")
+        for b, g in rec.gpus.items():
+            g.name = names.get(b, g.name)
+        if s.soak_save is not None:
+            try:
+                s.soak_save.write_text(json.dumps(rec.to_json(), indent=1) + "\n", encoding="utf-8")
+                self.saved = f"samples saved to {s.soak_save}"
+            except OSError as exc:
+                self.saved = f"samples NOT saved to {s.soak_save}: {exc.strerror or exc}"
+        return rec
+
+    def _progress(self) -> Any:
+        """A status line each second on a terminal (rewritten in place), every 30 s in a log; none under -q."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        if tr is None or self.config.get_verbosity() < 0:
+            return None
+        tty = bool(getattr(tr, "isatty", False))
+        last = [-1e9]
+
+        def show(line: str) -> None:
+            now = time.monotonic()
+            done = line.startswith("soak done")
+            if not tty and now - last[0] < LOG_EVERY_S and not done:
+                return
+            last[0] = now
+            with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+                if tty and not done:
+                    tr.rewrite(line[: tr._tw.fullwidth - 1], erase=True)
+                else:
+                    if tty:
+                        tr.write("\n")
+                    tr.write_line(line)
+
+        return show
+
+    def verdict(self, t: GpuTarget) -> Verdict:
+        from ..verdict import Verdict, not_applicable
+        from .judge import judge
+
+        rec = self.record()
+        if isinstance(rec, str):
+            return not_applicable(f"{t.label}: {rec}")
+        if isinstance(rec, Verdict):
+            return rec
+        expect, _ = expectations(t.rig)
+        v = judge(rec, t.gpu.bdf, t.label, expect, [t.rig.pcie.path_text(t.gpu.bdf)])
+        if self.saved:
+            v.notes.append(self.saved)
+        return v
+
+
+@pytest.fixture
+def rig_soak(rig: Rig, pytestconfig: pytest.Config) -> SoakSession:
+    """The rig's soak (``SoakSession``): ``.verdict(rig_gpu)`` judges one GPU's samples; the soak runs
+    once per rig, all GPUs at once (live, with ``--rig-soak``) or replays ``soak.json`` of a snapshot.
+
+    Example::
+
+        def test_soak(rig_gpu, rig_soak, rig_check):
+            assert rig_check(rig_soak.verdict(rig_gpu)).ok
+    """
+    s = rig.extras.get(EXTRAS_KEY)
+    if not isinstance(s, SoakSession):
+        s = SoakSession(rig, pytestconfig)
+        rig.extras[EXTRAS_KEY] = s
+    return s
+
+
+# -- model storage --------------------------------------------------------------------------------
+
+
+def model_dir(rig: Rig, config: pytest.Config) -> tuple[Path | None, str]:
+    """The model directory to measure and where it came from, or ``(None, why not)``."""
+    s = settings(config)
+    if s.model_dir is not None:
+        return s.model_dir, s.model_where
+    model = (rig.profile.raw.get("vllm") or {}).get("model")
+    if isinstance(model, str) and model:
+        p = Path(model).expanduser()
+        if p.is_absolute() or model.startswith("."):
+            if p.is_dir():
+                return p, f"[vllm] model of {rig.profile.source}"
+            return None, f"[vllm] model {model!r} is not a directory on this machine"
+        return (
+            None,
+            f"[vllm] model {model!r} is a hub name, not a local directory: pass {MODEL_DIR_OPTION} DIR",
+        )
+    return (
+        None,
+        f"no model to measure: pass {MODEL_DIR_OPTION} DIR (or RIGCHECK_MODEL_DIR, ini rig_model_dir)",
+    )
+
+
+def storage_verdict(rig: Rig, config: pytest.Config) -> Verdict:
+    """The model storage verdict: recorded (``storage.json``) for a snapshot, measured live."""
+    from ..errors import SourceError
+    from ..storage import STORAGE_JSON, StorageReading, judge, measure
+    from ..verdict import not_applicable, unreadable
+
+    _, expect = expectations(rig)
+    reading: StorageReading
+    if not rig.is_live:
+        try:
+            reading = StorageReading.from_json(rig.source.read_json(STORAGE_JSON))
+        except KeyError:
+            return not_applicable(f"{rig.name}: snapshot holds no storage measurement ({STORAGE_JSON})")
+        except SourceError as exc:
+            return unreadable(f"{rig.name}: {exc}")
+        except ValueError as exc:
+            return unreadable(f"{rig.name}: {STORAGE_JSON} is corrupt: {exc}")
+        return judge(reading, expect)
+    path, why = model_dir(rig, config)
+    if path is None:
+        return not_applicable(f"{rig.name}: {why}")
+    return judge(measure(path, rig.source), expect)

@@ -1,0 +1,258 @@
+"""The soak plugin end to end: settings validated at start (exit 4), late ordering, live storage, the sampler."""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from pytest_rigcheck.soak import run
+from pytest_rigcheck.soak.judge import COL, FIELDS
+
+from ..conftest import SNAPSHOTS
+
+HEALTHY = str(SNAPSHOTS / "rtx3090x2-soak-healthy")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--rig-soak=ten"], {}, "Invalid soak duration 'ten' from --rig-soak"),
+        ([], {"RIGCHECK_SOAK": "3s"}, "from RIGCHECK_SOAK: between 10 s and 24 h"),
+        (
+            ["--rig-model-dir=/nonexistent/model"],
+            {},
+            "Invalid model directory '/nonexistent/model' from --rig-model-dir",
+        ),
+    ],
+)
+def test_bad_setting_is_one_usage_error(pytester, monkeypatch, args, env, message):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    result = pytester.runpytest_subprocess(f"--rig-snapshot={HEALTHY}", *args, "-p", "no:cacheprovider")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines([f"*{message}*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_bad_profile_section_is_one_usage_error(pytester):
+    pytester.makefile(".toml", rig="[soak]\nmax_clock_drop = 3\n")
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={HEALTHY}", "--rig-profile=rig.toml", "-p", "no:cacheprovider"
+    )
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*'soak.max_clock_drop'*"])
+
+
+def test_ini_setting_is_read(pytester):
+    pytester.makeini("[pytest]\nrig_soak = 90s\n")
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={HEALTHY}", "-p", "no:cacheprovider", "-k", "soak", "-q"
+    )
+    assert result.ret == 0  # replayed: the snapshot's samples are judged whatever the setting
+
+
+def test_soak_and_window_end_run_last(pytester):
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={HEALTHY}", "-p", "no:cacheprovider", "--collect-only", "-q"
+    )
+    ids = [line for line in result.stdout.lines if "::" in line]
+    tail = [i.split("::")[1].split("[")[0] for i in ids[-4:]]
+    assert tail == [
+        "test_soak",
+        "test_soak",
+        "test_link_errors_not_growing",
+        "test_link_errors_not_growing",
+    ], ids
+
+
+def test_live_storage_measures_a_model_dir(pytester, tmp_path):
+    """A live run on this machine (no GPU needed) measures a temporary model directory."""
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(os.urandom(16 << 20))
+    pytester.makefile(".toml", rig="[storage]\nmin_read_gbps = 0.01\n")
+    result = pytester.runpytest_subprocess(
+        "--rig",
+        f"--rig-model-dir={model}",
+        "--rig-profile=rig.toml",
+        "-k",
+        "test_model_storage_read",
+        "-p",
+        "no:cacheprovider",
+        "-rA",
+        "-q",
+    )
+    assert result.ret == 0, result.stdout.str()
+    result.assert_outcomes(passed=1, deselected=None)
+
+
+def test_live_soak_off_by_default_skips(pytester):
+    result = pytester.runpytest_subprocess("--rig", "-k", "test_soak", "-p", "no:cacheprovider", "-rs", "-q")
+    assert "failed" not in result.stdout.str()
+
+
+class FakeNvml:
+    """NVML stand-in: fixed readings; raises KeyboardInterrupt at sample ``stop_at`` (Ctrl-C)."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.n = 0
+        self.stop_at = stop_at
+        self._handles = [0]
+        self._nv = SimpleNamespace(
+            NVML_CLOCK_SM=0,
+            NVML_CLOCK_MEM=1,
+            NVML_TEMPERATURE_GPU=0,
+            nvmlDeviceGetClockInfo=lambda h, c: 1980 if c == 0 else 2619,
+            nvmlDeviceGetTemperature=lambda h, s: 61,
+            nvmlDeviceGetFieldValues=self._fields,
+            nvmlDeviceGetPowerUsage=lambda h: 690_000,
+            nvmlDeviceGetFanSpeed=self._no_fan,
+            nvmlDeviceGetPcieReplayCounter=lambda h: 0,
+            nvmlDeviceGetCurrPcieLinkGeneration=lambda h: 5,
+            nvmlDeviceGetCurrPcieLinkWidth=lambda h: 16,
+        )
+
+    def _fields(self, h, ids):
+        self.n += 1
+        if self.stop_at is not None and self.n >= self.stop_at:
+            raise KeyboardInterrupt
+        return [SimpleNamespace(nvmlReturn=0, valueType=1, value=SimpleNamespace(uiVal=70))]
+
+    def _no_fan(self, h):
+        raise RuntimeError("not supported")
+
+    def _read(self, fn):
+        try:
+            return fn()
+        except RuntimeError:
+            return None
+
+    def _reasons(self, h):
+        return 0x4
+
+
+@pytest.mark.parametrize("stop_at", [None, 4])
+def test_sampler_keeps_samples_and_stops_the_load(tmp_path, monkeypatch, stop_at):
+    """Every second: all fields; Ctrl-C ends sampling, keeps what was sampled, tells the worker to stop."""
+    monkeypatch.setattr(run, "WARMUP_S", 0.0)
+    monkeypatch.setattr(run, "INTERVAL_S", 0.01)
+    s = run.SoakSampler(
+        FakeNvml(stop_at), {"0000:00:06.0": 0}, {"0000:00:06.0": []}, {"0000:00:06.0": "GPU0"}, 0.08, tmp_path
+    )
+    lines: list[str] = []
+    s.progress = lines.append
+    s([])
+    rows = s.samples["0000:00:06.0"]
+    assert (tmp_path / "stop.load").exists()
+    assert all(len(r) == len(FIELDS) for r in rows) and rows
+    r = rows[0]
+    assert (
+        r[COL["sm_mhz"]],
+        r[COL["mem_temp_c"]],
+        r[COL["power_mw"]],
+        r[COL["reasons"]],
+        r[COL["fan_pct"]],
+    ) == (1980, 70, 690_000, 4, None)
+    if stop_at:
+        assert len(rows) == stop_at - 1 and s.stopped.startswith("interrupted")
+    else:
+        assert s.stopped == "completed" and lines[0].startswith("soak 0/0 s  GPU0 1980 MHz 61 C 690 W")
+
+
+class FakeTerminal:
+    def __init__(self, tty: bool) -> None:
+        self.isatty = tty
+        self.lines: list[tuple[str, str]] = []
+        self._tw = SimpleNamespace(fullwidth=80)
+
+    def rewrite(self, line, erase=False):
+        self.lines.append(("rewrite", line))
+
+    def write_line(self, line):
+        self.lines.append(("line", line))
+
+    def write(self, text):
+        self.lines.append(("write", text))
+
+
+def _session(verbosity: int, tty: bool):
+    from pytest_rigcheck.soak.plugin import SoakSession
+
+    tr = FakeTerminal(tty)
+    plugins = {"terminalreporter": tr, "capturemanager": None}
+    config = SimpleNamespace(
+        pluginmanager=SimpleNamespace(get_plugin=plugins.get), get_verbosity=lambda: verbosity
+    )
+    return SoakSession(None, config), tr  # type: ignore[arg-type]
+
+
+def test_progress_quiet_under_q():
+    s, _ = _session(-1, True)
+    assert s._progress() is None
+
+
+def test_progress_rewrites_on_a_terminal_and_throttles_in_a_log():
+    s, tr = _session(0, True)
+    show = s._progress()
+    show("soak 1/60 s  GPU0 1980 MHz 40 C 690 W")
+    show("soak 2/60 s  GPU0 1980 MHz 41 C 690 W")
+    show("soak done: completed")
+    assert [k for k, _ in tr.lines] == ["rewrite", "rewrite", "write", "line"]
+    s, tr = _session(0, False)
+    show = s._progress()
+    for i in range(5):
+        show(f"soak {i}/60 s")
+    show("soak done: completed")
+    assert tr.lines == [("line", "soak 0/60 s"), ("line", "soak done: completed")]
+
+
+MIXED_TORCH = """
+class _Buffer:
+    copies = 0
+
+    def copy_(self, other):
+        _Buffer.copies += 1
+        return self
+
+
+def empty(*shape, device=None, dtype=None):
+    return _Buffer()
+"""
+
+
+def test_run_soak_end_to_end_with_the_worker(tmp_path, monkeypatch):
+    """The real load worker in mixed mode (a stand-in torch on its path only), sampled under the lock."""
+    from pytest_rigcheck.p2p import lock
+    from pytest_rigcheck.soak.judge import SoakExpect, judge
+
+    from ..gpu.test_load import FAKE_TORCH
+
+    site = tmp_path / "site"
+    (site / "torch").mkdir(parents=True)
+    (site / "torch" / "__init__.py").write_text(FAKE_TORCH + MIXED_TORCH)
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    (tmp_path / "lock").mkdir()
+    monkeypatch.setattr(lock, "lock_dir", lambda: tmp_path / "lock")
+    monkeypatch.setattr(run, "WARMUP_S", 0.1)
+    monkeypatch.setattr(run, "INTERVAL_S", 0.05)
+    nv = FakeNvml()
+    nv._handles = [0, 1]
+    gpus = {"0000:17:00.0": 0, "0000:18:00.0": 1}
+    rec = run.run_soak(
+        nv, gpus, dict.fromkeys(gpus, []), {b: f"GPU{i}" for b, i in gpus.items()}, 0.6, python=sys.executable
+    )
+    assert rec.stopped == "completed"
+    for bdf in gpus:
+        g = rec.gpus[bdf]
+        assert g.unavailable is None and len(g.samples) >= 8
+        assert judge(rec, bdf, bdf, SoakExpect()).status == "pass"
+    assert "torch" not in sys.modules
+
+
+def test_run_soak_without_torch_says_so(monkeypatch):
+    monkeypatch.setattr(run.importlib.util, "find_spec", lambda name: None)
+    rec = run.run_soak(FakeNvml(), {"0000:17:00.0": 0}, {"0000:17:00.0": []}, {}, 30)
+    assert "torch is not installed" in (rec.gpus["0000:17:00.0"].unavailable or "")

@@ -1,0 +1,107 @@
+"""Model storage: a real read of a temporary file, mountinfo and block-device parsing, the judge."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pytest_rigcheck import storage
+from pytest_rigcheck.errors import ProfileError
+from pytest_rigcheck.source import Source
+from pytest_rigcheck.verdict import Status
+
+# proc(5) example lines, plus a mount point with a space (escaped \040).
+MOUNTINFO = """\
+22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw
+36 22 259:5 / /models rw,relatime shared:2 - xfs /dev/nvme1n1p1 rw
+40 22 0:45 / /mnt/big\\040disk rw - nfs4 nas:/export rw
+"""
+
+
+def test_mount_of_picks_the_longest_mount_point():
+    assert storage.mount_of("/models/llama/x.safetensors", MOUNTINFO) == {
+        "mount_point": "/models",
+        "dev": "259:5",
+        "fstype": "xfs",
+        "source": "/dev/nvme1n1p1",
+    }
+    assert storage.mount_of("/home/u/m", MOUNTINFO)["dev"] == "259:2"
+    assert storage.mount_of("/mnt/big disk/m", MOUNTINFO)["fstype"] == "nfs4"
+    with pytest.raises(ValueError):
+        storage.mount_of("/x", "not mountinfo\n")
+
+
+def test_block_device_follows_nvme_to_its_pci_link(tmp_path):
+    root = tmp_path
+    pci = root / "sys/devices/pci0000:40/0000:40:01.1/0000:41:00.0"
+    part = pci / "nvme/nvme1/nvme1n1/nvme1n1p1"
+    part.mkdir(parents=True)
+    (part / "partition").write_text("1\n")
+    (part.parent / "queue").mkdir()
+    (part.parent / "queue/rotational").write_text("0\n")
+    (part.parent / "device").mkdir()
+    (part.parent / "device/model").write_text("Samsung SSD 990 PRO 4TB\n")
+    for name, value in (
+        ("current_link_speed", "8.0 GT/s PCIe"),
+        ("current_link_width", "2"),
+        ("max_link_speed", "16.0 GT/s PCIe"),
+        ("max_link_width", "4"),
+    ):
+        (pci / name).write_text(value + "\n")
+    (root / "sys/dev/block").mkdir(parents=True)
+    os.symlink(
+        "../../devices/pci0000:40/0000:40:01.1/0000:41:00.0/nvme/nvme1/nvme1n1/nvme1n1p1",
+        root / "sys/dev/block/259:5",
+    )
+    d = storage.block_device(Source(root), "259:5")
+    assert d["disk"] == "nvme1n1" and d["model"] == "Samsung SSD 990 PRO 4TB" and d["rotational"] is False
+    assert d["pcie"] == {"bdf": "0000:41:00.0", "gen": 3, "width": 2, "max_gen": 4, "max_width": 4}
+    r = storage.StorageReading(
+        "/models/m", 1, 10**9, 10**8, 1.0, "O_DIRECT", "/models/m/a.safetensors", device=d
+    )
+    v = storage.judge(r, storage.StorageExpect(min_read_gbps=2))
+    assert v.status == Status.FAIL and any("trained below its capability" in f for f in v.fix)
+
+
+def test_real_read_of_a_temporary_model(tmp_path):
+    """A real measurement on this machine: 32 MiB file, read bypassing the page cache."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model-00001-of-00001.safetensors").write_bytes(os.urandom(32 << 20))
+    (model / "config.json").write_text("{}")
+    r = storage.measure(model)
+    assert r.unavailable is None, r.unavailable
+    assert r.files == 1 and r.total_bytes == 32 << 20 and r.read_bytes == 32 << 20
+    assert r.method == "O_DIRECT" or r.method.startswith("posix_fadvise")
+    v = storage.judge(r, storage.StorageExpect(min_read_gbps=0.01))
+    assert v.status == Status.PASS, str(v)
+    assert v.unit == "GB/s" and v.properties["storage_load_s"] >= 0 and "load in" in v.summary
+
+
+def test_slow_read_fails_with_load_time():
+    r = storage.StorageReading("/models/m", 30, 141 * 10**9, 2 * 10**9, 10.0, "O_DIRECT", "/models/m/a")
+    v = storage.judge(r, storage.StorageExpect())
+    assert v.status == Status.FAIL and "0.20 GB/s" in v.summary and "705 s to load" in v.summary
+    assert v.measured_value == 0.2 and v.expected_value == 0.5
+
+
+def test_no_measurement_is_unreadable():
+    assert (
+        storage.judge(storage.StorageReading("/m", unavailable="x"), storage.StorageExpect()).status
+        == Status.UNREADABLE
+    )
+    assert storage.judge(storage.StorageReading("/m"), storage.StorageExpect()).status == Status.UNREADABLE
+    assert storage.measure(storage.Path("/nonexistent-dir")).unavailable
+
+
+def test_profile_section():
+    assert storage.parse_storage({"min_read_gbps": 2}, "rig.toml").min_read_gbps == 2.0
+    for table in ({"min_read_gbps": 0}, {"min_read_gbps": "fast"}, {"speed": 1}):
+        with pytest.raises(ProfileError):
+            storage.parse_storage(table, "rig.toml")
+
+
+def test_corrupt_record():
+    with pytest.raises(ValueError):
+        storage.StorageReading.from_json({"model_dir": "/m", "read_bytes": -1})
