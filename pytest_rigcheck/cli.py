@@ -17,6 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--name", help="Snapshot name (default: the hostname)")
     topo = sub.add_parser("topo", help="Print the GPU topology matrix (like nvidia-smi topo -m) from sysfs")
     topo.add_argument("snapshot", nargs="?", type=Path, help="A snapshot (default: the live machine)")
+    topo.add_argument(
+        "--tree",
+        action="store_true",
+        help="The hop tree: root port -> switch ports -> GPU, gen/width per hop",
+    )
     imp = sub.add_parser(
         "import-lspci",
         help="Make a snapshot from pasted lspci -vvv (and nvidia-smi -q, topo -m, /proc/cmdline) text",
@@ -46,27 +51,32 @@ def main(argv: list[str] | None = None) -> int:
             from .importer.cli import run_import
 
             return run_import(args)
-        from .source import Source
-        from .topology import matrix
-        from .tree import PcieTree
-
-        if args.snapshot:
-            from .snapshot import open_snapshot
-
-            snap = open_snapshot(args.snapshot)
-            try:
-                print(matrix(PcieTree.read(Source(snap.root))))
-            finally:
-                snap.close()
-        else:
-            print(matrix(PcieTree.read(Source("/"))))
-        return 0
+        return _topo(args)
     except (RigcheckError, ValueError) as exc:
         print(f"rigcheck: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a disk that filled or a folder removed midway: one line, not a traceback
         print(f"rigcheck: {args.cmd} failed: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+
+
+def _topo(args: argparse.Namespace) -> int:
+    """``rigcheck topo [SNAPSHOT] [--tree]``, read through the same ``Rig`` the suites use."""
+    from .profile import Profile
+    from .rig import Rig
+    from .topology import hop_tree, topo_matrix
+
+    if args.snapshot:
+        from .snapshot import open_snapshot
+
+        rig = Rig.replay(open_snapshot(args.snapshot), Profile())
+    else:
+        rig = Rig.live(Profile())
+    try:
+        print(hop_tree(rig) if args.tree else topo_matrix(rig))
+    finally:
+        rig.close()
+    return 0
 
 
 if __name__ == "__main__":
