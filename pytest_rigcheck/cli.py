@@ -1,4 +1,4 @@
-"""The ``rigcheck`` command: ``rigcheck capture OUT``, ``rigcheck topo [SNAPSHOT]``."""
+"""The ``rigcheck`` command: ``capture OUT``, ``topo [SNAPSHOT] [--tree]``, ``diff A B``, ``import-lspci``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="The hop tree: root port -> switch ports -> GPU, gen/width per hop",
     )
+    dif = sub.add_parser(
+        "diff",
+        help="What changed between two snapshots or --rig-report files (worse first; exit 1 if worse)",
+    )
+    dif.add_argument("a", type=Path, help="Before: a snapshot (directory or .tar.gz) or a --rig-report JSON")
+    dif.add_argument("b", type=Path, help="After: a snapshot or a --rig-report JSON")
     imp = sub.add_parser(
         "import-lspci",
         help="Make a snapshot from pasted lspci -vvv (and nvidia-smi -q, topo -m, /proc/cmdline) text",
@@ -47,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             # With "=": pytest picks its rootdir from path-like arguments, and a bare PATH is one.
             print(f"rigcheck: replay with: pytest --rig-snapshot={path}")
             return 0
+        if args.cmd == "diff":
+            from .diff import run_diff
+
+            return run_diff(args.a, args.b)
         if args.cmd == "import-lspci":
             from .importer.cli import run_import
 
