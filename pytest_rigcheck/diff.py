@@ -154,13 +154,14 @@ def _report_side(path: Path, doc: Any) -> Side:
     side = Side(str(path))
     side.checks = {}
     for r in results:
-        if isinstance(r, dict) and isinstance(r.get("id", r.get("nodeid")), str):
-            side.checks[r.get("id", r.get("nodeid"))] = str(r.get("status", ""))
+        cid = r.get("id", r.get("nodeid")) if isinstance(r, dict) else None
+        if isinstance(cid, str):
+            side.checks[cid] = str(r.get("status", ""))
     side.gpus = {}
     for rig in rigs:
         if not isinstance(rig, dict):
             continue
-        ident = rig.get("identity") if isinstance(rig.get("identity"), dict) else rig
+        ident: dict[str, Any] = rig["identity"] if isinstance(rig.get("identity"), dict) else rig
         for g in ident.get("gpus") or []:
             if isinstance(g, dict) and isinstance(g.get("bdf"), str):
                 side.gpus[g["bdf"]] = str(g.get("name") or g.get("device") or "")
@@ -171,7 +172,7 @@ def _report_side(path: Path, doc: Any) -> Side:
             for bdf, n in topo["nodes"].items():
                 if not isinstance(n, dict):
                     continue
-                side.links[bdf] = (n.get("gen"), n.get("width"))
+                side.links[bdf] = (_int(n.get("gen")), _int(n.get("width")))
                 idx = n.get("gpu_index")
                 side.roles[bdf] = f"GPU{idx}" if isinstance(idx, int) else str(n.get("role") or "")
                 if n.get("acs") in ("on", "off"):
@@ -179,6 +180,10 @@ def _report_side(path: Path, doc: Any) -> Side:
             mode = (topo.get("iommu") or {}).get("mode")
             side.iommu = mode if isinstance(mode, str) else None
     return side
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def _acs_state(v: int | str) -> str:
@@ -200,7 +205,7 @@ def compare(a: Side, b: Side) -> list[Change]:
     if a.links is not None and b.links is not None:
         for bdf in sorted(set(a.links) & set(b.links)):
             (g0, w0), (g1, w1) = a.links[bdf], b.links[bdf]
-            if (g0, w0) == (g1, w1) or None in (g0, w0, g1, w1):
+            if (g0, w0) == (g1, w1) or g0 is None or w0 is None or g1 is None or w1 is None:
                 continue
             where = f"{bdf} {b.roles.get(bdf) or a.roles.get(bdf, '')}".rstrip()
             drop = [x for x, bad in (("generation", g1 < g0), ("width", w1 < w0)) if bad]
@@ -295,8 +300,8 @@ def _figure_changes(f0: dict[str, list[float]], f1: dict[str, list[float]], acs_
         if level == WORSE and acs_worse and name.startswith(("P2P", "NCCL")):
             note += "; follows from the ACS change above"
         if len(items) == 1:
-            what, b0, b1 = items[0][:3]
-            out.append(Change(level, "figure", f"{name} {what}", f"{b0:g} GB/s", f"{b1:g} GB/s", note))
+            what, v0, v1 = items[0][:3]
+            out.append(Change(level, "figure", f"{name} {what}", f"{v0:g} GB/s", f"{v1:g} GB/s", note))
         else:
             where = f"{name}, {len(items)} of them ({', '.join(i[0] for i in items[:4])}{', ...' if len(items) > 4 else ''})"
             b0, b1 = _span([i[1] for i in items]), _span([i[2] for i in items])

@@ -230,7 +230,7 @@ class SoakSession:
         one line every ``LOG_EVERY_S`` in a log; None under -q."""
         from ..progress import status_line
 
-        return status_line(self.config, log_every_s=LOG_EVERY_S)  # type: ignore[arg-type]
+        return status_line(self.config, log_every_s=LOG_EVERY_S)
 
     def verdict(self, t: GpuTarget) -> Verdict:
         from ..verdict import Verdict, not_applicable
