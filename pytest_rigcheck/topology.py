@@ -129,7 +129,7 @@ def topo_matrix(rig: Rig) -> str:
         cpus, node = affinity(rig, g.bdf)
         rows.append(f"GPU{i}\t" + "\t".join(cells) + f"\t{cpus}\t{node}\t\tN/A")
     if not gpus:
-        rows = ["no GPUs found"]
+        return "no GPUs found"
     legend = LEGEND + ("\n  NV?  = NVLink peers, link count not recorded" if -1 in nv.values() else "")
     return "\n".join(rows) + "\n\n" + legend
 
