@@ -3,7 +3,9 @@
 Measuring code takes a ``progress`` callback, ``progress(what, elapsed_s, deadline_s)`` (default
 ``no_progress``), and calls it as often as it likes while a phase runs: ``what`` names what is running
 ("P2P: measuring", "vLLM: waiting for /health"), ``elapsed_s`` the seconds since that phase began and
-``deadline_s`` when it is given up (None: none). So the measuring code stays testable without pytest.
+``deadline_s`` when it is given up (None: none), and optionally ``detail=`` (what inside the phase: the GPU
+pair a P2P worker copies between now, the soak's latest readings), shown on a terminal but not part of the
+phase's name. So the measuring code stays testable without pytest.
 
 ``status_line(config)`` is the callback the plugins hand it, written through pytest's terminal reporter:
 
@@ -25,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pytest
 
-Progress = Callable[[str, float, "float | None"], None]
+Progress = Callable[..., None]  # (what, elapsed_s, deadline_s, detail="")
 TTY_EVERY_S = 0.25
 
 
-def no_progress(what: str, elapsed_s: float, deadline_s: float | None = None) -> None:
+def no_progress(what: str, elapsed_s: float, deadline_s: float | None = None, detail: str = "") -> None:
     """The default ``progress`` callback: says nothing."""
     return None
 

@@ -114,3 +114,26 @@ def test_launcher_tells_progress_each_phase(tmp_path) -> None:
     assert out.ok, out
     assert seen and {w for w, _, _ in seen} == {"P2P copies, 1 GPU pair and host links"}
     assert seen[0][2] == 30 and all(e >= 0 for _, e, _ in seen)
+
+
+def test_launcher_passes_the_workers_step(tmp_path) -> None:
+    """A worker's ``step.<name>`` file (the pair it measures now) reaches the status line as its detail."""
+    import sys
+
+    from pytest_rigcheck.p2p.launch import Launcher, Worker
+
+    seen: list[str] = []
+    code = (
+        "import pathlib,sys,time; d=pathlib.Path(sys.argv[1]); (d/'ready.w').touch();"
+        "[time.sleep(0.01) for _ in iter(lambda: (d/'go.p').exists(), True)];"
+        "(d/'step.w').write_text('pair 03:00.0->04:00.0 (unidir)'); time.sleep(1.2);"
+        "(d/'result.w.json').write_text('{}')"
+    )
+
+    def progress(what: str, elapsed: float, deadline: float | None, detail: str = "") -> None:
+        seen.append(detail)
+
+    with Launcher(tmp_path, 30, progress=progress) as launcher:
+        launcher.start([Worker("w", "p", [sys.executable, "-c", code, str(tmp_path)], {})])
+        assert launcher.run_phase("p", label="P2P copies").ok
+    assert "pair 03:00.0->04:00.0 (unidir)" in seen

@@ -89,6 +89,7 @@ class Launcher:
         self.grace_s = grace_s
         self.progress = progress
         self._label, self._t0 = "", 0.0
+        self._step_at, self._step_text = -1e9, ""
         self.workers: list[Worker] = []
 
     def __enter__(self) -> Launcher:
@@ -119,6 +120,7 @@ class Launcher:
         ws = [w for w in self.workers if w.phase == phase]
         out = PhaseOutcome(phase)
         self._label, self._t0 = label or phase, t0
+        self._step_at, self._step_text = -1e9, ""
         if not self._wait(ws, "ready", out, t0):
             return out
         (self.run_dir / f"go.{phase}").touch()
@@ -137,6 +139,21 @@ class Launcher:
         out.wall_s = time.monotonic() - t0
         return out
 
+    def _step(self, ws: list[Worker]) -> str:
+        """The workers' ``step.<name>`` files (what each measures now), read at most every half second."""
+        now = time.monotonic()
+        if now - self._step_at < 0.5:
+            return self._step_text
+        self._step_at = now
+        steps = []
+        for w in ws:
+            try:
+                steps.append((self.run_dir / f"step.{w.name}").read_text(encoding="utf-8").strip())
+            except OSError:
+                continue
+        self._step_text = "; ".join(s for s in steps if s)[:200]
+        return self._step_text
+
     def _wait(self, ws: list[Worker], what: str, out: PhaseOutcome, since: float) -> bool:
         def done(w: Worker) -> bool:
             name = f"ready.{w.name}" if what == "ready" else f"result.{w.name}.json"
@@ -146,7 +163,12 @@ class Launcher:
         while True:
             # Elapsed from the phase's start; the deadline is this stage's (set-up, then measuring).
             now = time.monotonic()
-            self.progress(label, now - t0, round(since - t0 + self.timeout_s))
+            deadline = round(since - t0 + self.timeout_s)
+            step = self._step(ws) if what == "result" else ""
+            if step:  # the pair or host link a worker measures now (its step.<name> file)
+                self.progress(label, now - t0, deadline, detail=step)
+            else:
+                self.progress(label, now - t0, deadline)
             pending = [w for w in ws if not done(w)]
             if not pending:
                 return True
