@@ -153,10 +153,11 @@ def _report_side(path: Path, doc: Any) -> Side:
         raise ValueError(f"{path}: a rigcheck report without its rigs or results list")
     side = Side(str(path))
     side.checks = {}
+    names = [str((x.get("identity") or x).get("name") or "") for x in rigs if isinstance(x, dict)]
     for r in results:
         cid = r.get("id", r.get("nodeid")) if isinstance(r, dict) else None
         if isinstance(cid, str):
-            side.checks[cid] = str(r.get("status", ""))
+            side.checks[_check_id(cid, names)] = str(r.get("status", ""))
     side.gpus = {}
     for rig in rigs:
         if not isinstance(rig, dict):
@@ -180,6 +181,21 @@ def _report_side(path: Path, doc: Any) -> Side:
             mode = (topo.get("iommu") or {}).get("mode")
             side.iommu = mode if isinstance(mode, str) else None
     return side
+
+
+def _check_id(cid: str, rigs: list[str]) -> str:
+    """The check's id without its rig's name, so a report of snapshot ``x`` and one of ``x-after`` (or of
+    the live host) name the same check alike: ``test_acs[RIG]`` -> ``test_acs[*]``, ``[RIG:target]`` ->
+    ``[target]`` (the names of rig-wide and multi-rig test ids, ``plugin``)."""
+    if not cid.endswith("]") or "[" not in cid:
+        return cid
+    head, param = cid[:-1].split("[", 1)
+    for name in sorted((n for n in rigs if n), key=len, reverse=True):
+        if param == name:
+            return f"{head}[*]"
+        if param.startswith(f"{name}:"):
+            return f"{head}[{param[len(name) + 1 :]}]"
+    return cid
 
 
 def _int(v: Any) -> int | None:

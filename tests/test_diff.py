@@ -131,3 +131,23 @@ def test_unreadable_input_is_one_line_exit_2(
     rc = main(["diff", str(path), str(SNAPSHOTS / "rtx3090x2-gen4")])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("rigcheck: ") and len(err.strip().splitlines()) == 1, err
+
+
+def test_report_ids_without_the_rig_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Reports of two differently named captures of one rig name the same checks alike."""
+    for name, rig, status in (("a", "rig-before", "pass"), ("b", "rig-after", "fail")):
+        doc = {
+            "format": 1,
+            "rigs": [{"name": rig, "gpus": []}],
+            "results": [
+                {"nodeid": f"t.py::test_iommu[{rig}]", "status": status},
+                {"nodeid": "t.py::test_acs[0000:02:00.0]", "status": status},
+            ],
+        }
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+    rc, lines = _diff(capsys, tmp_path / "a.json", tmp_path / "b.json")
+    assert rc == 1
+    assert lines == [
+        "WORSE   check: t.py::test_acs[0000:02:00.0]: pass -> fail",
+        "WORSE   check: t.py::test_iommu[*]: pass -> fail",
+    ]
