@@ -1,4 +1,4 @@
-"""The ``rigcheck`` command: ``rigcheck capture OUT``, ``rigcheck topo [SNAPSHOT]``."""
+"""The ``rigcheck`` command: ``capture OUT``, ``topo [SNAPSHOT] [--tree]``, ``diff A B``, ``import-lspci``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,17 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--name", help="Snapshot name (default: the hostname)")
     topo = sub.add_parser("topo", help="Print the GPU topology matrix (like nvidia-smi topo -m) from sysfs")
     topo.add_argument("snapshot", nargs="?", type=Path, help="A snapshot (default: the live machine)")
+    topo.add_argument(
+        "--tree",
+        action="store_true",
+        help="The hop tree: root port -> switch ports -> GPU, gen/width per hop",
+    )
+    dif = sub.add_parser(
+        "diff",
+        help="What changed between two snapshots or --rig-report files (worse first; exit 1 if worse)",
+    )
+    dif.add_argument("a", type=Path, help="Before: a snapshot (directory or .tar.gz) or a --rig-report JSON")
+    dif.add_argument("b", type=Path, help="After: a snapshot or a --rig-report JSON")
     imp = sub.add_parser(
         "import-lspci",
         help="Make a snapshot from pasted lspci -vvv (and nvidia-smi -q, topo -m, /proc/cmdline) text",
@@ -42,11 +53,15 @@ def main(argv: list[str] | None = None) -> int:
             # With "=": pytest picks its rootdir from path-like arguments, and a bare PATH is one.
             print(f"rigcheck: replay with: pytest --rig-snapshot={path}")
             return 0
+        if args.cmd == "diff":
+            from .diff import run_diff
+
+            return run_diff(args.a, args.b)
         if args.cmd == "import-lspci":
             from .importer.cli import run_import
 
             return run_import(args)
-        return _topo(args.snapshot)
+        return _topo(args)
     except (RigcheckError, ValueError) as exc:
         print(f"rigcheck: {exc}", file=sys.stderr)
         return 2
@@ -55,54 +70,34 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _topo(snapshot: Path | None) -> int:
-    """Print the GPU matrix of a snapshot or the live machine; a rig without a GPU is one line, exit 1."""
+def _topo(args: argparse.Namespace) -> int:
+    """``rigcheck topo [SNAPSHOT] [--tree]``, read through the same ``Rig`` the suites use; a rig without a
+    GPU is one line on stderr, exit 1."""
     from .profile import Profile
     from .rig import Rig
-    from .topology import matrix
+    from .topology import hop_tree, topo_matrix
 
-    snap = None
-    if snapshot:
+    if args.snapshot:
         from .snapshot import open_snapshot
 
-        snap = open_snapshot(snapshot)
+        rig = Rig.replay(open_snapshot(args.snapshot), Profile())
+    else:
+        rig = Rig.live(Profile())
     try:
-        rig = Rig.replay(snap, Profile()) if snap is not None else Rig.live(Profile())
         tree = rig.pcie
         if not tree.gpus:
             left = tree.left_out_text()
-            where = f"snapshot {snapshot}" if snapshot else "this machine"
+            where = f"snapshot {args.snapshot}" if args.snapshot else "this machine"
             print(
                 f"rigcheck: no GPU on {where} (no NVIDIA or AMD accelerator in sys/bus/pci/devices)"
                 + (f"; display devices not counted: {left}" if left else ""),
                 file=sys.stderr,
             )
             return 1
-        print(matrix(tree, _nvlinks(rig)))
-        return 0
+        print(hop_tree(rig) if args.tree else topo_matrix(rig))
     finally:
-        if snap is not None:
-            snap.close()
-
-
-def _nvlinks(rig: object) -> dict[frozenset[str], int]:
-    """NVLink peers the rig's records show (``p2p.nvlink``: p2p.json's per-link remotes, nvml.json's P2P
-    status and active links), as ``{frozenset({a, b}): links}`` (-1: peers, count unknown)."""
-    from itertools import combinations
-
-    from .errors import SourceError
-    from .p2p.nvlink import nvlink_links
-
-    try:
-        figures = rig.source.read_json("p2p.json") if not rig.is_live else None  # type: ignore[attr-defined]
-    except (KeyError, SourceError):
-        figures = None
-    out: dict[frozenset[str], int] = {}
-    for a, b in combinations(rig.pcie.gpus, 2):  # type: ignore[attr-defined]
-        n = nvlink_links(rig, figures if isinstance(figures, dict) else None, a.bdf, b.bdf)  # type: ignore[arg-type]
-        if n:
-            out[frozenset((a.bdf, b.bdf))] = n
-    return out
+        rig.close()
+    return 0
 
 
 if __name__ == "__main__":

@@ -271,6 +271,7 @@ def rig_vllm_server(
     rig_vllm_settings: VllmSettings,
     tmp_path_factory: pytest.TempPathFactory,
     record_testsuite_property: Callable[[str, object], None],
+    pytestconfig: pytest.Config,
 ) -> Iterator[VllmServer]:
     """The server under test (``VllmServer``): the one at ``--rig-vllm-url``, or one rigcheck starts from
     the ``[vllm]`` launch template and stops at the end of the session (SIGTERM, SIGKILL after
@@ -301,7 +302,10 @@ def rig_vllm_server(
         return
     failure = None
     try:
-        server = start_server(s, tmp_path_factory.mktemp("rig-vllm"), api_key)
+        from ..progress import progress_for
+
+        with progress_for(pytestconfig) as progress:
+            server = start_server(s, tmp_path_factory.mktemp("rig-vllm"), api_key, progress)
     except LaunchError as exc:
         failure = f"{s.launch_source}: {exc}"
     if failure:

@@ -195,6 +195,9 @@ class TestLaunchedFaultServers:
             ]
         )
         assert result.duration < 30  # started once, not once per test
+        # The readiness wait's status line: one line for the phase in a log (issue 10 #4).
+        waits = [x for x in result.stdout.lines if x.startswith("rigcheck: vLLM start-up and readiness")]
+        assert waits == ["rigcheck: vLLM start-up and readiness (GET /health), 0 s (deadline 3 s)"], waits
 
     def test_exit_at_start(self, pytester, tag):
         """A server that exits during start-up fails at once with the tail of its log."""
