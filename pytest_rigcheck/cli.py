@@ -95,6 +95,9 @@ def _topo(args: argparse.Namespace) -> int:
             )
             return 1
         print(hop_tree(rig) if args.tree else topo_matrix(rig))
+        left = tree.left_out_text()
+        if left:
+            print(f"\ndisplay devices not counted as GPUs: {left}")
     finally:
         rig.close()
     return 0
