@@ -820,25 +820,11 @@ def check_model_fit(
     if len(group) < tp:
         problems.append(f"tensor-parallel size {tp} needs {tp} GPUs; {len(group)} given")
         fixes.append("add GPUs to the group or lower tensor_parallel_size")
-    first = group[0] if group else GpuMem(0, "", 0, 0)
-
-    def batch_for(ctx: int) -> ProfileBatch:
-        return profile_batch(
-            ctx,
-            first.total_bytes,
-            first.name,
-            version=version,
-            tokens=max_num_batched_tokens,
-            seqs=max_num_seqs,
-            chunked=chunked_prefill,
-        )
-
-    def overhead_for(ctx: int) -> Overhead:
-        if overhead_bytes is not None:
-            return Overhead((("runtime", overhead_bytes),), "[vllm] runtime_overhead_gib")
-        return estimate_overhead(model, tp, batch_for(ctx))
-
-    batch = batch_for(context)
+    run = _Sizing(
+        model, tp, need, gpu_memory_utilization, weights, kv_elem, group, overhead_bytes,
+        dict(tokens=max_num_batched_tokens, seqs=max_num_seqs, chunked=chunked_prefill, version=version),
+    )  # fmt: skip
+    batch = run.batch(context)
     if max_num_batched_tokens is not None and not batch.chunked and max_num_batched_tokens < context:
         problems.append(
             f"--max-num-batched-tokens {max_num_batched_tokens} is smaller than max_model_len {context} "
@@ -846,35 +832,9 @@ def check_model_fit(
         )
         fixes.append(f"raise --max-num-batched-tokens to {context} or enable chunked prefill")
     graphs = 0 if enforce_eager else int(CUDA_GRAPHS_GIB * GIB)
-    fits = [
-        _judge_gpu(
-            g,
-            model,
-            tp,
-            context,
-            need,
-            gpu_memory_utilization,
-            weights,
-            kv_elem,
-            overhead_for(context),
-            graphs,
-            fixes,
-        )
-        for g in group
-    ]
-    for f in fits:
-        problems += f.problems
-
-    def room(ctx: int) -> bool:
-        o = overhead_for(ctx).total
-        return all(
-            int(gpu_memory_utilization * g.total_bytes) - weights - o
-            >= need * model.kv_per_sequence(ctx, tp, kv_elem)
-            for g in group
-        )
-
-    max_ctx = _largest(16, context, room) if group else None
-    max_ctx = None if max_ctx is None else max(max_ctx, 0)
+    fits = [run.judge(g, context, graphs, fixes) for g in group]
+    problems += [p for f in fits for p in f.problems]
+    max_ctx = max(_largest(16, context, run.room), 0) if group else None
     if fits and any("KV cache" in p or "before any KV" in p for p in problems):
         fixes += _kv_fixes(max_ctx, need, wlabel, tp)
     notes = (
@@ -887,70 +847,82 @@ def check_model_fit(
             f"CUDA graphs (~{gib(graphs)}) are captured after the KV cache is sized, outside the budget "
             "(not with --enforce-eager)"
         )
+    kv_token = int(model.kv_per_sequence(1, tp, kv_elem))
     return FitReport(
-        model,
-        context,
-        need,
-        tp,
-        gpu_memory_utilization,
-        wlabel,
-        int(model.kv_per_sequence(1, tp, kv_elem)),
-        fits,
-        problems,
-        list(dict.fromkeys(fixes)),
-        max_ctx,
-        batch,
-        notes,
-    )
+        model, context, need, tp, gpu_memory_utilization, wlabel, kv_token, fits, problems,
+        list(dict.fromkeys(fixes)), max_ctx, batch, notes,
+    )  # fmt: skip
 
 
-def _judge_gpu(
-    g: GpuMem,
-    model: ModelSpec,
-    tp: int,
-    context: int,
-    need: int,
-    utilization: float,
-    weights: int,
-    kv_elem: float,
-    detail: Overhead,
-    graphs: int,
-    fixes: list[str],
-) -> GpuFit:
-    """One GPU against vLLM's start rules; the fix for a GPU whose free memory is short goes to ``fixes``."""
-    budget = int(utilization * g.total_bytes)
-    free = g.total_bytes - g.used_bytes
-    kv_seq = model.kv_per_sequence(context, tp, kv_elem)
-    fit = GpuFit(g, budget, free, weights, max(0, budget - weights - detail.total), detail, kv_seq)
-    name = f"GPU{g.index} ({g.name})"
-    if free < budget:
-        fit.problems.append(
-            f"{name}: free {gib(free)} < gpu_memory_utilization {utilization:g} x total "
-            f"{gib(g.total_bytes)} = {gib(budget)}: vLLM refuses to start ({gib(g.used_bytes)} used by "
-            "other processes, e.g. a display)"
+@dataclass(frozen=True)
+class _Sizing:
+    """The fixed inputs of one gate run, and the arithmetic that depends on the context."""
+
+    model: ModelSpec
+    tp: int
+    need: int
+    utilization: float
+    weights: int
+    kv_elem: float
+    group: list[GpuMem]
+    overhead_bytes: int | None
+    flags: dict[str, Any]
+
+    def batch(self, ctx: int) -> ProfileBatch:
+        first = self.group[0] if self.group else GpuMem(0, "", 0, 0)
+        return profile_batch(ctx, first.total_bytes, first.name, **self.flags)
+
+    def overhead(self, ctx: int) -> Overhead:
+        if self.overhead_bytes is not None:
+            return Overhead((("runtime", self.overhead_bytes),), "[vllm] runtime_overhead_gib")
+        return estimate_overhead(self.model, self.tp, self.batch(ctx))
+
+    def room(self, ctx: int) -> bool:
+        """Whether ``need`` sequences of ``ctx`` tokens fit on every GPU (the profiling batch follows ctx)."""
+        left = (
+            min(int(self.utilization * g.total_bytes) for g in self.group)
+            - self.weights
+            - self.overhead(ctx).total
         )
-        usable = int(((free - graphs) / g.total_bytes) * 100) / 100
-        fixes.append(
-            f"GPU{g.index}: lower --gpu-memory-utilization to {usable:.2f} or below (leaves room for CUDA "
-            "graphs), or free it (move the display to another GPU or the iGPU; stop other CUDA processes)"
+        return left >= self.need * self.model.kv_per_sequence(ctx, self.tp, self.kv_elem)
+
+    def judge(self, g: GpuMem, context: int, graphs: int, fixes: list[str]) -> GpuFit:
+        """One GPU against vLLM's start rules; the fix for a GPU short of free memory goes to ``fixes``."""
+        detail, need = self.overhead(context), self.need
+        budget, free = int(self.utilization * g.total_bytes), g.total_bytes - g.used_bytes
+        kv_seq = self.model.kv_per_sequence(context, self.tp, self.kv_elem)
+        fit = GpuFit(
+            g, budget, free, self.weights, max(0, budget - self.weights - detail.total), detail, kv_seq
         )
-    if weights + detail.total > budget:
-        fit.problems.append(
-            f"{name}: weights {gib(weights)} + runtime {gib(detail.total)} exceed the budget {gib(budget)} "
-            "before any KV cache"
-        )
-    elif fit.concurrency < need:
-        what = (
-            f"one sequence of max_model_len {context} tokens needs {gib(kv_seq)} of KV cache"
-            if need == 1
-            else f"{need} sequences of {context} tokens ([vllm] concurrency) need {gib(need * kv_seq)}"
-        )
-        tail = " (vLLM refuses to start)" if need == 1 else ""
-        fit.problems.append(
-            f"{name}: {what}; {gib(fit.kv)} of KV cache is left after weights and the profiling pass, "
-            f"{fit.concurrency:.2f}x{tail}"
-        )
-    return fit
+        name = f"GPU{g.index} ({g.name})"
+        if free < budget:
+            fit.problems.append(
+                f"{name}: free {gib(free)} < gpu_memory_utilization {self.utilization:g} x total "
+                f"{gib(g.total_bytes)} = {gib(budget)}: vLLM refuses to start ({gib(g.used_bytes)} used by "
+                "other processes, e.g. a display)"
+            )
+            usable = int(((free - graphs) / g.total_bytes) * 100) / 100
+            fixes.append(
+                f"GPU{g.index}: lower --gpu-memory-utilization to {usable:.2f} or below (leaves room for CUDA "
+                "graphs), or free it (move the display to another GPU or the iGPU; stop other CUDA processes)"
+            )
+        if self.weights + detail.total > budget:
+            fit.problems.append(
+                f"{name}: weights {gib(self.weights)} + runtime {gib(detail.total)} exceed the budget "
+                f"{gib(budget)} before any KV cache"
+            )
+        elif fit.concurrency < need:
+            what = (
+                f"one sequence of max_model_len {context} tokens needs {gib(kv_seq)} of KV cache"
+                if need == 1
+                else f"{need} sequences of {context} tokens ([vllm] concurrency) need {gib(need * kv_seq)}"
+            )
+            tail = " (vLLM refuses to start)" if need == 1 else ""
+            fit.problems.append(
+                f"{name}: {what}; {gib(fit.kv)} of KV cache is left after weights and the profiling pass, "
+                f"{fit.concurrency:.2f}x{tail}"
+            )
+        return fit
 
 
 def _kv_fixes(max_ctx: int | None, need: int, wlabel: str, tp: int) -> list[str]:

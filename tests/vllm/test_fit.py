@@ -611,3 +611,11 @@ class TestCase04:
         result.stdout.fnmatch_lines(
             ["*does NOT fit*", "*one sequence of max_model_len 32768 tokens*vLLM refuses*"]
         )
+
+
+def test_concurrency_key_is_the_gates_requirement_only_when_given():
+    """[vllm] concurrency, when given, is the gate's stricter need; unset, the gate asks for one sequence
+    (the serving checks keep their own default of 4 parallel requests)."""
+    assert parse_vllm({"model": "m"}, "rig.toml").fit_concurrency is None
+    s = parse_vllm({"model": "m", "concurrency": 2}, "rig.toml")
+    assert (s.fit_concurrency, s.concurrency) == (2, 2)
