@@ -619,3 +619,26 @@ def test_concurrency_key_is_the_gates_requirement_only_when_given():
     assert parse_vllm({"model": "m"}, "rig.toml").fit_concurrency is None
     s = parse_vllm({"model": "m", "concurrency": 2}, "rig.toml")
     assert (s.fit_concurrency, s.concurrency) == (2, 2)
+
+
+def test_started_server_log_is_compared(tmp_path):
+    """The hook the vLLM plugin runs after starting a server: figures recorded as properties, and a large
+    disagreement warned in the run's summary."""
+    from pytest_rigcheck.vllm.plugin import _fit_vs_log
+
+    s = parse_vllm(
+        {
+            "model": "meta-llama/Llama-3.1-8B-Instruct",
+            "max_model_len": 20000,
+            "gpus": {"0": {"name": "RTX 3090", "total_gib": 23.58, "used_gib": 0}},
+        },
+        "rig.toml",
+    )
+    log = tmp_path / "server.log"
+    log.write_text(V1_LOG)
+    got: dict[str, object] = {}
+    _fit_vs_log(s, log, got.__setitem__)
+    assert got["vllm_fit_kv_tokens_logged"] == 31216
+    log.write_text(V1_LOG.replace("31,216", "8,000"))
+    with pytest.warns(UserWarning, match="8,000 tokens"):
+        _fit_vs_log(s, log, got.__setitem__)
