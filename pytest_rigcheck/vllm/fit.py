@@ -308,8 +308,12 @@ def find_preset(name: str) -> ModelSpec | None:
 def _mla_params(cfg: Mapping[str, Any], hidden: int, layers: int, heads: int, vocab: int) -> int:
     """Parameters of a DeepSeek V2/V3 decoder (MLA attention, MoE after ``first_k_dense_replace`` dense
     layers), from its config.json keys (deepseek-ai/DeepSeek-V3 ``configuration_deepseek.py``)."""
-    rope, nope, v = cfg["qk_rope_head_dim"], cfg.get("qk_nope_head_dim", 128), cfg.get("v_head_dim", 128)
-    q_rank, kv_rank = cfg.get("q_lora_rank"), cfg["kv_lora_rank"]
+    rope, nope = int(cfg["qk_rope_head_dim"]), int(cfg.get("qk_nope_head_dim") or 128)
+    v, kv_rank, q_rank = (
+        int(cfg.get("v_head_dim") or 128),
+        int(cfg["kv_lora_rank"]),
+        int(cfg.get("q_lora_rank") or 0),
+    )
     q = hidden * q_rank + q_rank * heads * (nope + rope) if q_rank else hidden * heads * (nope + rope)
     attn = q + hidden * (kv_rank + rope) + kv_rank * heads * (nope + v) + heads * v * hidden
     dense = int(cfg.get("first_k_dense_replace") or 0)
