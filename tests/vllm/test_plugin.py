@@ -298,7 +298,7 @@ class TestModelFitSuite:
         result.assert_outcomes(passed=1, failed=1)
         result.stdout.fnmatch_lines(
             [
-                "*deepseek-r1-distill-qwen-7b (7.62B params, bf16) at context 16384*does NOT fit*",
+                "*deepseek-r1-distill-qwen-7b (7.62B params, bf16) at max_model_len 16384*does NOT fit*",
                 "*problem: GPU0 (NVIDIA GeForce RTX 3080): free 8.67 GiB < gpu_memory_utilization 0.9 x "
                 "total 10.00 GiB*",
                 "*weights 14.19 GiB*",
