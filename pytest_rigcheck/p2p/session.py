@@ -97,6 +97,7 @@ class P2pSession:
         self.python = python
         self.testrunuid = testrunuid
         self._outcome: tuple[str, Any] | None = None
+        self.progress: Any = None  # the run's status line (progress.StatusLine), set by p2p_session
 
     def outcome(self) -> tuple[str, Any]:
         """``("ok", figures)``, ``("skip", reason)`` or ``("fail", reason)``, computed once."""
@@ -151,9 +152,12 @@ class P2pSession:
         with measure_lock():
             data = read_shared(shared)
             if data is None:
+                kw = {"progress": self.progress} if self.progress is not None else {}
                 data = measure.measure(
-                    gpus, nccl_groups, lambda d: decide(self.rig, d), self.timeout_s, self.python
+                    gpus, nccl_groups, lambda d: decide(self.rig, d), self.timeout_s, self.python, **kw
                 )
+                if self.progress is not None:
+                    self.progress.close()
                 data["hidden"] = hidden
                 when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
                 data["origin"] = f"measured live on {self.rig.name} ({when}, pid {os.getpid()})"
