@@ -235,6 +235,15 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     return [f"rigcheck: {r.header()}" for r in rs.rigs]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    # A fixture found that what the test needs cannot be read here (availability.provide): fail the
+    # check as UNREADABLE now, in its call phase, so it is a failed check and not a setup error.
+    from .availability import fail_deferred
+
+    fail_deferred(item)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("rig_live") is None:
         return

@@ -10,8 +10,8 @@ from __future__ import annotations
 from ..errors import ProfileError
 from ..pcie import fmt_link
 from ..targets import GpuTarget
-from ..verdict import Verdict, failed, passed, unreadable
-from .common import Missing, expectations, label, need
+from ..verdict import Unjudgeable, Verdict, failed, judged, passed, unreadable
+from .common import expectations, label, need, opened
 from .state import (
     F_PCIE_GEN,
     F_PCIE_MAX_GEN,
@@ -59,10 +59,9 @@ def decode_reasons(bits: int) -> str:
 def _load(
     t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable, what: str
 ) -> LoadReadings:
-    if isinstance(gpu, Unavailable):
-        raise Missing(unreadable(f"{t.label}: {what} unknown: {gpu}"))
+    gpu = opened(t, gpu, what)
     if isinstance(load, Unavailable):
-        raise Missing(
+        raise Unjudgeable(
             unreadable(
                 f"{label(t, gpu)}: {what} unknown: {load}",
                 fix=[
@@ -72,18 +71,16 @@ def _load(
             )
         )
     if not load.samples:
-        raise Missing(unreadable(f"{label(t, gpu)}: {what} unknown: no sample was taken under load"))
+        raise Unjudgeable(unreadable(f"{label(t, gpu)}: {what} unknown: no sample was taken under load"))
     return load
 
 
+@judged
 def link_under_load(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable) -> Verdict:
     """NVML's current PCIe generation and width while busy reach the profile's (else NVML's max for device and system)."""
-    try:
-        max_gen = need(t, gpu, F_PCIE_MAX_GEN, "maximum PCIe generation")
-        max_width = need(t, gpu, F_PCIE_MAX_WIDTH, "maximum PCIe width")
-    except Missing as m:
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    max_gen = need(t, gpu, F_PCIE_MAX_GEN, "maximum PCIe generation")
+    max_width = need(t, gpu, F_PCIE_MAX_WIDTH, "maximum PCIe width")
+    gpu = opened(t, gpu, "PCIe link")
     name = label(t, gpu)
     want = t.rig.profile.link_for(t.gpu.bdf, t.gpu.slot)
     exp_gen, exp_width = want.gen or max_gen, want.width or max_width
@@ -103,10 +100,7 @@ def link_under_load(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReading
             f"({src}); no load reading ({load})",
             properties={"link_gen_idle": idle[0], "link_width_idle": idle[1], "expected_gen": exp_gen},
         )
-    try:
-        ld = _load(t, gpu, load, "PCIe link under load")
-    except Missing as m:
-        return m.verdict
+    ld = _load(t, gpu, load, "PCIe link under load")
     link = ld.link
     if link is None:
         return unreadable(f"{name}: NVML gave no PCIe link reading under load ({len(ld.samples)} samples)")
@@ -153,16 +147,15 @@ def link_under_load(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReading
     return passed(f"{name}: {fmt_link(gen, width)} under load ({idle_txt} at idle)", properties=props)
 
 
+@judged
 def link_flapping(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable) -> Verdict:
     """The link holds its speed while busy: changes of (gen, width) over the sampling window within ``[gpu] max_link_changes``."""
     try:
         exp = expectations(t.rig.profile)
-        ld = _load(t, gpu, load, "link stability under load")
     except ProfileError as exc:
         return unreadable(f"{t.label}: profile error: {exc}")
-    except Missing as m:
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    ld = _load(t, gpu, load, "link stability under load")
+    gpu = opened(t, gpu, "link stability under load")
     name = label(t, gpu)
     n = len([s for s in ld.samples if s[1] and s[2]])
     if n < MIN_SAMPLES:
@@ -193,13 +186,11 @@ def link_flapping(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings 
     )
 
 
+@judged
 def clock_reasons(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable) -> Verdict:
     """Under load no HW slowdown, thermal (HW or SW) or power-brake reason is active; SW power cap passes."""
-    try:
-        ld = _load(t, gpu, load, "clock event reasons under load")
-    except Missing as m:
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    ld = _load(t, gpu, load, "clock event reasons under load")
+    gpu = opened(t, gpu, "clock event reasons")
     name = label(t, gpu)
     bits = ld.reasons
     if bits is None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..errors import ProfileError
 from ..targets import GpuTarget
-from ..verdict import Verdict, failed, not_applicable, passed, unreadable
-from .common import Missing, expectations, label, need, smi_index
+from ..verdict import Verdict, failed, judged, not_applicable, passed, unreadable
+from .common import expectations, label, need, opened, smi_index
 from .state import (
     F_ECC_MODE,
     F_ECC_UNCORR_AGGREGATE,
@@ -13,6 +13,7 @@ from .state import (
     F_NVLINK,
     F_REMAPPED_ROWS,
     F_RETIRED_PENDING,
+    NOT_NVIDIA,
     NOT_SUPPORTED,
     GpuState,
     LoadReadings,
@@ -28,24 +29,18 @@ def _no_ecc(gpu: GpuState) -> bool:
     return isinstance(mode, Unavailable) and mode.code == NOT_SUPPORTED
 
 
+@judged
 def ecc(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     """No uncorrected ECC error, volatile (since boot) or aggregate (lifetime)."""
-    if isinstance(gpu, GpuState) and _no_ecc(gpu):
+    gpu = opened(t, gpu, "ECC state")
+    if _no_ecc(gpu):
         # Memory without ECC (GeForce): there are no ECC counters to read, the check does not apply.
         return not_applicable(f"{label(t, gpu)}: no ECC memory (NVML: ECC mode not supported)")
-    try:
-        mode = need(t, gpu, F_ECC_MODE, "ECC mode")
-        vol = need(t, gpu, F_ECC_UNCORR_VOLATILE, "uncorrected ECC error count (volatile)")
-        agg = need(t, gpu, F_ECC_UNCORR_AGGREGATE, "uncorrected ECC error count (aggregate)")
-    except Missing as m:
-        if (
-            isinstance(gpu, GpuState)
-            and isinstance(gpu.get(F_ECC_MODE), list)
-            and gpu.get(F_ECC_MODE)[0] == 0
-        ):
-            return not_applicable(f"{label(t, gpu)}: ECC disabled: no ECC counters")
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    mode = need(t, gpu, F_ECC_MODE, "ECC mode")
+    if mode[0] == 0:
+        return not_applicable(f"{label(t, gpu)}: ECC disabled: no ECC counters")
+    vol = need(t, gpu, F_ECC_UNCORR_VOLATILE, "uncorrected ECC error count (volatile)")
+    agg = need(t, gpu, F_ECC_UNCORR_AGGREGATE, "uncorrected ECC error count (aggregate)")
     name = label(t, gpu)
     props: dict[str, object] = {
         "ecc_mode": mode[0],
@@ -65,10 +60,10 @@ def ecc(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     )
 
 
+@judged
 def rows_pending(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     """No retired page (pre-Ampere) or remapped row (Ampere and later) waiting for a GPU reset, no remap failure."""
-    if isinstance(gpu, Unavailable):
-        return unreadable(f"{t.label}: memory repair state unknown: {gpu}")
+    gpu = opened(t, gpu, "memory repair state")
     name = label(t, gpu)
     retired, remapped = gpu.get(F_RETIRED_PENDING), gpu.get(F_REMAPPED_ROWS)
     if isinstance(retired, Unavailable) and isinstance(remapped, Unavailable):
@@ -109,8 +104,11 @@ def rows_pending(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     )
 
 
+@judged
 def xid(t: GpuTarget, gpu: GpuState | Unavailable, log: str | Unavailable, where: str) -> Verdict:
     """No fatal XID for this GPU in the kernel log."""
+    if isinstance(gpu, Unavailable) and gpu.code == NOT_NVIDIA:
+        opened(t, gpu, "XID")  # n/a: not an NVIDIA GPU
     name = label(t, gpu)
     if isinstance(log, Unavailable):
         return unreadable(
@@ -145,12 +143,14 @@ def _counts(events: list[XidEvent]) -> str:
     return ", ".join(f"{x} (x{n})" for x, n in sorted(seen.items()))
 
 
+@judged
 def replay_growth(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable) -> Verdict:
     """The PCIe replay counter does not grow while the GPU is busy (``[gpu] max_replay_growth``, default 0)."""
     try:
         exp = expectations(t.rig.profile)
     except ProfileError as exc:
         return unreadable(f"{t.label}: profile error: {exc}")
+    gpu = opened(t, gpu, "PCIe replay counter growth")
     name = label(t, gpu)
     if isinstance(load, Unavailable):
         return unreadable(f"{name}: PCIe replay counter growth unknown: {load}")
@@ -179,13 +179,11 @@ def replay_growth(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings 
     )
 
 
+@judged
 def nvlink(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     """Every NVLink of a GPU that has NVLink is up."""
-    try:
-        states = need(t, gpu, F_NVLINK, "NVLink state")
-    except Missing as m:
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    states = need(t, gpu, F_NVLINK, "NVLink state")
+    gpu = opened(t, gpu, "NVLink state")
     name = label(t, gpu)
     if not states:
         return not_applicable(f"{name}: no NVLink on this GPU")

@@ -9,14 +9,15 @@ from __future__ import annotations
 from ..errors import ProfileError
 from ..rig import Rig
 from ..targets import GpuTarget
-from ..verdict import Verdict, failed, not_applicable, passed, unreadable
-from .common import Missing, expectations, label, need, smi_index
+from ..verdict import Verdict, failed, judged, not_applicable, passed, unreadable
+from .common import expectations, label, need, opened, smi_index
 from .state import (
     F_PERSISTENCE,
     F_POWER_CONSTRAINTS,
     F_POWER_DEFAULT,
     F_POWER_ENFORCED,
     F_POWER_LIMIT,
+    NOT_NVIDIA,
     GpuState,
     Unavailable,
 )
@@ -39,18 +40,16 @@ def _w(mw: int) -> str:
     return f"{mw / 1000:g} W"
 
 
+@judged
 def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     """The power limit (requested and enforced) equals the profile's ``[power] cap_w`` within ``tolerance_w``."""
     try:
         exp = expectations(t.rig.profile)
     except ProfileError as exc:
         return unreadable(f"{t.label}: profile error: {exc}")
-    try:
-        limit = need(t, gpu, F_POWER_LIMIT, "power limit")
-        enforced = need(t, gpu, F_POWER_ENFORCED, "enforced power limit")
-    except Missing as m:
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    limit = need(t, gpu, F_POWER_LIMIT, "power limit")
+    enforced = need(t, gpu, F_POWER_ENFORCED, "enforced power limit")
+    gpu = opened(t, gpu, "power limit")
     name = label(t, gpu)
     default = gpu.get(F_POWER_DEFAULT)
     constraints = gpu.get(F_POWER_CONSTRAINTS)
@@ -115,13 +114,11 @@ def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     )
 
 
+@judged
 def persistence(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     """Persistence mode is on, so the driver keeps the GPU initialized (and its settings) between processes."""
-    try:
-        mode = need(t, gpu, F_PERSISTENCE, "persistence mode")
-    except Missing as m:
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    mode = need(t, gpu, F_PERSISTENCE, "persistence mode")
+    gpu = opened(t, gpu, "persistence mode")
     props: dict[str, object] = {"persistence_mode": mode}
     if mode == 1:
         return passed(f"{label(t, gpu)}: persistence mode enabled", properties=props)
@@ -153,6 +150,8 @@ def circuit(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
     total = 0
     for fn in tree.gpus:
         g = gpus.get(fn.bdf, Unavailable(f"{fn.bdf} not in NVML"))
+        if isinstance(g, Unavailable) and g.code == NOT_NVIDIA:
+            continue  # not an NVIDIA GPU (a BMC's display): NVML has no power limit for it
         v = g.get(F_POWER_ENFORCED) if isinstance(g, GpuState) else g
         if isinstance(v, Unavailable):
             return unreadable(
