@@ -233,7 +233,9 @@ def seen_by_nvml(t: GpuTarget, gpu: GpuState | Unavailable, system: SystemState)
         opened(t, gpu, "NVML state")  # raises: not applicable
     fn, tree = t.gpu, t.rig.pcie
     driver = fn.driver
-    where = f'slot "{fn.slot}"' if fn.slot else "its slot"
+    # The physical slot: the GPU's own, else that of the nearest bridge above it (a riser or switch board).
+    slot = fn.slot or next((a.slot for a in reversed(tree.ancestors(fn.bdf)) if a.slot), None)
+    where = f'slot "{slot}"' if slot else "its slot"
     seen = sorted(g.bdf for g in system.gpus)
     notes = [
         f"NVML counted GPU index {u.get('index')} but could not open it: {u.get('error')}"
@@ -269,7 +271,7 @@ def seen_by_nvml(t: GpuTarget, gpu: GpuState | Unavailable, system: SystemState)
         fix=fix,
         measured_value=False,
         expected_value=True,
-        target={"bdf": fn.bdf, "slot": fn.slot or "", "gpu_index": t.index},
+        target={"bdf": fn.bdf, "slot": slot or "", "gpu_index": t.index},
     )
 
 

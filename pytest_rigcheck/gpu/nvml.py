@@ -72,7 +72,7 @@ from .state import (
 
 INSTALL_HINT = NVML_INSTALL
 ROOT_HINT = "run as root (sudo pytest --rig ...)"
-NVML_WHAT = "GPU checks (NVML)"
+NVML_WHAT = "GPU checks"
 DRIVER_INSTALL = (
     "install the NVIDIA driver (distribution packages or the .run installer), then check `nvidia-smi`"
 )

@@ -11,17 +11,17 @@ import datetime
 import importlib.util
 import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
+from ..availability import DRIVER_FIX, DRIVER_VERSION_FILE, TORCH_INSTALL, FeatureUnavailable, driver_loaded
 from ..errors import ProfileError, RigcheckError
 from ..rig import Rig
 from . import thresholds as th
-from .figures import P2P_JSON, load, readings
+from .figures import P2P_JSON, check, load, readings
 from .targets import groups
 
-TORCH_EXTRA = "pip install 'pytest-rigcheck[torch]' (PyTorch with its NCCL, the stack vLLM runs on)"
-DRIVER_FILE = "/proc/driver/nvidia/version"
+TORCH_EXTRA = TORCH_INSTALL
+P2P_WHAT = "P2P/NCCL checks"
 
 
 def torch_missing(python: str | None) -> str | None:
@@ -93,39 +93,52 @@ class P2pSession:
         self._outcome: tuple[str, Any] | None = None
 
     def outcome(self) -> tuple[str, Any]:
-        """``("ok", figures)``, ``("skip", reason)`` or ``("fail", reason)``, computed once."""
+        """``("ok", figures)``, ``("skip", reason)`` or ``("error", RigcheckError)``, computed once."""
         if self._outcome is None:
-            self._outcome = self._obtain()
+            try:
+                self._outcome = self._obtain()
+            except RigcheckError as exc:
+                self._outcome = ("error", exc)
         return self._outcome
+
+    def figures(self) -> dict[str, Any]:
+        """The figures; raises ``FeatureUnavailable`` (no torch, no driver) or ``RigcheckError`` (corrupt
+        ``p2p.json``), which ``availability.provide`` settles; ``Skipped`` where a snapshot has none."""
+        import pytest
+
+        kind, value = self.outcome()
+        if kind == "error":
+            raise value
+        if kind == "skip":
+            pytest.skip(value)
+        return value  # type: ignore[no-any-return]
 
     def _obtain(self) -> tuple[str, Any]:
         rig = self.rig
         if not rig.is_live:
             path = rig.root / P2P_JSON
-            if not path.is_file():
+            if path.is_symlink() or not path.is_file():
                 return (
                     "skip",
                     f"{rig.name}: this snapshot has no {P2P_JSON}; P2P and NCCL figures are measured on the "
                     "rig itself (pytest --rig) or recorded by `rigcheck capture` there",
                 )
-            try:
-                return ("ok", load(path, f"snapshot {rig.name}"))
-            except RigcheckError as exc:
-                return ("fail", f"UNREADABLE, not a pass: {exc}")
-        if not Path(DRIVER_FILE).exists():
-            return (
-                "skip",
-                f"P2P/NCCL checks skipped: no NVIDIA driver loaded ({DRIVER_FILE} missing)"
-                + ("" if torch_missing(self.python) is None else f"; they also need {TORCH_EXTRA}"),
-            )
+            return ("ok", load(path, f"snapshot {rig.name}"))
         missing = torch_missing(self.python)
-        if missing:
-            return (
-                "fail",
-                f"{missing}, but this machine has NVIDIA GPUs: the P2P and NCCL checks need it: "
-                f"{TORCH_EXTRA}, or point --rig-p2p-python at an interpreter that has it",
+        if not driver_loaded(rig):
+            raise FeatureUnavailable(
+                P2P_WHAT,
+                f"NVIDIA driver not loaded (/{DRIVER_VERSION_FILE} missing)"
+                + (f"; {missing}" if missing else ""),
+                DRIVER_FIX + (f"; and {TORCH_INSTALL}" if missing else ""),
             )
-        return ("ok", self._measure())
+        if missing:
+            raise FeatureUnavailable(
+                P2P_WHAT,
+                f"{missing}",
+                f"{TORCH_INSTALL}, or point --rig-p2p-python at an interpreter that has it",
+            )
+        return ("ok", check(self._measure(), f"figures {P2P_JSON} measured live on {rig.name}"))
 
     def _measure(self) -> dict[str, Any]:
         from . import measure
