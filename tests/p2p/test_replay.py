@@ -289,3 +289,74 @@ def test_ipc_kernel_read(
     if fails:
         assert "a kernel reading it through the mapping got 4096 of" in out
         assert "--disable-custom-all-reduce" in out
+
+
+# -- impossible figures (gate.md D4) ----------------------------------------------------------------
+
+P01 = "0000:03:00.0->0000:04:00.0"  # GPU0 -> GPU1 of the switch rigs
+
+
+@pytest.mark.parametrize(
+    ("figure", "value", "checks", "why"),
+    [
+        (
+            "latency_us",
+            [-1.0],
+            ["test_p2p_latency"],
+            "reading -1.0 is impossible (a latency is a finite number",
+        ),
+        (
+            "unidir_gbps",
+            [float("inf")],
+            ["test_p2p_unidirectional", "test_p2p_not_through_host"],
+            "reading 'inf' is impossible (a bandwidth is a finite number",
+        ),
+        ("bidir_gbps", [1e308], ["test_p2p_bidirectional"], "reading 1e+308 is impossible"),
+        ("unidir_gbps", ["fast"], ["test_p2p_unidirectional", "test_p2p_not_through_host"], "reading 'fast'"),
+        ("control_latency_us", [0], ["test_p2p_latency"], "reading 0 is impossible"),
+    ],
+)
+def test_impossible_figure_is_unreadable(
+    pytester: pytest.Pytester,
+    snap: Callable[..., Path],
+    figure: str,
+    value: list[Any],
+    checks: list[str],
+    why: str,
+) -> None:
+    """gate.md D4: a latency of -1 us passed ("P2P latency -1 us"); an infinite unidirectional and a 1e308 GB/s
+    bidirectional bandwidth passed both bandwidth checks ("P2P infx the host"). Each impossible figure is now
+    UNREADABLE as corrupt, naming the file, the pair and the field; the pair's other checks still judge."""
+    data, _ = _model("rtxpro6000x4-switch")
+    data["pairs"][P01][figure] = value
+    failed, out, _ = run(pytester, snap("rtxpro6000x4-switch", data))
+    assert failed == {f"{c}[{P01}]" for c in checks}, out
+    assert f'p2p.json pairs["{P01}"].{figure}: {why}' in out, out
+    assert "corrupt figure" in out and "UNREADABLE, not a pass" in out
+
+
+def test_bandwidth_above_the_path_is_unreadable(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """60 GB/s one way between two GPUs whose path is Gen4 x16 (31.5 GB/s) and which NVML says have no NVLink
+    P2P cannot have been measured: UNREADABLE, with the path's capacity as the expectation."""
+    data, _ = _model("rtxpro6000x4-switch")
+    data["pairs"][P01]["unidir_gbps"] = [60.0]
+    failed, out, _ = run(pytester, snap("rtxpro6000x4-switch", data), "-k", "unidirectional")
+    assert failed == {f"test_p2p_unidirectional[{P01}]"}, out
+    assert "reading 60 GB/s is above what the path can carry: corrupt figure" in out, out
+    assert "expected: at most 33.08 GB/s: PCIe Gen4 x16" in out, out
+
+
+def test_impossible_nccl_figures_are_unreadable(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """A NaN busbw and a wrong-count that is not a count make the NCCL checks UNREADABLE, not a traceback."""
+    data, _ = _model("rtxpro6000x4-switch")
+    group = next(iter(data["nccl"]["groups"].values()))
+    group["busbw_gbps"] = [float("nan")]
+    group["wrong"] = "none"
+    failed, out, _ = run(pytester, snap("rtxpro6000x4-switch", data), "-k", "nccl")
+    assert failed == {
+        "test_nccl_allreduce_correct[all]",
+        "test_nccl_busbw[all]",
+        "test_nccl_uses_p2p[all]",
+    }, out
+    assert "busbw_gbps: reading 'nan' is impossible" in out and "wrong: 'none' is not a count" in out, out
+    assert "Traceback" not in out
