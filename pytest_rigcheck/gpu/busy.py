@@ -1,8 +1,11 @@
 """Checks on readings taken while the GPU is busy: PCIe link as NVML sees it, link flapping, clock event reasons.
 
-Idle GPUs downshift their link (REFERENCE 3.3 #17), so the link is judged only under load. Clock event
-reason bits (REFERENCE 3.4 #27): 0x4 SW power cap is what a capped rig shows under load and passes;
-0x8 HW slowdown, 0x20 SW thermal, 0x40 HW thermal and 0x80 HW power brake fail.
+Idle GPUs downshift their link (``nvidia-smi -q`` shows "PCIe Generation Max 4, Current 1" at idle;
+DCGM's pcie plugin reads gen/width only in P0, NVIDIA/DCGM ``nvvs/plugin_src/pcie/PcieMain.cpp``), so
+the link is judged only under load. Clock event reason bits (NVML API reference,
+``nvmlClocksEventReasons``; the same masks as Azure/azurehpc-health-checks
+``customTests/azure_gpu_clock_throttling.nhc``): 0x4 SW power cap is what a capped rig shows under load
+and passes; 0x8 HW slowdown, 0x20 SW thermal, 0x40 HW thermal and 0x80 HW power brake fail.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A short load on the live GPUs, sampling NVML while they are busy.
 
-NVIDIA GPUs drop their PCIe link speed and clocks at idle (REFERENCE 3.3 #17; DCGM reads the link
-only in P0), so link generation, clock event reasons and power are read while a half-precision
+NVIDIA GPUs drop their PCIe link speed and clocks at idle (``nvidia-smi -q`` shows the current PCIe
+generation drop at idle; DCGM reads the link only in P0, NVIDIA/DCGM ``nvvs/plugin_src/pcie/PcieMain.cpp``),
+so link generation, clock event reasons and power are read while a half-precision
 matrix multiply keeps every GPU busy. Sampling starts after a warm-up, so the idle-to-busy retrain
 is not counted as flapping. The PCIe replay counter is read before and after.
 

@@ -1,6 +1,8 @@
 """Power checks: the limit the profile caps each GPU at, the limit actually enforced, persistence, the circuit.
 
-NVML reports milliwatts (REFERENCE 3.4 #25). A limit set with ``nvidia-smi -pl`` is lost at reboot and
+NVML reports milliwatts (NVML API reference: ``nvmlDeviceGetPowerManagementLimit``,
+``nvmlDeviceGetEnforcedPowerLimit``, ``nvmlDeviceSetPowerManagementLimit`` "not persistent across reboots or driver
+unloads"). A limit set with ``nvidia-smi -pl`` is lost at reboot and
 at driver unload, so the fix always says how to make it stick (a systemd oneshot unit).
 """
 

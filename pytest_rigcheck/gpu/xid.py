@@ -4,7 +4,7 @@ Live, the log is ``/dev/kmsg`` (root, or ``kernel.dmesg_restrict=0``), which a s
 file to replay; so a capture keeps its NVRM lines in ``nvml.json`` under ``kernel_log`` (a list of
 lines, or an ``Unavailable`` saying why it could not be read), and replay reads them from there.
 
-Format (gpud ``components/accelerator/nvidia/xid/kmsg.go``; REFERENCE 3.4 #28)::
+Format (leptonai/gpud ``components/accelerator/nvidia/xid/kmsg.go``)::
 
     NVRM: Xid (PCI:0000:05:00): 79, pid=1234, name=python, GPU has fallen off the bus.
 """
@@ -23,7 +23,7 @@ _XID = re.compile(
     r"NVRM: Xid \(PCI:(?P<addr>[0-9a-fA-F]{1,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2})(?:\.[0-7])?\): "
     r"(?P<xid>\d+)(?:, (?P<rest>.*))?"
 )
-# Treated as fatal by Azure's health checks (REFERENCE 3.4 #28): the GPU needs a reset or service.
+# Treated as fatal by Azure's GPU health checks (Azure/azurehpc-health-checks): the GPU needs a reset or service.
 FATAL_XIDS = frozenset({48, 56, 57, 58, 62, 63, 64, 65, 68, 69, 73, 74, 79, 80, 81, 92, 119, 120})
 
 

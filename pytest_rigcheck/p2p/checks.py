@@ -65,7 +65,7 @@ def fixes(rig: Rig, bdfs: list[str], nccl: bool = False) -> list[str]:
         if beyond:
             out.append(
                 f"pairs are {'/'.join(sorted(beyond))} apart: NCCL's default P2P cut-off is PXB; with ACS off and "
-                "the IOMMU off, set NCCL_P2P_LEVEL=SYS (REFERENCE 3.4 #24)"
+                "the IOMMU off, set NCCL_P2P_LEVEL=SYS (NCCL docs, Environment Variables: NCCL_P2P_LEVEL)"
             )
     if not out:
         out.append(
