@@ -209,6 +209,25 @@ class TestLiveNvml:
         with pytest.raises(NvmlUnavailable, match=text):
             LiveNvml()
 
+    def test_gpu_that_cannot_be_opened_is_recorded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A GPU NVML counts but cannot open (fallen off the bus) is recorded as unopened, not a traceback."""
+        fake = _fake_pynvml(unsupported=("nvmlDeviceGetEccMode",))
+
+        def handle(i: int) -> str:
+            if i == 1:
+                raise fake.NVMLError("GPU is lost")  # type: ignore[attr-defined]
+            return "h0"
+
+        fake.nvmlDeviceGetCount = lambda: 2  # type: ignore[attr-defined]
+        fake.nvmlDeviceGetHandleByIndex = handle  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "pynvml", fake)
+        from pytest_rigcheck.gpu.nvml import LiveNvml
+
+        state = LiveNvml().system()
+        assert [g.index for g in state.gpus] == [0]
+        assert state.unopened == [{"index": 1, "error": "nvmlDeviceGetHandleByIndex: GPU is lost"}]
+        assert state.to_json()["unopened"] == state.unopened
+
     def test_no_permission_is_a_clear_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """NoPermission at init says to run as root."""
         monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(init_error="NoPermission"))
