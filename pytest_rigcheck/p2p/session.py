@@ -14,7 +14,7 @@ import subprocess
 from typing import Any
 
 from ..availability import DRIVER_FIX, DRIVER_VERSION_FILE, TORCH_INSTALL, FeatureUnavailable, driver_loaded
-from ..errors import ProfileError, RigcheckError
+from ..errors import ProfileError, RigcheckError, SnapshotError
 from ..rig import Rig
 from . import thresholds as th
 from .figures import P2P_JSON, check, load, readings
@@ -117,7 +117,12 @@ class P2pSession:
         rig = self.rig
         if not rig.is_live:
             path = rig.root / P2P_JSON
-            if path.is_symlink() or not path.is_file():
+            if path.is_symlink():
+                raise SnapshotError(
+                    f"snapshot {rig.name}: {P2P_JSON} is a symbolic link: refused (replay reads "
+                    "nothing outside the snapshot)"
+                )
+            if not path.is_file():
                 return (
                     "skip",
                     f"{rig.name}: this snapshot has no {P2P_JSON}; P2P and NCCL figures are measured on the "

@@ -360,3 +360,17 @@ def test_impossible_nccl_figures_are_unreadable(pytester: pytest.Pytester, snap:
     }, out
     assert "busbw_gbps: reading 'nan' is impossible" in out and "wrong: 'none' is not a count" in out, out
     assert "Traceback" not in out
+
+
+def test_symlinked_p2p_json_is_refused(
+    pytester: pytest.Pytester, snap: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A p2p.json that is a symbolic link (to a file outside the snapshot) is refused, never followed: every
+    P2P check fails as UNREADABLE saying so (DESIGN-REVIEW (a) row 7: it was read through Path and followed)."""
+    data, _ = _model("rtxpro6000x4-switch")
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps(data))
+    dest = snap("rtxpro6000x4-switch", None)
+    (dest / "p2p.json").symlink_to(outside)
+    failed, out, _ = run(pytester, dest, "-k", "latency")
+    assert len(failed) == 12 and "p2p.json is a symbolic link: refused" in out, out
