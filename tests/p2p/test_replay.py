@@ -374,3 +374,25 @@ def test_symlinked_p2p_json_is_refused(
     (dest / "p2p.json").symlink_to(outside)
     failed, out, _ = run(pytester, dest, "-k", "latency")
     assert len(failed) == 12 and "p2p.json is a symbolic link: refused" in out, out
+
+
+def test_figure_checks_at_load() -> None:
+    """figures.check: a sweep size may round to 0.0 GB/s (the 2x H200 capture's 8 B all-reduce), a negative one
+    may not; a GPU entry that is not an object makes the file corrupt."""
+    from pytest_rigcheck.errors import SnapshotError
+    from pytest_rigcheck.p2p.figures import Corrupt, check
+
+    group = {
+        "sweep": [{"bytes": 8, "busbw_gbps": 0.0}, {"bytes": 1 << 20, "busbw_gbps": 12.5}],
+        "busbw_gbps": [12.5],
+    }
+    data = check({"pairs": {}, "gpus": {}, "nccl": {"groups": {"a+b": group}}}, "x")
+    assert data["nccl"]["groups"]["a+b"]["sweep"][0]["busbw_gbps"] == 0.0
+    group["sweep"][1]["busbw_gbps"] = -1.0
+    data = check({"pairs": {}, "gpus": {}, "nccl": {"groups": {"a+b": group}}}, "x")
+    assert isinstance(data["nccl"]["groups"]["a+b"]["sweep"], Corrupt)
+    assert 'x nccl.groups["a+b"].sweep[1] reading -1.0 is impossible' in str(
+        data["nccl"]["groups"]["a+b"]["sweep"]
+    )
+    with pytest.raises(SnapshotError, match=r'gpus\["a"\]: \[1\] is not an object'):
+        check({"pairs": {}, "gpus": {"a": [1]}, "nccl": {}}, "x")
