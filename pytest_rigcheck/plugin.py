@@ -460,7 +460,6 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     return [f"rigcheck: {r.header()}" for r in rs.rigs]
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # One reason for a live-only check on a replay, whatever the number of snapshots (gate D29), and
     # before feature plugins' own reasons (the vLLM plugin's "no server to check").
@@ -730,6 +729,13 @@ def _plain(value: object) -> object:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    # A fixture found that what the test needs cannot be read here (availability.provide): fail the check
+    # as UNREADABLE now, in its call phase, before the test body runs, so it is a failed check and not a
+    # setup error.
+    __tracebackhide__ = True
+    from .availability import fail_deferred
+
+    fail_deferred(item)
     # An Unjudgeable that escapes a test (a check called outside rig_check) is settled the same way.
     try:
         return (yield)
