@@ -72,7 +72,7 @@ def driver_loaded(rig: Rig) -> bool:
     return rig.source.exists(DRIVER_VERSION_FILE)
 
 
-def _decision(rig: Rig, exc: FeatureUnavailable) -> tuple[bool, str]:
+def decision(rig: Rig, exc: FeatureUnavailable) -> tuple[bool, str]:
     """(applies, message): UNREADABLE on a live rig with NVIDIA GPUs on its bus, else a skip."""
     gpus = nvidia_gpus(rig) if rig.is_live else []
     if gpus:
@@ -102,7 +102,7 @@ def provide(request: pytest.FixtureRequest, rig: Rig, obtain: Callable[[], T], p
     try:
         return obtain()
     except FeatureUnavailable as exc:
-        applies, message = _decision(rig, exc)
+        applies, message = decision(rig, exc)
         if applies:
             defer(request.node, message)
         else:
