@@ -368,7 +368,12 @@ def test_symlinked_p2p_json_is_refused(
     dest = snap("rtxpro6000x4-switch", None)
     (dest / "p2p.json").symlink_to(outside)
     failed, out, _ = run(pytester, dest, "-k", "latency")
-    assert len(failed) == 12 and "p2p.json is a symbolic link: refused" in out, out
+    # The one containment mechanism: the rig's Source refuses the link (main's wording).
+    assert len(failed) == 12, out
+    assert (
+        "UNREADABLE, not a pass: snapshot rtxpro6000x4-switch: unreadable p2p.json: symlink p2p.json" in out
+    ), out
+    assert "leaves the snapshot: refused" in out, out
 
 
 def test_figure_checks_at_load() -> None:
