@@ -461,7 +461,6 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     return [f"rigcheck: {r.header()}" for r in rs.rigs]
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # One reason for a live-only check on a replay, whatever the number of snapshots (gate D29), and
     # before feature plugins' own reasons (the vLLM plugin's "no server to check").
@@ -731,12 +730,18 @@ def _plain(value: object) -> object:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    # An Unjudgeable that escapes a test (a check called outside rig_check) is settled the same way; so is
-    # a garbage or refused reading (SourceError, ConfigSpaceError): UNREADABLE naming the file and the
-    # reason, never a traceback.
+    # A fixture found that what the test needs cannot be read here (availability.provide): fail the check
+    # as UNREADABLE now, in its call phase, before the test body runs, so it is a failed check and not a
+    # setup error.
+    __tracebackhide__ = True
+    from .availability import fail_deferred
     from .errors import ConfigSpaceError, SourceError
     from .verdict import unreadable
 
+    fail_deferred(item)
+    # An Unjudgeable that escapes a test (a check called outside rig_check) is settled the same way; so is
+    # a garbage or refused reading (SourceError, ConfigSpaceError): UNREADABLE naming the file and the
+    # reason, never a traceback.
     try:
         return (yield)
     except Unjudgeable as exc:

@@ -13,8 +13,13 @@ from deep inside; ``rig_check`` settles it like a returned verdict. That is the 
 from __future__ import annotations
 
 import enum
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ParamSpec
+
+P = ParamSpec("P")
 
 
 class Status(enum.StrEnum):
@@ -145,3 +150,20 @@ def physical(value: object, *, lo: float = 0.0, hi: float = math.inf, allow_lo: 
     if not math.isfinite(v) or v > hi or v < lo or (not allow_lo and v == lo):
         return None
     return v
+
+
+def judged(check: Callable[P, Verdict]) -> Callable[P, Verdict]:
+    """Decorate a check so an ``Unjudgeable`` raised inside it returns its verdict.
+
+    ``rig_check`` settles ``Unjudgeable`` too; this keeps a check a plain function from target to
+    ``Verdict`` for callers outside pytest (unit tests, ``rigcheck`` tools).
+    """
+
+    @functools.wraps(check)
+    def run(*args: P.args, **kwargs: P.kwargs) -> Verdict:
+        try:
+            return check(*args, **kwargs)
+        except Unjudgeable as exc:
+            return exc.verdict
+
+    return run

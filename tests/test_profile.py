@@ -117,6 +117,8 @@ def test_every_section_parsed_at_load() -> None:
         "p2p": {"required": False, "warn_band": 0.2},
         "nccl": {"min_busbw_gbps": 10},
         "vllm": {"model": "m", "tensor_parallel_size": 2},
+        "soak": {"max_clock_drop": 0.1},
+        "storage": {"min_read_gbps": 2.0},
     }
     assert set(data) == set(SECTION_PARSERS)
     p = parse_profile(data, "rig.toml")

@@ -1,16 +1,19 @@
 """Checks on readings taken while the GPU is busy: PCIe link as NVML sees it, link flapping, clock event reasons.
 
-Idle GPUs downshift their link (nvidia-smi -q: Gen1 at idle), so the link is judged only under load. Clock event
-reason bits (NVML nvmlClocksEventReasons; Azure azurehpc-health-checks): 0x4 SW power cap is what a capped rig shows under load and passes;
-0x8 HW slowdown, 0x20 SW thermal, 0x40 HW thermal and 0x80 HW power brake fail.
+Idle GPUs downshift their link (``nvidia-smi -q`` shows "PCIe Generation Max 4, Current 1" at idle;
+DCGM's pcie plugin reads gen/width only in P0, NVIDIA/DCGM ``nvvs/plugin_src/pcie/PcieMain.cpp``), so
+the link is judged only under load. Clock event reason bits (NVML API reference,
+``nvmlClocksEventReasons``; the same masks as Azure/azurehpc-health-checks
+``customTests/azure_gpu_clock_throttling.nhc``): 0x4 SW power cap is what a capped rig shows under load
+and passes; 0x8 HW slowdown, 0x20 SW thermal, 0x40 HW thermal and 0x80 HW power brake fail.
 """
 
 from __future__ import annotations
 
 from ..pcie import fmt_link
 from ..targets import GpuTarget
-from ..verdict import Verdict, failed, passed, unreadable
-from .common import Missing, expectations, label, need
+from ..verdict import Unjudgeable, Verdict, failed, judged, passed, unreadable
+from .common import expectations, label, need, opened
 from .state import (
     F_PCIE_GEN,
     F_PCIE_MAX_GEN,
@@ -58,10 +61,9 @@ def decode_reasons(bits: int) -> str:
 def _load(
     t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable, what: str
 ) -> LoadReadings:
-    if isinstance(gpu, Unavailable):
-        raise Missing(unreadable(f"{t.label}: {what} unknown: {gpu}"))
+    gpu = opened(t, gpu, what)
     if isinstance(load, Unavailable):
-        raise Missing(
+        raise Unjudgeable(
             unreadable(
                 f"{label(t, gpu)}: {what} unknown: {load}",
                 fix=[
@@ -71,18 +73,16 @@ def _load(
             )
         )
     if not load.samples:
-        raise Missing(unreadable(f"{label(t, gpu)}: {what} unknown: no sample was taken under load"))
+        raise Unjudgeable(unreadable(f"{label(t, gpu)}: {what} unknown: no sample was taken under load"))
     return load
 
 
+@judged
 def link_under_load(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable) -> Verdict:
     """NVML's current PCIe generation and width while busy reach the profile's (else NVML's max for device and system)."""
-    try:
-        max_gen = need(t, gpu, F_PCIE_MAX_GEN, "maximum PCIe generation")
-        max_width = need(t, gpu, F_PCIE_MAX_WIDTH, "maximum PCIe width")
-    except Missing as m:
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    max_gen = need(t, gpu, F_PCIE_MAX_GEN, "maximum PCIe generation")
+    max_width = need(t, gpu, F_PCIE_MAX_WIDTH, "maximum PCIe width")
+    gpu = opened(t, gpu, "PCIe link")
     name = label(t, gpu)
     want = t.rig.profile.link_for(t.gpu.bdf, t.gpu.slot, t.index)
     exp_gen, exp_width = want.gen or max_gen, want.width or max_width
@@ -102,10 +102,7 @@ def link_under_load(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReading
             f"({src}); no load reading ({load})",
             properties={"link_gen_idle": idle[0], "link_width_idle": idle[1], "expected_gen": exp_gen},
         )
-    try:
-        ld = _load(t, gpu, load, "PCIe link under load")
-    except Missing as m:
-        return m.verdict
+    ld = _load(t, gpu, load, "PCIe link under load")
     link = ld.link
     if link is None:
         return unreadable(f"{name}: NVML gave no PCIe link reading under load ({len(ld.samples)} samples)")
@@ -152,14 +149,12 @@ def link_under_load(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReading
     return passed(f"{name}: {fmt_link(gen, width)} under load ({idle_txt} at idle)", properties=props)
 
 
+@judged
 def link_flapping(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable) -> Verdict:
     """The link holds its speed while busy: changes of (gen, width) over the sampling window within ``[gpu] max_link_changes``."""
     exp = expectations(t.rig.profile, t)
-    try:
-        ld = _load(t, gpu, load, "link stability under load")
-    except Missing as m:
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    ld = _load(t, gpu, load, "link stability under load")
+    gpu = opened(t, gpu, "link stability under load")
     name = label(t, gpu)
     n = len([s for s in ld.samples if s[1] and s[2]])
     if n < MIN_SAMPLES:
@@ -190,13 +185,11 @@ def link_flapping(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings 
     )
 
 
+@judged
 def clock_reasons(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable) -> Verdict:
     """Under load no HW slowdown, thermal (HW or SW) or power-brake reason is active; SW power cap passes."""
-    try:
-        ld = _load(t, gpu, load, "clock event reasons under load")
-    except Missing as m:
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    ld = _load(t, gpu, load, "clock event reasons under load")
+    gpu = opened(t, gpu, "clock event reasons")
     name = label(t, gpu)
     bits = ld.reasons
     if bits is None:

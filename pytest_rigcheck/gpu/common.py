@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..targets import GpuTarget
-from ..verdict import Verdict, unreadable
+from ..verdict import Unjudgeable, not_applicable, unreadable
 from .expect import NVLINK_KINDS, GpuExpect, expectations, version_key
-from .state import NO_PERMISSION, GpuState, Unavailable
+from .state import CORRUPT, NO_PERMISSION, NOT_IN_NVML, NOT_NVIDIA, GpuState, Unavailable
+
+SEEN_CHECK = "test_gpu_seen_by_nvml"  # the check that fails, with the diagnosis, when NVML misses a GPU
 
 
 def label(t: GpuTarget, gpu: GpuState | Unavailable) -> str:
@@ -21,25 +23,65 @@ def smi_index(t: GpuTarget, gpu: GpuState | Unavailable) -> int:
     return gpu.index if isinstance(gpu, GpuState) else t.index
 
 
-class Missing(Exception):  # noqa: N818 - control flow inside a check, turned into an unreadable Verdict
-    def __init__(self, verdict: Verdict) -> None:
-        self.verdict = verdict
+def opened(t: GpuTarget, gpu: GpuState | Unavailable, what: str) -> GpuState:
+    """The GPU's NVML state, or raise ``Unjudgeable``: n/a for a display function that is not an NVIDIA GPU,
+    UNREADABLE where NVML does not see the GPU (``test_gpu_seen_by_nvml`` says why) or has no state."""
+    if isinstance(gpu, GpuState):
+        return gpu
+    if gpu.code == NOT_NVIDIA:
+        raise Unjudgeable(not_applicable(f"{t.label}: {gpu}"))
+    if gpu.code == NOT_IN_NVML:
+        raise Unjudgeable(
+            unreadable(
+                f"{t.label}: {what} unknown: NVML does not see this GPU",
+                notes=[str(gpu)],
+                fix=[f"see {SEEN_CHECK}[{t.gpu.bdf}] for what to look at"],
+                target={"bdf": t.gpu.bdf, "gpu_index": t.index},
+                cause=f"{SEEN_CHECK}[{t.gpu.bdf}]",
+            )
+        )
+    raise Unjudgeable(unreadable(f"{t.label}: {what} unknown: {gpu}", fix=[_fix(gpu)]))
 
 
 def need(t: GpuTarget, gpu: GpuState | Unavailable, key: str, what: str) -> Any:
-    """The value of ``key``, or raise ``Missing`` carrying an unreadable verdict that says what and why."""
-    if isinstance(gpu, Unavailable):
-        raise Missing(unreadable(f"{t.label}: {what} unknown: {gpu}", fix=[_fix(gpu)]))
-    value = gpu.get(key)
+    """The value of ``key``, or raise ``Unjudgeable`` carrying the verdict that says what and why.
+
+    A value recorded with the wrong type, or no GPU could give (a negative wattage), is UNREADABLE as
+    corrupt, naming the source and the field (``GpuState.from_json`` and ``LiveNvml`` mark it).
+    """
+    state = opened(t, gpu, what)
+    value = state.get(key)
     if isinstance(value, Unavailable):
-        raise Missing(unreadable(f"{label(t, gpu)}: {what} unreadable: {value}", fix=[_fix(value)]))
+        why = "corrupt" if value.code == CORRUPT else "unreadable"
+        raise Unjudgeable(
+            unreadable(
+                f"{label(t, state)}: {what} {why}: {value}",
+                fix=[_fix(value)],
+                target={"bdf": t.gpu.bdf, "gpu_index": state.index},
+            )
+        )
     return value
 
 
 def _fix(u: Unavailable) -> str:
     if u.code == NO_PERMISSION:
         return "run as root (sudo pytest --rig ...), or replay a snapshot captured as root"
+    if u.code == CORRUPT:
+        return (
+            "the recorded value is not a reading NVML gives: capture again with `rigcheck capture DIR`; "
+            "live, compare with `nvidia-smi -q`"
+        )
     return "read it on the live rig (pytest --rig), or capture again with `rigcheck capture DIR` (pytest-rigcheck[nvml])"
 
 
-__all__ = ["NVLINK_KINDS", "GpuExpect", "Missing", "expectations", "label", "need", "smi_index", "version_key"]
+__all__ = [
+    "NVLINK_KINDS",
+    "SEEN_CHECK",
+    "GpuExpect",
+    "expectations",
+    "label",
+    "need",
+    "opened",
+    "smi_index",
+    "version_key",
+]

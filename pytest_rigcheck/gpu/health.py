@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from ..targets import GpuTarget
-from ..verdict import Verdict, failed, not_applicable, passed, unreadable, warned
-from .common import Missing, expectations, label, need, smi_index
+from ..verdict import Verdict, failed, judged, not_applicable, passed, unreadable, warned
+from .common import expectations, label, need, opened, smi_index
 from .state import (
     F_ECC_MODE,
     F_ECC_UNCORR_AGGREGATE,
@@ -16,6 +16,7 @@ from .state import (
     F_RECOVERY_ACTION,
     F_REMAPPED_ROWS,
     F_RETIRED_PENDING,
+    NOT_NVIDIA,
     NOT_SUPPORTED,
     GpuState,
     LoadReadings,
@@ -32,24 +33,18 @@ def _no_ecc(gpu: GpuState) -> bool:
     return isinstance(mode, Unavailable) and mode.code == NOT_SUPPORTED
 
 
+@judged
 def ecc(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     """No uncorrected ECC error, volatile (since boot) or aggregate (lifetime)."""
-    if isinstance(gpu, GpuState) and _no_ecc(gpu):
+    gpu = opened(t, gpu, "ECC state")
+    if _no_ecc(gpu):
         # Memory without ECC (GeForce): there are no ECC counters to read, the check does not apply.
         return not_applicable(f"{label(t, gpu)}: no ECC memory (NVML: ECC mode not supported)")
-    try:
-        mode = need(t, gpu, F_ECC_MODE, "ECC mode")
-        vol = need(t, gpu, F_ECC_UNCORR_VOLATILE, "uncorrected ECC error count (volatile)")
-        agg = need(t, gpu, F_ECC_UNCORR_AGGREGATE, "uncorrected ECC error count (aggregate)")
-    except Missing as m:
-        if (
-            isinstance(gpu, GpuState)
-            and isinstance(gpu.get(F_ECC_MODE), list)
-            and gpu.get(F_ECC_MODE)[0] == 0
-        ):
-            return not_applicable(f"{label(t, gpu)}: ECC disabled: no ECC counters")
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    mode = need(t, gpu, F_ECC_MODE, "ECC mode")
+    if mode[0] == 0:
+        return not_applicable(f"{label(t, gpu)}: ECC disabled: no ECC counters")
+    vol = need(t, gpu, F_ECC_UNCORR_VOLATILE, "uncorrected ECC error count (volatile)")
+    agg = need(t, gpu, F_ECC_UNCORR_AGGREGATE, "uncorrected ECC error count (aggregate)")
     name = label(t, gpu)
     props: dict[str, object] = {
         "ecc_mode": mode[0],
@@ -69,10 +64,10 @@ def ecc(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     )
 
 
+@judged
 def rows_pending(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     """No retired page (pre-Ampere) or remapped row (Ampere and later) waiting for a GPU reset, no remap failure."""
-    if isinstance(gpu, Unavailable):
-        return unreadable(f"{t.label}: memory repair state unknown: {gpu}")
+    gpu = opened(t, gpu, "memory repair state")
     name = label(t, gpu)
     retired, remapped = gpu.get(F_RETIRED_PENDING), gpu.get(F_REMAPPED_ROWS)
     if isinstance(retired, Unavailable) and isinstance(remapped, Unavailable):
@@ -134,15 +129,16 @@ def _recovery(gpu: GpuState | Unavailable) -> tuple[int | None, str, bool]:
     return v, f"NVML recovery action: {RECOVERY_ACTIONS.get(v, (f'unknown action {v}', ''))[0]}", False
 
 
-def _counts(judged: list[Judged]) -> str:
+def _counts(found: list[Judged]) -> str:
     seen: dict[str, list[Judged]] = {}
-    for j in judged:
+    for j in found:
         seen.setdefault(j.name, []).append(j)
     return "; ".join(f"{n} x{len(js)} -> {js[0].resolution}" for n, js in seen.items())
 
 
+@judged
 def xid(t: GpuTarget, gpu: GpuState | Unavailable, log: str | Unavailable, where: str) -> Verdict:
-    """No driver fault needing a GPU reset or worse for this GPU: kernel-log Xids judged by NVIDIA's Xid catalog,
+    """No driver fault needing a GPU reset or worse for this GPU: kernel-log Xids found by NVIDIA's Xid catalog,
     the driver's messages without an Xid number, and NVML's GPU recovery action where the driver offers it.
 
     An Xid whose catalog resolution is a GPU reset or worse (RESET_GPU, RESTART_BM, ...) fails; one that only
@@ -150,6 +146,8 @@ def xid(t: GpuTarget, gpu: GpuState | Unavailable, log: str | Unavailable, where
     message naming no GPU counts for the only GPU of a one-GPU rig; on a larger rig it is put down to a GPU
     that has a failing Xid of its own, and warns on every GPU where none has.
     """
+    if isinstance(gpu, Unavailable) and gpu.code == NOT_NVIDIA:
+        opened(t, gpu, "XID")  # n/a: not an NVIDIA GPU
     name = label(t, gpu)
     i = smi_index(t, gpu)
     action, action_note, corrupt = _recovery(gpu)
@@ -176,18 +174,18 @@ def xid(t: GpuTarget, gpu: GpuState | Unavailable, log: str | Unavailable, where
             fix=["run as root (sudo pytest --rig ...), or capture with `sudo rigcheck capture DIR`"],
             properties=props,
         )
-    judged = [judge(e) for e in parse_events(log)]
+    found = [judge(e) for e in parse_events(log)]
     rig_gpus = {_fn0(g.bdf) for g in t.rig.pcie.gpus}
     key = _fn0(t.gpu.bdf)
-    mine = [j for j in judged if j.event.bdf == key]
-    loose = [j for j in judged if j.event.bdf is None]
+    mine = [j for j in found if j.event.bdf == key]
+    loose = [j for j in found if j.event.bdf is None]
     if len(rig_gpus) == 1:  # a message naming no GPU can only be about this one
         mine, loose = mine + loose, []
     failing = [j for j in mine if j.severity == FAIL]
     warning = [j for j in mine if j.severity == WARN]
     info = [j for j in mine if j.severity == INFO]
     loose_fail = [j for j in loose if j.severity == FAIL]
-    culprits = sorted({j.event.bdf for j in judged if j.severity == FAIL and j.event.bdf in rig_gpus})
+    culprits = sorted({j.event.bdf for j in found if j.severity == FAIL and j.event.bdf in rig_gpus})
     props["xids"] = ",".join(str(j.event.xid) for j in mine if j.event.xid is not None)
     props["driver_faults"] = len(failing)
     loose_note = (
@@ -267,9 +265,11 @@ def _fix_for(j: Judged, i: int) -> str:
     return f"{j.key}: {j.resolution}"
 
 
+@judged
 def replay_growth(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings | Unavailable) -> Verdict:
     """The PCIe replay counter does not grow while the GPU is busy (``[gpu] max_replay_growth``, default 0)."""
     exp = expectations(t.rig.profile, t)
+    gpu = opened(t, gpu, "PCIe replay counter growth")
     name = label(t, gpu)
     if isinstance(load, Unavailable):
         return unreadable(f"{name}: PCIe replay counter growth unknown: {load}")
@@ -304,6 +304,7 @@ _FM_FIX = (
 )
 
 
+@judged
 def nvlink(
     t: GpuTarget, gpu: GpuState | Unavailable, peers: dict[str, GpuState | Unavailable] | None = None
 ) -> Verdict:
@@ -318,11 +319,8 @@ def nvlink(
     ``peers`` are the rig's GPUs as NVML sees them (for that one inference).
     """
     exp = expectations(t.rig.profile, t)
-    try:
-        states = need(t, gpu, F_NVLINK, "NVLink state")
-    except Missing as m:
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    states = need(t, gpu, F_NVLINK, "NVLink state")
+    gpu = opened(t, gpu, "NVLink state")
     name = label(t, gpu)
     i = smi_index(t, gpu)
     want = exp.nvlink

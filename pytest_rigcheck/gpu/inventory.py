@@ -7,8 +7,8 @@ from collections import Counter
 
 from ..rig import Rig
 from ..targets import GpuTarget
-from ..verdict import Verdict, failed, passed, unreadable
-from .common import Missing, expectations, label, need, version_key
+from ..verdict import Verdict, failed, judged, passed, unreadable
+from .common import expectations, label, need, opened, version_key
 from .state import (
     F_DISPLAY_ACTIVE,
     F_MEM_TOTAL,
@@ -16,6 +16,7 @@ from .state import (
     F_NAME,
     F_PROCESSES,
     F_VBIOS,
+    NOT_NVIDIA,
     GpuState,
     SystemState,
     Unavailable,
@@ -35,7 +36,12 @@ def tp_groups(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
             [sorted(by_index) or list(range(len(tree.gpus)))],
             "all GPUs (no [rig] tp_groups in the profile)",
         )
-    missing = [fn for fn in tree.gpus if not isinstance(gpus.get(fn.bdf), GpuState)]
+    missing = [
+        fn
+        for fn in tree.gpus
+        if not isinstance(g := gpus.get(fn.bdf), GpuState)
+        and not (isinstance(g, Unavailable) and g.code == NOT_NVIDIA)
+    ]
     if missing:
         return unreadable(
             f"{rig.name}: NVML has no state for {', '.join(tree.gpu_label(f) for f in missing)}: "
@@ -102,17 +108,15 @@ def _gib(b: int) -> float:
     return round(b / (1 << 30), 1)
 
 
+@judged
 def vram_free(t: GpuTarget, gpu: GpuState | Unavailable, own_pid: int | None = None) -> Verdict:
     """Before the model arrives, no display and no other process holds GPU memory (``[gpu] max_vram_used_mib``)."""
     exp = expectations(t.rig.profile, t)
-    try:
-        total = need(t, gpu, F_MEM_TOTAL, "memory size")
-        used = need(t, gpu, F_MEM_USED, "memory in use")
-        display = need(t, gpu, F_DISPLAY_ACTIVE, "display state")
-        procs = need(t, gpu, F_PROCESSES, "processes on the GPU")
-    except Missing as m:
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    total = need(t, gpu, F_MEM_TOTAL, "memory size")
+    used = need(t, gpu, F_MEM_USED, "memory in use")
+    display = need(t, gpu, F_DISPLAY_ACTIVE, "display state")
+    procs = need(t, gpu, F_PROCESSES, "processes on the GPU")
+    gpu = opened(t, gpu, "memory in use")
     own_pid = os.getpid() if own_pid is None else own_pid
     name = label(t, gpu)
     own = sum(p["used_b"] or 0 for p in procs if p["pid"] == own_pid)
@@ -214,4 +218,66 @@ def versions(rig: Rig, system: SystemState) -> Verdict:
     return passed(f"{rig.name}: {measured}", properties=props)
 
 
-__all__ = ["tp_groups", "versions", "vram_free"]
+@judged
+def seen_by_nvml(t: GpuTarget, gpu: GpuState | Unavailable, system: SystemState) -> Verdict:
+    """Every NVIDIA GPU on the PCIe bus (sysfs) is among the GPUs NVML reports (``nvmlDeviceGetCount_v2``,
+    ``nvmlDeviceGetPciInfo_v3`` busId, NVML API reference).
+
+    A GPU the bus enumerates but the driver does not present is dead, unbound, or failed to initialise
+    (the kernel log then has ``NVRM: ... RmInitAdapter failed`` or ``fallen off the bus``, Xid 79); every
+    other NVML check of it is UNREADABLE and points here.
+    """
+    if isinstance(gpu, GpuState):
+        return passed(
+            f"{label(t, gpu)}: on the PCIe bus and seen by NVML as GPU{gpu.index}",
+            measured_value=True,
+            expected_value=True,
+            target={"bdf": t.gpu.bdf, "gpu_index": gpu.index},
+        )
+    if gpu.code == NOT_NVIDIA:
+        opened(t, gpu, "NVML state")  # raises: not applicable
+    fn, tree = t.gpu, t.rig.pcie
+    driver = fn.driver
+    # The physical slot: the GPU's own, else that of the nearest bridge above it (a riser or switch board).
+    slot = fn.slot or next((a.slot for a in reversed(tree.ancestors(fn.bdf)) if a.slot), None)
+    where = f'slot "{slot}"' if slot else "its slot"
+    seen = sorted(g.bdf for g in system.gpus)
+    notes = [
+        f"NVML counted GPU index {u.get('index')} but could not open it: {u.get('error')}"
+        for u in system.unopened
+    ]
+    fix = []
+    if driver != "nvidia":
+        fix.append(
+            f"the GPU is bound to {driver or 'no driver'}, not nvidia: "
+            + (
+                "release it from vfio-pci (drop its ID from vfio-pci.ids= / the modprobe.d file) and reboot"
+                if driver == "vfio-pci"
+                else "blacklist nouveau, install and load the NVIDIA driver (`sudo modprobe nvidia`)"
+                if driver == "nouveau"
+                else "load the NVIDIA driver (`sudo modprobe nvidia`) and check `lspci -k -s " + fn.bdf + "`"
+            )
+        )
+    fix += [
+        "`sudo dmesg | grep -iE 'NVRM|RmInitAdapter|fallen off the bus|Xid'`: why the driver could not "
+        "initialise it (Xid 79 = fallen off the bus)",
+        f"`nvidia-smi -q -i {fn.bdf}`",
+        f"power the machine off (a cold boot, not a reboot), reseat the card and its riser in {where}, "
+        "and check every PCIe power cable of the card",
+    ]
+    return failed(
+        f"{t.label} in {where}: on the PCIe bus (driver {driver or 'none'}) but NVML does not see it: a dead, "
+        "unbound or uninitialised GPU",
+        measured=f"sysfs {fn.bdf} {fn.ids} bound to {driver or 'no driver'}; NVML ({system.origin}) reports "
+        f"{len(seen)} GPU(s): {', '.join(seen) or 'none'}",
+        expected="every NVIDIA GPU on the PCIe bus among NVML's GPUs",
+        path=[tree.path_text(fn.bdf)],
+        notes=notes,
+        fix=fix,
+        measured_value=False,
+        expected_value=True,
+        target={"bdf": fn.bdf, "slot": slot or "", "gpu_index": t.index},
+    )
+
+
+__all__ = ["seen_by_nvml", "tp_groups", "versions", "vram_free"]

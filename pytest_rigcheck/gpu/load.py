@@ -1,6 +1,7 @@
 """A short load on the live GPUs, sampling NVML while they are busy.
 
-NVIDIA GPUs drop their PCIe link speed and clocks at idle (NVIDIA DCGM checks the link only in P-state 0:
+NVIDIA GPUs drop their PCIe link speed and clocks at idle (``nvidia-smi -q`` shows the current PCIe
+generation drop at idle; DCGM reads the link only in P-state 0, NVIDIA/DCGM
 ``nvvs/plugin_src/pcie/PcieMain.cpp``), so link generation, clock event reasons and power are read while a
 half-precision matrix multiply keeps every GPU busy. Sampling starts after a warm-up, so the
 idle-to-busy retrain is not counted as flapping. The PCIe replay counter is read before and after.

@@ -6,8 +6,13 @@ Errors are translated the way psutil's ``wrap_exceptions`` translates OSError:
   needing it reports it unreadable (never a pass).
 - ``NVMLError_NoPermission``: ``NvmlPermissionError`` for the whole session, or an ``Unavailable`` with
   code ``no_permission`` on a single reading, with "run as root" in it.
-- ``DriverNotLoaded``, ``LibraryNotFound``, no GPU: ``NvmlUnavailable``; the plugin skips every GPU
-  check with that one reason.
+- no ``pynvml``, ``DriverNotLoaded``, ``LibraryNotFound``: ``NvmlUnavailable`` (a
+  ``FeatureUnavailable``): on a live rig whose PCIe bus shows NVIDIA GPUs every GPU check fails as
+  UNREADABLE with the fix; where there is no NVIDIA GPU they skip with that one reason
+  (``pytest_rigcheck.availability``).
+
+Error names and calls as in the NVML API reference (docs.nvidia.com/deploy/nvml-api: ``nvmlInit_v2``,
+``nvmlDeviceGetCount_v2``, ``nvmlDeviceGetHandleByIndex_v2``, "Return values" of each).
 
 Only ``nvmlDeviceGet*``/``nvmlSystemGet*`` are ever called: the plugin is read-only.
 """
@@ -20,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..availability import DRIVER_FIX, NVML_INSTALL, FeatureUnavailable
 from ..errors import RigcheckError
 from ..pcie import normalize_bdf
 from .state import (
@@ -62,14 +68,27 @@ from .state import (
     LoadReadings,
     SystemState,
     Unavailable,
+    checked,
+    checked_system,
 )
 
-INSTALL_HINT = "install pytest-rigcheck[nvml] (the nvidia-ml-py distribution, which provides pynvml)"
+INSTALL_HINT = NVML_INSTALL
 ROOT_HINT = "run as root (sudo pytest --rig ...)"
+NVML_WHAT = "GPU checks"
+DRIVER_INSTALL = (
+    "install the NVIDIA driver (distribution packages or the .run installer), then check `nvidia-smi`"
+)
+INIT_FIX = "check `nvidia-smi` and `sudo dmesg | grep -iE 'NVRM|RmInitAdapter|fallen off the bus'`"
 
 
-class NvmlUnavailable(RigcheckError):
-    """NVML cannot be used on this machine (no driver, no library, no GPU): the GPU checks do not apply."""
+class NvmlUnavailable(FeatureUnavailable):
+    """NVML cannot be used on this machine (no bindings, no driver, no library, no GPU).
+
+    UNREADABLE on a live rig with NVIDIA GPUs on its bus, a skip elsewhere (``availability``).
+    """
+
+    def __init__(self, reason: str, fix: str) -> None:
+        super().__init__(NVML_WHAT, reason, fix)
 
 
 class NvmlPermissionError(RigcheckError):
@@ -153,7 +172,7 @@ def _pynvml() -> Any:
     try:
         import pynvml
     except ImportError:
-        raise NvmlUnavailable(f"NVML bindings not installed: {INSTALL_HINT}") from None
+        raise NvmlUnavailable("NVML bindings (pynvml) not installed", INSTALL_HINT) from None
     return pynvml
 
 
@@ -168,27 +187,34 @@ class LiveNvml:
             nv.nvmlInit()
         except nv.NVMLError_LibraryNotFound:
             raise NvmlUnavailable(
-                "NVML library libnvidia-ml.so.1 not found: no NVIDIA driver installed"
+                "NVML library libnvidia-ml.so.1 not found: no NVIDIA driver installed", DRIVER_INSTALL
             ) from None
         except nv.NVMLError_DriverNotLoaded:
             raise NvmlUnavailable(
-                "NVIDIA driver not loaded (`lsmod | grep nvidia`; `sudo modprobe nvidia`)"
+                "NVIDIA driver not loaded (NVML_ERROR_DRIVER_NOT_LOADED)", DRIVER_FIX
             ) from None
         except nv.NVMLError_NoPermission:
             raise NvmlPermissionError(
                 f"NVML refused to initialize: insufficient permissions; {ROOT_HINT}"
             ) from None
         except nv.NVMLError as exc:
-            raise NvmlUnavailable(f"NVML failed to initialize: {exc}") from None
+            raise NvmlUnavailable(f"NVML failed to initialize: {exc}", INIT_FIX) from None
         try:
             count = int(nv.nvmlDeviceGetCount())
         except nv.NVMLError as exc:
             nv.nvmlShutdown()
-            raise NvmlUnavailable(f"NVML cannot count GPUs: {exc}") from None
-        if count == 0:
-            nv.nvmlShutdown()
-            raise NvmlUnavailable("NVML sees no NVIDIA GPU on this machine")
-        self._handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+            raise NvmlUnavailable(f"NVML cannot count GPUs: {exc}", INIT_FIX) from None
+        # count == 0 is a reading, not an error: where the PCIe bus shows NVIDIA GPUs, the cross-check
+        # (inventory.seen_by_nvml) fails each of them with what to look at.
+        # A GPU the driver counts but cannot open (fallen off the bus, RmInitAdapter failed) has no handle:
+        # it is recorded as unopened, and the PCIe cross-check names it, instead of a traceback here.
+        self._handles: dict[int, Any] = {}
+        self._unopened: list[dict[str, Any]] = []
+        for i in range(count):
+            try:
+                self._handles[i] = nv.nvmlDeviceGetHandleByIndex(i)
+            except nv.NVMLError as exc:
+                self._unopened.append({"index": i, "error": f"nvmlDeviceGetHandleByIndex: {exc}"})
         self._state: SystemState | None = None
 
     # A reading: the value, or an Unavailable that says why.
@@ -214,13 +240,27 @@ class LiveNvml:
     def system(self) -> SystemState:
         if self._state is None:
             nv = self._nv
-            gpus = [self._gpu(i, h) for i, h in enumerate(self._handles)]
+            gpus = []
+            for i, h in self._handles.items():
+                try:
+                    gpus.append(self._gpu(i, h))
+                except nv.NVMLError as exc:  # no PCI identity: the GPU cannot be matched to the bus
+                    self._unopened.append({"index": i, "error": f"nvmlDeviceGetPciInfo: {exc}"})
+            versions = checked_system(
+                {
+                    "driver": self._read(lambda: _text(nv.nvmlSystemGetDriverVersion())),
+                    "cuda": self._read(lambda: int(nv.nvmlSystemGetCudaDriverVersion())),
+                    "nvml": self._read(lambda: _text(nv.nvmlSystemGetNVMLVersion())),
+                },
+                self.origin,
+            )
             self._state = SystemState(
                 origin=self.origin,
-                driver=self._read(lambda: _text(nv.nvmlSystemGetDriverVersion())),
-                cuda=self._read(lambda: int(nv.nvmlSystemGetCudaDriverVersion())),
-                nvml=self._read(lambda: _text(nv.nvmlSystemGetNVMLVersion())),
+                driver=versions["driver"],
+                cuda=versions["cuda"],
+                nvml=versions["nvml"],
                 gpus=gpus,
+                unopened=list(self._unopened),
             )
         return self._state
 
@@ -287,7 +327,7 @@ class LiveNvml:
                 int(mem.used),
                 int(mem.reserved),
             )
-        return GpuState(bdf, index, v)
+        return GpuState(bdf, index, checked(v, f"{self.origin} GPU{index} ({bdf})"))
 
     def _reasons(self, h: Any) -> int:
         nv = self._nv

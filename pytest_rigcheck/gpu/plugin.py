@@ -55,8 +55,9 @@ def load_seconds(config: pytest.Config) -> float:
 class GpuSession:
     """One rig's NVML state, opened on first use and kept for the session (in ``rig.extras["gpu"]``).
 
-    The outcome of opening NVML is kept too, so a machine without a driver is probed once and every
-    GPU check skips with that one reason.
+    The outcome of opening NVML is kept too, so a machine without a driver is probed once; the
+    fixtures settle it through ``availability.provide`` (UNREADABLE where NVIDIA GPUs are on the bus,
+    a skip where there are none).
     """
 
     def __init__(self, rig: Rig, seconds: float, python: str | None = None) -> None:
@@ -89,17 +90,30 @@ class GpuSession:
         return self.nvml.system()
 
     def gpus(self) -> dict[str, GpuState | Unavailable]:
-        """Every GPU of the PCIe tree, joined by BDF to NVML's state (``Unavailable`` where NVML lacks it)."""
-        from .state import NOT_CAPTURED, Unavailable
+        """Every GPU of the PCIe tree, joined by BDF to NVML's state.
+
+        Where NVML has no state: ``Unavailable(code=not_nvidia)`` for a display function of another vendor
+        (a BMC's VGA: the NVML checks do not apply), ``Unavailable(code=not_in_nvml)`` for an NVIDIA GPU
+        NVML does not report (``inventory.seen_by_nvml`` fails it with the diagnosis).
+        """
+        from ..availability import NVIDIA_VENDOR
+        from .state import NOT_IN_NVML, NOT_NVIDIA, Unavailable
 
         by_bdf = {g.bdf: g for g in self.system.gpus}
         out: dict[str, GpuState | Unavailable] = {}
         for fn in self.rig.pcie.gpus:
-            out[fn.bdf] = by_bdf.get(fn.bdf) or Unavailable(
-                f"{fn.bdf} is on the PCIe bus but not among the GPUs {self.nvml.origin} reports "
-                f"({', '.join(sorted(by_bdf)) or 'none'}): driver not bound, GPU fallen off the bus, or not captured",
-                NOT_CAPTURED,
-            )
+            if fn.bdf in by_bdf:
+                out[fn.bdf] = by_bdf[fn.bdf]
+            elif fn.vendor != NVIDIA_VENDOR:
+                out[fn.bdf] = Unavailable(
+                    f"{fn.describe()} is not an NVIDIA GPU: NVML has no state for it", NOT_NVIDIA
+                )
+            else:
+                out[fn.bdf] = Unavailable(
+                    f"{fn.bdf} is on the PCIe bus (driver {fn.driver or 'none'}) but not among the "
+                    f"{len(by_bdf)} GPU(s) {self.nvml.origin} reports ({', '.join(sorted(by_bdf)) or 'none'})",
+                    NOT_IN_NVML,
+                )
         return out
 
     def gpu(self, bdf: str) -> GpuState | Unavailable:
@@ -156,47 +170,28 @@ def gpu_session(rig: Rig, config: pytest.Config) -> GpuSession:
     return s
 
 
-def _settle_open(session: GpuSession) -> None:
-    __tracebackhide__ = True
-    from ..errors import RigcheckError
-    from .nvml import NvmlPermissionError, NvmlUnavailable
-
-    skip = fail = None
-    try:
-        session.nvml  # noqa: B018 - opens NVML (or reads nvml.json) once
-    except NvmlUnavailable as exc:
-        skip = f"GPU checks skipped: {exc}"
-    except NvmlPermissionError as exc:
-        fail = f"NVML: {exc}"
-    except RigcheckError as exc:
-        fail = f"UNREADABLE, not a pass: {exc}"
-    # Outside the except blocks, so the report shows the reason and not a chained traceback.
-    if skip:
-        pytest.skip(skip)
-    if fail:
-        pytest.fail(fail, pytrace=False)
-
-
 @pytest.fixture
-def rig_nvml(rig: Rig, pytestconfig: pytest.Config) -> GpuSession:
+def rig_nvml(rig: Rig, request: pytest.FixtureRequest) -> GpuSession:
     """The rig's GPU state through NVML (``GpuSession``): live NVML, or the snapshot's ``nvml.json``.
 
     ``.system`` (driver, CUDA, every GPU's ``GpuState``), ``.gpu(bdf)``, ``.load_of(bdf)`` (readings under a short
-    load, taken once per session), ``.kernel_log()``. Skips every GPU check with one reason where there is no
-    NVIDIA driver or GPU; fails on a permission error or a snapshot without NVML state.
+    load, taken once per session), ``.kernel_log()``. Where NVML cannot be opened the test is settled by
+    ``availability.provide``: FAILED as UNREADABLE (with the install line or driver fix) on a live rig whose
+    PCIe bus shows NVIDIA GPUs, or for a snapshot without NVML state; skipped where there is no NVIDIA GPU.
 
     Example::
 
         def test_persistence(rig_gpu, rig_nvml):
             assert rig_nvml.gpu(rig_gpu.gpu.bdf).get("persistence_mode") == 1
     """
-    session = gpu_session(rig, pytestconfig)
-    _settle_open(session)
-    return session
+    from ..availability import provide
+
+    session = gpu_session(rig, request.config)
+    return provide(request, rig, lambda: (session.nvml, session)[1], session)
 
 
 @pytest.fixture
-def rig_gpus(rig_nvml: GpuSession) -> dict[str, Any]:
+def rig_gpus(rig_nvml: GpuSession, request: pytest.FixtureRequest) -> dict[str, Any]:
     """The rig's GPUs as NVML sees them, joined to the PCIe tree by BDF: ``{bdf: GpuState | Unavailable}``.
 
     Example::
@@ -204,38 +199,14 @@ def rig_gpus(rig_nvml: GpuSession) -> dict[str, Any]:
         def test_names(rig_gpus):
             assert all(g.name for g in rig_gpus.values())
     """
-    return rig_nvml.gpus()
+    from ..availability import provide
+
+    return provide(request, rig_nvml.rig, rig_nvml.gpus, {})
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    _skip_without_nvml(item)
     _fill_link_under_load(item)
-
-
-def _skip_without_nvml(item: pytest.Item) -> None:
-    # No driver / no GPU on a live machine: skip every GPU check with one reason. Raised here rather than
-    # in the fixture, so the skip's location is this line for all of them and `-rs` reports it once.
-    if "rig_nvml" not in getattr(item, "fixturenames", ()):
-        return
-    from ..errors import RigcheckError
-    from ..plugin import item_rig, rig_session
-    from .nvml import NvmlUnavailable
-
-    if not rig_session(item.config).enabled:
-        return
-    rig = item_rig(item)
-    if rig is None or not rig.is_live:
-        return
-    try:
-        gpu_session(rig, item.config).nvml  # noqa: B018 - opened once; the outcome is kept
-    except NvmlUnavailable as exc:
-        reason = f"GPU checks skipped: {exc}"
-    except RigcheckError:  # no permission, corrupt nvml.json: the fixture reports it, per test
-        return
-    else:
-        return
-    pytest.skip(reason)
 
 
 def _fill_link_under_load(item: pytest.Item) -> None:

@@ -1,6 +1,8 @@
 """Power checks: the limit the profile caps each GPU at, the limit actually enforced, persistence, the circuit.
 
-NVML reports milliwatts (NVML API reference, nvmlDeviceGetPowerManagementLimit). A limit set with ``nvidia-smi -pl`` is lost at reboot and
+NVML reports milliwatts (NVML API reference: ``nvmlDeviceGetPowerManagementLimit``,
+``nvmlDeviceGetEnforcedPowerLimit``, ``nvmlDeviceSetPowerManagementLimit`` "not persistent across reboots or driver
+unloads"). A limit set with ``nvidia-smi -pl`` is lost at reboot and
 at driver unload, so the fix always says how to make it stick (a systemd oneshot unit).
 """
 
@@ -8,14 +10,15 @@ from __future__ import annotations
 
 from ..rig import Rig
 from ..targets import GpuTarget
-from ..verdict import Verdict, failed, not_applicable, passed, unreadable
-from .common import Missing, expectations, label, need, smi_index
+from ..verdict import Verdict, failed, judged, not_applicable, passed, unreadable
+from .common import expectations, label, need, opened, smi_index
 from .state import (
     F_PERSISTENCE,
     F_POWER_CONSTRAINTS,
     F_POWER_DEFAULT,
     F_POWER_ENFORCED,
     F_POWER_LIMIT,
+    NOT_NVIDIA,
     GpuState,
     Unavailable,
 )
@@ -38,6 +41,7 @@ def _w(mw: int) -> str:
     return f"{mw / 1000:g} W"
 
 
+@judged
 def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     """The power limit (requested and enforced) equals the GPU's cap within its tolerance (W).
 
@@ -45,12 +49,9 @@ def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     ``[power] cap_w``; likewise ``tolerance_w``.
     """
     exp = expectations(t.rig.profile, t)
-    try:
-        limit = need(t, gpu, F_POWER_LIMIT, "power limit")
-        enforced = need(t, gpu, F_POWER_ENFORCED, "enforced power limit")
-    except Missing as m:
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    limit = need(t, gpu, F_POWER_LIMIT, "power limit")
+    enforced = need(t, gpu, F_POWER_ENFORCED, "enforced power limit")
+    gpu = opened(t, gpu, "power limit")
     name = label(t, gpu)
     default = gpu.get(F_POWER_DEFAULT)
     constraints = gpu.get(F_POWER_CONSTRAINTS)
@@ -129,13 +130,11 @@ def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     )
 
 
+@judged
 def persistence(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     """Persistence mode is on, so the driver keeps the GPU initialized (and its settings) between processes."""
-    try:
-        mode = need(t, gpu, F_PERSISTENCE, "persistence mode")
-    except Missing as m:
-        return m.verdict
-    assert isinstance(gpu, GpuState)
+    mode = need(t, gpu, F_PERSISTENCE, "persistence mode")
+    gpu = opened(t, gpu, "persistence mode")
     props: dict[str, object] = {"persistence_mode": mode}
     if mode == 1:
         return passed(f"{label(t, gpu)}: persistence mode enabled", properties=props)
@@ -168,6 +167,8 @@ def circuit(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
     limits: list[tuple[int, int, float | None]] = []  # (nvidia-smi index, enforced mW, the GPU's own cap W)
     for fn in tree.gpus:
         g = gpus.get(fn.bdf, Unavailable(f"{fn.bdf} not in NVML"))
+        if isinstance(g, Unavailable) and g.code == NOT_NVIDIA:
+            continue  # not an NVIDIA GPU (a BMC's display): NVML has no power limit for it
         v = g.get(F_POWER_ENFORCED) if isinstance(g, GpuState) else g
         if isinstance(v, Unavailable):
             return unreadable(

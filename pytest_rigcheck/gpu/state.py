@@ -15,8 +15,12 @@ snapshot's ``nvml.json``, which is how every GPU check replays without a GPU.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..verdict import physical
 
 FORMAT = 1
 NVML_JSON = "nvml.json"
@@ -26,6 +30,9 @@ NOT_SUPPORTED = "not_supported"
 NO_PERMISSION = "no_permission"
 NOT_CAPTURED = "not_captured"
 ERROR = "error"
+CORRUPT = "corrupt"  # a value of the wrong type, or a reading no GPU can give
+NOT_NVIDIA = "not_nvidia"  # a display function that is not an NVIDIA GPU: NVML checks do not apply
+NOT_IN_NVML = "not_in_nvml"  # an NVIDIA GPU on the PCIe bus that NVML does not report
 
 # Per-GPU fields (NVML call in the comment; units in the name).
 F_INDEX = "index"  # NVML index = nvidia-smi -i N
@@ -66,6 +73,7 @@ F_RECOVERY_ACTION = (
 F_NVLINK_REMOTE = "nvlink_remote"
 F_BAR1_TOTAL = "bar1_total_b"  # nvmlDeviceGetBAR1MemoryInfo().bar1Total
 F_LOAD = "load"  # readings under load, see LoadReadings
+F_TEMPERATURE = "temperature_c"  # nvmlDeviceGetTemperature(NVML_TEMPERATURE_GPU), where recorded
 
 GPU_FIELDS = (
     F_NAME,
@@ -123,6 +131,143 @@ def from_json_value(value: Any) -> Any:
 
 def to_json_value(value: Any) -> Any:
     return value.to_json() if isinstance(value, Unavailable) else value
+
+
+# -- what a reading may be --------------------------------------------------------------------------
+# A value of the wrong type, or one no GPU can report, becomes Unavailable(code=corrupt) naming where it
+# came from and the field, for live NVML and nvml.json alike: a check needing it is UNREADABLE, never a
+# TypeError and never a pass. Bounds: NVML reports power in milliwatts (nvmlDeviceGetPowerManagementLimit,
+# NVML API reference); no board is specified beyond a few kW, so more than MAX_POWER_MW is a corrupt reading.
+
+MAX_POWER_MW = 5_000_000  # 5000 W
+MAX_TEMPERATURE_C = 200
+MAX_MEMORY_B = 1 << 50  # 1 PiB
+MAX_COUNT = 1 << 63
+# One sample under load: (name, lowest, highest); None is allowed where NVML gave nothing, except t_s.
+SAMPLE_RULES = (
+    ("t_s", 0.0, math.inf),
+    ("gen", 1, 7),
+    ("width", 1, 32),
+    ("reasons", 0, MAX_COUNT),
+    ("power_mw", 0, MAX_POWER_MW),
+    ("sm_mhz", 0, 100_000),
+)
+
+
+def _integer(value: Any, lo: float, hi: float, unit: str) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{value!r} is not a number ({unit})"
+    if physical(value, lo=lo, hi=hi) is None or float(value) != math.floor(float(value)):
+        return f"{value!r} is not a possible reading ({unit}, {lo:g}..{hi:g})"
+    return None
+
+
+def _int_rule(lo: float, hi: float, unit: str) -> Callable[[Any], str | None]:
+    return lambda v: _integer(v, lo, hi, unit)
+
+
+def _text_rule(v: Any) -> str | None:
+    return None if isinstance(v, str) else f"{v!r} is not text"
+
+
+def _list_rule(n: int, lo: float, hi: float, unit: str, ordered: bool = False) -> Callable[[Any], str | None]:
+    def rule(v: Any) -> str | None:
+        if not isinstance(v, list) or len(v) != n:
+            return f"{v!r} is not a list of {n} numbers ({unit})"
+        for x in v:
+            if (problem := _integer(x, lo, hi, unit)) is not None:
+                return problem
+        if ordered and v != sorted(v):
+            return f"{v!r}: minimum above maximum"
+        return None
+
+    return rule
+
+
+def _nvlink_rule(v: Any) -> str | None:
+    if not isinstance(v, dict):
+        return f"{v!r} is not an object of link number -> state"
+    for k, x in v.items():
+        if not str(k).isdigit() or _integer(x, 0, 1, "0 down, 1 up") is not None:
+            return f"link {k!r} state {x!r} is not 0 or 1"
+    return None
+
+
+def _processes_rule(v: Any) -> str | None:
+    if not isinstance(v, list):
+        return f"{v!r} is not a list of processes"
+    for i, p in enumerate(v):
+        if not isinstance(p, dict):
+            return f"[{i}] {p!r} is not an object"
+        if _integer(p.get("pid"), 0, MAX_COUNT, "pid") is not None:
+            return f"[{i}].pid {p.get('pid')!r} is not a process id"
+        used = p.get("used_b")
+        if used is not None and _integer(used, 0, MAX_MEMORY_B, "bytes") is not None:
+            return f"[{i}].used_b {used!r} is not a number of bytes"
+        if not isinstance(p.get("name", ""), str) or not isinstance(p.get("kind", ""), str):
+            return f"[{i}] name or kind is not text"
+    return None
+
+
+def _load_rule(v: Any) -> str | None:
+    if not isinstance(v, dict):
+        return f"{v!r} is not an object of readings under load"
+    try:
+        LoadReadings.from_json(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+RULES: dict[str, Callable[[Any], str | None]] = {
+    F_NAME: _text_rule,
+    F_UUID: _text_rule,
+    F_VBIOS: _text_rule,
+    F_MEM_TOTAL: _int_rule(1, MAX_MEMORY_B, "bytes"),
+    F_MEM_USED: _int_rule(0, MAX_MEMORY_B, "bytes"),
+    F_MEM_RESERVED: _int_rule(0, MAX_MEMORY_B, "bytes"),
+    F_POWER_LIMIT: _int_rule(1, MAX_POWER_MW, "mW"),
+    F_POWER_ENFORCED: _int_rule(1, MAX_POWER_MW, "mW"),
+    F_POWER_DEFAULT: _int_rule(1, MAX_POWER_MW, "mW"),
+    F_POWER_CONSTRAINTS: _list_rule(2, 0, MAX_POWER_MW, "mW", ordered=True),
+    F_POWER_USAGE: _int_rule(0, MAX_POWER_MW, "mW"),
+    F_PERSISTENCE: _int_rule(0, 1, "0 disabled, 1 enabled"),
+    F_DISPLAY_ACTIVE: _int_rule(0, 1, "0 or 1"),
+    F_PCIE_MAX_GEN: _int_rule(1, 7, "PCIe generation"),
+    F_PCIE_MAX_WIDTH: _int_rule(1, 32, "lanes"),
+    F_PCIE_GEN: _int_rule(1, 7, "PCIe generation"),
+    F_PCIE_WIDTH: _int_rule(1, 32, "lanes"),
+    F_PCIE_REPLAY: _int_rule(0, MAX_COUNT, "count"),
+    F_CLOCK_REASONS: _int_rule(0, MAX_COUNT, "bit mask"),
+    F_PSTATE: _int_rule(0, 32, "P-state, 32 unknown"),
+    F_ECC_MODE: _list_rule(2, 0, 1, "[current, pending], 0 or 1"),
+    F_ECC_UNCORR_VOLATILE: _int_rule(0, MAX_COUNT, "count"),
+    F_ECC_UNCORR_AGGREGATE: _int_rule(0, MAX_COUNT, "count"),
+    F_RETIRED_PENDING: _int_rule(0, 1, "0 or 1"),
+    F_REMAPPED_ROWS: _list_rule(4, 0, MAX_COUNT, "[correctable, uncorrectable, pending, failure]"),
+    F_NVLINK: _nvlink_rule,
+    F_PROCESSES: _processes_rule,
+    F_LOAD: _load_rule,
+    F_TEMPERATURE: _int_rule(0, MAX_TEMPERATURE_C, "degrees C"),
+}
+
+
+def checked(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` with every value that breaks its field's rule replaced by ``Unavailable(code=corrupt)``.
+
+    ``where`` names the source and the GPU (``/snap/nvml.json gpus[2] (0000:05:00.0)``); the reason names
+    the field and the value, e.g. ``power_limit_mw: '350000' is not a number (mW)``.
+    """
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        rule = RULES.get(key)
+        problem = None
+        if rule is not None and not isinstance(value, Unavailable | LoadReadings):
+            problem = rule(value)
+        out[key] = (
+            Unavailable(f"{where} field {key}: {problem}: corrupt reading", CORRUPT) if problem else value
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -185,13 +330,37 @@ class LoadReadings:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LoadReadings:
-        samples = tuple(tuple(s) for s in data.get("samples", []))
+        """Read ``load``; a sample or counter of the wrong type or out of range raises ValueError naming it."""
+        raw = data.get("samples", [])
+        if not isinstance(raw, list):
+            raise ValueError(f"load.samples {raw!r} is not a list")
+        samples = []
+        for i, sample in enumerate(raw):
+            if not isinstance(sample, list | tuple) or len(sample) != len(SAMPLE_RULES):
+                raise ValueError(
+                    f"load.samples[{i}] {sample!r} is not [t_s, gen, width, reasons, power_mw, sm_mhz]"
+                )
+            for (name, lo, hi), x in zip(SAMPLE_RULES, sample, strict=True):
+                if (x is not None or name == "t_s") and physical(x, lo=lo, hi=hi) is None:
+                    raise ValueError(
+                        f"load.samples[{i}] {name} {x!r} is not a possible reading ({lo:g}..{hi:g})"
+                    )
+            samples.append(tuple(sample))
+        counters = {}
+        for key in ("replay_before", "replay_after"):
+            x = data.get(key)
+            if x is not None and _integer(x, 0, MAX_COUNT, "count") is not None:
+                raise ValueError(f"load.{key} {x!r} is not a count")
+            counters[key] = x
+        window = data.get("window_s", 0.0)
+        if physical(window) is None:
+            raise ValueError(f"load.window_s {window!r} is not a number of seconds")
         return cls(
-            samples=samples,
+            samples=tuple(samples),
             how=str(data.get("how", "")),
-            window_s=float(data.get("window_s", 0.0)),
-            replay_before=data.get("replay_before"),
-            replay_after=data.get("replay_after"),
+            window_s=float(window),
+            replay_before=counters["replay_before"],
+            replay_after=counters["replay_after"],
         )
 
 
@@ -228,11 +397,21 @@ class GpuState:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GpuState:
+    def from_json(cls, data: dict[str, Any], where: str = NVML_JSON) -> GpuState:
+        """One GPU entry of ``nvml.json``. A bad ``index`` or ``bdf`` raises ValueError (the GPU cannot be
+        placed); any other field of the wrong type or out of range becomes ``Unavailable(code=corrupt)``."""
         from ..pcie import normalize_bdf
 
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: {data!r} is not an object")
+        index, bdf = data.get(F_INDEX), data.get(F_BDF)
+        if not isinstance(index, int) or _integer(index, 0, 1 << 16, "NVML index") is not None:
+            raise ValueError(f"{where} field {F_INDEX}: {index!r} is not an NVML index")
+        if not isinstance(bdf, str):
+            raise ValueError(f"{where} field {F_BDF}: {bdf!r} is not a PCI address")
+        bdf = normalize_bdf(bdf)
         values = {k: from_json_value(v) for k, v in data.items() if k not in (F_INDEX, F_BDF)}
-        return cls(normalize_bdf(str(data[F_BDF])), int(data[F_INDEX]), values)
+        return cls(bdf, int(index), checked(values, f"{where} ({bdf})"))
 
 
 @dataclass
@@ -245,6 +424,8 @@ class SystemState:
     nvml: str | Unavailable
     gpus: list[GpuState]
     raw: dict[str, Any] = field(default_factory=dict)
+    # GPUs NVML counts but could not open: [{"index": 1, "error": "nvmlDeviceGetHandleByIndex: GPU is lost"}]
+    unopened: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -254,10 +435,11 @@ class SystemState:
             "cuda": to_json_value(self.cuda),
             "nvml": to_json_value(self.nvml),
             "gpus": [g.to_json() for g in self.gpus],
+            **({"unopened": list(self.unopened)} if self.unopened else {}),
             **{
                 k: v
                 for k, v in self.raw.items()
-                if k not in ("format", "origin", "driver", "cuda", "nvml", "gpus")
+                if k not in ("format", "origin", "driver", "cuda", "nvml", "gpus", "unopened")
             },
         }
 
@@ -271,17 +453,48 @@ class SystemState:
         if not isinstance(gpus, list):
             raise ValueError(f"{where}: 'gpus' must be a list")
         try:
-            states = [GpuState.from_json(g) for g in gpus]
+            states = [GpuState.from_json(g, f"{where} gpus[{i}]") for i, g in enumerate(gpus)]
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: bad GPU entry: {exc}") from None
+            raise ValueError(f"bad GPU entry: {exc}") from None
+        unopened = data.get("unopened", [])
+        if not isinstance(unopened, list) or not all(
+            isinstance(u, dict) and _integer(u.get("index"), 0, 1 << 16, "index") is None for u in unopened
+        ):
+            raise ValueError(f"{where}: 'unopened' must be a list of {{index, error}} objects")
+        versions = checked_system(
+            {
+                k: from_json_value(data[k])
+                if k in data
+                else Unavailable(f"{k} was not recorded", NOT_CAPTURED)
+                for k in ("driver", "cuda", "nvml")
+            },
+            where,
+        )
         return cls(
             origin=str(data.get("origin", where)),
-            driver=from_json_value(data.get("driver")),
-            cuda=from_json_value(data.get("cuda")),
-            nvml=from_json_value(data.get("nvml")),
+            driver=versions["driver"],
+            cuda=versions["cuda"],
+            nvml=versions["nvml"],
             gpus=states,
             raw=data,
+            unopened=unopened,
         )
+
+
+def checked_system(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Driver and NVML versions as text, CUDA as NVML's integer (12040); else ``Unavailable(code=corrupt)``."""
+    rules: dict[str, Callable[[Any], str | None]] = {
+        "driver": _text_rule,
+        "nvml": _text_rule,
+        "cuda": _int_rule(1000, 999_999, "major*1000 + minor*10"),
+    }
+    out = {}
+    for key, value in values.items():
+        problem = None if isinstance(value, Unavailable) else rules[key](value)
+        out[key] = (
+            Unavailable(f"{where} field {key}: {problem}: corrupt reading", CORRUPT) if problem else value
+        )
+    return out
 
 
 def cuda_text(version: int) -> str:

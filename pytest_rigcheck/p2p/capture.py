@@ -30,7 +30,10 @@ def capture_p2p(out_dir: Path | str, timeout_s: float = 120.0, python: str | Non
         return {"p2p": f"not captured: {value}"}
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     value["origin"] = f"captured live with pytest-rigcheck on {rig.name}, {when}"
-    (out / P2P_JSON).write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    # A figure no hardware gives is a figures.Corrupt (checked as measured): kept as its reason text, which
+    # replay finds corrupt again.
+    text = json.dumps(value, indent=1, sort_keys=True, default=str)
+    (out / P2P_JSON).write_text(text + "\n", encoding="utf-8")
     runs = value.get("runs", {})
     return {
         "p2p": f"{P2P_JSON}: {len(value.get('pairs', {}))} GPU pair(s), {len(value['nccl']['groups'])} NCCL "

@@ -15,9 +15,10 @@ from ..pcie import ACS_P2P_BLOCKING, decode_acs
 from ..rig import Rig
 from ..targets import GpuTarget
 from ..topology import pair_class
-from ..verdict import Verdict, failed, not_applicable, passed, unreadable, warned
+from ..verdict import Verdict, failed, judged, not_applicable, passed, unreadable, warned
 from . import thresholds as th
-from .figures import DEFINITIONS, group_key, readings
+from .figures import DEFINITIONS, group_key, value
+from .figures import measured as figure_readings
 from .targets import GroupTarget, RouteTarget
 
 NVML_P2P_STATUS = {
@@ -125,7 +126,8 @@ def fixes(rig: Rig, bdfs: list[str], nccl: bool = False, data: dict[str, Any] | 
         if beyond:
             out.append(
                 f"pairs are {'/'.join(sorted(beyond))} apart: NCCL's default P2P cut-off is PXB (NVIDIA/nccl "
-                "src/graph/paths.cc); with ACS off and the IOMMU off, set NCCL_P2P_LEVEL=SYS"
+                "src/graph/paths.cc); with ACS off and the IOMMU off, set NCCL_P2P_LEVEL=SYS (NCCL docs, "
+                "Environment Variables: NCCL_P2P_LEVEL)"
             )
     peers = {nvlink_text(n) for n in links.values()}
     if not out and links and None not in peers:
@@ -231,6 +233,7 @@ def _not_required(t: RouteTarget, entry: dict[str, Any]) -> Verdict | None:
     )
 
 
+@judged
 def capability(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     """NVML says P2P read and write are OK for the pair, and CUDA can access the peer."""
     entry = _pair(t, data)
@@ -285,18 +288,22 @@ def capability(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     return passed(f"{t.label}: P2P read/write OK, peer access available", measured=measured, properties=props)
 
 
+@judged
 def _bandwidth_verdict(t: RouteTarget, data: dict[str, Any], figure: str) -> Verdict:
     entry = _pair(t, data)
     if isinstance(entry, Verdict):
         return entry
     name = {"unidir": "unidirectional P2P bandwidth", "bidir": "bidirectional P2P bandwidth"}[figure]
-    vals = readings(entry, f"{figure}_gbps")
+    vals = figure_readings(entry, f"{figure}_gbps", f"{t.label}: {name}")
     errors = entry.get("errors") or []
     if not vals:
         return unreadable(
             f"{t.label}: {name} not measured" + (f": {errors[0]}" if errors else f" ({_where(data)})"),
             fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
         )
+    beyond = _above_capacity(t, data, entry, figure, name, vals)
+    if beyond is not None:
+        return beyond
     line = th.p2p_threshold(t.rig, t.src.bdf, t.dst.bdf, figure, data)
     if line is None:
         return unreadable(
@@ -374,6 +381,37 @@ def _settle(
     )
 
 
+CAPACITY_MARGIN = 1.05  # a reading may not beat the theoretical capacity of the path by more than this
+
+
+def _above_capacity(
+    t: RouteTarget, data: dict[str, Any], entry: dict[str, Any], figure: str, name: str, vals: list[float]
+) -> Verdict | None:
+    """UNREADABLE (corrupt) where a reading beats the physical capacity of the pair's path.
+
+    Judged only where the path is known: NVLink as NVML reports it, or PCIe where NVML recorded that the
+    pair has no NVLink P2P (without that record the copy may ride an NVLink the figures do not show).
+    """
+    cap = th.path_capacity(t.rig, t.src.bdf, t.dst.bdf, data)
+    nvml_nvlink = (entry.get("nvml") or {}).get("nvlink")
+    if cap is None or (cap.kind == "pcie" and not (isinstance(nvml_nvlink, int) and nvml_nvlink != 0)):
+        return None
+    limit = cap.gbps * (2 if figure == "bidir" else 1) * CAPACITY_MARGIN
+    over = [v for v in vals if v > limit]
+    if not over:
+        return None
+    return unreadable(
+        f"{t.label}: {name} reading {over[0]:.4g} GB/s is above what the path can carry: corrupt figure",
+        measured=f"readings {', '.join(f'{v:.4g}' for v in vals)} GB/s ({_where(data)})",
+        expected=f"at most {limit:.4g} GB/s: {'2 x ' if figure == 'bidir' else ''}{cap.text}",
+        path=_paths(t.rig, [t.src.bdf, t.dst.bdf]),
+        fix=["measure again live (pytest --rig), or capture again with `rigcheck capture DIR`"],
+        measured_value=over[0],
+        expected_value=round(limit, 3),
+        unit="GB/s",
+    )
+
+
 def unidirectional(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     return _bandwidth_verdict(t, data, "unidir")
 
@@ -382,14 +420,15 @@ def bidirectional(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     return _bandwidth_verdict(t, data, "bidir")
 
 
+@judged
 def latency(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     entry = _pair(t, data)
     if isinstance(entry, Verdict):
         return entry
-    vals = readings(entry, "latency_us")
+    vals = figure_readings(entry, "latency_us", f"{t.label}: P2P latency")
     if not vals:
         return unreadable(f"{t.label}: P2P latency not measured ({_where(data)})")
-    ctl = readings(entry, "control_latency_us")
+    ctl = figure_readings(entry, "control_latency_us", f"{t.label}: P2P latency with peer access off")
     line = th.latency_threshold(t.rig, ctl[0] if ctl else None)
     if line is None:
         return unreadable(
@@ -400,12 +439,14 @@ def latency(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     return _settle(t, data, entry, "latency", "P2P latency", vals, line)
 
 
+@judged
 def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     """P2P copies beat the host-staged control: traffic really goes peer-to-peer."""
     entry = _pair(t, data)
     if isinstance(entry, Verdict):
         return entry
-    p2p, ctl = readings(entry, "unidir_gbps"), readings(entry, "control_unidir_gbps")
+    p2p = figure_readings(entry, "unidir_gbps", f"{t.label}: P2P bandwidth")
+    ctl = figure_readings(entry, "control_unidir_gbps", f"{t.label}: bandwidth with peer access off")
     if not p2p or not ctl:
         return unreadable(
             f"{t.label}: no {'control (peer access off)' if p2p else 'P2P'} reading to compare "
@@ -436,6 +477,7 @@ def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     )
 
 
+@judged
 def ipc(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     """A buffer written by SRC's process reads back right in DST's process through a CUDA IPC handle."""
     hidden = _hidden(t.rig, f"{t.label}: CUDA IPC", [t.src.bdf, t.dst.bdf], data)
@@ -498,6 +540,7 @@ def ipc(t: RouteTarget, data: dict[str, Any]) -> Verdict:
 # -- host <-> device per GPU ----------------------------------------------------------------------
 
 
+@judged
 def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
     """H2D (``figure="h2d"``) or D2H bandwidth of one GPU against its own link."""
     hidden = _hidden(t.rig, f"{t.label}: host bandwidth", [t.gpu.bdf], data)
@@ -509,8 +552,8 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
     if failure is not None:
         return failure
     entry = data.get("gpus", {}).get(t.gpu.bdf)
-    vals = readings(entry, f"{figure}_gbps")
     name = {"h2d": "host-to-device bandwidth", "d2h": "device-to-host bandwidth"}[figure]
+    vals = figure_readings(entry, f"{figure}_gbps", f"{t.label}: {name}")
     if not vals:
         errs = (entry or {}).get("errors") or []
         return unreadable(
@@ -583,16 +626,18 @@ def _group(t: GroupTarget, data: dict[str, Any]) -> dict[str, Any] | Verdict:
     return _run_failure(t.rig, f"{t.label}: NCCL all-reduce", entry, t.bdfs, True) or entry
 
 
+@judged
 def nccl_correct(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     """All-reduce of ones gives exactly the group size on every rank and at every size; no NaN."""
     entry = _group(t, data)
     if isinstance(entry, Verdict):
         return entry
-    sweep = entry.get("sweep") or []
-    if not sweep or entry.get("wrong") is None:
+    what = f"{t.label}: all-reduce results"
+    sweep = value(entry, "sweep", what) or []
+    if not sweep or value(entry, "wrong", what) is None:
         return unreadable(f"{t.label}: all-reduce results not recorded ({_where(data)})")
     n = len(t.gpus)
-    wrong, nan = int(entry.get("wrong", 0)), int(entry.get("nan", 0))
+    wrong, nan = int(entry["wrong"]), int(value(entry, "nan", what) or 0)
     sizes = f"{len(sweep)} sizes {sweep[0]['bytes']} B .. {sweep[-1]['bytes']} B"
     props: dict[str, object] = {"wrong": wrong, "nan": nan, "sizes": len(sweep)}
     if wrong or nan:
@@ -609,11 +654,13 @@ def nccl_correct(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     return passed(f"{t.label}: all-reduce of ones == {n} on every rank at {sizes}; no NaN", properties=props)
 
 
+@judged
 def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     entry = _group(t, data)
     if isinstance(entry, Verdict):
         return entry
-    vals = readings(entry, "busbw_gbps")
+    what = f"{t.label}: all-reduce bus bandwidth"
+    vals = figure_readings(entry, "busbw_gbps", what)
     if not vals:
         return unreadable(f"{t.label}: all-reduce bus bandwidth not recorded ({_where(data)})")
     kinds = {k.split("/", 1)[0] for k in (entry.get("transports") or {})}
@@ -623,8 +670,8 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
             f"{t.label}: busbw {vals[0]:.3g} GB/s, but no pass line ([nccl] min_busbw_gbps, or link speeds)"
         )
     j = th.judge(vals, line)
-    size = entry.get("judged_bytes")
-    sweep = entry.get("sweep") or []
+    size = value(entry, "judged_bytes", what)
+    sweep = value(entry, "sweep", what) or []
     props: dict[str, object] = {
         "busbw_gbps": round(j.value, 3),
         "pass_line": round(line.pass_line, 3),
@@ -663,6 +710,7 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     )
 
 
+@judged
 def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     """NCCL connects the GPUs by P2P, and it beats the NCCL_P2P_DISABLE=1 control."""
     entry = _group(t, data)
@@ -677,7 +725,10 @@ def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     failure = _run_failure(t.rig, f"{t.label}: NCCL control run (NCCL_P2P_DISABLE=1)", control, t.bdfs, True)
     if failure is not None:
         return failure
-    on, off = readings(entry, "busbw_gbps"), readings(control, "busbw_gbps")
+    on = figure_readings(entry, "busbw_gbps", f"{t.label}: all-reduce bus bandwidth")
+    off = figure_readings(
+        control, "busbw_gbps", f"{t.label}: all-reduce bus bandwidth with NCCL_P2P_DISABLE=1"
+    )
     kinds = sorted({k.split("/", 1)[0] for k in (entry.get("transports") or {})})
     if not th.p2p_required(t.rig) and kinds and not ({"P2P", "NVLS"} & set(kinds)):
         return not_applicable(

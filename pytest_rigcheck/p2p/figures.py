@@ -11,9 +11,12 @@ and ``runs`` (timings, hangs). A figure is a list of readings: the first, then a
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SnapshotError, SourceError
+from ..verdict import Unjudgeable, physical, unreadable
 
 if TYPE_CHECKING:
     from ..source import Source
@@ -59,7 +62,8 @@ def load(source: Source, where: str) -> dict[str, Any]:
     """Read ``p2p.json`` through the rig's ``Source`` and sanity-check it.
 
     Absent raises ``KeyError``; refused (a link out of the snapshot, not a regular file), not JSON or
-    malformed raises ``SnapshotError`` naming the file and the flaw.
+    malformed raises ``SnapshotError`` naming the file and the flaw. Every figure is then checked
+    (``check``): one no hardware can give becomes a ``Corrupt`` in its place.
     """
     try:
         data = source.read_json(P2P_JSON)
@@ -77,11 +81,12 @@ def load(source: Source, where: str) -> dict[str, Any]:
     data.setdefault("pairs", {})
     data.setdefault("nccl", {"groups": {}})
     data["nccl"].setdefault("groups", {})
-    return data
+    return check(data, f"{where} {P2P_JSON}")
 
 
 def readings(entry: dict[str, Any] | None, figure: str) -> list[float]:
-    """A figure's readings as floats (a bare number counts as one reading); [] if absent or malformed."""
+    """A figure's readings as floats (a bare number counts as one reading); [] if absent, malformed or
+    ``Corrupt`` (the checks read figures through ``measured``, which says so)."""
     if not entry:
         return []
     v = entry.get(figure)
@@ -90,3 +95,155 @@ def readings(entry: dict[str, Any] | None, figure: str) -> list[float]:
     if isinstance(v, list) and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
         return [float(x) for x in v]
     return []
+
+
+# -- what a figure may be -------------------------------------------------------------------------
+
+MAX_GBPS = 2000.0  # above any GPU link: NVLink 5 x18 is 900 GB/s per direction, 1800 both ways
+MAX_LATENCY_US = 1e7  # 10 s for a 16-byte copy is a hang, not a latency
+BANDWIDTH = (0.0, MAX_GBPS, "a bandwidth is a finite number of GB/s above 0 and at most 2000")
+LATENCY = (0.0, MAX_LATENCY_US, "a latency is a finite number of us above 0")
+PAIR_FIGURES = {
+    "unidir_gbps": BANDWIDTH,
+    "bidir_gbps": BANDWIDTH,
+    "latency_us": LATENCY,
+    "control_unidir_gbps": BANDWIDTH,
+    "control_bidir_gbps": BANDWIDTH,
+    "control_latency_us": LATENCY,
+}
+GPU_FIGURES = {"h2d_gbps": BANDWIDTH, "d2h_gbps": BANDWIDTH}
+GROUP_FIGURES = {"busbw_gbps": BANDWIDTH}
+
+
+@dataclass(frozen=True)
+class Corrupt:
+    """A figure in place of which ``p2p.json`` (or a live run) holds something no hardware gives:
+    a negative latency, an infinite, NaN or impossible bandwidth, text. ``reason`` names the file, the
+    pair or group, the field and the value."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def _figure_problem(value: Any, lo: float, hi: float, rule: str, zero: bool = False) -> str | None:
+    """None if ``value`` is a reading (a number or a list of numbers within (lo, hi], [lo, hi] with ``zero``)
+    or absent, else why not."""
+    if value is None or value == []:
+        return None  # not measured: the check says so
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if physical(v, lo=lo, hi=hi, allow_lo=zero) is None:
+            shown = v if not isinstance(v, float) or math.isfinite(v) else str(v)
+            return f"reading {shown!r} is impossible ({rule})"
+    return None
+
+
+def _count_problem(value: Any, lo: int = 0) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        return f"{value!r} is not a count"
+    return None
+
+
+def _check_entry(entry: Any, rules: dict[str, tuple[float, float, str]], where: str) -> None:
+    if not isinstance(entry, dict):
+        raise SnapshotError(f"{where}: {entry!r} is not an object")
+    for name, (lo, hi, rule) in rules.items():
+        if name in entry and not isinstance(entry[name], Corrupt):
+            problem = _figure_problem(entry[name], lo, hi, rule)
+            if problem:
+                entry[name] = Corrupt(f"{where}.{name}: {problem}")
+
+
+def _check_nvlink(info: Any, where: str) -> None:
+    if info is None:
+        return
+    if not isinstance(info, dict):
+        raise SnapshotError(f"{where}.nvlink: {info!r} is not an object")
+    for key in ("active", "version"):
+        if info.get(key) is not None and _count_problem(info[key]):
+            raise SnapshotError(f"{where}.nvlink.{key}: {info[key]!r} is not a count")
+    remotes = info.get("remotes") or {}
+    if not isinstance(remotes, dict) or any(_count_problem(v) for v in remotes.values()):
+        raise SnapshotError(f"{where}.nvlink.remotes: {remotes!r} is not an object of BDF -> link count")
+
+
+def _check_group(entry: Any, where: str) -> None:
+    _check_entry(entry, GROUP_FIGURES, where)
+    for key in ("wrong", "nan"):
+        if _count_problem(entry.get(key)):
+            entry[key] = Corrupt(f"{where}.{key}: {_count_problem(entry[key])}")
+    if _count_problem(entry.get("judged_bytes"), 1):
+        entry["judged_bytes"] = Corrupt(f"{where}.judged_bytes: {_count_problem(entry['judged_bytes'], 1)}")
+    sweep = entry.get("sweep")
+    if sweep is not None:
+        problem = None if isinstance(sweep, list) else f"{sweep!r} is not a list"
+        for i, s in enumerate(sweep if isinstance(sweep, list) else []):
+            if not isinstance(s, dict):
+                problem = f"[{i}] {s!r} is not an object"
+            else:
+                problem = (
+                    _count_problem(s.get("bytes"), 1)
+                    # a sweep's smallest sizes round to 0.0 GB/s (captured on 2x H200: 8 B in 38.5 us)
+                    or _figure_problem(s.get("busbw_gbps"), *BANDWIDTH, zero=True)
+                    or _count_problem(s.get("wrong"))
+                    or _count_problem(s.get("nan"))
+                )
+                problem = f"[{i}] {problem}" if problem else None
+            if problem:
+                break
+        if problem:
+            entry["sweep"] = Corrupt(f"{where}.sweep{'' if problem.startswith('[') else ': '}{problem}")
+    control = entry.get("control")
+    if control is not None:
+        _check_group(control, f"{where}.control")
+
+
+def check(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Replace every impossible figure of ``data`` (``p2p.json`` form) by a ``Corrupt`` naming it.
+
+    Pairs: ``unidir_gbps``, ``bidir_gbps``, ``latency_us`` and their ``control_*``; GPUs: ``h2d_gbps``,
+    ``d2h_gbps`` and the ``nvlink`` counts; NCCL groups and controls: ``busbw_gbps``, ``sweep``, ``wrong``,
+    ``nan``, ``judged_bytes``. An entry that is not an object raises ``SnapshotError`` (the file is corrupt).
+    A figure's readings are each a finite number in (0, 2000] GB/s, or (0, 1e7] us for a latency.
+    """
+    for key, entry in data.get("pairs", {}).items():
+        _check_entry(entry, PAIR_FIGURES, f'{where} pairs["{key}"]')
+    for bdf, entry in data.get("gpus", {}).items():
+        _check_entry(entry, GPU_FIGURES, f'{where} gpus["{bdf}"]')
+        _check_nvlink(entry.get("nvlink"), f'{where} gpus["{bdf}"]')
+    nccl = data.get("nccl", {})
+    if not isinstance(nccl.get("groups", {}), dict):
+        raise SnapshotError(f"{where} nccl.groups: must be an object")
+    for key, entry in nccl.get("groups", {}).items():
+        _check_group(entry, f'{where} nccl.groups["{key}"]')
+    if nccl.get("control") is not None:
+        _check_group(nccl["control"], f"{where} nccl.control")
+    return data
+
+
+def value(entry: dict[str, Any] | None, name: str, what: str) -> Any:
+    """``entry[name]`` (None if absent); raise ``Unjudgeable`` (UNREADABLE, corrupt) where it is ``Corrupt``.
+
+    ``what`` names the check's device and figure for the verdict: ``GPU0 ... -> GPU1 ...: P2P latency``.
+    """
+    v = (entry or {}).get(name)
+    if isinstance(v, Corrupt):
+        raise Unjudgeable(
+            unreadable(
+                f"{what}: corrupt figure: {v}",
+                measured=v.reason,
+                expected="readings real hardware can give",
+                fix=["measure again live (pytest --rig), or capture again with `rigcheck capture DIR`"],
+            )
+        )
+    return v
+
+
+def measured(entry: dict[str, Any] | None, figure: str, what: str) -> list[float]:
+    """A figure's readings as floats, [] if not measured; ``Unjudgeable`` (UNREADABLE) where corrupt."""
+    value(entry, figure, what)
+    return readings(entry, figure)

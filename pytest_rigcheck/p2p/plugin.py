@@ -167,13 +167,10 @@ def _target_rig(request: pytest.FixtureRequest) -> Rig:
 
 
 def _figures(request: pytest.FixtureRequest) -> dict[str, Any]:
-    __tracebackhide__ = True
-    kind, value = p2p_session(_target_rig(request), request.config).outcome()
-    if kind == "skip":
-        pytest.skip(value)
-    if kind == "fail":
-        pytest.fail(value, pytrace=False)
-    return value  # type: ignore[no-any-return]
+    from ..availability import provide
+
+    rig = _target_rig(request)
+    return provide(request, rig, p2p_session(rig, request.config).figures, {})
 
 
 @pytest.fixture
@@ -183,7 +180,9 @@ def rig_p2p(request: pytest.FixtureRequest) -> dict[str, Any]:
     ``["pairs"]["SRC->DST"]`` holds ``unidir_gbps``, ``bidir_gbps``, ``latency_us`` (lists of readings),
     ``control_*`` (peer access off), NVML status and ``can_access_peer``; ``["gpus"][BDF]`` holds
     ``h2d_gbps``/``d2h_gbps``; ``["definitions"]`` says what each figure means. Skips where a snapshot has no
-    ``p2p.json``; errors where the live machine has GPUs but no PyTorch.
+    ``p2p.json`` or the machine no NVIDIA GPU; FAILS as UNREADABLE where the live machine has NVIDIA GPUs but
+    no PyTorch or no loaded driver, or ``p2p.json`` is corrupt (``availability.provide``). A figure no
+    hardware can give is a ``figures.Corrupt`` in its place.
 
     Example::
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import os
-from pathlib import Path
 from typing import Any
 
+from ..availability import DRIVER_FIX, DRIVER_VERSION_FILE, TORCH_INSTALL, FeatureUnavailable, driver_loaded
 from ..errors import RigcheckError
 from ..rig import Rig
 from . import thresholds as th
-from .figures import P2P_JSON, load, readings
+from .figures import P2P_JSON, check, load, readings
 from .targets import groups
 
-TORCH_EXTRA = "pip install 'pytest-rigcheck[torch]' (PyTorch with its NCCL, the stack vLLM runs on)"
-DRIVER_FILE = "/proc/driver/nvidia/version"
+TORCH_EXTRA = TORCH_INSTALL
+P2P_WHAT = "P2P/NCCL checks"
 
 
 def torch_missing(python: str | None) -> str | None:
@@ -100,10 +100,25 @@ class P2pSession:
         self.progress: Any = None  # the run's status line (progress.StatusLine), set by p2p_session
 
     def outcome(self) -> tuple[str, Any]:
-        """``("ok", figures)``, ``("skip", reason)`` or ``("fail", reason)``, computed once."""
+        """``("ok", figures)``, ``("skip", reason)`` or ``("error", RigcheckError)``, computed once."""
         if self._outcome is None:
-            self._outcome = self._obtain()
+            try:
+                self._outcome = self._obtain()
+            except RigcheckError as exc:
+                self._outcome = ("error", exc)
         return self._outcome
+
+    def figures(self) -> dict[str, Any]:
+        """The figures; raises ``FeatureUnavailable`` (no torch, no driver) or ``RigcheckError`` (corrupt
+        ``p2p.json``), which ``availability.provide`` settles; ``Skipped`` where a snapshot has none."""
+        import pytest
+
+        kind, value = self.outcome()
+        if kind == "error":
+            raise value
+        if kind == "skip":
+            pytest.skip(value)
+        return value  # type: ignore[no-any-return]
 
     def _obtain(self) -> tuple[str, Any]:
         rig = self.rig
@@ -116,27 +131,29 @@ class P2pSession:
                     f"{rig.name}: this snapshot has no {P2P_JSON}; P2P and NCCL figures are measured on the "
                     "rig itself (pytest --rig) or recorded by `rigcheck capture` there",
                 )
-            except RigcheckError as exc:
-                return ("fail", f"UNREADABLE, not a pass: {exc}")
-        if not Path(DRIVER_FILE).exists():
-            return (
-                "skip",
-                f"P2P/NCCL checks skipped: no NVIDIA driver loaded ({DRIVER_FILE} missing)"
-                + ("" if torch_missing(self.python) is None else f"; they also need {TORCH_EXTRA}"),
-            )
+            # A refused (linked out, not a regular file), corrupt or malformed p2p.json raises SnapshotError:
+            # outcome() keeps it, and availability.provide fails each check as UNREADABLE.
         missing = torch_missing(self.python)
+        if not driver_loaded(rig):
+            raise FeatureUnavailable(
+                P2P_WHAT,
+                f"NVIDIA driver not loaded (/{DRIVER_VERSION_FILE} missing)"
+                + (f"; {missing}" if missing else ""),
+                DRIVER_FIX + (f"; and {TORCH_INSTALL}" if missing else ""),
+            )
         if missing:
-            return (
-                "fail",
-                f"{missing}, but this machine has NVIDIA GPUs: the P2P and NCCL checks need it: "
-                f"{TORCH_EXTRA}, or point --rig-p2p-python at an interpreter that has it",
+            raise FeatureUnavailable(
+                P2P_WHAT,
+                f"{missing}",
+                f"{TORCH_INSTALL}, or point --rig-p2p-python at an interpreter that has it",
             )
         from .lock import MeasureLockError
 
         try:
-            return ("ok", self._measure())
+            figures = self._measure()
         except (MeasureLockError, TimeoutError) as exc:  # the lock: unsafe, or held by another run too long
-            return ("fail", f"UNREADABLE, not a pass: no measurement taken: {exc}")
+            raise RigcheckError(f"no measurement taken: {exc}") from None
+        return ("ok", check(figures, f"figures {P2P_JSON} measured live on {rig.name}"))
 
     def _measure(self) -> dict[str, Any]:
         from ..runenv.state import hidden_gpus

@@ -1,8 +1,9 @@
 """Pass lines for P2P and NCCL figures: from the profile, else from the topology; and the judging rule.
 
 Derived lines are a stated fraction of the theoretical one-direction bandwidth of the narrowest link on
-the pair's path (PCIe data rates with 128b/130b encoding: Gen3 0.985, Gen4 1.969, Gen5 3.938 GB/s per lane; NVLink 20/25/25/25/50
-GB/s per link per direction for NVLink 1-5). A warning band lies beyond each pass line (below it for
+the pair's path (PCIe 128b/130b encoding at 8/16/32 GT/s: Gen3 0.985, Gen4 1.969, Gen5 3.938 GB/s per
+lane; NVLink 20/25/25/25/50 GB/s per link per direction for NVLink 1-5, from NVIDIA's NVLink product
+pages). A warning band lies beyond each pass line (below it for
 bandwidth, above it for latency); a first reading outside the pass line is measured again before the
 verdict, and the best reading decides.
 """
@@ -20,7 +21,8 @@ from ..rig import Rig
 PASS, WARN, FAIL = "pass", "warn", "fail"
 WARN_BAND = 0.10  # the band below (above, for latency) the pass line that warns instead of failing
 FRACTION = {
-    # Gen5 P2P writes reach about 89 % of 63 GB/s (local-inference-lab/rtx6kpro hardware/pcie-bandwidth.md); the seed's Gen4 targets are 87 % (uni)
+    # Gen5 P2P writes reach about 89 % of 63 GB/s (local-inference-lab/rtx6kpro ``hardware/pcie-bandwidth.md``,
+    # measured with cuda-samples ``Samples/5_Domain_Specific/p2pBandwidthLatencyTest``); the seed's Gen4 targets are 87 % (uni)
     # and 80 % (bidir) of theoretical. Lines a little under those, so a healthy rig passes with margin.
     ("pcie", "unidir"): 0.80,
     ("pcie", "bidir"): 0.72,

@@ -195,8 +195,11 @@ class SoakSession:
         try:
             nvml = gs.nvml
             index = {g.bdf: g.index for g in nvml.system().gpus}
-        except NvmlUnavailable as exc:
-            return f"GPU checks skipped: {exc}"
+        except NvmlUnavailable as exc:  # the one cannot-measure-here policy: UNREADABLE where NVIDIA GPUs are
+            from ..availability import decision
+
+            applies, message = decision(self.rig, exc)
+            return unreadable(f"{self.rig.name}: no soak: {message}") if applies else message
         except RigcheckError as exc:
             return unreadable(f"{self.rig.name}: no soak: {exc}")
         tree = self.rig.pcie

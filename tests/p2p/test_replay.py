@@ -284,3 +284,115 @@ def test_ipc_kernel_read(
     if fails:
         assert "a kernel reading it through the mapping got 4096 of" in out
         assert "--disable-custom-all-reduce" in out
+
+
+# -- impossible figures (gate.md D4) ----------------------------------------------------------------
+
+P01 = "0000:03:00.0->0000:04:00.0"  # GPU0 -> GPU1 of the switch rigs
+
+
+@pytest.mark.parametrize(
+    ("figure", "value", "checks", "why"),
+    [
+        (
+            "latency_us",
+            [-1.0],
+            ["test_p2p_latency"],
+            "reading -1.0 is impossible (a latency is a finite number",
+        ),
+        (
+            "unidir_gbps",
+            [float("inf")],
+            ["test_p2p_unidirectional", "test_p2p_not_through_host"],
+            "reading 'inf' is impossible (a bandwidth is a finite number",
+        ),
+        ("bidir_gbps", [1e308], ["test_p2p_bidirectional"], "reading 1e+308 is impossible"),
+        ("unidir_gbps", ["fast"], ["test_p2p_unidirectional", "test_p2p_not_through_host"], "reading 'fast'"),
+        ("control_latency_us", [0], ["test_p2p_latency"], "reading 0 is impossible"),
+    ],
+)
+def test_impossible_figure_is_unreadable(
+    pytester: pytest.Pytester,
+    snap: Callable[..., Path],
+    figure: str,
+    value: list[Any],
+    checks: list[str],
+    why: str,
+) -> None:
+    """gate.md D4: a latency of -1 us passed ("P2P latency -1 us"); an infinite unidirectional and a 1e308 GB/s
+    bidirectional bandwidth passed both bandwidth checks ("P2P infx the host"). Each impossible figure is now
+    UNREADABLE as corrupt, naming the file, the pair and the field; the pair's other checks still judge."""
+    data, _ = _model("rtxpro6000x4-switch")
+    data["pairs"][P01][figure] = value
+    failed, out, _ = run(pytester, snap("rtxpro6000x4-switch", data))
+    assert failed == {f"{c}[{P01}]" for c in checks}, out
+    assert f'p2p.json pairs["{P01}"].{figure}: {why}' in out, out
+    assert "corrupt figure" in out and "UNREADABLE, not a pass" in out
+
+
+def test_bandwidth_above_the_path_is_unreadable(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """60 GB/s one way between two GPUs whose path is Gen4 x16 (31.5 GB/s) and which NVML says have no NVLink
+    P2P cannot have been measured: UNREADABLE, with the path's capacity as the expectation."""
+    data, _ = _model("rtxpro6000x4-switch")
+    data["pairs"][P01]["unidir_gbps"] = [60.0]
+    failed, out, _ = run(pytester, snap("rtxpro6000x4-switch", data), "-k", "unidirectional")
+    assert failed == {f"test_p2p_unidirectional[{P01}]"}, out
+    assert "reading 60 GB/s is above what the path can carry: corrupt figure" in out, out
+    assert "expected: at most 33.08 GB/s: PCIe Gen4 x16" in out, out
+
+
+def test_impossible_nccl_figures_are_unreadable(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """A NaN busbw and a wrong-count that is not a count make the NCCL checks UNREADABLE, not a traceback."""
+    data, _ = _model("rtxpro6000x4-switch")
+    group = next(iter(data["nccl"]["groups"].values()))
+    group["busbw_gbps"] = [float("nan")]
+    group["wrong"] = "none"
+    failed, out, _ = run(pytester, snap("rtxpro6000x4-switch", data), "-k", "nccl")
+    assert failed == {
+        "test_nccl_allreduce_correct[all]",
+        "test_nccl_busbw[all]",
+        "test_nccl_uses_p2p[all]",
+    }, out
+    assert "busbw_gbps: reading 'nan' is impossible" in out and "wrong: 'none' is not a count" in out, out
+    assert "Traceback" not in out
+
+
+def test_symlinked_p2p_json_is_refused(
+    pytester: pytest.Pytester, snap: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A p2p.json that is a symbolic link (to a file outside the snapshot) is refused, never followed: every
+    P2P check fails as UNREADABLE saying so (DESIGN-REVIEW (a) row 7: it was read through Path and followed)."""
+    data, _ = _model("rtxpro6000x4-switch")
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps(data))
+    dest = snap("rtxpro6000x4-switch", None)
+    (dest / "p2p.json").symlink_to(outside)
+    failed, out, _ = run(pytester, dest, "-k", "latency")
+    # The one containment mechanism: the rig's Source refuses the link (main's wording).
+    assert len(failed) == 12, out
+    assert (
+        "UNREADABLE, not a pass: snapshot rtxpro6000x4-switch: unreadable p2p.json: symlink p2p.json" in out
+    ), out
+    assert "leaves the snapshot: refused" in out, out
+
+
+def test_figure_checks_at_load() -> None:
+    """figures.check: a sweep size may round to 0.0 GB/s (the 2x H200 capture's 8 B all-reduce), a negative one
+    may not; a GPU entry that is not an object makes the file corrupt."""
+    from pytest_rigcheck.errors import SnapshotError
+    from pytest_rigcheck.p2p.figures import Corrupt, check
+
+    group = {
+        "sweep": [{"bytes": 8, "busbw_gbps": 0.0}, {"bytes": 1 << 20, "busbw_gbps": 12.5}],
+        "busbw_gbps": [12.5],
+    }
+    data = check({"pairs": {}, "gpus": {}, "nccl": {"groups": {"a+b": group}}}, "x")
+    assert data["nccl"]["groups"]["a+b"]["sweep"][0]["busbw_gbps"] == 0.0
+    group["sweep"][1]["busbw_gbps"] = -1.0
+    data = check({"pairs": {}, "gpus": {}, "nccl": {"groups": {"a+b": group}}}, "x")
+    assert isinstance(data["nccl"]["groups"]["a+b"]["sweep"], Corrupt)
+    assert 'x nccl.groups["a+b"].sweep[1] reading -1.0 is impossible' in str(
+        data["nccl"]["groups"]["a+b"]["sweep"]
+    )
+    with pytest.raises(SnapshotError, match=r'gpus\["a"\]: \[1\] is not an object'):
+        check({"pairs": {}, "gpus": {"a": [1]}, "nccl": {}}, "x")

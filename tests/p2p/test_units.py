@@ -242,3 +242,23 @@ class TestFoldControl:
         data: dict[str, Any] = {"nccl": {"groups": {}}}
         _fold_control(data, PhaseOutcome("control", hung=hung), [self.RANKS[:2]], self.RANKS[:2], {})
         assert data["nccl"]["groups"]["+".join(self.RANKS[:2])]["control"]["hung"] == hung
+
+
+def test_capture_keeps_a_corrupt_live_figure_as_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live figure found impossible (``figures.Corrupt``) is written as its reason, not a TypeError."""
+    import json as _json
+
+    from pytest_rigcheck.p2p import capture, session
+    from pytest_rigcheck.p2p.figures import Corrupt
+
+    class FakeRig:
+        name = "live"
+
+    figures = {"format": 1, "pairs": {"a->b": {"latency_us": Corrupt("latency_us: -1.0 is impossible")}}}
+    figures["nccl"] = {"groups": {}}
+    monkeypatch.setattr(Rig, "live", staticmethod(lambda profile: FakeRig()))
+    monkeypatch.setattr(session.P2pSession, "outcome", lambda self: ("ok", figures))
+    notes = capture.capture_p2p(tmp_path)
+    assert "1 GPU pair" in notes["p2p"]
+    data = _json.loads((tmp_path / "p2p.json").read_text())
+    assert data["pairs"]["a->b"]["latency_us"] == "latency_us: -1.0 is impossible"

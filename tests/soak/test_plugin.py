@@ -265,3 +265,30 @@ def test_run_soak_without_torch_says_so(monkeypatch):
     monkeypatch.setattr(run.importlib.util, "find_spec", lambda name: None)
     rec = run.run_soak(FakeNvml(), {"0000:17:00.0": 0}, {"0000:17:00.0": []}, {}, 30)
     assert "torch is not installed" in (rec.gpus["0000:17:00.0"].unavailable or "")
+
+
+def test_live_soak_without_nvml_on_nvidia_rig_is_unreadable(monkeypatch):
+    """No NVML on a live rig whose bus shows an NVIDIA GPU: the soak is UNREADABLE, not skipped
+    (the one cannot-measure-here policy, ``availability.decision``); with no NVIDIA GPU it stays a skip."""
+    from pytest_rigcheck.gpu import plugin as gpu_plugin
+    from pytest_rigcheck.gpu.nvml import NvmlUnavailable
+    from pytest_rigcheck.soak import plugin as soak_plugin
+    from pytest_rigcheck.verdict import Status, Verdict
+
+    class NoNvml:
+        @property
+        def nvml(self):
+            raise NvmlUnavailable("NVML bindings not installed", "pip install 'pytest-rigcheck[nvml]'")
+
+    monkeypatch.setattr(soak_plugin, "settings", lambda config: SimpleNamespace(soak_s=60))
+    monkeypatch.setattr(gpu_plugin, "gpu_session", lambda rig, config: NoNvml())
+    for vendor, unreadable in ((0x10DE, True), (0x1A03, False)):
+        fn = SimpleNamespace(bdf="0000:05:00.0", vendor=vendor, driver=None)
+        pcie = SimpleNamespace(gpus=[fn], functions={fn.bdf: fn})
+        rig = SimpleNamespace(name="live", is_live=True, pcie=pcie)
+        got = soak_plugin.SoakSession(rig, None)._live()  # type: ignore[arg-type]
+        if unreadable:
+            assert isinstance(got, Verdict) and got.status == Status.UNREADABLE, got
+            assert "pip install" in got.summary
+        else:
+            assert isinstance(got, str) and "skipped: no NVIDIA GPU" in got, got

@@ -1,0 +1,244 @@
+"""Green only on evidence: missing NVML/torch/driver on a rig with NVIDIA GPUs, GPUs NVML does not see, and
+readings of the wrong type or impossible are UNREADABLE (failed), never skipped, passed or a traceback.
+
+Cases from /work/shared/cases/gate.md: D5 (a live run without nvidia-ml-py skipped 47 NVML checks, exit 0;
+without torch the P2P checks were 83 setup errors) and D14 (a string or null in nvml.json gave a TypeError).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_rigcheck.gpu.state import CORRUPT, GpuState, SystemState, Unavailable
+
+from ..conftest import SNAPSHOTS
+
+PRO = "rtxpro6000x4-switch"
+LOST = "rtxpro6000x4-powercap-lost"
+G2 = "0000:05:00.0"  # GPU2 of the switch rig, in SLOT2 behind switch port 0000:02:01.0 (see its MANIFEST)
+
+# A plugin for the inner run: the live code path (Rig.live) reads ROOT instead of "/", as gate.md D5's
+# `unshare -m` bind mounts do, and pynvml/torch cannot be imported.
+LIVESIM = """
+import sys
+from pytest_rigcheck.rig import Rig
+from pytest_rigcheck.source import Source
+
+sys.modules["pynvml"] = None  # import pynvml -> ImportError
+sys.modules["torch"] = None  # importlib.util.find_spec("torch") -> None
+
+def _live(cls, profile):
+    return cls("live-sim", Source({root!r}), profile)
+
+Rig.live = classmethod(_live)
+"""
+
+
+def _outcome(out: str) -> tuple[set[str], set[str], set[str]]:
+    ids = {k: {m.group(1) for m in re.finditer(rf"^{k} \S*::(\S+)", out, re.M)} for k in ("FAILED", "ERROR")}
+    skipped = set(re.findall(r"^SKIPPED .*$", out, re.M))
+    return ids["FAILED"], ids["ERROR"], skipped
+
+
+def _live_sim(pytester: pytest.Pytester, root: Path, *args: str) -> tuple[str, pytest.RunResult]:
+    pytester.makepyfile(livesim=LIVESIM.format(root=str(root)))
+    result = pytester.runpytest_subprocess(
+        "--rig", "-p", "livesim", "-p", "no:cacheprovider", "-rfEs", "--tb=short", *args
+    )
+    return result.stdout.str(), result
+
+
+def test_live_rig_without_pynvml_fails_unreadable(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """gate.md D5: a live rig whose sysfs shows 4 NVIDIA GPUs bound to nvidia, without nvidia-ml-py and
+    without torch or a loaded driver: the NVML and P2P checks FAIL as UNREADABLE with the install line or
+    the driver fix (not skipped, not setup errors), and the run exits 1."""
+    root = tmp_path / "rig"
+    shutil.copytree(SNAPSHOTS / LOST, root, symlinks=True)
+    (root / "proc/driver/nvidia/version").unlink()  # nvidia.ko not loaded
+    out, result = _live_sim(
+        pytester,
+        root,
+        "--rig-profile=4x-rtxpro6000-gen4-switch",
+        "-k",
+        "test_power_limit or test_circuit_budget or test_gpu_seen_by_nvml or test_p2p_latency",
+    )
+    failed, errors, skipped = _outcome(out)
+    assert result.ret == 1, out
+    assert errors == set() and skipped == set(), out
+    assert f"test_power_limit[{G2}]" in failed and "test_circuit_budget[live-sim]" in failed, out
+    assert f"test_gpu_seen_by_nvml[{G2}]" in failed, out
+    assert any(t.startswith("test_p2p_latency[") for t in failed), out
+    assert "UNREADABLE, not a pass: GPU checks cannot run: NVML bindings (pynvml) not installed" in out
+    assert "pip install 'pytest-rigcheck[nvml]'" in out
+    assert "4 NVIDIA GPU(s) on the PCIe bus" in out
+    assert "P2P/NCCL checks cannot run: NVIDIA driver not loaded" in out
+    assert "sudo modprobe nvidia" in out
+
+
+def test_live_rig_without_torch_fails_not_errors(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """gate.md D5: with the driver loaded but no PyTorch, the P2P checks were 83 setup errors; now each is a
+    failed UNREADABLE check naming the install line."""
+    root = tmp_path / "rig"
+    shutil.copytree(SNAPSHOTS / PRO, root, symlinks=True)
+    assert (root / "proc/driver/nvidia/version").is_file()  # the driver is loaded
+    out, result = _live_sim(pytester, root, "-k", "test_p2p_latency or test_nccl_busbw")
+    failed, errors, skipped = _outcome(out)
+    assert result.ret == 1, out
+    assert errors == set() and skipped == set(), out
+    assert len(failed) == 12 + 1, out  # 12 ordered pairs, one all-GPU NCCL group
+    assert "P2P/NCCL checks cannot run: PyTorch is not installed" in out
+    assert "pip install 'pytest-rigcheck[torch]'" in out
+
+
+def test_no_nvidia_gpu_skips_saying_why(pytester: pytest.Pytester) -> None:
+    """Where the PCIe bus shows no NVIDIA GPU (this test machine, or a live root without one) the GPU
+    checks do not apply: skipped, and the reason says so."""
+    pytester.makepyfile(
+        test_x="""
+        def test_nvml_one(rig_nvml):
+            pass
+        def test_nvml_two(rig_gpus):
+            pass
+    """
+    )
+    root = pytester.path / "empty-rig"
+    (root / "sys/bus/pci/devices").mkdir(parents=True)
+    (root / "proc").mkdir()
+    (root / "proc/cmdline").write_text("ro quiet\n")
+    out, result = _live_sim(pytester, root, "test_x.py", "-k", "nvml_one or nvml_two")
+    result.assert_outcomes(skipped=2)
+    assert out.count("GPU checks skipped: no NVIDIA GPU on the PCIe bus of this machine") == 2, out
+
+
+# -- nvml.json: wrong types and impossible readings (D14) -------------------------------------------
+
+
+def _gpu(state: dict[str, Any], bdf: str) -> dict[str, Any]:
+    return next(g for g in state["gpus"] if g["bdf"] == bdf)
+
+
+def _run(pytester: pytest.Pytester, snap: Path, *args: str) -> tuple[set[str], str]:
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={snap}", "-p", "no:cacheprovider", "-rfE", "--tb=short", *args
+    )
+    out = result.stdout.str()
+    return {m.group(1) for m in re.finditer(r"^(?:FAILED|ERROR) \S*::(\S+)", out, re.M)}, out
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("power_limit_mw", "350000", "'350000' is not a number (mW)"),
+        ("power_limit_mw", None, "None is not a number (mW)"),
+        ("power_limit_mw", 0, "0 is not a possible reading (mW, 1..5e+06)"),
+        ("power_limit_mw", 6_000_000, "6000000 is not a possible reading"),
+        ("enforced_limit_mw", -350000, "-350000 is not a possible reading"),
+    ],
+)
+def test_wrong_type_in_nvml_json_is_unreadable(
+    pytester: pytest.Pytester, make_snapshot: Callable[..., Path], field: str, value: Any, why: str
+) -> None:
+    """gate.md D14: GPU2's power_limit_mw "350000" or null gave a TypeError traceback in test_power_limit and
+    test_circuit_budget. Now the power checks of GPU2 fail as UNREADABLE naming nvml.json, the GPU and the
+    field; impossible wattages (0, negative, above 5000 W) are corrupt too."""
+
+    def mutate(state: dict[str, Any]) -> None:
+        _gpu(state, G2)[field] = value
+
+    failed, out = _run(pytester, make_snapshot(PRO, mutate), "-k", "power_limit or circuit")
+    assert f"test_power_limit[{G2}]" in failed, out
+    assert "TypeError" not in out and "Traceback" not in out, out
+    assert f"nvml.json gpus[2] ({G2}) field {field}: {why}" in out, out
+    assert "UNREADABLE, not a pass" in out
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("nvlink_states", []),
+        ("ecc_mode", {"0": 1}),
+        ("processes", {"pid": 1}),
+        ("remapped_rows", [0, -1, 0, 0]),
+        ("temperature_c", 250),
+        ("pcie_replay", -3),
+        ("load", {"samples": [[1.0, "4", 16, 4, 300000, 1800]]}),
+    ],
+)
+def test_bad_field_is_corrupt_at_load(field: str, value: Any) -> None:
+    """Every field is checked once, in GpuState.from_json: a list where an object is (or the reverse), a
+    negative count, a temperature above 200 C, text in a sample under load: Unavailable(corrupt)."""
+    g = GpuState.from_json(
+        {"index": 2, "bdf": G2, "power_limit_mw": 350000, field: value}, "x/nvml.json gpus[2]"
+    )
+    got = g.get(field)
+    assert isinstance(got, Unavailable) and got.code == CORRUPT, got
+    assert f"x/nvml.json gpus[2] ({G2}) field {field}:" in got.reason
+    assert g.get("power_limit_mw") == 350000
+
+
+def test_unplaceable_gpu_entry_is_a_corrupt_file() -> None:
+    """An entry whose index or bdf is unusable cannot be matched to the bus: the file is corrupt (every GPU
+    check UNREADABLE), with the field named."""
+    with pytest.raises(ValueError, match=r"gpus\[0\] field index: '0' is not an NVML index"):
+        SystemState.from_json({"format": 1, "gpus": [{"index": "0", "bdf": G2}]}, "n.json")
+    with pytest.raises(ValueError, match=r"gpus\[0\]: \[1, 2\] is not an object"):
+        SystemState.from_json({"format": 1, "gpus": [[1, 2]]}, "n.json")
+    s = SystemState.from_json({"format": 1, "gpus": [], "cuda": "12040"}, "n.json")
+    assert isinstance(s.cuda, Unavailable) and s.cuda.code == CORRUPT
+
+
+# -- NVML vs PCIe -----------------------------------------------------------------------------------
+
+
+def test_gpu_missing_from_nvml_fails_named(
+    pytester: pytest.Pytester, make_snapshot: Callable[..., Path]
+) -> None:
+    """An NVIDIA GPU on the PCIe bus that nvml.json lacks (dead, unbound, fallen off the bus) fails
+    test_gpu_seen_by_nvml naming BDF, slot and path with what to look at; its other NVML checks are
+    UNREADABLE saying NVML does not see it; the other GPUs pass."""
+
+    def drop(state: dict[str, Any]) -> None:
+        state["gpus"] = [g for g in state["gpus"] if g["bdf"] != G2]
+
+    failed, out = _run(
+        pytester, make_snapshot(PRO, drop), "-k", "seen_by_nvml or power_limit or ecc or vram or circuit"
+    )
+    assert failed == {
+        f"test_gpu_seen_by_nvml[{G2}]",
+        f"test_power_limit[{G2}]",
+        f"test_vram_free[{G2}]",
+        f"test_no_uncorrected_ecc[{G2}]",
+        f"test_circuit_budget[{PRO}]",
+    }, out
+    assert 'in slot "SLOT2": on the PCIe bus (driver nvidia) but NVML does not see it' in out, out
+    assert "fallen off the bus" in out and f"nvidia-smi -q -i {G2}" in out and "reseat" in out
+    assert "path: 0000:00:01.1 root port" in out, out
+    assert "power limit unknown: NVML does not see this GPU" in out, out
+
+
+def test_unopened_gpu_is_named(make_snapshot: Callable[..., Path]) -> None:
+    """A GPU NVML counts but cannot open (nvmlDeviceGetHandleByIndex fails) is recorded, not a traceback,
+    and the cross-check names it."""
+    from pytest_rigcheck.gpu import inventory
+    from pytest_rigcheck.profile import Profile
+    from pytest_rigcheck.rig import Rig
+    from pytest_rigcheck.snapshot import open_snapshot
+    from pytest_rigcheck.targets import gpus
+
+    snap = make_snapshot(PRO)
+    data = json.loads((snap / "nvml.json").read_text())
+    data["gpus"] = [g for g in data["gpus"] if g["bdf"] != G2]
+    data["unopened"] = [{"index": 2, "error": "nvmlDeviceGetHandleByIndex: GPU is lost"}]
+    state = SystemState.from_json(data, "n.json")
+    rig = Rig.replay(open_snapshot(str(snap)), Profile())
+    t = next(x for x in gpus(rig) if x.gpu.bdf == G2)
+    v = inventory.seen_by_nvml(t, Unavailable("not in NVML", "not_in_nvml"), state)
+    assert v.status == "fail" and v.target["slot"] == "SLOT2"
+    assert "NVML counted GPU index 2 but could not open it: nvmlDeviceGetHandleByIndex: GPU is lost" in str(v)
