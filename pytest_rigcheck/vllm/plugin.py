@@ -50,6 +50,9 @@ NOT_CONFIGURED = (
 )
 
 SETTINGS_KEY = pytest.StashKey["VllmSettings"]()
+# The start failure raised by rig_vllm_server (pytest re-raises that one object for every test that
+# needs the fixture) and the test that reported it first; later reports point there in one line.
+START_FAILED_KEY = pytest.StashKey[list[Any]]()
 
 
 def _url(text: Any) -> str:
@@ -266,18 +269,56 @@ def rig_vllm_settings(pytestconfig: pytest.Config) -> VllmSettings:
     return settings_of(pytestconfig)
 
 
+def progress_line(config: pytest.Config) -> Callable[[str], None] | None:
+    """Say one line on the terminal while a test waits (the server starting, a request outstanding),
+    past output capture as live logging does; ``None`` under ``-q`` or without a terminal reporter.
+
+    A small local stand-in, to be replaced by the shared progress module when it lands.
+    """
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or (config.getoption("verbose", 0) or 0) < 0:
+        return None
+    capman = config.pluginmanager.get_plugin("capturemanager")
+
+    def say(line: str) -> None:
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                reporter.write_line(line)
+        else:
+            reporter.write_line(line)
+
+    return say
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    # A server that failed to start is reported once, with its log; every later test that needed it
+    # gets one line pointing to that report.
+    rep = yield
+    first = item.config.stash.get(START_FAILED_KEY, None)
+    if call.when == "setup" and call.excinfo is not None and first and call.excinfo.value is first[0]:
+        if first[1] is None:
+            first[1] = item.nodeid
+        elif first[1] != item.nodeid:
+            headline = str(first[0].msg or "").splitlines()[0]
+            rep.longrepr = f"UNREADABLE: the vLLM server did not start; see {first[1]}: {headline}"
+    return rep
+
+
 @pytest.fixture(scope="session")
 def rig_vllm_server(
     rig_vllm_settings: VllmSettings,
     tmp_path_factory: pytest.TempPathFactory,
     record_testsuite_property: Callable[[str, object], None],
+    pytestconfig: pytest.Config,
 ) -> Iterator[VllmServer]:
     """The server under test (``VllmServer``): the one at ``--rig-vllm-url``, or one rigcheck starts from
     the ``[vllm]`` launch template and stops at the end of the session (SIGTERM, SIGKILL after
     ``stop_grace_s``, then a check that no process of its group is left).
 
-    Skips when neither is configured; fails with the log's tail when a started server exits early or is
-    not ready in time. The API key comes from the variable ``--rig-vllm-api-key-env`` names; it is never
+    Skips when neither is configured; errors with the log's tail when a started server exits early or is
+    not ready in time (the first test that needs it; the others in one line pointing there). Waiting for
+    readiness and for each answer is said on the terminal every few seconds. The API key comes from the variable ``--rig-vllm-api-key-env`` names; it is never
     printed.
 
     Example::
@@ -293,19 +334,22 @@ def rig_vllm_server(
     if not s.configured:
         pytest.skip(NOT_CONFIGURED)
     api_key = os.environ.get(s.api_key_env) or None
+    progress = progress_line(pytestconfig)
     if s.url:
-        server = VllmServer(OpenAIClient(s.url, api_key, s.request_timeout_s), s)
+        server = VllmServer(OpenAIClient(s.url, api_key, s.request_timeout_s), s, progress=progress)
         server.resolve_model()
         record_testsuite_property("vllm_url", server.base_url)
         yield server
         return
     failure = None
     try:
-        server = start_server(s, tmp_path_factory.mktemp("rig-vllm"), api_key)
+        server = start_server(s, tmp_path_factory.mktemp("rig-vllm"), api_key, progress)
     except LaunchError as exc:
         failure = f"{s.launch_source}: {exc}"
     if failure:
-        pytest.fail(failure, pytrace=False)  # outside the except: no chained traceback in the report
+        error = pytest.fail.Exception(failure, pytrace=False)
+        pytestconfig.stash[START_FAILED_KEY] = [error, None]
+        raise error  # outside the except: no chained traceback in the report
     assert server.process is not None
     record_testsuite_property("vllm_ready_s", round(server.process.ready_s or 0.0, 2))
     record_testsuite_property("vllm_launch", " ".join(server.process.argv))

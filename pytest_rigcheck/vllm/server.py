@@ -6,7 +6,9 @@ Measurements several checks share (one streaming run, one concurrent run) are ta
 from __future__ import annotations
 
 import shlex
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,22 @@ from .client import OpenAIClient, Response, ServerUnreachable, StreamResult
 from .launcher import LaunchError, ServerProcess
 from .settings import VllmSettings
 
+Progress = Callable[[str], None]
+"""Takes one line saying what is being waited on, elapsed and deadline (the plugin's terminal writer)."""
+
+PROGRESS_EVERY_S = 10.0
+
 
 class ServerGone(RuntimeError):
-    """The server stopped answering; says whether its process exited, with the log's tail."""
+    """The server stopped answering; says whether its process exited, with the log's tail.
+
+    ``repeated`` is true when the request was not even sent because the server hung earlier: the check
+    is then unreadable and points to the first one, instead of waiting out another deadline.
+    """
+
+    def __init__(self, message: str, repeated: bool = False) -> None:
+        super().__init__(message)
+        self.repeated = repeated
 
 
 @dataclass
@@ -35,6 +50,9 @@ class VllmServer:
     settings: VllmSettings
     process: ServerProcess | None = None
     model_id: str | None = None
+    progress: Progress | None = None
+    progress_every_s: float = PROGRESS_EVERY_S
+    hung: str | None = None
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -48,9 +66,16 @@ class VllmServer:
             who += f" (started by rigcheck, pid {self.process.pid})"
         return who
 
+    @property
+    def deadline_s(self) -> float:
+        """The per-request deadline ([vllm] request_timeout_s)."""
+        return self.client.timeout_s
+
     def gone(self, exc: ServerUnreachable, during: str) -> ServerGone:
         """Turn a failed request into a message saying what happened to the server."""
         lines = [f"{self.describe()}: no answer during {during}: {exc.reason}"]
+        if exc.timed_out:
+            lines[0] += f" ({self.deadline_s:g} s, [vllm] request_timeout_s in {self.settings.where})"
         if self.process is not None:
             code = self.process.exited(wait_s=2.0)  # a crash closes the socket a moment before the exit
             if code is not None:
@@ -59,28 +84,60 @@ class VllmServer:
             if tail:
                 lines.append(f"  log {self.process.log} ends:")
                 lines += ["    | " + ln for ln in tail]
-        lines.append(
-            "  fix: check that the server is up (curl its /v1/models); a crash or OOM shows in its log"
-        )
+        if exc.timed_out:
+            lines.append(
+                "  fix: the server took the request and did not answer: a hung engine (read its log; "
+                "py-spy dump its processes; restart it); raise [vllm] request_timeout_s only if it is "
+                "merely slow"
+            )
+        else:
+            lines.append(
+                "  fix: check that the server is up (curl its /v1/models); a crash or OOM shows in its log"
+            )
         return ServerGone("\n".join(lines))
 
-    def get(self, path: str, during: str) -> Response:
+    def _call(self, during: str, send: Callable[[], Any]) -> Any:
+        """Send one request under the deadline, saying every ``progress_every_s`` that it is still waiting.
+
+        After one request timed out the server is taken as hung: later requests are not sent, they raise
+        ``ServerGone(repeated=True)`` at once, naming the first.
+        """
+        if self.hung:
+            raise ServerGone(f"{self.describe()}: not asked for {during}: {self.hung}", repeated=True)
+        done = threading.Event()
+        if self.progress is not None:
+            say, t0 = self.progress, time.monotonic()
+            every = min(self.progress_every_s, max(1.0, self.deadline_s / 3))
+
+            def tick() -> None:
+                while not done.wait(every):
+                    say(
+                        f"rigcheck vLLM: waiting for {during}: {time.monotonic() - t0:.0f} s of the "
+                        f"{self.deadline_s:g} s request deadline"
+                    )
+
+            threading.Thread(target=tick, name="rigcheck-vllm-progress", daemon=True).start()
         try:
-            return self.client.get(path)
+            return send()
         except ServerUnreachable as exc:
-            raise self.gone(exc, during) from None
+            err = self.gone(exc, during)
+            if exc.timed_out:
+                self.hung = (
+                    f"it gave no answer within the {self.deadline_s:g} s request deadline during {during} "
+                    "(the first failure says more)"
+                )
+            raise err from None
+        finally:
+            done.set()
+
+    def get(self, path: str, during: str) -> Response:
+        return self._call(during, lambda: self.client.get(path))  # type: ignore[no-any-return]
 
     def post(self, path: str, payload: dict[str, Any], during: str) -> Response:
-        try:
-            return self.client.post(path, payload)
-        except ServerUnreachable as exc:
-            raise self.gone(exc, during) from None
+        return self._call(during, lambda: self.client.post(path, payload))  # type: ignore[no-any-return]
 
     def stream(self, path: str, payload: dict[str, Any], during: str) -> StreamResult:
-        try:
-            return self.client.stream(path, payload)
-        except ServerUnreachable as exc:
-            raise self.gone(exc, during) from None
+        return self._call(during, lambda: self.client.stream(path, payload))  # type: ignore[no-any-return]
 
     def chat_payload(self, content: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
         return {
@@ -113,8 +170,11 @@ class VllmServer:
         self.model_id = want if want in ids else (ids[0] if ids and not want else want)
 
 
-def start_server(settings: VllmSettings, log_dir: Path, api_key: str | None) -> VllmServer:
-    """Start the server of ``settings.launch`` on 127.0.0.1 and wait until it is ready.
+def start_server(
+    settings: VllmSettings, log_dir: Path, api_key: str | None, progress: Progress | None = None
+) -> VllmServer:
+    """Start the server of ``settings.launch`` on 127.0.0.1 and wait until it is ready, saying every
+    ``PROGRESS_EVERY_S`` through ``progress`` that it is still waiting.
 
     Raises ``LaunchError`` (with the log's tail) when it exits early or is not ready in time; the
     process group is stopped before raising.
@@ -131,8 +191,19 @@ def start_server(settings: VllmSettings, log_dir: Path, api_key: str | None) -> 
         f.write(f"# rigcheck: {shlex.join(argv)}\n# started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     proc.start()
     client = OpenAIClient(f"http://{host}:{port}", api_key, settings.request_timeout_s)
+    said = [time.monotonic()]
+
+    def on_poll() -> None:
+        now = time.monotonic()
+        if progress is not None and now - said[0] >= PROGRESS_EVERY_S:
+            said[0] = now
+            progress(
+                f"rigcheck vLLM: waiting for the server (pid {proc.pid}) to be ready: "
+                f"{now - proc.started_at:.0f} s of the {settings.ready_timeout_s:g} s ready deadline"
+            )
+
     try:
-        proc.wait_ready(client, settings.ready_timeout_s)
+        proc.wait_ready(client, settings.ready_timeout_s, on_poll=on_poll)
     except LaunchError:
         report = proc.stop(settings.stop_grace_s)
         if report.leftover:
@@ -144,6 +215,6 @@ def start_server(settings: VllmSettings, log_dir: Path, api_key: str | None) -> 
                 "\n".join(log_tail(log)),
             ) from None
         raise
-    server = VllmServer(client, settings, proc)
+    server = VllmServer(client, settings, proc, progress=progress)
     server.resolve_model()
     return server

