@@ -318,8 +318,8 @@ def rig_vllm_server(
 
     Skips when neither is configured; errors with the log's tail when a started server exits early or is
     not ready in time (the first test that needs it; the others in one line pointing there). Waiting for
-    readiness and for each answer is said on the terminal every few seconds. The API key comes from the variable ``--rig-vllm-api-key-env`` names; it is never
-    printed.
+    readiness and for each answer is said on the terminal every few seconds. The API key comes from the
+    variable ``--rig-vllm-api-key-env`` names; it is never printed.
 
     Example::
 
