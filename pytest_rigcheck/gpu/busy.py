@@ -63,18 +63,22 @@ def _load(
 ) -> LoadReadings:
     gpu = opened(t, gpu, what)
     if isinstance(load, Unavailable):
-        raise Unjudgeable(
-            unreadable(
-                f"{label(t, gpu)}: {what} unknown: {load}",
-                fix=[
-                    "run live with torch installed (pytest-rigcheck[torch]) so the suite can load the GPU, "
-                    "or capture with `rigcheck capture DIR` on a machine with torch"
-                ],
-            )
-        )
+        raise Unjudgeable(unreadable(f"{label(t, gpu)}: {what} unknown: {load}", fix=[_load_fix(str(load))]))
     if not load.samples:
         raise Unjudgeable(unreadable(f"{label(t, gpu)}: {what} unknown: no sample was taken under load"))
     return load
+
+
+def _load_fix(why: str) -> str:
+    """The fix for a load that could not run, fitting why: a variable that hid the GPU is the cause."""
+    if "CUDA_VISIBLE_DEVICES" in why:
+        return "unset CUDA_VISIBLE_DEVICES (or list every GPU in it) and run again"
+    if "torch" in why and ("not installed" in why or "no module" in why.lower()):
+        return "pip install 'pytest-rigcheck[torch]' (the CUDA build matching your driver) and run again"
+    return (
+        "run live with torch installed (pytest-rigcheck[torch]) so the suite can load the GPU, "
+        "or capture with `rigcheck capture DIR` on a machine with torch"
+    )
 
 
 @judged

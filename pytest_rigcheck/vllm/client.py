@@ -25,6 +25,11 @@ class ServerUnreachable(ConnectionError):
         self.reason = reason
         super().__init__(f"{url}: {reason}")
 
+    @property
+    def timed_out(self) -> bool:
+        """The server took the request and did not answer in time (hung), as opposed to refused or gone."""
+        return self.reason.startswith("timed out")
+
 
 @dataclass(frozen=True)
 class Response:
@@ -88,6 +93,11 @@ class StreamResult:
         )
 
     @property
+    def error_message(self) -> str:
+        """A refused stream's OpenAI-style ``error.message`` (its body is kept in ``text``)."""
+        return Response(self.status, {}, self.text.encode(), self.elapsed_s).error_message()
+
+    @property
     def decode_tokens_per_s(self) -> float | None:
         if self.ttft_s is None or self.last_text_s is None or self.completion_tokens < 2:
             return None
@@ -101,7 +111,8 @@ class OpenAIClient:
     Args:
         base_url: ``http://127.0.0.1:8000`` (a trailing ``/v1`` is accepted and dropped).
         api_key: sent as a bearer token; never printed.
-        timeout_s: socket timeout for connect and for each read.
+        timeout_s: the per-request deadline: socket timeout for connect and for each read, and for a
+            stream also the whole answer's time (a server that trickles is as hung as a silent one).
 
     Example::
 
@@ -110,7 +121,7 @@ class OpenAIClient:
         ('http://127.0.0.1:8000', False)
     """
 
-    def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 300.0) -> None:
+    def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 30.0) -> None:
         url = base_url.rstrip("/")
         if url.endswith("/v1"):
             url = url[:-3]
@@ -169,6 +180,7 @@ class OpenAIClient:
         url = self.base_url + path
         body = json.dumps({**payload, "stream": True}).encode()
         conn = self._conn(timeout)
+        deadline = timeout or self.timeout_s
         t0 = time.perf_counter()
         try:
             conn.request("POST", self._parts.path + path, body=body, headers=self._headers(True))
@@ -185,6 +197,10 @@ class OpenAIClient:
             out = StreamResult(200)
             for chunk in iter_json_chunks(_lines(resp)):
                 now = time.perf_counter() - t0
+                if now > deadline:
+                    raise ServerUnreachable(
+                        url, f"timed out: the stream was not complete after {deadline:g} s (request deadline)"
+                    )
                 out.chunks += 1
                 out.chunk_times.append(now)
                 text = chunk_text(chunk)
@@ -219,7 +235,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (nothing listening)"
     if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out waiting for the server"
+        return "timed out: no answer within the request deadline"
     if isinstance(exc, http.client.IncompleteRead):
         return f"connection closed mid-answer ({len(exc.partial)} bytes read)"
     if isinstance(exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):

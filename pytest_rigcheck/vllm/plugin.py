@@ -50,6 +50,9 @@ NOT_CONFIGURED = (
 )
 
 SETTINGS_KEY = pytest.StashKey["VllmSettings"]()
+# The start failure raised by rig_vllm_server (pytest re-raises that one object for every test that
+# needs the fixture) and the test that reported it first; later reports point there in one line.
+START_FAILED_KEY = pytest.StashKey[list[Any]]()
 
 
 def _url(text: Any) -> str:
@@ -266,6 +269,29 @@ def rig_vllm_settings(pytestconfig: pytest.Config) -> VllmSettings:
     return settings_of(pytestconfig)
 
 
+def progress_line(config: pytest.Config) -> Any:
+    """The run's status line (``progress.status_line``: one line per request in a log, repeated every 10 s
+    while it waits; rewritten in place on a terminal), or ``None`` under ``-q``."""
+    from ..progress import status_line
+
+    return status_line(config, log_every_s=10.0)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    # A server that failed to start is reported once, with its log; every later test that needed it
+    # gets one line pointing to that report.
+    rep = yield
+    first = item.config.stash.get(START_FAILED_KEY, None)
+    if call.when == "setup" and call.excinfo is not None and first and call.excinfo.value is first[0]:
+        if first[1] is None:
+            first[1] = item.nodeid
+        elif first[1] != item.nodeid:
+            headline = str(first[0].msg or "").splitlines()[0]
+            rep.longrepr = f"UNREADABLE: the vLLM server did not start; see {first[1]}: {headline}"
+    return rep
+
+
 @pytest.fixture(scope="session")
 def rig_vllm_server(
     rig_vllm_settings: VllmSettings,
@@ -277,9 +303,10 @@ def rig_vllm_server(
     the ``[vllm]`` launch template and stops at the end of the session (SIGTERM, SIGKILL after
     ``stop_grace_s``, then a check that no process of its group is left).
 
-    Skips when neither is configured; fails with the log's tail when a started server exits early or is
-    not ready in time. The API key comes from the variable ``--rig-vllm-api-key-env`` names; it is never
-    printed.
+    Skips when neither is configured; errors with the log's tail when a started server exits early or is
+    not ready in time (the first test that needs it; the others in one line pointing there). Waiting for
+    readiness and for each answer is said on the terminal every few seconds. The API key comes from the
+    variable ``--rig-vllm-api-key-env`` names; it is never printed.
 
     Example::
 
@@ -294,8 +321,9 @@ def rig_vllm_server(
     if not s.configured:
         pytest.skip(NOT_CONFIGURED)
     api_key = os.environ.get(s.api_key_env) or None
+    progress = progress_line(pytestconfig)
     if s.url:
-        server = VllmServer(OpenAIClient(s.url, api_key, s.request_timeout_s), s)
+        server = VllmServer(OpenAIClient(s.url, api_key, s.request_timeout_s), s, progress=progress)
         server.resolve_model()
         record_testsuite_property("vllm_url", server.base_url)
         yield server
@@ -309,7 +337,9 @@ def rig_vllm_server(
     except LaunchError as exc:
         failure = f"{s.launch_source}: {exc}"
     if failure:
-        pytest.fail(failure, pytrace=False)  # outside the except: no chained traceback in the report
+        error = pytest.fail.Exception(failure, pytrace=False)
+        pytestconfig.stash[START_FAILED_KEY] = [error, None]
+        raise error  # outside the except: no chained traceback in the report
     assert server.process is not None
     record_testsuite_property("vllm_ready_s", round(server.process.ready_s or 0.0, 2))
     record_testsuite_property("vllm_launch", " ".join(server.process.argv))

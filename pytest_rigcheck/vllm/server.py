@@ -6,7 +6,9 @@ Measurements several checks share (one streaming run, one concurrent run) are ta
 from __future__ import annotations
 
 import shlex
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,19 @@ from .client import OpenAIClient, Response, ServerUnreachable, StreamResult
 from .launcher import LaunchError, ServerProcess
 from .settings import VllmSettings
 
+PROGRESS_EVERY_S = 10.0
+
 
 class ServerGone(RuntimeError):
-    """The server stopped answering; says whether its process exited, with the log's tail."""
+    """The server stopped answering; says whether its process exited, with the log's tail.
+
+    ``repeated`` is true when the request was not even sent because the server hung earlier: the check
+    is then unreadable and points to the first one, instead of waiting out another deadline.
+    """
+
+    def __init__(self, message: str, repeated: bool = False) -> None:
+        super().__init__(message)
+        self.repeated = repeated
 
 
 @dataclass
@@ -36,6 +48,9 @@ class VllmServer:
     settings: VllmSettings
     process: ServerProcess | None = None
     model_id: str | None = None
+    progress: Progress | None = None
+    progress_every_s: float = PROGRESS_EVERY_S
+    hung: str | None = None
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -49,9 +64,16 @@ class VllmServer:
             who += f" (started by rigcheck, pid {self.process.pid})"
         return who
 
+    @property
+    def deadline_s(self) -> float:
+        """The per-request deadline ([vllm] request_timeout_s)."""
+        return self.client.timeout_s
+
     def gone(self, exc: ServerUnreachable, during: str) -> ServerGone:
         """Turn a failed request into a message saying what happened to the server."""
         lines = [f"{self.describe()}: no answer during {during}: {exc.reason}"]
+        if exc.timed_out:
+            lines[0] += f" ({self.deadline_s:g} s, [vllm] request_timeout_s in {self.settings.where})"
         if self.process is not None:
             code = self.process.exited(wait_s=2.0)  # a crash closes the socket a moment before the exit
             if code is not None:
@@ -60,28 +82,57 @@ class VllmServer:
             if tail:
                 lines.append(f"  log {self.process.log} ends:")
                 lines += ["    | " + ln for ln in tail]
-        lines.append(
-            "  fix: check that the server is up (curl its /v1/models); a crash or OOM shows in its log"
-        )
+        if exc.timed_out:
+            lines.append(
+                "  fix: the server took the request and did not answer: a hung engine (read its log; "
+                "py-spy dump its processes; restart it); raise [vllm] request_timeout_s only if it is "
+                "merely slow"
+            )
+        else:
+            lines.append(
+                "  fix: check that the server is up (curl its /v1/models); a crash or OOM shows in its log"
+            )
         return ServerGone("\n".join(lines))
 
-    def get(self, path: str, during: str) -> Response:
+    def _call(self, during: str, send: Callable[[], Any]) -> Any:
+        """Send one request under the deadline, saying every ``progress_every_s`` that it is still waiting.
+
+        After one request timed out the server is taken as hung: later requests are not sent, they raise
+        ``ServerGone(repeated=True)`` at once, naming the first.
+        """
+        if self.hung:
+            raise ServerGone(f"{self.describe()}: not asked for {during}: {self.hung}", repeated=True)
+        done = threading.Event()
+        if self.progress is not None:
+            say, t0 = self.progress, time.monotonic()
+            every = min(self.progress_every_s, max(1.0, self.deadline_s / 3))
+
+            def tick() -> None:
+                while not done.wait(every):
+                    say(f"vLLM: waiting for {during}", time.monotonic() - t0, self.deadline_s)
+
+            threading.Thread(target=tick, name="rigcheck-vllm-progress", daemon=True).start()
         try:
-            return self.client.get(path)
+            return send()
         except ServerUnreachable as exc:
-            raise self.gone(exc, during) from None
+            err = self.gone(exc, during)
+            if exc.timed_out:
+                self.hung = (
+                    f"it gave no answer within the {self.deadline_s:g} s request deadline during {during} "
+                    "(the first failure says more)"
+                )
+            raise err from None
+        finally:
+            done.set()
+
+    def get(self, path: str, during: str) -> Response:
+        return self._call(during, lambda: self.client.get(path))  # type: ignore[no-any-return]
 
     def post(self, path: str, payload: dict[str, Any], during: str) -> Response:
-        try:
-            return self.client.post(path, payload)
-        except ServerUnreachable as exc:
-            raise self.gone(exc, during) from None
+        return self._call(during, lambda: self.client.post(path, payload))  # type: ignore[no-any-return]
 
     def stream(self, path: str, payload: dict[str, Any], during: str) -> StreamResult:
-        try:
-            return self.client.stream(path, payload)
-        except ServerUnreachable as exc:
-            raise self.gone(exc, during) from None
+        return self._call(during, lambda: self.client.stream(path, payload))  # type: ignore[no-any-return]
 
     def chat_payload(self, content: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
         return {
@@ -148,6 +199,6 @@ def start_server(
                 "\n".join(log_tail(log)),
             ) from None
         raise
-    server = VllmServer(client, settings, proc)
+    server = VllmServer(client, settings, proc, progress=progress if progress is not no_progress else None)
     server.resolve_model()
     return server

@@ -104,7 +104,9 @@ class VllmSettings:
     max_ttft_s: float | None = None
     max_prefix_cached_ttft_ratio: float = 0.8
     ready_timeout_s: float = 900.0
-    request_timeout_s: float = 300.0
+    # Per request: a server that gives no complete answer in this time is hung (found in seconds, said
+    # while waiting), not waited on for minutes.
+    request_timeout_s: float = 30.0
     stop_grace_s: float = 30.0
     # model-fit gate
     quantization: str | None = None

