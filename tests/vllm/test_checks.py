@@ -266,14 +266,18 @@ class TestWhatUsersFeel:
 
     def test_progress_said_while_waiting(self):
         """While a request is outstanding a line says what is awaited, elapsed and the deadline."""
+        from pytest_rigcheck.progress import format_status
+
         lines: list[str] = []
         with serve_fake(FakeConfig(hang=True)) as url:
             server = VllmServer(
-                OpenAIClient(url, timeout_s=2.5), VllmSettings(url=url), progress=lines.append
+                OpenAIClient(url, timeout_s=2.5),
+                VllmSettings(url=url),
+                progress=lambda *a: lines.append(format_status(*a)),
             )
             assert checks.not_degenerate(server).status == FAIL
         assert lines and "waiting for the degenerate-output check" in lines[0]
-        assert "of the 2.5 s request deadline" in lines[0]
+        assert "(deadline 2.5 s)" in lines[0]
 
     def test_context_refusal_is_a_context_finding(self):
         """A server whose context is 512 tokens (not reported in /v1/models, no /tokenize), checked with a

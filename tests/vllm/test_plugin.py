@@ -224,7 +224,7 @@ class TestLaunchedFaultServers:
         result.assert_outcomes(passed=3, failed=E2E_TESTS - 3)  # identity, version, health answer
         result.stdout.fnmatch_lines(
             [
-                "rigcheck vLLM: waiting for correctness request 1: * s of the 3 s request deadline",
+                "rigcheck: vLLM: waiting for correctness request 1, * s (deadline 3 s)",
                 "*no answer during correctness request 1: timed out* (3 s, [[]vllm[]] request_timeout_s*",
                 "*UNREADABLE, not a pass: *not asked for *it gave no answer within the 3 s request deadline "
                 "during correctness request 1*",
