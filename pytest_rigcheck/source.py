@@ -89,7 +89,8 @@ class Source:
         if parent and name not in ("", ".", ".."):
             base = self._dirs.get(parent)
             if base is None:
-                base = self._dirs[parent] = self._resolve(parent.split("/"), [], parent)
+                # the parent is met as a directory: a flattened link there is followed
+                base = self._dirs[parent] = self._resolve(parent.split("/"), [], parent, True)
             return self._resolve([name], base.split("/") if base else [], rel, link)
         return self._resolve(rel.split("/"), [], rel, link)
 
@@ -279,7 +280,7 @@ class Source:
         With ``flattened_links``, a text file holding a link target (``flat_target``) is one too.
         """
         parent, _, name = rel.rstrip("/").rpartition("/")
-        base = os.path.join(str(self.root), self.resolve(parent)) if parent else str(self.root)
+        base = os.path.join(str(self.root), self.resolve(parent, link=True)) if parent else str(self.root)
         path = os.path.join(base, name)
         try:
             st = os.lstat(path)
