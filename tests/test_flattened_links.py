@@ -230,3 +230,18 @@ def test_real_links_need_no_note(tmp_path: Path) -> None:
     """A snapshot with real links has nothing flattened and says nothing about it."""
     snap = open_snapshot(Path(__file__).parent / "data/case04-kv-fit-one-sequence/snapshot")
     assert snap.flattened == [] and snap.flattened_note() == "" and not snap.source.flattened_links
+
+
+def test_tarball_of_flattened_links(tmp_path: Path) -> None:
+    """A ``.tar.gz`` of a flattened snapshot is read the same way (found after the safe extraction)."""
+    import tarfile
+
+    archive = tmp_path / "case04.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(FLAT / "04-kv-fit-one-sequence/snapshot", arcname="snapshot")
+    snap = open_snapshot(archive)
+    try:
+        assert len(snap.flattened) == 7 and snap.refused == []
+        assert snap.source.resolve(DEV, link=True).startswith("sys/devices/pci0000:00/")
+    finally:
+        snap.close()
