@@ -43,7 +43,7 @@ class Rig:
 
     @classmethod
     def replay(cls, snapshot: Snapshot, profile: Profile) -> Rig:
-        return cls(snapshot.manifest.name, Source(snapshot.root), profile, snapshot.manifest, snapshot)
+        return cls(snapshot.manifest.name, snapshot.source, profile, snapshot.manifest, snapshot)
 
     @property
     def is_live(self) -> bool:
@@ -120,7 +120,9 @@ class Rig:
         extra = f" ({', '.join(bits)})" if bits else ""
         refused = self.snapshot.refused if self.snapshot is not None else []
         warn = f"; REFUSED (not read): {'; '.join(refused)}" if refused else ""
-        return f"snapshot {m.name} [{m.kind}]{extra}, {gpus}, {self.profile.source}{warn}"
+        flat = self.snapshot.flattened_note() if self.snapshot is not None else ""
+        flat = f"; {flat}" if flat else ""
+        return f"snapshot {m.name} [{m.kind}]{extra}, {gpus}, {self.profile.source}{flat}{warn}"
 
     def _left_out_text(self) -> str:
         """`` (+1 display device not counted: 0000:03:00.0 ASPEED BMC)``, or ``""``."""

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from .errors import SnapshotError, SourceError
-from .source import HARD_LINK, Source
+from .source import FLATTENED, HARD_LINK, Source
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -79,11 +79,19 @@ class Snapshot:
     # Entries of a directory snapshot refused for safety (a link out, a FIFO or device node), found
     # when it was opened: each ``"path: reason"``. A tarball holding one is refused whole instead.
     refused: list[str] = field(default_factory=list)
+    # Symlinks packed as text files holding their target (``Source(flattened_links=True)``), found
+    # when it was opened: their paths. Replay reads them as links, and says so in its header.
+    flattened: list[str] = field(default_factory=list)
 
     @property
     def source(self) -> Source:
-        """The one reader, rooted at the snapshot."""
-        return Source(self.root)
+        """The one reader, rooted at the snapshot (reading flattened links as links if it has any)."""
+        return Source(self.root, flattened_links=bool(self.flattened))
+
+    def flattened_note(self) -> str:
+        """``"3 links were stored as text files (flattened) and read as links"``, or ``""``."""
+        n = len(self.flattened)
+        return FLATTENED.format(n=n, s="s were" if n != 1 else " was") if n else ""
 
     def profile(self) -> Profile | None:
         """The manifest's ``profile``: a file inside the snapshot, else a preset name; ``None`` if unset.
@@ -259,7 +267,9 @@ def open_snapshot(path: Path | str) -> Snapshot:
         root = origin.resolve()
         manifest = read_manifest(root)
         _check_layout(root)
-        return Snapshot(origin, root, manifest, refused=audit(root))
+        flat: list[str] = []
+        refused = audit(root, flattened=flat)
+        return Snapshot(origin, root, manifest, refused=refused, flattened=flat)
     if not stat.S_ISREG(mode):
         raise SnapshotError(f"{origin}: neither a directory nor a tar archive (not a regular file): refused")
     if not tarfile.is_tarfile(origin):
@@ -269,10 +279,12 @@ def open_snapshot(path: Path | str) -> Snapshot:
         root = _safe_extract(origin, Path(tmp.name))
         manifest = read_manifest(root, f"{origin}: {MANIFEST}")
         _check_layout(root, str(origin))
+        flat: list[str] = []
+        refused = audit(root, flattened=flat)  # links and special files were refused at extraction
     except BaseException:
         tmp.cleanup()
         raise
-    return Snapshot(origin, root, manifest, tmp)
+    return Snapshot(origin, root, manifest, tmp, refused=refused, flattened=flat)
 
 
 def _check_layout(root: Path, where: str | None = None) -> None:
@@ -281,14 +293,16 @@ def _check_layout(root: Path, where: str | None = None) -> None:
         raise SnapshotError(f"{where or root}: partial snapshot: sys/bus/pci/devices is missing")
 
 
-def audit(root: Path, limit: int = 20) -> list[str]:
+def audit(root: Path, limit: int = 20, flattened: list[str] | None = None) -> list[str]:
     """Entries of a snapshot directory that replay refuses: links leaving it, FIFOs, devices, sockets,
     hard-linked files.
 
-    Each is ``"path: reason"``; at most ``limit`` are listed, then a count. Nothing is opened: the
-    walk uses ``lstat`` and ``readlink`` only, and links are resolved as ``Source`` resolves them.
+    Each is ``"path: reason"``; at most ``limit`` are listed, then a count. Only small regular files
+    are opened (``Source`` checks them, as every read), to find symlinks stored as text files: their
+    paths are appended to ``flattened``, and those that would leave the snapshot are listed as refused.
+    Otherwise the walk uses ``lstat`` and ``readlink``; links are resolved as ``Source`` resolves them.
     """
-    src = Source(root)
+    src = Source(root, flattened_links=True)
     found: list[str] = []
     more = 0
     for dirpath, dirnames, filenames in os.walk(root):  # does not follow links to directories
@@ -309,12 +323,24 @@ def audit(root: Path, limit: int = 20) -> list[str]:
                         continue
                     except SourceError as exc:
                         problem = exc.reason
+                elif stat.S_ISREG(mode) and src.readlink(rel) is not None:
+                    if flattened is not None:
+                        flattened.append(rel)
+                    try:
+                        src.resolve(rel, link=True)
+                        continue
+                    except SourceError as exc:
+                        problem = exc.reason
                 elif stat.S_ISREG(mode) or stat.S_ISDIR(mode):
                     continue
                 else:
                     problem = f"{_special(mode)}, not a regular file: refused"
             if len(found) < limit:
-                found.append(problem if problem.startswith(f"symlink {rel} -> ") else f"{rel}: {problem}")
+                found.append(
+                    problem
+                    if problem.startswith((f"symlink {rel} -> ", f"flattened link {rel} -> "))
+                    else f"{rel}: {problem}"
+                )
             else:
                 more += 1
     if more:

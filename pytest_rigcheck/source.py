@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import posixpath
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,33 @@ from .errors import RefusedError, SourceError
 # (``ln /etc/shadow snap/p2p.json``). Capture, git and tar extraction here never make one.
 HARD_LINK = "a hard link ({n} names): the file may also lie outside the snapshot: refused"
 _MAX_LINKS = 40  # as the kernel's MAXSYMLINKS: a loop is an error, not a hang
+# A symlink stored as a text file by a packer that does not keep links (a zip, a copy through a
+# web form): the file's whole content is the link target. Only a relative path of ``..`` and
+# sysfs-safe names is read as one; PATH_MAX (4096, include/uapi/linux/limits.h) bounds it.
+_FLAT_MAX = 4096
+_FLAT_NAME = re.compile(r"[A-Za-z0-9_.:+-]+")
+FLATTENED = "{n} link{s} stored as text files (flattened) and read as links"
+
+
+def flat_target(data: bytes) -> str | None:
+    """The link target a flattened link's content spells, or ``None`` if it is not one.
+
+    Accepted: a relative path starting with ``../`` (as every sysfs link does), of ``..`` and names of ``[A-Za-z0-9_.:+-]`` (no ``.`` component, no
+    empty one, no NUL, not absolute), at most 4096 bytes, with at most one trailing newline.
+    """
+    if len(data) > _FLAT_MAX or b"\0" in data:
+        return None
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    text = text.removesuffix("\n")
+    parts = text.split("/")
+    if not text.startswith("../") or any(
+        p != ".." and (p == "." or not _FLAT_NAME.fullmatch(p)) for p in parts
+    ):
+        return None
+    return text
 
 
 class Source:
@@ -29,15 +57,21 @@ class Source:
 
     Args:
         root: ``/`` for the live machine, or a snapshot directory.
+        flattened_links: replaying a snapshot whose symlinks were packed as text files: a regular
+            file met as a directory on the way (``sys/bus/pci/devices/BDF/vendor`` where ``BDF``
+            is a file), or one asked for as a link (``readlink``, ``resolve(link=True)``), whose
+            content is ``flat_target`` is followed as a symlink, with the same containment rules.
+            Never for the live root.
 
     Example:
         >>> Source(Path("/")).read_text("sys/bus/pci/devices/0000:17:00.0/vendor")
         '0x10de'
     """
 
-    def __init__(self, root: Path | str = "/") -> None:
+    def __init__(self, root: Path | str = "/", *, flattened_links: bool = False) -> None:
         self.root = Path(root).resolve()
         self.live = self.root == Path("/")
+        self.flattened_links = flattened_links and not self.live
         self._dirs: dict[str, str] = {}  # resolved directories: the tree does not change during a run
 
     def __repr__(self) -> str:
@@ -45,17 +79,40 @@ class Source:
 
     # -- path resolution -------------------------------------------------------------------------
 
-    def resolve(self, rel: str) -> str:
-        """Resolve ``rel`` through symlinks, staying inside the root; return the clean relative path."""
+    def resolve(self, rel: str, *, link: bool = False) -> str:
+        """Resolve ``rel`` through symlinks, staying inside the root; return the clean relative path.
+
+        ``link``: ``rel`` names a link (``sys/bus/pci/devices/BDF``): with ``flattened_links``, a
+        text file there holding a link target is followed too.
+        """
         parent, _, name = rel.strip("/").rpartition("/")
         if parent and name not in ("", ".", ".."):
             base = self._dirs.get(parent)
             if base is None:
-                base = self._dirs[parent] = self._resolve(parent.split("/"), [], parent)
-            return self._resolve([name], base.split("/") if base else [], rel)
-        return self._resolve(rel.split("/"), [], rel)
+                # the parent is met as a directory: a flattened link there is followed
+                base = self._dirs[parent] = self._resolve(parent.split("/"), [], parent, True)
+            return self._resolve([name], base.split("/") if base else [], rel, link)
+        return self._resolve(rel.split("/"), [], rel, link)
 
-    def _resolve(self, todo: list[str], done: list[str], asked: str) -> str:
+    def _flat(self, here: str, st: os.stat_result) -> str | None:
+        """The target of the flattened link at ``here`` (already ``lstat``-ed regular), else ``None``."""
+        if not self.flattened_links or st.st_size > _FLAT_MAX + 1 or st.st_nlink > 1:
+            return None
+        try:
+            fd = os.open(here, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            return None
+        try:
+            now = os.fstat(fd)
+            if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                return None
+            return flat_target(os.read(fd, _FLAT_MAX + 2))
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _resolve(self, todo: list[str], done: list[str], asked: str, link: bool = False) -> str:
         # ``done`` is already resolved (no links in it); walk ``todo`` one component at a time.
         parts = [p for p in todo if p not in ("", ".")]
         done = list(done)
@@ -79,12 +136,17 @@ class Source:
                 return "/".join(done)  # absent: callers report it with the path they asked for
             except OSError as exc:
                 raise SourceError(asked, exc.strerror or str(exc)) from exc
+            target = None
             if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(here)
+                via = f"symlink {'/'.join([*done, part])} -> {target}"
+            elif stat.S_ISREG(st.st_mode) and (parts or link):
+                target = self._flat(here, st)
+                via = f"flattened link {'/'.join([*done, part])} -> {target}"
+            if target is not None:
                 links += 1
                 if links > _MAX_LINKS:
                     raise SourceError(asked, "too many levels of symbolic links")
-                target = os.readlink(here)
-                via = f"symlink {'/'.join([*done, part])} -> {target}"
                 if posixpath.isabs(target):
                     if not self.live:
                         raise RefusedError(asked, f"{via} leaves the snapshot: refused")
@@ -213,11 +275,18 @@ class Source:
             raise SourceError(rel, exc.strerror or str(exc)) from exc
 
     def readlink(self, rel: str) -> str | None:
-        """The raw target of a symlink below the root, or ``None`` if it is not a link."""
+        """The raw target of a symlink below the root, or ``None`` if it is not a link.
+
+        With ``flattened_links``, a text file holding a link target (``flat_target``) is one too.
+        """
         parent, _, name = rel.rstrip("/").rpartition("/")
-        base = os.path.join(str(self.root), self.resolve(parent)) if parent else str(self.root)
+        base = os.path.join(str(self.root), self.resolve(parent, link=True)) if parent else str(self.root)
+        path = os.path.join(base, name)
         try:
-            return os.readlink(os.path.join(base, name))
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode):
+                return self._flat(path, st)
+            return os.readlink(path)
         except (FileNotFoundError, OSError):
             return None
 

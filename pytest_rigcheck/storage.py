@@ -98,7 +98,7 @@ def block_device(source: Source, dev: str) -> dict[str, Any]:
     rel = f"sys/dev/block/{dev}"
     if not source.exists(rel):
         return {}
-    real = source.resolve(rel)  # sys/devices/.../block/nvme0n1/nvme0n1p2
+    real = source.resolve(rel, link=True)  # sys/devices/.../block/nvme0n1/nvme0n1p2
     parts = real.split("/")
     out: dict[str, Any] = {"name": parts[-1]}
     disk_rel = real

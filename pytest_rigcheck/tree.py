@@ -400,7 +400,7 @@ def _read_slots(source: Source) -> dict[str, str]:
 
 def _read_function(source: Source, bdf: str, slots: dict[str, str]) -> PciFunction:
     base = f"{PCI_DEVICES}/{bdf}"
-    real = source.resolve(base)
+    real = source.resolve(base, link=True)
     parts = real.split("/")
     # sys/devices/pci0000:00/0000:00:01.1/0000:01:00.0 -> host bridge pci0000:00, parent 0000:00:01.1
     host = next((p for p in parts if _HOST_DIR.match(p)), None)
