@@ -279,7 +279,7 @@ def open_snapshot(path: Path | str) -> Snapshot:
         root = _safe_extract(origin, Path(tmp.name))
         manifest = read_manifest(root, f"{origin}: {MANIFEST}")
         _check_layout(root, str(origin))
-        flat: list[str] = []
+        flat = []
         refused = audit(root, flattened=flat)  # links and special files were refused at extraction
     except BaseException:
         tmp.cleanup()

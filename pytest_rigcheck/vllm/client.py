@@ -92,7 +92,6 @@ class StreamResult:
             "usage" if self.usage and isinstance(self.usage.get("completion_tokens"), int) else "text chunks"
         )
 
-    @property
     def error_message(self) -> str:
         """A refused stream's OpenAI-style ``error.message`` (its body is kept in ``text``)."""
         return Response(self.status, {}, self.text.encode(), self.elapsed_s).error_message()

@@ -287,7 +287,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if first[1] is None:
             first[1] = item.nodeid
         elif first[1] != item.nodeid:
-            headline = str(first[0].msg or "").splitlines()[0]
+            headline = (str(getattr(first[0], "msg", "") or first[0]).splitlines() or [""])[0]
             rep.longrepr = f"UNREADABLE: the vLLM server did not start; see {first[1]}: {headline}"
     return rep
 
