@@ -54,7 +54,7 @@ def decide(rig: Rig, data: dict[str, Any]) -> tuple[dict[str, list[str]], list[s
             if vals and line and line.classify(vals[0]) != th.PASS:
                 pairs.setdefault(key, []).append(fig)
         ctl = readings(p, "control_latency_us")
-        vals, lline = readings(p, "latency_us"), th.latency_threshold(rig, ctl[0] if ctl else None)
+        vals, lline = readings(p, "latency_us"), th.latency_threshold(rig, ctl[0] if ctl else None, (a, b), data)
         if vals and lline and lline.classify(vals[0]) != th.PASS:
             pairs.setdefault(key, []).append("latency")
     for bdf, g in data.get("gpus", {}).items():
