@@ -66,11 +66,15 @@ def measure_under_load(
             NOT_SUPPORTED,
         )
         return dict.fromkeys(gpus, why)
+    from ..p2p.busy import BUSY_CODE, busy_text, check_nvml
     from ..p2p.lock import MeasureLockError, measure_lock
     from .holders import gpu_holders
 
     try:
         with measure_lock():
+            busy = check_nvml(nvml, gpus)
+            if busy:  # another process on the GPUs: its use, not the rig's, would be sampled
+                return dict.fromkeys(gpus, Unavailable(busy_text(busy, "readings under load"), BUSY_CODE))
             return _run(nvml, gpus, seconds, python, timeout_s, gpu_released or gpu_holders)
     except (MeasureLockError, TimeoutError) as exc:
         return dict.fromkeys(gpus, Unavailable(f"no load could be run: {exc}"))

@@ -54,7 +54,10 @@ def decide(rig: Rig, data: dict[str, Any]) -> tuple[dict[str, list[str]], list[s
             if vals and line and line.classify(vals[0]) != th.PASS:
                 pairs.setdefault(key, []).append(fig)
         ctl = readings(p, "control_latency_us")
-        vals, lline = readings(p, "latency_us"), th.latency_threshold(rig, ctl[0] if ctl else None, (a, b), data)
+        vals, lline = (
+            readings(p, "latency_us"),
+            th.latency_threshold(rig, ctl[0] if ctl else None, (a, b), data),
+        )
         if vals and lline and lline.classify(vals[0]) != th.PASS:
             pairs.setdefault(key, []).append("latency")
     for bdf, g in data.get("gpus", {}).items():
@@ -108,7 +111,7 @@ class P2pSession:
         rig = self.rig
         if not rig.is_live:
             try:
-                return ("ok", load(rig.source, f"snapshot {rig.name}"))
+                return self._busy_or_ok(load(rig.source, f"snapshot {rig.name}"))
             except KeyError:
                 return (
                     "skip",
@@ -133,9 +136,18 @@ class P2pSession:
         from .lock import MeasureLockError
 
         try:
-            return ("ok", self._measure())
+            return self._busy_or_ok(self._measure())
         except (MeasureLockError, TimeoutError) as exc:  # the lock: unsafe, or held by another run too long
             return ("fail", f"UNREADABLE, not a pass: no measurement taken: {exc}")
+
+    @staticmethod
+    def _busy_or_ok(data: dict[str, Any]) -> tuple[str, Any]:
+        from .busy import busy_text, recorded
+
+        lines = recorded(data)
+        if lines:
+            return ("fail", "UNREADABLE, not a pass: " + busy_text(lines, "P2P and NCCL figures"))
+        return ("ok", data)
 
     def _measure(self) -> dict[str, Any]:
         from ..runenv.state import hidden_gpus
@@ -151,9 +163,19 @@ class P2pSession:
         with measure_lock():
             data = read_shared(shared)
             if data is None:
-                data = measure.measure(
-                    gpus, nccl_groups, lambda d: decide(self.rig, d), self.timeout_s, self.python
-                )
+                from .busy import live_record, nothing_measured
+                from .joint import deliver, load_phase
+
+                busy = live_record(self.rig, gpus)  # before any worker starts
+                if busy.get("lines"):
+                    data = nothing_measured(busy)  # a busy rig: its record, and no figures
+                else:
+                    phase = load_phase(self.rig)
+                    data = measure.measure(
+                        gpus, nccl_groups, lambda d: decide(self.rig, d), self.timeout_s, self.python, phase
+                    )
+                    data["busy"] = busy
+                    deliver(self.rig, phase)
                 data["hidden"] = hidden
                 when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
                 data["origin"] = f"measured live on {self.rig.name} ({when}, pid {os.getpid()})"
