@@ -100,6 +100,7 @@ class P2pSession:
         self.python = python
         self.testrunuid = testrunuid
         self._outcome: tuple[str, Any] | None = None
+        self.busy_data: dict[str, Any] | None = None  # p2p.json of a busy rig: its record, no figures
 
     def outcome(self) -> tuple[str, Any]:
         """``("ok", figures)``, ``("skip", reason)`` or ``("fail", reason)``, computed once."""
@@ -140,12 +141,13 @@ class P2pSession:
         except (MeasureLockError, TimeoutError) as exc:  # the lock: unsafe, or held by another run too long
             return ("fail", f"UNREADABLE, not a pass: no measurement taken: {exc}")
 
-    @staticmethod
-    def _busy_or_ok(data: dict[str, Any]) -> tuple[str, Any]:
+    def _busy_or_ok(self, data: dict[str, Any]) -> tuple[str, Any]:
+        """``("ok", data)``, or UNREADABLE when ``data`` records a busy rig (kept in ``busy_data`` for capture)."""
         from .busy import busy_text, recorded
 
         lines = recorded(data)
         if lines:
+            self.busy_data = data
             return ("fail", "UNREADABLE, not a pass: " + busy_text(lines, "P2P and NCCL figures"))
         return ("ok", data)
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -65,3 +67,165 @@ def test_not_run_is_unreadable(
     """No Triton, or no record: UNREADABLE (the gate fails), never a pass; a faulting write fails."""
     out, rc = _run(pytester, tmp_path, kernel)
     assert rc == 1 and "2 failed" in out and said in out, out
+
+
+# -- the worker's side, two ranks as threads over a modelled address space ------------------------------
+
+
+class _Mem:
+    """One address space shared by the 'GPUs' (IPC mappings are the same addresses): int32 words."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, list[int]] = {}
+        self.next = 0x1000
+
+    def alloc(self, words: int, fill: int = 0) -> int:
+        base, self.next = self.next, self.next + words * 4 + 0x1000
+        self.blocks[base] = [fill] * words
+        return base
+
+    def at(self, ptr: int) -> tuple[list[int], int]:
+        for base, words in self.blocks.items():
+            if base <= ptr < base + len(words) * 4:
+                return words, (ptr - base) // 4
+        raise ValueError(f"bad pointer {ptr:#x}")
+
+    def copy(self, dst: int, src: int, nbytes: int) -> None:
+        (d, i), (s, j) = self.at(dst), self.at(src)
+        d[i : i + nbytes // 4] = s[j : j + nbytes // 4]
+
+
+def _fake_torch(mem: _Mem) -> Any:
+    import contextlib
+    import types
+
+    class T:
+        def __init__(self, values: list[int]) -> None:
+            self.ptr = mem.alloc(len(values))
+            mem.blocks[self.ptr][:] = values
+
+        @property
+        def v(self) -> list[int]:
+            return mem.blocks[self.ptr]
+
+        def _set(self, f: Any) -> Any:
+            self.v[:] = [f(x) for x in self.v]
+            return self
+
+        def mul_(self, k: int) -> Any:
+            return self._set(lambda x: x * k)
+
+        def add_(self, k: int) -> Any:
+            return self._set(lambda x: x + k)
+
+        def bitwise_and_(self, k: int) -> Any:
+            return self._set(lambda x: x & k)
+
+        def to(self, dtype: Any) -> Any:
+            return self
+
+        def data_ptr(self) -> int:
+            return self.ptr
+
+        def numel(self) -> int:
+            return len(self.v)
+
+        def __ne__(self, other: Any) -> Any:  # type: ignore[override]
+            return SimpleNamespace(
+                sum=lambda: SimpleNamespace(
+                    item=lambda: sum(a != b for a, b in zip(self.v, other.v, strict=True))
+                )
+            )
+
+    t = types.SimpleNamespace(int64="int64", int32="int32")
+    t.arange = lambda n, dtype=None, device=None: T(list(range(n)))
+    t.full = lambda shape, val, dtype=None, device=None: T([val] * shape[0])
+    t.cuda = types.SimpleNamespace(synchronize=lambda *a: None, device=lambda d: contextlib.nullcontext())
+    return t
+
+
+def _simulate(monkeypatch: pytest.MonkeyPatch, write_delta: int, triton: bool = True) -> list[dict[str, Any]]:
+    import importlib.util
+    import threading
+
+    workers = Path(__file__).resolve().parents[2] / "pytest_rigcheck" / "p2p" / "workers"
+    monkeypatch.syspath_prepend(str(workers))
+    spec = importlib.util.spec_from_file_location("_nccl_worker_sim", workers / "nccl_worker.py")
+    assert spec and spec.loader
+    w = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(w)
+    mem = _Mem()
+    torch = _fake_torch(mem)
+    import types
+
+    def kernel_write(torch_: Any, src: Any, remote: int, device: Any) -> None:
+        words, i = mem.at(remote)
+        words[i : i + src.numel()] = [x + write_delta for x in src.v]
+
+    def kernel_read(torch_: Any, remote: int, numel: int, device: Any) -> Any:
+        out = torch.full((numel,), -1)
+        mem.copy(out.data_ptr(), remote, numel * 4)
+        return out
+
+    monkeypatch.setitem(sys.modules, "_kernel_read", types.SimpleNamespace(kernel_read=kernel_read))
+    if triton:
+        monkeypatch.setitem(sys.modules, "_kernel_write", types.SimpleNamespace(kernel_write=kernel_write))
+    else:
+        monkeypatch.setitem(sys.modules, "_kernel_write", None)  # import fails: no Triton
+    rt = SimpleNamespace(
+        set_device=lambda i: None,
+        malloc=lambda n: mem.alloc(n // 4),
+        memcpy=mem.copy,
+        synchronize=lambda: None,
+        ipc_get_handle=lambda p: str(p).encode(),
+        ipc_open=lambda h: int(h.decode()),
+        ipc_close=lambda p: None,
+        free=lambda p: None,
+    )
+    world, slots, gate = 2, [None, None], threading.Barrier(2)
+    lock = threading.Lock()
+
+    def all_gather(out: list[Any], obj: Any, rank: int) -> None:
+        with lock:
+            slots[rank] = obj
+        gate.wait()
+        out[:] = list(slots)
+        gate.wait()
+
+    results: list[dict[str, Any]] = [{}, {}]
+    ranks = ["0000:00:06.0", "0000:00:07.0"]
+
+    def rank_main(r: int) -> None:
+        dist = SimpleNamespace(
+            all_gather_object=lambda out, obj: all_gather(out, obj, r), barrier=lambda device_ids: gate.wait()
+        )
+        results[r] = w.ipc_check(
+            rt, torch, dist, r, world, SimpleNamespace(index=r), {"ranks": ranks, "ipc_elems": 16}
+        )
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_worker_write_then_owner_verifies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each rank's kernel writes its slot of the peer's inbox; the owner finds it intact (key WRITER->OWNER)."""
+    r0, r1 = _simulate(monkeypatch, 0)
+    assert r0["0000:00:07.0->0000:00:06.0"]["kernel_write"] == {"ok": True, "mismatches": 0, "bytes": 64}
+    assert r1["0000:00:06.0->0000:00:07.0"]["kernel_write"]["ok"] is True
+    assert r0["0000:00:07.0->0000:00:06.0"]["ok"] is True  # the read round trip is unchanged
+
+
+def test_worker_wrong_write_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stores that land wrong (a patched P2P driver): every word counted by the owner."""
+    r0, _ = _simulate(monkeypatch, 1)
+    assert r0["0000:00:07.0->0000:00:06.0"]["kernel_write"] == {"ok": False, "mismatches": 16, "bytes": 64}
+
+
+def test_worker_without_triton_says_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    r0, _ = _simulate(monkeypatch, 0, triton=False)
+    kw = r0["0000:00:07.0->0000:00:06.0"]["kernel_write"]
+    assert kw["ok"] is None and kw["error"].startswith("not run")
