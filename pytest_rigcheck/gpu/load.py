@@ -105,11 +105,11 @@ def load_worker(
     """The load worker for ``bdfs``, its plan written to ``run_dir``; ``mode`` ``matmul`` (compute) or
     ``mixed`` (compute and device-memory copies, for the soak).
 
-    Also the seam for sharing start-up with the P2P measurement (not wired yet): ``p2p.measure.run``
-    would add this worker to the list it hands ``Launcher.start``, so its torch import and CUDA set-up
-    overlap the P2P/NCCL workers', run ``launcher.run_phase("load", during=Sampler(...))`` before its
-    "p2p" phase, under the one ``measure_lock`` it already holds, and give ``Sampler.readings(outcome)``
-    to the rig's GPU session. Nothing else changes: same run directory, handshake and timeouts.
+    Also the seam for sharing start-up with the P2P measurement (wired in ``p2p/joint.py``):
+    ``p2p.measure.run`` adds this worker to the list it hands ``Launcher.start``, so its torch import and
+    CUDA set-up overlap the P2P/NCCL workers', runs ``launcher.run_phase("load", during=Sampler(...))``
+    before its "p2p" phase, under the one ``measure_lock`` it already holds, and gives
+    ``Sampler.readings(outcome)`` to the rig's GPU session. Same run directory, handshake and timeouts.
     """
     from ..p2p.launch import Worker, python_cmd, worker_env
 
