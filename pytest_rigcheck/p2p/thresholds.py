@@ -269,7 +269,18 @@ def path_capacity(rig: Rig, a: str, b: str | None, data: dict[str, Any]) -> Path
             version, how = nvlink_version(la, name)
             per = nvlink_rate(version, name) if version is not None else None
             if per is not None:
-                via = "direct" if direct else "lesser active count of the two GPUs (NVSwitch)"
+                linked = [
+                    g
+                    for g in (data.get("gpus") or {}).values()
+                    if ((g or {}).get("nvlink") or {}).get("active")
+                ]
+                via = (
+                    "direct"
+                    if direct
+                    else "the pair's active links: no other GPU has NVLink"
+                    if len(linked) == 2
+                    else "lesser active count of the two GPUs (NVSwitch)"
+                )
                 return PathCapacity(
                     "nvlink",
                     links * per,
