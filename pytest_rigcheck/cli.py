@@ -1,4 +1,4 @@
-"""The ``rigcheck`` command: ``rigcheck capture OUT``, ``rigcheck topo [SNAPSHOT]``."""
+"""The ``rigcheck`` command: ``capture OUT``, ``topo [SNAPSHOT] [--tree]``, ``diff A B``, ``import-lspci``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,17 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--name", help="Snapshot name (default: the hostname)")
     topo = sub.add_parser("topo", help="Print the GPU topology matrix (like nvidia-smi topo -m) from sysfs")
     topo.add_argument("snapshot", nargs="?", type=Path, help="A snapshot (default: the live machine)")
+    topo.add_argument(
+        "--tree",
+        action="store_true",
+        help="The hop tree: root port -> switch ports -> GPU, gen/width per hop",
+    )
+    dif = sub.add_parser(
+        "diff",
+        help="What changed between two snapshots or --rig-report files (worse first; exit 1 if worse)",
+    )
+    dif.add_argument("a", type=Path, help="Before: a snapshot (directory or .tar.gz) or a --rig-report JSON")
+    dif.add_argument("b", type=Path, help="After: a snapshot or a --rig-report JSON")
     imp = sub.add_parser(
         "import-lspci",
         help="Make a snapshot from pasted lspci -vvv (and nvidia-smi -q, topo -m, /proc/cmdline) text",
@@ -42,31 +53,54 @@ def main(argv: list[str] | None = None) -> int:
             # With "=": pytest picks its rootdir from path-like arguments, and a bare PATH is one.
             print(f"rigcheck: replay with: pytest --rig-snapshot={path}")
             return 0
+        if args.cmd == "diff":
+            from .diff import run_diff
+
+            return run_diff(args.a, args.b)
         if args.cmd == "import-lspci":
             from .importer.cli import run_import
 
             return run_import(args)
-        from .source import Source
-        from .topology import matrix
-        from .tree import PcieTree
-
-        if args.snapshot:
-            from .snapshot import open_snapshot
-
-            snap = open_snapshot(args.snapshot)
-            try:
-                print(matrix(PcieTree.read(Source(snap.root))))
-            finally:
-                snap.close()
-        else:
-            print(matrix(PcieTree.read(Source("/"))))
-        return 0
+        return _topo(args)
     except (RigcheckError, ValueError) as exc:
         print(f"rigcheck: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a disk that filled or a folder removed midway: one line, not a traceback
         print(f"rigcheck: {args.cmd} failed: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+
+
+def _topo(args: argparse.Namespace) -> int:
+    """``rigcheck topo [SNAPSHOT] [--tree]``, read through the same ``Rig`` the suites use; a rig without a
+    GPU is one line on stderr, exit 1."""
+    from .profile import Profile
+    from .rig import Rig
+    from .topology import hop_tree, topo_matrix
+
+    if args.snapshot:
+        from .snapshot import open_snapshot
+
+        rig = Rig.replay(open_snapshot(args.snapshot), Profile())
+    else:
+        rig = Rig.live(Profile())
+    try:
+        tree = rig.pcie
+        if not tree.gpus:
+            left = tree.left_out_text()
+            where = f"snapshot {args.snapshot}" if args.snapshot else "this machine"
+            print(
+                f"rigcheck: no GPU on {where} (no NVIDIA or AMD accelerator in sys/bus/pci/devices)"
+                + (f"; display devices not counted: {left}" if left else ""),
+                file=sys.stderr,
+            )
+            return 1
+        print(hop_tree(rig) if args.tree else topo_matrix(rig))
+        left = tree.left_out_text()
+        if left:
+            print(f"\ndisplay devices not counted as GPUs: {left}")
+    finally:
+        rig.close()
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,13 +1,23 @@
-"""IOMMU state: off, passthrough (``identity`` groups) or translating (``DMA``, ``DMA-FQ``).
+"""IOMMU state: off, passthrough (``identity`` groups) or translating (``DMA``, ``DMA-FQ``), per device.
 
-Group types are documented in the kernel's Documentation/ABI/testing/sysfs-kernel-iommu_groups.
-An empty ``/sys/kernel/iommu_groups`` means no IOMMU translation (sichek check_dependences/iommu.go).
+Sources (public):
+
+- ``/sys/kernel/iommu_groups/<N>/type`` and its values ``DMA``, ``DMA-FQ``, ``identity`` (and ``blocked``,
+  ``unmanaged`` when a driver such as VFIO owns the group): Linux
+  ``Documentation/ABI/testing/sysfs-kernel-iommu_groups``; the attribute appeared in Linux 5.11, so an older
+  kernel lists groups without it.
+- A device's group: the ``/sys/bus/pci/devices/<BDF>/iommu_group`` symlink (same document).
+- An empty ``/sys/kernel/iommu_groups`` means no IOMMU translation (scitix/sichek
+  ``components/.../check_dependences/iommu.go``).
+- ``iommu=pt`` / ``iommu=nopt`` and ``iommu.passthrough=0|1`` choose the default domain type; ``amd_iommu=off`` and
+  ``intel_iommu=off`` switch each vendor's IOMMU off (Linux
+  ``Documentation/admin-guide/kernel-parameters.txt``). Where several are given, the last one wins.
 """
 
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import SourceError
 from .source import Source
@@ -17,40 +27,160 @@ IOMMU_CLASS = "sys/class/iommu"
 TRANSLATED = ("DMA", "DMA-FQ")
 PASSTHROUGH = "identity"
 
+# The argument that turns off each vendor's IOMMU driver (the other vendor's is ignored by the kernel).
+CMDLINE_OFF = {"amd": ("amd_iommu=off",), "intel": ("intel_iommu=off",)}
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What the IOMMU does to one device's DMA, and why.
+
+    ``mode``: ``off``, ``passthrough``, ``translated``, ``other`` (a group type that is neither, e.g.
+    ``unmanaged``) or ``unknown`` (no evidence, or the device's own group could not be read).
+    ``evidence``: what decided it, or for ``unknown`` what is missing.
+    """
+
+    mode: str
+    evidence: str
+    group: str | None = None
+    group_type: str | None = None
+
 
 @dataclass(frozen=True)
 class IommuState:
-    """What the rig's IOMMU does, and the evidence for it."""
+    """What the rig's IOMMU does, and the evidence for it.
+
+    ``group_types`` holds the groups whose ``type`` was read; ``untyped`` the groups listed without a
+    ``type`` file (kernels before 5.11); ``type_errors`` the groups whose ``type`` could not be read.
+    """
 
     known: bool  # False when the snapshot holds no evidence either way
     group_types: dict[str, str]  # group number -> type ("DMA", "identity", ...)
     units: tuple[str, ...]  # sys/class/iommu entries (dmar0, ivhd0, ...)
     cmdline: str | None
     evidence: str = ""  # what decided it, for the verdict
+    groups_listed: bool = False  # sys/kernel/iommu_groups was read (present, maybe empty)
+    untyped: frozenset[str] = frozenset()
+    type_errors: dict[str, str] = field(default_factory=dict)
+    cmdline_error: str | None = None  # proc/cmdline refused or unreadable
+    cpu_vendor: str | None = None
+    default_mode: str = "unknown"  # with no groups: "off" or "passthrough" (from the command line)
+
+    @property
+    def groups(self) -> frozenset[str]:
+        return frozenset(self.group_types) | self.untyped | frozenset(self.type_errors)
 
     @property
     def mode(self) -> str:
-        """``off``, ``passthrough``, ``translated`` or ``unknown``."""
+        """The rig as a whole: ``off``, ``passthrough``, ``translated`` or ``unknown``."""
         if not self.known:
             return "unknown"
-        if not self.group_types:
-            return "off"
-        if any(t in TRANSLATED for t in self.group_types.values()):
+        if not self.groups:
+            return self.default_mode
+        modes = {self.judge(g).mode for g in self.groups}
+        if "translated" in modes:
             return "translated"
-        return "passthrough"
+        return "passthrough" if modes <= {"passthrough", "other"} and "passthrough" in modes else "unknown"
 
     def mode_of_group(self, group: str | None) -> str:
+        """The mode of a device whose ``iommu_group`` link names ``group`` (``None``: no link)."""
+        return self.judge(group).mode
+
+    def judge(self, group: str | None) -> Judgement:
+        """What the IOMMU does to a device whose ``iommu_group`` link names ``group`` (``None``: no link).
+
+        Only the device's own group type says ``translated``; a group that is named but missing, or a
+        device without a group while groups exist, is ``unknown`` (never another group's type).
+        """
+        if self.cmdline_error is not None:
+            return Judgement("unknown", f"proc/cmdline: {self.cmdline_error}", group)
         if not self.known:
-            return "unknown"
-        if group is None or group not in self.group_types:
-            return "off" if not self.group_types else self.mode
+            return Judgement(
+                "unknown",
+                "neither sys/kernel/iommu_groups nor sys/class/iommu was captured, and the kernel command line "
+                "neither switches the IOMMU off nor asks for passthrough (iommu=pt)",
+                group,
+            )
+        if not self.groups:
+            if group is not None and self.groups_listed:
+                return Judgement(
+                    "unknown",
+                    f"its iommu_group link names group {group}, but {GROUPS} holds no group: the snapshot "
+                    "contradicts itself",
+                    group,
+                )
+            return Judgement(self.default_mode, self.evidence, group)
+        if group is None:
+            return Judgement(
+                "unknown",
+                f"no iommu_group link, while {GROUPS} holds {len(self.groups)} group(s): the IOMMU is on, and "
+                "this device's own group (so its translation type) is not recorded",
+            )
+        if group not in self.groups:
+            return Judgement(
+                "unknown",
+                f"its iommu_group link names group {group}, but {GROUPS}/{group} is missing (other groups: "
+                f"{', '.join(sorted(self.groups, key=_num)[:8])}{', ...' if len(self.groups) > 8 else ''})",
+                group,
+            )
+        if group in self.type_errors:
+            return Judgement("unknown", f"{GROUPS}/{group}/type: {self.type_errors[group]}", group)
+        if group in self.untyped:
+            return self._from_cmdline(group)
         t = self.group_types[group]
-        return "translated" if t in TRANSLATED else "passthrough" if t == PASSTHROUGH else f"type {t}"
+        where = f"{GROUPS}/{group}/type = {t}"
+        if t in TRANSLATED:
+            return Judgement("translated", where, group, t)
+        if t == PASSTHROUGH:
+            return Judgement("passthrough", where, group, t)
+        return Judgement("other", where, group, t)
+
+    def _from_cmdline(self, group: str) -> Judgement:
+        """A group without a ``type`` file (kernel before 5.11): the command line's default domain decides."""
+        why = f"{GROUPS}/{group} has no type file (kernels before 5.11 lack it)"
+        if self.cmdline is None:
+            return Judgement("unknown", f"{why}, and proc/cmdline was not captured", group)
+        choice = passthrough_choice(self.cmdline)
+        if choice is None:
+            return Judgement(
+                "unknown",
+                f"{why}, and the kernel command line has neither iommu=pt nor iommu.passthrough=: the default "
+                "domain is the kernel build's choice (CONFIG_IOMMU_DEFAULT_PASSTHROUGH); "
+                "`dmesg | grep 'Default domain type'` says which",
+                group,
+            )
+        arg, passthrough = choice
+        if passthrough:
+            return Judgement("passthrough", f"kernel command line {arg} ({why})", group)
+        return Judgement("translated", f"kernel command line {arg} ({why})", group)
 
     def cmdline_iommu_args(self) -> list[str]:
         if self.cmdline is None:
             return []
         return [a for a in _args(self.cmdline) if "iommu" in a.split("=", 1)[0]]
+
+
+def passthrough_choice(cmdline: str | None) -> tuple[str, bool] | None:
+    """The last command-line argument choosing the default IOMMU domain: (argument, passthrough?), or None.
+
+    ``iommu=pt`` and ``iommu.passthrough=1|y|on`` ask for passthrough; ``iommu=nopt`` and
+    ``iommu.passthrough=0|n|off`` for translation (kernel-parameters.txt).
+    """
+    choice: tuple[str, bool] | None = None
+    for arg in _args(cmdline):
+        key, _, value = arg.partition("=")
+        if key == "iommu":
+            opts = value.split(",")
+            if "pt" in opts:
+                choice = (arg, True)
+            elif "nopt" in opts:
+                choice = (arg, False)
+        elif key == "iommu.passthrough":
+            if value.lower() in ("1", "y", "yes", "on"):
+                choice = (arg, True)
+            elif value.lower() in ("0", "n", "no", "off"):
+                choice = (arg, False)
+    return choice
 
 
 def read_iommu(
@@ -61,39 +191,74 @@ def read_iommu(
     ``empty_dirs`` names directories a snapshot recorded as present but empty (git and some
     archivers drop empty directories). ``cpu_vendor`` (``amd``/``intel``) says which command-line
     argument switches this machine's IOMMU off; unknown, only both together count.
+
+    A group ``type`` that cannot be read, or a refused ``proc/cmdline``, is recorded (``type_errors``,
+    ``cmdline_error``) so that only the devices that need it become unreadable.
     """
     has_groups = source.exists(GROUPS) or GROUPS in empty_dirs
     has_class = source.exists(IOMMU_CLASS) or IOMMU_CLASS in empty_dirs
     types: dict[str, str] = {}
+    untyped: set[str] = set()
+    errors: dict[str, str] = {}
     for group in source.listdir(GROUPS):
         try:
-            types[group] = source.read_text(f"{GROUPS}/{group}/type")
+            text = source.read_text(f"{GROUPS}/{group}/type")
         except KeyError:
-            # Kernels before 5.11 have no type attribute: the group exists, so translation is on
-            # unless iommu=pt; the command line tells (checked by the caller's message).
-            types[group] = "DMA"
+            untyped.add(group)
+            continue
         except SourceError as exc:
-            raise SourceError(f"{GROUPS}/{group}/type", exc.reason) from exc
+            errors[group] = exc.reason
+            continue
+        if not text:
+            errors[group] = "empty"
+        else:
+            types[group] = text
     units = tuple(source.listdir(IOMMU_CLASS))
-    cmdline = source.read_optional("proc/cmdline")
+    cmdline: str | None = None
+    cmdline_error = None
+    try:
+        cmdline = source.read_optional("proc/cmdline")
+    except SourceError as exc:
+        cmdline_error = exc.reason
     args = _args(cmdline)
     needed = CMDLINE_OFF.get(cpu_vendor or "", CMDLINE_OFF["amd"] + CMDLINE_OFF["intel"])
     off_args = list(needed) if all(a in args for a in needed) else []
+    pt = passthrough_choice(cmdline)
+    default = "unknown"
+    groups_found = bool(types or untyped or errors)
     if has_groups:
-        evidence = f"{GROUPS}: {len(types)} group(s)"
+        evidence = f"{GROUPS}: {len(types) + len(untyped) + len(errors)} group(s)"
+        if not groups_found:
+            default, evidence = "off", f"no IOMMU group; {GROUPS}: 0 group(s)"
     elif has_class and not units:
-        evidence = f"{IOMMU_CLASS} empty"
+        default, evidence = "off", f"no IOMMU group; {IOMMU_CLASS} empty"
     elif off_args and not units:
         # Neither directory was kept (a hand-made or trimmed snapshot), but the kernel was told to
         # switch translation off, and no IOMMU unit registered.
-        evidence = f"kernel command line {' '.join(off_args)}"
+        default, evidence = "off", f"kernel command line {' '.join(off_args)}"
+    elif pt is not None and pt[1] and not off_args:
+        # The groups were not kept, but the CPU vendor's IOMMU is not switched off and the kernel was
+        # told to pass DMA through untranslated.
+        default, evidence = "passthrough", f"kernel command line {pt[0]}"
     else:
         evidence = ""
-    return IommuState(bool(evidence), types, units, cmdline, evidence)
+    return IommuState(
+        known=bool(evidence),
+        group_types=types,
+        units=units,
+        cmdline=cmdline,
+        evidence=evidence,
+        groups_listed=has_groups,
+        untyped=frozenset(untyped),
+        type_errors=errors,
+        cmdline_error=cmdline_error,
+        cpu_vendor=cpu_vendor,
+        default_mode=default,
+    )
 
 
-# The argument that turns off each vendor's IOMMU driver (the other vendor's is ignored by the kernel).
-CMDLINE_OFF = {"amd": ("amd_iommu=off",), "intel": ("intel_iommu=off",)}
+def _num(group: str) -> tuple[int, str]:
+    return (int(group), "") if group.isdigit() else (1 << 30, group)
 
 
 def _args(cmdline: str | None) -> list[str]:

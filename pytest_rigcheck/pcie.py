@@ -250,7 +250,8 @@ def parse_config(bdf: str, data: bytes) -> ConfigSpace:
 
     acs = aer = None
     if size >= 4096:
-        for cap_id, off in _walk_ext_caps(bdf, data):
+        port = port_type in (PortType.ROOT_PORT, PortType.UPSTREAM, PortType.DOWNSTREAM)
+        for cap_id, off in _walk_ext_caps(bdf, data, port):
             if cap_id == ECAP_ID_ACS and acs is None:
                 acs = AcsRegs(off, _u16(data, off + 4), _u16(data, off + 6))
             elif cap_id == ECAP_ID_AER and aer is None:
@@ -286,10 +287,16 @@ def _find_cap(bdf: str, data: bytes, want: int) -> int | None:
     return None
 
 
-def _walk_ext_caps(bdf: str, data: bytes) -> list[tuple[int, int]]:
-    # Extended capabilities start at 0x100; a header of all zeros ends the list. A header with ID
-    # 0 but a next pointer is a hidden capability (seen in VMs): skip it, follow the pointer,
-    # as Linux's pci_find_next_ext_capability does.
+def _walk_ext_caps(bdf: str, data: bytes, port: bool) -> list[tuple[int, int]]:
+    """Extended capabilities (ID, offset) from 0x100 (PCIe Base Spec 7.6.3, Extended Capabilities in
+    Configuration Space).
+
+    A device without extended capabilities shows a header of all zeros at 0x100 (same section); a PCIe
+    port (``port``) always has some (AER, ACS...), so zeros there mean the extended space was not really
+    read. ``0xFFFFFFFF`` is what a failed configuration read returns (Linux ``include/linux/pci.h``
+    ``PCI_ERROR_RESPONSE``: "~0", what a device that does not respond reads as). A header of ID 0 with a next pointer is a hidden capability (seen in
+    VMs): skip it and follow the pointer, as Linux's ``pci_find_next_ext_capability`` does.
+    """
     out: list[tuple[int, int]] = []
     off = 0x100
     seen: set[int] = set()
@@ -300,7 +307,23 @@ def _walk_ext_caps(bdf: str, data: bytes) -> list[tuple[int, int]]:
             raise ConfigSpaceError(bdf, f"extended capability list loops at {off:#x}")
         seen.add(off)
         header = _u32(data, off)
-        if header in (0, 0xFFFFFFFF):
+        if header == 0xFFFFFFFF:
+            raise ConfigSpaceError(
+                bdf,
+                f"extended capability header at {off:#x} reads 0xffffffff, the value of a failed config read: "
+                "the extended capabilities (ACS, AER) cannot be known",
+            )
+        if header == 0:
+            if off == 0x100 and port:
+                raise ConfigSpaceError(
+                    bdf,
+                    "extended capability header at 0x100 reads 0x00000000 on a PCI Express port with 4096 bytes "
+                    "of config space: its extended capabilities (ACS, AER) were not read",
+                )
+            if off != 0x100:
+                raise ConfigSpaceError(
+                    bdf, f"extended capability list points to {off:#x}, whose header reads 0x00000000"
+                )
             break
         out.append((header & 0xFFFF, off))
         off = (header >> 20) & 0xFFC
@@ -346,6 +369,10 @@ VENDORS = {
     0x1000: "Broadcom/LSI",
     0x1AF4: "Red Hat virtio",
     0x15B3: "Mellanox",
+    0x1002: "AMD/ATI",
+    0x1A03: "ASPEED",
+    0x102B: "Matrox",
+    0x1414: "Microsoft",
 }
 
 # Device names for the parts the shipped snapshots use (a subset of pci.ids).
@@ -366,9 +393,61 @@ DEVICES = {
     (0x11F8, 0x4036): "PM40036 Switchtec PFX 36xG4 Fanout PCIe Switch",
     (0x1000, 0xC030): "PEX89000 PCIe Gen5 Switch",
     (0x8086, 0x0D57): "Host bridge",
+    (0x1A03, 0x1150): "AST1150 PCI-to-PCI Bridge",
+    (0x1A03, 0x2000): "ASPEED Graphics Family",
+    (0x102B, 0x0522): "MGA G200e [Pilot] ServerEngines (SEP1)",
+    (0x102B, 0x0534): "G200eR2",
+    (0x102B, 0x0536): "Integrated Matrox G200eW3 Graphics Controller",
 }
 
 CLASS_DISPLAY_VGA = 0x0300
 CLASS_DISPLAY_3D = 0x0302
 CLASS_BRIDGE_HOST = 0x0600
 CLASS_BRIDGE_PCI = 0x0604
+CLASS_DISPLAY_OTHER = 0x0380
+CLASS_PROCESSING_ACCEL = 0x1200
+
+# What the suites count as a GPU: vendor -> (what it is, PCI classes). NVIDIA GPUs are VGA (0x0300) or 3D
+# controllers (0x0302, the data-centre parts); AMD Radeon is VGA, AMD Instinct is "display controller" (0x0380,
+# MI100/MI200) or "processing accelerator" (0x1200, MI300). Class codes: PCI Code and ID Assignment
+# Specification, base class 03h and 12h; pci.ids (https://pci-ids.ucw.cz) lists the parts.
+ACCELERATORS = {
+    0x10DE: ("NVIDIA GPU", (CLASS_DISPLAY_VGA, CLASS_DISPLAY_3D)),
+    0x1002: ("AMD Instinct/Radeon GPU", (CLASS_DISPLAY_VGA, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL)),
+    # WSL2 shows the host's GPU as Microsoft's paravirtual 3D controller (1414:008e "Basic Render Driver",
+    # driver dxgkrnl); Hyper-V's synthetic VGA (1414:5353, class 0x0300) is not a GPU.
+    0x1414: ("WSL2 paravirtual GPU", (CLASS_DISPLAY_3D,)),
+}
+
+# Baseboard management controllers put a small VGA device (class 0x0300) on nearly every server: ASPEED
+# AST2400/2500/2600 (1a03:2000, Linux driver ``ast``), Matrox G200e* on HPE iLO and Dell iDRAC (102b:05xx,
+# driver ``mgag200``). They are the server's console, not accelerators. Any other display controller that
+# is not an NVIDIA or AMD GPU is left out too, with its reason.
+BMC_DISPLAY_VENDORS = {0x1A03: "ASPEED", 0x102B: "Matrox"}
+BMC_DISPLAY_DRIVERS = {"ast": "ASPEED", "mgag200": "Matrox"}
+
+
+def accelerator_kind(vendor: int, class16: int) -> str | None:
+    """``"NVIDIA GPU"``/``"AMD Instinct/Radeon GPU"`` when (vendor, class) is an accelerator the suites judge, else None.
+
+    ``class16`` is the base class and subclass (``0x0302``), the first two bytes of the sysfs ``class``.
+    """
+    kind = ACCELERATORS.get(vendor)
+    return kind[0] if kind is not None and class16 in kind[1] else None
+
+
+def left_out_reason(vendor: int, class16: int, driver: str | None) -> str | None:
+    """Why a display controller or processing accelerator is not counted as a GPU; None if it is one."""
+    if accelerator_kind(vendor, class16) is not None:
+        return None
+    bound = f"driver {driver}" if driver else "no driver bound"
+    bmc = (
+        BMC_DISPLAY_VENDORS.get(vendor) if class16 == CLASS_DISPLAY_VGA else None
+    ) or BMC_DISPLAY_DRIVERS.get(driver or "")
+    if bmc:
+        return f"{bmc} BMC display controller (class {class16:#06x}, {bound}): the server's console, not an accelerator"
+    if vendor in ACCELERATORS:
+        return f"class {class16:#06x} ({bound}) is not one of this vendor's GPU classes"
+    name = VENDORS.get(vendor, f"vendor {vendor:#06x}")
+    what = "processing accelerator" if class16 >> 8 == 0x12 else "display controller"
+    return f"{name} {what} (class {class16:#06x}, {bound}): only NVIDIA and AMD accelerators are counted and judged"

@@ -730,11 +730,18 @@ def _plain(value: object) -> object:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    # An Unjudgeable that escapes a test (a check called outside rig_check) is settled the same way.
+    # An Unjudgeable that escapes a test (a check called outside rig_check) is settled the same way; so is
+    # a garbage or refused reading (SourceError, ConfigSpaceError): UNREADABLE naming the file and the
+    # reason, never a traceback.
+    from .errors import ConfigSpaceError, SourceError
+    from .verdict import unreadable
+
     try:
         return (yield)
     except Unjudgeable as exc:
         verdict = exc.verdict
+    except (SourceError, ConfigSpaceError) as exc:
+        verdict = unreadable(str(exc), measured=str(exc))
     __tracebackhide__ = True
     settle_verdict(item, verdict)
     return None

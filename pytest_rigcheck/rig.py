@@ -107,9 +107,10 @@ class Rig:
         )
 
     def header(self) -> str:
-        gpus = len(self.pcie.gpus)
+        n = len(self.pcie.gpus)
+        gpus = f"{n} GPU{'s' if n != 1 else ''}{self._left_out_text()}"
         if self.manifest is None:
-            return f"live {self.name}, {gpus} GPU{'s' if gpus != 1 else ''}, {self.profile.source}"
+            return f"live {self.name}, {gpus}, {self.profile.source}"
         m = self.manifest
         bits = [
             b
@@ -119,7 +120,17 @@ class Rig:
         extra = f" ({', '.join(bits)})" if bits else ""
         refused = self.snapshot.refused if self.snapshot is not None else []
         warn = f"; REFUSED (not read): {'; '.join(refused)}" if refused else ""
-        return f"snapshot {m.name} [{m.kind}]{extra}, {gpus} GPU{'s' if gpus != 1 else ''}, {self.profile.source}{warn}"
+        return f"snapshot {m.name} [{m.kind}]{extra}, {gpus}, {self.profile.source}{warn}"
+
+    def _left_out_text(self) -> str:
+        """`` (+1 display device not counted: 0000:03:00.0 ASPEED BMC)``, or ``""``."""
+        left = self.pcie.left_out
+        if not left:
+            return ""
+        names = ", ".join(
+            f"{fn.bdf} {fn.name.split()[0]}{' BMC' if 'BMC' in why else ''}" for fn, why in left
+        )
+        return f" (+{len(left)} display device{'s' if len(left) != 1 else ''} not counted: {names})"
 
     def close(self) -> None:
         if self.snapshot is not None:

@@ -328,6 +328,70 @@ class RigBuilder:
             )
         return gpu
 
+    def bmc(self, parent: Node, bdf: str, *, model: str = "ast2600", bridge_bdf: str | None = None) -> Node:
+        """A baseboard management controller's display device below ``parent`` (a root port).
+
+        ``ast2500``/``ast2600``: ASPEED's PCIe-to-PCI bridge (1a03:1150, at ``bridge_bdf``, default the
+        parent's secondary bus ``bdf`` minus one bus) and the VGA function 1a03:2000 (class 0x0300, driver
+        ``ast``) on the conventional PCI bus behind it, as on most server boards. ``g200`` : a Matrox G200eR2
+        (102b:0534, class 0x0300, driver ``mgag200``) as on Dell iDRAC boards, directly on the port.
+        The suites must not count either as a GPU.
+        """
+        if model == "g200":
+            return self._add(
+                Node(
+                    bdf,
+                    0x102B,
+                    0x0534,
+                    0x030000,
+                    parent,
+                    parent.host,
+                    PortType.LEGACY_ENDPOINT,
+                    (1, 1),
+                    (1, 1),
+                    1,
+                    subsystem=(0x1028, 0x0740),
+                    driver="mgag200",
+                    numa=parent.numa,
+                )
+            )
+        if model not in ("ast2500", "ast2600"):
+            raise ValueError(f"unknown BMC model {model!r}: ast2500, ast2600 or g200")
+        bus = int(bdf.split(":")[1], 16)
+        bridge = self._add(
+            Node(
+                bridge_bdf or f"{bdf[:4]}:{bus - 1:02x}:00.0",
+                0x1A03,
+                0x1150,
+                0x060400,
+                parent,
+                parent.host,
+                PortType.PCIE_TO_PCI,
+                (2, 1),
+                (2, 1),
+                2,
+                numa=parent.numa,
+            )
+        )
+        return self._add(
+            Node(
+                bdf,
+                0x1A03,
+                0x2000,
+                0x030000,
+                bridge,
+                parent.host,
+                None,
+                None,
+                None,
+                None,
+                subsystem=(0x1A03, 0x2000),
+                driver="ast",
+                numa=parent.numa,
+                config_size=256,
+            )
+        )
+
     def slot_name(self, node: Node, name: str) -> None:
         """Name the physical slot ``node`` sits in (``/sys/bus/pci/slots/NAME/address``)."""
         self.slots[name] = node.bdf.rsplit(".", 1)[0]
@@ -428,7 +492,12 @@ class RigBuilder:
 
     def _assign_buses(self) -> None:
         for node in self.nodes.values():
-            if node.port_type in (PortType.ROOT_PORT, PortType.UPSTREAM, PortType.DOWNSTREAM):
+            if node.port_type in (
+                PortType.ROOT_PORT,
+                PortType.UPSTREAM,
+                PortType.DOWNSTREAM,
+                PortType.PCIE_TO_PCI,
+            ):
                 buses = [int(c.bdf.split(":")[1], 16) for c in self._descendants(node)]
                 node.secondary = min(buses) if buses else 0
                 node.subordinate = max(buses) if buses else 0

@@ -18,7 +18,9 @@ from .pcie import (
     VENDORS,
     ConfigSpace,
     PortType,
+    accelerator_kind,
     fmt_link,
+    left_out_reason,
     normalize_bdf,
     parse_config,
     parse_link_speed,
@@ -39,6 +41,16 @@ class SysfsLink:
     cur_width: int | None
     max_gen: int | None
     max_width: int | None
+    # Attributes whose text is not what the kernel writes, by field name: raised when that field is
+    # used (``PciFunction.link_readings`` for current_*, ``link_cap`` for max_*), so garbage in one
+    # attribute does not hide the others.
+    bad: dict[str, SourceError] = field(default_factory=dict)
+
+    def check(self, *names: str) -> None:
+        """Raise the ``SourceError`` of the first of ``names`` that held garbage."""
+        for name in names:
+            if name in self.bad:
+                raise self.bad[name]
 
 
 @dataclass
@@ -83,7 +95,9 @@ class PciFunction:
     @cached_property
     def iommu_group(self) -> str | None:
         link = self.source.readlink(f"{self.base}/iommu_group")
-        return link.rsplit("/", 1)[-1] if link else None
+        # The link's last component is the group number (.../kernel/iommu_groups/6); an empty or odd
+        # target is returned as it is, and the IOMMU check finds no such group (UNREADABLE).
+        return (link.rstrip("/").rsplit("/", 1)[-1] or link) if link else None
 
     @cached_property
     def numa_node(self) -> int | None:
@@ -128,8 +142,26 @@ class PciFunction:
 
     @property
     def is_gpu(self) -> bool:
-        # Display controllers (class 03xx): VGA 0300 and 3D 0302 (the H100/H200 SXM parts).
-        return self.class_code >> 16 == 0x03
+        """An accelerator the suites judge: NVIDIA or AMD, by vendor and class (``pcie.accelerator_kind``).
+
+        A BMC's display controller (ASPEED, Matrox: class 0x0300 too) is not one; see ``left_out``.
+        """
+        return accelerator_kind(self.vendor, self.class_code >> 8) is not None
+
+    @property
+    def is_display(self) -> bool:
+        """Any display controller (class 03xx) or processing accelerator (class 12xx)."""
+        return self.class_code >> 16 in (0x03, 0x12)
+
+    def left_out(self) -> str | None:
+        """Why a display controller is not counted as a GPU (``None`` for GPUs and non-display functions)."""
+        if self.is_gpu or not self.is_display:
+            return None
+        try:
+            driver = self.driver
+        except SourceError:
+            driver = None
+        return left_out_reason(self.vendor, self.class_code >> 8, driver)
 
     @property
     def is_bridge(self) -> bool:
@@ -154,11 +186,36 @@ class PciFunction:
             return "PCI bridge"
         if self.is_gpu:
             return "GPU"
+        if self.is_display:
+            return "display controller"
         return "endpoint"
 
     def describe(self) -> str:
         slot = f', slot "{self.slot}"' if self.slot else ""
         return f"{self.bdf} {self.role} ({self.name} [{self.ids}]{slot})"
+
+    def link_errors(self) -> list[SourceError]:
+        """Current-link attributes whose text is garbage or whose read was refused."""
+        sl = self.sysfs_link
+        return [sl.bad[n] for n in ("cur_gen", "cur_width") if sl is not None and n in sl.bad]
+
+    def link_readings(self, strict: bool = True) -> list[tuple[str, int | None, int | None]]:
+        """Every reading of this function's current link: (where, gen, width); ``None`` where unknown.
+
+        sysfs ``current_link_speed``/``current_link_width`` and config-space LnkSta (PCIe Base Spec
+        7.5.3.8; pciutils ``lib/header.h`` PCI_EXP_LNKSTA). Garbage sysfs text raises ``SourceError``
+        (``strict``), or leaves that field ``None`` for the caller to report (``link_errors``).
+        """
+        out: list[tuple[str, int | None, int | None]] = []
+        sl = self.sysfs_link
+        if sl is not None and strict:
+            sl.check("cur_gen", "cur_width")
+        if sl is not None and (sl.cur_gen or sl.cur_width):
+            out.append((f"{self.bdf} sysfs current_link_*", sl.cur_gen, sl.cur_width))
+        lk = self.config.link if self.config else None
+        if lk is not None and (lk.sta_speed or lk.sta_width):
+            out.append((f"{self.bdf} LnkSta", lk.sta_speed or None, lk.sta_width or None))
+        return out
 
     @property
     def link_now(self) -> tuple[int | None, int | None]:
@@ -166,27 +223,33 @@ class PciFunction:
 
         Where both were read and they differ (two reads of a link that changed between them, or an
         edited snapshot), the lesser of each is taken: a disagreement never hides a narrow or slow link.
+        Speed and width are read apart: an unknown speed leaves a known width standing.
         """
-        readings = []
-        if self.sysfs_link and self.sysfs_link.cur_gen and self.sysfs_link.cur_width:
-            readings.append((self.sysfs_link.cur_gen, self.sysfs_link.cur_width))
-        if self.config and self.config.link and self.config.link.sta_speed and self.config.link.sta_width:
-            readings.append((self.config.link.sta_speed, self.config.link.sta_width))
-        if not readings:
-            return None, None
-        return min(r[0] for r in readings), min(r[1] for r in readings)
+        readings = self.link_readings()
+        gens = [g for _, g, _ in readings if g]
+        widths = [w for _, _, w in readings if w]
+        return (min(gens) if gens else None), (min(widths) if widths else None)
 
     @property
     def link_cap(self) -> tuple[int | None, int | None]:
-        """(gen, width) this function can do: sysfs max_link_* first, config LnkCap second."""
-        if self.sysfs_link and self.sysfs_link.max_gen and self.sysfs_link.max_width:
-            return self.sysfs_link.max_gen, self.sysfs_link.max_width
+        """(gen, width) this function can do: the lesser of sysfs max_link_* and config LnkCap."""
+        gens: list[int] = []
+        widths: list[int] = []
+        if self.sysfs_link:
+            self.sysfs_link.check("max_gen", "max_width")
+            gens += [self.sysfs_link.max_gen] if self.sysfs_link.max_gen else []
+            widths += [self.sysfs_link.max_width] if self.sysfs_link.max_width else []
         if self.config and self.config.link:
-            return self.config.link.cap_speed or None, self.config.link.cap_width or None
-        return None, None
+            gens += [self.config.link.cap_speed] if self.config.link.cap_speed else []
+            widths += [self.config.link.cap_width] if self.config.link.cap_width else []
+        return (min(gens) if gens else None), (min(widths) if widths else None)
 
     def link_text(self) -> str:
-        return fmt_link(*self.link_now)
+        """``Gen4 x16 (16.0 GT/s)``; ``link unreadable (...)`` where a reading is garbage or refused."""
+        try:
+            return fmt_link(*self.link_now)
+        except SourceError as exc:
+            return f"link unreadable ({exc})"
 
 
 class PcieTree:
@@ -245,6 +308,20 @@ class PcieTree:
     def gpus(self) -> list[PciFunction]:
         """GPUs in PCI bus order, which is nvidia-smi's index order (and CUDA's with CUDA_DEVICE_ORDER=PCI_BUS_ID)."""
         return sorted((f for f in self.functions.values() if f.is_gpu), key=lambda f: f.bdf)
+
+    @cached_property
+    def left_out(self) -> list[tuple[PciFunction, str]]:
+        """Display controllers not counted as GPUs (a BMC's ASPEED or Matrox VGA...), with the reason, bus order."""
+        out = []
+        for fn in sorted(self.functions.values(), key=lambda f: f.bdf):
+            why = fn.left_out()
+            if why:
+                out.append((fn, why))
+        return out
+
+    def left_out_text(self) -> str:
+        """One line naming the display devices left out, or ``""``."""
+        return "; ".join(f"{fn.bdf} {fn.name} [{fn.ids}]: {why}" for fn, why in self.left_out)
 
     def gpu_index(self, bdf: str) -> int:
         for i, gpu in enumerate(self.gpus):
@@ -370,35 +447,55 @@ def _int_or_none(text: str | None) -> int | None:
     return None if value < 0 else value  # numa_node -1: the platform did not say
 
 
+_LINK_ATTRS = {
+    "cur_gen": "current_link_speed",
+    "cur_width": "current_link_width",
+    "max_gen": "max_link_speed",
+    "max_width": "max_link_width",
+}
+
+
 def _read_sysfs_link(source: Source, base: str) -> SysfsLink | None:
-    texts = [
-        source.read_optional(f"{base}/{a}")
-        for a in ("current_link_speed", "current_link_width", "max_link_speed", "max_link_width")
-    ]
-    if all(t is None for t in texts):
+    bad: dict[str, SourceError] = {}
+    texts: list[str | None] = []
+    for name, attr in _LINK_ATTRS.items():
+        try:
+            texts.append(source.read_optional(f"{base}/{attr}"))
+        except SourceError as exc:  # refused (a link out of the snapshot, a FIFO) or unreadable
+            bad[name] = exc
+            texts.append(None)
+    if all(t is None for t in texts) and not bad:
         return None  # conventional PCI and some virtual functions have no link attributes
     cs, cw, ms, mw = texts
 
-    def gen(t: str | None, attr: str) -> int | None:
+    def gen(t: str | None, attr: str, name: str) -> int | None:
         if t is None:
             return None
         try:
             return parse_link_speed(t)
         except ValueError:
-            raise SourceError(f"{base}/{attr}", f"unreadable link speed {t!r}") from None
+            bad[name] = SourceError(f"{base}/{attr}", f"unreadable link speed {t!r}")
+            return None
 
-    def width(t: str | None, attr: str) -> int | None:
+    def width(t: str | None, attr: str, name: str) -> int | None:
         if t is None:
             return None
         try:
             w = int(t)
         except ValueError:
-            raise SourceError(f"{base}/{attr}", f"unreadable link width {t!r}") from None
+            bad[name] = SourceError(f"{base}/{attr}", f"unreadable link width {t!r}")
+            return None
+        if not 0 <= w <= 32:  # LnkSta/LnkCap width: x1..x32 (PCIe Base Spec 7.5.3.6); 0 when the link is down
+            bad[name] = SourceError(
+                f"{base}/{attr}", f"impossible link width {t!r} (PCIe links are x1 to x32)"
+            )
+            return None
         return w or None  # 0: link down
 
     return SysfsLink(
-        gen(cs, "current_link_speed"),
-        width(cw, "current_link_width"),
-        gen(ms, "max_link_speed"),
-        width(mw, "max_link_width"),
+        gen(cs, "current_link_speed", "cur_gen"),
+        width(cw, "current_link_width", "cur_width"),
+        gen(ms, "max_link_speed", "max_gen"),
+        width(mw, "max_link_width", "max_width"),
+        bad,
     )

@@ -29,3 +29,4 @@ def test_model_fits_gpus(rig, rig_vllm_settings, rig_check, request):
             source = "none: the GPU plugin (rig_gpus) is not installed"
     verdict = rig_check(fitcheck.memory_fit(settings, gpus, source, rig.profile.tp_groups))
     assert verdict.ok, str(verdict)
+    print(verdict.summary)  # how many full-length sequences fit: shown with -rA (or -s)

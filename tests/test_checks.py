@@ -195,3 +195,452 @@ def test_slow_link_with_unreadable_registers_is_unreadable(tmp_path: Path) -> No
     rig = _rig(tmp_path, b)
     v = pcie_checks.link(targets.links(rig)[0])
     assert v.status == "unreadable" and "cannot be told from a downtrain" in v.summary, v
+
+
+# -- evidence rules (issue 8 item 2; gate.md D1, D2, D6, D15, D17, D28) --------------------------------
+
+SNAPS = Path(__file__).resolve().parent.parent / "fixtures" / "sysfs-snapshots"
+
+
+def _copy(tmp_path: Path, name: str) -> Path:
+    """A writable copy of a shipped snapshot, to break the way gate.md's recipes do."""
+    import shutil
+
+    dest = tmp_path / name
+    shutil.copytree(SNAPS / name, dest, symlinks=True)
+    return dest
+
+
+def _replay(root: Path, profile: Profile | None = None) -> Rig:
+    return Rig.replay(open_snapshot(root), profile or Profile())
+
+
+def _by_id(verdicts: list[tuple[str, object]]) -> dict[str, object]:
+    return dict(verdicts)
+
+
+class TestIommuEvidence:
+    def _iommu(self, rig: Rig) -> dict[str, object]:
+        return {t.gpu.bdf: pcie_checks.iommu(t) for t in targets.gpus(rig)}
+
+    def test_gpu_group_missing_is_unreadable_not_another_groups_type(self, tmp_path: Path) -> None:
+        """gate.md D1: GPU1's iommu_group links to group 6, which is gone; the other groups are identity.
+
+        Before: "IOMMU passthrough (group 6 type identity)", a pass. Now UNREADABLE naming the missing group."""
+        root = _copy(tmp_path, "rtx3090x2-iommu-dma")
+        for t in (root / "sys/kernel/iommu_groups").glob("*/type"):
+            t.write_text("identity\n")
+        (root / "sys/kernel/iommu_groups/6/type").write_text("DMA\n")
+        v = self._iommu(_replay(root))["0000:4b:00.0"]
+        assert v.status == "fail" and "translated (sys/kernel/iommu_groups/6/type = DMA)" in v.summary, v
+        import shutil
+
+        shutil.rmtree(root / "sys/kernel/iommu_groups/6")
+        v = self._iommu(_replay(root))
+        gpu1 = v["0000:4b:00.0"]
+        assert gpu1.status == "unreadable", gpu1
+        assert "sys/kernel/iommu_groups/6 is missing" in gpu1.summary and "identity" not in gpu1.summary
+        assert v["0000:21:00.0"].ok  # GPU0's own group is identity
+
+    def test_no_iommu_group_link_while_groups_exist(self, tmp_path: Path) -> None:
+        """gate.md D17: GPU's iommu_group link removed gave "IOMMU translated (group None, type ?)"."""
+        root = _copy(tmp_path, "rtx3090x2-iommu-dma")
+        (root / "sys/devices/pci0000:00/0000:00:03.1/0000:4b:00.0/iommu_group").unlink()
+        v = self._iommu(_replay(root))["0000:4b:00.0"]
+        assert v.status == "unreadable" and "no iommu_group link" in v.summary, v
+        assert "group None" not in v.summary and "type ?" not in v.summary
+
+    def test_both_gpu_groups_removed(self, tmp_path: Path) -> None:
+        """gate.md D17: both GPUs' group directories removed from the DMA-FQ snapshot."""
+        import shutil
+
+        root = _copy(tmp_path, "rtx3090x2-iommu-dma")
+        rig = _replay(root)
+        groups = {t.gpu.iommu_group for t in targets.gpus(rig)}
+        for g in groups:
+            shutil.rmtree(root / "sys/kernel/iommu_groups" / str(g))
+        for bdf, v in self._iommu(_replay(root)).items():
+            assert v.status == "unreadable" and "is missing" in v.summary, (bdf, v)
+
+    @pytest.mark.parametrize(
+        ("cmdline", "status", "words"),
+        [
+            ("ro quiet iommu=pt", "pass", "passthrough (kernel command line iommu=pt"),
+            ("ro quiet", "unreadable", "CONFIG_IOMMU_DEFAULT_PASSTHROUGH"),
+            ("ro iommu.passthrough=0", "fail", "translated (kernel command line iommu.passthrough=0"),
+        ],
+    )
+    def test_kernel_before_5_11_judged_from_cmdline(
+        self, tmp_path: Path, cmdline: str, status: str, words: str
+    ) -> None:
+        """Without iommu_groups/N/type (added in Linux 5.11), the command line decides, else UNREADABLE."""
+        root = _copy(tmp_path, "rtx3090x2-iommu-dma")
+        for t in (root / "sys/kernel/iommu_groups").glob("*/type"):
+            t.unlink()
+        (root / "proc/cmdline").write_text(cmdline + "\n")
+        for v in self._iommu(_replay(root)).values():
+            assert v.status == status and words in v.summary, v
+
+    def test_iommu_pt_without_groups_is_passthrough(self, tmp_path: Path) -> None:
+        """iommu=pt with the AMD IOMMU not switched off is evidence of passthrough (kernel-parameters.txt)."""
+        b = RigBuilder("pt", cpu="amd", iommu="identity", cmdline="ro iommu=pt")
+        rp = b.root_port(b.host_bridge(), "0000:00:01.1")
+        b.gpu(rp, "0000:01:00.0", GPU_MODELS["rtx3090"])
+        b.write(tmp_path / "pt")
+        import shutil
+
+        shutil.rmtree(tmp_path / "pt/sys/kernel/iommu_groups")  # a trimmed capture: no groups kept
+        v = self._iommu(_replay(tmp_path / "pt"))["0000:01:00.0"]
+        assert v.ok and "passthrough (kernel command line iommu=pt)" in v.summary, v
+
+    def test_refused_cmdline_is_unreadable_not_a_traceback(self, tmp_path: Path) -> None:
+        """gate.md D15: proc/cmdline -> ../../outside/cmdline raised SourceError inside the IOMMU check."""
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        (tmp_path / "outside").mkdir()
+        (tmp_path / "outside/cmdline").write_text("amd_iommu=off\n")
+        (root / "proc/cmdline").unlink()
+        (root / "proc/cmdline").symlink_to("../../outside/cmdline")
+        for v in self._iommu(_replay(root)).values():
+            assert (
+                v.status == "unreadable"
+                and "proc/cmdline: symlink proc/cmdline -> ../../outside/cmdline leaves the snapshot"
+                in v.summary
+            ), v
+
+
+class TestAcsEvidence:
+    @pytest.mark.parametrize("header", [b"\xff\xff\xff\xff", b"\x00\x00\x00\x00"])
+    def test_bad_first_extended_header_is_unreadable(self, tmp_path: Path, header: bytes) -> None:
+        """gate.md D2: an all-ones (or zero) header at 0x100 passed the port as "no ACS capability"."""
+        root = _copy(tmp_path, "rtx3090x2-acs-root-port")
+        cfg = root / "sys/devices/pci0000:00/0000:00:01.1/config"
+        data = bytearray(cfg.read_bytes())
+        data[0x100:0x104] = header
+        cfg.write_bytes(bytes(data))
+        v = {t.bridge.bdf: pcie_checks.acs(t) for t in targets.bridges(_replay(root))}["0000:00:01.1"]
+        assert v.status == "unreadable" and "extended capability header at 0x100" in v.summary, v
+        assert not any("run as root" in f for f in v.fix)  # root read it; the reading itself is bad
+
+
+class TestLinkBothEnds:
+    def _gen4(self, tmp_path: Path) -> Path:
+        """gate.md D6: root port 0000:00:03.1 set to x8 in current_link_width and LnkSta; GPU end left x16."""
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        rp = root / "sys/devices/pci0000:00/0000:00:03.1"
+        (rp / "current_link_width").write_text("8\n")
+        data = bytearray((rp / "config").read_bytes())
+        sta = int.from_bytes(data[0x72:0x74], "little")
+        data[0x72:0x74] = ((sta & ~0x03F0) | (8 << 4)).to_bytes(2, "little")
+        (rp / "config").write_bytes(bytes(data))
+        return root
+
+    def test_root_port_end_x8_fails_and_names_the_disagreement(self, tmp_path: Path) -> None:
+        rig = _replay(self._gen4(tmp_path))
+        v = {t.down.bdf: pcie_checks.link(t) for t in targets.links(rig)}["0000:4b:00.0"]
+        assert v.status == "fail" and "trained to x8, expected x16" in v.summary, v
+        note = " ".join(v.notes)
+        assert (
+            "disagree" in note
+            and "0000:00:03.1 LnkSta Gen4 x8" in note
+            and "0000:4b:00.0 LnkSta Gen4 x16" in note
+        )
+
+    def test_trained_above_capability_is_unreadable(self, tmp_path: Path) -> None:
+        """Root port max_link_width edited to 8 while both ends read x16 trained: contradictory, UNREADABLE
+        for the link (and the lane group fails: its port is narrower than the GPU)."""
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        (root / "sys/devices/pci0000:00/0000:00:03.1/max_link_width").write_text("8\n")
+        rig = _replay(root)
+        v = {t.down.bdf: pcie_checks.link(t) for t in targets.links(rig)}["0000:4b:00.0"]
+        assert (
+            v.status == "unreadable" and "trained width 16 above 0000:00:03.1's capability 8" in v.summary
+        ), v
+        b = {t.key: pcie_checks.bifurcation(t) for t in targets.lane_groups(rig)}["0000:00:03"]
+        assert b.status == "fail"
+
+    def test_bifurcation_sees_the_root_port_width(self, tmp_path: Path) -> None:
+        """gate.md D6: bifurcation reported "0000:00:03.1 x16" and passed silently while the port ran x8.
+
+        The split is still x16 (the link check fails the lost lanes); the lane group now says the port
+        trained x8, as a WARN, so the one fault is not reported twice."""
+        rig = _replay(self._gen4(tmp_path))
+        v = {t.key: pcie_checks.bifurcation(t) for t in targets.lane_groups(rig)}["0000:00:03"]
+        assert v.status == "warn" and "0000:00:03.1 x16 (trained x8)" in v.summary, v
+        assert any("trained x8" in n and "not the split" in n for n in v.notes)
+
+    def test_bifurcation_takes_the_lesser_capability(self, tmp_path: Path) -> None:
+        """A root port whose LnkCap says x8 while sysfs max_link_width says x16: x8 counts, the split fails."""
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        rp = root / "sys/devices/pci0000:00/0000:00:03.1"
+        data = bytearray((rp / "config").read_bytes())
+        cap = int.from_bytes(data[0x6C:0x70], "little")
+        data[0x6C:0x70] = ((cap & ~0x3F0) | (8 << 4)).to_bytes(4, "little")
+        (rp / "config").write_bytes(bytes(data))
+        v = {t.key: pcie_checks.bifurcation(t) for t in targets.lane_groups(_replay(root))}
+        assert v["0000:00:03"].status == "fail" and "0000:00:03.1 x8" in v["0000:00:03"].measured
+
+    def test_width_fault_fails_with_speed_unknown(self, tmp_path: Path) -> None:
+        """A known x8 fails even when the current speed is Unknown in sysfs and LnkSta was not read (64 bytes)."""
+        b = RigBuilder("t", root=False)
+        rp = b.root_port(b.host_bridge(), "0000:00:01.1", cap=(4, 16))
+        b.gpu(rp, "0000:01:00.0", GPU_MODELS["rtx3090"], link=(4, 8))
+        b.write(tmp_path / "t")
+        for f in (tmp_path / "t").glob("sys/devices/**/current_link_speed"):
+            f.write_text("Unknown\n")
+        v = pcie_checks.link(targets.links(_replay(tmp_path / "t"))[0])
+        assert v.status == "fail" and "trained to x8, expected x16" in v.summary, v
+        assert any("current speed" in n for n in v.notes)
+
+    def test_width_fault_fails_with_garbage_speed_text(self, tmp_path: Path) -> None:
+        """A garbage current_link_speed leaves the known x8 standing: FAIL on width, the garbage named."""
+        b = _one_gpu((4, 8))
+        b.write(tmp_path / "t")
+        gpu_dir = next((tmp_path / "t").glob("sys/devices/**/0000:01:00.0"))
+        (gpu_dir / "current_link_speed").write_text("fast\n")
+        v = pcie_checks.link(targets.links(_replay(tmp_path / "t"))[0])
+        assert v.status == "fail" and "trained to x8, expected x16" in v.summary, v
+        assert any("current_link_speed: unreadable link speed 'fast'" in n for n in v.notes), v.notes
+
+    def test_speed_and_width_short_named_in_one_verdict(self, tmp_path: Path) -> None:
+        """Gen3 x8 on a Gen4 x16 link retrained for reliability (LBMS): both faults in one summary."""
+        rig = _rig(tmp_path, _one_gpu((3, 8), lbms=True))
+        v = pcie_checks.link(targets.links(rig)[0])
+        assert v.status == "fail", v
+        assert "trained to x8, expected x16" in v.summary and "trained to Gen3, expected Gen4" in v.summary
+        assert "Gen4 (" in v.expected and "x16 (" in v.expected
+
+    def test_idle_speed_beside_width_fault_is_a_note(self, tmp_path: Path) -> None:
+        """An idle Gen1 downshift is not a second fault beside a narrow link: said in a note."""
+        rig = _rig(tmp_path, _one_gpu((1, 8)))
+        v = pcie_checks.link(targets.links(rig)[0])
+        assert v.status == "fail" and "Gen1" not in v.summary and any("idle" in n for n in v.notes), v
+
+
+class TestGarbageSysfs:
+    def test_garbage_link_width_is_unreadable_naming_the_file(self, tmp_path: Path) -> None:
+        """gate.md D15: current_link_width "x16" raised SourceError with a 40-line traceback."""
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        f = root / "sys/devices/pci0000:00/0000:00:03.1/0000:4b:00.0/current_link_width"
+        f.write_text("x16\n")
+        rig = _replay(root)
+        v = {t.down.bdf: pcie_checks.link(t) for t in targets.links(rig)}["0000:4b:00.0"]
+        assert v.status == "unreadable", v
+        assert "0000:4b:00.0/current_link_width: unreadable link width 'x16'" in v.summary
+        # The other checks that only show the path still judge (the path says the link is unreadable).
+        acs = {t.bridge.bdf: pcie_checks.acs(t) for t in targets.bridges(rig)}
+        assert all(a.ok for a in acs.values())
+        assert "link unreadable (sys/" in rig.pcie.path_text("0000:4b:00.0")
+        # Bifurcation is judged on capability (max_link_width still reads): it passes, saying what it could not show.
+        bif = {t.key: pcie_checks.bifurcation(t) for t in targets.lane_groups(rig)}["0000:00:03"]
+        assert bif.ok and any("current_link_width" in n for n in bif.notes), bif
+
+    def test_garbage_max_width_reaches_the_checks_that_need_it(self, tmp_path: Path) -> None:
+        """An impossible max_link_width (x99) is UNREADABLE where capability is needed, named by file."""
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        (root / "sys/devices/pci0000:00/0000:00:03.1/0000:4b:00.0/max_link_width").write_text("99\n")
+        rig = _replay(root)
+        v = {t.down.bdf: pcie_checks.link(t) for t in targets.links(rig)}["0000:4b:00.0"]
+        assert v.status == "unreadable" and "max_link_width: impossible link width '99'" in v.summary, v
+
+    def test_plugin_turns_source_errors_into_unreadable(self, pytester: pytest.Pytester) -> None:
+        """Any rig test (here a user's own) that hits a SourceError fails as UNREADABLE in one message."""
+        mine = pytester.makepyfile(
+            "from pytest_rigcheck.errors import SourceError\n"
+            "def test_mine(rig):\n"
+            "    raise SourceError('sys/bus/pci/devices/0000:01:00.0/numa_node', 'not a number')\n"
+        )
+        result = pytester.runpytest(
+            str(mine),
+            f"--rig-snapshot={SNAPS / 'rtx3090x2-gen4'}",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "test_mine",
+        )
+        out = result.stdout.str()
+        assert "UNREADABLE, not a pass: sys/bus/pci/devices/0000:01:00.0/numa_node: not a number" in out
+        assert "raise SourceError" not in out, out
+        assert result.ret == 1
+
+    def test_every_check_is_wrapped(self) -> None:
+        """Each check is wrapped by ``judged``, so a garbage reading anywhere ends as UNREADABLE."""
+        for name in ("acs", "bifurcation", "gpu_count", "iommu", "link", "topology"):
+            assert getattr(getattr(pcie_checks, name), "__wrapped__", None) is not None, name
+
+    def test_pytest_output_has_no_traceback(self, pytester: pytest.Pytester, tmp_path: Path) -> None:
+        """End to end: the garbage width and the escaping cmdline are UNREADABLE failures, no SourceError traceback."""
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        (root / "sys/devices/pci0000:00/0000:00:03.1/0000:4b:00.0/current_link_width").write_text("x16\n")
+        (root / "proc/cmdline").unlink()
+        (root / "proc/cmdline").symlink_to("../../outside/cmdline")
+        result = pytester.runpytest_subprocess(
+            f"--rig-snapshot={root}", "-p", "no:cacheprovider", "-k", "link_trained or iommu", "-rf"
+        )
+        out = result.stdout.str()
+        assert "SourceError" not in out and "Traceback" not in out, out
+        assert "UNREADABLE" in out and "current_link_width: unreadable link width 'x16'" in out
+        assert "proc/cmdline -> ../../outside/cmdline leaves the snapshot" in out
+        assert result.ret == 1
+
+
+class TestBifurcationReport:
+    def test_each_path_once_and_no_sibling_functions(self, tmp_path: Path) -> None:
+        """gate.md D28: 8 path lines for 4 GPUs, and the switch's management function 01:00.1 counted as a
+        device below the port."""
+        rig = _replay(SNAPS / "rtxpro6000x4-bifurcated-x8x8")
+        v = {t.key: pcie_checks.bifurcation(t) for t in targets.lane_groups(rig)}["0000:00:01"]
+        assert v.status == "fail"
+        assert len(v.path) == 4 and len(set(v.path)) == 4, v.path
+        assert len(v.notes) == 1 and "0000:01:00.0" in v.notes[0]
+        assert "01:00.1" not in str(v)
+
+
+class TestWhatCountsAsGpu:
+    def _rig_with_bmc(self, tmp_path: Path, model: str = "ast2600") -> Rig:
+        """2x H100 on their own root ports, plus the board's BMC VGA behind its own bridge on another port."""
+        b = RigBuilder("bmc", cpu="intel")
+        host = b.host_bridge()
+        for port, gpu in (("0000:00:01.0", "0000:17:00.0"), ("0000:00:03.0", "0000:65:00.0")):
+            b.gpu(b.root_port(host, port, cap=(5, 16)), gpu, GPU_MODELS["h100"])
+        bmc_port = b.root_port(host, "0000:00:1c.0", cap=(2, 1))
+        b.bmc(bmc_port, "0000:03:00.0", model=model)
+        return _rig(tmp_path, b, parse_profile({"rig": {"gpus": 2}}, "rig.toml"))
+
+    @pytest.mark.parametrize("model", ["ast2600", "g200"])
+    def test_bmc_display_is_not_a_gpu(self, tmp_path: Path, model: str) -> None:
+        """issue 9 item 8: an ASPEED AST2600 (1a03:2000) or Matrox G200eR2 (102b:0534) VGA, class 0x0300, is
+        the BMC's console: the GPU count passes at 2, names what it left out, and no pair involves it."""
+        rig = self._rig_with_bmc(tmp_path, model)
+        bmc = "0000:03:00.0"
+        assert [g.bdf for g in rig.pcie.gpus] == ["0000:17:00.0", "0000:65:00.0"]
+        v = pcie_checks.gpu_count(rig)
+        assert v.ok and v.measured_value == 2, v
+        assert any(bmc in n and "BMC display controller" in n for n in v.notes), v.notes
+        assert bmc in rig.header()
+        every = [
+            *(t.id for t in targets.gpus(rig)),
+            *(t.id for t in targets.gpu_pairs(rig)),
+            *(t.id for t in targets.bridges(rig)),
+            *(t.id for t in targets.links(rig)),
+            *(t.id for t in targets.lane_groups(rig)),
+        ]
+        assert not any(bmc in i or "00:1c" in i for i in every), every
+        assert len(targets.gpu_pairs(rig)) == 1
+
+    def test_amd_instinct_counts(self, tmp_path: Path) -> None:
+        """AMD Instinct MI300X (1002:74a1, class 0x1200 processing accelerator) is a GPU; an Intel iGPU is not."""
+        from pytest_rigcheck.testing import GpuModel
+
+        b = RigBuilder("amd")
+        host = b.host_bridge()
+        b.gpu(
+            b.root_port(host, "0000:00:01.1", cap=(5, 16)),
+            "0000:05:00.0",
+            GpuModel(0x1002, 0x74A1, 0x120000, (5, 16)),
+        )
+        b.gpu(b.root_port(host, "0000:00:02.1"), "0000:06:00.0", GpuModel(0x8086, 0x56A0, 0x030000, (4, 16)))
+        rig = _rig(tmp_path, b)
+        assert [g.bdf for g in rig.pcie.gpus] == ["0000:05:00.0"]
+        assert any(
+            "0000:06:00.0" in n and "only NVIDIA and AMD" in n for n in pcie_checks.gpu_count(rig).notes
+        )
+
+
+class TestTopoCommand:
+    def test_no_gpu_says_so(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """gate.md D23: on a rig with no GPU, `rigcheck topo` printed a bare header and exited 0."""
+        from pytest_rigcheck.cli import main
+
+        b = RigBuilder("nogpu", cpu="intel")
+        b.bmc(b.root_port(b.host_bridge(), "0000:00:1c.0", cap=(2, 1)), "0000:03:00.0")
+        b.write(tmp_path / "nogpu")
+        assert main(["topo", str(tmp_path / "nogpu")]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.strip().splitlines()) == 1, err
+        assert "no GPU" in err and "0000:03:00.0 ASPEED" in err
+
+    def test_matrix_leaves_the_bmc_out(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """The matrix has the two GPUs only, and says which display device it left out."""
+        from pytest_rigcheck.cli import main
+
+        rig = TestWhatCountsAsGpu()._rig_with_bmc(tmp_path)
+        assert main(["topo", str(rig.root)]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[0].startswith("\tGPU0\tGPU1\tCPU Affinity")
+        assert "\nGPU2" not in out and "not counted as GPUs: 0000:03:00.0" in out
+
+    def test_nvlink_peers_show_nv(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """gate.md D23: on the NVLink H200 capture topo showed PHB where `nvidia-smi topo -m` shows NV18
+        (captures/h200x2-nvlink/nvidia-smi-topo.txt). The recorded NVML state says they are NVLink peers."""
+        from pytest_rigcheck.cli import main
+
+        assert main(["topo", str(SNAPS / "h200x2-nvlink")]) == 0
+        out = capsys.readouterr().out
+        rows = out.splitlines()[1:3]
+        assert rows[0].startswith("GPU0\t X \tNV18\t") and not any("PHB" in r for r in rows), out
+
+
+def test_eight_gpu_server_with_bmc_end_to_end(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """issue 9 item 8, end to end: 8x H100 behind two switches plus the board's ASPEED AST2600 behind its own
+    bridge (1a03:1150 -> 1a03:2000, class 0x0300, driver ast). Before, the count read "9 GPU(s)" and the BMC got
+    pair checks. Now the count passes at 8, the header names what was left out, and no test id names the BMC."""
+    b = RigBuilder("hgx-bmc", cpu="intel", iommu="identity")
+    h0, h1 = b.host_bridge(0, 0x00, numa=0), b.host_bridge(0, 0x80, numa=1)
+    for host, rp_bdf, bus in ((h0, "0000:00:01.0", 0x10), (h1, "0000:80:01.0", 0x90)):
+        rp = b.root_port(host, rp_bdf, cap=(5, 16))
+        _, downs = b.switch(
+            rp,
+            f"0000:{bus:02x}:00.0",
+            [f"0000:{bus + 1:02x}:{i:02x}.0" for i in range(4)],
+            vendor=0x1000,
+            device=0xC030,
+            cap=(5, 16),
+            down_cap=(5, 16),
+        )
+        for i, d in enumerate(downs):
+            b.gpu(d, f"0000:{bus + 2 + i:02x}:00.0", GPU_MODELS["h100"])
+    b.bmc(b.root_port(h0, "0000:00:1c.0", cap=(2, 1)), "0000:03:00.0", model="ast2600")
+    b.write(tmp_path / "hgx-bmc")
+    prof = tmp_path / "p.toml"
+    prof.write_text("[rig]\ngpus = 8\n")
+    args = [f"--rig-snapshot={tmp_path / 'hgx-bmc'}", f"--rig-profile={prof}", "-p", "no:cacheprovider"]
+    pcie = "gpu_count or acs or topology or iommu or link_trained or bifurcation"
+    result = pytester.runpytest_subprocess(*args, "-k", pcie, "-v", "-rfE")
+    out = result.stdout.str()
+    assert "test_gpu_count[hgx-bmc] PASSED" in out, out
+    assert "8 GPUs (+1 display device not counted: 0000:03:00.0 ASPEED BMC)" in out
+    assert "0000:03:00.0" not in "\n".join(line for line in out.splitlines() if "::" in line)
+    assert "00:1c.0" not in out
+    assert result.ret == 0, out
+    ids = pytester.runpytest_subprocess(*args, "--collect-only", "-q").stdout.str()
+    assert ids.count("test_topology_class[") == 28 and "0000:03:00.0" not in ids  # 8 choose 2 pairs
+
+
+def test_acs_registers_all_ones_are_unreadable(tmp_path: Path) -> None:
+    """An ACS capability whose Capability/Control registers read 0xffff (a failed read; Control bits 15:7 are
+    reserved) is UNREADABLE, not "redirect on" or "off"."""
+    root = _copy(tmp_path, "rtx3090x2-acs-root-port")
+    cfg = root / "sys/devices/pci0000:00/0000:00:03.1/config"
+    data = bytearray(cfg.read_bytes())
+    data[0x2A4:0x2A8] = b"\xff" * 4
+    cfg.write_bytes(bytes(data))
+    v = {t.bridge.bdf: pcie_checks.acs(t) for t in targets.bridges(_replay(root))}["0000:00:03.1"]
+    assert v.status == "unreadable" and "failed config read" in v.summary, v
+
+
+def test_iommu_groups_link_out_of_the_snapshot(tmp_path: Path) -> None:
+    """sys/kernel/iommu_groups as a link out of the snapshot: the IOMMU check is UNREADABLE naming the refusal,
+    and an ACS failure on the same rig is still a FAIL (its IOMMU note is left out)."""
+    import shutil
+
+    root = _copy(tmp_path, "rtx3090x2-acs-root-port")
+    shutil.rmtree(root / "sys/kernel/iommu_groups", ignore_errors=True)
+    (tmp_path / "outside").mkdir()
+    (root / "sys/kernel").mkdir(parents=True, exist_ok=True)
+    (root / "sys/kernel/iommu_groups").symlink_to("../../../outside")
+    rig = _replay(root)
+    for t in targets.gpus(rig):
+        v = pcie_checks.iommu(t)
+        assert v.status == "unreadable" and "leaves the snapshot" in v.summary, v
+    acs = {t.bridge.bdf: pcie_checks.acs(t) for t in targets.bridges(rig)}
+    assert acs["0000:00:03.1"].status == "fail"

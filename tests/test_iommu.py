@@ -48,7 +48,11 @@ def _tree(
         (None, None, "ro amd_iommu=off", None, "unknown", ""),  # vendor unknown: one switch is not enough
         (None, None, "amd_iommu=off intel_iommu=off", None, "off", "amd_iommu=off intel_iommu=off"),
         (None, None, "ro quiet", "amd", "unknown", ""),  # nothing either way: never taken as off
-        (None, None, "iommu=pt", "amd", "unknown", ""),  # passthrough asked for, but no group seen
+        # iommu=pt with the CPU vendor's IOMMU not switched off: DMA passes through untranslated
+        # (kernel-parameters.txt "iommu=pt"), even where the groups were not kept.
+        (None, None, "iommu=pt", "amd", "passthrough", "kernel command line iommu=pt"),
+        (None, ["ivhd0"], "ro iommu.passthrough=1", "amd", "passthrough", "iommu.passthrough=1"),
+        (None, None, "iommu=pt iommu=nopt", "amd", "unknown", ""),  # the last one wins: not passthrough
         (None, None, None, "amd", "unknown", ""),
         (
             None,
@@ -77,11 +81,61 @@ def test_mode_and_evidence(
 
 
 def test_group_of_a_device(tmp_path: Path) -> None:
-    """A device's own group decides for it; a device in no group is off only where no group translates."""
+    """A device's own group decides for it; a device without its own group, while groups exist, is unknown.
+
+    gate.md D1/D17: a missing group was judged by other groups' types ("passthrough (group 6 type identity)")
+    or called "translated (group None, type ?)".
+    """
     state = read_iommu(_tree(tmp_path, groups={"3": "identity", "7": "DMA"}, units=["ivhd0"], cmdline=""))
     assert state.mode_of_group("3") == "passthrough"
     assert state.mode_of_group("7") == "translated"
-    assert state.mode_of_group(None) == "translated"
+    assert state.judge("7").evidence == "sys/kernel/iommu_groups/7/type = DMA"
+    no_link = state.judge(None)
+    assert no_link.mode == "unknown" and "no iommu_group link" in no_link.evidence
+    missing = state.judge("6")
+    assert missing.mode == "unknown" and "sys/kernel/iommu_groups/6 is missing" in missing.evidence
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "mode", "evidence"),
+    [
+        ("ro quiet iommu=pt", "passthrough", "kernel command line iommu=pt"),
+        ("ro iommu.passthrough=1", "passthrough", "iommu.passthrough=1"),
+        ("ro iommu=pt iommu.passthrough=0", "translated", "iommu.passthrough=0"),
+        ("ro intel_iommu=on", "unknown", "CONFIG_IOMMU_DEFAULT_PASSTHROUGH"),  # the build's default decides
+        ("ro quiet", "unknown", "neither iommu=pt nor iommu.passthrough="),
+        (None, "unknown", "proc/cmdline was not captured"),
+    ],
+)
+def test_kernel_without_group_type_is_judged_from_the_cmdline(
+    tmp_path: Path, cmdline: str | None, mode: str, evidence: str
+) -> None:
+    """Groups without a ``type`` file (Linux before 5.11 added iommu_groups/N/type, see
+    Documentation/ABI/testing/sysfs-kernel-iommu_groups) are judged from the command line, never called translated."""
+    root = tmp_path
+    (root / "sys/kernel/iommu_groups/4/devices").mkdir(parents=True)
+    if cmdline is not None:
+        (root / "proc").mkdir()
+        (root / "proc/cmdline").write_text(cmdline + "\n")
+    j = read_iommu(Source(root), cpu_vendor="intel").judge("4")
+    assert j.mode == mode and evidence in j.evidence, j
+    if mode != "unknown":
+        assert "no type file" in j.evidence
+
+
+def test_unreadable_type_and_refused_cmdline(tmp_path: Path) -> None:
+    """A group type that cannot be read, or a proc/cmdline link out of the snapshot, makes the device unknown
+    (gate.md D15: the refusal surfaced as a raw SourceError), naming the file and the reason."""
+    (tmp_path / "sys/kernel/iommu_groups/2").mkdir(parents=True)
+    (tmp_path / "sys/kernel/iommu_groups/2/type").mkdir()  # a directory where a file should be
+    j = read_iommu(Source(tmp_path), cpu_vendor="amd").judge("2")
+    assert j.mode == "unknown" and "iommu_groups/2/type" in j.evidence
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cmdline").symlink_to("../../outside/cmdline")
+    j = read_iommu(Source(tmp_path), cpu_vendor="amd").judge("2")
+    assert j.mode == "unknown" and j.evidence.startswith(
+        "proc/cmdline: symlink proc/cmdline -> ../../outside/cmdline leaves the snapshot"
+    ), j
 
 
 def test_empty_dirs_from_manifest(tmp_path: Path) -> None:

@@ -112,6 +112,33 @@ class TestConfigSpace:
         with pytest.raises(ConfigSpaceError, match=match):
             parse_config("0000:01:00.0", bytes(data))
 
+    @pytest.mark.parametrize(
+        ("header", "at", "match"),
+        [
+            (b"\xff\xff\xff\xff", 0x100, "reads 0xffffffff, the value of a failed config read"),
+            (b"\x00\x00\x00\x00", 0x100, "0x100 reads 0x00000000 on a PCI Express port"),
+            (b"\xff\xff\xff\xff", 0x2A0, "at 0x2a0 reads 0xffffffff"),  # the ACS header itself
+        ],
+    )
+    def test_extended_header_all_ones_or_zero_on_a_port(self, header: bytes, at: int, match: str) -> None:
+        """gate.md D2: an all-ones header (a failed config read) or zeros at 0x100 of a PCIe port hid the ACS
+        capability at 0x2a0, and the port passed as "no ACS capability". Now it is a ConfigSpaceError."""
+        path = SNAPSHOTS / "rtx3090x2-acs-root-port/sys/devices/pci0000:00/0000:00:01.1/config"
+        data = bytearray(path.read_bytes())
+        assert parse_config("0000:00:01.1", bytes(data)).acs is not None
+        data[at : at + 4] = header
+        with pytest.raises(ConfigSpaceError, match=match):
+            parse_config("0000:00:01.1", bytes(data))
+
+    def test_zero_at_0x100_of_an_endpoint_is_the_end(self) -> None:
+        """An endpoint (here a GPU) may have no extended capability: zeros at 0x100 end the list (PCIe Base
+        Spec 7.6.3). Only PCIe ports, which always carry some, are held to more."""
+        path = SNAPSHOTS / "rtx3090x2-gen4/sys/devices/pci0000:00/0000:00:01.1/0000:21:00.0/config"
+        data = bytearray(path.read_bytes())
+        data[0x100:0x104] = bytes(4)
+        cfg = parse_config("0000:21:00.0", bytes(data))
+        assert cfg.port_type == PortType.ENDPOINT and cfg.aer is None
+
     @given(st.binary(max_size=4096))
     def test_any_bytes_parse_or_raise_clearly(self, data: bytes) -> None:
         """Any bytes as config space either parse or raise ConfigSpaceError, nothing else."""

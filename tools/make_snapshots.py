@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pytest_rigcheck.pcie import accelerator_kind
 from pytest_rigcheck.testing import GPU_MODELS, RigBuilder, dump_toml
 
 OUT = Path(__file__).resolve().parent.parent / "fixtures" / "sysfs-snapshots"
@@ -343,7 +344,8 @@ def models() -> list[tuple[RigBuilder, dict[str, Any]]]:
 
 def _add_state(builder: RigBuilder, name: str, kw: dict[str, Any]) -> None:
     """Add feature state files; a writer's ``expect_fail`` entries join the manifest's promises."""
-    gpus = sorted(b for b, n in builder.nodes.items() if n.class_code >> 16 == 0x03)
+    # The same rule the suites count GPUs by (a BMC's VGA is not one): pytest_rigcheck.pcie.accelerator_kind.
+    gpus = sorted(b for b, n in builder.nodes.items() if accelerator_kind(n.vendor, n.class_code >> 8))
     for filename, spec in STATE_WRITERS.items():
         module, _, func = spec.partition(":")
         try:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..progress import Progress, no_progress
 from .state import ERROR, NOT_SUPPORTED, LoadReadings, Unavailable
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def measure_under_load(
     python: str | None = None,
     timeout_s: float = TIMEOUT_S,
     gpu_released: Callable[..., list[str] | None] | None = None,
+    progress: Progress = no_progress,
 ) -> dict[str, LoadReadings | Unavailable]:
     """Load the GPUs ``{bdf: nvml_index}`` for ``seconds`` and sample NVML on each; ``Unavailable`` where it could not.
 
@@ -57,6 +59,7 @@ def measure_under_load(
         python: the workers' interpreter (``--rig-p2p-python``; default: this one).
         timeout_s: limit for the worker's set-up, and for its stop after the window.
         gpu_released: asked after a hung or crashed worker is killed (default ``gpu.holders.gpu_holders``).
+        progress: the status line (``progress.Progress``), told while the load runs.
     """
     if not gpus:
         return {}
@@ -75,7 +78,7 @@ def measure_under_load(
             busy = check_nvml(nvml, gpus)
             if busy:  # another process on the GPUs: its use, not the rig's, would be sampled
                 return dict.fromkeys(gpus, Unavailable(busy_text(busy, "readings under load"), BUSY_CODE))
-            return _run(nvml, gpus, seconds, python, timeout_s, gpu_released or gpu_holders)
+            return _run(nvml, gpus, seconds, python, timeout_s, gpu_released or gpu_holders, progress)
     except (MeasureLockError, TimeoutError) as exc:
         return dict.fromkeys(gpus, Unavailable(f"no load could be run: {exc}"))
 
@@ -87,15 +90,18 @@ def _run(
     python: str | None,
     timeout_s: float,
     gpu_released: Callable[..., list[str] | None],
+    progress: Progress = no_progress,
 ) -> dict[str, LoadReadings | Unavailable]:
     from ..p2p.launch import Launcher
 
     with tempfile.TemporaryDirectory(prefix="rigcheck-load-") as tmp:
         run_dir = Path(tmp)
         sampler = Sampler(nvml, gpus, seconds, run_dir)
-        with Launcher(run_dir, timeout_s, gpu_released=gpu_released) as launcher:
+        with Launcher(run_dir, timeout_s, gpu_released=gpu_released, progress=progress) as launcher:
             launcher.start([load_worker(list(gpus), seconds, run_dir, python)])
-            outcome = launcher.run_phase(PHASE, during=sampler)
+            n = len(gpus)
+            label = f"GPU load on {n} GPU{'s' if n != 1 else ''} ({seconds:g} s window)"
+            outcome = launcher.run_phase(PHASE, during=sampler, label=label)
         return sampler.readings(outcome)
 
 

@@ -86,7 +86,7 @@ class Nvml(Protocol):
         ...
 
     def under_load(
-        self, bdfs: Iterable[str], seconds: float, python: str | None = None
+        self, bdfs: Iterable[str], seconds: float, python: str | None = None, progress: Any = None
     ) -> dict[str, LoadReadings | Unavailable]:
         """Readings taken while the GPUs are busy (live: runs a short load in a worker process, with the
         interpreter ``python``, default this one; recorded: what was captured)."""
@@ -133,7 +133,7 @@ class RecordedNvml:
         return self._state
 
     def under_load(
-        self, bdfs: Iterable[str], seconds: float, python: str | None = None
+        self, bdfs: Iterable[str], seconds: float, python: str | None = None, progress: Any = None
     ) -> dict[str, LoadReadings | Unavailable]:
         by_bdf = {g.bdf: g for g in self._state.gpus}
         out: dict[str, LoadReadings | Unavailable] = {}
@@ -408,7 +408,7 @@ class LiveNvml:
         return None if isinstance(v, Unavailable) else int(v)
 
     def under_load(
-        self, bdfs: Iterable[str], seconds: float, python: str | None = None
+        self, bdfs: Iterable[str], seconds: float, python: str | None = None, progress: Any = None
     ) -> dict[str, LoadReadings | Unavailable]:
         from .load import measure_under_load
 
@@ -417,7 +417,8 @@ class LiveNvml:
         out: dict[str, LoadReadings | Unavailable] = {
             b: Unavailable(f"{b} is not among the GPUs NVML sees") for b in bdfs if b not in index
         }
-        out.update(measure_under_load(self, {b: index[b] for b in wanted}, seconds, python))
+        kw = {"progress": progress} if progress is not None else {}
+        out.update(measure_under_load(self, {b: index[b] for b in wanted}, seconds, python, **kw))
         return out
 
     def close(self) -> None:

@@ -67,6 +67,7 @@ class GpuSession:
         self._error: Exception | None = None
         self._load: dict[str, LoadReadings | Unavailable] | None = None
         self._log: str | Unavailable | None = None
+        self.progress: Any = None  # the run's status line (progress.StatusLine), set by gpu_session
 
     @property
     def nvml(self) -> Nvml:
@@ -113,8 +114,10 @@ class GpuSession:
                 return self._load  # type: ignore[return-value]
         if self._load is None:
             self._load = self.nvml.under_load(
-                [fn.bdf for fn in self.rig.pcie.gpus], self.seconds, self.python
+                [fn.bdf for fn in self.rig.pcie.gpus], self.seconds, self.python, progress=self.progress
             )
+            if self.progress is not None:
+                self.progress.close()
             from .state import LoadReadings
 
             self.rig.extras["link_under_load"] = {
@@ -150,8 +153,10 @@ def gpu_session(rig: Rig, config: pytest.Config) -> GpuSession:
     s = rig.extras.get(EXTRAS_KEY)
     if not isinstance(s, GpuSession):
         from ..p2p.plugin import worker_python
+        from ..progress import status_line
 
         s = GpuSession(rig, load_seconds(config), worker_python(config))
+        s.progress = status_line(config)  # the load's status line (None under -q)
         rig.extras[EXTRAS_KEY] = s
     return s
 

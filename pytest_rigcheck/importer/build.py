@@ -497,9 +497,10 @@ def _config(dev: LspciDevice, dump: bytes | None, vendor: int, device: int, cls:
     if size == 4096:
         # build_config always puts an AER capability (all status bits clear) at 0x100; the text's AER
         # registers are not carried over, so hide it (ID 0 keeps the pointer on to ACS, as Linux skips
-        # such a header): no error status is claimed that the paste did not show
+        # such a header): no error status is claimed that the paste did not show. The version (bits
+        # 19:16) stays, so the header is not all zeros, which on a PCIe port means "not read".
         hdr = int.from_bytes(built[0x100:0x104], "little")
-        built[0x100:0x104] = (hdr & 0xFFF00000).to_bytes(4, "little")
+        built[0x100:0x104] = (hdr & 0xFFFF0000).to_bytes(4, "little")
     if dump is None:
         return bytes(built)
     if len(dump) == 4096:

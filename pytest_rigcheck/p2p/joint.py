@@ -44,7 +44,9 @@ class LoadPhase:
     def run(self, launcher: Launcher) -> PhaseOutcome:
         from ..gpu.load import PHASE
 
-        outcome = launcher.run_phase(PHASE, during=self.sampler)
+        n = len(self.gpus)
+        label = f"GPU load on {n} GPU{'s' if n != 1 else ''} ({self.seconds:g} s window)"
+        outcome = launcher.run_phase(PHASE, during=self.sampler, label=label)
         self.readings = self.sampler.readings(outcome)
         return outcome
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..procgroup import GpuReleased, Group, log_tail, start_group, stop_groups
+from ..progress import Progress, no_progress
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 
@@ -70,6 +71,8 @@ class Launcher:
         gpu_released: asked after a hang or crash with every pid of the killed workers (see
             ``procgroup.GpuReleased``; the caller passes ``gpu.holders.gpu_holders``). None: not asked.
         grace_s: SIGTERM to SIGKILL, when workers are stopped.
+        progress: told while each phase runs (``progress.Progress``: what, seconds since the phase began,
+            its deadline); default: nothing.
     """
 
     def __init__(
@@ -78,11 +81,15 @@ class Launcher:
         timeout_s: float,
         gpu_released: GpuReleased | None = None,
         grace_s: float = 1.0,
+        progress: Progress = no_progress,
     ) -> None:
         self.run_dir = run_dir
         self.timeout_s = timeout_s
         self.gpu_released = gpu_released
         self.grace_s = grace_s
+        self.progress = progress
+        self._label, self._t0 = "", 0.0
+        self._step_at, self._step_text = -1e9, ""
         self.workers: list[Worker] = []
 
     def __enter__(self) -> Launcher:
@@ -100,15 +107,20 @@ class Launcher:
             )
             self.workers.append(w)
 
-    def run_phase(self, phase: str, during: Callable[[list[Worker]], None] | None = None) -> PhaseOutcome:
+    def run_phase(
+        self, phase: str, during: Callable[[list[Worker]], None] | None = None, label: str | None = None
+    ) -> PhaseOutcome:
         """Wait until the phase's workers are set up, let them measure, collect their results.
 
         ``during``, if given, runs right after the go signal (the GPU load's NVML sampling), with the
-        phase's workers; the phase's timeout for the measuring starts after it returns.
+        phase's workers; the phase's timeout for the measuring starts after it returns. ``label`` names
+        the phase in the status line (default: ``phase``).
         """
         t0 = time.monotonic()
         ws = [w for w in self.workers if w.phase == phase]
         out = PhaseOutcome(phase)
+        self._label, self._t0 = label or phase, t0
+        self._step_at, self._step_text = -1e9, ""
         if not self._wait(ws, "ready", out, t0):
             return out
         (self.run_dir / f"go.{phase}").touch()
@@ -127,12 +139,36 @@ class Launcher:
         out.wall_s = time.monotonic() - t0
         return out
 
+    def _step(self, ws: list[Worker]) -> str:
+        """The workers' ``step.<name>`` files (what each measures now), read at most every half second."""
+        now = time.monotonic()
+        if now - self._step_at < 0.5:
+            return self._step_text
+        self._step_at = now
+        steps = []
+        for w in ws:
+            try:
+                steps.append((self.run_dir / f"step.{w.name}").read_text(encoding="utf-8").strip())
+            except OSError:
+                continue
+        self._step_text = "; ".join(s for s in steps if s)[:200]
+        return self._step_text
+
     def _wait(self, ws: list[Worker], what: str, out: PhaseOutcome, since: float) -> bool:
         def done(w: Worker) -> bool:
             name = f"ready.{w.name}" if what == "ready" else f"result.{w.name}.json"
             return (self.run_dir / name).exists()
 
+        label, t0 = self._label or what, self._t0 or since
         while True:
+            # Elapsed from the phase's start; the deadline is this stage's (set-up, then measuring).
+            now = time.monotonic()
+            deadline = round(since - t0 + self.timeout_s)
+            step = self._step(ws) if what == "result" else ""
+            if step:  # the pair or host link a worker measures now (its step.<name> file)
+                self.progress(label, now - t0, deadline, detail=step)
+            else:
+                self.progress(label, now - t0, deadline)
             pending = [w for w in ws if not done(w)]
             if not pending:
                 return True

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..gpu.holders import gpu_holders
 from ..procgroup import free_port
+from ..progress import Progress, no_progress
 from ..runenv.state import selected_env
 from .figures import DEFINITIONS, FORMAT, group_key, pair_key
 from .launch import Launcher, PhaseOutcome, Worker, python_cmd, worker_env
@@ -127,6 +128,17 @@ def _p2p_worker(plan: dict[str, Any], run_dir: Path, python: str | None) -> Work
     return Worker("p2p", "p2p", argv, worker_env({}))
 
 
+def _phase_label(
+    phase: str, n_gpus: int, pairs: list[tuple[str, str]] | None, groups: list[list[str]]
+) -> str:
+    """What the status line says a phase is doing."""
+    if phase == "p2p":
+        n = len(pairs) if pairs is not None else n_gpus * (n_gpus - 1)
+        return f"P2P copies, {n} GPU pair{'s' if n != 1 else ''} and host links"
+    what = "NCCL all-reduce sweep" if phase == "nccl" else "NCCL control run (P2P off)"
+    return f"{what}, {len(groups)} group{'s' if len(groups) != 1 else ''}"
+
+
 def _run_info(o: PhaseOutcome) -> dict[str, Any]:
     info: dict[str, Any] = {"wall_s": round(o.wall_s, 3)}
     if o.hung:
@@ -151,12 +163,15 @@ def run(
     python: str | None = None,
     keep_dir: Path | None = None,
     log_file: Path | None = None,
+    progress: Progress = no_progress,
     load: LoadPhase | None = None,
 ) -> dict[str, Any]:
     """Measure and return a ``p2p.json`` dict (without origin). ``groups`` default: all ``gpus`` as one.
 
+    ``progress`` (``progress.Progress``) is told which phase runs, for how long, and its deadline.
     ``load``: the GPU load run first, its worker started with the others (``joint.LoadPhase``; its
-    readings are left on it, not in the dict)."""
+    readings are left on it, not in the dict).
+    """
     t0 = time.monotonic()
     groups = groups if groups is not None else ([gpus] if len(gpus) > 1 else [])
     sizes = sizes or DEFAULT_SIZES
@@ -192,13 +207,15 @@ def run(
                     {"NCCL_P2P_DISABLE": "1"},
                 )
         outcomes: dict[str, PhaseOutcome] = {}
-        with Launcher(run_dir, timeout_s, gpu_released=gpu_holders) as launcher:
+        with Launcher(run_dir, timeout_s, gpu_released=gpu_holders, progress=progress) as launcher:
             launcher.start(workers)
             if load is not None:
                 outcomes["load"] = load.run(launcher)
             for phase in ("p2p", "nccl", "control"):
                 if any(w.phase == phase for w in workers):
-                    outcomes[phase] = launcher.run_phase(phase)
+                    outcomes[phase] = launcher.run_phase(
+                        phase, label=_phase_label(phase, len(gpus), pairs, groups)
+                    )
         logs = {
             w.name: (
                 w.log_path.read_text("utf-8", "replace").splitlines()
@@ -361,6 +378,7 @@ def retry(
     failing_groups: list[list[str]],
     timeout_s: float,
     python: str | None,
+    progress: Progress = no_progress,
 ) -> None:
     """Measure again what missed its pass line and append the readings (``data`` is changed in place)."""
     pairs = [(src, dst) for src, dst in (k.split("->") for k in failing_pairs)]
@@ -379,6 +397,7 @@ def retry(
         p2p=bool(pairs or failing_host),
         timeout_s=timeout_s,
         python=python,
+        progress=lambda what, el, dl: progress(f"retry: {what}", el, dl),
     )
     for key, p in again["pairs"].items():
         for fig in ("unidir_gbps", "bidir_gbps", "latency_us"):
@@ -401,13 +420,14 @@ def measure(
     decide: Callable[[dict[str, Any]], tuple[dict[str, list[str]], list[str], list[list[str]]]],
     timeout_s: float,
     python: str | None,
+    progress: Progress = no_progress,
     load: LoadPhase | None = None,
 ) -> dict[str, Any]:
     """Everything once (the GPU load first, when ``load`` is given), then a retry of what ``decide`` names
     (figures that missed their pass line)."""
-    data = run(gpus, groups=groups, timeout_s=timeout_s, python=python, load=load)
+    data = run(gpus, groups=groups, timeout_s=timeout_s, python=python, progress=progress, load=load)
     failing_pairs, failing_host, failing_groups = decide(data)
-    retry(data, gpus, failing_pairs, failing_host, failing_groups, timeout_s, python)
+    retry(data, gpus, failing_pairs, failing_host, failing_groups, timeout_s, python, progress)
     return data
 
 

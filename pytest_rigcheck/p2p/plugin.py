@@ -103,7 +103,10 @@ def p2p_session(rig: Rig, config: pytest.Config) -> P2pSession:
     s = rig.extras.get(EXTRAS_KEY)
     if not isinstance(s, P2pSession):
         uid = getattr(config, "workerinput", {}).get("testrunuid")
+        from ..progress import status_line
+
         s = P2pSession(rig, timeout_s(config), worker_python(config), uid)
+        s.progress = status_line(config)  # None under -q
         rig.extras[EXTRAS_KEY] = s
     return s
 

@@ -101,6 +101,7 @@ class P2pSession:
         self.testrunuid = testrunuid
         self._outcome: tuple[str, Any] | None = None
         self.busy_data: dict[str, Any] | None = None  # p2p.json of a busy rig: its record, no figures
+        self.progress: Any = None  # the run's status line (progress.StatusLine), set by p2p_session
 
     def outcome(self) -> tuple[str, Any]:
         """``("ok", figures)``, ``("skip", reason)`` or ``("fail", reason)``, computed once."""
@@ -172,12 +173,21 @@ class P2pSession:
                 if busy.get("lines"):
                     data = nothing_measured(busy)  # a busy rig: its record, and no figures
                 else:
+                    kw = {"progress": self.progress} if self.progress is not None else {}
                     phase = load_phase(self.rig)
                     data = measure.measure(
-                        gpus, nccl_groups, lambda d: decide(self.rig, d), self.timeout_s, self.python, phase
+                        gpus,
+                        nccl_groups,
+                        lambda d: decide(self.rig, d),
+                        self.timeout_s,
+                        self.python,
+                        load=phase,
+                        **kw,
                     )
                     data["busy"] = busy
                     deliver(self.rig, phase)
+                if self.progress is not None:
+                    self.progress.close()
                 data["hidden"] = hidden
                 when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
                 data["origin"] = f"measured live on {self.rig.name} ({when}, pid {os.getpid()})"

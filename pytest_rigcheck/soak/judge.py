@@ -532,9 +532,12 @@ def _grown_hop(g: GpuSamples, col: str) -> str:
     return f" on {', '.join(grown)}" if grown else ""
 
 
-def progress_line(elapsed_s: float, total_s: float, latest: dict[str, list[float | None]]) -> str:
-    """``soak 42/600 s  GPU0 1980 MHz 71 C 690 W  GPU1 ...`` from each GPU's latest sample (keyed by label)."""
-    parts = [f"soak {elapsed_s:.0f}/{total_s:.0f} s"]
+def progress_line(
+    elapsed_s: float, total_s: float, latest: dict[str, list[float | None]], with_time: bool = True
+) -> str:
+    """``soak 42/600 s  GPU0 1980 MHz 71 C 690 W  GPU1 ...`` from each GPU's latest sample (keyed by label);
+    without ``with_time``, just the GPUs' part (the status line shows the time itself)."""
+    parts = [f"soak {elapsed_s:.0f}/{total_s:.0f} s"] if with_time else []
     for name, row in latest.items():
         sm, temp, power = row[COL["sm_mhz"]], row[COL["temp_c"]], row[COL["power_mw"]]
         bits = [

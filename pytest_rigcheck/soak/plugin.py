@@ -16,10 +16,8 @@ and traffic count in the AER growth window. Imports stdlib and pytest only until
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -216,7 +214,7 @@ class SoakSession:
             progress,
         )
         if progress is not None:
-            progress(f"soak done: {rec.stopped}")
+            progress.note(f"soak done: {rec.stopped}")
         for b, g in rec.gpus.items():
             g.name = names.get(b, g.name)
         if s.soak_save is not None:
@@ -228,29 +226,11 @@ class SoakSession:
         return rec
 
     def _progress(self) -> Any:
-        """A status line each second on a terminal (rewritten in place), every 30 s in a log; none under -q."""
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        capman = self.config.pluginmanager.get_plugin("capturemanager")
-        if tr is None or self.config.get_verbosity() < 0:
-            return None
-        tty = bool(getattr(tr, "isatty", False))
-        last = [-1e9]
+        """The run's status line (``progress.StatusLine``): rewritten in place each second on a terminal,
+        one line every ``LOG_EVERY_S`` in a log; None under -q."""
+        from ..progress import status_line
 
-        def show(line: str) -> None:
-            now = time.monotonic()
-            done = line.startswith("soak done")
-            if not tty and now - last[0] < LOG_EVERY_S and not done:
-                return
-            last[0] = now
-            with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
-                if tty and not done:
-                    tr.rewrite(line[: tr._tw.fullwidth - 1], erase=True)
-                else:
-                    if tty:
-                        tr.write("\n")
-                    tr.write_line(line)
-
-        return show
+        return status_line(self.config, log_every_s=LOG_EVERY_S)
 
     def verdict(self, t: GpuTarget) -> Verdict:
         from ..verdict import Verdict, not_applicable

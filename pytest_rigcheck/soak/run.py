@@ -98,7 +98,8 @@ def row(t: float, nv: dict[str, float | None], aer: dict[str, list[int] | None])
 class SoakSampler:
     """``Launcher.run_phase("load", during=sampler)``: samples every GPU every ``INTERVAL_S`` for ``seconds``.
 
-    ``progress`` gets a one-line status every sample (the plugin writes it to the terminal). Ctrl-C ends
+    ``progress`` (``progress.Progress``) is told every sample: ``("soak", seconds, total, detail=...)`` with
+    each GPU's latest readings as the detail (the plugin's status line writes it). Ctrl-C ends
     the sampling early; the worker is told to stop either way.
     """
 
@@ -110,7 +111,7 @@ class SoakSampler:
         labels: dict[str, str],
         seconds: float,
         run_dir: Path,
-        progress: Callable[[str], None] | None = None,
+        progress: Callable[..., None] | None = None,
     ) -> None:
         self.nvml, self.gpus, self.hops, self.labels = nvml, gpus, hops, labels
         self.seconds, self.run_dir, self.progress = seconds, run_dir, progress
@@ -143,7 +144,9 @@ class SoakSampler:
                     self.samples[bdf].append(r)
                     latest[self.labels.get(bdf, bdf)] = r
                 if self.progress is not None:
-                    self.progress(progress_line(t, self.seconds, latest))
+                    self.progress(
+                        "soak", t, self.seconds, detail=progress_line(t, self.seconds, latest, False)
+                    )
                 nxt += INTERVAL_S
                 time.sleep(max(0.0, nxt - time.monotonic()))
         except KeyboardInterrupt:
@@ -186,7 +189,7 @@ def run_soak(
     labels: dict[str, str],
     seconds: float,
     python: str | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[..., None] | None = None,
     timeout_s: float = TIMEOUT_S,
 ) -> SoakRecord:
     """Soak the GPUs ``{bdf: nvml_index}`` for ``seconds`` and return every GPU's samples.

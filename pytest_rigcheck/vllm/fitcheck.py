@@ -3,11 +3,12 @@ run ``fit.check_model_fit``, and return ``Verdict``s."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..verdict import Verdict, failed, not_applicable, passed, unreadable
-from .fit import ModelSpec, check_model_fit, load_spec
+from ..verdict import Verdict, failed, not_applicable, passed, unreadable, warned
+from .fit import FitReport, ModelSpec, check_model_fit, load_spec, parse_version
 from .settings import GpuMemory, VllmSettings
 
 NO_MODEL = (
@@ -85,13 +86,48 @@ def group_of(
     return sorted(gpus, key=lambda g: g.index)[:tp]
 
 
+def _chunked(flags: Sequence[str]) -> bool | None:
+    """``--enable-chunked-prefill`` / ``--no-enable-chunked-prefill`` (or ``=true/false``); ``None``: unset."""
+    on = None
+    for f in flags:
+        if f == "--enable-chunked-prefill":
+            on = True
+        elif f == "--no-enable-chunked-prefill":
+            on = False
+        elif f.startswith("--enable-chunked-prefill="):
+            on = f.split("=", 1)[1].strip().lower() in ("1", "true", "yes", "on")
+    return on
+
+
+def fit_report(s: VllmSettings, spec: ModelSpec, group: Sequence[GpuMemory]) -> FitReport:
+    """``check_model_fit`` with the settings' values and flags. ``ValueError`` on an unknown dtype."""
+    flags = s.flags
+    return check_model_fit(
+        spec,
+        [(g.index, g.name, g.total_bytes, g.used_bytes) for g in group],
+        context=s.max_model_len or _int_flag(flags, "--max-model-len"),
+        concurrency=s.fit_concurrency,
+        tp=s.tensor_parallel_size,
+        gpu_memory_utilization=s.gpu_memory_utilization or 0.9,
+        quantization=s.quantization or flag_value(flags, "--quantization"),
+        kv_cache_dtype=s.kv_cache_dtype or flag_value(flags, "--kv-cache-dtype"),
+        overhead_bytes=None if s.runtime_overhead_gib is None else int(s.runtime_overhead_gib * 2**30),
+        max_num_batched_tokens=_int_flag(flags, "--max-num-batched-tokens"),
+        max_num_seqs=_int_flag(flags, "--max-num-seqs"),
+        chunked_prefill=_chunked(flags),
+        enforce_eager="--enforce-eager" in flags,
+        version=parse_version(s.expect_version),
+    )
+
+
 def memory_fit(
     s: VllmSettings,
     gpus: Sequence[GpuMemory],
     gpu_source: str,
     tp_groups: Sequence[Sequence[int]] | None = None,
 ) -> Verdict:
-    """Weights + KV cache + overhead against each GPU of the group at ``gpu_memory_utilization``."""
+    """vLLM's start rule on each GPU of the group: weights + runtime within ``gpu_memory_utilization``,
+    and one sequence of ``max_model_len`` (or ``[vllm] concurrency`` of them) in the KV cache left."""
     spec = resolve_model(s)
     if isinstance(spec, Verdict):
         return spec
@@ -103,32 +139,26 @@ def memory_fit(
                 "profile, or install pytest-rigcheck[nvml] so NVML reports them"
             ],
         )
-    group = group_of(gpus, s.tensor_parallel_size, tp_groups)
     try:
-        report = check_model_fit(
-            spec,
-            [tuple(g.__dict__.values()) for g in group],
-            context=s.max_model_len,
-            concurrency=s.concurrency,
-            tp=s.tensor_parallel_size,
-            gpu_memory_utilization=s.gpu_memory_utilization or 0.9,
-            quantization=s.quantization,
-            kv_cache_dtype=s.kv_cache_dtype,
-            overhead_bytes=None if s.runtime_overhead_gib is None else int(s.runtime_overhead_gib * 2**30),
-            max_num_batched_tokens=_int_flag(s.flags, "--max-num-batched-tokens"),
-            max_num_seqs=_int_flag(s.flags, "--max-num-seqs"),
-            enforce_eager="--enforce-eager" in s.flags,
-        )
+        report = fit_report(s, spec, group_of(gpus, s.tensor_parallel_size, tp_groups))
     except ValueError as exc:
         return unreadable(f"model-fit gate for {spec.name}: {exc}")
-    props: dict[str, Any] = {**report.properties(), "gpu_memory_source": gpu_source}
-    lines = str(report).splitlines()
-    body = dict(
-        measured="; ".join(g.line() for g in report.gpus),
-        expected=f"need <= budget on every GPU of the group (GPU memory from {gpu_source}; settings from "
-        f"[vllm] in {s.where})",
-        notes=[ln.strip() for ln in lines[1:] if ln.strip().startswith("KV cache")],
-        properties=props,
+    need = (
+        "1 (vLLM starts when one fits)"
+        if s.fit_concurrency is None
+        else f"{s.fit_concurrency} ([vllm] concurrency)"
+    )
+    body: dict[str, Any] = dict(
+        measured=f"{report.max_concurrency or 0:.2f}x sequences of {report.context} tokens; "
+        + "; ".join(g.line() for g in report.gpus),
+        expected=f"at least {need} full-length sequence(s) in the KV cache on every GPU of the group (GPU "
+        f"memory from {gpu_source}; settings from [vllm] in {s.where})",
+        measured_value=round(report.max_concurrency or 0, 2),
+        expected_value=report.concurrency,
+        unit="sequences",
+        target={"gpus": [f"GPU{g.gpu.index} ({g.gpu.name})" for g in report.gpus]},
+        notes=[report.kv_line(), *report.notes],
+        properties={**report.properties(), "gpu_memory_source": gpu_source},
     )
     if not report.ok:
         return failed(
@@ -137,3 +167,74 @@ def memory_fit(
             **body,
         )
     return passed(report.summary(), **body)
+
+
+# "GPU KV cache size: 32,360 tokens" (V1), "# GPU blocks: 2022" (V0, 16-token blocks), and
+# "Maximum concurrency for 20000 tokens per request: 1.56x" (both): vllm/v1/core/kv_cache_utils.py,
+# vllm/executor/executor_base.py (0.6).
+_KV_TOKENS = re.compile(r"GPU KV cache size:\s*([\d,]+)\s*tokens")
+_GPU_BLOCKS = re.compile(r"# GPU blocks:\s*(\d+)")
+_CONCURRENCY = re.compile(r"Maximum concurrency for\s*([\d,]+)\s*tokens per request:\s*([\d.]+)x")
+DISAGREE = 0.25  # relative difference in KV cache tokens that is flagged
+
+
+def parse_kv_log(text: str) -> dict[str, float] | None:
+    """vLLM's KV cache figures from its start-up log: ``kv_tokens``, ``context``, ``max_concurrency``
+    (the last ones logged); ``None`` when the log has none."""
+    out: dict[str, float] = {}
+    for m in _GPU_BLOCKS.finditer(text):
+        out["kv_tokens"] = int(m.group(1)) * 16  # V0's default block size
+    for m in _KV_TOKENS.finditer(text):
+        out["kv_tokens"] = int(m.group(1).replace(",", ""))
+    for m in _CONCURRENCY.finditer(text):
+        out["context"], out["max_concurrency"] = int(m.group(1).replace(",", "")), float(m.group(2))
+    if "kv_tokens" not in out and "max_concurrency" in out:
+        out["kv_tokens"] = out["max_concurrency"] * out["context"]
+    return out or None
+
+
+def compare_with_log(report: FitReport, log_text: str, log_name: str = "the vLLM log") -> Verdict:
+    """The gate's KV cache estimate against what the started server logged; WARN past ``DISAGREE``."""
+    logged = parse_kv_log(log_text)
+    if logged is None or report.kv_tokens is None:
+        return not_applicable(f"{log_name} has no KV cache figures (GPU KV cache size / # GPU blocks)")
+    est, real = report.kv_tokens, int(logged["kv_tokens"])
+    diff = abs(est - real) / max(real, 1)
+    props = {"kv_tokens_estimated": est, "kv_tokens_logged": real, "kv_estimate_error": round(diff, 3)}
+    body: dict[str, Any] = dict(
+        measured=f"{real:,} tokens in the KV cache ({log_name})",
+        expected=f"{est:,} tokens, the model-fit estimate, within {DISAGREE:.0%}",
+        measured_value=real,
+        expected_value=est,
+        unit="tokens",
+        properties=props,
+    )
+    text = (
+        f"{report.model.name}: vLLM logged a KV cache of {real:,} tokens "
+        f"({logged.get('max_concurrency', real / report.context):.2f}x at {report.context}); the model-fit "
+        f"gate estimated {est:,} ({report.max_concurrency:.2f}x)"
+    )
+    if diff > DISAGREE:
+        return warned(
+            f"{text}: {diff:.0%} apart, so the gate's verdicts for this rig are unreliable",
+            fix=[
+                "set [vllm] runtime_overhead_gib to what vLLM used beside weights and KV cache (its log: "
+                "'Memory profiling takes ...', 'Available KV cache memory'), and [vllm] expect_version"
+            ],
+            **body,
+        )
+    return passed(f"{text}: within {DISAGREE:.0%}", **body)
+
+
+def log_agreement(s: VllmSettings, gpus: Sequence[GpuMemory], log_text: str, log_name: str) -> Verdict:
+    """The gate's estimate for the served settings against the KV cache the started server logged."""
+    spec = resolve_model(s)
+    if isinstance(spec, Verdict):
+        return spec
+    if not gpus:
+        return not_applicable(f"no GPU memory figures to estimate {spec.name}'s KV cache with")
+    try:
+        report = fit_report(s, spec, group_of(gpus, s.tensor_parallel_size, None))
+    except ValueError as exc:
+        return unreadable(f"model-fit gate for {spec.name}: {exc}")
+    return compare_with_log(report, log_text, log_name)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..procgroup import GpuReleased, Group, StopReport, log_tail, start_group
+from ..progress import Progress, no_progress
 from .client import OpenAIClient, ServerUnreachable
 
 
@@ -109,16 +110,21 @@ class ServerProcess:
         deadline_s: float,
         poll_s: float = 0.5,
         on_poll: Callable[[], None] | None = None,
+        progress: Progress = no_progress,
     ) -> float:
         """Poll until the server answers; return seconds since start.
 
         Ready means ``GET /health`` 200, or, on a server without ``/health`` (404), ``GET /v1/models`` 200.
-        An exit before that raises at once with the log tail; so does the deadline.
+        An exit before that raises at once with the log tail; so does the deadline. ``progress``
+        (``progress.Progress``) is told at each poll: seconds since start, and the deadline.
         """
         assert self.group is not None
         end = self.started_at + deadline_s
         last = "no answer yet"
         while True:
+            progress(
+                "vLLM start-up and readiness (GET /health)", time.monotonic() - self.started_at, deadline_s
+            )
             code = self.group.poll()
             if code is not None:
                 raise LaunchError(

@@ -271,6 +271,7 @@ def rig_vllm_server(
     rig_vllm_settings: VllmSettings,
     tmp_path_factory: pytest.TempPathFactory,
     record_testsuite_property: Callable[[str, object], None],
+    pytestconfig: pytest.Config,
 ) -> Iterator[VllmServer]:
     """The server under test (``VllmServer``): the one at ``--rig-vllm-url``, or one rigcheck starts from
     the ``[vllm]`` launch template and stops at the end of the session (SIGTERM, SIGKILL after
@@ -301,7 +302,10 @@ def rig_vllm_server(
         return
     failure = None
     try:
-        server = start_server(s, tmp_path_factory.mktemp("rig-vllm"), api_key)
+        from ..progress import progress_for
+
+        with progress_for(pytestconfig) as progress:
+            server = start_server(s, tmp_path_factory.mktemp("rig-vllm"), api_key, progress)
     except LaunchError as exc:
         failure = f"{s.launch_source}: {exc}"
     if failure:
@@ -309,6 +313,7 @@ def rig_vllm_server(
     assert server.process is not None
     record_testsuite_property("vllm_ready_s", round(server.process.ready_s or 0.0, 2))
     record_testsuite_property("vllm_launch", " ".join(server.process.argv))
+    _fit_vs_log(s, server.process.log, record_testsuite_property)
     from ..gpu.holders import gpu_holders
 
     try:
@@ -335,6 +340,26 @@ def rig_vllm_server(
                 "  fix: nvidia-smi shows them; a process stuck in the driver needs a GPU reset or a reboot",
                 pytrace=False,
             )
+
+
+def _fit_vs_log(s: VllmSettings, log: Any, record: Callable[[str, object], None]) -> None:
+    """The model-fit estimate against the KV cache the started server logged, where the GPUs' memory is
+    given ([vllm.gpus] or --rig-vllm-gpu-memory; NVML now counts the server itself): recorded as
+    properties; a disagreement past ``fitcheck.DISAGREE`` is a warning in the run's summary."""
+    import warnings
+
+    from ..verdict import Status
+    from .fitcheck import log_agreement
+
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    verdict = log_agreement(s, list(s.gpus), text, str(log))
+    for key, value in verdict.properties.items():
+        record(f"vllm_fit_{key}", value)
+    if verdict.status == Status.WARN:
+        warnings.warn(str(verdict), stacklevel=1)
 
 
 def gpus_from_rig_gpus(rig_gpus: Any) -> list[GpuMemory]:

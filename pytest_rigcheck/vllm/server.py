@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..procgroup import free_port, log_tail
+from ..progress import Progress, no_progress
 from .client import OpenAIClient, Response, ServerUnreachable, StreamResult
 from .launcher import LaunchError, ServerProcess
 from .settings import VllmSettings
@@ -113,8 +114,11 @@ class VllmServer:
         self.model_id = want if want in ids else (ids[0] if ids and not want else want)
 
 
-def start_server(settings: VllmSettings, log_dir: Path, api_key: str | None) -> VllmServer:
-    """Start the server of ``settings.launch`` on 127.0.0.1 and wait until it is ready.
+def start_server(
+    settings: VllmSettings, log_dir: Path, api_key: str | None, progress: Progress = no_progress
+) -> VllmServer:
+    """Start the server of ``settings.launch`` on 127.0.0.1 and wait until it is ready (``progress``, a
+    ``progress.Progress``, is told while it waits).
 
     Raises ``LaunchError`` (with the log's tail) when it exits early or is not ready in time; the
     process group is stopped before raising.
@@ -132,7 +136,7 @@ def start_server(settings: VllmSettings, log_dir: Path, api_key: str | None) -> 
     proc.start()
     client = OpenAIClient(f"http://{host}:{port}", api_key, settings.request_timeout_s)
     try:
-        proc.wait_ready(client, settings.ready_timeout_s)
+        proc.wait_ready(client, settings.ready_timeout_s, progress=progress)
     except LaunchError:
         report = proc.stop(settings.stop_grace_s)
         if report.leftover:

@@ -97,6 +97,7 @@ class VllmSettings:
     prefix_caching: bool | None = None
     tool_calls: bool | None = None  # None: checked where the server supports them, skipped where not
     concurrency: int = 4
+    fit_concurrency: int | None = None  # [vllm] concurrency when given: the model-fit gate's stricter need
     decode_tokens: int = 64
     min_decode_tokens_per_s: float | None = None
     min_aggregate_tokens_per_s: float | None = None
@@ -217,6 +218,8 @@ def parse_vllm_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, int) or not lo_i <= value <= hi_i:
                 raise ProfileError(where, k, value, f"a whole number from {lo_i} to {hi_i}")
             out[key] = value
+            if key == "concurrency":
+                out["fit_concurrency"] = value
         elif key in _STR_KEYS:
             if not isinstance(value, str) or not value.strip():
                 raise ProfileError(where, k, value, "a non-empty string")

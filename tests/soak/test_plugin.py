@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -143,7 +144,7 @@ def test_sampler_keeps_samples_and_stops_the_load(tmp_path, monkeypatch, stop_at
         FakeNvml(stop_at), {"0000:00:06.0": 0}, {"0000:00:06.0": []}, {"0000:00:06.0": "GPU0"}, 0.08, tmp_path
     )
     lines: list[str] = []
-    s.progress = lines.append
+    s.progress = lambda what, t, total, detail="": lines.append(f"{what} {t:.0f}/{total:.0f} s  {detail}")
     s([])
     rows = s.samples["0000:00:06.0"]
     assert (tmp_path / "stop.load").exists()
@@ -164,7 +165,7 @@ def test_sampler_keeps_samples_and_stops_the_load(tmp_path, monkeypatch, stop_at
 
 class FakeTerminal:
     def __init__(self, tty: bool) -> None:
-        self.isatty = tty
+        self.isatty = lambda: tty
         self.lines: list[tuple[str, str]] = []
         self._tw = SimpleNamespace(fullwidth=80)
 
@@ -176,6 +177,9 @@ class FakeTerminal:
 
     def write(self, text):
         self.lines.append(("write", text))
+
+    def ensure_newline(self):
+        pass
 
 
 def _session(verbosity: int, tty: bool):
@@ -197,16 +201,21 @@ def test_progress_quiet_under_q():
 def test_progress_rewrites_on_a_terminal_and_throttles_in_a_log():
     s, tr = _session(0, True)
     show = s._progress()
-    show("soak 1/60 s  GPU0 1980 MHz 40 C 690 W")
-    show("soak 2/60 s  GPU0 1980 MHz 41 C 690 W")
-    show("soak done: completed")
-    assert [k for k, _ in tr.lines] == ["rewrite", "rewrite", "write", "line"]
+    show("soak", 1, 60, detail="GPU0 1980 MHz 40 C 690 W")
+    time.sleep(0.3)
+    show("soak", 2, 60, detail="GPU0 1980 MHz 41 C 690 W")
+    show.note("soak done: completed")
+    assert [k for k, _ in tr.lines] == ["write", "rewrite", "rewrite", "rewrite", "line"]
+    assert tr.lines[1][1] == "rigcheck: soak, 1 s (deadline 60 s)  GPU0 1980 MHz 40 C 690 W"
     s, tr = _session(0, False)
     show = s._progress()
     for i in range(5):
-        show(f"soak {i}/60 s")
-    show("soak done: completed")
-    assert tr.lines == [("line", "soak 0/60 s"), ("line", "soak done: completed")]
+        show("soak", i, 60, detail=f"GPU0 {i} C")
+    show.note("soak done: completed")
+    assert tr.lines == [
+        ("line", "rigcheck: soak, 0 s (deadline 60 s)  GPU0 0 C"),
+        ("line", "rigcheck: soak done: completed"),
+    ]
 
 
 MIXED_TORCH = """

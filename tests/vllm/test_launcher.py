@@ -151,3 +151,16 @@ class TestGpuMemoryReleased:
         report = proc.stop(5)
         assert proc.pid in report.pids
         assert len(report.pids) == 2
+
+
+def test_readiness_wait_tells_progress(tmp_path, tag):
+    """vLLM start-up and readiness: the status line is told at each poll, with the ready deadline (issue 10 #4)."""
+    proc, client = _proc(tmp_path, "good", tag)
+    seen = []
+    proc.start()
+    try:
+        proc.wait_ready(client, 30, progress=lambda what, el, dl: seen.append((what, el, dl)))
+    finally:
+        proc.stop(grace_s=10)
+    assert seen and {w for w, _, _ in seen} == {"vLLM start-up and readiness (GET /health)"}
+    assert all(dl == 30 and el >= 0 for _, el, dl in seen)

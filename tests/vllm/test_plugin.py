@@ -195,6 +195,9 @@ class TestLaunchedFaultServers:
             ]
         )
         assert result.duration < 30  # started once, not once per test
+        # The readiness wait's status line: one line for the phase in a log (issue 10 #4).
+        waits = [x for x in result.stdout.lines if x.startswith("rigcheck: vLLM start-up and readiness")]
+        assert waits == ["rigcheck: vLLM start-up and readiness (GET /health), 0 s (deadline 3 s)"], waits
 
     def test_exit_at_start(self, pytester, tag):
         """A server that exits during start-up fails at once with the tail of its log."""
@@ -295,7 +298,7 @@ class TestModelFitSuite:
         result.assert_outcomes(passed=1, failed=1)
         result.stdout.fnmatch_lines(
             [
-                "*deepseek-r1-distill-qwen-7b (7.62B params, bf16) at context 16384*does NOT fit*",
+                "*deepseek-r1-distill-qwen-7b (7.62B params, bf16) at max_model_len 16384*does NOT fit*",
                 "*problem: GPU0 (NVIDIA GeForce RTX 3080): free 8.67 GiB < gpu_memory_utilization 0.9 x "
                 "total 10.00 GiB*",
                 "*weights 14.19 GiB*",

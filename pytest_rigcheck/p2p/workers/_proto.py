@@ -35,5 +35,16 @@ def write_result(run_dir: str, name: str, data: dict[str, Any]) -> None:
     os.replace(path + ".tmp", path)
 
 
+def mark_step(run_dir: str, name: str, text: str) -> None:
+    """What the worker measures now (``step.<name>``), for the launcher's status line; best effort."""
+    path = os.path.join(run_dir, f"step.{name}")
+    try:
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass
+
+
 def log(*parts: object) -> None:
     print("[rigcheck-worker]", *parts, flush=True)

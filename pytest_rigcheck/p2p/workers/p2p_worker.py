@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _proto import log, mark_ready, wait_go, write_result  # noqa: E402
+from _proto import log, mark_ready, mark_step, wait_go, write_result  # noqa: E402
 
 NVML_CAPS = {"read": 0, "write": 1, "nvlink": 2, "atomics": 3, "pci": 4}  # nvmlGpuP2PCapsIndex_t
 # nvidia-ml-py 12.x/13.x define NVML_P2P_CAPS_INDEX_READ as the tuple (0,) (a stray comma), which ctypes
@@ -287,6 +287,7 @@ def main() -> int:
                 )
                 out[key]["control_latency_us"], out[key]["control_latency_trials"] = med, got
 
+            mark_step(args.run_dir, args.name, f"control (peer access off) {a[-7:]}->{b[-7:]}")
             started = time.perf_counter()
             guarded(key, control)
             out[key]["control_elapsed_s"] = round(time.perf_counter() - started, 4)
@@ -324,6 +325,11 @@ def main() -> int:
                 r["latency_verified"] = verify(j, i + 1, lat_elems)
             r["elapsed_s"] = round(time.perf_counter() - started, 4)
 
+        mark_step(
+            args.run_dir,
+            args.name,
+            f"pair {a[-7:]}->{b[-7:]} ({', '.join(sorted(m for m in modes if m != 'control'))})",
+        )
         guarded(key, measure)
     result["pairs"].update(out)
 
@@ -343,6 +349,7 @@ def main() -> int:
                 result["devices"][g] = {"error": "not visible to CUDA in the worker"}
                 continue
             d = index[g]
+            mark_step(args.run_dir, args.name, f"host link {g[-7:]}")
             info = result["devices"][g]
             s = streams[d][0]
             started = time.perf_counter()
