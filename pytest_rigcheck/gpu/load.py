@@ -70,11 +70,15 @@ def measure_under_load(
             NOT_SUPPORTED,
         )
         return dict.fromkeys(gpus, why)
+    from ..p2p.busy import BUSY_CODE, busy_text, check_nvml
     from ..p2p.lock import MeasureLockError, measure_lock
     from .holders import gpu_holders
 
     try:
         with measure_lock():
+            busy = check_nvml(nvml, gpus)
+            if busy:  # another process on the GPUs: its use, not the rig's, would be sampled
+                return dict.fromkeys(gpus, Unavailable(busy_text(busy, "readings under load"), BUSY_CODE))
             return _run(nvml, gpus, seconds, python, timeout_s, gpu_released or gpu_holders, progress)
     except (MeasureLockError, TimeoutError) as exc:
         return dict.fromkeys(gpus, Unavailable(f"no load could be run: {exc}"))
@@ -108,11 +112,11 @@ def load_worker(
     """The load worker for ``bdfs``, its plan written to ``run_dir``; ``mode`` ``matmul`` (compute) or
     ``mixed`` (compute and device-memory copies, for the soak).
 
-    Also the seam for sharing start-up with the P2P measurement (not wired yet): ``p2p.measure.run``
-    would add this worker to the list it hands ``Launcher.start``, so its torch import and CUDA set-up
-    overlap the P2P/NCCL workers', run ``launcher.run_phase("load", during=Sampler(...))`` before its
-    "p2p" phase, under the one ``measure_lock`` it already holds, and give ``Sampler.readings(outcome)``
-    to the rig's GPU session. Nothing else changes: same run directory, handshake and timeouts.
+    Also the seam for sharing start-up with the P2P measurement (wired in ``p2p/joint.py``):
+    ``p2p.measure.run`` adds this worker to the list it hands ``Launcher.start``, so its torch import and
+    CUDA set-up overlap the P2P/NCCL workers', runs ``launcher.run_phase("load", during=Sampler(...))``
+    before its "p2p" phase, under the one ``measure_lock`` it already holds, and gives
+    ``Sampler.readings(outcome)`` to the rig's GPU session. Same run directory, handshake and timeouts.
     """
     from ..p2p.launch import Worker, python_cmd, worker_env
 

@@ -434,6 +434,15 @@ class LiveNvml:
             val(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
         )
 
+    def usage(self, index: int) -> tuple[list[dict[str, Any]], int | None, int | None]:
+        """GPU ``index`` read now: (processes as ``_processes``, GPU and memory utilization percent, None
+        where NVML does not say); for ``p2p.busy``. NVML errors on the process list propagate."""
+        nv, h = self._nv, self._handles[index]
+        util = self._read(lambda: nv.nvmlDeviceGetUtilizationRates(h))
+        ug = None if isinstance(util, Unavailable) else int(util.gpu)
+        um = None if isinstance(util, Unavailable) else int(util.memory)
+        return self._processes(h), ug, um
+
     def replay(self, index: int) -> int | None:
         v = self._read(lambda: int(self._nv.nvmlDeviceGetPcieReplayCounter(self._handles[index])))
         return None if isinstance(v, Unavailable) else int(v)

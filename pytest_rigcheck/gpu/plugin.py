@@ -121,6 +121,11 @@ class GpuSession:
 
     def load(self) -> dict[str, LoadReadings | Unavailable]:
         """Readings under load for every GPU, taken once (live: a short load on all GPUs at once)."""
+        if self._load is None and self.rig.is_live:
+            from ..p2p.joint import want_joint
+
+            if want_joint(self.rig):  # the P2P measurement ran the load as its first phase
+                return self._load  # type: ignore[return-value]
         if self._load is None:
             self._load = self.nvml.under_load(
                 [fn.bdf for fn in self.rig.pcie.gpus], self.seconds, self.python, progress=self.progress

@@ -25,7 +25,11 @@ def capture_p2p(out_dir: Path | str, timeout_s: float = 120.0, python: str | Non
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rig = Rig.live(Profile())
-    kind, value = P2pSession(rig, timeout_s, python, None).outcome()
+    session = P2pSession(rig, timeout_s, python, None)
+    kind, value = session.outcome()
+    if kind != "ok" and session.busy_data is not None:  # the busy record replays as the same UNREADABLE
+        (out / P2P_JSON).write_text(json.dumps(session.busy_data, indent=1, sort_keys=True) + "\n", "utf-8")
+        return {"p2p": f"{P2P_JSON}: nothing measured: {value}"}
     if kind != "ok":
         return {"p2p": f"not captured: {value}"}
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")

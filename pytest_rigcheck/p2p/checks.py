@@ -336,7 +336,7 @@ def _settle(
     reads = ", ".join(f"{v:.3g}" for v in vals)
     measured = (
         f"{j.value:.4g} {unit} ({'readings ' + reads + '; best decides' if j.retried else 'one reading'})"
-    )
+    ) + line.share(j.value)
     if verified is False:
         return failed(
             f"{t.label}: {name} copies delivered WRONG DATA",
@@ -429,7 +429,7 @@ def latency(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     if not vals:
         return unreadable(f"{t.label}: P2P latency not measured ({_where(data)})")
     ctl = figure_readings(entry, "control_latency_us", f"{t.label}: P2P latency with peer access off")
-    line = th.latency_threshold(t.rig, ctl[0] if ctl else None)
+    line = th.latency_threshold(t.rig, ctl[0] if ctl else None, (t.src.bdf, t.dst.bdf), data)
     if line is None:
         return unreadable(
             f"{t.label}: P2P latency {vals[0]:.3g} us, but no pass line: no [p2p] max_latency_us and no "
@@ -684,7 +684,7 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     measured = (
         f"busbw {j.value:.4g} GB/s at {size} B (readings {', '.join(f'{v:.4g}' for v in vals)}); "
         f"sweep tail bytes:GB/s {table}; NCCL {entry.get('nccl') or '?'}"
-    )
+    ) + line.share(j.value)
     if j.status == th.FAIL:
         return failed(
             f"{t.label}: all-reduce busbw {j.value:.3g} GB/s, below {line.warn_line:.3g} GB/s",

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..gpu.holders import gpu_holders
 from ..procgroup import free_port
@@ -23,6 +23,9 @@ from ..progress import Progress, no_progress
 from ..runenv.state import selected_env
 from .figures import DEFINITIONS, FORMAT, group_key, pair_key
 from .launch import Launcher, PhaseOutcome, Worker, python_cmd, worker_env
+
+if TYPE_CHECKING:
+    from .joint import LoadPhase
 
 DEFAULT_SIZES = [8 * 4**k for k in range(14)]  # 8 B .. 512 MiB, x4: nccl-tests -b 8 -e 512M -f 4
 JUDGED_BYTES = 536870912
@@ -161,10 +164,13 @@ def run(
     keep_dir: Path | None = None,
     log_file: Path | None = None,
     progress: Progress = no_progress,
+    load: LoadPhase | None = None,
 ) -> dict[str, Any]:
     """Measure and return a ``p2p.json`` dict (without origin). ``groups`` default: all ``gpus`` as one.
 
     ``progress`` (``progress.Progress``) is told which phase runs, for how long, and its deadline.
+    ``load``: the GPU load run first, its worker started with the others (``joint.LoadPhase``; its
+    readings are left on it, not in the dict).
     """
     t0 = time.monotonic()
     groups = groups if groups is not None else ([gpus] if len(gpus) > 1 else [])
@@ -172,7 +178,7 @@ def run(
     ranks = sorted({b for g in groups for b in g}, key=gpus.index)
     with tempfile.TemporaryDirectory(prefix="rigcheck-p2p-", dir=keep_dir) as tmp:
         run_dir = Path(tmp)
-        workers: list[Worker] = []
+        workers: list[Worker] = [load.worker(run_dir, python)] if load is not None else []
         if p2p:
             workers.append(
                 _p2p_worker(
@@ -203,6 +209,8 @@ def run(
         outcomes: dict[str, PhaseOutcome] = {}
         with Launcher(run_dir, timeout_s, gpu_released=gpu_holders, progress=progress) as launcher:
             launcher.start(workers)
+            if load is not None:
+                outcomes["load"] = load.run(launcher)
             for phase in ("p2p", "nccl", "control"):
                 if any(w.phase == phase for w in workers):
                     outcomes[phase] = launcher.run_phase(
@@ -413,9 +421,11 @@ def measure(
     timeout_s: float,
     python: str | None,
     progress: Progress = no_progress,
+    load: LoadPhase | None = None,
 ) -> dict[str, Any]:
-    """Everything once, then a retry of what ``decide`` names (figures that missed their pass line)."""
-    data = run(gpus, groups=groups, timeout_s=timeout_s, python=python, progress=progress)
+    """Everything once (the GPU load first, when ``load`` is given), then a retry of what ``decide`` names
+    (figures that missed their pass line)."""
+    data = run(gpus, groups=groups, timeout_s=timeout_s, python=python, progress=progress, load=load)
     failing_pairs, failing_host, failing_groups = decide(data)
     retry(data, gpus, failing_pairs, failing_host, failing_groups, timeout_s, python, progress)
     return data

@@ -178,7 +178,12 @@ def modelled_p2p(snapshot_name: str, gpu_bdfs: list[str]) -> dict[str, Any] | No
         }
         d["nccl"]["ipc"] = {
             "pairs": {
-                pair_key(a, b): {"ok": True, "mismatches": 0, "bytes": 4194304}
+                pair_key(a, b): {
+                    "ok": True,
+                    "mismatches": 0,
+                    "bytes": 4194304,
+                    "kernel_write": {"ok": True, "mismatches": 0, "bytes": 4194304},
+                }
                 for a, b in permutations(gpu_bdfs, 2)
             }
         }
@@ -277,6 +282,7 @@ def captured_p2p(snapshot_name: str, captures: Path) -> dict[str, Any] | None:
     d["expect_fail"] = [
         *(f"test_p2p_capability[{a}->{b}]" for a, b in permutations(bdfs, 2)),
         *(f"test_cuda_ipc_roundtrip[{a}->{b}]" for a, b in permutations(bdfs, 2)),
+        *(f"test_cuda_ipc_kernel_write[{a}->{b}]" for a, b in permutations(bdfs, 2)),
         "test_nccl_uses_p2p[all]",
     ]
     return d

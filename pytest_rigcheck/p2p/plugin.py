@@ -156,6 +156,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(MEASURE_GROUP))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """P2P figures wanted in this run: the live GPU load then runs as their first phase (``joint.py``)."""
+    if not any(any(f in getattr(i, "fixturenames", ()) for f in MEASURE_FIXTURES) for i in session.items):
+        return
+    from ..plugin import rig_session
+    from .joint import WANTED_KEY
+
+    rs = rig_session(session.config)
+    if not rs.enabled:
+        return
+    for rig in rs.rigs:
+        if rig.is_live:
+            p2p_session(rig, session.config)
+            rig.extras[WANTED_KEY] = True
+
+
 # -- fixtures ---------------------------------------------------------------------------------------
 
 

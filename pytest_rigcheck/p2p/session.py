@@ -54,7 +54,10 @@ def decide(rig: Rig, data: dict[str, Any]) -> tuple[dict[str, list[str]], list[s
             if vals and line and line.classify(vals[0]) != th.PASS:
                 pairs.setdefault(key, []).append(fig)
         ctl = readings(p, "control_latency_us")
-        vals, lline = readings(p, "latency_us"), th.latency_threshold(rig, ctl[0] if ctl else None)
+        vals, lline = (
+            readings(p, "latency_us"),
+            th.latency_threshold(rig, ctl[0] if ctl else None, (a, b), data),
+        )
         if vals and lline and lline.classify(vals[0]) != th.PASS:
             pairs.setdefault(key, []).append("latency")
     for bdf, g in data.get("gpus", {}).items():
@@ -97,6 +100,7 @@ class P2pSession:
         self.python = python
         self.testrunuid = testrunuid
         self._outcome: tuple[str, Any] | None = None
+        self.busy_data: dict[str, Any] | None = None  # p2p.json of a busy rig: its record, no figures
         self.progress: Any = None  # the run's status line (progress.StatusLine), set by p2p_session
 
     def outcome(self) -> tuple[str, Any]:
@@ -124,7 +128,7 @@ class P2pSession:
         rig = self.rig
         if not rig.is_live:
             try:
-                return ("ok", load(rig.source, f"snapshot {rig.name}"))
+                return self._busy_or_ok(load(rig.source, f"snapshot {rig.name}"))
             except KeyError:
                 return (
                     "skip",
@@ -153,7 +157,18 @@ class P2pSession:
             figures = self._measure()
         except (MeasureLockError, TimeoutError) as exc:  # the lock: unsafe, or held by another run too long
             raise RigcheckError(f"no measurement taken: {exc}") from None
-        return ("ok", check(figures, f"figures {P2P_JSON} measured live on {rig.name}"))
+        return self._busy_or_ok(check(figures, f"figures {P2P_JSON} measured live on {rig.name}"))
+
+    def _busy_or_ok(self, data: dict[str, Any]) -> tuple[str, Any]:
+        """``("ok", data)``; raises ``RigcheckError`` (every P2P/NCCL check UNREADABLE) when ``data`` records a
+        busy rig, keeping it in ``busy_data`` for capture."""
+        from .busy import busy_text, recorded
+
+        lines = recorded(data)
+        if lines:
+            self.busy_data = data
+            raise RigcheckError(busy_text(lines, "P2P and NCCL figures"))
+        return ("ok", data)
 
     def _measure(self) -> dict[str, Any]:
         from ..runenv.state import hidden_gpus
@@ -169,10 +184,26 @@ class P2pSession:
         with measure_lock():
             data = read_shared(shared)
             if data is None:
-                kw = {"progress": self.progress} if self.progress is not None else {}
-                data = measure.measure(
-                    gpus, nccl_groups, lambda d: decide(self.rig, d), self.timeout_s, self.python, **kw
-                )
+                from .busy import live_record, nothing_measured
+                from .joint import deliver, load_phase
+
+                busy = live_record(self.rig, gpus)  # before any worker starts
+                if busy.get("lines"):
+                    data = nothing_measured(busy)  # a busy rig: its record, and no figures
+                else:
+                    kw = {"progress": self.progress} if self.progress is not None else {}
+                    phase = load_phase(self.rig)
+                    data = measure.measure(
+                        gpus,
+                        nccl_groups,
+                        lambda d: decide(self.rig, d),
+                        self.timeout_s,
+                        self.python,
+                        load=phase,
+                        **kw,
+                    )
+                    data["busy"] = busy
+                    deliver(self.rig, phase)
                 if self.progress is not None:
                     self.progress.close()
                 data["hidden"] = hidden

@@ -1,11 +1,17 @@
 """Pass lines for P2P and NCCL figures: from the profile, else from the topology; and the judging rule.
 
 Derived lines are a stated fraction of the theoretical one-direction bandwidth of the narrowest link on
-the pair's path (PCIe 128b/130b encoding at 8/16/32 GT/s: Gen3 0.985, Gen4 1.969, Gen5 3.938 GB/s per
-lane; NVLink 20/25/25/25/50 GB/s per link per direction for NVLink 1-5, from NVIDIA's NVLink product
-pages). A warning band lies beyond each pass line (below it for
-bandwidth, above it for latency); a first reading outside the pass line is measured again before the
-verdict, and the best reading decides.
+the pair's path (PCIe data rates with 128b/130b encoding: Gen3 0.985, Gen4 1.969, Gen5 3.938 GB/s per lane).
+For NVLink peers the line is the links up between the pair times the per-link rate of the NVLink
+generation, per direction (NVIDIA's NVLink page, https://www.nvidia.com/en-us/data-center/nvlink/, and
+the GPU datasheets: NVLink 2 (V100) 6 links = 300 GB/s both ways, NVLink 3 (A100) 12 = 600, NVLink 4
+(H100/H200) 18 = 900, NVLink 5 (Blackwell) 18 x 100 GB/s = 1.8 TB/s; so 25, 25, 25 and 50 GB/s per link
+per direction; NVLink 1 (P100) 20. GA102 cards' NVLink 3 runs 14.0625 GB/s per link per direction:
+NVIDIA Ampere GA102 GPU Architecture whitepaper). The generation comes from NVML
+(``nvmlDeviceGetNvLinkVersion``, an ``nvmlNvlinkVersion_t`` in current nvml.h: 1 = 1.0, 2 = 2.0,
+3 = 2.2, 4 = 3.0, 5 = 3.1, 6 = 4.0, 7 = 5.0), else from the GPU's name. A warning band lies beyond each
+pass line (below it for bandwidth, above it for latency); a first reading outside the pass line is
+measured again before the verdict, and the best reading decides.
 """
 
 from __future__ import annotations
@@ -34,7 +40,22 @@ FRACTION = {
     ("nccl", "busbw"): 0.55,  # all-reduce busbw at 512 MB: 2x H200 314 GB/s = 70 % of 450
 }
 LATENCY_VS_CONTROL = 0.5  # P2P latency must be under half the host-staged latency of the same run
+# NVLink peers: a 16 B peer copy is launch-bound, about 2-3 us (2x H200 NV18: 2.2 us; the host-staged
+# control 15-17 us), so half the control would let a 8 us NVLink pass and a staged path nearly pass.
+NVLINK_LATENCY_US = 10.0
 NVLINK_GBPS = {1: 20.0, 2: 25.0, 3: 25.0, 4: 25.0, 5: 50.0}  # per link, per direction
+# nvmlNvlinkVersion_t (nvml.h, NVML_NVLINK_VERSION_1_0 = 1 .. NVML_NVLINK_VERSION_5_0 = 7) -> generation
+NVML_NVLINK_ENUM = {
+    1: (1, "1.0"),
+    2: (2, "2.0"),
+    3: (2, "2.2"),
+    4: (3, "3.0"),
+    5: (3, "3.1"),
+    6: (4, "4.0"),
+    7: (5, "5.0"),
+}
+# GA102 (RTX 3090, RTX A6000, A40): NVLink 3 at 14.0625 GB/s per link per direction (GA102 whitepaper)
+NVLINK_GBPS_BY_NAME = (("RTX 3090", 14.0625), ("RTX A6000", 14.0625), ("A40", 14.0625))
 NVLINK_BY_NAME = (
     ("B200", 5),
     ("B100", 5),
@@ -44,6 +65,9 @@ NVLINK_BY_NAME = (
     ("H800", 4),
     ("A100", 3),
     ("A800", 3),
+    ("RTX 3090", 3),
+    ("RTX A6000", 3),
+    ("A40", 3),
     ("V100", 2),
     ("P100", 1),
 )
@@ -69,6 +93,13 @@ class Threshold:
     higher_is_better: bool
     unit: str
     source: str
+    capacity: float | None = None  # the theoretical figure the line is a fraction of (same unit), if any
+
+    def share(self, value: float) -> str:
+        """``; 31% of the theoretical 450 GB/s`` for a derived bandwidth line, else ``""``."""
+        if not self.capacity or not self.higher_is_better:
+            return ""
+        return f"; {value / self.capacity:.0%} of the theoretical {self.capacity:.4g} {self.unit}"
 
     def classify(self, value: float) -> str:
         if self.higher_is_better:
@@ -110,8 +141,8 @@ def judge(readings: list[float], t: Threshold) -> Judgement:
     return Judgement(t.classify(best), best, tuple(readings))
 
 
-def bandwidth_line(value: float, band: float, source: str) -> Threshold:
-    return Threshold(value, value * (1 - band), True, "GB/s", source)
+def bandwidth_line(value: float, band: float, source: str, capacity: float | None = None) -> Threshold:
+    return Threshold(value, value * (1 - band), True, "GB/s", source, capacity)
 
 
 @dataclass(frozen=True)
@@ -192,12 +223,32 @@ def parse_nccl(table: dict[str, Any], where: str) -> NcclSection:
 
 
 def nvlink_version(info: dict[str, Any] | None, gpu_name: str) -> tuple[int | None, str]:
-    if info and info.get("version"):
-        return int(info["version"]), "NVML"
-    for key, v in NVLINK_BY_NAME:
-        if key in gpu_name:
-            return v, f"NVLink{v} assumed for {key}"
+    """NVLink generation of a GPU and how it was known: NVML's ``nvmlNvlinkVersion_t`` decoded, checked
+    against the GPU's name (NVML has been seen reporting 5.0 for Hopper, which has NVLink 4: the
+    ``NVML_NVLINK_VERSION_5_0`` workaround in FlashInfer's NVLink bandwidth probe); else the name alone.
+
+    Example:
+        >>> nvlink_version({"version": 6}, "NVIDIA H200")
+        (4, 'NVML NVLink 4.0')
+    """
+    by_name = next(((k, v) for k, v in NVLINK_BY_NAME if k in gpu_name), None)
+    raw = info.get("version") if info else None
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw in NVML_NVLINK_ENUM:
+        gen, text = NVML_NVLINK_ENUM[raw]
+        if by_name is not None and by_name[1] != gen:
+            return by_name[1], f"NVLink{by_name[1]} of {by_name[0]} (NVML reports {text}, not this GPU's)"
+        return gen, f"NVML NVLink {text}"
+    if by_name is not None:
+        return by_name[1], f"NVLink{by_name[1]} assumed for {by_name[0]}"
     return None, "unknown"
+
+
+def nvlink_rate(version: int, gpu_name: str) -> float | None:
+    """GB/s per link per direction for the generation (GA102 cards' slower NVLink 3 by name)."""
+    for key, rate in NVLINK_GBPS_BY_NAME:
+        if key in gpu_name and version == 3:
+            return rate
+    return NVLINK_GBPS.get(version)
 
 
 def path_capacity(rig: Rig, a: str, b: str | None, data: dict[str, Any]) -> PathCapacity | None:
@@ -217,13 +268,24 @@ def path_capacity(rig: Rig, a: str, b: str | None, data: dict[str, Any]) -> Path
             links = int(direct) if direct else min(int(la["active"]), int(lb["active"]))
             name = data.get("gpus", {}).get(a, {}).get("name") or tree.functions[a].name
             version, how = nvlink_version(la, name)
-            if version in NVLINK_GBPS:
-                via = "direct" if direct else "lesser active count of the two GPUs (NVSwitch)"
-                per = NVLINK_GBPS[version]
+            per = nvlink_rate(version, name) if version is not None else None
+            if per is not None:
+                linked = [
+                    g
+                    for g in (data.get("gpus") or {}).values()
+                    if ((g or {}).get("nvlink") or {}).get("active")
+                ]
+                via = (
+                    "direct"
+                    if direct
+                    else "the pair's active links: no other GPU has NVLink"
+                    if len(linked) == 2
+                    else "lesser active count of the two GPUs (NVSwitch)"
+                )
                 return PathCapacity(
                     "nvlink",
                     links * per,
-                    f"NVLink{version} x{links} ({via}; {per:g} GB/s per link per direction, {how}) = "
+                    f"NVLink: {links} links x {per:g} GB/s per direction, NVLink gen {version} ({via}; {how}) = "
                     f"{links * per:g} GB/s",
                 )
     hops: list[tuple[float, str]] = []
@@ -266,16 +328,37 @@ def p2p_threshold(rig: Rig, a: str, b: str, figure: str, data: dict[str, Any]) -
     frac = FRACTION[(cap.kind, figure)]
     mult = 2 if figure == "bidir" else 1
     return bandwidth_line(
-        frac * mult * cap.gbps, sec.warn_band, f"{frac:.0%} of {'2 x ' if mult == 2 else ''}{cap.text}"
+        frac * mult * cap.gbps,
+        sec.warn_band,
+        f"{frac:.0%} of {'2 x ' if mult == 2 else ''}{cap.text}",
+        mult * cap.gbps,
     )
 
 
-def latency_threshold(rig: Rig, control_us: float | None) -> Threshold | None:
+def latency_threshold(
+    rig: Rig,
+    control_us: float | None,
+    pair: tuple[str, str] | None = None,
+    data: dict[str, Any] | None = None,
+) -> Threshold | None:
+    """Latency line: ``[p2p] max_latency_us``; for NVLink peers (``pair`` with ``data``)
+    ``NVLINK_LATENCY_US``; else half the same pair's host-staged latency."""
     sec: P2pSection = rig.profile.section("p2p")
     band = sec.warn_band
     if sec.max_latency_us is not None:
         v = sec.max_latency_us
         return Threshold(v, v * (1 + band), False, "us", f"{rig.profile.source} [p2p] max_latency_us")
+    cap = path_capacity(rig, pair[0], pair[1], data) if pair is not None and data is not None else None
+    if cap is not None and cap.kind == "nvlink":
+        v = NVLINK_LATENCY_US
+        return Threshold(
+            v,
+            v * (1 + band),
+            False,
+            "us",
+            f"NVLink peers ({cap.text}): a 16 B peer copy over NVLink is launch-bound, 2-3 us "
+            f"(2x H200 NV18: 2.2 us); {v:g} us allows for slower launch paths",
+        )
     if control_us is None:
         return None
     v = LATENCY_VS_CONTROL * control_us
@@ -299,7 +382,7 @@ def host_threshold(rig: Rig, gpu: str, figure: str, data: dict[str, Any]) -> Thr
     if cap is None:
         return None
     frac = FRACTION[("host", figure)]
-    return bandwidth_line(frac * cap.gbps, sec.warn_band, f"{frac:.0%} of {cap.text}")
+    return bandwidth_line(frac * cap.gbps, sec.warn_band, f"{frac:.0%} of {cap.text}", cap.gbps)
 
 
 def p2p_required(rig: Rig) -> bool:
@@ -320,4 +403,6 @@ def busbw_threshold(rig: Rig, gpus: list[str], data: dict[str, Any], p2p: bool =
     cap = min(caps, key=lambda c: c.gbps)
     frac = FRACTION[("nccl", "busbw")] if p2p else NO_P2P_BUSBW_FRACTION
     why = "" if p2p else " (no P2P: NCCL goes through host memory)"
-    return bandwidth_line(frac * cap.gbps, band, f"{frac:.0%} of the group's narrowest path{why}, {cap.text}")
+    return bandwidth_line(
+        frac * cap.gbps, band, f"{frac:.0%} of the group's narrowest path{why}, {cap.text}", cap.gbps
+    )

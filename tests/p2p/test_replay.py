@@ -96,7 +96,7 @@ def test_geforce_without_p2p_is_not_applicable(pytester: pytest.Pytester, snap: 
     failed, out, result = run(pytester, snap("rtx3090x2-gen4", data))
     assert not failed
     assert "[p2p] required = false" in out
-    result.assert_outcomes(passed=6, skipped=13)
+    result.assert_outcomes(passed=6, skipped=15)
 
 
 @pytest.mark.parametrize("capture", ["h200x2-live-p2p.json", "h200x2-live-groupctl-p2p.json"])
@@ -106,7 +106,7 @@ def test_live_h200_capture_passes(pytester: pytest.Pytester, snap: Callable[...,
     data = json.loads((DATA / capture).read_text())
     failed, out, result = run(pytester, snap("h200x2-nvlink", data))
     assert not failed, out
-    result.assert_outcomes(passed=19)
+    result.assert_outcomes(passed=21)
 
 
 @pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/captures is not beside this checkout")
@@ -162,6 +162,8 @@ def test_nccl_hang_replayed(pytester: pytest.Pytester, snap: Callable[..., Path]
         "test_nccl_uses_p2p[all]",
         "test_cuda_ipc_roundtrip[0000:00:06.0->0000:00:07.0]",
         "test_cuda_ipc_roundtrip[0000:00:07.0->0000:00:06.0]",
+        "test_cuda_ipc_kernel_write[0000:00:06.0->0000:00:07.0]",
+        "test_cuda_ipc_kernel_write[0000:00:07.0->0000:00:06.0]",
     }, out
     assert "hung: no result 120.0 s into measure" in out
     assert "none left running" in out and "ACS redirect" in out and "NCCL INFO Channel" in out
@@ -179,14 +181,14 @@ def test_retry_reading_decides(pytester: pytest.Pytester, snap: Callable[..., Pa
 def test_no_p2p_json_skips(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
     """A snapshot without p2p.json skips the P2P and NCCL checks, saying how to get the figures."""
     _, out, result = run(pytester, snap("h200x2-nvlink", None))
-    result.assert_outcomes(skipped=19)
+    result.assert_outcomes(skipped=21)
     assert "has no p2p.json" in out
 
 
 def test_corrupt_p2p_json_is_unreadable(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
     """A p2p.json of another format fails every check as unreadable instead of passing."""
     failed, out, _ = run(pytester, snap("h200x2-nvlink", {"format": 99}))
-    assert len(failed) == 19 and "UNREADABLE" in out
+    assert len(failed) == 21 and "UNREADABLE" in out
 
 
 def _tp_profile(tmp_path: Path) -> Path:

@@ -155,6 +155,55 @@ class TestThresholds:
         pcie = th.path_capacity(rig, a, b, {})
         assert pcie is not None and pcie.kind == "pcie" and pcie.gbps == pytest.approx(63.0, rel=0.01)
 
+    @pytest.mark.parametrize(
+        ("raw", "gbps", "said"),
+        [
+            (6, 450, "NVML NVLink 4.0"),  # nvmlNvlinkVersion_t 6 = NVLink 4.0: H200's live reading
+            (7, 450, "NVML reports 5.0"),  # Hopper seen reporting 5.0: the name decides
+            (4, 450, "NVML reports 3.0"),  # an old driver's raw 4 read as the enum's 3.0: same rate
+            (None, 450, "assumed for H200"),
+        ],
+    )
+    def test_nvlink_version_from_nvml(self, raw: int | None, gbps: float, said: str) -> None:
+        """Issue 9.6: the live 2x H200 run got PCIe lines (50.4 GB/s) because NVML's NVLink version is an
+        nvmlNvlinkVersion_t (6 = NVLink 4.0), not the generation; every reading now gives 18 x 25 GB/s."""
+        rig = _rig("h200x2-nvlink")
+        a, b = (g.bdf for g in rig.pcie.gpus)
+        nv = {"active": 18, "version": raw, "remotes": {}}
+        data = {
+            "pairs": {f"{a}->{b}": {"nvml": {"nvlink": 0}}},
+            "gpus": {a: {"nvlink": nv, "name": "NVIDIA H200"}, b: {"nvlink": nv, "name": "NVIDIA H200"}},
+        }
+        cap = th.path_capacity(rig, a, b, data)
+        assert cap is not None and cap.kind == "nvlink" and cap.gbps == gbps
+        assert "18 links x 25 GB/s per direction, NVLink gen 4" in cap.text and said in cap.text
+        uni = th.p2p_threshold(rig, a, b, "unidir", data)
+        assert uni is not None and uni.pass_line == pytest.approx(0.7 * 450)
+        assert uni.classify(386.3) == th.PASS and uni.classify(141.0) == th.FAIL
+        assert uni.share(141.0) == "; 31% of the theoretical 450 GB/s"
+        bus = th.busbw_threshold(
+            rig, [a, b], {**data, "pairs": {**data["pairs"], f"{b}->{a}": data["pairs"][f"{a}->{b}"]}}
+        )
+        assert bus is not None and bus.classify(312.17) == th.PASS and bus.classify(141.0) == th.FAIL
+
+    def test_nvlink_latency_line(self) -> None:
+        """NVLink peers: latency judged against 10 us (measured 2.2 us), not half the staged copy."""
+        rig = _rig("h200x2-nvlink")
+        a, b = (g.bdf for g in rig.pcie.gpus)
+        data = {
+            "pairs": {f"{a}->{b}": {"nvml": {"nvlink": 0}}},
+            "gpus": {a: {"nvlink": {"active": 18}, "name": "NVIDIA H200"}, b: {"nvlink": {"active": 18}}},
+        }
+        line = th.latency_threshold(rig, 1370.0, (a, b), data)
+        assert line is not None and line.pass_line == th.NVLINK_LATENCY_US and "NVLink peers" in line.source
+        assert line.classify(2.2) == th.PASS and line.classify(685.0) == th.FAIL
+
+    def test_ga102_nvlink_rate(self) -> None:
+        """RTX 3090's NVLink 3 bridge: 4 links x 14.0625 GB/s per direction (GA102 whitepaper)."""
+        assert th.nvlink_rate(3, "NVIDIA GeForce RTX 3090") == 14.0625
+        assert th.nvlink_version({"version": 4}, "NVIDIA GeForce RTX 3090") == (3, "NVML NVLink 3.0")
+        assert th.nvlink_rate(5, "NVIDIA B200") == 50.0
+
     def test_latency_from_control(self) -> None:
         """Without a profile, latency must be under half the host-staged latency."""
         line = th.latency_threshold(_rig("h200x2-nvlink"), 17.0)

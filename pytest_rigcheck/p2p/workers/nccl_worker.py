@@ -9,7 +9,10 @@ size: an all-reduce of ones must give exactly the group size everywhere; after t
 element may be NaN. The IPC check is vLLM's ``can_actually_p2p``: each rank cudaMalloc's a buffer and
 fills it with its own pattern, every other rank opens it by cudaIpcOpenMemHandle and copies it out;
 the copy must match. Where Triton is installed the reader also reads it with a kernel of its own
-(``_kernel_read.py``), as vLLM's custom all-reduce does; that read must match too.
+(``_kernel_read.py``), as vLLM's custom all-reduce does; that read must match too. Then the write path
+of the custom all-reduce: each rank exports an inbox with a slot per rank; every other rank writes its
+pattern into its slot with a kernel storing through the IPC mapping (``_kernel_write.py``); after a
+barrier the inbox's owner checks each slot (``kernel_write`` in the pair's IPC result, key WRITER->OWNER).
 """
 
 from __future__ import annotations
@@ -151,7 +154,8 @@ def ipc_check(
         return x.mul_(2654435761).add_(seed * 40503).bitwise_and_(0x7FFFFFFF).to(torch.int32)
 
     out: dict[str, Any] = {}
-    ptr = 0
+    ptr = inbox = 0
+    inbox_handle = None
     try:
         rt.set_device(device.index)
         ptr = rt.malloc(numel * 4)
@@ -162,8 +166,18 @@ def ipc_check(
     except Exception as exc:  # noqa: BLE001 - reported as this rank's IPC export failure
         handle = None
         out["export_error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        inbox = rt.malloc(numel * 4 * world)
+        poison = torch.full((numel * world,), -1, dtype=torch.int32, device=device)
+        rt.memcpy(inbox, poison.data_ptr(), numel * 4 * world)
+        rt.synchronize()
+        inbox_handle = rt.ipc_get_handle(inbox)
+    except Exception as exc:  # noqa: BLE001 - recorded on each pair that would have written here
+        inbox_handle = f"{type(exc).__name__}: {exc}"
     handles: list[Any] = [None] * world
     dist.all_gather_object(handles, (plan["ranks"][rank], handle))
+    inboxes: list[Any] = [None] * world
+    dist.all_gather_object(inboxes, inbox_handle)
     for r, (bdf, h) in enumerate(handles):
         if r == rank:
             continue
@@ -193,7 +207,82 @@ def ipc_check(
     dist.barrier(device_ids=[device.index])  # readers are done before writers free
     if ptr:
         rt.free(ptr)
+    _kernel_write_check(rt, torch, dist, rank, world, device, plan, numel, pattern, inbox, inboxes, out)
+    if inbox:
+        rt.free(inbox)
     return out
+
+
+def _kernel_write_check(
+    rt: Any,
+    torch: Any,
+    dist: Any,
+    rank: int,
+    world: int,
+    device: Any,
+    plan: dict[str, Any],
+    numel: int,
+    pattern: Any,
+    inbox: int,
+    inboxes: list[Any],
+    out: dict[str, Any],
+) -> None:
+    """Write my pattern into every peer's inbox slot with a kernel; after a barrier, check my inbox."""
+    me = plan["ranks"][rank]
+    errors: dict[str, str] = {}  # owner BDF -> why this rank's write to it failed
+    try:
+        from _kernel_write import kernel_write
+    except Exception as exc:  # noqa: BLE001 - ImportError, or a Triton that fails to initialise: not run
+        kernel_write = None
+        not_run = f"not run: {type(exc).__name__}: {exc} (Triton ships with PyTorch on Linux)"
+    src = pattern(3000 + rank)
+    for r, h in enumerate(inboxes):
+        if r == rank:
+            continue
+        owner = plan["ranks"][r]
+        if kernel_write is None:
+            errors[owner] = not_run
+            continue
+        if not isinstance(h, bytes | bytearray):
+            errors[owner] = f"the owner could not export its inbox: {h}"
+            continue
+        remote = 0
+        try:
+            remote = rt.ipc_open(h)
+            kernel_write(torch, src, remote + rank * numel * 4, device)
+        except Exception as exc:  # noqa: BLE001 - a kernel that faults on the mapping is this pair's result
+            errors[owner] = f"{type(exc).__name__}: {exc}"
+            log("ipc kernel write", me, "->", owner, exc)
+        finally:
+            if remote:
+                try:
+                    rt.ipc_close(remote)
+                except Exception:  # noqa: BLE001 - closing after a failure; the failure is already recorded
+                    pass
+    reports: list[Any] = [None] * world
+    dist.all_gather_object(reports, errors)  # also the barrier: every write has finished
+    dist.barrier(device_ids=[device.index])
+    for r in range(world):
+        if r == rank:
+            continue
+        writer = plan["ranks"][r]
+        key = f"{writer}->{me}"  # writer -> owner (the data's direction, as the read's key)
+        entry = out.setdefault(key, {"ok": False, "error": "no IPC read result"})
+        why = (reports[r] or {}).get(me)
+        if why is not None:
+            entry["kernel_write"] = {"ok": None if why.startswith("not run") else False, "error": why}
+            continue
+        if not inbox:
+            entry["kernel_write"] = {"ok": False, "error": "this rank could not allocate its inbox"}
+            continue
+        try:
+            got = torch.full((numel,), -2, dtype=torch.int32, device=device)
+            rt.memcpy(got.data_ptr(), inbox + r * numel * 4, numel * 4)
+            rt.synchronize()
+            bad = int((got != pattern(3000 + r)).sum().item())
+            entry["kernel_write"] = {"ok": bad == 0, "mismatches": bad, "bytes": numel * 4}
+        except Exception as exc:  # noqa: BLE001 - this pair's result
+            entry["kernel_write"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def _kernel_read_check(torch: Any, remote: int, numel: int, device: Any, want: Any) -> dict[str, Any]:
