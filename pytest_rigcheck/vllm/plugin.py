@@ -50,6 +50,8 @@ NOT_CONFIGURED = (
 )
 
 SETTINGS_KEY = pytest.StashKey["VllmSettings"]()
+# The server this run checked, for --rig-report's served_model: url or launch, ready and stop times.
+SERVED: dict[str, Any] = {}
 
 
 def _url(text: Any) -> str:
@@ -297,6 +299,7 @@ def rig_vllm_server(
         server = VllmServer(OpenAIClient(s.url, api_key, s.request_timeout_s), s)
         server.resolve_model()
         record_testsuite_property("vllm_url", server.base_url)
+        SERVED.update(url=server.base_url)
         yield server
         return
     failure = None
@@ -309,6 +312,12 @@ def rig_vllm_server(
     assert server.process is not None
     record_testsuite_property("vllm_ready_s", round(server.process.ready_s or 0.0, 2))
     record_testsuite_property("vllm_launch", " ".join(server.process.argv))
+    SERVED.update(
+        url=server.base_url,
+        launch=" ".join(server.process.argv),
+        ready_s=round(server.process.ready_s or 0.0, 2),
+        ready_at=_now(),
+    )
     from ..gpu.holders import gpu_holders
 
     try:
@@ -316,6 +325,7 @@ def rig_vllm_server(
     finally:
         report = server.process.stop(s.stop_grace_s, gpu_released=gpu_holders)
         record_testsuite_property("vllm_stop_s", round(report.seconds, 2))
+        SERVED.update(stop_s=round(report.seconds, 2), stopped_at=_now())
         if report.leftover:
             left = ", ".join(f"pid {p} ({c}, state {st})" for p, st, c in report.leftover)
             pytest.fail(
@@ -335,6 +345,12 @@ def rig_vllm_server(
                 "  fix: nvidia-smi shows them; a process stuck in the driver needs a GPU reset or a reboot",
                 pytrace=False,
             )
+
+
+def _now() -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def gpus_from_rig_gpus(rig_gpus: Any) -> list[GpuMemory]:

@@ -1,0 +1,3 @@
+"""placeholder"""
+def render(doc):
+    return "<html></html>"
