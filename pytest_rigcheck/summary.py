@@ -139,14 +139,24 @@ def rig_lines(rig: dict[str, Any], width: int = 100) -> list[Line]:
     return out
 
 
-def _link(n: dict[str, Any]) -> str:
+def link_expected(n: dict[str, Any], parent: dict[str, Any] | None) -> tuple[int, int] | None:
+    """What the link above ``n`` can train to: the lesser capability of its two ends (gen, width)."""
+    caps = [(x.get("max_gen"), x.get("max_width")) for x in (n, parent) if x is not None]
+    caps = [c for c in caps if all(c)]
+    if not caps:
+        return None
+    return min(c[0] for c in caps), min(c[1] for c in caps)
+
+
+def _link(n: dict[str, Any], parent: dict[str, Any] | None) -> tuple[str, bool]:
+    """``Gen4 x16`` (and ``, can Gen5 x16`` when trained below what both ends can do), down-trained?"""
     if not n.get("gen") or not n.get("width"):
-        return "link ?"
+        return "link ?", False
     text = f"Gen{n['gen']} x{n['width']}"
-    cap = (n.get("max_gen"), n.get("max_width"))
-    if all(cap) and (cap[0] > n["gen"] or cap[1] > n["width"]):
-        text += f" (can Gen{cap[0]} x{cap[1]})"
-    return text
+    exp = link_expected(n, parent)
+    if exp and (exp[0] > n["gen"] or exp[1] > n["width"]):
+        return f"{text} (DOWN: both ends can Gen{exp[0]} x{exp[1]})", True
+    return text, False
 
 
 def tree_lines(topo: dict[str, Any]) -> list[Line]:
@@ -170,14 +180,15 @@ def tree_lines(topo: dict[str, Any]) -> list[Line]:
         n = nodes[bdf]
         branch = "" if top else ("└─ " if last else "├─ ")
         label = f"GPU{n['gpu_index']} {bdf}" if n.get("gpu_index") is not None else f"{bdf} {n.get('role')}"
-        bits = [_link(n)]
+        link, down = _link(n, nodes.get(n.get("parent") or ""))
+        bits = [link]
         if n.get("acs") == "on":
             bits.append("ACS on")
         elif n.get("acs") == "unknown":
             bits.append("ACS ?")
         if bdf in peers:
             bits.append("NVLink: " + ", ".join(peers[bdf]))
-        bad = n.get("acs") == "on" or "can Gen" in bits[0]
+        bad = n.get("acs") == "on" or down
         out.append((f"  {prefix}{branch}{label}  {'  '.join(bits)}", {"red": True} if bad else {}))
         children = sorted(kids.get(bdf, []))
         for i, c in enumerate(children):
