@@ -154,8 +154,8 @@ def assign_causes(
 def grouped(
     results: Iterable[dict[str, Any]],
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """The not-passing results as (root, its dependents), roots in run order: failures first, then
-    UNREADABLE, then warnings. A result whose cause is not among them is a root of its own."""
+    """The not-passing results as (root, its dependents): roots with dependents first, then failures,
+    UNREADABLE, warnings, each in run order. A result whose cause is not among them is a root of its own."""
     results = list(results)
     bad = [r for r in results if r.get("status") in NOT_PASSING]
     ids = {str(r.get("nodeid")) for r in bad}
@@ -165,5 +165,6 @@ def grouped(
         if r.get("cause") in ids:
             under.setdefault(str(r["cause"]), []).append(r)
     order = {"fail": 0, "unreadable": 1, "warn": 2}
-    roots.sort(key=lambda r: order.get(str(r.get("status")), 3))
+    # causes with results under them first, then failures, UNREADABLE, warnings (stable: run order)
+    roots.sort(key=lambda r: (str(r["nodeid"]) not in under, order.get(str(r.get("status")), 3)))
     return [(r, under.get(str(r["nodeid"]), [])) for r in roots]

@@ -22,6 +22,7 @@ import pytest
 from .causes import check_name, grouped, target_id
 from .report import RESULT_PROPERTY
 
+MAX_PER_CHECK = 4  # roots of one check shown in full in the terminal; the rest counted (all in the report)
 MAX_SWEEP_ROWS = 6  # largest sizes shown in the terminal; the report and the HTML page keep them all
 ACS_REDIR = re.compile(r"pci=disable_acs_redir=([0-9a-fA-F:.;]+)")
 
@@ -291,7 +292,14 @@ def cause_lines(doc: dict[str, Any], width: int = 100) -> list[Line]:
     out: list[Line] = [_sep(title, width, red=bool(failing), yellow=not failing, bold=True)]
     root_fixes: list[str] = []
     dep_fixes: list[str] = []
+    shown: dict[str, int] = {}
+    more: dict[str, int] = {}
     for root, deps in groups:
+        name = check_name(str(root.get("nodeid")))
+        if not deps and shown.get(name, 0) >= MAX_PER_CHECK:
+            more[name] = more.get(name, 0) + 1
+            continue
+        shown[name] = shown.get(name, 0) + 1
         status = str(root.get("status")).upper()
         where = f"[{root.get('rig')}] " if multi and root.get("rig") else ""
         red = {"red": True} if status != "WARN" else {"yellow": True}
@@ -314,6 +322,13 @@ def cause_lines(doc: dict[str, Any], width: int = 100) -> list[Line]:
         root_fixes += [f for f in root.get("fix") or [] if f not in root_fixes]
         for d in deps:
             dep_fixes += [f for f in d.get("fix") or [] if f not in dep_fixes]
+    for name, n in more.items():
+        out.append(
+            (
+                f"... and {n} more not passing {name} with no cause among the checks (all in --rig-report/--rig-html)",
+                {},
+            )
+        )
     block = fix_block(root_fixes, dep_fixes)
     if block:
         out.append(("fix (copy-paste; each command once):", {"bold": True}))
