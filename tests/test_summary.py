@@ -331,3 +331,17 @@ class TestHtml:
         width, height, ink = _png_ink(shot)
         assert (width, height) == (1400, 2000)
         assert ink > 0.05 * width * height, f"only {ink} non-white pixels: the page looks blank"
+
+
+def test_html_from_env_and_ini(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--rig-html has its RIGCHECK_HTML variable and rig_html ini key (taken from the ini's folder)."""
+    snap = f"--rig-snapshot={SNAPSHOTS / 'rtxpro6000x4-switch'}"
+    monkeypatch.setenv("RIGCHECK_HTML", str(pytester.path / "env.html"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", snap, "-k", "acs")
+    assert result.ret == 0 and (pytester.path / "env.html").read_text().startswith("<!DOCTYPE html>")
+    result.stdout.fnmatch_lines(["rigcheck: HTML page written to *env.html"])
+    monkeypatch.delenv("RIGCHECK_HTML")
+    (pytester.path / "sub").mkdir()
+    pytester.makeini("[pytest]\nrig_html = sub/ini.html\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", snap, "-k", "acs")
+    assert result.ret == 0 and (pytester.path / "sub" / "ini.html").is_file()
