@@ -86,8 +86,8 @@ def causes_html(doc: dict[str, Any]) -> list[str]:
     if not groups:
         return ['<h2>Root causes</h2><p style="color:#1a7f37">Every check passed.</p>']
     out = ["<h2>Root causes first</h2>"]
-    root_fixes: list[str] = []
-    dep_fixes: list[str] = []
+    root_fixes: dict[str, None] = {}  # ordered sets: thousands of results on a large rig
+    dep_fixes: dict[str, None] = {}
     multi = len(doc.get("rigs") or []) > 1
     for root, deps in groups:
         where = f"[{_e(root.get('rig'))}] " if multi else ""
@@ -105,10 +105,10 @@ def causes_html(doc: dict[str, Any]) -> list[str]:
             ]
             out.append("</ul></details>")
         out.append("</div>")
-        root_fixes += [f for f in root.get("fix") or [] if f not in root_fixes]
+        root_fixes.update(dict.fromkeys(root.get("fix") or []))
         for d in deps:
-            dep_fixes += [f for f in d.get("fix") or [] if f not in dep_fixes]
-    block = fix_block(root_fixes, dep_fixes)
+            dep_fixes.update(dict.fromkeys(d.get("fix") or []))
+    block = fix_block(list(root_fixes), list(dep_fixes))
     if block:
         out.append("<h3>Fix (copy-paste; each command once)</h3>")
         out.append("<pre>" + _e("\n".join(block)) + "</pre>")

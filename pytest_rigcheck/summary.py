@@ -290,8 +290,8 @@ def cause_lines(doc: dict[str, Any], width: int = 100) -> list[Line]:
         else "rigcheck: warnings"
     )
     out: list[Line] = [_sep(title, width, red=bool(failing), yellow=not failing, bold=True)]
-    root_fixes: list[str] = []
-    dep_fixes: list[str] = []
+    root_fixes: dict[str, None] = {}  # ordered sets: thousands of results on a large rig
+    dep_fixes: dict[str, None] = {}
     shown: dict[str, int] = {}
     more: dict[str, int] = {}
     for root, deps in groups:
@@ -319,9 +319,9 @@ def cause_lines(doc: dict[str, Any], width: int = 100) -> list[Line]:
             what = ", ".join(f"{n.removeprefix('test_')} x{c}" for n, c in counts.items())
             out.append((_short(f"-> {len(deps)} follow from it: {what}", width, "    "), {}))
         out.append((f"    check: {root.get('nodeid')}", {}))
-        root_fixes += [f for f in root.get("fix") or [] if f not in root_fixes]
+        root_fixes.update(dict.fromkeys(root.get("fix") or []))
         for d in deps:
-            dep_fixes += [f for f in d.get("fix") or [] if f not in dep_fixes]
+            dep_fixes.update(dict.fromkeys(d.get("fix") or []))
     for name, n in more.items():
         out.append(
             (
@@ -329,7 +329,7 @@ def cause_lines(doc: dict[str, Any], width: int = 100) -> list[Line]:
                 {},
             )
         )
-    block = fix_block(root_fixes, dep_fixes)
+    block = fix_block(list(root_fixes), list(dep_fixes))
     if block:
         out.append(("fix (copy-paste; each command once):", {"bold": True}))
         out += [(f"  {line}", {}) for line in block]
@@ -342,15 +342,15 @@ def fix_block(fixes: list[str], follow: list[str] = ()) -> list[str]:  # type: i
     only in them merged into one kernel parameter (``pci=disable_acs_redir=<dev>[;<dev>]*``, Linux
     admin-guide kernel-parameters). ``follow``: fixes of dependent checks; only their commands are kept
     (their explanation repeats their cause's)."""
-    commands: list[str] = []
+    commands: dict[str, None] = {}
     notes: dict[str, list[str]] = {}  # note with devices replaced by @ -> devices
-    for f in [*fixes, *follow]:
+    roots = set(fixes)
+    for f in dict.fromkeys([*fixes, *follow]):
         cmd, _, tail = f.partition("   (")
         cmd, tail = cmd.strip(), tail.removesuffix(")").strip()
-        dependent = f not in fixes
+        dependent = f not in roots
         if _is_command(cmd):
-            if cmd not in commands:
-                commands.append(cmd)
+            commands[cmd] = None
             words = cmd.removeprefix("sudo ").split(" ", 1)
             tail = f"{words[0]}: {tail}" if tail and not ACS_REDIR.search(tail) else tail
         elif not dependent:

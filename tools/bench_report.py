@@ -19,7 +19,7 @@ ACS_PORTS = 6
 
 
 def build(out: Path, acs_on: bool) -> list[str]:
-    """8 switches of 8 GPUs under 2 host bridges (RTX PRO 6000, Gen5 x16); ACS on at 6 downstream ports."""
+    """8 switches of 8 GPUs under 2 host bridges (RTX PRO 6000 behind Gen4 x16 switches, as the modelled figures are); ACS on at 6 downstream ports."""
     from pytest_rigcheck.gpu.models import modelled_nvml
     from pytest_rigcheck.p2p.models import modelled_p2p
     from pytest_rigcheck.testing import GPU_MODELS, RigBuilder
@@ -30,11 +30,11 @@ def build(out: Path, acs_on: bool) -> list[str]:
     for h, base in enumerate((0x00, 0x80)):
         host = b.host_bridge(0, base, numa=h)
         for k in range(4):
-            rp = b.root_port(host, f"0000:{base:02x}:{k + 1:02x}.1", cap=(5, 16))
+            rp = b.root_port(host, f"0000:{base:02x}:{k + 1:02x}.1", cap=(4, 16))
             up = base + 1 + k * 0x10
             downs = [f"0000:{up + 1:02x}:{i:02x}.0" for i in range(8)]
             _, ports = b.switch(
-                rp, f"0000:{up:02x}:00.0", downs, cap=(5, 16), down_cap=(5, 16), acs_offset=0x170
+                rp, f"0000:{up:02x}:00.0", downs, cap=(4, 16), down_cap=(4, 16), acs_offset=0x170
             )
             for i, port in enumerate(ports):
                 bdf = f"0000:{up + 2 + i:02x}:00.0"
