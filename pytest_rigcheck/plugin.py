@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .report import REPORT_DESC, REPORT_OPTION, RigReport
+from .report import REPORT_DESC, REPORT_OPTION, RigResults
 from .verdict import Unjudgeable, Verdict
 
 if TYPE_CHECKING:
@@ -283,6 +283,16 @@ PROFILE = Setting(
 REPORT = Setting(
     REPORT_OPTION, "RIGCHECK_REPORT", "rig_report", REPORT_DESC, _report_path, None, "FILE", "path"
 )
+HTML = Setting(
+    "--rig-html",
+    "RIGCHECK_HTML",
+    "rig_html",
+    "Write one self-contained HTML page (topology, P2P heatmap, root causes, every check) to this file",
+    _report_path,
+    None,
+    "FILE.html",
+    "path",
+)
 
 
 # -- options ----------------------------------------------------------------------------------------
@@ -290,7 +300,7 @@ REPORT = Setting(
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     parser.getgroup("rigcheck", "multi-GPU rig checks (pytest-rigcheck)")
-    for setting in (RIG, SNAPSHOT, PROFILE, REPORT):
+    for setting in (RIG, SNAPSHOT, PROFILE, REPORT, HTML):
         add_setting(parser, setting)
     for name in FEATURE_PLUGINS:
         try:
@@ -404,9 +414,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if session.enabled and not config.option.help:
         resolve_all(config)  # every setting of every plugin: a bad value stops here, before collection
         _add_suites(config)
-        report = resolve(config, REPORT).value
-        if report and not hasattr(config, "workerinput"):  # xdist: the controller writes it
-            config.pluginmanager.register(RigReport(config, report), "rigcheck-report")
+        from .summary import Summary
+
+        results = None
+        if not hasattr(config, "workerinput"):  # xdist: the controller collects, writes and summarises
+            results = RigResults(config, resolve(config, REPORT).value, resolve(config, HTML).value)
+            config.pluginmanager.register(results, "rigcheck-report")
+        config.pluginmanager.register(Summary(config, results), "rigcheck-summary")
 
 
 def _add_suites(config: pytest.Config) -> None:

@@ -1,5 +1,11 @@
 """``--rig-report FILE``: every rig check's outcome as one JSON document, for rollout records and dashboards.
 
+Format 2, documented by the JSON Schema shipped as ``pytest_rigcheck/schemas/report-2.schema.json``
+(``schema_path()``). Format 2 adds to format 1 (whose keys it keeps): per rig ``identity`` facts (CUDA,
+GPU names and indexes), ``topology``, ``p2p`` (matrices), ``nccl`` (sweeps) and ``served_model``; per
+result ``id``, ``check``, a fuller ``target`` (BDF, GPU index, name, path from the root port) and
+``cause`` (the id of the check it follows from, ``causes.assign_causes``). ``load_report`` reads both.
+
 Built on the controller from test reports (with pytest-xdist too, since reports travel from the workers with
 their ``user_properties``). Per check: the node id, the rig, the target, the status (``pass``, ``warn``,
 ``fail``, ``unreadable``, ``n/a``), measured, expected, unit, the message and the fix lines, all read from
@@ -27,19 +33,28 @@ if TYPE_CHECKING:
 
 REPORT_OPTION = "--rig-report"
 REPORT_DESC = "Write every rig check's outcome, measured values and fix lines to this JSON file"
-FORMAT = 1
+FORMAT = 2
+FORMATS = (1, 2)  # what load_report reads
+SCHEMA = "report-2.schema.json"
 RESULT_PROPERTY = "rig_result"  # the verdict's fields as JSON (plugin.record_verdict)
 _FLAT = ("rig_status", "rig_measured", "rig_expected", "rig_unit", RESULT_PROPERTY)
 
 
-class RigReport:
-    """Collects reports during the run and writes the JSON file at the end (registered by the plugin)."""
+class RigResults:
+    """Collects every rig check's result during the run (on the controller, xdist or not), builds the
+    format-2 document once at the end (``doc``), and writes ``--rig-report`` and ``--rig-html`` when asked.
 
-    def __init__(self, config: pytest.Config, path: Path) -> None:
+    Registered by the plugin whenever ``--rig`` is on: the terminal summary reads the same ``doc``.
+    """
+
+    def __init__(self, config: pytest.Config, path: Path | None = None, html: Path | None = None) -> None:
         self.config = config
-        self.path = Path(path)
+        self.path = Path(path) if path else None
+        self.html = Path(html) if html else None
         self.results: dict[str, dict[str, Any]] = {}
         self.error: str | None = None
+        self.written: list[str] = []
+        self.doc: dict[str, Any] | None = None
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -64,22 +79,48 @@ class RigReport:
                 entry["message"] = entry["summary"]
             entry["status"] = _status(entry)
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+    def build(self, exitstatus: int) -> dict[str, Any]:
+        """The format-2 document (built once; causes assigned, targets filled from the topology)."""
+        if self.doc is not None:
+            self.doc["exit_status"] = int(exitstatus)
+            return self.doc
         from . import __version__
+        from .causes import assign_causes, check_name
+        from .facts import rig_facts
         from .plugin import rig_session, stopped_by
 
         rs = rig_session(self.config)
-        rigs = [rig_record(r) for r in rs.rigs] if rs.enabled and rs._rigs is not None else []
+        live = rs.rigs if rs.enabled and rs._rigs is not None else []
+        rigs = []
+        for r in live:
+            rec = rig_record(r)
+            facts = rig_facts(r)
+            rec["identity"] = facts["identity"]
+            rec["topology"] = facts["topology"]
+            rec["p2p"] = facts["p2p"]
+            rec["nccl"] = facts["nccl"]
+            rec["served_model"] = None
+            rigs.append(rec)
         multi = len(rigs) > 1
         results = list(self.results.values())
         for r in results:
+            r["id"] = r["nodeid"]
+            r["check"] = check_name(r["nodeid"])
             r["rig"] = _rig_of(r["nodeid"], rigs, multi)
             if "target" not in r and r["nodeid"].endswith("]"):  # skipped before any verdict: the test id
                 param = r["nodeid"].rsplit("[", 1)[1][:-1]
                 param = param.removeprefix(f"{r['rig']}:") if multi and r["rig"] else param
                 if param != r["rig"]:
                     r["target"] = {"id": param}
+        topologies = {str(x["name"]): x["topology"] for x in rigs}
+        assign_causes(results, topologies)
+        for r in results:
+            r.setdefault("cause", None)
+            _fill_target(r, topologies.get(str(r.get("rig"))))
+        if rigs:
+            served = served_model(self.config, results)
+            if served is not None:
+                rigs[0]["served_model"] = served
         counts: dict[str, int] = {}
         for r in results:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -95,20 +136,141 @@ class RigReport:
         }
         if stopped_by():
             doc["stopped_by"] = stopped_by()
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError as exc:  # checked at the start; the folder may have gone since
-            self.error = f"rigcheck: could not write the report {self.path}: {exc.strerror or exc}"
-            tmp.unlink(missing_ok=True)
+        self.doc = doc
+        return doc
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        doc = self.build(int(exitstatus))
+        errors = []
+        if self.path is not None:
+            err = _write_atomic(self.path, json.dumps(doc, indent=1, default=str) + "\n")
+            if err:
+                errors.append(f"rigcheck: could not write the report {self.path}: {err}")
+            else:
+                self.written.append(f"rigcheck: report written to {self.path}")
+        if self.html is not None:
+            from .html import render
+
+            err = _write_atomic(self.html, render(doc))
+            if err:
+                errors.append(f"rigcheck: could not write the HTML page {self.html}: {err}")
+            else:
+                self.written.append(f"rigcheck: HTML page written to {self.html}")
+        self.error = "\n".join(errors) or None
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.error:
-            terminalreporter.write_line(self.error, red=True)
-        else:
-            terminalreporter.write_line(f"rigcheck: report written to {self.path}")
+            for line in self.error.splitlines():
+                terminalreporter.write_line(line, red=True)
+        for line in self.written:
+            terminalreporter.write_line(line)
+
+
+RigReport = RigResults  # the name before format 2
+
+
+def _write_atomic(path: Path, text: str) -> str | None:
+    """Write ``text`` to ``path`` through a temporary file in its folder; the error text, or None."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:  # checked at the start; the folder may have gone since
+        tmp.unlink(missing_ok=True)
+        return str(exc.strerror or exc)
+    return None
+
+
+def _fill_target(r: dict[str, Any], topo: dict[str, Any] | None) -> None:
+    """Add BDF, GPU index, name and the path from the root port to a result's target, from the topology."""
+    from .causes import target_id
+
+    tid = target_id(r)
+    if not tid or not topo:
+        return
+    t = r.setdefault("target", {"id": tid})
+    nodes, paths = topo.get("nodes") or {}, topo.get("paths") or {}
+    bdf = t.get("bdf") or (tid if tid in nodes else None)
+    if "->" in tid:
+        a, _, b = tid.partition("->")
+        t.setdefault("gpus", [nodes.get(x, {}).get("gpu_index") for x in (a, b)])
+        return
+    if bdf and bdf in nodes:
+        n = nodes[bdf]
+        t.setdefault("bdf", bdf)
+        t.setdefault("name", n.get("name"))
+        if n.get("gpu_index") is not None:
+            t.setdefault("gpu_index", n["gpu_index"])
+        path = paths.get(bdf) or next((p[: p.index(bdf) + 1] for p in paths.values() if bdf in p), None)
+        if path:
+            t.setdefault("path", path)
+
+
+def served_model(config: pytest.Config, results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The served model's record (URL or launch command, id, local path, revision, server version, flags,
+    ready and stop times), when the vLLM suite had a server to check; unknown fields are None."""
+    try:
+        from .vllm.plugin import SERVED, SETTINGS_KEY
+    except ImportError:
+        return None
+    s = config.stash.get(SETTINGS_KEY, None)
+    if s is None or not getattr(s, "configured", False):
+        return None
+    props: dict[str, Any] = {}
+    for r in results:
+        props.update(r.get("properties") or {})
+    model = getattr(s, "model", None)
+    local = model if model and Path(model).expanduser().is_dir() else None
+    return {
+        "url": SERVED.get("url") or s.url,
+        "launch": SERVED.get("launch") or (None if s.url else s.launch),
+        "model": model,
+        "id": props.get("served_model_id") or s.served_model_name,
+        "local_path": local,
+        "revision": props.get("model_revision"),
+        "weights_hash": props.get("weights_hash"),
+        "server_version": props.get("vllm_version"),
+        "flags": list(s.flags),
+        "tensor_parallel_size": s.tensor_parallel_size,
+        "ready_s": SERVED.get("ready_s"),
+        "ready_at": SERVED.get("ready_at"),
+        "stopped_at": SERVED.get("stopped_at"),
+        "stop_s": SERVED.get("stop_s"),
+    }
+
+
+def schema_path() -> Path:
+    """The shipped JSON Schema of report format 2."""
+    return Path(__file__).resolve().parent / "schemas" / SCHEMA
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read a ``--rig-report`` file of format 1 or 2; a format-1 report comes back with the format-2 keys
+    it lacks (``id``, ``check``, ``cause`` per result; ``topology``, ``p2p``, ``nccl``, ``served_model`` per
+    rig) set from what it has or ``None``. Raises ``ValueError`` with one line saying what is wrong."""
+    from .causes import check_name
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") not in FORMATS:
+        got = doc.get("format") if isinstance(doc, dict) else None
+        raise ValueError(f"{path}: not a rigcheck report (format {got!r}; this version reads {FORMATS})")
+    if not isinstance(doc.get("results"), list) or not isinstance(doc.get("rigs"), list):
+        raise ValueError(f"{path}: a rigcheck report needs 'rigs' and 'results' lists")
+    for rig in doc["rigs"]:
+        for key in ("identity", "topology", "p2p", "nccl", "served_model"):
+            rig.setdefault(key, None)
+    for r in doc["results"]:
+        r.setdefault("id", r.get("nodeid"))
+        r.setdefault("check", check_name(str(r.get("nodeid", ""))))
+        r.setdefault("cause", None)
+    return doc
 
 
 def rig_record(rig: Rig) -> dict[str, Any]:

@@ -33,14 +33,15 @@ class TestReport:
         rig = doc["rigs"][0]
         assert rig["name"] == "rtxpro6000x4-acs-switch" and rig["kind"] == "modelled"
         assert rig["source"] == str(ACS_ON) and len(rig["gpus"]) == 4 and rig["profile"]
-        assert doc["format"] == 1 and doc["tool"].startswith("pytest-rigcheck ")
+        assert doc["format"] == 2 and doc["tool"].startswith("pytest-rigcheck ")
         r = _by_id(doc)
         bad = r["test_acs_redirect_off[0000:02:00.0]"]
         assert bad["outcome"] == "failed" and bad["status"] == "fail" and bad["verdict"] == "fail"
         assert bad["rig"] == "rtxpro6000x4-acs-switch"
         assert "ACS P2P Request Redirect" in bad["message"] and bad["message"] == bad["summary"]
         assert any("setpci -s 0000:02:00.0 ECAP_ACS+0x6.w=0000" in f for f in bad["fix"])  # a field
-        assert bad["target"] == {"id": "0000:02:00.0"}
+        assert bad["target"]["id"] == "0000:02:00.0" and bad["target"]["bdf"] == "0000:02:00.0"
+        assert bad["target"]["path"] == ["0000:00:01.1", "0000:01:00.0", "0000:02:00.0"]  # format 2
         assert "rig_result" not in bad["properties"] and "rig_status" not in bad["properties"]
         assert bad["properties"]["acs_ctrl"] == "0x001d" and "ACS" in bad["summary"]
         good = r["test_acs_redirect_off[0000:01:00.0]"]
@@ -174,7 +175,7 @@ class TestStructured:
         r = _by_id(json.loads((pytester.path / "out" / "rig.json").read_text()))
         w = r["test_warn[rtxpro6000x4-acs-switch]"]
         assert (w["status"], w["measured"], w["expected"], w["unit"]) == ("warn", 25.2, 27.5, "GB/s")
-        assert w["target"] == {"bdf": "0000:03:00.0"}
+        assert w["target"]["bdf"] == "0000:03:00.0" and w["target"]["gpu_index"] == 0
         for name in ("test_unjudgeable", "test_unjudgeable_escaping"):
             u = r[f"{name}[rtxpro6000x4-acs-switch]"]
             assert u["status"] == "unreadable" and "power_limit_mw" in u["message"], u

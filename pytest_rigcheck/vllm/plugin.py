@@ -53,6 +53,8 @@ SETTINGS_KEY = pytest.StashKey["VllmSettings"]()
 # The start failure raised by rig_vllm_server (pytest re-raises that one object for every test that
 # needs the fixture) and the test that reported it first; later reports point there in one line.
 START_FAILED_KEY = pytest.StashKey[list[Any]]()
+# The server this run checked, for --rig-report's served_model: url or launch, ready and stop times.
+SERVED: dict[str, Any] = {}
 
 
 def _url(text: Any) -> str:
@@ -326,6 +328,7 @@ def rig_vllm_server(
         server = VllmServer(OpenAIClient(s.url, api_key, s.request_timeout_s), s, progress=progress)
         server.resolve_model()
         record_testsuite_property("vllm_url", server.base_url)
+        SERVED.update(url=server.base_url)
         yield server
         return
     failure = None
@@ -344,6 +347,12 @@ def rig_vllm_server(
     record_testsuite_property("vllm_ready_s", round(server.process.ready_s or 0.0, 2))
     record_testsuite_property("vllm_launch", " ".join(server.process.argv))
     _fit_vs_log(s, server.process.log, record_testsuite_property)
+    SERVED.update(
+        url=server.base_url,
+        launch=" ".join(server.process.argv),
+        ready_s=round(server.process.ready_s or 0.0, 2),
+        ready_at=_now(),
+    )
     from ..gpu.holders import gpu_holders
 
     try:
@@ -351,6 +360,7 @@ def rig_vllm_server(
     finally:
         report = server.process.stop(s.stop_grace_s, gpu_released=gpu_holders)
         record_testsuite_property("vllm_stop_s", round(report.seconds, 2))
+        SERVED.update(stop_s=round(report.seconds, 2), stopped_at=_now())
         if report.leftover:
             left = ", ".join(f"pid {p} ({c}, state {st})" for p, st, c in report.leftover)
             pytest.fail(
@@ -390,6 +400,12 @@ def _fit_vs_log(s: VllmSettings, log: Any, record: Callable[[str, object], None]
         record(f"vllm_fit_{key}", value)
     if verdict.status == Status.WARN:
         warnings.warn(str(verdict), stacklevel=1)
+
+
+def _now() -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def gpus_from_rig_gpus(rig_gpus: Any) -> list[GpuMemory]:
