@@ -299,9 +299,17 @@ HTML = Setting(
 
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
-    parser.getgroup("rigcheck", "multi-GPU rig checks (pytest-rigcheck)")
+    group = parser.getgroup("rigcheck", "multi-GPU rig checks (pytest-rigcheck)")
     for setting in (RIG, SNAPSHOT, PROFILE, REPORT, HTML):
         add_setting(parser, setting)
+    group.addoption(
+        "--rig-brief",
+        action="store_true",
+        dest="rig_condensed",
+        default=False,
+        help="Tell rig failures only in the rig summary (root causes first), leaving them out of pytest's "
+        "per-failure section and short summary",
+    )
     for name in FEATURE_PLUGINS:
         try:
             module = importlib.import_module(name)

@@ -54,7 +54,11 @@ class Summary:
     def pytest_terminal_summary(self, terminalreporter: Any) -> Iterator[None]:
         stats = terminalreporter.stats
         hidden: list[Any] = []
-        if condensed(self.config) and self.results is not None:
+        if (
+            condensed(self.config)
+            and self.results is not None
+            and self.config.getoption("rig_condensed", False)
+        ):
             kept = []
             for rep in stats.get("failed", []):
                 (hidden if getattr(rep, "when", None) == "call" and _has_verdict(rep) else kept).append(rep)

