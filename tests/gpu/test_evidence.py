@@ -367,3 +367,27 @@ def test_soak_aer_counter_backwards_is_unreadable(pytester: pytest.Pytester, tmp
     assert result.ret == 1, out
     assert re.search(r"^FAILED \S*::test_soak\[0000:21:00.0\]", out, re.M), out
     assert "UNREADABLE" in out and "end [1, 0, 0] is below start [5, 0, 0]" in out, out
+
+
+def test_linkhealth_aer_counter_backwards_is_unreadable(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """linkhealth.json's end reading below the sysfs start reading of a hop (AER counters only rise,
+    Documentation/PCI/pcieaer-howto.rst) is corrupt: test_link_errors_not_growing FAILS as UNREADABLE."""
+    snap = tmp_path / "lh"
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-soak-healthy", snap, symlinks=True)
+    aer = (snap / "sys/bus/pci/devices/0000:00:01.1").resolve() / "aer_dev_correctable"
+    text = aer.read_text().replace("TOTAL_ERR_COR 0", "TOTAL_ERR_COR 7")
+    aer.unlink()
+    aer.write_text(text)
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={snap}",
+        "-p",
+        "no:cacheprovider",
+        "-rfEs",
+        "--tb=short",
+        "-k",
+        "link_errors_not_growing",
+    )
+    out = result.stdout.str()
+    assert result.ret == 1, out
+    assert re.search(r"^FAILED \S*::test_link_errors_not_growing\[0000:21:00.0\]", out, re.M), out
+    assert "UNREADABLE" in out and "correctable went backwards 7 -> 0" in out, out
