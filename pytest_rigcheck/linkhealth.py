@@ -419,6 +419,14 @@ def aer_growth(t: GpuTarget) -> Verdict:
             if kind in a.aer and kind in b.aer:
                 counted += 1
                 d = b.aer[kind] - a.aer[kind]
+                if d < 0:
+                    # AER counters only rise (Documentation/PCI/pcieaer-howto.rst) until the device is reset
+                    return unreadable(
+                        f"{t.label}: {_hop_name(rig, fn)} {kind} went backwards {a.aer[kind]} -> {b.aer[kind]} "
+                        f"({LINKHEALTH_JSON} end vs start): corrupt reading, or the device was reset",
+                        path=path,
+                        fix=["capture the rig again (sudo rigcheck capture DIR)"],
+                    )
                 deltas.setdefault(fn.bdf, {})[kind] = d
                 if d > 0:
                     grew.append(f"{_hop_name(rig, fn)}: {kind} {a.aer[kind]} -> {b.aer[kind]} (+{d})")

@@ -15,6 +15,6 @@ def test_persistence_mode(rig_gpu, rig_nvml, rig_check):
     assert verdict.ok, str(verdict)
 
 
-def test_circuit_budget(rig, rig_gpus, rig_check):
-    verdict = rig_check(power.circuit(rig, rig_gpus))
+def test_circuit_budget(rig, rig_gpus, rig_nvml, rig_check):
+    verdict = rig_check(power.circuit(rig, rig_gpus, rig_nvml.system.gpus))
     assert verdict.ok, str(verdict)

@@ -27,6 +27,7 @@ from ..targets import GpuTarget
 from ..verdict import Verdict, failed, not_applicable, passed, unreadable
 from .common import label
 from .state import (
+    CORRUPT,
     F_BAR1_TOTAL,
     F_MEM_TOTAL,
     F_NVLINK,
@@ -108,6 +109,9 @@ def bar1_bytes(
     """BAR1's size and where it was read: sysfs ``resource`` (the second memory BAR; 0 when the kernel left it
     unassigned), else, where the snapshot has no resource file, NVML's bar1Total. A corrupt file is returned
     as its ``Unavailable``, never papered over by the other source."""
+    nv = gpu.get(F_BAR1_TOTAL) if isinstance(gpu, GpuState) else None
+    if isinstance(nv, Unavailable) and nv.code == CORRUPT:
+        return nv  # an impossible NVML reading is a corrupt record, whatever sysfs says
     res = read_resources(rig, bdf)
     if not isinstance(res, Unavailable):
         line = bar1_line(res)
@@ -115,7 +119,6 @@ def bar1_bytes(
         return size, f"sysfs {bdf}/resource line {line}"
     if res.code != NOT_CAPTURED:
         return res
-    nv = gpu.get(F_BAR1_TOTAL) if isinstance(gpu, GpuState) else None
     if isinstance(nv, int) and not isinstance(nv, bool) and nv > 0:
         return nv, "NVML bar1Total"
     return res
@@ -187,6 +190,11 @@ def check(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     bar1 = bar1_bytes(t.rig, t.gpu.bdf, gpu)
     vram = _vram(gpu)
     if isinstance(bar1, Unavailable):
+        if bar1.code == CORRUPT:
+            return unreadable(
+                f"{name}: BAR1 size unknown: {bar1}",
+                fix=["capture again with `rigcheck capture DIR`"],
+            )
         if not relied:
             return not_applicable(f"{name}: P2P not in use ({why}); BAR1 size not read: {bar1}")
         if not said and bar1.code == NOT_CAPTURED:

@@ -8,6 +8,8 @@ at driver unload, so the fix always says how to make it stick (a systemd oneshot
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ..rig import Rig
 from ..targets import GpuTarget
 from ..verdict import Verdict, failed, judged, not_applicable, passed, unreadable
@@ -19,6 +21,7 @@ from .state import (
     F_POWER_ENFORCED,
     F_POWER_LIMIT,
     NOT_NVIDIA,
+    NVML_JSON,
     GpuState,
     Unavailable,
 )
@@ -151,8 +154,11 @@ def persistence(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     )
 
 
-def circuit(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
+def circuit(rig: Rig, gpus: dict[str, GpuState | Unavailable], nvml_gpus: Iterable[GpuState] = ()) -> Verdict:
     """Every GPU's enforced limit plus the host allowance fits the circuit the profile gives (``[power] circuit_w``, W).
+
+    ``nvml_gpus`` is every GPU NVML lists; one whose BDF is not on the PCIe bus makes the sum UNREADABLE
+    (NVML and sysfs disagree on what draws power: the record is corrupt).
 
     The fix caps each GPU at its own profile cap (``[power.device.X] cap_w``, else ``[power] cap_w``)
     when those caps fit the circuit; otherwise it shares what the host leaves evenly.
@@ -163,6 +169,15 @@ def circuit(rig: Rig, gpus: dict[str, GpuState | Unavailable]) -> Verdict:
     tree = rig.pcie
     if not tree.gpus:
         return not_applicable(f"{rig.name}: no GPU")
+    on_bus = {fn.bdf for fn in tree.gpus}
+    stray = sorted(f"GPU{g.index} {g.bdf}" for g in nvml_gpus if g.bdf not in on_bus)
+    if stray:
+        return unreadable(
+            f"{rig.name}: NVML ({NVML_JSON} field bdf in a snapshot) lists "
+            f"{', '.join(stray)}, not on the PCIe bus ({len(on_bus)} GPU(s) in sysfs): NVML and PCIe disagree, "
+            "corrupt reading: the circuit budget cannot be summed",
+            fix=["capture again with `rigcheck capture DIR` (NVML and sysfs from one moment)"],
+        )
     parts: list[str] = []
     limits: list[tuple[int, int, float | None]] = []  # (nvidia-smi index, enforced mW, the GPU's own cap W)
     for fn in tree.gpus:

@@ -249,7 +249,33 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     F_PROCESSES: _processes_rule,
     F_LOAD: _load_rule,
     F_TEMPERATURE: _int_rule(0, MAX_TEMPERATURE_C, "degrees C"),
+    F_BAR1_TOTAL: _int_rule(1, MAX_MEMORY_B, "bytes"),
 }
+
+
+def _contradictions(v: dict[str, Any]) -> dict[str, str]:
+    """Fields whose readings contradict each other: {field: why}. NVML sets the power limit only within
+    nvmlDeviceGetPowerManagementLimitConstraints [min, max] (NVML API reference, nvmlDeviceSetPowerManagementLimit),
+    and used memory is part of total memory (nvmlMemory_v2_t)."""
+    out: dict[str, str] = {}
+    cons = v.get(F_POWER_CONSTRAINTS)
+    if isinstance(cons, Unavailable) and cons.code == CORRUPT:
+        for key in (F_POWER_LIMIT, F_POWER_DEFAULT, F_POWER_ENFORCED):
+            if key in v and not isinstance(v[key], Unavailable):
+                out[key] = f"{v[key]!r} cannot be judged against {cons.reason}"
+    elif isinstance(cons, list):
+        lo, hi = cons
+        for key in (F_POWER_LIMIT, F_POWER_DEFAULT, F_POWER_ENFORCED):
+            x = v.get(key)
+            # The enforced limit is the least of several limiters, so only above the maximum is impossible.
+            number = isinstance(x, int | float) and not isinstance(x, bool)
+            if number and (x > hi or (x < lo and key != F_POWER_ENFORCED)):
+                out[key] = f"{x!r} is outside the card's own {F_POWER_CONSTRAINTS} {cons!r} (mW)"
+    used, total = v.get(F_MEM_USED), v.get(F_MEM_TOTAL)
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in (used, total)) and used > total:
+        why = f"{F_MEM_USED} {used!r} is above {F_MEM_TOTAL} {total!r} (bytes)"
+        out[F_MEM_USED] = out[F_MEM_TOTAL] = why
+    return out
 
 
 def checked(values: dict[str, Any], where: str) -> dict[str, Any]:
@@ -267,6 +293,8 @@ def checked(values: dict[str, Any], where: str) -> dict[str, Any]:
         out[key] = (
             Unavailable(f"{where} field {key}: {problem}: corrupt reading", CORRUPT) if problem else value
         )
+    for key, problem in _contradictions(out).items():
+        out[key] = Unavailable(f"{where} field {key}: {problem}: corrupt reading", CORRUPT)
     return out
 
 
@@ -352,6 +380,12 @@ class LoadReadings:
             if x is not None and _integer(x, 0, MAX_COUNT, "count") is not None:
                 raise ValueError(f"load.{key} {x!r} is not a count")
             counters[key] = x
+        before, after = counters["replay_before"], counters["replay_after"]
+        if before is not None and after is not None and after < before:
+            # nvmlDeviceGetPcieReplayCounter only counts up (NVML API reference); down means a bad record.
+            raise ValueError(
+                f"load.replay_after {after!r} is below load.replay_before {before!r}: counters only rise"
+            )
         window = data.get("window_s", 0.0)
         if physical(window) is None:
             raise ValueError(f"load.window_s {window!r} is not a number of seconds")
@@ -456,6 +490,7 @@ class SystemState:
             states = [GpuState.from_json(g, f"{where} gpus[{i}]") for i, g in enumerate(gpus)]
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad GPU entry: {exc}") from None
+        _mark_repeats(states, where)
         unopened = data.get("unopened", [])
         if not isinstance(unopened, list) or not all(
             isinstance(u, dict) and _integer(u.get("index"), 0, 1 << 16, "index") is None for u in unopened
@@ -479,6 +514,24 @@ class SystemState:
             raw=data,
             unopened=unopened,
         )
+
+
+def _mark_repeats(states: list[GpuState], where: str) -> None:
+    """Two entries with one NVML index or one BDF cannot both be true (NVML numbers each GPU once, and a
+    PCI address names one function): every reading of such entries becomes ``Unavailable(code=corrupt)``."""
+    for field_name, of in ((F_INDEX, lambda g: g.index), (F_BDF, lambda g: g.bdf)):
+        seen: dict[Any, list[int]] = {}
+        for i, g in enumerate(states):
+            seen.setdefault(of(g), []).append(i)
+        for value, where_at in seen.items():
+            if len(where_at) < 2:
+                continue
+            entries = ", ".join(f"gpus[{i}]" for i in where_at)
+            why = f"{where} field {field_name}: {value!r} appears in {entries}: corrupt reading"
+            for i in where_at:
+                g = states[i]
+                keys = set(g.values) | set(RULES)
+                g.values = {k: Unavailable(f"{why} (so {k} cannot be placed)", CORRUPT) for k in keys}
 
 
 def checked_system(values: dict[str, Any], where: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 
 from ..pcie import normalize_bdf
-from .state import NO_PERMISSION, NOT_CAPTURED, SystemState, Unavailable, from_json_value
+from .state import CORRUPT, NO_PERMISSION, NOT_CAPTURED, SystemState, Unavailable, from_json_value
 from .xid_catalog import CATALOG, CATALOG_EDITION, CATALOG_URL
 
 _XID = re.compile(
@@ -236,6 +236,10 @@ def recorded_kernel_log(system: SystemState) -> str | Unavailable:
         return value
     if isinstance(value, list) and all(isinstance(x, str) for x in value):
         return "".join(x + "\n" for x in value)
+    if KERNEL_LOG_KEY in system.raw:
+        return Unavailable(
+            f"nvml.json field {KERNEL_LOG_KEY}: {value!r} is not a list of lines: corrupt reading", CORRUPT
+        )
     return Unavailable(f"the kernel log was not captured (no {KERNEL_LOG_KEY} in nvml.json)", NOT_CAPTURED)
 
 

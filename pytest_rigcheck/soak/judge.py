@@ -250,6 +250,13 @@ class SoakRecord:
                 for v in hops.values()
             ):
                 raise ValueError(f"{bdf}: aer_hops is not {{hop: {{start: [3 counts], end: [3 counts]}}}}")
+            for hop, v in hops.items():
+                if any(e < b for b, e in zip(v["start"], v["end"], strict=True)):
+                    # AER counters only rise (Documentation/PCI/pcieaer-howto.rst): end below start is corrupt
+                    raise ValueError(
+                        f"{bdf}: aer_hops[{hop}] end {v['end']!r} is below start {v['start']!r}: "
+                        "counters only rise, corrupt reading"
+                    )
             out[bdf] = GpuSamples(
                 bdf,
                 g.get("index") if isinstance(g.get("index"), int) else None,

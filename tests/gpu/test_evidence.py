@@ -242,3 +242,152 @@ def test_unopened_gpu_is_named(make_snapshot: Callable[..., Path]) -> None:
     v = inventory.seen_by_nvml(t, Unavailable("not in NVML", "not_in_nvml"), state)
     assert v.status == "fail" and v.target["slot"] == "SLOT2"
     assert "NVML counted GPU index 2 but could not open it: nvmlDeviceGetHandleByIndex: GPU is lost" in str(v)
+
+
+# -- contradictory records: NVML vs PCIe, limits vs constraints, counters that go backwards ----------
+
+
+def _stray(state: dict[str, Any]) -> None:
+    state["gpus"].append({**state["gpus"][3], "bdf": "0000:99:00.0", "index": 4, "uuid": "GPU-ffff"})
+
+
+def _set(field: str, value: Any, bdf: str = G2) -> Callable[[dict[str, Any]], None]:
+    def mutate(state: dict[str, Any]) -> None:
+        _gpu(state, bdf).update({field: value} if not isinstance(value, dict) or field else value)
+
+    return mutate
+
+
+def _dup(field: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(state: dict[str, Any]) -> None:
+        state["gpus"][3][field] = _gpu(state, G2)[field]
+
+    return mutate
+
+
+def _load(before: int, after: int) -> Callable[[dict[str, Any]], None]:
+    def mutate(state: dict[str, Any]) -> None:
+        _gpu(state, G2)["load"].update(replay_before=before, replay_after=after)
+
+    return mutate
+
+
+def _limits(state: dict[str, Any]) -> None:
+    g = _gpu(state, G2)
+    g.update(power_limit_mw=350000, enforced_limit_mw=350000, default_limit_mw=350000)
+    g["limit_constraints_mw"] = [400000, 600000]
+
+
+def _kernel_log(state: dict[str, Any]) -> None:
+    state["kernel_log"] = 5
+
+
+def _mem(state: dict[str, Any]) -> None:
+    g = _gpu(state, G2)
+    g["memory_used_b"] = g["memory_total_b"] + 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "check", "why"),
+    [
+        (_stray, f"test_circuit_budget[{PRO}]", "lists GPU4 0000:99:00.0, not on the PCIe bus"),
+        (_dup("index"), f"test_power_limit[{G2}]", "field index: 2 appears in gpus[2], gpus[3]"),
+        (_dup("bdf"), f"test_power_limit[{G2}]", f"field bdf: '{G2}' appears in gpus[2], gpus[3]"),
+        (_set("limit_constraints_mw", [600000, 100000]), f"test_power_limit[{G2}]", "minimum above maximum"),
+        (_limits, f"test_power_limit[{G2}]", "outside the card's own limit_constraints_mw [400000, 600000]"),
+        (
+            _load(10, 2),
+            f"test_no_pcie_replays_under_load[{G2}]",
+            "replay_after 2 is below load.replay_before 10",
+        ),
+        (_set("bar1_total_b", -1), f"test_bar1_aperture[{G2}]", "field bar1_total_b: -1 is not a possible"),
+        (
+            _set("bar1_total_b", "big"),
+            f"test_bar1_aperture[{G2}]",
+            "field bar1_total_b: 'big' is not a number",
+        ),
+        (_mem, f"test_vram_free[{G2}]", "memory_used_b"),
+        (_kernel_log, f"test_no_fatal_xid[{G2}]", "field kernel_log: 5 is not a list of lines"),
+    ],
+    ids=[
+        "stray-bdf",
+        "dup-index",
+        "dup-bdf",
+        "min-above-max",
+        "limit-below-min",
+        "replay-backwards",
+        "bar1-negative",
+        "bar1-text",
+        "used-above-total",
+        "kernel-log-type",
+    ],
+)
+def test_contradictory_nvml_json_is_unreadable(
+    pytester: pytest.Pytester,
+    make_snapshot: Callable[..., Path],
+    mutate: Callable[[dict[str, Any]], None],
+    check: str,
+    why: str,
+) -> None:
+    """A new user's false passes: NVML listing a GPU the PCIe bus lacks (the circuit summed 4 of 5 boards),
+    two entries with one index or BDF, a limit outside the card's own constraints
+    (nvmlDeviceGetPowerManagementLimitConstraints), a replay counter that went down, an impossible BAR1
+    size, used memory above total, a kernel_log of the wrong type. Each is a corrupt record: the named
+    check FAILS as UNREADABLE naming file and field, and the run exits 1."""
+    name = check.split("[")[0]
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={make_snapshot(PRO, mutate)}",
+        "-p",
+        "no:cacheprovider",
+        "-rfEs",
+        "--tb=short",
+        "-k",
+        name,
+    )
+    out = result.stdout.str()
+    assert result.ret == 1, out
+    assert re.search(rf"^FAILED \S*::{re.escape(check)}", out, re.M), out
+    assert "UNREADABLE, not a pass" in out and why in out, out
+    assert "nvml.json" in out and "Traceback" not in out, out
+
+
+def test_soak_aer_counter_backwards_is_unreadable(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """soak.json with a hop's AER counters lower at the end than at the start (they only rise,
+    Documentation/PCI/pcieaer-howto.rst) is corrupt: test_soak FAILS as UNREADABLE, exit 1."""
+    snap = tmp_path / "soak"
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-soak-healthy", snap, symlinks=True)
+    data = json.loads((snap / "soak.json").read_text())
+    hop = data["gpus"]["0000:21:00.0"]["aer_hops"]["0000:00:01.1"]
+    hop["start"], hop["end"] = [5, 0, 0], [1, 0, 0]
+    (snap / "soak.json").write_text(json.dumps(data))
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={snap}", "-p", "no:cacheprovider", "-rfEs", "--tb=short", "-k", "test_soak"
+    )
+    out = result.stdout.str()
+    assert result.ret == 1, out
+    assert re.search(r"^FAILED \S*::test_soak\[0000:21:00.0\]", out, re.M), out
+    assert "UNREADABLE" in out and "end [1, 0, 0] is below start [5, 0, 0]" in out, out
+
+
+def test_linkhealth_aer_counter_backwards_is_unreadable(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """linkhealth.json's end reading below the sysfs start reading of a hop (AER counters only rise,
+    Documentation/PCI/pcieaer-howto.rst) is corrupt: test_link_errors_not_growing FAILS as UNREADABLE."""
+    snap = tmp_path / "lh"
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-soak-healthy", snap, symlinks=True)
+    aer = (snap / "sys/bus/pci/devices/0000:00:01.1").resolve() / "aer_dev_correctable"
+    text = aer.read_text().replace("TOTAL_ERR_COR 0", "TOTAL_ERR_COR 7")
+    aer.unlink()
+    aer.write_text(text)
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={snap}",
+        "-p",
+        "no:cacheprovider",
+        "-rfEs",
+        "--tb=short",
+        "-k",
+        "link_errors_not_growing",
+    )
+    out = result.stdout.str()
+    assert result.ret == 1, out
+    assert re.search(r"^FAILED \S*::test_link_errors_not_growing\[0000:21:00.0\]", out, re.M), out
+    assert "UNREADABLE" in out and "correctable went backwards 7 -> 0" in out, out
