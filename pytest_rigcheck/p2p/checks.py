@@ -214,18 +214,19 @@ def _pair(t: RouteTarget, data: dict[str, Any]) -> dict[str, Any] | Verdict:
     return _not_required(t, entry) or entry
 
 
-def _capable(entry: dict[str, Any]) -> bool | None:
+def _capable(entry: dict[str, Any], what: str = "P2P capability") -> bool | None:
     nvml = entry.get("nvml") or {}
-    if entry.get("can_access_peer") is False or any(
-        isinstance(nvml.get(c), int) and nvml[c] != 0 for c in ("read", "write")
+    access = value(entry, "can_access_peer", what)
+    if access is False or any(
+        isinstance(value(nvml, c, what), int) and nvml[c] != 0 for c in ("read", "write")
     ):
         return False
-    return True if entry.get("can_access_peer") else None
+    return True if access else None
 
 
 def _not_required(t: RouteTarget, entry: dict[str, Any]) -> Verdict | None:
     """n/a where the pair cannot do P2P and the profile says it need not ([p2p] required = false)."""
-    if th.p2p_required(t.rig) or _capable(entry) is not False:
+    if th.p2p_required(t.rig) or _capable(entry, f"{t.label}: P2P capability") is not False:
         return None
     return not_applicable(
         f"{t.label}: no P2P between these GPUs, and {t.rig.profile.source} says it is not required "
@@ -240,7 +241,9 @@ def capability(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     if isinstance(entry, Verdict):
         return entry
     nvml = entry.get("nvml") or {}
-    access = entry.get("can_access_peer")
+    access = value(entry, "can_access_peer", f"{t.label}: P2P capability")
+    for cap in ("read", "write", "nvlink"):
+        value(nvml, cap, f"{t.label}: P2P capability")
     props: dict[str, object] = {"can_access_peer": access if access is not None else "unknown"}
     found, unknown, refused = [], [], []
     for cap in ("read", "write"):
@@ -325,7 +328,7 @@ def _settle(
 ) -> Verdict:
     j = th.judge(vals, line)
     unit = line.unit
-    verified = entry.get(f"{figure}_verified")
+    verified = value(entry, f"{figure}_verified", f"{t.label}: {name} data check")
     props: dict[str, object] = {
         f"{figure}_{'gbps' if unit == 'GB/s' else 'us'}": round(j.value, 3),
         "pass_line": round(line.pass_line, 3),
@@ -447,6 +450,7 @@ def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
         return entry
     p2p = figure_readings(entry, "unidir_gbps", f"{t.label}: P2P bandwidth")
     ctl = figure_readings(entry, "control_unidir_gbps", f"{t.label}: bandwidth with peer access off")
+    value(entry, "control_verified", f"{t.label}: bandwidth with peer access off, data check")
     if not p2p or not ctl:
         return unreadable(
             f"{t.label}: no {'control (peer access off)' if p2p else 'P2P'} reading to compare "
@@ -464,7 +468,7 @@ def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
         return passed(
             f"{t.label}: P2P {ratio:.1f}x the host-staged copy", measured=measured, properties=props
         )
-    access = entry.get("can_access_peer")
+    access = value(entry, "can_access_peer", f"{t.label}: P2P capability")
     return failed(
         f"{t.label}: copies with peer access are no faster than through host memory (x{ratio:.2f}): "
         "traffic is not going peer-to-peer"
@@ -501,6 +505,8 @@ def ipc(t: RouteTarget, data: dict[str, Any]) -> Verdict:
         why = block.get("error") or f"not recorded ({_where(data)})"
         return unreadable(f"{t.label}: CUDA IPC round trip {why}")
     kernel = entry.get("kernel_read") or {}
+    for part, field in ((entry, "ok"), (entry, "mismatches"), (kernel, "ok"), (kernel, "mismatches")):
+        value(part, field, f"{t.label}: CUDA IPC round trip")
     props: dict[str, object] = {
         "ipc_ok": bool(entry.get("ok")),
         "mismatches": entry.get("mismatches", "n/a"),
@@ -570,7 +576,7 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
         "figures_from": _where(data),
     }
     measured = f"{j.value:.4g} GB/s (readings {', '.join(f'{v:.3g}' for v in vals)})"
-    if (entry or {}).get(f"{figure}_verified") is False:
+    if value(entry, f"{figure}_verified", f"{t.label}: {name} data check") is False:
         return failed(
             f"{t.label}: {name} copies delivered WRONG DATA",
             measured=measured,

@@ -113,6 +113,7 @@ PAIR_FIGURES = {
 }
 GPU_FIGURES = {"h2d_gbps": BANDWIDTH, "d2h_gbps": BANDWIDTH}
 GROUP_FIGURES = {"busbw_gbps": BANDWIDTH}
+FLAGS = ("can_access_peer", "ok")  # booleans, besides every ``*_verified``
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,45 @@ def _check_nvlink(info: Any, where: str) -> None:
         raise SnapshotError(f"{where}.nvlink.remotes: {remotes!r} is not an object of BDF -> link count")
 
 
+def _check_flags(entry: Any, where: str) -> None:
+    """Mark each boolean field of ``entry`` (``can_access_peer``, ``ok``, every ``*_verified``) that holds
+    something else (``"false"``, ``0``, ``"no"``) ``Corrupt``: read as truthy it would pass a check."""
+    if not isinstance(entry, dict):
+        return
+    for name, v in list(entry.items()):
+        if (
+            (name in FLAGS or name.endswith("_verified"))
+            and v is not None
+            and not isinstance(v, bool | Corrupt)
+        ):
+            entry[name] = Corrupt(f"{where}.{name}: {v!r} is not a boolean (true or false)")
+
+
+def _check_outcome(entry: Any, where: str) -> None:
+    """An IPC round trip or kernel access (``ok``, ``mismatches``): flags and count well-typed, and never
+    ``ok`` true with elements that differ."""
+    if not isinstance(entry, dict):
+        return
+    _check_flags(entry, where)
+    if _count_problem(entry.get("mismatches")):
+        entry["mismatches"] = Corrupt(f"{where}.mismatches: {_count_problem(entry['mismatches'])}")
+    elif entry.get("ok") is True and (entry.get("mismatches") or 0) > 0:
+        entry["ok"] = Corrupt(
+            f"{where}.ok: true contradicts mismatches {entry['mismatches']} (a round trip with differing "
+            "elements did not succeed)"
+        )
+
+
+def _check_nvml_status(entry: dict[str, Any], where: str) -> None:
+    """``nvml`` per capability: an ``nvmlGpuP2PStatus_t`` code (a count), or an object recording the error."""
+    nvml = entry.get("nvml")
+    if not isinstance(nvml, dict):
+        return
+    for cap, v in nvml.items():
+        if v is not None and not isinstance(v, dict | Corrupt) and _count_problem(v):
+            nvml[cap] = Corrupt(f"{where}.nvml.{cap}: {v!r} is not an NVML P2P status code")
+
+
 def _check_group(entry: Any, where: str) -> None:
     _check_entry(entry, GROUP_FIGURES, where)
     for key in ("wrong", "nan"):
@@ -207,13 +247,18 @@ def check(data: dict[str, Any], where: str) -> dict[str, Any]:
 
     Pairs: ``unidir_gbps``, ``bidir_gbps``, ``latency_us`` and their ``control_*``; GPUs: ``h2d_gbps``,
     ``d2h_gbps`` and the ``nvlink`` counts; NCCL groups and controls: ``busbw_gbps``, ``sweep``, ``wrong``,
-    ``nan``, ``judged_bytes``. An entry that is not an object raises ``SnapshotError`` (the file is corrupt).
+    ``nan``, ``judged_bytes``; booleans (``can_access_peer``, every ``*_verified``, the IPC ``ok`` of a pair
+    and of its ``kernel_read``/``kernel_write``) that are not true/false, an IPC ``ok`` true with
+    ``mismatches`` above 0, and NVML P2P status codes that are not codes. An entry that is not an object raises ``SnapshotError`` (the file is corrupt).
     A figure's readings are each a finite number in (0, 2000] GB/s, or (0, 1e7] us for a latency.
     """
     for key, entry in data.get("pairs", {}).items():
         _check_entry(entry, PAIR_FIGURES, f'{where} pairs["{key}"]')
+        _check_flags(entry, f'{where} pairs["{key}"]')
+        _check_nvml_status(entry, f'{where} pairs["{key}"]')
     for bdf, entry in data.get("gpus", {}).items():
         _check_entry(entry, GPU_FIGURES, f'{where} gpus["{bdf}"]')
+        _check_flags(entry, f'{where} gpus["{bdf}"]')
         _check_nvlink(entry.get("nvlink"), f'{where} gpus["{bdf}"]')
     nccl = data.get("nccl", {})
     if not isinstance(nccl.get("groups", {}), dict):
@@ -222,6 +267,12 @@ def check(data: dict[str, Any], where: str) -> dict[str, Any]:
         _check_group(entry, f'{where} nccl.groups["{key}"]')
     if nccl.get("control") is not None:
         _check_group(nccl["control"], f"{where} nccl.control")
+    ipc = nccl.get("ipc")
+    for key, entry in ((ipc or {}).get("pairs") or {}).items() if isinstance(ipc, dict) else ():
+        _check_outcome(entry, f'{where} nccl.ipc.pairs["{key}"]')
+        for part in ("kernel_read", "kernel_write"):
+            if isinstance(entry, dict):
+                _check_outcome(entry.get(part), f'{where} nccl.ipc.pairs["{key}"].{part}')
     return data
 
 
@@ -236,7 +287,7 @@ def value(entry: dict[str, Any] | None, name: str, what: str) -> Any:
             unreadable(
                 f"{what}: corrupt figure: {v}",
                 measured=v.reason,
-                expected="readings real hardware can give",
+                expected="readings real hardware can give, booleans true or false",
                 fix=["measure again live (pytest --rig), or capture again with `rigcheck capture DIR`"],
             )
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..verdict import Verdict, failed, passed, unreadable
 from . import checks as c
-from .figures import group_key
+from .figures import group_key, value
 from .targets import RouteTarget
 
 FIX_VLLM = (
@@ -48,6 +48,8 @@ def kernel_write(t: RouteTarget, data: dict[str, Any]) -> Verdict:
             f"{what}: {why}",
             fix=["measure live (pytest --rig) or capture again with this version (`rigcheck capture DIR`)"],
         )
+    for field in ("ok", "mismatches"):
+        value(kw, field, what)
     nbytes = kw.get("bytes") or (entry or {}).get("bytes") or 0
     props: dict[str, object] = {
         "kernel_write_ok": "not run" if kw.get("ok") is None else bool(kw.get("ok")),

@@ -398,3 +398,54 @@ def test_figure_checks_at_load() -> None:
     )
     with pytest.raises(SnapshotError, match=r'gpus\["a"\]: \[1\] is not an object'):
         check({"pairs": {}, "gpus": {"a": [1]}, "nccl": {}}, "x")
+
+
+def _ipc(data: dict[str, Any]) -> dict[str, Any]:
+    return data["nccl"]["ipc"]["pairs"][P01]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "check", "field"),
+    [
+        (lambda d: d["pairs"][P01].update(can_access_peer="false"), "test_p2p_capability", "can_access_peer"),
+        (lambda d: d["pairs"][P01].update(can_access_peer=0), "test_p2p_capability", "can_access_peer"),
+        (lambda d: d["pairs"][P01]["nvml"].update(read="0"), "test_p2p_capability", "nvml.read"),
+        (
+            lambda d: d["pairs"][P01].update(unidir_verified="false"),
+            "test_p2p_unidirectional",
+            "unidir_verified",
+        ),
+        (lambda d: d["pairs"][P01].update(bidir_verified="no"), "test_p2p_bidirectional", "bidir_verified"),
+        (lambda d: d["pairs"][P01].update(latency_verified=1), "test_p2p_latency", "latency_verified"),
+        (
+            lambda d: d["pairs"][P01].update(control_verified="true"),
+            "test_p2p_not_through_host",
+            "control_verified",
+        ),
+        (lambda d: d["gpus"][P01[:12]].update(h2d_verified="false"), "test_host_to_device", "h2d_verified"),
+        (lambda d: _ipc(d).update(ok="false"), "test_cuda_ipc_roundtrip", "ok"),
+        (lambda d: _ipc(d).update(ok=True, mismatches=7), "test_cuda_ipc_roundtrip", "ok: true contradicts"),
+        (lambda d: _ipc(d)["kernel_write"].update(ok="yes"), "test_cuda_ipc_kernel_write", "kernel_write.ok"),
+        (
+            lambda d: _ipc(d)["kernel_write"].update(ok=True, mismatches=3),
+            "test_cuda_ipc_kernel_write",
+            "kernel_write.ok: true contradicts",
+        ),
+    ],
+)
+def test_wrong_typed_boolean_is_unreadable(
+    pytester: pytest.Pytester,
+    snap: Callable[..., Path],
+    mutate: Callable[[dict[str, Any]], None],
+    check: str,
+    field: str,
+) -> None:
+    """A new user's report: "false" (a string), 0 or "no" where p2p.json holds a boolean read as true, and
+    ``ok: true`` with ``mismatches: 7`` passed (161 passed). Each is now a corrupt reading: the check that
+    reads it is UNREADABLE naming the file and the field, and the run exits 1."""
+    data = json.loads((SNAPSHOTS / "rtxpro6000x4-switch" / "p2p.json").read_text())
+    mutate(data)
+    failed, out, result = run(pytester, snap("rtxpro6000x4-switch", data))
+    assert result.ret == 1, out
+    assert any(f.startswith(f"{check}[") for f in failed), out
+    assert "p2p.json" in out and f"].{field}" in out and "UNREADABLE, not a pass" in out, out
