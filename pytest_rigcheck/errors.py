@@ -39,7 +39,10 @@ class ProfileError(RigcheckError):
         self.key = key
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{where}: invalid value {value!r} for {key!r}: {allowed}")
+        if key == "(file)":  # the file itself is unusable (not TOML, unreadable): say that, not a key
+            super().__init__(f"{where}: {allowed}")
+        else:
+            super().__init__(f"{where}: invalid value {value!r} for {key!r}: {allowed}")
 
 
 class ConfigSpaceError(RigcheckError):

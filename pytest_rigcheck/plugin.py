@@ -149,9 +149,21 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 def _raw(config: pytest.Config, s: Setting) -> tuple[Any, str]:
     """The first given of option, variable, ini, as text (or a list of texts); ``(None, "default")`` if none."""
     value = config.getoption(s.dest, default=None)
-    if value not in (None, [], ""):
+    if value not in (None, [], "") and not (
+        isinstance(value, list) and not any(str(v).strip() for v in value)
+    ):
         return value, s.option
+    if (
+        value is not None
+        and s.kind != "flag"
+        and value in ("", [])
+        or (isinstance(value, list) and value and not any(str(v).strip() for v in value))
+    ):
+        # `--rig-report=` (an unset CI variable expanded to nothing): never silently "not given"
+        raise pytest.UsageError(f"{s.option}: empty value: give a value, or leave the option out")
     text = os.environ.get(s.env, "")
+    if s.env in os.environ and not text.strip() and s.kind != "flag":
+        raise pytest.UsageError(f"{s.env}: empty value: give a value, or unset the variable (unset {s.env})")
     if text.strip():
         if s.kind == "flag":
             return text, s.env

@@ -172,3 +172,27 @@ def test_ini_preset_name_stays_a_name(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--collect-only", "-p", "no:cacheprovider")
     assert result.ret == 0, result.stderr.str()
     result.stdout.fnmatch_lines(["rigcheck: *preset 2x-rtx3090-gen4*"])
+
+
+def test_empty_values_are_usage_errors(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--rig-report=` or `RIGCHECK_REPORT=` (an unset CI variable expanded to nothing) stops the run with one
+    line instead of silently writing no report (a new user's finding)."""
+    snap = str(SNAPSHOTS / "rtx3090x2-gen4")
+    result = pytester.runpytest_subprocess(f"--rig-snapshot={snap}", "--rig-report=")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--rig-report: empty value" in result.stderr.str()
+    monkeypatch.setenv("RIGCHECK_REPORT", "")
+    result = pytester.runpytest_subprocess(f"--rig-snapshot={snap}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "RIGCHECK_REPORT: empty value" in result.stderr.str()
+
+
+def test_profile_not_toml_says_so(pytester: pytest.Pytester) -> None:
+    """A profile that is not TOML says "not valid TOML" without an invented key (gate.md D24's wording)."""
+    snap = str(SNAPSHOTS / "rtx3090x2-gen4")
+    bad = pytester.path / "bad.toml"
+    bad.write_text("this is not toml\n")
+    result = pytester.runpytest_subprocess(f"--rig-snapshot={snap}", f"--rig-profile={bad}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "not valid TOML" in err and "'(file)'" not in err

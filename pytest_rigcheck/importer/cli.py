@@ -42,6 +42,6 @@ def run_import(args: argparse.Namespace) -> int:
     print(
         f"rigcheck: imported {built.devices} PCI functions ({built.gpus} GPU(s)) into {built.out}; "
         f"{len(built.unknown)} thing(s) the text does not show are unreadable (MANIFEST.toml [imported] unknown); "
-        f"judge it with: pytest --rig --rig-snapshot {built.out}"
+        f"judge it with: pytest --rig --rig-snapshot={built.out}"
     )
     return 0
