@@ -604,7 +604,7 @@ def test_eight_gpu_server_with_bmc_end_to_end(pytester: pytest.Pytester, tmp_pat
     prof = tmp_path / "p.toml"
     prof.write_text("[rig]\ngpus = 8\n")
     args = [f"--rig-snapshot={tmp_path / 'hgx-bmc'}", f"--rig-profile={prof}", "-p", "no:cacheprovider"]
-    pcie = "gpu_count or acs or topology or iommu or link_trained or bifurcation"
+    pcie = "(gpu_count or acs or topology or iommu or link_trained or bifurcation) and not seen_by_nvml"
     result = pytester.runpytest_subprocess(*args, "-k", pcie, "-v", "-rfE")
     out = result.stdout.str()
     assert "test_gpu_count[hgx-bmc] PASSED" in out, out

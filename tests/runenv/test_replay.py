@@ -101,7 +101,7 @@ def test_live_run_leaves_hidden_gpus_out(monkeypatch: pytest.MonkeyPatch, tmp_pa
     rig.extras[EXTRAS_KEY] = RunEnv("t", env={"CUDA_VISIBLE_DEVICES": "0"}, dev_nvidia=[0, 1])
     seen: dict[str, Any] = {}
 
-    def fake_measure(gpus: list[str], groups: list[list[str]], *_: object) -> dict[str, Any]:
+    def fake_measure(gpus: list[str], groups: list[list[str]], *_: object, **__: object) -> dict[str, Any]:
         seen.update(gpus=gpus, groups=groups)
         return {"pairs": {}, "gpus": {}, "nccl": {"groups": {}}}
 
