@@ -14,9 +14,9 @@ from functools import cached_property
 
 from .errors import ConfigSpaceError, SourceError
 from .pcie import (
-    SPEED_GT,
     CLASS_BRIDGE_PCI,
     DEVICES,
+    SPEED_GT,
     VENDORS,
     ConfigSpace,
     PortType,
