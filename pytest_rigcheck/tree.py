@@ -171,6 +171,21 @@ class PciFunction:
         return self.class_code >> 8 == CLASS_BRIDGE_PCI
 
     @property
+    def acs_unread(self) -> str | None:
+        """Why this bridge's ACS capability could not be read; None where it was, or for a non-bridge.
+
+        ACS is an extended capability (PCIe Base Spec 7.7.8, config offset 0x100 and up): config space
+        read short of 4096 bytes (non-root, truncated) or not at all leaves its state unknown.
+        """
+        if not self.is_bridge:
+            return None
+        if self.config is None:
+            return self.config_error or "config space not readable"
+        if self.config.size < 4096:
+            return f"config space read to {self.config.size} of 4096 bytes; ACS is in extended config space"
+        return None
+
+    @property
     def port_type(self) -> PortType | None:
         if self.config is not None and self.config.port_type is not None:
             return self.config.port_type
