@@ -91,7 +91,9 @@ def _snapshot_side(rig: Any, label: str) -> Side:
         for fn in [*tree.ancestors(g.bdf), g]:
             side.links[fn.bdf] = fn.link_now
             side.roles[fn.bdf] = "GPU" + str(tree.gpu_index(fn.bdf)) if fn.is_gpu else fn.role
-            if fn.is_bridge and fn.config is not None and fn.config.acs is not None:
+            if fn.acs_unread is not None:
+                side.acs[fn.bdf] = f"unreadable ({fn.acs_unread})"
+            elif fn.is_bridge and fn.config is not None and fn.config.acs is not None:
                 side.acs[fn.bdf] = fn.config.acs.ctrl
     side.iommu = rig.iommu.mode
     nvml = _json(rig, "nvml.json")
@@ -229,15 +231,19 @@ def compare(a: Side, b: Side) -> list[Change]:
             note = f"{' and '.join(drop)} dropped" if drop else "trained higher"
             out.append(Change(level, "link", where, fmt_link(g0, w0), fmt_link(g1, w1), note))
     if a.acs is not None and b.acs is not None:
-        for bdf in sorted(set(a.acs) & set(b.acs)):
-            v0, v1 = a.acs[bdf], b.acs[bdf]
+        # A bridge whose ACS became unreadable on side B counts even where side A had no ACS capability.
+        unread_b = {k for k, v in b.acs.items() if _acs_state(v).startswith("unreadable")}
+        for bdf in sorted(set(a.acs) & set(b.acs) | unread_b & set(a.links or {})):
+            v0, v1 = a.acs.get(bdf, "absent"), b.acs[bdf]
             s0, s1 = _acs_state(v0), _acs_state(v1)
             if v0 == v1 or (isinstance(v0, str) != isinstance(v1, str) and s0 == s1):
                 continue
             where = f"{bdf} {b.roles.get(bdf) or a.roles.get(bdf, '')}".rstrip()
             before = f"ACSCtl {decode_acs(v0)}" if isinstance(v0, int) else f"ACS {v0}"
             after = f"ACSCtl {decode_acs(v1)}" if isinstance(v1, int) else f"ACS {v1}"
-            if s0 == "off" and s1 == "on":
+            if s1.startswith("unreadable"):
+                level, note = WORSE, "ACS state could not be read on side B: P2P redirection unknown"
+            elif s0 == "off" and s1 == "on":
                 level, note = WORSE, "P2P now redirected through the root complex"
             elif s0 == "on" and s1 == "off":
                 level, note = BETTER, "P2P no longer redirected"

@@ -160,6 +160,9 @@ def topo_matrix(rig: Rig) -> str:
 def _acs_mark(fn: PciFunction) -> str:
     from .pcie import ACS_P2P_BLOCKING
 
+    why = fn.acs_unread
+    if why is not None:
+        return f" [ACS unknown: {why}]"
     acs = fn.config.acs if fn.config is not None else None
     if acs is None or not fn.is_bridge:
         return ""

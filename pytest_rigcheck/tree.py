@@ -7,6 +7,7 @@ are told apart by their PCIe port type, not by name.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,6 +16,7 @@ from .errors import ConfigSpaceError, SourceError
 from .pcie import (
     CLASS_BRIDGE_PCI,
     DEVICES,
+    SPEED_GT,
     VENDORS,
     ConfigSpace,
     PortType,
@@ -45,6 +47,7 @@ class SysfsLink:
     # used (``PciFunction.link_readings`` for current_*, ``link_cap`` for max_*), so garbage in one
     # attribute does not hide the others.
     bad: dict[str, SourceError] = field(default_factory=dict)
+    cur_down: bool = False  # current_link_width read as 0 and current_link_speed Unknown: link down
 
     def check(self, *names: str) -> None:
         """Raise the ``SourceError`` of the first of ``names`` that held garbage."""
@@ -168,6 +171,21 @@ class PciFunction:
         return self.class_code >> 8 == CLASS_BRIDGE_PCI
 
     @property
+    def acs_unread(self) -> str | None:
+        """Why this bridge's ACS capability could not be read; None where it was, or for a non-bridge.
+
+        ACS is an extended capability (PCIe Base Spec 7.7.8, config offset 0x100 and up): config space
+        read short of 4096 bytes (non-root, truncated) or not at all leaves its state unknown.
+        """
+        if not self.is_bridge:
+            return None
+        if self.config is None:
+            return self.config_error or "config space not readable"
+        if self.config.size < 4096:
+            return f"config space read to {self.config.size} of 4096 bytes; ACS is in extended config space"
+        return None
+
+    @property
     def port_type(self) -> PortType | None:
         if self.config is not None and self.config.port_type is not None:
             return self.config.port_type
@@ -195,9 +213,62 @@ class PciFunction:
         return f"{self.bdf} {self.role} ({self.name} [{self.ids}]{slot})"
 
     def link_errors(self) -> list[SourceError]:
-        """Current-link attributes whose text is garbage or whose read was refused."""
+        """Current-link readings that are garbage, refused, or cannot be (corrupt).
+
+        Impossible: a reserved LnkSta speed code on an up link (PCIe Base Spec 7.5.3.8: 0 and codes
+        above the known rates are reserved), and sysfs and LnkSta disagreeing on whether the link is up
+        at all (one says x16, the other width 0 / speed ``Unknown``).
+        """
         sl = self.sysfs_link
-        return [sl.bad[n] for n in ("cur_gen", "cur_width") if sl is not None and n in sl.bad]
+        out = [sl.bad[n] for n in ("cur_gen", "cur_width") if sl is not None and n in sl.bad]
+        lk = self.config.link if self.config else None
+        cfg = f"{self.base}/config"
+        if lk is not None and lk.sta_width and lk.sta_speed not in SPEED_GT:
+            out.append(
+                SourceError(
+                    cfg,
+                    f"impossible LnkSta: link up at x{lk.sta_width} with reserved speed code "
+                    f"{lk.sta_speed} (PCIe Base Spec 7.5.3.8)",
+                )
+            )
+        if lk is not None and sl is not None and not sl.bad:
+            sys_up = sl.cur_width is not None
+            sys_down = sl.cur_down
+            if sys_up and not lk.sta_width:
+                out.append(
+                    SourceError(
+                        cfg,
+                        f"contradictory readings: LnkSta says the link is down (width 0) but sysfs "
+                        f"current_link_width says x{sl.cur_width}",
+                    )
+                )
+            elif sys_down and lk.sta_width:
+                out.append(
+                    SourceError(
+                        f"{self.base}/current_link_width",
+                        f"contradictory readings: sysfs says the link is down (width 0) but config "
+                        f"LnkSta says {fmt_link(lk.sta_speed if lk.sta_speed in SPEED_GT else None, lk.sta_width)}",
+                    )
+                )
+        return out
+
+    def cap_errors(self) -> list[SourceError]:
+        """Capability readings that are garbage or cannot be: width 0 or a reserved speed in LnkCap
+        (PCIe Base Spec 7.5.3.6), sysfs ``max_link_width`` 0 or ``max_link_speed`` Unknown."""
+        sl = self.sysfs_link
+        out = [sl.bad[n] for n in ("max_gen", "max_width") if sl is not None and n in sl.bad]
+        lk = self.config.link if self.config else None
+        cfg = f"{self.base}/config"
+        if lk is not None and not lk.cap_width:
+            out.append(SourceError(cfg, "impossible LnkCap: maximum link width 0 (PCIe Base Spec 7.5.3.6)"))
+        if lk is not None and lk.cap_speed not in SPEED_GT:
+            out.append(
+                SourceError(
+                    cfg,
+                    f"impossible LnkCap: reserved maximum link speed code {lk.cap_speed} (PCIe Base Spec 7.5.3.6)",
+                )
+            )
+        return out
 
     def link_readings(self, strict: bool = True) -> list[tuple[str, int | None, int | None]]:
         """Every reading of this function's current link: (where, gen, width); ``None`` where unknown.
@@ -208,13 +279,16 @@ class PciFunction:
         """
         out: list[tuple[str, int | None, int | None]] = []
         sl = self.sysfs_link
-        if sl is not None and strict:
-            sl.check("cur_gen", "cur_width")
+        if strict:
+            errors = self.link_errors()
+            if errors:
+                raise errors[0]
         if sl is not None and (sl.cur_gen or sl.cur_width):
             out.append((f"{self.bdf} sysfs current_link_*", sl.cur_gen, sl.cur_width))
         lk = self.config.link if self.config else None
-        if lk is not None and (lk.sta_speed or lk.sta_width):
-            out.append((f"{self.bdf} LnkSta", lk.sta_speed or None, lk.sta_width or None))
+        if lk is not None and lk.sta_width:  # width 0: link down, the speed field is undefined
+            sta_gen = lk.sta_speed if lk.sta_speed in SPEED_GT else None
+            out.append((f"{self.bdf} LnkSta", sta_gen, lk.sta_width))
         return out
 
     @property
@@ -235,12 +309,14 @@ class PciFunction:
         """(gen, width) this function can do: the lesser of sysfs max_link_* and config LnkCap."""
         gens: list[int] = []
         widths: list[int] = []
+        errors = self.cap_errors()
+        if errors:
+            raise errors[0]
         if self.sysfs_link:
-            self.sysfs_link.check("max_gen", "max_width")
             gens += [self.sysfs_link.max_gen] if self.sysfs_link.max_gen else []
             widths += [self.sysfs_link.max_width] if self.sysfs_link.max_width else []
         if self.config and self.config.link:
-            gens += [self.config.link.cap_speed] if self.config.link.cap_speed else []
+            gens += [self.config.link.cap_speed] if self.config.link.cap_speed in SPEED_GT else []
             widths += [self.config.link.cap_width] if self.config.link.cap_width else []
         return (min(gens) if gens else None), (min(widths) if widths else None)
 
@@ -492,10 +568,39 @@ def _read_sysfs_link(source: Source, base: str) -> SysfsLink | None:
             return None
         return w or None  # 0: link down
 
-    return SysfsLink(
+    link = SysfsLink(
         gen(cs, "current_link_speed", "cur_gen"),
         width(cw, "current_link_width", "cur_width"),
         gen(ms, "max_link_speed", "max_gen"),
         width(mw, "max_link_width", "max_width"),
         bad,
     )
+    # Readings that cannot be: the kernel reads both current_* from one LnkSta, so a known speed
+    # with width 0, or speed Unknown with a width, is corrupt (PCIe Base Spec 7.5.3.8); a port
+    # always has a maximum width of at least x1 (LnkCap, 7.5.3.6).
+    if cs is not None and cw is not None and not bad.keys() & {"cur_gen", "cur_width"}:
+        if link.cur_gen is not None and link.cur_width is None:
+            bad["cur_width"] = SourceError(
+                f"{base}/current_link_width",
+                f"impossible link reading: width 0 with current_link_speed {cs.strip()!r}",
+            )
+        elif link.cur_gen is None and link.cur_width is not None:
+            bad["cur_gen"] = SourceError(
+                f"{base}/current_link_speed",
+                f"impossible link reading: speed {cs.strip()!r} on a link trained to x{link.cur_width}",
+            )
+    if mw is not None and "max_width" not in bad and link.max_width is None:
+        bad["max_width"] = SourceError(
+            f"{base}/max_link_width", "impossible link capability: max_link_width 0 (a link is x1 to x32)"
+        )
+    if ms is not None and "max_gen" not in bad and link.max_gen is None:
+        bad["max_gen"] = SourceError(
+            f"{base}/max_link_speed", f"impossible link capability: max_link_speed {ms.strip()!r}"
+        )
+    down = (
+        cw is not None
+        and link.cur_width is None
+        and link.cur_gen is None
+        and not bad.keys() & {"cur_gen", "cur_width"}
+    )
+    return dataclasses.replace(link, cur_down=down)

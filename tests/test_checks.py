@@ -644,3 +644,66 @@ def test_iommu_groups_link_out_of_the_snapshot(tmp_path: Path) -> None:
         assert v.status == "unreadable" and "leaves the snapshot" in v.summary, v
     acs = {t.bridge.bdf: pcie_checks.acs(t) for t in targets.bridges(rig)}
     assert acs["0000:00:03.1"].status == "fail"
+
+
+class TestImpossibleLinkReadings:
+    """Readings that cannot be are corrupt: UNREADABLE naming the file, never a pass on the surviving reading.
+
+    LnkSta/LnkCap fields per PCIe Base Spec 7.5.3.6/7.5.3.8 (width 0 only on a down link, speed code 0 and
+    codes above the defined rates reserved); a new user's report (sysfs width 0 + "Unknown" beside a Gen4
+    x16 LnkSta passed as "Gen4 x16").
+    """
+
+    GPU1 = "sys/devices/pci0000:00/0000:00:03.1/0000:4b:00.0"
+    PORT = "sys/devices/pci0000:00/0000:00:03.1"
+
+    @staticmethod
+    def _edit_lnk(path: Path, reg: int, mask: int, value: int) -> None:
+        from pytest_rigcheck.pcie import CAP_ID_PCIE, _find_cap
+
+        data = bytearray(path.read_bytes())
+        cap = _find_cap("x", bytes(data), CAP_ID_PCIE)
+        assert cap is not None
+        off = cap + reg
+        v = int.from_bytes(data[off : off + 2], "little")
+        data[off : off + 2] = ((v & ~mask) | value).to_bytes(2, "little")
+        path.write_bytes(bytes(data))
+
+    def _run(self, pytester: pytest.Pytester, root: Path) -> tuple[str, int]:
+        result = pytester.runpytest_subprocess(
+            f"--rig-snapshot={root}", "-p", "no:cacheprovider", "-k", "link_trained", "-rf"
+        )
+        return result.stdout.str(), int(result.ret)
+
+    def test_sysfs_down_beside_lnksta_up(self, pytester: pytest.Pytester, tmp_path: Path) -> None:
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        (root / self.GPU1 / "current_link_width").write_text("0\n")
+        (root / self.GPU1 / "current_link_speed").write_text("Unknown\n")
+        out, rc = self._run(pytester, root)
+        assert "1 failed, 1 passed" in out, out  # GPU0's link passes, GPU1's does not
+        assert "UNREADABLE link 0000:00:03.1 -> 0000:4b:00.0" in out, out
+        assert "test_link_trained[0000:4b:00.0]" in out, out
+        assert rc == 1
+
+    @pytest.mark.parametrize(
+        ("mask", "value"),
+        [(0x3F0, 0), (0xF, 0)],
+        ids=["LnkSta-width-0", "LnkSta-speed-0"],
+    )
+    def test_lnksta_reserved_or_zero_at_both_ends(
+        self, pytester: pytest.Pytester, tmp_path: Path, mask: int, value: int
+    ) -> None:
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        for d in (self.PORT, self.GPU1):
+            self._edit_lnk(root / d / "config", 0x12, mask, value)
+        out, rc = self._run(pytester, root)
+        assert "1 failed, 1 passed" in out, out
+        assert "UNREADABLE link 0000:00:03.1 -> 0000:4b:00.0" in out, out
+        assert rc == 1
+
+    def test_max_link_width_zero(self, pytester: pytest.Pytester, tmp_path: Path) -> None:
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        (root / self.GPU1 / "max_link_width").write_text("0\n")
+        out, rc = self._run(pytester, root)
+        assert "UNREADABLE" in out and "max_link_width" in out, out
+        assert rc == 1

@@ -151,3 +151,19 @@ def test_report_ids_without_the_rig_name(tmp_path: Path, capsys: pytest.CaptureF
         "WORSE   check: t.py::test_acs[0000:02:00.0]: pass -> fail",
         "WORSE   check: t.py::test_iommu[*]: pass -> fail",
     ]
+
+
+def test_acs_unreadable_on_side_b_is_worse(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Root port 0000:00:03.1's config truncated to 100 bytes on side B: its ACS state cannot be read, so
+    the diff names it as worse (exit 1), never "no changes"."""
+    import shutil
+
+    b = tmp_path / "b"
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-acs-root-port", b, symlinks=True)
+    cfg = b / "sys/devices/pci0000:00/0000:00:03.1/config"
+    cfg.write_bytes(cfg.read_bytes()[:100])
+    rc, lines = _diff(capsys, "rtx3090x2-acs-root-port", b)
+    assert rc == 1
+    assert any(line.startswith("WORSE   ACS: 0000:00:03.1") and "ACS unreadable" in line for line in lines), (
+        lines
+    )

@@ -65,3 +65,17 @@ def test_bad_snapshot_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["topo", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rigcheck: ") and len(err.strip().splitlines()) == 1
+
+
+def test_tree_marks_unreadable_acs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A bridge whose config space was read short (100 bytes) shows "[ACS unknown: ...]", not nothing."""
+    import shutil
+
+    snap = tmp_path / "s"
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-acs-root-port", snap, symlinks=True)
+    cfg = snap / "sys/devices/pci0000:00/0000:00:03.1/config"
+    cfg.write_bytes(cfg.read_bytes()[:100])
+    assert main(["topo", "--tree", str(snap)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "0000:00:03.1 root port" in x)
+    assert "[ACS unknown: " in line, out

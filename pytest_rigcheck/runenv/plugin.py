@@ -16,12 +16,13 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-def rig_runenv(rig: Rig) -> RunEnv:
+def rig_runenv(request: pytest.FixtureRequest, rig: Rig) -> RunEnv:
     """The environment the rig's GPU processes run in (``RunEnv``): NCCL/CUDA variables, NCCL config files,
     ``/dev/shm``, the locked-memory limit, host memory, ``/dev/nvidia*`` and container evidence.
 
     Live it is this process's; replayed, the snapshot's ``env.json``. A snapshot without one skips the checks
-    that need it, saying so; a corrupt one fails them as UNREADABLE.
+    that need it, saying so; a corrupt one fails them as UNREADABLE (a FAILED check, not a setup error:
+    ``availability.provide``).
 
     Example::
 
@@ -29,11 +30,19 @@ def rig_runenv(rig: Rig) -> RunEnv:
             assert rig_runenv.nccl("NCCL_P2P_DISABLE") is None
     """
     __tracebackhide__ = True
-    from .state import RunEnvCorrupt, RunEnvMissing, run_env
+    from ..availability import provide
+    from .state import RunEnv, RunEnvMissing, run_env
 
-    try:
-        return run_env(rig)
-    except RunEnvMissing as exc:
-        pytest.skip(str(exc))
-    except RunEnvCorrupt as exc:
-        pytest.fail(f"UNREADABLE, not a pass: {exc}", pytrace=False)
+    missing: list[str] = []
+
+    def obtain() -> RunEnv:
+        try:
+            return run_env(rig)
+        except RunEnvMissing as exc:  # not recorded: the checks cannot apply, a skip that says why
+            missing.append(str(exc))
+            return RunEnv(origin="not recorded")
+
+    env = provide(request, rig, obtain, RunEnv(origin="unreadable"))
+    if missing:
+        pytest.skip(missing[0])
+    return env

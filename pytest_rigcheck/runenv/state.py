@@ -208,6 +208,20 @@ class RunEnv:
         shm = ints("shm", ("total_b", "free_b"), 0)
         if isinstance(shm, dict) and shm["free_b"] > shm["total_b"]:
             raise bad("shm.free_b", shm["free_b"], f"at most shm.total_b ({shm['total_b']})")
+        memlock = ints("memlock", ("soft", "hard"), -1)
+        if isinstance(memlock, dict):
+            # rlim_t is 64-bit and RLIM_INFINITY is recorded as -1; the kernel refuses a soft limit
+            # above the hard one (setrlimit(2): EINVAL if rlim_cur > rlim_max), so no process runs so.
+            for n in ("soft", "hard"):
+                if memlock[n] >= 2**63:
+                    raise bad(f"memlock.{n}", memlock[n], "below 2^63 (rlim_t is 64-bit; -1 is unlimited)")
+            soft, hard = memlock["soft"], memlock["hard"]
+            if hard != -1 and (soft == -1 or soft > hard):
+                raise bad(
+                    "memlock.soft",
+                    "unlimited" if soft == -1 else soft,
+                    f"at most memlock.hard ({hard}): a soft limit above the hard one cannot be (setrlimit(2))",
+                )
         meminfo = ints("meminfo", ("MemTotal", "MemAvailable"), 0)
         if isinstance(meminfo, dict) and meminfo["MemAvailable"] > meminfo["MemTotal"]:
             raise bad("meminfo.MemAvailable", meminfo["MemAvailable"], "at most meminfo.MemTotal")
@@ -216,7 +230,7 @@ class RunEnv:
             env=dict(env),
             nccl_conf=conf,
             shm=shm,
-            memlock=ints("memlock", ("soft", "hard"), -1),
+            memlock=memlock,
             meminfo=meminfo,
             container=list(container),
             dev_nvidia=dev,

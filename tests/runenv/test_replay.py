@@ -111,3 +111,21 @@ def test_live_run_leaves_hidden_gpus_out(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert seen == {"gpus": ["0000:00:06.0"], "groups": []}
     assert data["hidden"] == {"0000:00:07.0": "hidden by CUDA_VISIBLE_DEVICES=0"}
     json.dumps(data)  # shared with xdist workers as JSON
+
+
+def test_impossible_memlock_fails_unreadable_not_setup_error(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """env.json memlock soft unlimited above a finite hard limit (cannot be: setrlimit(2)) on an RDMA rig:
+    test_memlock_limit FAILS as UNREADABLE naming the field, not a pass and not a pytest setup ERROR."""
+    snap = variants.copy_snapshot(
+        variants.H200,
+        tmp_path / "s",
+        variants.env_record(memlock={"soft": -1, "hard": 65536}, rdma=["mlx5_0"]),
+    )
+    failed, out, rc = run(pytester, snap, ENV_SUITE)
+    assert "test_memlock_limit[h200x2-nvlink]" in failed or "test_memlock_limit" in failed, out
+    assert re.search(r"^FAILED \S*test_memlock_limit", out, re.M), out
+    assert not re.search(r"^ERROR ", out, re.M), out
+    assert "UNREADABLE" in out and "memlock.soft" in out
+    assert rc == 1

@@ -200,6 +200,9 @@ def test_missing_env_json_says_not_recorded() -> None:
         ({"shm": {"total_b": "64M", "free_b": 0}}, "shm.total_b"),
         ({"shm": {"total_b": 1, "free_b": 2}}, "shm.free_b"),
         ({"memlock": {"soft": -5, "hard": -1}}, "memlock.soft"),
+        ({"memlock": {"soft": -1, "hard": 65536}}, "memlock.soft"),  # unlimited above a finite hard limit
+        ({"memlock": {"soft": 2**70, "hard": 1}}, "memlock.soft"),  # past 64-bit rlim_t
+        ({"memlock": {"soft": 2, "hard": 1}}, "memlock.soft"),  # soft above hard: setrlimit(2) EINVAL
         ({"meminfo": {"MemTotal": 1, "MemAvailable": 2}}, "meminfo.MemAvailable"),
         ({"dev_nvidia": ["0"]}, "dev_nvidia"),
         ({"container": "yes"}, "container"),
