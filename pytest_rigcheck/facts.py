@@ -44,13 +44,10 @@ def rig_facts(rig: Rig) -> dict[str, Any]:
 
 
 def identity(rig: Rig) -> dict[str, Any]:
+    from .report import driver_and_kernel
+
     m = rig.manifest
-    if m is None:
-        driver = (rig.source.read_optional("sys/module/nvidia/version") or "").strip()
-        version = (rig.source.read_optional("proc/version") or "").split()
-        kernel = version[2] if len(version) > 2 else ""
-    else:
-        driver, kernel = m.driver, m.kernel
+    driver, kernel = driver_and_kernel(rig)
     names = _gpu_names(rig)
     return {
         "name": rig.name,

@@ -273,16 +273,21 @@ def load_report(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def driver_and_kernel(rig: Rig) -> tuple[str, str]:
+    """The NVIDIA driver and kernel versions: the snapshot's manifest, else read live (empty when unknown)."""
+    m = rig.manifest
+    if m is not None:
+        return m.driver, m.kernel
+    driver = (rig.source.read_optional("sys/module/nvidia/version") or "").strip()
+    version = (rig.source.read_optional("proc/version") or "").split()
+    return driver, version[2] if len(version) > 2 else ""
+
+
 def rig_record(rig: Rig) -> dict[str, Any]:
     """One rig as the report records it: name, source (``live`` or the snapshot path), kind, GPUs, driver,
     kernel and profile."""
     m = rig.manifest
-    if m is None:
-        driver = (rig.source.read_optional("sys/module/nvidia/version") or "").strip()
-        version = (rig.source.read_optional("proc/version") or "").split()
-        kernel = version[2] if len(version) > 2 else ""
-    else:
-        driver, kernel = m.driver, m.kernel
+    driver, kernel = driver_and_kernel(rig)
     return {
         "name": rig.name,
         "source": "live" if rig.is_live else str(rig.snapshot.origin if rig.snapshot else rig.root),
