@@ -56,6 +56,7 @@ class PhaseOutcome:
     hung: dict[str, Any] | None = None
     crashed: dict[str, Any] | None = None
     wall_s: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)  # seconds: set-up wait, measuring, exit wait
 
     @property
     def ok(self) -> bool:
@@ -123,12 +124,14 @@ class Launcher:
         self._step_at, self._step_text = -1e9, ""
         if not self._wait(ws, "ready", out, t0):
             return out
+        t_go = time.monotonic()
         (self.run_dir / f"go.{phase}").touch()
         if during is not None:
             during(ws)
         t1 = time.monotonic()
         if not self._wait(ws, "result", out, t1):
             return out
+        t_result = time.monotonic()
         for w in ws:
             path = self.run_dir / f"result.{w.name}.json"
             out.results[w.name] = json.loads(path.read_text(encoding="utf-8"))
@@ -137,6 +140,11 @@ class Launcher:
             w.group.wait(10)
         self.kill(ws)
         out.wall_s = time.monotonic() - t0
+        out.stages = {
+            "setup_wait_s": round(t_go - t0, 3),
+            "measure_s": round(t_result - t_go, 3),
+            "exit_wait_s": round(time.monotonic() - t_result, 3),
+        }
         return out
 
     def _step(self, ws: list[Worker]) -> str:

@@ -140,7 +140,14 @@ def _phase_label(
 
 
 def _run_info(o: PhaseOutcome) -> dict[str, Any]:
-    info: dict[str, Any] = {"wall_s": round(o.wall_s, 3)}
+    info: dict[str, Any] = {"wall_s": round(o.wall_s, 3), **o.stages}
+    # each worker's own clock: torch import, set-up (import, CUDA, NCCL) and measuring, in seconds
+    workers = {
+        name: {k: r[k] for k in ("import_s", "setup_s", "measure_s") if isinstance(r.get(k), int | float)}
+        for name, r in o.results.items()
+    }
+    if any(workers.values()):
+        info["workers"] = workers
     if o.hung:
         info["hung"] = o.hung
     if o.crashed:

@@ -46,5 +46,24 @@ def mark_step(run_dir: str, name: str, text: str) -> None:
         pass
 
 
+def finish(code: int) -> None:
+    """Exit now, once the result is written: flush Python's and C's output (NCCL's INFO lines are C stdio,
+    block-buffered into the log file), then ``os._exit``, skipping the interpreter's and torch's finalizers
+    and NCCL's communicator teardown, which took 0.8-1.5 s a worker on 2x H200 while the launcher waited.
+    The driver frees the process's GPU memory when it exits, as on any exit."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)  # every C stdio stream (fflush(NULL), C11 7.21.5.2)
+    except (OSError, AttributeError):
+        pass
+    os._exit(code)
+
+
 def log(*parts: object) -> None:
     print("[rigcheck-worker]", *parts, flush=True)

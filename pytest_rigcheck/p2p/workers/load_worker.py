@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _proto import log, mark_ready, wait_go, write_result  # noqa: E402
+from _proto import finish, log, mark_ready, wait_go, write_result  # noqa: E402
 
 PHASE = "load"
 PRODUCTS_PER_SYNC = 4  # products queued on each GPU between synchronisations
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = json.load(f)
     size, max_s = int(plan["matrix"]), float(plan["max_s"])
     mixed = plan.get("mode", "matmul") == "mixed"
+    t_start = time.perf_counter()
     try:
         import torch
     except ImportError as exc:
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         mark_ready(a.run_dir, a.name)
         return 0
     result: dict[str, Any] = {"loaded": loaded, "missing": missing, "torch": torch.__version__, "error": None}
+    result["import_s"] = round(time.perf_counter() - t_start, 3)
     mats = []
     try:
         for i in loaded.values():
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         write_result(a.run_dir, a.name, {**result, "iterations": 0})
         mark_ready(a.run_dir, a.name)
         return 0
+    result["setup_s"] = round(time.perf_counter() - t_start, 3)
     mark_ready(a.run_dir, a.name)
     wait_go(a.run_dir, PHASE, parent)
     stop = os.path.join(a.run_dir, f"stop.{PHASE}")
@@ -147,4 +150,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(main())

@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _proto import log, mark_ready, wait_go, write_result  # noqa: E402
+from _proto import finish, log, mark_ready, wait_go, write_result  # noqa: E402
 
 
 def main() -> int:
@@ -47,6 +47,8 @@ def main() -> int:
     import torch
     import torch.distributed as dist
     from _cudart import Cudart
+
+    import_s = round(time.perf_counter() - t0, 3)
 
     rt = Cudart()
     bdfs = [rt.pci_bus_id(i) for i in range(torch.cuda.device_count())]
@@ -79,6 +81,7 @@ def main() -> int:
         "nccl": ".".join(map(str, torch.cuda.nccl.version())),
         "groups": [],
         "ipc": {},
+        "import_s": import_s,
     }
     max_bytes = max(plan["sizes"])
     buf = torch.empty(max_bytes // 4, dtype=torch.float32, device=device)
@@ -139,8 +142,7 @@ def main() -> int:
     torch.cuda.synchronize()
     result["measure_s"] = round(time.perf_counter() - t1, 3)
     write_result(args.run_dir, args.name, result)
-    dist.destroy_process_group()
-    return 0
+    return 0  # no destroy_process_group: finish() exits at once and the driver frees what NCCL held
 
 
 def ipc_check(
@@ -303,4 +305,4 @@ def _kernel_read_check(torch: Any, remote: int, numel: int, device: Any, want: A
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(main())

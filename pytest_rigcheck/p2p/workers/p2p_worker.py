@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _proto import log, mark_ready, mark_step, wait_go, write_result  # noqa: E402
+from _proto import finish, log, mark_ready, mark_step, wait_go, write_result  # noqa: E402
 
 NVML_CAPS = {"read": 0, "write": 1, "nvlink": 2, "atomics": 3, "pci": 4}  # nvmlGpuP2PCapsIndex_t
 # nvidia-ml-py 12.x/13.x define NVML_P2P_CAPS_INDEX_READ as the tuple (0,) (a stray comma), which ctypes
@@ -117,6 +117,7 @@ def main() -> int:
         Cudart,
     )
 
+    import_s = round(time.perf_counter() - t0, 3)
     torch.cuda.init()
     rt = Cudart()
     count = torch.cuda.device_count()
@@ -137,6 +138,7 @@ def main() -> int:
         "devices": {},
         "pairs": {},
         "settings": {k: plan[k] for k in ("elems", "repeat", "trials", "lat_repeat", "lat_elems")},
+        "import_s": import_s,
     }
     pairs = []
     for a, b in want_pairs:
@@ -389,4 +391,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(main())
