@@ -1,43 +1,35 @@
-"""The pytest11 entry point ``rigcheck``: options, header, fixtures and per-device parametrization.
+"""The pytest11 entry point ``rigcheck``: options, fixtures and per-device parametrization.
 
-Imports here are stdlib and pytest only: the plugin loads in every pytest run of its users, and
-does nothing (no hardware read, no heavy import) unless ``--rig`` is given.
+pytest imports this in every run of its users, so it holds only what every run needs: the options and
+ini keys of every rigcheck plugin (``options``), the ``rig_*`` fixtures (so ``pytest --fixtures`` lists
+them and a user's own rig tests skip with the reason without ``--rig``), and the suites' collection
+rule. Stdlib and pytest only. Everything else is registered in ``pytest_configure`` when ``--rig`` or
+``--rig-snapshot`` is given: the core's run hooks (``runtime``), the feature plugins (GPU, P2P/NCCL, run
+environment, soak, vLLM, Prometheus), the report and the summary.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
-import math
-import os
-import signal
-import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .report import REPORT_DESC, REPORT_OPTION, RigResults
-from .verdict import Unjudgeable, Verdict
+from . import options
+from .options import PROFILE, RIG, SNAPSHOT, resolve
 
 if TYPE_CHECKING:
     from .rig import Rig
+    from .verdict import Verdict
 
-RIG_OPTION = "--rig"
-SNAPSHOT_OPTION = "--rig-snapshot"
-PROFILE_OPTION = "--rig-profile"
+RIG_OPTION = RIG.option
+SNAPSHOT_OPTION = SNAPSHOT.option
+PROFILE_OPTION = PROFILE.option
 
-RIG_DESC = "Run the rig conformance suites (shipped with pytest-rigcheck) against this machine or a snapshot"
-SNAPSHOT_DESC = (
-    "Replay a captured or modelled rig snapshot (directory or .tar.gz) instead of the live machine; "
-    "repeat for several rigs (implies --rig)"
-)
-PROFILE_DESC = "Rig profile: a TOML file or a preset name (default: expectations from the hardware itself)"
-
-# Feature areas, each a plugin module of its own (options, fixtures, hooks). Registered from this
-# module's pytest_addoption: that hook is historic, so their own pytest_addoption still runs.
+# Feature areas, each a plugin module of its own (fixtures, hooks), registered by pytest_configure in a
+# rig run, and for `pytest --fixtures`.
 FEATURE_PLUGINS: tuple[str, ...] = (
     "pytest_rigcheck.vllm.plugin",
     "pytest_rigcheck.gpu.plugin",
@@ -45,6 +37,30 @@ FEATURE_PLUGINS: tuple[str, ...] = (
     "pytest_rigcheck.runenv.plugin",
     "pytest_rigcheck.soak.plugin",
     "pytest_rigcheck.fleet.prometheus",
+)
+# Their fixtures, so that without --rig a test asking for one is skipped with the reason (as a test
+# asking for a core fixture is), not an error that the fixture does not exist. tests/test_plugin.py
+# checks this list against the feature plugins.
+FEATURE_FIXTURES = frozenset(
+    {
+        "rig_nvml",
+        "rig_gpus",
+        "rig_p2p",
+        "rig_nccl",
+        "rig_p2p_pair",
+        "rig_nccl_group",
+        "rig_runenv",
+        "rig_soak",
+        "rig_vllm_settings",
+        "rig_vllm_server",
+    }
+)
+MARKERS = (
+    "rig_live: needs the live rig (GPUs); skipped when replaying snapshots",
+    "rig_measure: a measurement that must not run at the same time as another",
+    "rig_vllm: an end-to-end check against a served model (needs --rig-vllm-url or a [vllm] launch); "
+    "skipped with the reason when none is configured",
+    "rig_late(n): runs after the other checks, in order of n (the soak 1, the link-health window's end 2)",
 )
 
 SUITES_DIR_NAME = "suites"
@@ -59,278 +75,8 @@ def suites_dir() -> Path:
     return here / SUITES_DIR_NAME
 
 
-# -- settings ---------------------------------------------------------------------------------------
-#
-# One resolver for every setting of every rigcheck plugin (core, GPU, P2P, vLLM), after pytest-timeout's
-# get_env_settings/_validate_timeout: each setting has a command-line option, a RIGCHECK_* environment
-# variable and an ini key; the first one given wins (command line > environment > ini > default), and the
-# value keeps where it came from, so an error names it ("--rig-load-seconds", "RIGCHECK_LOAD_SECONDS",
-# "ini rig_load_seconds"). All of them are read and validated in pytest_configure, before collection:
-# a bad value is one pytest.UsageError (exit 4) naming the value, its source and what is allowed.
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting: its option, ``RIGCHECK_*`` variable and ini key, and how its text becomes a value.
-
-    Args:
-        option: the command-line option (``--rig-load-seconds``).
-        env: the environment variable (``RIGCHECK_LOAD_SECONDS``).
-        ini: the ini key (``rig_load_seconds``).
-        help: the help text (shared by the option and the ini key).
-        parse: text (or, for ``many``, the list of texts) -> value; raises ``ValueError`` whose text says
-            what is allowed. ``None``: the text itself.
-        default: the value when none of the three is given (not parsed).
-        kind: ``"value"``; ``"flag"`` (store_true, ini bool, env 1/true/yes/0/false/no); ``"path"`` (a
-            relative ini value is taken from the ini file's folder); ``"path_or_name"`` (the same, for a
-            value with a ``/`` or naming a file there: a preset name or a command on PATH stays as is).
-        many: repeatable option; the environment variable holds several values split at ``sep``.
-        sep: separator of several values in the environment variable.
-    """
-
-    option: str
-    env: str
-    ini: str
-    help: str
-    parse: Callable[[Any], Any] | None = None
-    default: Any = None
-    metavar: str = "VALUE"
-    kind: str = "value"
-    many: bool = False
-    sep: str = os.pathsep
-
-    @property
-    def dest(self) -> str:
-        return self.option.lstrip("-").replace("-", "_")
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A setting's value and where it came from: the option, the variable, ``ini KEY`` or ``default``."""
-
-    value: Any
-    where: str
-
-    @property
-    def given(self) -> bool:
-        return self.where != "default"
-
-
-SETTINGS: dict[str, Setting] = {}  # option -> Setting, filled by add_setting (core and feature plugins)
-RESOLVED = pytest.StashKey[dict[str, Resolved]]()
-
-
-def add_setting(parser: pytest.Parser, setting: Setting) -> Setting:
-    """Register ``setting``: its option in the ``rigcheck`` group, its ini key, and the resolver's table."""
-    group = parser.getgroup("rigcheck")
-    if setting.kind == "flag":
-        group.addoption(setting.option, action="store_true", default=None, help=setting.help)
-        parser.addini(setting.ini, type="bool", default=False, help=setting.help)
-    else:
-        action = "append" if setting.many else "store"
-        group.addoption(
-            setting.option, action=action, default=None, metavar=setting.metavar, help=setting.help
-        )
-        # Several paths: pytest's "paths" (whitespace-separated, taken from the ini's folder); other lists
-        # one per line (a GPU memory spec has spaces in the GPU's name).
-        if not setting.many:
-            parser.addini(setting.ini, type="string", default="", help=setting.help)
-        elif setting.kind == "path":
-            parser.addini(setting.ini, type="paths", default=[], help=setting.help)
-        else:
-            parser.addini(setting.ini, type="linelist", default=[], help=setting.help)
-    SETTINGS[setting.option] = setting
-    return setting
-
-
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
-
-
-def _raw(config: pytest.Config, s: Setting) -> tuple[Any, str]:
-    """The first given of option, variable, ini, as text (or a list of texts); ``(None, "default")`` if none."""
-    value = config.getoption(s.dest, default=None)
-    if value not in (None, [], "") and not (
-        isinstance(value, list) and not any(str(v).strip() for v in value)
-    ):
-        return value, s.option
-    if (
-        value is not None
-        and s.kind != "flag"
-        and value in ("", [])
-        or (isinstance(value, list) and value and not any(str(v).strip() for v in value))
-    ):
-        # `--rig-report=` (an unset CI variable expanded to nothing): never silently "not given"
-        raise pytest.UsageError(f"{s.option}: empty value: give a value, or leave the option out")
-    text = os.environ.get(s.env, "")
-    if s.env in os.environ and not text.strip() and s.kind != "flag":
-        raise pytest.UsageError(f"{s.env}: empty value: give a value, or unset the variable (unset {s.env})")
-    if text.strip():
-        if s.kind == "flag":
-            return text, s.env
-        return ([t for t in text.split(s.sep) if t.strip()] if s.many else text), s.env
-    try:
-        value = config.getini(s.ini)
-    except ValueError:
-        return None, "default"
-    if s.kind == "flag":
-        return (True, f"ini {s.ini}") if value else (None, "default")
-    if value in (None, [], ""):
-        return None, "default"
-    if s.kind in ("path", "path_or_name") and config.inipath is not None:
-        base = config.inipath.parent
-        items = [base_path(base, str(v), s.kind) for v in (value if s.many else [value])]
-        value = items if s.many else items[0]
-    return value, f"ini {s.ini}"
-
-
-def base_path(base: Path, text: str, kind: str = "path") -> str:
-    """``text`` from an ini file in ``base``: a relative path is taken from ``base`` (not the working folder).
-
-    With ``kind="path_or_name"`` a bare name (no ``/``) stays as it is unless ``base`` holds a file of that
-    name: preset names and commands on PATH are not paths.
-    """
-    p = Path(text).expanduser()
-    if p.is_absolute():
-        return str(p)
-    if kind == "path_or_name" and "/" not in text and not (base / p).exists():
-        return text
-    return str(base / p)
-
-
-def resolve(config: pytest.Config, s: Setting) -> Resolved:
-    """Resolve one setting (cached per run). Raises ``pytest.UsageError`` naming value, source and range."""
-    cache = config.stash.setdefault(RESOLVED, {})
-    if s.option in cache:
-        return cache[s.option]
-    raw, where = _raw(config, s)
-    if raw is None:
-        result = Resolved(s.default, "default")
-    else:
-        try:
-            if s.kind == "flag":
-                if isinstance(raw, bool):
-                    value: Any = raw
-                elif str(raw).strip().lower() in _TRUE:
-                    value = True
-                elif str(raw).strip().lower() in _FALSE:
-                    value = False
-                else:
-                    raise ValueError("1, true or yes to turn it on; 0, false or no to turn it off")
-            else:
-                value = s.parse(raw) if s.parse is not None else raw
-        except ValueError as exc:
-            raise pytest.UsageError(f"{where}: invalid value {_show(raw)}: {exc}") from None
-        result = Resolved(value, where)
-    cache[s.option] = result
-    return result
-
-
-def setting_value(config: pytest.Config, option: str) -> Any:
-    """The resolved value of the setting registered under ``option`` (``--rig-load-seconds``)."""
-    return resolve(config, SETTINGS[option]).value
-
-
-def resolve_all(config: pytest.Config) -> dict[str, Resolved]:
-    """Resolve and validate every registered setting; all bad values in one ``pytest.UsageError``."""
-    errors = []
-    for s in SETTINGS.values():
-        try:
-            resolve(config, s)
-        except pytest.UsageError as exc:
-            errors.append(str(exc))
-    if errors:
-        raise pytest.UsageError("\nERROR: ".join(errors))  # pytest prefixes the first line
-    return config.stash[RESOLVED]
-
-
-def _show(raw: Any) -> str:
-    return ", ".join(repr(str(r)) for r in raw) if isinstance(raw, list) else repr(str(raw))
-
-
-def seconds(lo: float, hi: float, example: float) -> Callable[[Any], float]:
-    """A parser for a duration in seconds within [lo, hi]: ``ValueError`` saying the range otherwise."""
-
-    def parse(text: Any) -> float:
-        try:
-            value = float(str(text).strip())
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or not lo <= value <= hi:
-            raise ValueError(f"a number of seconds from {lo:g} to {hi:g}, e.g. {example:g}")
-        return value
-
-    return parse
-
-
-def _paths(values: Any) -> list[str]:
-    return [str(v) for v in (values if isinstance(values, list) else [values])]
-
-
-def _report_path(text: Any) -> Path:
-    """``--rig-report``: a file in an existing folder this user may write; checked before any check runs."""
-    path = Path(str(text)).expanduser()
-    if path.is_dir():
-        raise ValueError("a file path, but this is a directory (give e.g. rig-report.json inside it)")
-    folder = path.parent
-    if not folder.is_dir():
-        raise ValueError(f"a file path in an existing folder, but {str(folder) or '.'} does not exist")
-    if path.exists() and not path.is_file():
-        raise ValueError("a regular file path (this is a device, FIFO or socket)")
-    try:  # a real write test: os.access says yes to root on read-only file systems such as /proc
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
-    except OSError as exc:
-        raise ValueError(f"a file path in a folder you can write, but {folder}: {exc.strerror}") from None
-    os.close(fd)
-    os.unlink(probe)
-    return path
-
-
-RIG = Setting("--rig", "RIGCHECK_RIG", "rig", RIG_DESC, kind="flag", default=False)
-SNAPSHOT = Setting(
-    SNAPSHOT_OPTION, "RIGCHECK_SNAPSHOT", "rig_snapshot", SNAPSHOT_DESC, _paths, [], "PATH", "path", many=True
-)
-PROFILE = Setting(
-    PROFILE_OPTION, "RIGCHECK_PROFILE", "rig_profile", PROFILE_DESC, None, None, "FILE|PRESET", "path_or_name"
-)
-REPORT = Setting(
-    REPORT_OPTION, "RIGCHECK_REPORT", "rig_report", REPORT_DESC, _report_path, None, "FILE", "path"
-)
-HTML = Setting(
-    "--rig-html",
-    "RIGCHECK_HTML",
-    "rig_html",
-    "Write one self-contained HTML page (topology, P2P heatmap, root causes, every check) to this file",
-    _report_path,
-    None,
-    "FILE.html",
-    "path",
-)
-
-
-# -- options ----------------------------------------------------------------------------------------
-
-
-def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
-    group = parser.getgroup("rigcheck", "multi-GPU rig checks (pytest-rigcheck)")
-    for setting in (RIG, SNAPSHOT, PROFILE, REPORT, HTML):
-        add_setting(parser, setting)
-    group.addoption(
-        "--rig-brief",
-        action="store_true",
-        dest="rig_condensed",
-        default=False,
-        help="Tell rig failures only in the rig summary (root causes first), leaving them out of pytest's "
-        "per-failure section and short summary",
-    )
-    for name in FEATURE_PLUGINS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if not exc.name or not name.startswith(exc.name):
-                raise  # the feature exists but a module it imports is missing: say so
-            continue
-        if not pluginmanager.is_registered(module):
-            pluginmanager.register(module, "rigcheck-" + name.split(".")[-2])
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_options(parser)
 
 
 class Settings:
@@ -423,24 +169,39 @@ def rig_session(config: pytest.Config) -> RigSession:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "rig_live: needs the live rig (GPUs); skipped when replaying snapshots"
-    )
-    config.addinivalue_line(
-        "markers", "rig_measure: a measurement that must not run at the same time as another"
-    )
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
     session = RigSession(config)
     config.stash[RIG_SESSION] = session
-    if session.enabled and not config.option.help:
-        resolve_all(config)  # every setting of every plugin: a bad value stops here, before collection
+    if config.option.help:
+        return
+    if session.enabled:
+        options.resolve_all(
+            config
+        )  # every setting of every plugin: a bad value stops here, before collection
         _add_suites(config)
+        _register(config, ("pytest_rigcheck.runtime", *FEATURE_PLUGINS))
+        from .report import RigResults
         from .summary import Summary
 
         results = None
         if not hasattr(config, "workerinput"):  # xdist: the controller collects, writes and summarises
-            results = RigResults(config, resolve(config, REPORT).value, resolve(config, HTML).value)
+            results = RigResults(
+                config, resolve(config, options.REPORT).value, resolve(config, options.HTML).value
+            )
             config.pluginmanager.register(results, "rigcheck-report")
         config.pluginmanager.register(Summary(config, results), "rigcheck-summary")
+    elif config.option.showfixtures or config.option.show_fixtures_per_test:
+        _register(config, FEATURE_PLUGINS)  # `pytest --fixtures` documents every fixture
+
+
+def _register(config: pytest.Config, names: tuple[str, ...]) -> None:
+    pm = config.pluginmanager
+    for name in names:
+        module = importlib.import_module(name)
+        if not pm.is_registered(module):
+            # pytest_rigcheck.gpu.plugin -> rigcheck-gpu.plugin, pytest_rigcheck.runtime -> rigcheck-runtime
+            pm.register(module, "rigcheck-" + name.removeprefix("pytest_rigcheck."))
 
 
 def _add_suites(config: pytest.Config) -> None:
@@ -464,8 +225,6 @@ def _add_suites(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    run_stop_callbacks()
-    _restore_signal_handlers()
     if RIG_SESSION in config.stash:
         config.stash[RIG_SESSION].close()
 
@@ -480,55 +239,6 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    rs = rig_session(session.config)
-    if rs.enabled and not session.config.option.help:
-        _install_signal_handlers()
-        rs.rigs  # noqa: B018 - load now: a bad snapshot or profile is a usage error before collection
-
-
-def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    rs = rig_session(config)
-    if not rs.enabled:
-        return None
-    return [f"rigcheck: {r.header()}" for r in rs.rigs]
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    # One reason for a live-only check on a replay, whatever the number of snapshots (gate D29), and
-    # before feature plugins' own reasons (the vLLM plugin's "no server to check").
-    if item.get_closest_marker("rig_live") is None:
-        return
-    rs = rig_session(item.config)
-    if not rs.enabled:
-        return
-    rig = item_rig(item)
-    rigs = [rig] if rig is not None else rs.rigs
-    if rigs and not any(r.is_live for r in rigs):
-        pytest.skip(LIVE_ONLY)
-
-
-LIVE_ONLY = "live-only check: this run replays snapshots, not the live machine (run pytest --rig on the rig)"
-
-
-def item_rig(item: pytest.Item) -> Rig | None:
-    """The rig a collected test runs against: its target's rig, or the run's only rig."""
-    from .rig import Rig
-
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None:
-        for value in callspec.params.values():
-            rig = value if isinstance(value, Rig) else getattr(value, "rig", None)
-            if isinstance(rig, Rig):
-                return rig
-    rs = rig_session(item.config)
-    return rs.rigs[0] if rs.enabled and len(rs.rigs) == 1 else None
-
-
-# -- parametrization --------------------------------------------------------------------------------
-
-# Target fixture -> (enumerator "module:function", what it means when a rig has none).
 TARGETS: dict[str, tuple[str, str]] = {
     "rig_gpu": ("pytest_rigcheck.targets:gpus", "no GPU on this rig"),
     "rig_gpu_pair": ("pytest_rigcheck.targets:gpu_pairs", "fewer than two GPUs: no GPU pair"),
@@ -545,7 +255,10 @@ TARGETS: dict[str, tuple[str, str]] = {
 
 
 def skip_without_rig(metafunc: pytest.Metafunc, argname: str) -> None:
-    """Without --rig, a test taking a rig target is one skipped item saying what it needs."""
+    """Without --rig, a test taking a rig fixture is one skipped item saying what it needs.
+
+    ``argname`` is parametrized directly (not through its fixture), so this works for a feature plugin's
+    fixture too, which is not registered in a run without --rig."""
     metafunc.parametrize(
         argname,
         [
@@ -555,7 +268,6 @@ def skip_without_rig(metafunc: pytest.Metafunc, argname: str) -> None:
                 id="no-rig",
             )
         ],
-        indirect=True,
     )
 
 
@@ -564,14 +276,19 @@ def _resolve(spec: str) -> Callable[[Any], list[Any]]:
     return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
 
 
+_NO_RIG_ORDER = ("rig", *sorted(FEATURE_FIXTURES))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    names = [n for n in TARGETS if n in metafunc.fixturenames]
-    wants_rig = "rig" in metafunc.fixturenames
-    if not names and not wants_rig:
-        return
+    fixturenames = metafunc.fixturenames
+    names = [n for n in TARGETS if n in fixturenames]
     rs = rig_session(metafunc.config)
     if not rs.enabled:
-        skip_without_rig(metafunc, names[0] if names else "rig")
+        wanted = names or [n for n in _NO_RIG_ORDER if n in fixturenames]
+        if wanted:
+            skip_without_rig(metafunc, wanted[0])
+        return
+    if not names and "rig" not in fixturenames:
         return
     multi = len(rs.rigs) > 1
     if not names:
@@ -710,6 +427,9 @@ def rig_check(request: pytest.FixtureRequest) -> Callable[..., Verdict]:
             assert verdict.ok, str(verdict)
     """
 
+    from .runtime import settle_verdict
+    from .verdict import Unjudgeable, Verdict
+
     def settle(check: Verdict | Callable[..., Verdict], *args: Any, **kwargs: Any) -> Verdict:
         __tracebackhide__ = True
         if callable(check) and not isinstance(check, Verdict):
@@ -722,179 +442,6 @@ def rig_check(request: pytest.FixtureRequest) -> Callable[..., Verdict]:
         return settle_verdict(request.node, verdict)
 
     return settle
-
-
-def record_verdict(item: pytest.Item, verdict: Verdict) -> None:
-    """Record ``verdict``'s fields as ``item``'s user properties (see ``rig_check``)."""
-    fields = verdict.fields()
-    if "target" not in fields:  # the test's own target (BDF, pair, group), when the check did not name one
-        callspec = getattr(item, "callspec", None)
-        for value in callspec.params.values() if callspec is not None else ():
-            if getattr(value, "rig", None) is not None and getattr(value, "id", None):
-                fields["target"] = {"id": str(value.id)}
-                break
-    props = item.user_properties
-    props.append(("rig_status", str(verdict.status)))
-    for key in ("measured", "expected", "unit"):
-        if key in fields:
-            props.append((f"rig_{key}", _plain(fields[key])))
-    props.extend(verdict.properties.items())
-    props.append((RESULT_PROPERTY, json.dumps(fields, default=str, sort_keys=True)))
-
-
-def settle_verdict(item: pytest.Item, verdict: Verdict) -> Verdict:
-    """Record ``verdict`` on ``item``; skip it when NOT_APPLICABLE, fail it when UNREADABLE."""
-    __tracebackhide__ = True
-    from .verdict import NOT_APPLICABLE, UNREADABLE
-
-    record_verdict(item, verdict)
-    if verdict.status == NOT_APPLICABLE:
-        pytest.skip(verdict.summary)
-    if verdict.status == UNREADABLE:
-        pytest.fail(f"UNREADABLE, not a pass: {verdict}", pytrace=False)
-    return verdict
-
-
-RESULT_PROPERTY = "rig_result"
-
-
-def _plain(value: object) -> object:
-    return value if isinstance(value, str | int | float | bool) else json.dumps(value, default=str)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    # A fixture found that what the test needs cannot be read here (availability.provide): fail the check
-    # as UNREADABLE now, in its call phase, before the test body runs, so it is a failed check and not a
-    # setup error.
-    __tracebackhide__ = True
-    from .availability import fail_deferred
-    from .errors import ConfigSpaceError, SourceError
-    from .verdict import unreadable
-
-    fail_deferred(item)
-    # An Unjudgeable that escapes a test (a check called outside rig_check) is settled the same way; so is
-    # a garbage or refused reading (SourceError, ConfigSpaceError): UNREADABLE naming the file and the
-    # reason, never a traceback.
-    try:
-        return (yield)
-    except Unjudgeable as exc:
-        verdict = exc.verdict
-    except (SourceError, ConfigSpaceError) as exc:
-        verdict = unreadable(str(exc), measured=str(exc))
-    __tracebackhide__ = True
-    settle_verdict(item, verdict)
-    return None
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    # On the controller (xdist or not): WARN verdicts are listed at the end, in "rigcheck warnings".
-    if report.when != "call":
-        return
-    for key, value in report.user_properties:
-        if key == RESULT_PROPERTY:
-            try:
-                fields = json.loads(str(value))
-            except ValueError:
-                continue
-            if fields.get("status") == "warn":
-                _WARNED.append((report.nodeid, str(fields.get("summary", ""))))
-
-
-_WARNED: list[tuple[str, str]] = []
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    warned, _WARNED[:] = list(_WARNED), []
-    if not warned:
-        return
-    terminalreporter.section("rigcheck warnings", yellow=True)
-    for nodeid, summary in warned:
-        terminalreporter.line(f"WARN {nodeid}: {summary}", yellow=True)
-
-
-# -- stopping ---------------------------------------------------------------------------------------
-#
-# A CI job's timeout sends SIGTERM. Python's default for it ends the process at once: no fixture
-# teardown, no report. While rigcheck runs, SIGTERM and SIGINT run the on_stop callbacks (the process
-# runner stops what it started), then raise KeyboardInterrupt: pytest tears fixtures down, calls
-# pytest_sessionfinish (the --rig-report is written with what was measured, exit_status 2) and exits 2.
-
-_STOP: list[Callable[[], object]] = []
-_STOPPED: list[str] = []  # the signal's name once one arrived
-_PREVIOUS: dict[int, Any] = {}
-
-
-def on_stop(callback: Callable[[], object]) -> Callable[[], None]:
-    """Run ``callback`` (no arguments) if pytest is stopped by SIGTERM or SIGINT, or at the end of the run if
-    it is still registered then. Callbacks run newest first, each once; an exception in one is ignored so the
-    others still run. Returns a function that unregisters ``callback`` (call it once the work stopped normally).
-
-    Example::
-
-        proc = subprocess.Popen(argv, start_new_session=True)
-        forget = on_stop(lambda: os.killpg(proc.pid, signal.SIGKILL))
-        try:
-            proc.wait(timeout)
-        finally:
-            forget()
-    """
-    _STOP.append(callback)
-
-    def forget() -> None:
-        if callback in _STOP:
-            _STOP.remove(callback)
-
-    return forget
-
-
-def run_stop_callbacks() -> None:
-    """Run and unregister every ``on_stop`` callback, newest first."""
-    while _STOP:
-        callback = _STOP.pop()
-        try:
-            callback()
-        except Exception:  # noqa: BLE001 - stopping must go on: the next callback may free a GPU
-            pass
-
-
-def stopped_by() -> str | None:
-    """``"SIGTERM"`` or ``"SIGINT"`` when a signal stopped this run, else ``None``."""
-    return _STOPPED[0] if _STOPPED else None
-
-
-def _on_signal(signum: int, frame: object) -> None:
-    name = signal.Signals(signum).name
-    if _STOPPED and signum == signal.SIGTERM:
-        return  # already stopping: let teardown and the report finish
-    _STOPPED.append(name)
-    run_stop_callbacks()
-    from . import procgroup  # stdlib only: every worker, load and vLLM server group this run started
-
-    procgroup.stop_all(f"pytest received {name}")
-    raise KeyboardInterrupt(f"rigcheck: stopped by {name}")
-
-
-def _install_signal_handlers() -> None:
-    import threading
-
-    if threading.current_thread() is not threading.main_thread() or _PREVIOUS:
-        return
-    _STOPPED.clear()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            _PREVIOUS[sig] = signal.signal(sig, _on_signal)
-        except (ValueError, OSError):
-            pass
-
-
-def _restore_signal_handlers() -> None:
-    for sig, handler in _PREVIOUS.items():
-        try:
-            signal.signal(sig, handler)
-        except (ValueError, OSError, TypeError):
-            pass
-    _PREVIOUS.clear()
 
 
 def iter_rigs(config: pytest.Config) -> Iterator[Rig]:

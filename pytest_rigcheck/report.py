@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from .rig import Rig
 
 REPORT_OPTION = "--rig-report"
-REPORT_DESC = "Write every rig check's outcome, measured values and fix lines to this JSON file"
 FORMAT = 2
 FORMATS = (1, 2)  # what load_report reads
 SCHEMA = "report-2.schema.json"
@@ -87,7 +86,8 @@ class RigResults:
         from . import __version__
         from .causes import assign_causes, check_name
         from .facts import rig_facts
-        from .plugin import rig_session, stopped_by
+        from .plugin import rig_session
+        from .runtime import stopped_by
 
         rs = rig_session(self.config)
         live = rs.rigs if rs.enabled and rs._rigs is not None else []

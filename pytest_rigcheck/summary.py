@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from .causes import check_name, grouped, target_id
+from .options import BRIEF, value
 from .report import RESULT_PROPERTY
 
 MAX_PER_CHECK = 4  # roots of one check shown in full in the terminal; the rest counted (all in the report)
@@ -54,11 +55,7 @@ class Summary:
     def pytest_terminal_summary(self, terminalreporter: Any) -> Iterator[None]:
         stats = terminalreporter.stats
         hidden: list[Any] = []
-        if (
-            condensed(self.config)
-            and self.results is not None
-            and self.config.getoption("rig_condensed", False)
-        ):
+        if condensed(self.config) and self.results is not None and value(self.config, BRIEF):
             kept = []
             for rep in stats.get("failed", []):
                 (hidden if getattr(rep, "when", None) == "call" and _has_verdict(rep) else kept).append(rep)

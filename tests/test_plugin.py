@@ -7,7 +7,13 @@ import sys
 
 import pytest
 
-from pytest_rigcheck.plugin import PROFILE_OPTION, RIG_OPTION, SNAPSHOT_OPTION
+from pytest_rigcheck.plugin import (
+    FEATURE_FIXTURES,
+    FEATURE_PLUGINS,
+    PROFILE_OPTION,
+    RIG_OPTION,
+    SNAPSHOT_OPTION,
+)
 
 from .conftest import SNAPSHOTS
 
@@ -79,9 +85,79 @@ def test_fixtures_documented(pytester: pytest.Pytester) -> None:
         "rig_link",
         "rig_lane_group",
         "rig_check",
+        *FEATURE_FIXTURES,
     ):
         assert f"{name}" in out, name
     assert "no docstring available" not in out.split("fixtures defined from pytest_rigcheck")[-1]
+
+
+def test_feature_fixtures_listed() -> None:
+    """FEATURE_FIXTURES (what a run without --rig skips on) is exactly the feature plugins' fixtures."""
+    import importlib
+
+    from _pytest.fixtures import FixtureFunctionDefinition
+
+    found = set()
+    for name in FEATURE_PLUGINS:
+        module = importlib.import_module(name)
+        found |= {n for n, v in vars(module).items() if isinstance(v, FixtureFunctionDefinition)}
+    assert found == set(FEATURE_FIXTURES)
+
+
+def test_feature_fixture_without_rig_skips(pytester: pytest.Pytester) -> None:
+    """A user's test asking for a feature plugin's fixture (not registered without --rig) is skipped with
+    the reason, directly or through a fixture of its own, as one asking for a core fixture is."""
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture
+        def my_gpus(rig_gpus):
+            return rig_gpus
+        """
+    )
+    pytester.makepyfile(
+        test_mine="""
+        def test_direct(rig_p2p):
+            pass
+
+        def test_through_mine(my_gpus):
+            pass
+
+        def test_core(rig_gpu):
+            pass
+
+        def test_plain():
+            pass
+        """
+    )
+    result = pytester.runpytest("-rs", "-p", "no:cacheprovider")
+    assert result.parseoutcomes() == {"passed": 1, "skipped": 3}, result.stdout.str()
+    result.stdout.fnmatch_lines(["*needs --rig or --rig-snapshot*"])
+
+
+def test_run_without_rig_loads_only_the_entry_point(pytester: pytest.Pytester) -> None:
+    """Without --rig a pytest run imports the entry point and the options table, and registers no
+    per-test hook of rigcheck: nothing else is imported (issue 8: plugin import <= 5 ms)."""
+    pytester.makeconftest(
+        """
+        import sys
+
+        def pytest_sessionfinish(session):
+            mods = sorted(m for m in sys.modules if m.startswith("pytest_rigcheck"))
+            names = sorted(n for n, _ in session.config.pluginmanager.list_name_plugin() if "rigcheck" in str(n))
+            print("MODULES", mods)
+            print("PLUGINS", names)
+        """
+    )
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(
+        [
+            "*MODULES [[]'pytest_rigcheck', 'pytest_rigcheck.options', 'pytest_rigcheck.plugin'[]]",
+            "PLUGINS ['rigcheck']",
+        ]
+    )
 
 
 def test_bad_profile_is_usage_error(pytester: pytest.Pytester, tmp_path) -> None:

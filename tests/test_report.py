@@ -236,7 +236,7 @@ def test_sigterm_writes_report(pytester: pytest.Pytester, sig: str) -> None:
         test_slow="""
         import time
         from pathlib import Path
-        from pytest_rigcheck.plugin import on_stop
+        from pytest_rigcheck.runtime import on_stop
 
         def test_a_first(rig):
             pass
@@ -280,7 +280,7 @@ def test_sigterm_writes_report(pytester: pytest.Pytester, sig: str) -> None:
 
 def test_on_stop_forget() -> None:
     """A callback that was forgotten (its work stopped normally) does not run; the others run newest first."""
-    from pytest_rigcheck.plugin import on_stop, run_stop_callbacks
+    from pytest_rigcheck.runtime import on_stop, run_stop_callbacks
 
     ran: list[int] = []
     on_stop(lambda: ran.append(1))

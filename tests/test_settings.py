@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_rigcheck.plugin import SETTINGS
+from pytest_rigcheck.options import SETTINGS
 
 from .conftest import SNAPSHOTS
 
@@ -64,6 +64,55 @@ def _usage_error(result: pytest.RunResult) -> list[str]:
             "",
             "ERROR: --rig-vllm-api-key-env: invalid value 'not a name': the name of an environment variable*",
         ),
+        # fresh-user findings: checked at the start, not when the workers or the soak need them
+        (
+            ["--rig-p2p-python=/nonexistent/python3"],
+            {},
+            "",
+            "ERROR: --rig-p2p-python: invalid value '/nonexistent/python3': *is not a file",
+        ),
+        (
+            [],
+            {"RIGCHECK_P2P_PYTHON": "no-such-python-here"},
+            "",
+            "ERROR: RIGCHECK_P2P_PYTHON: invalid value 'no-such-python-here': *no 'no-such-python-here' is on PATH",
+        ),
+        (
+            ["--rig-soak-save=/"],
+            {},
+            "",
+            "ERROR: --rig-soak-save: invalid value '/': a file path, but this is a directory*",
+        ),
+        (
+            ["--rig-soak-save=/nonexistent/soak.json"],
+            {},
+            "",
+            "ERROR: --rig-soak-save: invalid value '/nonexistent/soak.json': *does not exist",
+        ),
+        (
+            ["--rig-soak=5x"],
+            {},
+            "",
+            "ERROR: --rig-soak: invalid value '5x': seconds or a length such as 600*",
+        ),
+        (
+            ["--rig-model-dir=/nonexistent"],
+            {},
+            "",
+            "ERROR: --rig-model-dir: invalid value '/nonexistent': a directory*",
+        ),
+        (
+            ["--rig-prometheus=x.txt"],
+            {},
+            "",
+            "ERROR: --rig-prometheus: invalid value 'x.txt': a file ending in .prom*",
+        ),
+        (
+            [],
+            {"RIGCHECK_BRIEF": "perhaps"},
+            "",
+            "ERROR: RIGCHECK_BRIEF: invalid value 'perhaps': 1, true or yes*",
+        ),
     ],
 )
 def test_bad_value_is_one_usage_error(
@@ -98,7 +147,7 @@ def test_precedence_and_source(pytester: pytest.Pytester, monkeypatch: pytest.Mo
     pytester.makeini("[pytest]\nrig_load_seconds = 7\nrig_p2p_timeout = 30\n")
     pytester.makeconftest(
         """
-        from pytest_rigcheck.plugin import SETTINGS, resolve
+        from pytest_rigcheck.options import SETTINGS, resolve
 
         def pytest_sessionstart(session):
             for opt in ("--rig-load-seconds", "--rig-p2p-timeout", "--rig-vllm-ready-timeout"):
@@ -130,15 +179,13 @@ def test_precedence_and_source(pytester: pytest.Pytester, monkeypatch: pytest.Mo
 
 def test_every_setting_has_env_and_ini() -> None:
     """Each setting of each plugin is in the one table, with a RIGCHECK_* variable and a rig_* ini key."""
-    import pytest_rigcheck.gpu.plugin  # noqa: F401 - registers nothing by itself; addoption does
-    import pytest_rigcheck.p2p.plugin  # noqa: F401
-    import pytest_rigcheck.vllm.plugin  # noqa: F401
-
-    for option in (
+    assert {
         "--rig",
         "--rig-snapshot",
         "--rig-profile",
         "--rig-report",
+        "--rig-html",
+        "--rig-brief",
         "--rig-prometheus",
         "--rig-load-seconds",
         "--rig-p2p-timeout",
@@ -148,12 +195,29 @@ def test_every_setting_has_env_and_ini() -> None:
         "--rig-vllm-launch",
         "--rig-vllm-ready-timeout",
         "--rig-vllm-gpu-memory",
-    ):
-        s = SETTINGS[option]
+        "--rig-soak",
+        "--rig-soak-save",
+        "--rig-model-dir",
+    } == set(SETTINGS)
+    for option, s in SETTINGS.items():
         assert s.env == "RIGCHECK_" + option.removeprefix("--rig-").removeprefix("--").upper().replace(
             "-", "_"
         )
         assert s.ini == option.lstrip("-").replace("-", "_")
+
+
+def test_no_option_outside_the_table(pytester: pytest.Pytester) -> None:
+    """Every rigcheck option pytest knows comes from the one table (no plugin adds its own)."""
+    pytester.makeconftest(
+        """
+        def pytest_configure(config):
+            group = config._parser.getgroup("rigcheck")
+            print("OPTIONS", sorted(name for o in group.options for name in o.names()))
+        """
+    )
+    result = pytester.runpytest_subprocess("-s", "--co", "-q", f"--rig-snapshot={GOOD}")
+    line = next(x for x in result.stdout.lines if x.startswith("OPTIONS"))
+    assert line == "OPTIONS " + str(sorted(SETTINGS)), line
 
 
 def test_ini_profile_from_ini_folder(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

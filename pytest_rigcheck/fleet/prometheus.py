@@ -30,42 +30,21 @@ from typing import Any
 
 import pytest
 
-from ..plugin import Setting
+from ..options import PROMETHEUS
 
-PROM_OPTION = "--rig-prometheus"
-PROM_DESC = "Write every check's status and figures as a node-exporter textfile (FILE.prom), atomically"
-
-
-def _prom_path(text: Any) -> Path:
-    """A ``.prom`` file (node-exporter's textfile collector reads only those) in a folder this user writes."""
-    from ..plugin import _report_path
-
-    path = Path(str(text)).expanduser()
-    if path.suffix != ".prom":
-        raise ValueError("a file ending in .prom (node-exporter's textfile collector reads only *.prom)")
-    return _report_path(path)
-
-
-PROM_SETTING = Setting(
-    PROM_OPTION, "RIGCHECK_PROMETHEUS", "rig_prometheus", PROM_DESC, _prom_path, None, "FILE.prom", "path"
-)
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    from ..plugin import add_setting
-
-    add_setting(parser, PROM_SETTING)
+PROM_OPTION = PROMETHEUS.option
 
 
 @pytest.hookimpl(trylast=True)  # after the core's pytest_configure made the rig session
 def pytest_configure(config: pytest.Config) -> None:
-    from ..plugin import resolve, rig_session
+    from ..options import value
+    from ..plugin import rig_session
 
     if config.option.help or hasattr(config, "workerinput"):  # xdist: the controller writes it
         return
     if not rig_session(config).enabled:
         return
-    path = resolve(config, PROM_SETTING).value
+    path = value(config, PROMETHEUS)
     if path:
         config.pluginmanager.register(PrometheusTextfile(config, path), "rigcheck-prometheus")
 

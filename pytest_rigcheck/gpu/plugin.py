@@ -15,41 +15,15 @@ if TYPE_CHECKING:
     from .nvml import Nvml
     from .state import GpuState, LoadReadings, SystemState, Unavailable
 
-LOAD_OPTION = "--rig-load-seconds"
-LOAD_DESC = "Seconds of GPU load while NVML samples link, clocks and power (live runs; default: 3)"
-DEFAULT_LOAD_S = 3.0
 EXTRAS_KEY = "gpu"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    from ..plugin import add_setting
-
-    add_setting(parser, LOAD_SETTING)
-
-
-def _load_setting() -> Any:
-    from ..plugin import Setting, seconds
-
-    return Setting(
-        LOAD_OPTION,
-        "RIGCHECK_LOAD_SECONDS",
-        "rig_load_seconds",
-        LOAD_DESC,
-        seconds(0.5, 120, DEFAULT_LOAD_S),
-        DEFAULT_LOAD_S,
-        "S",
-    )
-
-
-LOAD_SETTING = _load_setting()
 
 
 def load_seconds(config: pytest.Config) -> float:
     """Seconds of GPU load: ``--rig-load-seconds`` > ``RIGCHECK_LOAD_SECONDS`` > ini ``rig_load_seconds`` > 3,
     from 0.5 to 120 (validated with every other setting before collection)."""
-    from ..plugin import resolve
+    from ..options import LOAD, value
 
-    return float(resolve(config, LOAD_SETTING).value)
+    return float(value(config, LOAD))
 
 
 class GpuSession:

@@ -19,13 +19,6 @@ if TYPE_CHECKING:
     from ..rig import Rig
     from .session import P2pSession
 
-TIMEOUT_OPTION = "--rig-p2p-timeout"
-TIMEOUT_DESC = (
-    "Seconds each P2P/NCCL phase (set-up, then measuring) may take before it counts as hung (default: 120)"
-)
-PYTHON_OPTION = "--rig-p2p-python"
-PYTHON_DESC = "Python interpreter with PyTorch to run the P2P/NCCL workers (default: the one running pytest)"
-DEFAULT_TIMEOUT_S = 120.0
 EXTRAS_KEY = "p2p"
 MEASURE_GROUP = "rig_measure"
 MEASURE_FIXTURES = ("rig_p2p", "rig_nccl")
@@ -38,62 +31,20 @@ TARGETS = {
 }
 
 
-def _python_path(text: Any) -> str:
-    value = str(text).strip()
-    if not value:
-        raise ValueError("the path of a Python interpreter with PyTorch")
-    return value
-
-
-def _settings() -> tuple[Any, Any]:
-    from ..plugin import Setting, seconds
-
-    return (
-        Setting(
-            TIMEOUT_OPTION,
-            "RIGCHECK_P2P_TIMEOUT",
-            "rig_p2p_timeout",
-            TIMEOUT_DESC,
-            seconds(1, 3600, DEFAULT_TIMEOUT_S),
-            DEFAULT_TIMEOUT_S,
-            "S",
-        ),
-        Setting(
-            PYTHON_OPTION,
-            "RIGCHECK_P2P_PYTHON",
-            "rig_p2p_python",
-            PYTHON_DESC,
-            _python_path,
-            None,
-            "PATH",
-            "path_or_name",
-        ),
-    )
-
-
-TIMEOUT_SETTING, PYTHON_SETTING = _settings()
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    from ..plugin import add_setting
-
-    add_setting(parser, TIMEOUT_SETTING)
-    add_setting(parser, PYTHON_SETTING)
-
-
 def timeout_s(config: pytest.Config) -> float:
     """The per-phase timeout: ``--rig-p2p-timeout`` > ``RIGCHECK_P2P_TIMEOUT`` > ini > 120 s (1 to 3600)."""
-    from ..plugin import resolve
+    from ..options import P2P_TIMEOUT, value
 
-    return float(resolve(config, TIMEOUT_SETTING).value)
+    return float(value(config, P2P_TIMEOUT))
 
 
 def worker_python(config: pytest.Config) -> str | None:
-    """The workers' interpreter: ``--rig-p2p-python`` > ``RIGCHECK_P2P_PYTHON`` > ini (from the ini's folder)."""
-    from ..plugin import resolve
+    """The workers' interpreter: ``--rig-p2p-python`` > ``RIGCHECK_P2P_PYTHON`` > ini (from the ini's folder),
+    checked at the start to exist and be executable (a command name is looked up on PATH)."""
+    from ..options import P2P_PYTHON, value
 
-    value = resolve(config, PYTHON_SETTING).value
-    return str(value) if value else None
+    found = value(config, P2P_PYTHON)
+    return str(found) if found else None
 
 
 def p2p_session(rig: Rig, config: pytest.Config) -> P2pSession:

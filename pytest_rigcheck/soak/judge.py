@@ -107,24 +107,20 @@ POWER_FIX = [
 ]
 
 
-def parse_duration(text: str, where: str) -> float:
+def parse_duration(text: str) -> float:
     """``600``, ``"90s"``, ``"10m"``, ``"1.5h"`` -> seconds; ``0`` / ``"off"`` -> 0 (no soak).
 
-    Raises ``ValueError`` naming ``where`` and what is allowed.
+    Raises ``ValueError`` saying what is allowed (the setting resolver names the value and its source).
     """
     t = str(text).strip().lower()
     if t in ("0", "off", "no", "false", ""):
         return 0.0
     m = DURATION.match(t)
     if not m:
-        raise ValueError(
-            f"Invalid soak duration {text!r} from {where}: seconds or a length such as 600, 90s, 10m, 1h"
-        )
+        raise ValueError("seconds or a length such as 600, 90s, 10m, 1h (0 or off: no soak)")
     seconds = float(m.group(1)) * PRESETS[m.group(2)]
     if not MIN_SOAK_S <= seconds <= MAX_SOAK_S:
-        raise ValueError(
-            f"Invalid soak duration {text!r} from {where}: between {MIN_SOAK_S:.0f} s and 24 h (or 0/off)"
-        )
+        raise ValueError(f"between {MIN_SOAK_S:.0f} s and 24 h (or 0/off)")
     return seconds
 
 

@@ -17,11 +17,12 @@ and traffic count in the AER growth window. Imports stdlib and pytest only until
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from ..options import MODEL_DIR, SOAK, SOAK_SAVE
 
 if TYPE_CHECKING:
     from ..rig import Rig
@@ -30,66 +31,23 @@ if TYPE_CHECKING:
     from ..verdict import Verdict
     from .judge import SoakExpect, SoakRecord
 
-SOAK_OPTION = "--rig-soak"
-SOAK_SAVE_OPTION = "--rig-soak-save"
-MODEL_DIR_OPTION = "--rig-model-dir"
-SOAK_DESC = "Soak every GPU under sustained load for this long while NVML samples every second: 600, 90s, 10m (default: off)"
-SOAK_SAVE_DESC = "Write the live soak's samples to FILE as soak.json (replayable from a snapshot)"
-MODEL_DIR_DESC = (
-    "The model's directory whose storage read speed is measured (default: [vllm] model when a local path)"
-)
-SETTINGS = {
-    # option: (ini key, environment variable, help)
-    SOAK_OPTION: ("rig_soak", "RIGCHECK_SOAK", SOAK_DESC),
-    SOAK_SAVE_OPTION: ("rig_soak_save", "RIGCHECK_SOAK_SAVE", SOAK_SAVE_DESC),
-    MODEL_DIR_OPTION: ("rig_model_dir", "RIGCHECK_MODEL_DIR", MODEL_DIR_DESC),
-}
+SOAK_OPTION = SOAK.option
+MODEL_DIR_OPTION = MODEL_DIR.option
 EXTRAS_KEY = "soak"
 LOG_EVERY_S = 30.0  # progress lines when the output is not a terminal
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("rigcheck")
-    for option, (ini, _env, desc) in SETTINGS.items():
-        group.addoption(option, default=None, metavar=option.rsplit("-", 1)[-1].upper(), help=desc)
-        parser.addini(ini, type="string", default="", help=desc)
-
-
-def setting(config: pytest.Config, option: str) -> tuple[str | None, str]:
-    """``(value, where it came from)``: command line > ``RIGCHECK_*`` > ini; ``(None, "")`` when unset."""
-    ini, env, _ = SETTINGS[option]
-    value = config.getoption(option)
-    if value is not None:
-        return str(value), option
-    if os.environ.get(env):
-        return os.environ[env], env
-    if config.getini(ini):
-        return str(config.getini(ini)), f"ini {ini}"
-    return None, ""
-
-
 class Settings:
-    """The resolved, validated settings of this plugin; raises ``pytest.UsageError`` on a bad one."""
+    """This plugin's settings, from the one resolver (``options``: validated before collection)."""
 
     def __init__(self, config: pytest.Config) -> None:
-        from .judge import parse_duration
+        from ..options import resolve
 
-        text, where = setting(config, SOAK_OPTION)
-        try:
-            self.soak_s = parse_duration(text, where) if text is not None else 0.0
-        except ValueError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        save, where = setting(config, SOAK_SAVE_OPTION)
-        self.soak_save = Path(save) if save else None
-        if self.soak_save is not None and not self.soak_save.parent.resolve().is_dir():
-            raise pytest.UsageError(
-                f"Invalid soak save file {save!r} from {where}: its directory does not exist"
-            )
-        model, where = setting(config, MODEL_DIR_OPTION)
-        self.model_dir = Path(model).expanduser() if model else None
-        self.model_where = where
-        if self.model_dir is not None and not self.model_dir.is_dir():
-            raise pytest.UsageError(f"Invalid model directory {model!r} from {where}: not a directory")
+        self.soak_s: float = resolve(config, SOAK).value
+        self.soak_save: Path | None = resolve(config, SOAK_SAVE).value
+        model = resolve(config, MODEL_DIR)
+        self.model_dir: Path | None = model.value
+        self.model_where = model.where if model.given else ""
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -99,13 +57,6 @@ def settings(config: pytest.Config) -> Settings:
     if SETTINGS_KEY not in config.stash:
         config.stash[SETTINGS_KEY] = Settings(config)
     return config.stash[SETTINGS_KEY]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "rig_late(n): runs after the other checks, in order of n (the soak 1, the link-health window's end 2)",
-    )
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -1,8 +1,8 @@
-"""pytest plugin module of the vLLM feature: ``--rig-vllm-*`` options, ``rig_vllm_*`` ini keys, the
-``rig_vllm`` marker, and the ``rig_vllm_settings`` / ``rig_vllm_server`` fixtures.
+"""pytest plugin module of the vLLM feature: the ``rig_vllm_settings`` / ``rig_vllm_server`` fixtures and
+the ``rig_vllm`` marker's skip (its ``--rig-vllm-*`` options and ini keys are in ``options``).
 
-Registered by the core plugin (``FEATURE_PLUGINS``); on its own: ``pytest -p pytest_rigcheck.vllm.plugin``.
-Top-level imports are stdlib and pytest only; nothing is started or read until a fixture is requested.
+Registered by the core plugin (``FEATURE_PLUGINS``) in a rig run. Top-level imports are stdlib and pytest
+only; nothing is started or read until a fixture is requested.
 """
 
 from __future__ import annotations
@@ -13,36 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ..options import VLLM_API_KEY_ENV, VLLM_GPU_MEMORY, VLLM_LAUNCH, VLLM_READY_TIMEOUT, VLLM_URL
+
 if TYPE_CHECKING:
     from .server import VllmServer
     from .settings import GpuMemory, VllmSettings
 
-URL_OPTION = "--rig-vllm-url"
-API_KEY_ENV_OPTION = "--rig-vllm-api-key-env"
-LAUNCH_OPTION = "--rig-vllm-launch"
-READY_TIMEOUT_OPTION = "--rig-vllm-ready-timeout"
-GPU_MEMORY_OPTION = "--rig-vllm-gpu-memory"
+URL_OPTION = VLLM_URL.option
+API_KEY_ENV_OPTION = VLLM_API_KEY_ENV.option
+LAUNCH_OPTION = VLLM_LAUNCH.option
+READY_TIMEOUT_OPTION = VLLM_READY_TIMEOUT.option
+GPU_MEMORY_OPTION = VLLM_GPU_MEMORY.option
 MARKER = "rig_vllm"
 DEFAULT_API_KEY_ENV = "RIGCHECK_VLLM_API_KEY"
-
-URL_DESC = (
-    "Check the running OpenAI-compatible (vLLM) server at this base URL, e.g. http://127.0.0.1:8000 "
-    "(env RIGCHECK_VLLM_URL)"
-)
-API_KEY_ENV_DESC = (
-    f"Name of the environment variable holding the server's API key (default: {DEFAULT_API_KEY_ENV})"
-)
-LAUNCH_DESC = (
-    "Start the server with this command template instead of [vllm] launch; placeholders {model}, "
-    "{tensor_parallel_size}, {host}, {port}, {flags}, ... (env RIGCHECK_VLLM_LAUNCH)"
-)
-READY_TIMEOUT_DESC = (
-    "Seconds a started server may take to become ready (default: [vllm] ready_timeout_s, else 900)"
-)
-GPU_MEMORY_DESC = (
-    "GPU memory for the model-fit gate, INDEX:NAME:TOTAL:USED, e.g. '0:RTX 3080:10GiB:1.2GiB'; "
-    "repeat per GPU (default: [vllm.gpus], else NVML)"
-)
 
 NOT_CONFIGURED = (
     f"no vLLM server to check: give {URL_OPTION} URL (a running server), or set [vllm] model "
@@ -57,100 +40,9 @@ START_FAILED_KEY = pytest.StashKey[list[Any]]()
 SERVED: dict[str, Any] = {}
 
 
-def _url(text: Any) -> str:
-    from .client import OpenAIClient
-
-    url = str(text).strip()
-    OpenAIClient(url)  # ValueError saying what is wrong with it
-    return url
-
-
-def _env_name(text: Any) -> str:
-    import re
-
-    name = str(text).strip()
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise ValueError("the name of an environment variable (letters, digits, _), e.g. VLLM_API_KEY")
-    return name
-
-
-def _launch(text: Any) -> str:
-    if not str(text).strip():
-        raise ValueError("a command template, e.g. 'vllm serve {model} --port {port}'")
-    return str(text)
-
-
-def _gpu_specs(specs: Any) -> tuple[Any, ...]:
-    from .settings import parse_gpu_option
-
-    return tuple(parse_gpu_option(s) for s in (specs if isinstance(specs, list) else [specs]))
-
-
-def _settings() -> tuple[Any, ...]:
-    from ..plugin import Setting, seconds
-
-    return (
-        Setting(URL_OPTION, "RIGCHECK_VLLM_URL", "rig_vllm_url", URL_DESC, _url, None, "URL"),
-        Setting(
-            API_KEY_ENV_OPTION,
-            "RIGCHECK_VLLM_API_KEY_ENV",
-            "rig_vllm_api_key_env",
-            API_KEY_ENV_DESC,
-            _env_name,
-            None,
-            "NAME",
-        ),
-        Setting(
-            LAUNCH_OPTION, "RIGCHECK_VLLM_LAUNCH", "rig_vllm_launch", LAUNCH_DESC, _launch, None, "TEMPLATE"
-        ),
-        Setting(
-            READY_TIMEOUT_OPTION,
-            "RIGCHECK_VLLM_READY_TIMEOUT",
-            "rig_vllm_ready_timeout",
-            READY_TIMEOUT_DESC,
-            seconds(1, 86400, 900),
-            None,
-            "SECONDS",
-        ),
-        Setting(
-            GPU_MEMORY_OPTION,
-            "RIGCHECK_VLLM_GPU_MEMORY",
-            "rig_vllm_gpu_memory",
-            GPU_MEMORY_DESC,
-            _gpu_specs,
-            None,
-            "SPEC",
-            many=True,
-            sep=";",
-        ),
-    )
-
-
-URL_SETTING, API_KEY_ENV_SETTING, LAUNCH_SETTING, READY_TIMEOUT_SETTING, GPU_MEMORY_SETTING = _settings()
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    from ..plugin import add_setting
-
-    for setting in _settings_table():
-        add_setting(parser, setting)
-
-
-def _settings_table() -> tuple[Any, ...]:
-    return (URL_SETTING, API_KEY_ENV_SETTING, LAUNCH_SETTING, READY_TIMEOUT_SETTING, GPU_MEMORY_SETTING)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        f"{MARKER}: an end-to-end check against a served model (needs {URL_OPTION} or a [vllm] launch); "
-        "skipped with the reason when none is configured",
-    )
-
-
 def _pick(config: pytest.Config, setting: Any) -> tuple[Any, str]:
-    """Value and its source from the core's one resolver; ``(None, "")`` when none is given."""
-    from ..plugin import resolve
+    """Value and its source from the one resolver (``options``); ``(None, "")`` when none is given."""
+    from ..options import resolve
 
     r = resolve(config, setting)
     return (r.value, r.where) if r.given else (None, "")
@@ -165,7 +57,7 @@ def resolve_settings(config: pytest.Config, profile: Any) -> VllmSettings:
         profile: the rig's ``Profile`` (its ``raw`` TOML and ``source``), or ``None``.
     """
     from ..errors import ProfileError
-    from .settings import DEFAULT_LAUNCH, VllmSettings, parse_vllm_table
+    from .settings import DEFAULT_LAUNCH, VllmSettings, parse_url, parse_vllm_table
 
     raw = (getattr(profile, "raw", None) or {}).get("vllm", {})
     where = str(getattr(profile, "source", "no profile"))
@@ -173,15 +65,15 @@ def resolve_settings(config: pytest.Config, profile: Any) -> VllmSettings:
         kw = parse_vllm_table(raw, where)
     except ProfileError as exc:
         raise pytest.UsageError(str(exc)) from None
-    url, url_src = _pick(config, URL_SETTING)
+    url, url_src = _pick(config, VLLM_URL)
     if url is None and "url" in kw:
         url, url_src = kw["url"], f"[vllm] url in {where}"
         try:
-            _url(url)
+            parse_url(url)
         except ValueError as exc:
             raise pytest.UsageError(f"{url_src}: {exc}") from None
     kw["url"], kw["url_source"] = url, url_src
-    launch, launch_src = _pick(config, LAUNCH_SETTING)
+    launch, launch_src = _pick(config, VLLM_LAUNCH)
     if launch is not None:
         try:
             kw.update(
@@ -206,12 +98,12 @@ def resolve_settings(config: pytest.Config, profile: Any) -> VllmSettings:
         raise pytest.UsageError(
             f"{kw['launch_source']}: the launch command uses {{model}} but [vllm] model is not set in {where}"
         )
-    key_env, _ = _pick(config, API_KEY_ENV_SETTING)
+    key_env, _ = _pick(config, VLLM_API_KEY_ENV)
     kw["api_key_env"] = key_env or DEFAULT_API_KEY_ENV
-    timeout, _ = _pick(config, READY_TIMEOUT_SETTING)
+    timeout, _ = _pick(config, VLLM_READY_TIMEOUT)
     if timeout is not None:
         kw["ready_timeout_s"] = timeout
-    gpus, _ = _pick(config, GPU_MEMORY_SETTING)
+    gpus, _ = _pick(config, VLLM_GPU_MEMORY)
     if gpus:
         kw["gpus"] = gpus
     return VllmSettings(where=where, **kw)

@@ -313,6 +313,15 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
+def parse_url(text: Any) -> str:
+    """A server's base URL (``http://127.0.0.1:8000``); ``ValueError`` saying what is wrong with it."""
+    from .client import OpenAIClient
+
+    url = str(text).strip()
+    OpenAIClient(url)  # ValueError saying what is wrong with it
+    return url
+
+
 def parse_gpu_option(text: str) -> GpuMemory:
     """``--rig-vllm-gpu-memory INDEX:NAME:TOTAL:USED``, for instance ``0:RTX 3080:10GiB:1.2GiB``.
 

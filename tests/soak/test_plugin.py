@@ -20,12 +20,12 @@ HEALTHY = str(SNAPSHOTS / "rtx3090x2-soak-healthy")
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--rig-soak=ten"], {}, "Invalid soak duration 'ten' from --rig-soak"),
-        ([], {"RIGCHECK_SOAK": "3s"}, "from RIGCHECK_SOAK: between 10 s and 24 h"),
+        (["--rig-soak=ten"], {}, "--rig-soak: invalid value 'ten': seconds or a length such as 600, 90s"),
+        ([], {"RIGCHECK_SOAK": "3s"}, "RIGCHECK_SOAK: invalid value '3s': between 10 s and 24 h"),
         (
             ["--rig-model-dir=/nonexistent/model"],
             {},
-            "Invalid model directory '/nonexistent/model' from --rig-model-dir",
+            "--rig-model-dir: invalid value '/nonexistent/model': a directory, but /nonexistent/model is missing",
         ),
     ],
 )
