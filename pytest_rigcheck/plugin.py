@@ -200,8 +200,10 @@ def _register(config: pytest.Config, names: tuple[str, ...]) -> None:
     for name in names:
         module = importlib.import_module(name)
         if not pm.is_registered(module):
-            # pytest_rigcheck.gpu.plugin -> rigcheck-gpu.plugin, pytest_rigcheck.runtime -> rigcheck-runtime
-            pm.register(module, "rigcheck-" + name.removeprefix("pytest_rigcheck."))
+            # pytest_rigcheck.gpu.plugin -> rigcheck-gpu, pytest_rigcheck.runtime -> rigcheck-runtime: one can
+            # be left out as any pytest plugin can (`-p no:rigcheck-vllm`)
+            parts = name.split(".")
+            pm.register(module, "rigcheck-" + (parts[1] if len(parts) > 2 else parts[-1]))
 
 
 def _add_suites(config: pytest.Config) -> None:

@@ -16,6 +16,7 @@ from pytest_rigcheck.gpu.models import captured_nvml, modelled_nvml
 from pytest_rigcheck.gpu.state import GpuState, LoadReadings, SystemState, Unavailable
 from pytest_rigcheck.gpu.xid import FAIL, WARN, judge, parse_events
 
+from ..conftest import SNAPSHOTS
 from .conftest import DATA
 
 CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "captures"
@@ -273,14 +274,22 @@ def test_live_capture_data_is_readable() -> None:
 
 
 def test_plugin_import_is_cheap(pytester: pytest.Pytester) -> None:
-    """Loading the plugin (and the GPU feature plugin) imports neither pynvml nor torch."""
+    """A rig run registers the GPU feature plugin, and neither it nor the core imports pynvml or torch
+    before a GPU check runs; without --rig the GPU plugin is not even imported."""
     pytester.makepyfile(
         test_x="""
         import sys
-        def test_x():
+        def test_x(rig_rigs):
             assert "pynvml" not in sys.modules and "torch" not in sys.modules
             assert "pytest_rigcheck.gpu.plugin" in sys.modules
+
+        def test_y():
+            assert "pytest_rigcheck.gpu.plugin" not in sys.modules
     """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--rig-snapshot={SNAPSHOTS / 'rtx3090x2-gen4'}", "test_x.py::test_x", "-rA"
+    )
+    result.stdout.fnmatch_lines(["PASSED test_x.py::test_x*"])
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_x.py::test_y")
     result.assert_outcomes(passed=1)
