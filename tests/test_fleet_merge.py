@@ -209,3 +209,37 @@ def test_shipped_snapshots_as_nodes(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "NODE rtx3090x2-riser-x8: FAIL: test_link_under_load, test_link_trained" in proc.stdout
     jsonschema.validate(json.loads((tmp_path / "o" / "fleet.json").read_text()), schema())
+
+
+def test_out_under_missing_folder_refused_before_reading(tmp_path, capsys, monkeypatch):
+    """``--out DIR/sub`` with DIR missing: one line naming the path, exit 2 (usage), nothing created, and
+    no report read (the same check as ``rigcheck capture``'s destination)."""
+    import pytest_rigcheck.fleet.merge as merge_mod
+
+    paths = write(tmp_path, {"a": node_report("a")})
+    read: list[Path] = []
+    monkeypatch.setattr(merge_mod, "load_report", lambda p: read.append(p) or {})
+    out = tmp_path / "nope" / "sub"
+    assert main(["merge", *map(str, paths), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert lines == [
+        f"rigcheck: cannot write {out}: the folder {out.parent} does not exist (create it first)"
+    ]
+    assert captured.out == "" and read == [] and not (tmp_path / "nope").exists()
+
+
+def test_out_new_folder_in_existing_one_made_and_existing_folder_reused(tmp_path):
+    paths = write(tmp_path, {"a": node_report("a")})
+    out = tmp_path / "fleet"
+    assert main(["merge", *map(str, paths), "--out", str(out)]) == 0  # one new level: made
+    assert main(["merge", *map(str, paths), "--out", str(out)]) == 0  # merged again into it
+    assert sorted(p.name for p in out.iterdir()) == ["fleet.html", "fleet.json", "fleet.xml"]
+
+
+def test_out_is_a_file_refused(tmp_path, capsys):
+    paths = write(tmp_path, {"a": node_report("a")})
+    (tmp_path / "taken").write_text("x")
+    assert main(["merge", *map(str, paths), "--out", str(tmp_path / "taken")]) == 2
+    assert "it exists and is not a folder" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "x"

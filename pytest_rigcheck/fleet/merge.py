@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import RigcheckError
+
 FORMATS = (1, 2)
 FAILING = ("fail", "unreadable")
 STATUS_ORDER = {"unreadable": 0, "fail": 1, "warn": 2, "pass": 3, "n/a": 4}
@@ -63,6 +65,23 @@ RULE = (
 
 class ReportError(Exception):
     """A node's report that cannot be used: missing, not JSON, not a rigcheck report, unknown format."""
+
+
+class MergeError(RigcheckError):
+    """The merge as asked cannot be done (``--out`` cannot be written): one line, exit 2, nothing written."""
+
+
+def check_out(out: Path) -> None:
+    """Refuse ``--out`` before any report is read: it must be a folder, or a new name in an existing folder
+    this user can write (the same check as ``rigcheck capture``'s; missing parents are never created).
+    Raises ``MergeError`` with one line naming the path."""
+    from ..capture import check_folder
+
+    if out.exists() and not out.is_dir():
+        raise MergeError(
+            f"cannot write into {out}: it exists and is not a folder (give a folder for fleet.json)"
+        )
+    check_folder(out, out if out.is_dir() else out.parent, MergeError)
 
 
 @dataclass
@@ -321,8 +340,9 @@ def _node_doc(n: Node) -> dict[str, Any]:
 
 
 def write_all(doc: dict[str, Any], out: Path) -> list[Path]:
-    """Write fleet.json, fleet.xml and fleet.html into ``out`` (made if missing), each atomically."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write fleet.json, fleet.xml and fleet.html into ``out`` (made if missing; its parent must exist, see
+    ``check_out``), each atomically."""
+    out.mkdir(exist_ok=True)
     files = {
         "fleet.json": json.dumps(doc, indent=1, default=str) + "\n",
         "fleet.xml": junit(doc),
@@ -499,7 +519,9 @@ def summary(doc: dict[str, Any]) -> list[str]:
 
 
 def run_merge(reports: list[Path], out: Path) -> int:
-    """``rigcheck merge``: write the three files, print the summary, return the exit status (0, 1, 2)."""
+    """``rigcheck merge``: write the three files, print the summary, return the exit status (0, 1, 2).
+    Raises ``MergeError`` (before reading any report) when ``out`` cannot be written."""
+    check_out(out)
     doc = merge(reports)
     written = write_all(doc, out)
     for line in summary(doc):
