@@ -445,3 +445,18 @@ def test_real_report_copied_refused_rerun_newest_counts(tmp_path, capsys, real_r
     assert rc == 0, out + err
     assert f"NOTE rtx3090x2-gen4: counted its newest run {copy} (created 2999-01-01T00:00:00+0000); " in out
     assert "1/1 nodes pass" in out
+
+
+def test_live_run_and_replay_of_one_node_refused(tmp_path):
+    """`rigcheck capture` names a snapshot by the hostname, so a replay elsewhere reports node gpu07 too;
+    its 'created' is when it was replayed, so it cannot be ordered against gpu07's live run."""
+    live = node_report("gpu07", created=T1)
+    live["rigs"][0]["source"] = "live"
+    live["host"] = "gpu07"
+    replay = node_report("gpu07", created=T2)  # replayed on a laptop: host "localhost", rig gpu07
+    paths = write(tmp_path, {"gpu07": live, "gpu07-replay": replay})
+    with pytest.raises(MergeError) as exc:
+        merge(paths)
+    assert str(exc.value).startswith(
+        f"{paths[0]} is a live run of node gpu07 and {paths[1]} a replay of a snapshot of it"
+    )

@@ -105,6 +105,7 @@ class Node:
     created: str | None = None  # the report's own time of writing (report.py: ISO 8601 with zone)
     when: datetime | None = None  # ``created`` parsed; None when absent or not a time
     kind: str = "gate"  # "gate" (pytest --rig-report) or "multinode" (multinode collect)
+    live: bool = False  # read from the machine itself, not replayed from a snapshot
     gpus: frozenset[str] = frozenset()  # "rig: bdf vendor:device" per GPU: what the node is built of
     left_out: list[dict[str, Any]] = field(default_factory=list)  # older runs of this node not counted
 
@@ -186,6 +187,7 @@ def read_node(path: Path) -> Node:
         for g in r.get("gpus") or []
         if isinstance(g, dict)
     )
+    node.live = live
     node.kind = "multinode" if "multinode" in str(doc.get("tool") or "") else "gate"
     created = doc.get("created")
     node.created = str(created) if created else None
@@ -323,7 +325,8 @@ def one_run_per_node(nodes: list[Node]) -> list[Node]:
     ``left_out``. Raises ``MergeError`` (one line naming both inputs) for reports that cannot be told apart
     or do not agree: copies of one report, two reports of one run (same ``created``) with different
     results, a run without ``created`` beside another, one name with different GPUs (two machines sharing
-    a hostname, or a node whose GPUs changed), a gate report beside a multi-node one. Reports that could
+    a hostname, or a node whose GPUs changed), a gate report beside a multi-node one, a live run beside a
+    replay of a snapshot of that node (whose ``created`` is the replay's, so "newest" would mislead). Reports that could
     not be read have no node to compare and are kept as they are."""
     groups: dict[str, list[Node]] = {}
     for n in nodes:
@@ -356,6 +359,12 @@ def _clash(name: str, a: Node, b: Node) -> str | None:
         return (
             f"{a.report} is node {name}'s {KINDS[a.kind]} and {b.report} its {KINDS[b.kind]}: "
             "merge each kind on its own, so that each node counts once"
+        )
+    if a.live != b.live:
+        live, replay = (a, b) if a.live else (b, a)
+        return (
+            f"{live.report} is a live run of node {name} and {replay.report} a replay of a snapshot of it "
+            "(its 'created' is when the replay ran, not when the machine was read): merge only one of them"
         )
     if a.gpus and b.gpus and a.gpus != b.gpus:
         only_a, only_b = _few(a.gpus - b.gpus), _few(b.gpus - a.gpus)
