@@ -57,6 +57,14 @@ def node_report(name: str, p2p: float = 28.1, fail: bool = False, fmt: int = 1, 
     return doc
 
 
+def gate_report(snapshot: str, out: Path) -> Path:
+    """A real ``--rig-report`` at ``out``: pytest run on a shipped snapshot, as a node runs the gate."""
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+    cmd += [f"--rig-snapshot={SNAPS / snapshot}", f"--rig-report={out}"]
+    subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=300, check=False)
+    return out
+
+
 def write(tmp_path: Path, docs: dict[str, dict]) -> list[Path]:
     paths = []
     for name, doc in docs.items():
@@ -172,23 +180,7 @@ def test_shipped_snapshots_as_nodes(tmp_path):
     """Real reports from shipped snapshots (one faulty) merge; the CLI entry point runs as a program."""
     reports = []
     for name in ("rtx3090x2-gen4", "rtx3090x2-riser-x8"):
-        out = tmp_path / f"{name}.json"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-p",
-                "no:cacheprovider",
-                "-q",
-                f"--rig-snapshot={SNAPS / name}",
-                f"--rig-report={out}",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            timeout=300,
-            check=False,
-        )
+        out = gate_report(name, tmp_path / f"{name}.json")
         reports.append(out)
         assert json.loads(out.read_text())["host"]  # report.py names the node's host
     proc = subprocess.run(
@@ -406,24 +398,7 @@ def test_snapshot_nodes_on_one_host_are_distinct(tmp_path):
 @pytest.fixture(scope="module")
 def real_report(tmp_path_factory) -> Path:
     """A real --rig-report of a shipped snapshot, written by pytest as a node writes it."""
-    out = tmp_path_factory.mktemp("real") / "rtx3090x2-gen4.json"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            f"--rig-snapshot={SNAPS / 'rtx3090x2-gen4'}",
-            f"--rig-report={out}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
-    return out
+    return gate_report("rtx3090x2-gen4", tmp_path_factory.mktemp("real") / "rtx3090x2-gen4.json")
 
 
 @pytest.mark.fleet
