@@ -435,3 +435,12 @@ def test_live_run_and_replay_of_one_node_refused(tmp_path):
     assert str(exc.value).startswith(
         f"{paths[0]} is a live run of node gpu07 and {paths[1]} a replay of a snapshot of it"
     )
+
+
+def test_same_file_through_a_link_and_missing_twice_refused(tmp_path):
+    paths = write(tmp_path, {"a": node_report("a", created=T1)})
+    (tmp_path / "link.json").symlink_to(paths[0])
+    with pytest.raises(MergeError, match="link.json are the same file"):
+        merge([paths[0], tmp_path / "link.json"])
+    with pytest.raises(MergeError, match="gone.json are the same file"):
+        merge([tmp_path / "gone.json", tmp_path / "x" / ".." / "gone.json"])

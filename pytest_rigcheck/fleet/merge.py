@@ -309,14 +309,16 @@ KINDS = {
 def refuse_same_file(paths: list[Path]) -> None:
     """One file given twice (by two spellings, a link or a hard link) would count its node twice: raises
     ``MergeError`` naming both inputs."""
-    for i, a in enumerate(paths):
-        for b in paths[i + 1 :]:
-            try:
-                same = os.path.samefile(a, b)
-            except OSError:  # missing or unreadable: compare the paths themselves
-                same = a.resolve() == b.resolve()
-            if same:
-                raise MergeError(f"{a} and {b} are the same file: each node counts once; give it once")
+    seen: dict[object, Path] = {}
+    for b in paths:
+        try:
+            st = b.stat()
+            key: object = (st.st_dev, st.st_ino)
+        except OSError:  # missing or unreadable: the path itself
+            key = b.resolve()
+        a = seen.setdefault(key, b)
+        if a is not b:
+            raise MergeError(f"{a} and {b} are the same file: each node counts once; give it once")
 
 
 def one_run_per_node(nodes: list[Node]) -> list[Node]:
