@@ -672,7 +672,8 @@ def summary(doc: dict[str, Any]) -> list[str]:
     passed = sum(n["status"] == "pass" for n in doc["nodes"])
     lines.append(
         f"rigcheck merge: {doc['verdict'].upper()}: {passed}/{len(doc['nodes'])} nodes pass, "
-        f"{len(doc['outliers'])} outliers" + (f", {left} older runs left out" if left else "")
+        f"{len(doc['outliers'])} outliers"
+        + (f", {left} older run{'s' * (left > 1)} left out" if left else "")
     )
     return lines
 
