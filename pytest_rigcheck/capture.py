@@ -79,12 +79,19 @@ def check_destination(out: Path) -> None:
         raise CaptureError(f"{out} already exists; choose a new path")
     else:
         folder = out.parent
+    check_folder(out, folder)
+
+
+def check_folder(out: Path, folder: Path, error: type[RigcheckError] = CaptureError) -> None:
+    """Refuse to write ``out`` unless ``folder`` (the one it goes into) exists and this user can write
+    there; never creates it. Raises ``error`` with one line naming ``out`` and the folder. Shared by
+    ``rigcheck capture`` and ``rigcheck merge --out``."""
     if not folder.is_dir():
-        raise CaptureError(f"cannot write {out}: the folder {folder} does not exist (create it first)")
+        raise error(f"cannot write {out}: the folder {folder} does not exist (create it first)")
     try:  # a real write test: os.access says yes to root on read-only file systems
         fd, probe = tempfile.mkstemp(prefix=".rigcheck-probe-", dir=folder)
     except OSError as exc:
-        raise CaptureError(f"cannot write {out}: {folder}: {exc.strerror}") from None
+        raise error(f"cannot write {out}: {folder}: {exc.strerror}") from None
     os.close(fd)
     os.unlink(probe)
 

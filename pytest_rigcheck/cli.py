@@ -42,10 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     mrg = sub.add_parser(
         "merge",
         help="Merge nodes' --rig-report files into DIR/fleet.json, fleet.xml (JUnit) and fleet.html; "
-        "exit 0 all pass, 1 a node fails, 2 a report is missing or unreadable",
+        "exit 0 all pass, 1 a node fails, 2 a report is missing or unreadable (or one node given twice)",
     )
     mrg.add_argument("reports", nargs="+", type=Path, help="Each node's --rig-report JSON")
-    mrg.add_argument("--out", type=Path, required=True, help="Folder for fleet.json, fleet.xml, fleet.html")
+    mrg.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="Folder for fleet.json, fleet.xml, fleet.html (made if new; its parent must exist)",
+    )
     args = ap.parse_args(argv)
 
     from .errors import RigcheckError

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from pytest_rigcheck.cli import main
-from pytest_rigcheck.fleet.merge import merge
+from pytest_rigcheck.fleet.merge import MergeError, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPS = ROOT / "fixtures" / "sysfs-snapshots"
@@ -55,6 +55,14 @@ def node_report(name: str, p2p: float = 28.1, fail: bool = False, fmt: int = 1, 
     }
     doc.update(extra)
     return doc
+
+
+def gate_report(snapshot: str, out: Path) -> Path:
+    """A real ``--rig-report`` at ``out``: pytest run on a shipped snapshot, as a node runs the gate."""
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+    cmd += [f"--rig-snapshot={SNAPS / snapshot}", f"--rig-report={out}"]
+    subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=300, check=False)
+    return out
 
 
 def write(tmp_path: Path, docs: dict[str, dict]) -> list[Path]:
@@ -153,11 +161,11 @@ def test_format_2_and_unknown_keys_accepted(tmp_path):
     assert fleet["exit_status"] == 0 and len(fleet["nodes"]) == 2
 
 
-def test_same_name_twice_still_two_nodes(tmp_path):
+def test_missing_reports_of_one_file_name_still_two_nodes(tmp_path):
+    """Two reports that could not be read, named alike from two folders: nothing to compare, both named."""
     (tmp_path / "x").mkdir()
-    p1 = write(tmp_path, {"a": node_report("a")})
-    p2 = write(tmp_path / "x", {"a": node_report("a")})
-    assert [n["name"] for n in merge(p1 + p2)["nodes"]] == ["a", "a#2"]
+    doc = merge([tmp_path / "a.json", tmp_path / "x" / "a.json"])
+    assert [n["name"] for n in doc["nodes"]] == ["a", "a#2"] and doc["exit_status"] == 2
 
 
 def test_live_node_named_by_host(tmp_path):
@@ -172,23 +180,7 @@ def test_shipped_snapshots_as_nodes(tmp_path):
     """Real reports from shipped snapshots (one faulty) merge; the CLI entry point runs as a program."""
     reports = []
     for name in ("rtx3090x2-gen4", "rtx3090x2-riser-x8"):
-        out = tmp_path / f"{name}.json"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-p",
-                "no:cacheprovider",
-                "-q",
-                f"--rig-snapshot={SNAPS / name}",
-                f"--rig-report={out}",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            timeout=300,
-            check=False,
-        )
+        out = gate_report(name, tmp_path / f"{name}.json")
         reports.append(out)
         assert json.loads(out.read_text())["host"]  # report.py names the node's host
     proc = subprocess.run(
@@ -209,3 +201,246 @@ def test_shipped_snapshots_as_nodes(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "NODE rtx3090x2-riser-x8: FAIL: test_link_under_load, test_link_trained" in proc.stdout
     jsonschema.validate(json.loads((tmp_path / "o" / "fleet.json").read_text()), schema())
+
+
+def test_out_under_missing_folder_refused_before_reading(tmp_path, capsys, monkeypatch):
+    """``--out DIR/sub`` with DIR missing: one line naming the path, exit 2 (usage), nothing created, and
+    no report read (the same check as ``rigcheck capture``'s destination)."""
+    import pytest_rigcheck.fleet.merge as merge_mod
+
+    paths = write(tmp_path, {"a": node_report("a")})
+    read: list[Path] = []
+    monkeypatch.setattr(merge_mod, "load_report", lambda p: read.append(p) or {})
+    out = tmp_path / "nope" / "sub"
+    assert main(["merge", *map(str, paths), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert lines == [
+        f"rigcheck: cannot write {out}: the folder {out.parent} does not exist (create it first)"
+    ]
+    assert captured.out == "" and read == [] and not (tmp_path / "nope").exists()
+
+
+def test_out_new_folder_in_existing_one_made_and_existing_folder_reused(tmp_path):
+    paths = write(tmp_path, {"a": node_report("a")})
+    out = tmp_path / "fleet"
+    assert main(["merge", *map(str, paths), "--out", str(out)]) == 0  # one new level: made
+    assert main(["merge", *map(str, paths), "--out", str(out)]) == 0  # merged again into it
+    assert sorted(p.name for p in out.iterdir()) == ["fleet.html", "fleet.json", "fleet.xml"]
+
+
+def test_out_is_a_file_refused(tmp_path, capsys):
+    paths = write(tmp_path, {"a": node_report("a")})
+    (tmp_path / "taken").write_text("x")
+    assert main(["merge", *map(str, paths), "--out", str(tmp_path / "taken")]) == 2
+    assert "it exists and is not a folder" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "x"
+
+
+# -- each node once -----------------------------------------------------------------------------------
+
+T1, T2, T3 = "2026-11-30T10:00:00+0000", "2026-11-30T12:00:00+0000", "2026-11-30T13:30:00+0100"
+
+
+def merge_cli(tmp_path: Path, paths: list[Path], capsys) -> tuple[int, str, str]:
+    rc = main(["merge", *map(str, paths), "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_same_file_twice_refused_naming_both(tmp_path, capsys):
+    """The same report given twice (here by two spellings) would count its node twice in totals and
+    outliers: one line naming both inputs, exit 2, nothing written."""
+    paths = write(tmp_path, {f"n{i}": node_report(f"n{i}", created=T1) for i in range(3)})
+    other = tmp_path / "." / "n0.json"
+    rc, out, err = merge_cli(tmp_path, [*paths, other], capsys)
+    assert rc == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"rigcheck: {paths[0]} and {other} are the same file: each node counts once; give it once"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_copy_of_one_report_refused_naming_both(tmp_path, capsys):
+    """Two copies of one report (same host, same created, same results), e.g. a report folder globbed twice."""
+    (tmp_path / "copy").mkdir()
+    paths = write(tmp_path, {"a": node_report("a", created=T1), "b": node_report("b", created=T1)})
+    paths += write(tmp_path / "copy", {"a": node_report("a", created=T1)})
+    rc, out, err = merge_cli(tmp_path, paths, capsys)
+    assert rc == 2 and out == "" and not (tmp_path / "out").exists()
+    assert err.strip().splitlines() == [
+        f"rigcheck: {paths[0]} and {paths[2]} are the same report of node a (created {T1}): "
+        "each node counts once; give one of them"
+    ]
+
+
+def test_copies_without_created_refused(tmp_path):
+    """Format-1 reports written by hand or by older tools may have no 'created': identical ones are copies."""
+    (tmp_path / "x").mkdir()
+    paths = write(tmp_path, {"a": node_report("a")}) + write(tmp_path / "x", {"a": node_report("a")})
+    with pytest.raises(MergeError, match="are the same report of node a: each node counts once"):
+        merge(paths)
+
+
+def test_newest_run_of_a_node_counts_older_named(tmp_path, capsys):
+    """Three runs of node a (the oldest failing): only the newest counts in the totals and the outliers,
+    and the summary, fleet.json, JUnit and HTML say which older runs were left out."""
+    (tmp_path / "old").mkdir()
+    (tmp_path / "older").mkdir()
+    paths = write(tmp_path, {"a": node_report("a", created=T3), "b": node_report("b", created=T1)})
+    paths += write(tmp_path / "old", {"a": node_report("a", p2p=27.0, created=T2)})
+    paths += write(tmp_path / "older", {"a": node_report("a", fail=True, created=T1)})
+    rc, out, err = merge_cli(tmp_path, paths, capsys)
+    assert rc == 0 and err == ""  # the failing oldest run does not count
+    assert (
+        f"NOTE a: counted its newest run {paths[0]} (created {T3}); older runs left out: "
+        f"{paths[2]} (created {T2}), {paths[3]} (created {T1})"
+    ) in out
+    assert "rigcheck merge: PASS: 2/2 nodes pass, 0 outliers, 2 older runs left out" in out
+    doc = json.loads((tmp_path / "out" / "fleet.json").read_text())
+    jsonschema.validate(doc, schema())
+    a = next(n for n in doc["nodes"] if n["name"] == "a")
+    assert [n["name"] for n in doc["nodes"]] == ["a", "b"]
+    assert a["report"] == str(paths[0]) and a["created"] == T3
+    assert a["left_out"] == [
+        {"report": str(paths[2]), "created": T2},
+        {"report": str(paths[3]), "created": T1},
+    ]
+    xml = ET.parse(tmp_path / "out" / "fleet.xml").getroot()
+    assert len(xml.findall("testsuite")) == 2
+    assert len(xml.findall("testsuite[@name='a']/properties/property[@name='left_out']")) == 2
+    assert "(newest of 3 runs)" in (tmp_path / "out" / "fleet.html").read_text()
+
+
+def test_newest_by_time_not_by_text(tmp_path):
+    """T3 (13:30 at +01:00, 12:30 UTC) is newer than T2 (12:00 UTC): times are compared, not strings."""
+    (tmp_path / "x").mkdir()
+    paths = write(tmp_path, {"a": node_report("a", created="2026-11-30T12:00:00+0000", fail=True)})
+    paths += write(tmp_path / "x", {"a": node_report("a", created=T3)})
+    doc = merge(paths)
+    assert doc["exit_status"] == 0 and doc["nodes"][0]["report"] == str(paths[1])
+
+
+def test_outliers_count_each_node_once(tmp_path):
+    """A slow node given as three runs beside three good nodes: counted three times it would be half the
+    peers, pull the median to 25 GB/s and hide itself (limit 11.5 GB/s); counted once, the median is
+    28.1 GB/s and its newest 22 GB/s is named."""
+    paths = write(tmp_path, {f"n{i}": node_report(f"n{i}", created=T1) for i in range(3)})
+    for i, t in enumerate((T1, T2, T3)):
+        (tmp_path / f"r{i}").mkdir()
+        paths += write(tmp_path / f"r{i}", {"slow": node_report("slow", p2p=22.0, created=t)})
+    doc = merge(paths)
+    assert len(doc["nodes"]) == 4
+    assert [(o["node"], o["nodes"], o["median"]) for o in doc["outliers"]] == [("slow", 4, 28.1)]
+
+
+def test_same_run_different_results_refused(tmp_path):
+    (tmp_path / "x").mkdir()
+    paths = write(tmp_path, {"a": node_report("a", created=T1)})
+    paths += write(tmp_path / "x", {"a": node_report("a", created=T1, fail=True)})
+    with pytest.raises(MergeError) as exc:
+        merge(paths)
+    assert str(exc.value) == (
+        f"{paths[0]} and {paths[1]} both claim node a's run of {T1} but their results differ: two machines "
+        "share the name a, or a report was edited; give each machine its own hostname"
+    )
+
+
+def test_run_without_created_beside_another_refused(tmp_path):
+    (tmp_path / "x").mkdir()
+    paths = write(tmp_path, {"a": node_report("a", created=T1)})
+    paths += write(tmp_path / "x", {"a": node_report("a", p2p=21.0)})
+    with pytest.raises(MergeError, match=r"x/a.json has no 'created' time to tell which is newer"):
+        merge(paths)
+
+
+def test_one_host_name_two_machines_refused(tmp_path, capsys):
+    """Two live reports from host gpu07 with different GPUs: two machines cloned with one hostname (or the
+    node's GPUs changed between runs); neither is silently dropped nor counted as a peer of the other."""
+    (tmp_path / "x").mkdir()
+    a = node_report("gpu07", created=T1)
+    b = node_report("gpu07", created=T2)
+    for doc in (a, b):
+        doc["host"] = "gpu07"
+        doc["rigs"][0]["source"] = "live"
+    b["rigs"][0]["gpus"] = [{**GPU, "device": "0x2330"}, {**GPU, "bdf": "0000:04:00.0", "device": "0x2330"}]
+    paths = write(tmp_path, {"gpu07": a}) + write(tmp_path / "x", {"gpu07": b})
+    rc, out, err = merge_cli(tmp_path, paths, capsys)
+    assert rc == 2 and out == "" and not (tmp_path / "out").exists()
+    assert err.strip().splitlines() == [
+        f"rigcheck: {paths[0]} and {paths[1]} both report node gpu07 but with different GPUs "
+        "(gpu07: 0000:03:00.0 0x10de:0x2bb1, gpu07: 0000:04:00.0 0x10de:0x2bb1 vs "
+        "gpu07: 0000:03:00.0 0x10de:0x2330, gpu07: 0000:04:00.0 0x10de:0x2330): two machines share the "
+        "name gpu07, or its GPUs changed between runs; give each machine its own hostname, or merge only "
+        "the current report"
+    ]
+
+
+def test_gate_and_multinode_report_of_one_node_refused(tmp_path):
+    """NODE.json (the gate) and NODE.multinode.json (multinode collect) are two kinds of report of one
+    node; merged together the node would be two rows."""
+    gate = node_report("n1", created=T1)
+    gate["rigs"][0]["source"] = "live"
+    gate["host"] = "n1"
+    multi = {"format": 1, "tool": "pytest-rigcheck multinode", "created": T1, "host": "n1", "rigs": []}
+    multi["results"] = [{"nodeid": "multinode::test_multinode_busbw[all]", "status": "pass"}]
+    paths = write(tmp_path, {"n1": gate, "n1.multinode": multi})
+    with pytest.raises(MergeError, match="merge each kind on its own"):
+        merge(paths)
+
+
+def test_snapshot_nodes_on_one_host_are_distinct(tmp_path):
+    """CI and the Slurm/Ansible tests replay different snapshots on one host: one host, different nodes."""
+    paths = write(tmp_path, {f"n{i}": node_report(f"n{i}", created=T1) for i in range(3)})
+    assert [n["name"] for n in merge(paths)["nodes"]] == ["n0", "n1", "n2"]
+
+
+@pytest.fixture(scope="module")
+def real_report(tmp_path_factory) -> Path:
+    """A real --rig-report of a shipped snapshot, written by pytest as a node writes it."""
+    return gate_report("rtx3090x2-gen4", tmp_path_factory.mktemp("real") / "rtx3090x2-gen4.json")
+
+
+@pytest.mark.fleet
+def test_real_report_copied_refused_rerun_newest_counts(tmp_path, capsys, real_report):
+    """A real report and its copy: refused. The copy with a later 'created' (the node ran again): the
+    newest counts, the first is named as left out."""
+    doc = json.loads(real_report.read_text())
+    assert doc["created"] and doc["host"]
+    (tmp_path / "copy").mkdir()
+    copy = tmp_path / "copy" / real_report.name
+    copy.write_text(real_report.read_text())
+    rc, _, err = merge_cli(tmp_path, [real_report, copy], capsys)
+    assert rc == 2
+    assert f"{real_report} and {copy} are the same report of node rtx3090x2-gen4 (created " in err
+    later = json.loads(real_report.read_text())
+    later["created"] = "2999-01-01T00:00:00+0000"
+    copy.write_text(json.dumps(later))
+    rc, out, err = merge_cli(tmp_path, [real_report, copy], capsys)
+    assert rc == 0, out + err
+    assert f"NOTE rtx3090x2-gen4: counted its newest run {copy} (created 2999-01-01T00:00:00+0000); " in out
+    assert "1/1 nodes pass" in out
+
+
+def test_live_run_and_replay_of_one_node_refused(tmp_path):
+    """`rigcheck capture` names a snapshot by the hostname, so a replay elsewhere reports node gpu07 too;
+    its 'created' is when it was replayed, so it cannot be ordered against gpu07's live run."""
+    live = node_report("gpu07", created=T1)
+    live["rigs"][0]["source"] = "live"
+    live["host"] = "gpu07"
+    replay = node_report("gpu07", created=T2)  # replayed on a laptop: host "localhost", rig gpu07
+    paths = write(tmp_path, {"gpu07": live, "gpu07-replay": replay})
+    with pytest.raises(MergeError) as exc:
+        merge(paths)
+    assert str(exc.value).startswith(
+        f"{paths[0]} is a live run of node gpu07 and {paths[1]} a replay of a snapshot of it"
+    )
+
+
+def test_same_file_through_a_link_and_missing_twice_refused(tmp_path):
+    paths = write(tmp_path, {"a": node_report("a", created=T1)})
+    (tmp_path / "link.json").symlink_to(paths[0])
+    with pytest.raises(MergeError, match="link.json are the same file"):
+        merge([paths[0], tmp_path / "link.json"])
+    with pytest.raises(MergeError, match="gone.json are the same file"):
+        merge([tmp_path / "gone.json", tmp_path / "x" / ".." / "gone.json"])

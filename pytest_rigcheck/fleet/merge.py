@@ -9,7 +9,11 @@ this reads the reports (format 1 or 2; unknown keys ignored) and writes:
 - ``DIR/fleet.html``: a self-contained node x check grid, failing nodes first.
 
 A node's name is its host for a live run, else its rigs' names (a snapshot replayed as a node), else the
-report's file name.
+report's file name. Each node counts once: of several runs of one node (different ``created``), the newest
+counts and the older ones are named as left out (printed as a NOTE, ``left_out`` in fleet.json); a file
+given twice, copies of one report, two machines under one name (different GPUs) and the like are refused
+with one line naming both inputs, exit 2, nothing written (``one_run_per_node``). So is an ``--out`` whose
+parent folder does not exist, before any report is read.
 
 Outliers: for each figure where higher is better (P2P and host-link bandwidth, NCCL bus bandwidth, the soak's
 clock fraction) a node's figure is its worst over its devices; a node is an outlier when its figure is below
@@ -33,8 +37,11 @@ import statistics
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from ..errors import RigcheckError
 
 FORMATS = (1, 2)
 FAILING = ("fail", "unreadable")
@@ -65,6 +72,23 @@ class ReportError(Exception):
     """A node's report that cannot be used: missing, not JSON, not a rigcheck report, unknown format."""
 
 
+class MergeError(RigcheckError):
+    """The merge as asked cannot be done (``--out`` cannot be written): one line, exit 2, nothing written."""
+
+
+def check_out(out: Path) -> None:
+    """Refuse ``--out`` before any report is read: it must be a folder, or a new name in an existing folder
+    this user can write (the same check as ``rigcheck capture``'s; missing parents are never created).
+    Raises ``MergeError`` with one line naming the path."""
+    from ..capture import check_folder
+
+    if out.exists() and not out.is_dir():
+        raise MergeError(
+            f"cannot write into {out}: it exists and is not a folder (give a folder for fleet.json)"
+        )
+    check_folder(out, out if out.is_dir() else out.parent, MergeError)
+
+
 @dataclass
 class Node:
     """One node: where its report came from, its name, status and per-check results."""
@@ -78,6 +102,12 @@ class Node:
     results: list[dict[str, Any]] = field(default_factory=list)
     exit_status: int | None = None
     hardware: str = ""  # the GPUs (PCI device ids, sorted): peers for outliers are nodes built alike
+    created: str | None = None  # the report's own time of writing (report.py: ISO 8601 with zone)
+    when: datetime | None = None  # ``created`` parsed; None when absent or not a time
+    kind: str = "gate"  # "gate" (pytest --rig-report) or "multinode" (multinode collect)
+    live: bool = False  # read from the machine itself, not replayed from a snapshot
+    gpus: frozenset[str] = frozenset()  # "rig: bdf vendor:device" per GPU: what the node is built of
+    left_out: list[dict[str, Any]] = field(default_factory=list)  # older runs of this node not counted
 
     @property
     def failing(self) -> list[dict[str, Any]]:
@@ -150,6 +180,18 @@ def read_node(path: Path) -> Node:
             if isinstance(g, dict)
         )
     )
+    node.gpus = frozenset(
+        f"{r.get('name')}: {g.get('bdf')} {g.get('vendor')}:{g.get('device')}"
+        for r in doc.get("rigs") or []
+        if isinstance(r, dict)
+        for g in r.get("gpus") or []
+        if isinstance(g, dict)
+    )
+    node.live = live
+    node.kind = "multinode" if "multinode" in str(doc.get("tool") or "") else "gate"
+    created = doc.get("created")
+    node.created = str(created) if created else None
+    node.when = _when(node.created)
     if doc.get("stopped_by"):
         node.status, node.reason = "incomplete", f"the run was stopped by {doc['stopped_by']}"
     elif node.failing:
@@ -157,6 +199,19 @@ def read_node(path: Path) -> Node:
     elif node.exit_status not in (None, 0, 5):
         node.status, node.reason = "fail", f"pytest exited {node.exit_status}"
     return node
+
+
+def _when(created: str | None) -> datetime | None:
+    """``created`` as a time with its zone (report.py writes ``%Y-%m-%dT%H:%M:%S%z``); None if it is not one."""
+    if not created:
+        return None
+    for parse in (lambda t: datetime.strptime(t, "%Y-%m-%dT%H:%M:%S%z"), datetime.fromisoformat):
+        try:
+            when = parse(created)
+        except ValueError:
+            continue
+        return when if when.tzinfo is not None else None  # a time without a zone cannot be ordered safely
+    return None
 
 
 def _stem(path: Path) -> str:
@@ -245,11 +300,113 @@ def outliers(nodes: list[Node]) -> list[dict[str, Any]]:
     return found
 
 
+KINDS = {
+    "gate": "gate report (pytest --rig-report)",
+    "multinode": "multi-node all-reduce report (multinode collect)",
+}
+
+
+def refuse_same_file(paths: list[Path]) -> None:
+    """One file given twice (by two spellings, a link or a hard link) would count its node twice: raises
+    ``MergeError`` naming both inputs."""
+    seen: dict[object, Path] = {}
+    for b in paths:
+        try:
+            st = b.stat()
+            key: object = (st.st_dev, st.st_ino)
+        except OSError:  # missing or unreadable: the path itself
+            key = b.resolve()
+        a = seen.setdefault(key, b)
+        if a is not b:
+            raise MergeError(f"{a} and {b} are the same file: each node counts once; give it once")
+
+
+def one_run_per_node(nodes: list[Node]) -> list[Node]:
+    """Each node once: of several reports of one node (one name, the same kind of report and the same
+    GPUs) with different ``created`` times, the newest counts and the older ones are recorded in its
+    ``left_out``. Raises ``MergeError`` (one line naming both inputs) for reports that cannot be told apart
+    or do not agree: copies of one report, two reports of one run (same ``created``) with different
+    results, a run without ``created`` beside another, one name with different GPUs (two machines sharing
+    a hostname, or a node whose GPUs changed), a gate report beside a multi-node one, a live run beside a
+    replay of a snapshot of that node (whose ``created`` is the replay's, so "newest" would mislead). Reports that could
+    not be read have no node to compare and are kept as they are."""
+    groups: dict[str, list[Node]] = {}
+    for n in nodes:
+        if n.status not in ("missing", "unreadable"):
+            groups.setdefault(n.name, []).append(n)
+    problems: list[str] = []
+    older: set[int] = set()
+    for name, group in groups.items():
+        if len(group) < 2:
+            continue
+        clash = next(
+            (c for i, a in enumerate(group) for b in group[i + 1 :] if (c := _clash(name, a, b))), None
+        )
+        if clash:
+            problems.append(clash)
+            continue
+        ordered = sorted(group, key=lambda n: n.when.timestamp() if n.when else 0.0, reverse=True)
+        ordered[0].left_out = [{"report": n.report, "created": n.created} for n in ordered[1:]]
+        older.update(id(n) for n in ordered[1:])
+    if problems:
+        more = f" (and {len(problems) - 1} more nodes given twice)" if len(problems) > 1 else ""
+        raise MergeError(problems[0] + more)
+    return [n for n in nodes if id(n) not in older]
+
+
+def _clash(name: str, a: Node, b: Node) -> str | None:
+    """Why reports ``a`` and ``b`` of node ``name`` cannot be merged as two runs of it; None if they can."""
+    both = f"{a.report} and {b.report}"
+    if a.kind != b.kind:
+        return (
+            f"{a.report} is node {name}'s {KINDS[a.kind]} and {b.report} its {KINDS[b.kind]}: "
+            "merge each kind on its own, so that each node counts once"
+        )
+    if a.live != b.live:
+        live, replay = (a, b) if a.live else (b, a)
+        return (
+            f"{live.report} is a live run of node {name} and {replay.report} a replay of a snapshot of it "
+            "(its 'created' is when the replay ran, not when the machine was read): merge only one of them"
+        )
+    if a.gpus and b.gpus and a.gpus != b.gpus:
+        only_a, only_b = _few(a.gpus - b.gpus), _few(b.gpus - a.gpus)
+        return (
+            f"{both} both report node {name} but with different GPUs ({only_a} vs {only_b}): two machines "
+            f"share the name {name}, or its GPUs changed between runs; give each machine its own hostname, "
+            "or merge only the current report"
+        )
+    if a.when is not None and b.when is not None and a.when != b.when:
+        return None  # two runs of one node: the newest counts
+    if a.results == b.results:
+        at = f" (created {a.created})" if a.when is not None and a.when == b.when else ""
+        return f"{both} are the same report of node {name}{at}: each node counts once; give one of them"
+    if a.when is None or b.when is None:
+        which = a.report if a.when is None else b.report
+        return (
+            f"{both} are different runs of node {name} but {which} has no 'created' time to tell which is "
+            "newer: merge only the current report"
+        )
+    return (
+        f"{both} both claim node {name}'s run of {a.created} but their results differ: two machines share "
+        f"the name {name}, or a report was edited; give each machine its own hostname"
+    )
+
+
+def _few(gpus: frozenset[str], show: int = 2) -> str:
+    items = sorted(gpus)
+    text = ", ".join(items[:show]) or "no other GPU"
+    return text + (f" and {len(items) - show} more" if len(items) > show else "")
+
+
 def merge(paths: list[Path]) -> dict[str, Any]:
-    """The fleet document (``fleet.schema.json``) from the nodes' report paths."""
-    nodes = [read_node(Path(p)) for p in paths]
+    """The fleet document (``fleet.schema.json``) from the nodes' report paths, each node once (see
+    ``one_run_per_node``). Raises ``MergeError`` for a file given twice or reports of one node that
+    cannot be told apart."""
+    paths = [Path(p) for p in paths]
+    refuse_same_file(paths)
+    nodes = one_run_per_node([read_node(p) for p in paths])
     seen: dict[str, int] = {}
-    for n in nodes:  # two reports of one name: still two nodes
+    for n in nodes:  # a missing or unreadable report named like another node (same file name elsewhere)
         seen[n.name] = seen.get(n.name, 0) + 1
         if seen[n.name] > 1:
             n.name = f"{n.name}#{seen[n.name]}"
@@ -314,6 +471,9 @@ def _node_doc(n: Node) -> dict[str, Any]:
     }
     if n.reason:
         doc["reason"] = n.reason
+    doc["created"] = n.created
+    if n.left_out:
+        doc["left_out"] = n.left_out
     return doc
 
 
@@ -321,8 +481,9 @@ def _node_doc(n: Node) -> dict[str, Any]:
 
 
 def write_all(doc: dict[str, Any], out: Path) -> list[Path]:
-    """Write fleet.json, fleet.xml and fleet.html into ``out`` (made if missing), each atomically."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write fleet.json, fleet.xml and fleet.html into ``out`` (made if missing; its parent must exist, see
+    ``check_out``), each atomically."""
+    out.mkdir(exist_ok=True)
     files = {
         "fleet.json": json.dumps(doc, indent=1, default=str) + "\n",
         "fleet.xml": junit(doc),
@@ -347,6 +508,8 @@ def junit(doc: dict[str, Any]) -> str:
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="report", value=n["report"])
         ET.SubElement(props, "property", name="node_status", value=n["status"])
+        for r in n.get("left_out", []):
+            ET.SubElement(props, "property", name="left_out", value=f"{r['report']} (created {r['created']})")
         if n["status"] in ("missing", "unreadable", "incomplete"):
             case = ET.SubElement(suite, "testcase", classname=n["name"], name="report")
             ET.SubElement(case, "error", message=n.get("reason", n["status"]), type=n["status"])
@@ -423,9 +586,8 @@ def page(doc: dict[str, Any]) -> str:
             cells.append(f'<td style="background:{_COLORS[cell["status"]]}" title="{e(tip)}">{mark}</td>')
         rows.append(
             f'<tr><th class="n" style="color:{_COLORS.get(n["status"], "#000")}">{e(n["name"])}'
-            f"<small> {e(n['status'])}{(': ' + e(n['reason'])) if n.get('reason') else ''}</small></th>"
-            + "".join(cells)
-            + "</tr>"
+            f"<small> {e(n['status'])}{(': ' + e(n['reason'])) if n.get('reason') else ''}"
+            f"{_left_out_html(n)}</small></th>" + "".join(cells) + "</tr>"
         )
     fails = []
     for n in doc["nodes"]:
@@ -471,6 +633,14 @@ pre{{background:#f4f4f4;padding:.2em}} .legend span{{display:inline-block;paddin
 """
 
 
+def _left_out_html(n: dict[str, Any]) -> str:
+    runs = n.get("left_out") or []
+    if not runs:
+        return ""
+    text = "; ".join(f"{r['report']} (created {r['created']})" for r in runs)
+    return f' <span title="{html.escape(text)}">(newest of {len(runs) + 1} runs)</span>'
+
+
 def summary(doc: dict[str, Any]) -> list[str]:
     """The lines ``rigcheck merge`` prints: failing nodes and checks, outliers, the verdict."""
     lines = []
@@ -490,16 +660,28 @@ def summary(doc: dict[str, Any]) -> list[str]:
         lines.append(f"OUTLIER {o['node']}: {o['check'].rsplit('::', 1)[-1]}: {_outlier_text(o)}")
     if doc["outliers"]:
         lines.append(f"({doc['outlier_rule']})")
+    left = 0
+    for n in doc["nodes"]:
+        if n.get("left_out"):
+            left += len(n["left_out"])
+            runs = ", ".join(f"{r['report']} (created {r['created']})" for r in n["left_out"])
+            lines.append(
+                f"NOTE {n['name']}: counted its newest run {n['report']} (created {n['created']}); "
+                f"older runs left out: {runs}"
+            )
     passed = sum(n["status"] == "pass" for n in doc["nodes"])
     lines.append(
         f"rigcheck merge: {doc['verdict'].upper()}: {passed}/{len(doc['nodes'])} nodes pass, "
         f"{len(doc['outliers'])} outliers"
+        + (f", {left} older run{'s' * (left > 1)} left out" if left else "")
     )
     return lines
 
 
 def run_merge(reports: list[Path], out: Path) -> int:
-    """``rigcheck merge``: write the three files, print the summary, return the exit status (0, 1, 2)."""
+    """``rigcheck merge``: write the three files, print the summary, return the exit status (0, 1, 2).
+    Raises ``MergeError`` (before reading any report) when ``out`` cannot be written."""
+    check_out(out)
     doc = merge(reports)
     written = write_all(doc, out)
     for line in summary(doc):
