@@ -84,16 +84,13 @@ def check_destination(out: Path) -> None:
 
 def check_folder(out: Path, folder: Path, error: type[RigcheckError] = CaptureError) -> None:
     """Refuse to write ``out`` unless ``folder`` (the one it goes into) exists and this user can write
-    there; never creates it. Raises ``error`` with one line naming ``out`` and the folder. Shared by
-    ``rigcheck capture`` and ``rigcheck merge --out``."""
-    if not folder.is_dir():
-        raise error(f"cannot write {out}: the folder {folder} does not exist (create it first)")
-    try:  # a real write test: os.access says yes to root on read-only file systems
-        fd, probe = tempfile.mkstemp(prefix=".rigcheck-probe-", dir=folder)
-    except OSError as exc:
-        raise error(f"cannot write {out}: {folder}: {exc.strerror}") from None
-    os.close(fd)
-    os.unlink(probe)
+    there (``options.folder_problem``); never creates it. Raises ``error`` with one line naming ``out``
+    and the folder. Used by ``rigcheck capture`` and ``rigcheck merge --out``."""
+    from .options import folder_problem
+
+    why = folder_problem(folder)
+    if why:
+        raise error(f"cannot write {out}: {why}")
 
 
 def capture(out: Path, root: Path = Path("/"), name: str | None = None) -> Path:

@@ -109,24 +109,36 @@ def seconds(lo: float, hi: float, example: float) -> Parse:
     return parse
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why nothing can be written into ``folder`` (one clause naming it), or None when a file can be.
+
+    Never creates it. A real write test (a temporary file made and removed): ``os.access`` says yes to
+    root on read-only file systems such as ``/proc``. The one check behind every file or folder the tool
+    writes (``--rig-report``, ``--rig-html``, ``--rig-soak-save``, ``--rig-prometheus``, ``rigcheck
+    capture``, ``rigcheck merge --out``).
+    """
+    if not folder.is_dir():
+        return f"the folder {str(folder) or '.'} does not exist (create it first)"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rigcheck-probe-", dir=folder)
+    except OSError as exc:
+        return f"{folder}: {exc.strerror}"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
 def output_file(text: Any) -> Path:
-    """A file the run will write (a report, a page, samples): in an existing folder this user may write,
-    not a directory, device, FIFO or socket. Checked before any check runs, by really creating and
-    removing a file there: ``os.access`` says yes to root on read-only file systems such as ``/proc``."""
+    """A file the run will write (a report, a page, samples): not a directory, device, FIFO or socket, in
+    an existing folder this user may write (``folder_problem``). Checked before any check runs."""
     path = Path(str(text)).expanduser()
     if path.is_dir():
         raise ValueError(f"a file path, but this is a directory (give e.g. {path / 'rig-report.json'})")
-    folder = path.parent
-    if not folder.is_dir():
-        raise ValueError(f"a file path in an existing folder, but {str(folder) or '.'} does not exist")
     if path.exists() and not path.is_file():
         raise ValueError("a regular file path (this is a device, FIFO or socket)")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
-    except OSError as exc:
-        raise ValueError(f"a file path in a folder you can write, but {folder}: {exc.strerror}") from None
-    os.close(fd)
-    os.unlink(probe)
+    why = folder_problem(path.parent)
+    if why:
+        raise ValueError(f"a file path in a folder you can write, but {why}")
     return path
 
 

@@ -87,7 +87,7 @@ def _usage_error(result: pytest.RunResult) -> list[str]:
             ["--rig-soak-save=/nonexistent/soak.json"],
             {},
             "",
-            "ERROR: --rig-soak-save: invalid value '/nonexistent/soak.json': *does not exist",
+            "ERROR: --rig-soak-save: invalid value '/nonexistent/soak.json': *does not exist (create it first)",
         ),
         (
             ["--rig-soak=5x"],
