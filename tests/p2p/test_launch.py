@@ -116,3 +116,25 @@ def test_worker_env(monkeypatch: pytest.MonkeyPatch, extra: dict[str, str]) -> N
     env = worker_env({"X": "1"})
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID" and env["X"] == "1"
     assert env["NCCL_DEBUG"] == extra.get("NCCL_DEBUG", "INFO")
+
+
+def test_finish_keeps_c_stdio_output(tmp_path: Path) -> None:
+    """A worker exits with ``finish`` right after its result (no interpreter or NCCL teardown), yet what C
+    code printed into its block-buffered log (NCCL's INFO lines, the transports the checks read) is kept."""
+    import subprocess
+
+    from pytest_rigcheck.p2p.launch import WORKERS
+
+    code = (
+        f"import sys; sys.path.insert(0, {str(WORKERS)!r}); import ctypes; from _proto import finish; "
+        "ctypes.CDLL(None).printf(b'x NCCL INFO Channel 00/0 : 0[0] -> 1[1] via P2P/CUMEM/read\\n'); "
+        "print('python line'); finish(0)"
+    )
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        rc = subprocess.run(
+            [sys.executable, "-c", code], stdout=f, stderr=subprocess.STDOUT, check=False
+        ).returncode
+    assert rc == 0
+    text = log.read_text()
+    assert "via P2P/CUMEM/read" in text and "python line" in text
