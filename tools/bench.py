@@ -2,7 +2,7 @@
 
 1. Plugin load: what pytest-rigcheck adds to a pytest run without --rig (median of N runs,
    `pytest` vs `pytest -p no:rigcheck` on one trivial test), and the plugin's own import time.
-2. Replay: all shipped snapshots through all PCIe suites, in one pytest run.
+2. Replay: all shipped snapshots through the PCIe suites, then through every suite, in one pytest run each.
 3. Analysis: a modelled 8-GPU rig with two switches and 300 PCI functions, read and checked.
 
     python tools/bench.py
@@ -70,18 +70,20 @@ def plugin_load(n: int = 30) -> None:
 
 
 def replay_all() -> None:
+    from pytest_rigcheck.plugin import suites_dir
+
     snaps = sorted(p for p in SNAPS.iterdir() if (p / "MANIFEST.toml").exists())
-    args = [f"--rig-snapshot={s}" for s in snaps] + [
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-k",
-        " or ".join(PCIE_SUITES),
-    ]
-    times = [_run(args, REPO) for _ in range(3)]
+    base = [f"--rig-snapshot={s}" for s in snaps] + ["-q", "-p", "no:cacheprovider"]
+    pcie = [str(suites_dir() / f"{name}.py") for name in PCIE_SUITES]
+    times = [_run([*base, *pcie], REPO) for _ in range(3)]
     print(
         f"replay: {len(snaps)} shipped snapshots through the PCIe suites in one pytest run: "
         f"{statistics.median(times):.2f} s wall (median of 3, pytest start-up included)"
+    )
+    whole = [_run(base, REPO) for _ in range(3)]
+    print(
+        f"replay: the same snapshots through every suite (PCIe, GPU, P2P/NCCL, vLLM fit, soak, run "
+        f"environment) in one pytest run: {statistics.median(whole):.2f} s wall (median of 3)"
     )
 
 
