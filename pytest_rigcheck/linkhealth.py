@@ -278,32 +278,27 @@ def aspm(t: GpuTarget) -> Verdict:
         seen[fn.bdf] = aspm_text(bits)
         if bits:
             on.append(f"{_hop_name(rig, fn)}: ASPM {aspm_text(bits)} enabled")
-    props: dict[str, object] = {"aspm_policy": policy or "", "aspm": dict(seen)}
+    common: dict[str, Any] = dict(
+        measured_value=dict(seen),
+        expected_value="disabled",
+        path=path,
+        properties={"aspm_policy": policy or "", "aspm": dict(seen)},
+    )
     pol = f"kernel policy [{policy}]" if policy else "kernel policy unknown"
     if on:
         return warned(
             f"{t.label}: ASPM enabled on the path ({'; '.join(on)}); {pol}",
             measured="; ".join(on),
             expected="ASPM disabled (LnkCtl ASPM Control = 00) on every hop to a GPU (PCIe Base Spec 7.5.3.7)",
-            measured_value=dict(seen),
-            expected_value="disabled",
-            path=path,
             notes=[
                 *notes,
                 "L0s/L1 exit costs microseconds on every idle gap of P2P/NCCL traffic; "
                 f"`sudo lspci -vvv -s {t.gpu.bdf} | grep LnkCtl` shows it",
             ],
             fix=list(ASPM_FIX),
-            properties=props,
+            **common,
         )
-    return passed(
-        f"{t.label}: ASPM disabled on all {len(seen)} hop(s); {pol}",
-        measured_value=dict(seen),
-        expected_value="disabled",
-        path=path,
-        notes=notes,
-        properties=props,
-    )
+    return passed(f"{t.label}: ASPM disabled on all {len(seen)} hop(s); {pol}", notes=notes, **common)
 
 
 def aer_counters(t: GpuTarget) -> Verdict:
@@ -340,42 +335,32 @@ def aer_counters(t: GpuTarget) -> Verdict:
             "(no aer_dev_* files: kernel without CONFIG_PCIEAER, or AER handled by firmware); "
             "the GPU's own PCIe replay counter is judged under load"
         )
-    props: dict[str, object] = {"aer": counted}
     where = ", ".join(f.bdf for f in chain if f.bdf not in counted)
-    notes = [f"no AER counters on {where}"] if where else []
+    common: dict[str, Any] = dict(
+        measured_value=counted,
+        expected_value=0,
+        path=path,
+        notes=[f"no AER counters on {where}"] if where else [],
+        properties={"aer": counted},
+    )
     if bad:
         link = bad[0].rsplit("(", 1)[1].rstrip(")")
         return failed(
             f"{t.label}: uncorrectable PCIe errors on the path: {'; '.join(bad)}",
             measured="; ".join(bad),
             expected="0 fatal and 0 non-fatal AER errors since boot (sysfs aer_dev_fatal / aer_dev_nonfatal)",
-            measured_value=counted,
-            expected_value=0,
-            path=path,
-            notes=notes,
             fix=[RISER_FIX.format(link=link), "`sudo dmesg | grep -i aer` shows each error with its device"],
-            properties=props,
+            **common,
         )
     if soft:
         return warned(
             f"{t.label}: correctable PCIe errors since boot: {'; '.join(soft)}",
             measured="; ".join(soft),
             expected="0; growth during this run is judged by test_link_errors_not_growing",
-            measured_value=counted,
-            expected_value=0,
-            path=path,
-            notes=notes,
             fix=["if they grow under load: " + RISER_FIX.format(link=soft[0].rsplit("(", 1)[1].rstrip(")"))],
-            properties=props,
+            **common,
         )
-    return passed(
-        f"{t.label}: no AER errors on {len(counted)} hop(s) since boot",
-        measured_value=counted,
-        expected_value=0,
-        path=path,
-        notes=notes,
-        properties=props,
-    )
+    return passed(f"{t.label}: no AER errors on {len(counted)} hop(s) since boot", **common)
 
 
 def _start(rig: Rig) -> dict[str, HopReading]:
