@@ -169,15 +169,24 @@ def read_window_point(rig: Rig) -> dict[str, HopReading]:
     return out
 
 
-START_KEY = (
-    "linkhealth_start"  # rig.extras: (monotonic time, {bdf: HopReading}) taken when the session starts
-)
+START_KEY = "linkhealth_start"  # rig.extras: the WindowStart taken when the session starts
 
 
-def start_reading(rig: Rig) -> None:
-    """Take the window's first reading (live: at collection; a snapshot: its sysfs files)."""
-    if START_KEY not in rig.extras:
-        rig.extras[START_KEY] = (time.monotonic(), read_window_point(rig))
+@dataclass(frozen=True)
+class WindowStart:
+    """The window's first reading: ``time.monotonic()`` seconds when taken, and ``{bdf: HopReading}``."""
+
+    t0: float
+    hops: dict[str, HopReading]
+
+
+def start_reading(rig: Rig) -> WindowStart:
+    """The window's first reading, taken on the first call (live: at collection; a snapshot: its sysfs files)."""
+    kept = rig.extras.get(START_KEY)
+    if not isinstance(kept, WindowStart):
+        kept = WindowStart(time.monotonic(), read_window_point(rig))
+        rig.extras[START_KEY] = kept
+    return kept
 
 
 def end_reading(rig: Rig) -> tuple[float | None, dict[str, HopReading]] | str | Verdict:
@@ -187,8 +196,7 @@ def end_reading(rig: Rig) -> tuple[float | None, dict[str, HopReading]] | str | 
     or an UNREADABLE verdict when its ``linkhealth.json`` is corrupt.
     """
     if rig.is_live:
-        t0, _ = rig.extras[START_KEY]  # type: ignore[misc]
-        return time.monotonic() - t0, read_window_point(rig)
+        return time.monotonic() - start_reading(rig).t0, read_window_point(rig)
     try:
         data = rig.source.read_json(LINKHEALTH_JSON)
     except KeyError:
@@ -364,8 +372,7 @@ def aer_counters(t: GpuTarget) -> Verdict:
 
 
 def _start(rig: Rig) -> dict[str, HopReading]:
-    start_reading(rig)
-    return rig.extras[START_KEY][1]  # type: ignore[index,no-any-return]
+    return start_reading(rig).hops
 
 
 def aer_growth(t: GpuTarget) -> Verdict:
