@@ -214,6 +214,7 @@ def topology_svg(topo: dict[str, Any], results: list[dict[str, Any]]) -> str:
     def place(bdf: str, depth: int) -> float:
         depth_max[0] = max(depth_max[0], depth)
         children = sorted(kids.get(bdf, []))
+        y: float
         if not children:
             y = row[0]
             row[0] += 1

@@ -169,15 +169,24 @@ def read_window_point(rig: Rig) -> dict[str, HopReading]:
     return out
 
 
-START_KEY = (
-    "linkhealth_start"  # rig.extras: (monotonic time, {bdf: HopReading}) taken when the session starts
-)
+START_KEY = "linkhealth_start"  # rig.extras: the WindowStart taken when the session starts
 
 
-def start_reading(rig: Rig) -> None:
-    """Take the window's first reading (live: at collection; a snapshot: its sysfs files)."""
-    if START_KEY not in rig.extras:
-        rig.extras[START_KEY] = (time.monotonic(), read_window_point(rig))
+@dataclass(frozen=True)
+class WindowStart:
+    """The window's first reading: ``time.monotonic()`` seconds when taken, and ``{bdf: HopReading}``."""
+
+    t0: float
+    hops: dict[str, HopReading]
+
+
+def start_reading(rig: Rig) -> WindowStart:
+    """The window's first reading, taken on the first call (live: at collection; a snapshot: its sysfs files)."""
+    kept = rig.extras.get(START_KEY)
+    if not isinstance(kept, WindowStart):
+        kept = WindowStart(time.monotonic(), read_window_point(rig))
+        rig.extras[START_KEY] = kept
+    return kept
 
 
 def end_reading(rig: Rig) -> tuple[float | None, dict[str, HopReading]] | str | Verdict:
@@ -187,8 +196,7 @@ def end_reading(rig: Rig) -> tuple[float | None, dict[str, HopReading]] | str | 
     or an UNREADABLE verdict when its ``linkhealth.json`` is corrupt.
     """
     if rig.is_live:
-        t0, _ = rig.extras[START_KEY]  # type: ignore[misc]
-        return time.monotonic() - t0, read_window_point(rig)
+        return time.monotonic() - start_reading(rig).t0, read_window_point(rig)
     try:
         data = rig.source.read_json(LINKHEALTH_JSON)
     except KeyError:
@@ -278,32 +286,27 @@ def aspm(t: GpuTarget) -> Verdict:
         seen[fn.bdf] = aspm_text(bits)
         if bits:
             on.append(f"{_hop_name(rig, fn)}: ASPM {aspm_text(bits)} enabled")
-    props: dict[str, object] = {"aspm_policy": policy or "", "aspm": dict(seen)}
+    common: dict[str, Any] = dict(
+        measured_value=dict(seen),
+        expected_value="disabled",
+        path=path,
+        properties={"aspm_policy": policy or "", "aspm": dict(seen)},
+    )
     pol = f"kernel policy [{policy}]" if policy else "kernel policy unknown"
     if on:
         return warned(
             f"{t.label}: ASPM enabled on the path ({'; '.join(on)}); {pol}",
             measured="; ".join(on),
             expected="ASPM disabled (LnkCtl ASPM Control = 00) on every hop to a GPU (PCIe Base Spec 7.5.3.7)",
-            measured_value=dict(seen),
-            expected_value="disabled",
-            path=path,
             notes=[
                 *notes,
                 "L0s/L1 exit costs microseconds on every idle gap of P2P/NCCL traffic; "
                 f"`sudo lspci -vvv -s {t.gpu.bdf} | grep LnkCtl` shows it",
             ],
             fix=list(ASPM_FIX),
-            properties=props,
+            **common,
         )
-    return passed(
-        f"{t.label}: ASPM disabled on all {len(seen)} hop(s); {pol}",
-        measured_value=dict(seen),
-        expected_value="disabled",
-        path=path,
-        notes=notes,
-        properties=props,
-    )
+    return passed(f"{t.label}: ASPM disabled on all {len(seen)} hop(s); {pol}", notes=notes, **common)
 
 
 def aer_counters(t: GpuTarget) -> Verdict:
@@ -340,47 +343,36 @@ def aer_counters(t: GpuTarget) -> Verdict:
             "(no aer_dev_* files: kernel without CONFIG_PCIEAER, or AER handled by firmware); "
             "the GPU's own PCIe replay counter is judged under load"
         )
-    props: dict[str, object] = {"aer": counted}
     where = ", ".join(f.bdf for f in chain if f.bdf not in counted)
-    notes = [f"no AER counters on {where}"] if where else []
+    common: dict[str, Any] = dict(
+        measured_value=counted,
+        expected_value=0,
+        path=path,
+        notes=[f"no AER counters on {where}"] if where else [],
+        properties={"aer": counted},
+    )
     if bad:
         link = bad[0].rsplit("(", 1)[1].rstrip(")")
         return failed(
             f"{t.label}: uncorrectable PCIe errors on the path: {'; '.join(bad)}",
             measured="; ".join(bad),
             expected="0 fatal and 0 non-fatal AER errors since boot (sysfs aer_dev_fatal / aer_dev_nonfatal)",
-            measured_value=counted,
-            expected_value=0,
-            path=path,
-            notes=notes,
             fix=[RISER_FIX.format(link=link), "`sudo dmesg | grep -i aer` shows each error with its device"],
-            properties=props,
+            **common,
         )
     if soft:
         return warned(
             f"{t.label}: correctable PCIe errors since boot: {'; '.join(soft)}",
             measured="; ".join(soft),
             expected="0; growth during this run is judged by test_link_errors_not_growing",
-            measured_value=counted,
-            expected_value=0,
-            path=path,
-            notes=notes,
             fix=["if they grow under load: " + RISER_FIX.format(link=soft[0].rsplit("(", 1)[1].rstrip(")"))],
-            properties=props,
+            **common,
         )
-    return passed(
-        f"{t.label}: no AER errors on {len(counted)} hop(s) since boot",
-        measured_value=counted,
-        expected_value=0,
-        path=path,
-        notes=notes,
-        properties=props,
-    )
+    return passed(f"{t.label}: no AER errors on {len(counted)} hop(s) since boot", **common)
 
 
 def _start(rig: Rig) -> dict[str, HopReading]:
-    start_reading(rig)
-    return rig.extras[START_KEY][1]  # type: ignore[index,no-any-return]
+    return start_reading(rig).hops
 
 
 def aer_growth(t: GpuTarget) -> Verdict:

@@ -92,9 +92,9 @@ class RigResults:
         rs = rig_session(self.config)
         live = rs.rigs if rs.enabled and rs._rigs is not None else []
         rigs = []
-        for r in live:
-            rec = rig_record(r)
-            facts = rig_facts(r)
+        for rig in live:
+            rec = rig_record(rig)
+            facts = rig_facts(rig)
             rec["identity"] = facts["identity"]
             rec["topology"] = facts["topology"]
             rec["p2p"] = facts["p2p"]

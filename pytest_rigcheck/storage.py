@@ -28,6 +28,7 @@ from typing import Any
 
 from .errors import ProfileError, SourceError
 from .pcie import parse_link_speed
+from .profile import check_keys
 from .source import Source
 from .verdict import Verdict, failed, passed, physical, unreadable
 
@@ -51,11 +52,7 @@ def parse_storage(table: Any, where: str) -> StorageExpect:
         return StorageExpect()
     if not isinstance(table, dict):
         raise ProfileError(where, "storage", table, "must be a table ([storage])")
-    for key in table:
-        if key != "min_read_gbps":
-            raise ProfileError(
-                where, f"storage.{key}", table[key], "unknown key; keys of [storage] are min_read_gbps"
-            )
+    check_keys(where, "storage", table, ["min_read_gbps"])
     v = table.get("min_read_gbps", DEFAULT_MIN_READ_GBPS)
     if physical(v, lo=0.01, hi=1000) is None:
         raise ProfileError(where, "storage.min_read_gbps", v, "GB/s from 0.01 to 1000, e.g. 2.0")
@@ -328,7 +325,15 @@ def judge(r: StorageReading, expect: StorageExpect) -> Verdict:
         f"{gbps:.2f} GB/s reading {_gb(r.read_bytes)} of {Path(r.file).name or 'the model'} "
         f"({r.method}); {r.files} file(s), {_gb(r.total_bytes)}: load in {_secs(load_s)} at that rate"
     )
-    notes = [f"device: {dev}"]
+    common: dict[str, Any] = dict(
+        measured=measured,
+        expected=f">= {expect.min_read_gbps:g} GB/s ({expect.source})",
+        measured_value=round(gbps, 3),
+        expected_value=expect.min_read_gbps,
+        unit="GB/s",
+        notes=[f"device: {dev}"],
+        properties=props,
+    )
     if gbps < expect.min_read_gbps:
         fix = [
             f"move the model to a faster disk (NVMe); at {expect.min_read_gbps:g} GB/s it would load in "
@@ -354,22 +359,10 @@ def judge(r: StorageReading, expect: StorageExpect) -> Verdict:
         return failed(
             f"{label}: reads at {gbps:.2f} GB/s, below {expect.min_read_gbps:g} GB/s; the model's "
             f"{_gb(r.total_bytes)} take {_secs(load_s)} to load",
-            measured=measured,
-            expected=f">= {expect.min_read_gbps:g} GB/s ({expect.source})",
-            measured_value=round(gbps, 3),
-            expected_value=expect.min_read_gbps,
-            unit="GB/s",
-            notes=notes,
             fix=fix,
-            properties=props,
+            **common,
         )
     return passed(
         f"{label}: reads at {gbps:.2f} GB/s; the model's {_gb(r.total_bytes)} load in {_secs(load_s)}",
-        measured=measured,
-        expected=f">= {expect.min_read_gbps:g} GB/s ({expect.source})",
-        measured_value=round(gbps, 3),
-        expected_value=expect.min_read_gbps,
-        unit="GB/s",
-        notes=notes,
-        properties=props,
+        **common,
     )

@@ -14,7 +14,7 @@ the sweep in nccl-tests' all_reduce_perf columns (size, time, algbw, busbw, #wro
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -45,7 +45,9 @@ class Summary:
         self.results = results  # report.RigResults, or None on an xdist worker
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if report.failed and report.when == "call" and condensed(self.config) and _has_verdict(item):
             report.longrepr = _verdict_text(report)  # the verdict as the check wrote it: no source echo
@@ -56,7 +58,7 @@ class Summary:
         stats = terminalreporter.stats
         hidden: list[Any] = []
         if condensed(self.config) and self.results is not None and value(self.config, BRIEF):
-            kept = []
+            kept: list[Any] = []
             for rep in stats.get("failed", []):
                 (hidden if getattr(rep, "when", None) == "call" and _has_verdict(rep) else kept).append(rep)
             if hidden:
@@ -143,8 +145,13 @@ def rig_lines(rig: dict[str, Any], width: int = 100) -> list[Line]:
 
 def link_expected(n: dict[str, Any], parent: dict[str, Any] | None) -> tuple[int, int] | None:
     """What the link above ``n`` can train to: the lesser capability of its two ends (gen, width)."""
-    caps = [(x.get("max_gen"), x.get("max_width")) for x in (n, parent) if x is not None]
-    caps = [c for c in caps if all(c)]
+    caps = [
+        (gen, width)
+        for x in (n, parent)
+        if x is not None
+        for gen, width in [(x.get("max_gen"), x.get("max_width"))]
+        if gen and width
+    ]
     if not caps:
         return None
     return min(c[0] for c in caps), min(c[1] for c in caps)

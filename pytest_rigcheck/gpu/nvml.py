@@ -434,6 +434,33 @@ class LiveNvml:
             val(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
         )
 
+    def readings(self, index: int) -> dict[str, float | None]:
+        """GPU ``index`` now, for the soak sampler: ``sm_mhz``, ``mem_mhz``, ``temp_c``, ``mem_temp_c``,
+        ``power_mw``, ``reasons`` (clock event reasons bitmask), ``fan_pct``, ``replay`` (PCIe replay
+        counter), ``gen`` and ``width`` (current link); ``None`` for what NVML does not give (fan on
+        passive cards, memory temperature on GDDR cards). Only ``nvmlDeviceGet*`` calls."""
+        nv, h = self._nv, self._handles[index]
+
+        def val(fn: Callable[[], Any]) -> float | None:
+            try:
+                v = self._read(fn)
+            except Exception:  # noqa: BLE001 - a binding without the call: the reading is absent
+                return None
+            return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+        return {
+            "sm_mhz": val(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
+            "mem_mhz": val(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM)),
+            "temp_c": val(lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
+            "mem_temp_c": val(lambda: _field_value(nv, h, NVML_FI_DEV_MEMORY_TEMP)),
+            "power_mw": val(lambda: nv.nvmlDeviceGetPowerUsage(h)),
+            "reasons": val(lambda: self._reasons(h)),
+            "fan_pct": val(lambda: nv.nvmlDeviceGetFanSpeed(h)),
+            "replay": val(lambda: nv.nvmlDeviceGetPcieReplayCounter(h)),
+            "gen": val(lambda: nv.nvmlDeviceGetCurrPcieLinkGeneration(h)),
+            "width": val(lambda: nv.nvmlDeviceGetCurrPcieLinkWidth(h)),
+        }
+
     def usage(self, index: int) -> tuple[list[dict[str, Any]], int | None, int | None]:
         """GPU ``index`` read now: (processes as ``_processes``, GPU and memory utilization percent, None
         where NVML does not say); for ``p2p.busy``. NVML errors on the process list propagate."""
@@ -466,6 +493,23 @@ class LiveNvml:
             self._nv.nvmlShutdown()
         except self._nv.NVMLError:  # already shut down, or the driver went away: nothing to release
             pass
+
+
+NVML_FI_DEV_MEMORY_TEMP = 82  # nvml.h: memory temperature field (HBM GPUs report it)
+
+
+def _field_value(nv: Any, h: Any, field_id: int) -> float | None:
+    """One NVML field value (``nvmlDeviceGetFieldValues``), ``None`` when the GPU does not report it."""
+    vals = nv.nvmlDeviceGetFieldValues(h, [getattr(nv, "NVML_FI_DEV_MEMORY_TEMP", field_id)])
+    v = vals[0]
+    if int(getattr(v, "nvmlReturn", 1)) != 0:
+        return None
+    kind = int(getattr(v, "valueType", 1))
+    # nvmlValueType_t: double, unsigned int, unsigned long, unsigned long long, signed long long, signed int, unsigned short
+    member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}.get(
+        kind, "uiVal"
+    )
+    return float(getattr(v.value, member))
 
 
 def _text(value: Any) -> str:

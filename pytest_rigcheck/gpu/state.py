@@ -271,8 +271,11 @@ def _contradictions(v: dict[str, Any]) -> dict[str, str]:
             number = isinstance(x, int | float) and not isinstance(x, bool)
             if number and (x > hi or (x < lo and key != F_POWER_ENFORCED)):
                 out[key] = f"{x!r} is outside the card's own {F_POWER_CONSTRAINTS} {cons!r} (mW)"
-    used, total = v.get(F_MEM_USED), v.get(F_MEM_TOTAL)
-    if all(isinstance(x, int) and not isinstance(x, bool) for x in (used, total)) and used > total:
+    used, total = (
+        x if isinstance(x, int) and not isinstance(x, bool) else None
+        for x in (v.get(F_MEM_USED), v.get(F_MEM_TOTAL))
+    )
+    if used is not None and total is not None and used > total:
         why = f"{F_MEM_USED} {used!r} is above {F_MEM_TOTAL} {total!r} (bytes)"
         out[F_MEM_USED] = out[F_MEM_TOTAL] = why
     return out
@@ -519,10 +522,10 @@ class SystemState:
 def _mark_repeats(states: list[GpuState], where: str) -> None:
     """Two entries with one NVML index or one BDF cannot both be true (NVML numbers each GPU once, and a
     PCI address names one function): every reading of such entries becomes ``Unavailable(code=corrupt)``."""
-    for field_name, of in ((F_INDEX, lambda g: g.index), (F_BDF, lambda g: g.bdf)):
+    for field_name, attr in ((F_INDEX, "index"), (F_BDF, "bdf")):
         seen: dict[Any, list[int]] = {}
         for i, g in enumerate(states):
-            seen.setdefault(of(g), []).append(i)
+            seen.setdefault(getattr(g, attr), []).append(i)
         for value, where_at in seen.items():
             if len(where_at) < 2:
                 continue

@@ -67,7 +67,7 @@ class Usage:
     def from_json(cls, d: Any) -> Usage | None:
         if not isinstance(d, dict) or not isinstance(d.get("bdf"), str):
             return None
-        util = d.get("utilization") if isinstance(d.get("utilization"), dict) else {}
+        util = raw if isinstance(raw := d.get("utilization"), dict) else {}
         procs = [p for p in d.get("processes") or [] if isinstance(p, dict)]
         return cls(
             d["bdf"],

@@ -351,37 +351,54 @@ def _settle(
         )
     if verified is None:
         props["verified"] = "not recorded"
-    if j.status == th.FAIL:
-        return failed(
-            f"{t.label}: {name} {j.value:.3g} {unit}, "
-            f"{'below' if line.higher_is_better else 'above'} {line.warn_line:.3g} {unit}",
-            measured=measured,
-            expected=line.text(),
-            path=_paths(t.rig, [t.src.bdf, t.dst.bdf]),
-            notes=[f"definition: {props['definition']}"],
-            fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
-            properties=props,
-        )
     notes = []
-    if verified is None:
+    if j.status == th.FAIL:
+        notes.append(f"definition: {props['definition']}")
+    elif verified is None:
         notes.append("the data check was not recorded for these figures")
     if j.status == th.WARN:
         notes.append("inside the warning band: not a failure, but below the pass line after a retry")
-        return warned(
-            f"{t.label}: {name} {j.value:.3g} {unit} is inside the warning band ({line.text()})",
-            measured=measured,
-            measured_value=j.value,
-            unit=unit,
-            expected=line.text(),
-            notes=notes,
-            properties=props,
-        )
-    return passed(
-        f"{t.label}: {name} {j.value:.4g} {unit} ({line.text()})",
+    bdfs = [t.src.bdf, t.dst.bdf]
+    return _banded(
+        f"{t.label}: {name}", j, line, measured, _paths(t.rig, bdfs), fixes(t.rig, bdfs), props, notes
+    )
+
+
+def _banded(
+    label: str,
+    j: th.Judgement,
+    line: th.Threshold,
+    measured: str,
+    path: list[str],
+    fix: list[str],
+    props: dict[str, object],
+    notes: list[str] | None = None,
+    at: str = "",
+) -> Verdict:
+    """The verdict on a figure ``th.judge`` judged against ``line``: FAIL beyond the warning line (with
+    ``path`` and ``fix``), WARN inside the warning band, else PASS. ``label`` is ``"<target>: <figure>"``;
+    ``at`` follows the value in the PASS summary (``" at 536870912 B"``)."""
+    unit = line.unit
+    common: dict[str, Any] = dict(
         measured=measured,
-        notes=notes,
+        expected=line.text(),
+        measured_value=round(j.value, 3),
+        expected_value=round(line.pass_line, 3),
+        unit=unit,
+        notes=notes or [],
         properties=props,
     )
+    if j.status == th.FAIL:
+        return failed(
+            f"{label} {j.value:.3g} {unit}, "
+            f"{'below' if line.higher_is_better else 'above'} {line.warn_line:.3g} {unit}",
+            path=path,
+            fix=fix,
+            **common,
+        )
+    if j.status == th.WARN:
+        return warned(f"{label} {j.value:.3g} {unit} is inside the warning band ({line.text()})", **common)
+    return passed(f"{label} {j.value:.4g} {unit}{at} ({line.text()})", **common)
 
 
 CAPACITY_MARGIN = 1.05  # a reading may not beat the theoretical capacity of the path by more than this
@@ -585,30 +602,18 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
             fix=["check `dmesg` for NVRM Xid and AER errors on this GPU's link"],
             properties=props,
         )
-    if j.status == th.FAIL:
-        return failed(
-            f"{t.label}: {name} {j.value:.3g} GB/s, below {line.warn_line:.3g} GB/s",
-            measured=measured,
-            expected=line.text(),
-            path=_paths(t.rig, [t.gpu.bdf]),
-            fix=[
-                "check the link trained to full speed and width (pytest --rig -k test_link)",
-                "check the GPU's NUMA node: pin the process to the CPU socket the GPU hangs off "
-                "(numactl --cpunodebind)",
-            ],
-            properties=props,
-        )
-    if j.status == th.WARN:
-        return warned(
-            f"{t.label}: {name} {j.value:.3g} GB/s is inside the warning band ({line.text()})",
-            measured=measured,
-            measured_value=j.value,
-            unit="GB/s",
-            expected=line.text(),
-            properties=props,
-        )
-    return passed(
-        f"{t.label}: {name} {j.value:.4g} GB/s ({line.text()})", measured=measured, properties=props
+    return _banded(
+        f"{t.label}: {name}",
+        j,
+        line,
+        measured,
+        _paths(t.rig, [t.gpu.bdf]),
+        [
+            "check the link trained to full speed and width (pytest --rig -k test_link)",
+            "check the GPU's NUMA node: pin the process to the CPU socket the GPU hangs off "
+            "(numactl --cpunodebind)",
+        ],
+        props,
     )
 
 
@@ -691,28 +696,15 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
         f"busbw {j.value:.4g} GB/s at {size} B (readings {', '.join(f'{v:.4g}' for v in vals)}); "
         f"sweep tail bytes:GB/s {table}; NCCL {entry.get('nccl') or '?'}"
     ) + line.share(j.value)
-    if j.status == th.FAIL:
-        return failed(
-            f"{t.label}: all-reduce busbw {j.value:.3g} GB/s, below {line.warn_line:.3g} GB/s",
-            measured=measured,
-            expected=line.text(),
-            path=_paths(t.rig, t.bdfs),
-            fix=fixes(t.rig, t.bdfs, True),
-            properties=props,
-        )
-    if j.status == th.WARN:
-        return warned(
-            f"{t.label}: all-reduce busbw {j.value:.3g} GB/s is inside the warning band ({line.text()})",
-            measured=measured,
-            measured_value=j.value,
-            unit="GB/s",
-            expected=line.text(),
-            properties=props,
-        )
-    return passed(
-        f"{t.label}: all-reduce busbw {j.value:.4g} GB/s at {size} B ({line.text()})",
-        measured=measured,
-        properties=props,
+    return _banded(
+        f"{t.label}: all-reduce busbw",
+        j,
+        line,
+        measured,
+        _paths(t.rig, t.bdfs),
+        fixes(t.rig, t.bdfs, True),
+        props,
+        at=f" at {size} B",
     )
 
 

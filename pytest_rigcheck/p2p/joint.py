@@ -15,7 +15,7 @@ pytest-xdist readers of a shared result) the GPU load runs alone, as before.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
     from ..gpu.state import LoadReadings, Unavailable
@@ -23,6 +23,26 @@ if TYPE_CHECKING:
     from .launch import Launcher, PhaseOutcome, Worker
 
 WANTED_KEY = "p2p_wanted"  # rig.extras: P2P figures are needed in this run (set at collection)
+
+
+class _GpuSession(Protocol):
+    """What this module uses of ``gpu.plugin.GpuSession`` (``rig.extras["gpu"]``)."""
+
+    nvml: Any
+    seconds: float
+    _load: dict[str, LoadReadings | Unavailable] | None
+
+
+class _P2pSession(Protocol):
+    """What this module uses of ``p2p.session.P2pSession`` (``rig.extras["p2p"]``)."""
+
+    _outcome: tuple[str, Any] | None
+
+    def outcome(self) -> tuple[str, Any]: ...
+
+
+def _gpu_session(rig: Rig) -> _GpuSession | None:
+    return cast("_GpuSession | None", rig.extras.get("gpu"))
 
 
 class LoadPhase:
@@ -55,7 +75,7 @@ def load_phase(rig: Rig) -> LoadPhase | None:
     """A load phase for the P2P measurement of ``rig``, when its GPU session (live NVML) has not loaded yet."""
     if not rig.is_live:
         return None
-    gpu = rig.extras.get("gpu")
+    gpu = _gpu_session(rig)
     if gpu is None or getattr(gpu, "_load", None) is not None:
         return None
     try:
@@ -75,7 +95,7 @@ def deliver(rig: Rig, phase: LoadPhase | None) -> None:
         return
     from ..gpu.state import LoadReadings, Unavailable
 
-    gpu = rig.extras.get("gpu")
+    gpu = _gpu_session(rig)
     if gpu is None or getattr(gpu, "_load", None) is not None:
         return
     out: dict[str, LoadReadings | Unavailable] = {
@@ -95,11 +115,11 @@ def want_joint(rig: Rig) -> bool:
     """
     if not rig.is_live or not rig.extras.get(WANTED_KEY):
         return False
-    p2p = rig.extras.get("p2p")
+    p2p = cast("_P2pSession | None", rig.extras.get("p2p"))
     if p2p is None or getattr(p2p, "_outcome", None) is not None:
         return False
     p2p.outcome()
-    gpu = rig.extras.get("gpu")
+    gpu = _gpu_session(rig)
     return gpu is not None and getattr(gpu, "_load", None) is not None
 
 

@@ -62,7 +62,7 @@ def _nvml_tables(rig: Rig) -> tuple[dict[str, Any], dict[str, int], dict[str, An
     """The snapshot's nvml.json, active NVLinks per GPU and NVML index per GPU (keyed by bus id), once per rig."""
     kept = rig.extras.get("nvlink_tables")
     if isinstance(kept, tuple):
-        return kept  # type: ignore[return-value]
+        return kept
     nvml = _recorded_nvml(rig)
     states: dict[str, int] = {}
     idx: dict[str, Any] = {}
@@ -82,7 +82,7 @@ def nvlink_links(rig: Rig, data: dict[str, Any] | None, a: str, b: str) -> int |
     """NVLinks between GPUs ``a`` and ``b``: a count > 0 for peers (-1 for peers of unknown count),
     0 when the record says they are not NVLink peers, None when nothing recorded says."""
     data = data or {}
-    gpus = data.get("gpus") if isinstance(data.get("gpus"), dict) else {}
+    gpus = raw if isinstance(raw := data.get("gpus"), dict) else {}
     na, nb = (gpus.get(a) or {}).get("nvlink"), (gpus.get(b) or {}).get("nvlink")
     gpu_keys = {g.bdf[-12:] for g in rig.pcie.gpus}
     for x, y in ((na, b), (nb, a)):
@@ -95,7 +95,7 @@ def nvlink_links(rig: Rig, data: dict[str, Any] | None, a: str, b: str) -> int |
                 return 0  # its links end at other GPUs, not this one
             # links that end at NVSwitches: the pair's status below says whether they reach each other
     status = None
-    pairs = data.get("pairs") if isinstance(data.get("pairs"), dict) else {}
+    pairs = raw if isinstance(raw := data.get("pairs"), dict) else {}
     for key in (f"{a}->{b}", f"{b}->{a}"):
         v = ((pairs.get(key) or {}).get("nvml") or {}).get("nvlink")
         if isinstance(v, int) and not isinstance(v, bool):
@@ -104,7 +104,7 @@ def nvlink_links(rig: Rig, data: dict[str, Any] | None, a: str, b: str) -> int |
     nvml, states, idx = _nvml_tables(rig)
     if status is None:
         ia, ib = idx.get(a[-12:]), idx.get(b[-12:])
-        p2p = nvml.get("p2p") if isinstance(nvml.get("p2p"), dict) else {}
+        p2p = raw if isinstance(raw := nvml.get("p2p"), dict) else {}
         for key in (f"{ia}-{ib}", f"{ib}-{ia}"):
             v = ((p2p.get(key) or {}).get("caps") or {}).get("NVLINK")
             if isinstance(v, int) and not isinstance(v, bool):

@@ -315,8 +315,10 @@ def path_capacity(rig: Rig, a: str, b: str | None, data: dict[str, Any]) -> Path
     )
 
 
-def p2p_threshold(rig: Rig, a: str, b: str, figure: str, data: dict[str, Any]) -> Threshold | None:
-    """Pass line for ``unidir`` or ``bidir`` bandwidth from GPU ``a`` to ``b``; None if nothing gives one."""
+def p2p_threshold(rig: Rig, a: str, b: str | None, figure: str, data: dict[str, Any]) -> Threshold | None:
+    """Pass line for ``unidir`` or ``bidir`` bandwidth from GPU ``a`` to ``b``, or (``b`` None) for
+    ``h2d``/``d2h`` between GPU ``a`` and host memory: ``[p2p] min_<figure>_gbps``, else a fraction of
+    the path's capacity (``FRACTION``); None if nothing gives one."""
     sec: P2pSection = rig.profile.section("p2p")
     key = f"min_{figure}_gbps"
     line = sec.line(key)
@@ -325,7 +327,7 @@ def p2p_threshold(rig: Rig, a: str, b: str, figure: str, data: dict[str, Any]) -
     cap = path_capacity(rig, a, b, data)
     if cap is None:
         return None
-    frac = FRACTION[(cap.kind, figure)]
+    frac = FRACTION[("host" if b is None else cap.kind, figure)]
     mult = 2 if figure == "bidir" else 1
     return bandwidth_line(
         frac * mult * cap.gbps,
@@ -373,16 +375,8 @@ def latency_threshold(
 
 
 def host_threshold(rig: Rig, gpu: str, figure: str, data: dict[str, Any]) -> Threshold | None:
-    sec: P2pSection = rig.profile.section("p2p")
-    key = f"min_{figure}_gbps"
-    line = sec.line(key)
-    if line is not None:
-        return bandwidth_line(line, sec.warn_band, f"{rig.profile.source} [p2p] {key}")
-    cap = path_capacity(rig, gpu, None, data)
-    if cap is None:
-        return None
-    frac = FRACTION[("host", figure)]
-    return bandwidth_line(frac * cap.gbps, sec.warn_band, f"{frac:.0%} of {cap.text}", cap.gbps)
+    """Pass line for ``h2d`` or ``d2h`` bandwidth of ``gpu`` (``p2p_threshold`` with no peer)."""
+    return p2p_threshold(rig, gpu, None, figure, data)
 
 
 def p2p_required(rig: Rig) -> bool:

@@ -441,15 +441,15 @@ def nccl_transport_env(rig: Rig, env: RunEnv, figures: dict[str, Any] | None = N
             notes.append(f"{text} {what}")
     for name in ("NCCL_P2P_DISABLE", "NCCL_P2P_LEVEL"):
         got = env.nccl(name)
-        text = env.setting_text(name)
-        if got and text and text not in said:
+        setting = env.setting_text(name)
+        if got and setting and setting not in said:
             if name == "NCCL_P2P_LEVEL" and p2p_level(got[0]) is None:
-                fails.append(f"{text} is not a level NCCL accepts ({', '.join(P2P_LEVELS)}, or 0-5)")
+                fails.append(f"{setting} is not a level NCCL accepts ({', '.join(P2P_LEVELS)}, or 0-5)")
                 fix.append("unset NCCL_P2P_LEVEL")
             elif name == "NCCL_P2P_DISABLE":
-                notes.append(f"{text}: NCCL reads it as the number 0, so P2P stays on")
+                notes.append(f"{setting}: NCCL reads it as the number 0, so P2P stays on")
             else:
-                notes.append(f"{text}: allows P2P for every GPU pair of this rig")
+                notes.append(f"{setting}: allows P2P for every GPU pair of this rig")
     others = sorted(
         k
         for k in env.env

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ProfileError
+from ..profile import check_keys
 from ..verdict import Verdict, failed, passed, physical, unreadable
 
 FORMAT = 1
@@ -147,11 +148,7 @@ def parse_soak(table: Any, where: str) -> SoakExpect:
         return SoakExpect()
     if not isinstance(table, dict):
         raise ProfileError(where, "soak", table, "must be a table ([soak])")
-    for key in table:
-        if key not in SOAK_KEYS:
-            raise ProfileError(
-                where, f"soak.{key}", table[key], f"unknown key; keys of [soak] are {', '.join(SOAK_KEYS)}"
-            )
+    check_keys(where, "soak", table, SOAK_KEYS)
     drop = table.get("max_clock_drop", DEFAULT_MAX_CLOCK_DROP)
     if physical(drop, lo=0.01, hi=0.9) is None:
         raise ProfileError(where, "soak.max_clock_drop", drop, SOAK_KEYS["max_clock_drop"])
@@ -499,22 +496,7 @@ def judge(
         + (f"GPU temperature <= {expect.max_temp_c:g} C, " if expect.max_temp_c is not None else "")
         + f"no error counter growing ({expect.source})"
     )
-    if problems:
-        return failed(
-            f"{label}: soak of {span:.0f} s: {'; '.join(problems)}",
-            measured=measured,
-            expected=expected,
-            measured_value=round(drop, 4),
-            expected_value=expect.max_clock_drop,
-            unit="fraction of baseline SM clock",
-            path=path,
-            notes=notes,
-            fix=list(dict.fromkeys(fixes)),
-            properties=props,
-        )
-    return passed(
-        f"{label}: soak of {span:.0f} s held: SM clock {worst[1] if worst else baseline:.0f} MHz sustained vs "
-        f"{baseline:.0f} MHz in the first {base_s:.0f} s ({drop:.1%} drop), no slowdown, no errors",
+    common: dict[str, Any] = dict(
         measured=measured,
         expected=expected,
         measured_value=round(drop, 4),
@@ -523,6 +505,15 @@ def judge(
         path=path,
         notes=notes,
         properties=props,
+    )
+    if problems:
+        return failed(
+            f"{label}: soak of {span:.0f} s: {'; '.join(problems)}", fix=list(dict.fromkeys(fixes)), **common
+        )
+    return passed(
+        f"{label}: soak of {span:.0f} s held: SM clock {worst[1] if worst else baseline:.0f} MHz sustained vs "
+        f"{baseline:.0f} MHz in the first {base_s:.0f} s ({drop:.1%} drop), no slowdown, no errors",
+        **common,
     )
 
 

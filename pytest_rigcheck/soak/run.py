@@ -31,47 +31,6 @@ HOW = (
     "fp16 matmul mixed with device-memory copies on every GPU at once (load worker, mode mixed); "
     f"NVML and sysfs AER sampled every {INTERVAL_S:.0f} s after a {WARMUP_S:.0f} s warm-up"
 )
-NVML_FI_DEV_MEMORY_TEMP = 82  # nvml.h: memory temperature field (HBM GPUs report it)
-
-
-def _field_value(nv: Any, h: Any, field_id: int) -> float | None:
-    """One NVML field value (``nvmlDeviceGetFieldValues``), ``None`` when the GPU does not report it."""
-    vals = nv.nvmlDeviceGetFieldValues(h, [getattr(nv, "NVML_FI_DEV_MEMORY_TEMP", field_id)])
-    v = vals[0]
-    if int(getattr(v, "nvmlReturn", 1)) != 0:
-        return None
-    kind = int(getattr(v, "valueType", 1))
-    # nvmlValueType_t: double, unsigned int, unsigned long, unsigned long long, signed long long, signed int, unsigned short
-    member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}.get(
-        kind, "uiVal"
-    )
-    return float(getattr(v.value, member))
-
-
-def nvml_sample(nvml: LiveNvml, index: int) -> dict[str, float | None]:
-    """SM and memory clock, GPU and memory temperature, power, clock event reasons, fan, replay counter
-    and link of GPU ``index``, now; ``None`` for what NVML does not give (fan on passive cards)."""
-    nv, h = nvml._nv, nvml._handles[index]  # the session's NVML; only nvmlDeviceGet* calls
-
-    def val(fn: Callable[[], Any]) -> float | None:
-        try:
-            v = nvml._read(fn)
-        except Exception:  # noqa: BLE001 - a binding without the call: the reading is absent
-            return None
-        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-
-    return {
-        "sm_mhz": val(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
-        "mem_mhz": val(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM)),
-        "temp_c": val(lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
-        "mem_temp_c": val(lambda: _field_value(nv, h, NVML_FI_DEV_MEMORY_TEMP)),
-        "power_mw": val(lambda: nv.nvmlDeviceGetPowerUsage(h)),
-        "reasons": val(lambda: nvml._reasons(h)),
-        "fan_pct": val(lambda: nv.nvmlDeviceGetFanSpeed(h)),
-        "replay": val(lambda: nv.nvmlDeviceGetPcieReplayCounter(h)),
-        "gen": val(lambda: nv.nvmlDeviceGetCurrPcieLinkGeneration(h)),
-        "width": val(lambda: nv.nvmlDeviceGetCurrPcieLinkWidth(h)),
-    }
 
 
 def aer_now(hops: list[PciFunction]) -> dict[str, list[int] | None]:
@@ -140,7 +99,7 @@ class SoakSampler:
                 t = time.monotonic() - start
                 latest: dict[str, list[float | None]] = {}
                 for bdf, i in self.gpus.items():
-                    r = row(t, nvml_sample(self.nvml, i), aer_now(self.hops[bdf]))
+                    r = row(t, self.nvml.readings(i), aer_now(self.hops[bdf]))
                     self.samples[bdf].append(r)
                     latest[self.labels.get(bdf, bdf)] = r
                 if self.progress is not None:

@@ -26,10 +26,12 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from .modeldir import find_model_dir, model_weights
+from .settings import GpuMemory
 
 GIB = 2**30
 DEFAULT_OVERHEAD_GIB = 1.0  # when the model's shape is unknown: vLLM logs 0.5-1.5 GiB at 7-8B
@@ -74,15 +76,6 @@ KV_BYTES: dict[str, float] = {
     "fp8_e4m3": 1,
     "fp8_e5m2": 1,
 }
-
-
-class GpuMem(NamedTuple):
-    """One GPU as the gate needs it; ``rig_gpus`` entries and ``GpuMemory`` convert to this."""
-
-    index: int  # type: ignore[assignment]  # shadows tuple.index: the name the issue and NVML use
-    name: str
-    total_bytes: int
-    used_bytes: int
 
 
 @dataclass(frozen=True)
@@ -213,34 +206,16 @@ def dense_params(
     return embed + layers * per_layer + hidden
 
 
+# The Qwen2 7B shape (Qwen/Qwen2.5-7B-Instruct config.json), shared by DeepSeek-R1-Distill-Qwen-7B.
+_qwen2_7b = partial(
+    _preset, vocab=152064, hidden=3584, layers=28, heads=28, kv=4, inter=18944, tied=False, qkv_bias=True
+)
 PRESETS: dict[str, ModelSpec] = {
     p.name: p
     for p in (
         # deepseek-ai/DeepSeek-R1-Distill-Qwen-7B config.json (Qwen2 architecture); the seed's model.
-        _preset(
-            "deepseek-r1-distill-qwen-7b",
-            vocab=152064,
-            hidden=3584,
-            layers=28,
-            heads=28,
-            kv=4,
-            inter=18944,
-            tied=False,
-            qkv_bias=True,
-            max_pos=131072,
-        ),
-        _preset(
-            "qwen2.5-7b-instruct",
-            vocab=152064,
-            hidden=3584,
-            layers=28,
-            heads=28,
-            kv=4,
-            inter=18944,
-            tied=False,
-            qkv_bias=True,
-            max_pos=32768,
-        ),
+        _qwen2_7b("deepseek-r1-distill-qwen-7b", max_pos=131072),
+        _qwen2_7b("qwen2.5-7b-instruct", max_pos=32768),
         _preset(
             "qwen2.5-32b-instruct",
             vocab=152064,
@@ -604,7 +579,7 @@ def estimate_overhead(model: ModelSpec, tp: int, batch: ProfileBatch) -> Overhea
 class GpuFit:
     """One GPU's arithmetic: every figure in bytes; ``kv`` is the KV cache left after the profiling pass."""
 
-    gpu: GpuMem
+    gpu: GpuMemory
     budget: int
     free: int
     weights: int
@@ -820,7 +795,7 @@ def check_model_fit(
     weights, wlabel, auto_elem = _weights(model, quantization, tp)
     kv_elem = KV_BYTES[kvd] or auto_elem
     problems, fixes = _shape_problems(model, tp)
-    group = [GpuMem(*g) for g in gpus][:tp]
+    group = [GpuMemory(*g) for g in gpus][:tp]
     if len(group) < tp:
         problems.append(f"tensor-parallel size {tp} needs {tp} GPUs; {len(group)} given")
         fixes.append("add GPUs to the group or lower tensor_parallel_size")
@@ -868,12 +843,12 @@ class _Sizing:
     utilization: float
     weights: int
     kv_elem: float
-    group: list[GpuMem]
+    group: list[GpuMemory]
     overhead_bytes: int | None
     flags: dict[str, Any]
 
     def batch(self, ctx: int) -> ProfileBatch:
-        first = self.group[0] if self.group else GpuMem(0, "", 0, 0)
+        first = self.group[0] if self.group else GpuMemory(0, "", 0, 0)
         return profile_batch(ctx, first.total_bytes, first.name, **self.flags)
 
     def overhead(self, ctx: int) -> Overhead:
@@ -890,7 +865,7 @@ class _Sizing:
         )
         return left >= self.need * self.model.kv_per_sequence(ctx, self.tp, self.kv_elem)
 
-    def judge(self, g: GpuMem, context: int, graphs: int, fixes: list[str]) -> GpuFit:
+    def judge(self, g: GpuMemory, context: int, graphs: int, fixes: list[str]) -> GpuFit:
         """One GPU against vLLM's start rules; the fix for a GPU short of free memory goes to ``fixes``."""
         detail, need = self.overhead(context), self.need
         budget, free = int(self.utilization * g.total_bytes), g.total_bytes - g.used_bytes

@@ -104,7 +104,7 @@ def fit_report(s: VllmSettings, spec: ModelSpec, group: Sequence[GpuMemory]) -> 
     flags = s.flags
     return check_model_fit(
         spec,
-        [(g.index, g.name, g.total_bytes, g.used_bytes) for g in group],
+        group,
         context=s.max_model_len or _int_flag(flags, "--max-model-len"),
         concurrency=s.fit_concurrency,
         tp=s.tensor_parallel_size,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import ProfileError
 
@@ -65,11 +65,11 @@ _LIST_KEYS = ("flags",)
 KNOWN_KEYS = frozenset([*_FLOAT_KEYS, *_INT_KEYS, *_STR_KEYS, *_BOOL_KEYS, *_TABLE_KEYS, *_LIST_KEYS])
 
 
-@dataclass(frozen=True)
-class GpuMemory:
-    """One GPU's memory as the model-fit gate reads it (from the profile, an option, or NVML)."""
+class GpuMemory(NamedTuple):
+    """One GPU's memory as the model-fit gate reads it (from the profile, an option, or NVML); a plain
+    ``(index, name, total_bytes, used_bytes)`` tuple converts with ``GpuMemory(*t)``."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index: the name the issue and NVML use
     name: str
     total_bytes: int
     used_bytes: int

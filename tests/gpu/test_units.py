@@ -237,6 +237,22 @@ class TestLiveNvml:
         with pytest.raises(NvmlUnavailable, match=text):
             LiveNvml()
 
+    def test_readings_for_the_soak(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """``readings`` (the soak sampler's): numbers as floats; an unsupported fan (passive card) and a
+        field value NVML does not report (memory temperature on GDDR) read as None, not 0."""
+        fake = _fake_pynvml(unsupported=("nvmlDeviceGetFanSpeed",))
+        fake.NVML_CLOCK_MEM, fake.NVML_TEMPERATURE_GPU = 0, 0  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "pynvml", fake)
+        from pytest_rigcheck.gpu.nvml import LiveNvml
+
+        r = LiveNvml().readings(0)
+        assert r["fan_pct"] is None and r["mem_temp_c"] is None
+        assert r["power_mw"] == 0.0 and isinstance(r["power_mw"], float)
+        assert set(r) == {
+            "sm_mhz", "mem_mhz", "temp_c", "mem_temp_c", "power_mw", "reasons", "fan_pct", "replay", "gen", "width"
+        }  # fmt: skip
+        assert not [c for c in fake.calls if "Set" in c]
+
     def test_gpu_that_cannot_be_opened_is_recorded(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A GPU NVML counts but cannot open (fallen off the bus) is recorded as unopened, not a traceback."""
         fake = _fake_pynvml(unsupported=("nvmlDeviceGetEccMode",))

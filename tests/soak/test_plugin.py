@@ -96,43 +96,30 @@ def test_live_soak_off_by_default_skips(pytester):
 
 
 class FakeNvml:
-    """NVML stand-in: fixed readings; raises KeyboardInterrupt at sample ``stop_at`` (Ctrl-C)."""
+    """NVML stand-in with ``LiveNvml.readings``' interface: fixed readings (no fan: a passive card);
+    raises KeyboardInterrupt at sample ``stop_at`` (Ctrl-C). ``LiveNvml.readings`` itself is tested
+    against a fake pynvml in tests/gpu/test_units.py."""
 
     def __init__(self, stop_at: int | None = None) -> None:
         self.n = 0
         self.stop_at = stop_at
-        self._handles = [0]
-        self._nv = SimpleNamespace(
-            NVML_CLOCK_SM=0,
-            NVML_CLOCK_MEM=1,
-            NVML_TEMPERATURE_GPU=0,
-            nvmlDeviceGetClockInfo=lambda h, c: 1980 if c == 0 else 2619,
-            nvmlDeviceGetTemperature=lambda h, s: 61,
-            nvmlDeviceGetFieldValues=self._fields,
-            nvmlDeviceGetPowerUsage=lambda h: 690_000,
-            nvmlDeviceGetFanSpeed=self._no_fan,
-            nvmlDeviceGetPcieReplayCounter=lambda h: 0,
-            nvmlDeviceGetCurrPcieLinkGeneration=lambda h: 5,
-            nvmlDeviceGetCurrPcieLinkWidth=lambda h: 16,
-        )
 
-    def _fields(self, h, ids):
+    def readings(self, index: int) -> dict[str, float | None]:
         self.n += 1
         if self.stop_at is not None and self.n >= self.stop_at:
             raise KeyboardInterrupt
-        return [SimpleNamespace(nvmlReturn=0, valueType=1, value=SimpleNamespace(uiVal=70))]
-
-    def _no_fan(self, h):
-        raise RuntimeError("not supported")
-
-    def _read(self, fn):
-        try:
-            return fn()
-        except RuntimeError:
-            return None
-
-    def _reasons(self, h):
-        return 0x4
+        return {
+            "sm_mhz": 1980,
+            "mem_mhz": 2619,
+            "temp_c": 61,
+            "mem_temp_c": 70,
+            "power_mw": 690_000,
+            "reasons": 0x4,
+            "fan_pct": None,
+            "replay": 0,
+            "gen": 5,
+            "width": 16,
+        }
 
 
 @pytest.mark.parametrize("stop_at", [None, 4])
@@ -248,7 +235,6 @@ def test_run_soak_end_to_end_with_the_worker(tmp_path, monkeypatch):
     monkeypatch.setattr(run, "WARMUP_S", 0.1)
     monkeypatch.setattr(run, "INTERVAL_S", 0.05)
     nv = FakeNvml()
-    nv._handles = [0, 1]
     gpus = {"0000:17:00.0": 0, "0000:18:00.0": 1}
     rec = run.run_soak(
         nv, gpus, dict.fromkeys(gpus, []), {b: f"GPU{i}" for b, i in gpus.items()}, 0.6, python=sys.executable

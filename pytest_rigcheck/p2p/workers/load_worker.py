@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             x = torch.randn(size, size, device=f"cuda:{i}", dtype=torch.float16)
             y = torch.randn(size, size, device=f"cuda:{i}", dtype=torch.float16)
             torch.matmul(x, y)  # loads cuBLAS before "ready", so the load starts at full speed on "go"
-            bufs = ()
+            bufs: tuple[Any, ...] = ()
             if mixed:
                 n = COPY_MIB * (1 << 20) // 2
                 bufs = (

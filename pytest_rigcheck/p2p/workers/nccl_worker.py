@@ -18,10 +18,12 @@ barrier the inbox's owner checks each slot (``kernel_write`` in the pair's IPC r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -145,6 +147,21 @@ def main() -> int:
     return 0  # no destroy_process_group: finish() exits at once and the driver frees what NCCL held
 
 
+@contextlib.contextmanager
+def _peer_mapping(rt: Any, handle: bytes | bytearray) -> Iterator[int]:
+    """A peer's buffer mapped into this process (``cudaIpcOpenMemHandle``), unmapped on leaving; an
+    error on unmapping after a failure is dropped (the failure is already this pair's result)."""
+    remote = rt.ipc_open(handle)
+    try:
+        yield remote
+    finally:
+        if remote:
+            try:
+                rt.ipc_close(remote)
+            except Exception:  # noqa: BLE001 - closing after a failure; the failure is already recorded
+                pass
+
+
 def ipc_check(
     rt: Any, torch: Any, dist: Any, rank: int, world: int, device: Any, plan: dict[str, Any]
 ) -> dict[str, Any]:
@@ -187,25 +204,18 @@ def ipc_check(
         if h is None:
             out[key] = {"ok": False, "error": "the writer could not export its buffer"}
             continue
-        remote = 0
         try:
-            remote = rt.ipc_open(h)
-            local = torch.full((numel,), -1, dtype=torch.int32, device=device)
-            rt.memcpy(local.data_ptr(), remote, numel * 4)
-            rt.synchronize()
-            want = pattern(1000 + r)
-            bad = int((local != want).sum().item())
-            out[key] = {"ok": bad == 0, "mismatches": bad, "bytes": numel * 4}
-            out[key]["kernel_read"] = _kernel_read_check(torch, remote, numel, device, want)
+            with _peer_mapping(rt, h) as remote:
+                local = torch.full((numel,), -1, dtype=torch.int32, device=device)
+                rt.memcpy(local.data_ptr(), remote, numel * 4)
+                rt.synchronize()
+                want = pattern(1000 + r)
+                bad = int((local != want).sum().item())
+                out[key] = {"ok": bad == 0, "mismatches": bad, "bytes": numel * 4}
+                out[key]["kernel_read"] = _kernel_read_check(torch, remote, numel, device, want)
         except Exception as exc:  # noqa: BLE001 - this pair's result
             out[key] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             log("ipc", key, exc)
-        finally:
-            if remote:
-                try:
-                    rt.ipc_close(remote)
-                except Exception:  # noqa: BLE001 - closing after a failure; the failure is already recorded
-                    pass
     dist.barrier(device_ids=[device.index])  # readers are done before writers free
     if ptr:
         rt.free(ptr)
@@ -248,19 +258,12 @@ def _kernel_write_check(
         if not isinstance(h, bytes | bytearray):
             errors[owner] = f"the owner could not export its inbox: {h}"
             continue
-        remote = 0
         try:
-            remote = rt.ipc_open(h)
-            kernel_write(torch, src, remote + rank * numel * 4, device)
+            with _peer_mapping(rt, h) as remote:
+                kernel_write(torch, src, remote + rank * numel * 4, device)
         except Exception as exc:  # noqa: BLE001 - a kernel that faults on the mapping is this pair's result
             errors[owner] = f"{type(exc).__name__}: {exc}"
             log("ipc kernel write", me, "->", owner, exc)
-        finally:
-            if remote:
-                try:
-                    rt.ipc_close(remote)
-                except Exception:  # noqa: BLE001 - closing after a failure; the failure is already recorded
-                    pass
     reports: list[Any] = [None] * world
     dist.all_gather_object(reports, errors)  # also the barrier: every write has finished
     dist.barrier(device_ids=[device.index])
