@@ -27,6 +27,7 @@ _MAX_LINKS = 40  # as the kernel's MAXSYMLINKS: a loop is an error, not a hang
 # web form): the file's whole content is the link target. Only a relative path of ``..`` and
 # sysfs-safe names is read as one; PATH_MAX (4096, include/uapi/linux/limits.h) bounds it.
 _FLAT_MAX = 4096
+_PLAIN, _FILE, _LINK, _FLAT = range(4)  # Source._steps kinds
 _FLAT_NAME = re.compile(r"[A-Za-z0-9_.:+-]+")
 FLATTENED = "{n} link{s} stored as text files (flattened) and read as links"
 
@@ -73,6 +74,10 @@ class Source:
         self.live = self.root == Path("/")
         self.flattened_links = flattened_links and not self.live
         self._dirs: dict[str, str] = {}  # resolved directories: the tree does not change during a run
+        # each component met while resolving, by its link-free path: (_LINK|_FLAT, target), or
+        # (_PLAIN|_FILE, None); _FILE (a regular file seen as the last component) is looked at again
+        # when met on the way (it may be a flattened link).
+        self._steps: dict[str, tuple[int, str | None]] = {}
 
     def __repr__(self) -> str:
         return f"Source({str(self.root)!r})"
@@ -87,12 +92,23 @@ class Source:
         """
         parent, _, name = rel.strip("/").rpartition("/")
         if parent and name not in ("", ".", ".."):
-            base = self._dirs.get(parent)
-            if base is None:
-                # the parent is met as a directory: a flattened link there is followed
-                base = self._dirs[parent] = self._resolve(parent.split("/"), [], parent, True)
+            base = self._dir(parent)
             return self._resolve([name], base.split("/") if base else [], rel, link)
         return self._resolve(rel.split("/"), [], rel, link)
+
+    def _dir(self, rel: str) -> str:
+        """``rel`` resolved as a directory on the way to a file (a flattened link there is followed),
+        each directory above it resolved once per run: ``sys/bus/pci/devices`` once, not per device."""
+        base = self._dirs.get(rel)
+        if base is None:
+            parent, _, name = rel.rpartition("/")
+            if parent and name not in ("", ".", ".."):
+                up = self._dir(parent)
+                base = self._resolve([name], up.split("/") if up else [], rel, True)
+            else:
+                base = self._resolve(rel.split("/"), [], rel, True)
+            self._dirs[rel] = base
+        return base
 
     def _flat(self, here: str, st: os.stat_result) -> str | None:
         """The target of the flattened link at ``here`` (already ``lstat``-ed regular), else ``None``."""
@@ -127,22 +143,31 @@ class Source:
                     raise RefusedError(asked, f"{via or 'path'} leaves the {where}: refused")
                 done.pop()
                 continue
-            here = os.path.join(root, *done, part)
-            try:
-                st = os.lstat(here)
-            except FileNotFoundError:
-                done.append(part)
-                done.extend(p for p in parts if p not in ("", "."))
-                return "/".join(done)  # absent: callers report it with the path they asked for
-            except OSError as exc:
-                raise SourceError(asked, exc.strerror or str(exc)) from exc
-            target = None
-            if stat.S_ISLNK(st.st_mode):
-                target = os.readlink(here)
-                via = f"symlink {'/'.join([*done, part])} -> {target}"
-            elif stat.S_ISREG(st.st_mode) and (parts or link):
-                target = self._flat(here, st)
-                via = f"flattened link {'/'.join([*done, part])} -> {target}"
+            key = f"{'/'.join(done)}/{part}" if done else part
+            step = self._steps.get(key)
+            if step is None or (step[0] == _FILE and (parts or link)):
+                here = f"{root}/{key}" if root != "/" else f"/{key}"
+                try:
+                    st = os.lstat(here)
+                except FileNotFoundError:
+                    done.append(part)
+                    done.extend(p for p in parts if p not in ("", "."))
+                    return "/".join(done)  # absent: callers report it with the path they asked for
+                except OSError as exc:
+                    raise SourceError(asked, exc.strerror or str(exc)) from exc
+                if stat.S_ISLNK(st.st_mode):
+                    step = (_LINK, os.readlink(here))
+                elif stat.S_ISREG(st.st_mode) and (parts or link):
+                    flat = self._flat(here, st)
+                    step = (_FLAT, flat) if flat is not None else (_PLAIN, None)
+                else:
+                    step = (_FILE if stat.S_ISREG(st.st_mode) else _PLAIN, None)
+                self._steps[key] = step  # the tree does not change during a run (as _dirs)
+            kind, target = step
+            if kind == _LINK:
+                via = f"symlink {key} -> {target}"
+            elif kind == _FLAT:
+                via = f"flattened link {key} -> {target}"
             if target is not None:
                 links += 1
                 if links > _MAX_LINKS:
