@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from ..p2p.launch import PhaseOutcome, Worker
     from .nvml import LiveNvml
 
+# Not shorter: on Ampere (except GA100) and newer, nvmlDeviceGetPowerUsage returns the power averaged over
+# 1 s (NVML API Reference, nvmlDeviceGetPowerUsage), so samples in the first second still hold idle power.
 WARMUP_S = 1.0
 INTERVAL_S = 0.05
 TIMEOUT_S = 120.0  # for the worker's set-up (torch import, CUDA init), and again for its stop
