@@ -527,9 +527,56 @@ def value(config: pytest.Config, s: Setting) -> Any:
     return resolve(config, s).value
 
 
+# RIGCHECK_* variables that are not settings: read by other parts of the tool (the API key's default
+# variable, the multi-node worker's node name, the pci.ids path) or by its scripts and tests.
+OTHER_ENV = frozenset({"RIGCHECK_VLLM_API_KEY", "RIGCHECK_NODE", "RIGCHECK_PCI_IDS"})
+
+
+def strays(config: pytest.Config) -> list[str]:
+    """Settings given under a name no setting has: a ``RIGCHECK_*`` variable one letter off a setting's
+    (``RIGCHECK_LOAD_SECOND``), an ini key ``rig_*`` nothing registered. Silently ignored, either would let
+    a CI job run with a default its author thinks they changed. One line each, naming the closest setting.
+    """
+    import difflib
+
+    out = []
+    envs = sorted(s.env for s in SETTINGS.values())
+    for name in sorted(os.environ):
+        if name.startswith("RIGCHECK_") and name not in envs and name not in OTHER_ENV:
+            dist, near = min((_edits(name, e), e) for e in envs)
+            if dist <= 2:  # a typo; an unrelated RIGCHECK_* of the user's own scripts is left alone
+                out.append(f"{name}: no such setting (did you mean {near}?): rename or unset it")
+    inis = sorted(s.ini for s in SETTINGS.values())
+    # pytest's own list of the ini file's keys nothing registered (what it warns "Unknown config
+    # option" about, an error only under --strict-config); no public API gives it.
+    unknown = getattr(config, "_get_unknown_ini_keys", None)
+    try:
+        keys = sorted(unknown()) if callable(unknown) else []
+    except Exception:  # noqa: BLE001 - another pytest's internals: then pytest's own warning is all
+        keys = []
+    for key in keys:
+        if key.startswith("rig_"):
+            near = difflib.get_close_matches(key, inis, n=1, cutoff=0.8)
+            hint = f"did you mean {near[0]}?" if near else "the rigcheck ini keys: " + ", ".join(inis)
+            out.append(f"ini {key} in {config.inipath}: no such rigcheck setting ({hint})")
+    return out
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions turning ``a`` into ``b``."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
 def resolve_all(config: pytest.Config) -> dict[str, Resolved]:
-    """Resolve and validate every setting; all bad values in one ``pytest.UsageError``."""
-    errors = []
+    """Resolve and validate every setting; all bad values, and settings under a name no setting has
+    (``strays``), in one ``pytest.UsageError``."""
+    errors = strays(config)
     for s in SETTINGS.values():
         try:
             resolve(config, s)

@@ -260,3 +260,49 @@ def test_profile_not_toml_says_so(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "not valid TOML" in err and "'(file)'" not in err
+
+
+@pytest.mark.parametrize(
+    ("env", "ini", "line"),
+    [
+        (
+            {"RIGCHECK_LOAD_SECOND": "5"},
+            "",
+            "ERROR: RIGCHECK_LOAD_SECOND: no such setting (did you mean RIGCHECK_LOAD_SECONDS?): rename or unset it",
+        ),
+        (
+            {},
+            "rig_load_second = 5",
+            "ERROR: ini rig_load_second in *: no such rigcheck setting (did you mean rig_load_seconds?)",
+        ),
+        (
+            {},
+            "rig_colour = red",
+            "ERROR: ini rig_colour in *: no such rigcheck setting (the rigcheck ini keys: rig, *",
+        ),
+    ],
+)
+def test_setting_under_a_wrong_name(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], ini: str, line: str
+) -> None:
+    """A typo'd variable or ini key is a usage error in a rig run (exit 4), not a default silently kept."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    if ini:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+    result = pytester.runpytest_subprocess(f"--rig-snapshot={GOOD}", "-p", "no:cacheprovider")
+    lines = _usage_error(result)
+    assert len(lines) == 1, lines
+    result.stderr.fnmatch_lines([line])
+
+
+def test_unrelated_rigcheck_variable_left_alone(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RIGCHECK_* variable of the user's own scripts, close to no setting, does not stop the run."""
+    monkeypatch.setenv("RIGCHECK_SITE_NAME", "rack 12")
+    monkeypatch.setenv("RIGCHECK_HC_TIMEOUT", "900")  # the Slurm health-check wrapper's own variable
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={GOOD}", "-p", "no:cacheprovider", "-k", "gpu_count"
+    )
+    assert result.ret == 0, result.stderr.str()
