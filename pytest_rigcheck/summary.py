@@ -13,6 +13,7 @@ the sweep in nccl-tests' all_reduce_perf columns (size, time, algbw, busbw, #wro
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -209,7 +210,14 @@ def tree_lines(topo: dict[str, Any]) -> list[Line]:
 
 
 def _cell(v: Any, fmt: str = "{:7.2f}") -> str:
-    return fmt.format(v) if isinstance(v, int | float) else f"{'-':>7}"
+    """A figure in its column; ``-`` where there is none, ``?`` where it is not a finite number. A figure
+    wider than the column keeps a space before it, so it never runs into its neighbour (``-1500.00``)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return f"{'-':>7}"
+    if not math.isfinite(v):
+        return f"{'?':>7}"
+    text = fmt.format(v)
+    return text if text.startswith(" ") else " " + text
 
 
 def matrix_lines(p2p: dict[str, Any]) -> list[Line]:

@@ -347,3 +347,16 @@ def test_html_from_env_and_ini(pytester: pytest.Pytester, monkeypatch: pytest.Mo
     pytester.makeini("[pytest]\nrig_html = sub/ini.html\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", snap, "-k", "acs")
     assert result.ret == 0 and (pytester.path / "sub" / "ini.html").is_file()
+
+
+def test_matrix_cells_never_run_together() -> None:
+    """Fresh-user finding: a 1500 GB/s figure beside the '-' diagonal printed as '-1500.00' (it looked
+    negative). Every figure keeps a space before it; a figure that is not finite prints '?'."""
+    from pytest_rigcheck.summary import matrix_lines
+
+    lines = [
+        t
+        for t, _ in matrix_lines({"gpus": ["a", "b"], "unidir_gbps": [[None, 1500.0], [float("inf"), None]]})
+    ]
+    assert lines[2] == "     0       - 1500.00", lines
+    assert lines[3] == "     1       ?      -", lines

@@ -473,6 +473,9 @@ def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
             f"{t.label}: no {'control (peer access off)' if p2p else 'P2P'} reading to compare "
             f"({_where(data)})"
         )
+    corrupt = _above_capacity(t, data, entry, "unidir", "P2P bandwidth", p2p)
+    if corrupt is not None:  # a figure the path cannot carry is no evidence of peer-to-peer either
+        return corrupt
     best, base = max(p2p), ctl[0]
     ratio = best / base if base > 0 else float("inf")
     props: dict[str, object] = {

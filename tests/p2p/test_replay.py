@@ -343,6 +343,20 @@ def test_bandwidth_above_the_path_is_unreadable(pytester: pytest.Pytester, snap:
     assert "expected: at most 33.08 GB/s: PCIe Gen4 x16" in out, out
 
 
+def test_bandwidth_above_the_path_is_no_evidence_of_peer_to_peer(
+    pytester: pytest.Pytester, snap: Callable[..., Path]
+) -> None:
+    """Fresh-user finding: with unidir_gbps [1500, 1500] on a Gen4 x16 pair the bandwidth check said corrupt
+    but test_p2p_not_through_host passed ("P2P 133.9x the host-staged copy"). A corrupt figure proves nothing."""
+    data, _ = _model("rtxpro6000x4-switch")
+    data["pairs"][P01]["unidir_gbps"] = [1500.0, 1500.0]
+    failed, out, _ = run(
+        pytester, snap("rtxpro6000x4-switch", data), "-k", "unidirectional or not_through_host"
+    )
+    assert failed == {f"test_p2p_unidirectional[{P01}]", f"test_p2p_not_through_host[{P01}]"}, out
+    assert "the host-staged copy" not in out, out
+
+
 def test_impossible_nccl_figures_are_unreadable(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
     """A NaN busbw and a wrong-count that is not a count make the NCCL checks UNREADABLE, not a traceback."""
     data, _ = _model("rtxpro6000x4-switch")
