@@ -544,6 +544,11 @@ def test_case03_per_device_caps(pytester: pytest.Pytester, snapshot: str, failed
         assert "power limit 450 W" in out and "expected 290 W" in out
         assert '290 W +/- 5 W ([power.device."0000:03:00.0"] cap_w' in out
         assert "sudo nvidia-smi -i 1 -pl 290" in out
+        # one boot-time unit per GPU (fresh-user finding: one file name for both, the second overwrote the first)
+        assert "/etc/systemd/system/nvidia-power-cap-0000-01-00.0.service" in out
+        assert "ExecStart=/usr/bin/nvidia-smi -i 00000000:01:00.0 -pl 400" in out
+        assert "/etc/systemd/system/nvidia-power-cap-0000-03-00.0.service" in out
+        assert "ExecStart=/usr/bin/nvidia-smi -i 00000000:03:00.0 -pl 290" in out
 
 
 def _case03(open_rig: Any, snapshot: str, profile: Profile) -> tuple[Rig, dict[str, Any]]:

@@ -26,17 +26,25 @@ from .state import (
     Unavailable,
 )
 
-UNIT = "/etc/systemd/system/nvidia-power-cap.service"
+UNIT_DIR = "/etc/systemd/system"
 
 
-def cap_fix(index: int, cap_w: float) -> list[str]:
-    """The fix for a wrong limit: now, and at every boot."""
+def cap_fix(index: int, cap_w: float, bdf: str | None = None) -> list[str]:
+    """The fix for a wrong limit: now (by index, as ``nvidia-smi`` lists the GPU), and at every boot.
+
+    The boot-time unit is one per GPU, named by its PCI address (``nvidia-power-cap-0000-03-00.0.service``),
+    so the fixes for two GPUs with different caps do not overwrite one another, and it selects the GPU by
+    PCI address (``nvidia-smi -i`` takes one, NVIDIA nvidia-smi(1)): an index shifts when a GPU is missing
+    at boot, and the cap would land on its neighbour.
+    """
     w = f"{cap_w:g}"
+    sel = f"0000{bdf.upper()}" if bdf else str(index)  # nvidia-smi's own form: 00000000:03:00.0
+    unit = f"nvidia-power-cap-{(bdf or f'gpu{index}').replace(':', '-')}.service"
     return [
         f"sudo nvidia-smi -i {index} -pl {w}   (now; lost at reboot or driver reload)",
-        f"every boot: a oneshot unit {UNIT} with [Unit] After=nvidia-persistenced.service, "
-        f"[Service] Type=oneshot ExecStart=/usr/bin/nvidia-smi -i {index} -pl {w}, "
-        "[Install] WantedBy=multi-user.target; then `sudo systemctl enable --now nvidia-power-cap.service`",
+        f"every boot: a oneshot unit {UNIT_DIR}/{unit} with [Unit] After=nvidia-persistenced.service, "
+        f"[Service] Type=oneshot ExecStart=/usr/bin/nvidia-smi -i {sel} -pl {w}, "
+        f"[Install] WantedBy=multi-user.target; then `sudo systemctl enable --now {unit}`",
     ]
 
 
@@ -105,7 +113,7 @@ def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
             measured=measured,
             expected=expected,
             notes=notes,
-            fix=cap_fix(idx, exp.cap_w),
+            fix=cap_fix(idx, exp.cap_w, t.gpu.bdf),
             properties=props,
             measured_value=limit / 1000,
             **values,
@@ -119,7 +127,7 @@ def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
             notes=notes,
             fix=[
                 "check the board's power connectors and cooling; `nvidia-smi -q -d POWER`",
-                *cap_fix(idx, exp.cap_w),
+                *cap_fix(idx, exp.cap_w, t.gpu.bdf),
             ],
             properties=props,
             measured_value=enforced / 1000,
@@ -219,7 +227,7 @@ def circuit(rig: Rig, gpus: dict[str, GpuState | Unavailable], nvml_gpus: Iterab
             )
             fix.append(
                 f"cap each GPU at its profile cap ({plan} + host {exp.host_w:g} W = {planned:g} W): {cmds} "
-                f"(and the systemd unit {UNIT} so it survives reboot)"
+                f"(and a oneshot unit per GPU in {UNIT_DIR}, as test_power_limit's fix says, so it survives reboot)"
             )
         else:
             notes.append(
@@ -228,8 +236,9 @@ def circuit(rig: Rig, gpus: dict[str, GpuState | Unavailable], nvml_gpus: Iterab
     if not fix:
         room = (exp.circuit_w - exp.host_w) / len(tree.gpus)
         fix = [
-            f"cap every GPU at {room:.0f} W or less: sudo nvidia-smi -pl {room:.0f} (and the systemd unit "
-            f"{UNIT} so it survives reboot), and set [power] cap_w to match"
+            f"cap every GPU at {room:.0f} W or less: sudo nvidia-smi -pl {room:.0f} (and a oneshot unit in "
+            f"{UNIT_DIR}/nvidia-power-cap.service running the same command, so it survives reboot), and set "
+            "[power] cap_w to match"
         ]
     return failed(
         f"{rig.name}: GPU power limits plus host draw {sum_w:g} W exceed the {exp.circuit_w:g} W circuit: "
