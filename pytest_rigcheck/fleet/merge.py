@@ -1,7 +1,9 @@
 """``rigcheck merge REPORT... --out DIR``: one fleet verdict from every node's ``--rig-report``.
 
 Each node runs ``pytest --rig --rig-report NODE.json`` on its own (through Slurm, Ansible or Kubernetes);
-this reads the reports (format 1 or 2; unknown keys ignored) and writes:
+this reads the reports (format 1 or 2; unknown keys ignored; a FIFO, device, socket or directory refused
+without opening it; values contradicting ``report-2.schema.json``, such as a status outside its five, make
+a report corrupt: UNREADABLE, see ``load_report``) and writes:
 
 - ``DIR/fleet.json``: per node its status, failing checks and figures, the outliers and the exit status
   (schema: ``pytest_rigcheck/schemas/fleet.schema.json``, shipped in the package);
@@ -191,7 +193,7 @@ def contradiction(doc: dict[str, Any]) -> str | None:
     schema = _schema()
     defs = schema["$defs"]
     statuses = defs["status"]["enum"]
-    for i, r in enumerate(doc.get("results", doc.get("checks")), 1):
+    for i, r in enumerate(doc.get("results", doc.get("checks")) or [], 1):
         if not isinstance(r, dict):
             return f"result #{i} is {_json_type(r)}, not an object"
         rid = r.get("id", r.get("nodeid"))
