@@ -4,6 +4,8 @@ median/MAD; exit 0/1/2 (issue 13)."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -444,3 +446,145 @@ def test_same_file_through_a_link_and_missing_twice_refused(tmp_path):
         merge([paths[0], tmp_path / "link.json"])
     with pytest.raises(MergeError, match="gone.json are the same file"):
         merge([tmp_path / "gone.json", tmp_path / "x" / ".." / "gone.json"])
+
+
+def run_merge_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``rigcheck merge`` in its own process with a time limit: a report that blocks ``open()`` (a FIFO
+    with no writer) fails the test with ``TimeoutExpired`` instead of hanging the suite."""
+    cmd = [sys.executable, "-m", "pytest_rigcheck.cli", "merge", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_fifo_device_and_directory_refused_without_opening(tmp_path):
+    """A fresh user's report: ``mkfifo ff.json; rigcheck merge ff.json --out f10`` blocked forever in
+    ``open()``. Each is now refused by ``lstat`` before any open (``Source.read_bytes``): one line saying
+    what the path is, exit 2, the other nodes still merged; a symlink named on the command line is
+    followed but must end at a regular file."""
+    write(tmp_path, {"good": node_report("good")})
+    os.mkfifo(tmp_path / "ff.json")
+    os.mkfifo(tmp_path / "ff2.json")
+    (tmp_path / "to-fifo.json").symlink_to("ff2.json")
+    (tmp_path / "dir.json").mkdir()
+    (tmp_path / "link.json").symlink_to(tmp_path / "good.json")  # followed: the user named it
+    args = ["good.json", "ff.json", "to-fifo.json", "dir.json", "--out", "f10"]
+    if stat.S_ISCHR(os.stat("/dev/null").st_mode):
+        (tmp_path / "null.json").symlink_to("/dev/null")
+        args.insert(0, "null.json")
+    done = run_merge_cli(args, tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    out = done.stdout
+    assert "NODE ff: UNREADABLE: a FIFO (named pipe), not a regular file: refused without opening it" in out
+    assert "NODE to-fifo: UNREADABLE: a FIFO (named pipe)" in out
+    assert "NODE dir: UNREADABLE: a directory, not a regular file" in out
+    assert "null.json" not in args or "NODE null: UNREADABLE: a character device" in out
+    assert "Traceback" not in done.stderr
+    doc = json.loads((tmp_path / "f10" / "fleet.json").read_text())
+    jsonschema.validate(doc, schema())
+    assert {n["name"]: n["status"] for n in doc["nodes"]}["good"] == "pass"
+    # a symlink to a regular report is followed; the FIFO given twice is one file given twice
+    assert run_merge_cli(["link.json", "--out", "f11"], tmp_path).returncode == 0
+    twice = run_merge_cli(["ff2.json", "to-fifo.json", "--out", "f12"], tmp_path)
+    assert twice.returncode == 2 and "ff2.json and to-fifo.json are the same file" in twice.stderr
+    assert not (tmp_path / "f12").exists()
+
+
+def test_report_larger_than_the_cap_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    paths = write(tmp_path, {"big": node_report("big")})
+    monkeypatch.setattr("pytest_rigcheck.fleet.merge.REPORT_LIMIT", 100)
+    assert main(["merge", str(paths[0]), "--out", str(tmp_path / "out")]) == 2
+    assert "NODE big: UNREADABLE: larger than 100 bytes" in capsys.readouterr().out
+
+
+def test_unknown_status_is_corrupt_not_a_fail(tmp_path, capsys):
+    """A fresh user's report: a result of status "maybe" was counted as a FAIL whose failure text was the
+    PASS message. A status outside report-2.schema.json's five makes the report corrupt: UNREADABLE, one
+    line naming the report file, the result and the field; none of its results counted."""
+    doc = node_report("odd")
+    doc["results"][1]["status"] = "maybe"
+    paths = write(tmp_path, {"odd": doc, "a": node_report("a")})
+    assert main(["merge", *map(str, paths), "--out", str(tmp_path / "out")]) == 2
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("NODE odd"))
+    assert line == (
+        "NODE odd: UNREADABLE: corrupt report: result #2 "
+        '(suites/test_acs.py::test_acs_redirect_off[0000:02:00.0]): status "maybe" is not one of pass, '
+        f"warn, fail, unreadable, n/a (pytest_rigcheck/schemas/report-2.schema.json) ({paths[0]})"
+    )
+    assert "ACS off" not in out and "FAIL" not in out
+    fleet = json.loads((tmp_path / "out" / "fleet.json").read_text())
+    jsonschema.validate(fleet, schema())
+    odd = next(n for n in fleet["nodes"] if n["name"] == "odd")
+    assert odd["status"] == "unreadable" and odd["cells"] == {} and odd["counts"] == {}
+    suite = ET.parse(tmp_path / "out" / "fleet.xml").getroot().find("testsuite[@name='odd']")
+    assert suite.get("errors") == "1" and suite.get("failures") == "0"
+
+
+def _result(doc: dict, **change) -> dict:
+    doc["results"][0].update(change)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("doc", "says"),
+    [
+        (_result(node_report("x"), status=None), "result #1 (suites/test_p2p_bandwidth.py::"),
+        (_result(node_report("x"), status="PASS"), 'status "PASS" is not one of pass, warn'),
+        ({**node_report("x"), "results": ["pass"]}, "result #1 is a string, not an object"),
+        (
+            {**node_report("x"), "results": [{"nodeid": "t.py::test_a"}]},
+            "result #1 (t.py::test_a): no 'status' (one of pass, warn, fail, unreadable, n/a)",
+        ),
+        ({**node_report("x"), "results": [{"status": "pass"}]}, "result #1: no 'id' or 'nodeid'"),
+        (_result(node_report("x", fmt=2), duration_s="fast"), 'duration_s "fast" is a string, not a number'),
+        (_result(node_report("x", fmt=2), fix="reboot"), 'fix "reboot" is a string, not an array'),
+        (_result(node_report("x", fmt=2), target={"gpu_index": "0"}), 'target.gpu_index "0" is a string'),
+        (node_report("x", fmt=2, exit_status="0"), 'exit_status "0" is a string, not an integer'),
+        (node_report("x", fmt=2, counts={"maybe": 1}), 'counts key "maybe" is not one of pass'),
+        (node_report("x", fmt=2, stopped_by="SIGKILL"), 'stopped_by "SIGKILL" is not one of SIGTERM, SIGINT'),
+    ],
+    ids=[
+        "status-null",
+        "status-upper",
+        "result-string",
+        "status-missing",
+        "no-id",
+        "duration-string",
+        "fix-string",
+        "gpu-index-string",
+        "exit-status-string",
+        "counts-unknown-status",
+        "stopped-by-unknown",
+    ],
+)
+def test_report_contradicting_the_schema_is_corrupt(tmp_path, doc, says):
+    fleet = merge(write(tmp_path, {"x": doc}))
+    node = fleet["nodes"][0]
+    assert node["status"] == "unreadable" and fleet["exit_status"] == 2
+    assert node["reason"].startswith("corrupt report: ") and says in node["reason"]
+    assert node["reason"].endswith("(pytest_rigcheck/schemas/report-2.schema.json)")
+
+
+def test_schema_checks_agree_with_jsonschema(tmp_path):
+    """The format-2 documents merge accepts or refuses, checked against the shipped schema by jsonschema
+    too (with its ``required`` lists, which merge leaves to report.py, dropped)."""
+    from pytest_rigcheck.fleet.merge import contradiction
+    from pytest_rigcheck.report import schema_path
+
+    def lenient(node):
+        if isinstance(node, dict):
+            return {k: lenient(v) for k, v in node.items() if k != "required"}
+        return [lenient(v) for v in node] if isinstance(node, list) else node
+
+    report_schema = lenient(json.loads(schema_path().read_text()))
+    good = node_report("x", fmt=2, counts={"pass": 2}, stopped_by="SIGINT")
+    bad = [
+        _result(node_report("x", fmt=2), measured=1, duration_s=-1),
+        node_report("x", fmt=2, rigs=[{"name": "x", "gpus": [{"bdf": "3:00.0"}]}]),
+        node_report("x", fmt=2, rigs=[{"name": "x", "p2p": {"unidir_gbps": [["fast"]]}}]),
+    ]
+    assert contradiction(good) is None
+    jsonschema.validate(good, report_schema)
+    for doc in bad:
+        assert contradiction(doc) is not None
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(doc, report_schema)

@@ -1,7 +1,9 @@
 """``rigcheck merge REPORT... --out DIR``: one fleet verdict from every node's ``--rig-report``.
 
 Each node runs ``pytest --rig --rig-report NODE.json`` on its own (through Slurm, Ansible or Kubernetes);
-this reads the reports (format 1 or 2; unknown keys ignored) and writes:
+this reads the reports (format 1 or 2; unknown keys ignored; a FIFO, device, socket or directory refused
+without opening it; values contradicting ``report-2.schema.json``, such as a status outside its five, make
+a report corrupt: UNREADABLE, see ``load_report``) and writes:
 
 - ``DIR/fleet.json``: per node its status, failing checks and figures, the outliers and the exit status
   (schema: ``pytest_rigcheck/schemas/fleet.schema.json``, shipped in the package);
@@ -41,7 +43,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import RigcheckError
+from ..errors import RigcheckError, SourceError
+from ..source import Source
 
 FORMATS = (1, 2)
 FAILING = ("fail", "unreadable")
@@ -123,14 +126,26 @@ def check_name(nodeid: str) -> str:
     return check_id(nodeid).rsplit("::", 1)[-1]
 
 
+REPORT_LIMIT = 64 << 20  # bytes: a report of 8 GPUs with topology and NCCL sweeps is well under 1 MiB
+
+
 def load_report(path: Path) -> dict[str, Any]:
-    """Read one node's report. Raises ``ReportError`` with one line saying why it cannot be used."""
+    """Read one node's report. Raises ``ReportError`` with one line saying why it cannot be used.
+
+    Read through ``Source.read_bytes``, the one reader of the project, rooted at ``/`` (the path on the
+    command line is the user's own, so a symlink there is followed): a FIFO, device node, socket or
+    directory is refused by ``lstat`` before any ``open`` (opening a FIFO would block until a writer comes),
+    the file is opened ``O_NOFOLLOW | O_NONBLOCK`` and ``fstat`` must show the same regular file; one larger
+    than ``REPORT_LIMIT`` is refused, not cut short. The document is then checked by ``contradiction``.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        data = Source("/").read_bytes(str(path.absolute()).lstrip("/"), REPORT_LIMIT, whole=True)
+    except KeyError:
         raise ReportError("missing (the node wrote no report: it did not run, hung or died)") from None
-    except OSError as exc:
-        raise ReportError(f"unreadable: {exc.strerror or exc}") from None
+    except SourceError as exc:
+        raise ReportError(f"unreadable: {exc.reason}") from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ReportError("unreadable: not UTF-8 text") from None
     try:
@@ -142,9 +157,145 @@ def load_report(path: Path) -> dict[str, Any]:
     if doc["format"] not in FORMATS:
         raise ReportError(f"unreadable: report format {doc['format']!r}, this rigcheck reads {FORMATS}")
     results = doc.get("results", doc.get("checks"))
-    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+    if not isinstance(results, list):
         raise ReportError("unreadable: no list of results")
+    bad = contradiction(doc)
+    if bad:
+        raise ReportError(f"unreadable: corrupt report: {bad} ({SCHEMA_NAME})")
     return doc
+
+
+# -- the report's schema, as far as merge relies on it ------------------------------------------------
+
+SCHEMA_NAME = "pytest_rigcheck/schemas/report-2.schema.json"
+_SCHEMA: dict[str, Any] = {}
+
+
+def _schema() -> dict[str, Any]:
+    if not _SCHEMA:
+        from ..report import schema_path
+
+        _SCHEMA.update(json.loads(schema_path().read_text(encoding="utf-8")))
+    return _SCHEMA
+
+
+def contradiction(doc: dict[str, Any]) -> str | None:
+    """The first value of a report that contradicts the shipped report schema, in one line; ``None`` if
+    none does.
+
+    Every result must be an object with a ``status`` of the schema's five (pass, warn, fail, unreadable,
+    n/a) and an ``id`` or ``nodeid``: a status merge does not know must never be counted as a pass or a
+    fail. In a format-2 report each result and each top-level key is checked against the schema's types,
+    enums, patterns and minimums (keys the schema lists as required but merge does not need may be absent;
+    unknown keys are ignored). Format 1 (older reports, ``multinode collect``) has no schema of its own:
+    only the status and id are checked there.
+    """
+    schema = _schema()
+    defs = schema["$defs"]
+    statuses = defs["status"]["enum"]
+    for i, r in enumerate(doc.get("results", doc.get("checks")) or [], 1):
+        if not isinstance(r, dict):
+            return f"result #{i} is {_json_type(r)}, not an object"
+        rid = r.get("id", r.get("nodeid"))
+        name = f"result #{i} ({rid})" if isinstance(rid, str) and rid else f"result #{i}"
+        if "status" not in r:
+            return f"{name}: no 'status' (one of {', '.join(statuses)})"
+        if not isinstance(rid, str) or not rid:
+            return f"{name}: no 'id' or 'nodeid' naming the check"
+        fields = (
+            defs["result"]["properties"] if doc["format"] == 2 else {"status": {"$ref": "#/$defs/status"}}
+        )
+        for key, sub in fields.items():
+            if key in r:
+                bad = _mismatch(r[key], sub, defs, key)
+                if bad:
+                    return f"{name}: {bad}"
+    if doc["format"] == 2:
+        for key, sub in schema["properties"].items():
+            if key not in ("format", "results") and key in doc:
+                bad = _mismatch(doc[key], sub, defs, key)
+                if bad:
+                    return bad
+    return None
+
+
+_TYPES: dict[str, Any] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+    ),
+}
+
+
+_A = {"integer": "an integer", "array": "an array", "object": "an object", "null": "null"}
+
+
+def _json_type(v: Any) -> str:
+    for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
+        if _TYPES[name](v):
+            return _A.get(name, f"a {name}")
+    return type(v).__name__
+
+
+def _mismatch(value: Any, sch: dict[str, Any], defs: dict[str, Any], where: str) -> str | None:
+    """Where ``value`` (at ``where``) contradicts schema ``sch``, in words; ``None`` if it fits. The keywords
+    report-2.schema.json uses: $ref, oneOf, type, const, enum, pattern, minimum, properties,
+    additionalProperties, propertyNames, items (``required`` is left to ``contradiction``)."""
+    if "$ref" in sch:
+        sch = defs[sch["$ref"].rsplit("/", 1)[-1]]
+    if "oneOf" in sch:
+        fits = [_mismatch(value, s, defs, where) for s in sch["oneOf"]]
+        if None in fits:
+            return None
+        deeper = [f for f in fits if f and not f.startswith(f"{where} ")]
+        return (
+            deeper[0]
+            if deeper
+            else f"{where} {_show(value)} is {_json_type(value)}, not any form the schema allows"
+        )
+    types = sch.get("type")
+    if types is not None:
+        types = [types] if isinstance(types, str) else types
+        if not any(_TYPES[t](value) for t in types):
+            wanted = " or ".join(_A.get(t, f"a {t}") for t in types)
+            return f"{where} {_show(value)} is {_json_type(value)}, not {wanted}"
+    if "const" in sch and value != sch["const"]:
+        return f"{where} {_show(value)} is not {sch['const']!r}"
+    if "enum" in sch and value not in sch["enum"]:
+        allowed = ", ".join("null" if e is None else str(e) for e in sch["enum"])
+        return f"{where} {_show(value)} is not one of {allowed}"
+    if "pattern" in sch and isinstance(value, str) and not re.search(sch["pattern"], value):
+        return f"{where} {_show(value)} does not match {sch['pattern']}"
+    if "minimum" in sch and _TYPES["number"](value) and value < sch["minimum"]:
+        return f"{where} {_show(value)} is below {sch['minimum']}"
+    if isinstance(value, dict):
+        props = sch.get("properties", {})
+        for key, item in value.items():
+            if "propertyNames" in sch:
+                bad = _mismatch(key, sch["propertyNames"], defs, f"{where} key")
+                if bad:
+                    return bad
+            sub = props.get(key, sch.get("additionalProperties"))
+            if isinstance(sub, dict):
+                bad = _mismatch(item, sub, defs, f"{where}.{key}")
+                if bad:
+                    return bad
+    if isinstance(value, list) and isinstance(sch.get("items"), dict):
+        for i, item in enumerate(value):
+            bad = _mismatch(item, sch["items"], defs, f"{where}[{i}]")
+            if bad:
+                return bad
+    return None
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_node(path: Path) -> Node:
@@ -153,7 +304,7 @@ def read_node(path: Path) -> Node:
         doc = load_report(path)
     except ReportError as exc:
         status = "missing" if str(exc).startswith("missing") else "unreadable"
-        return Node(str(path), _stem(path), status, str(exc))
+        return Node(str(path), _stem(path), status, str(exc).removeprefix("unreadable: "))
     rigs = [
         str(r.get("name")) if isinstance(r, dict) else str(r) for r in doc.get("rigs") or [] if r is not None
     ]
@@ -164,10 +315,7 @@ def read_node(path: Path) -> Node:
     name = (host if live and host else None) or "+".join(rigs) or host or _stem(path)
     results = []
     for r in doc.get("results", doc.get("checks")) or []:
-        status = str(r.get("status", "")).lower()
-        if status not in STATUS_ORDER:
-            status = "unreadable"
-        results.append({**r, "status": status, "nodeid": str(r.get("nodeid") or r.get("id") or "?")})
+        results.append({**r, "nodeid": str(r.get("nodeid") or r.get("id"))})  # status checked by load_report
     exit_status = doc.get("exit_status")
     node = Node(str(path), name, "pass", host=host, rigs=rigs, results=results)
     node.exit_status = exit_status if isinstance(exit_status, int) else None
