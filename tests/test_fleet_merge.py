@@ -535,12 +535,21 @@ def _result(doc: dict, **change) -> dict:
             "result #1 (t.py::test_a): no 'status' (one of pass, warn, fail, unreadable, n/a)",
         ),
         ({**node_report("x"), "results": [{"status": "pass"}]}, "result #1: no 'id' or 'nodeid'"),
-        (_result(node_report("x", fmt=2), duration_s="fast"), 'duration_s "fast" is a string, not a number'),
-        (_result(node_report("x", fmt=2), fix="reboot"), 'fix "reboot" is a string, not an array'),
-        (_result(node_report("x", fmt=2), target={"gpu_index": "0"}), 'target.gpu_index "0" is a string'),
-        (node_report("x", fmt=2, exit_status="0"), 'exit_status "0" is a string, not an integer'),
-        (node_report("x", fmt=2, counts={"maybe": 1}), 'counts key "maybe" is not one of pass'),
-        (node_report("x", fmt=2, stopped_by="SIGKILL"), 'stopped_by "SIGKILL" is not one of SIGTERM, SIGINT'),
+        (
+            _result(node_report("x", fmt=2), duration_s="fast"),
+            "duration_s \"fast\": 'fast' is not of type 'number'",
+        ),
+        (_result(node_report("x", fmt=2), fix="reboot"), "fix \"reboot\": 'reboot' is not of type 'array'"),
+        (
+            _result(node_report("x", fmt=2), target={"gpu_index": "0"}),
+            "target.gpu_index \"0\": '0' is not of type 'integer'",
+        ),
+        (node_report("x", fmt=2, exit_status="0"), "exit_status: '0' is not of type 'integer'"),
+        (node_report("x", fmt=2, counts={"maybe": 1}), "counts: 'maybe' is not one of ['pass', 'warn'"),
+        (
+            node_report("x", fmt=2, stopped_by="SIGKILL"),
+            "stopped_by: 'SIGKILL' is not one of ['SIGTERM', 'SIGINT']",
+        ),
     ],
     ids=[
         "status-null",

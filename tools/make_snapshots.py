@@ -408,7 +408,7 @@ def write_capture(name: str, spec: dict[str, Any], captures: Path, out: Path) ->
         "kernel": spec["kernel"],
         "driver": spec["driver"],
         "date": "2026-11-23",
-        "tool": "capture script of the shared captures (see ../shared/README.md)",
+        "tool": "the project's capture script on the real machine (before rigcheck capture existed)",
         "root": spec["root"],
         "empty_dirs": spec["empty_dirs"],
         "expect": {"fail": spec["expect_fail"]},

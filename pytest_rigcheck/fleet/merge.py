@@ -185,112 +185,64 @@ def contradiction(doc: dict[str, Any]) -> str | None:
 
     Every result must be an object with a ``status`` of the schema's five (pass, warn, fail, unreadable,
     n/a) and an ``id`` or ``nodeid``: a status merge does not know must never be counted as a pass or a
-    fail. In a format-2 report each result and each top-level key is checked against the schema's types,
-    enums, patterns and minimums (keys the schema lists as required but merge does not need may be absent;
-    unknown keys are ignored). Format 1 (older reports, ``multinode collect``) has no schema of its own:
-    only the status and id are checked there.
+    fail. A format-2 report is then validated against ``report-2.schema.json`` with ``jsonschema``, every
+    key's type, enum, pattern and minimum, except the schema's ``required`` lists (keys merge does not
+    need may be absent; unknown keys are ignored). Format 1 (older reports, ``multinode collect``) has no
+    schema of its own: only the status and id are checked there.
     """
-    schema = _schema()
-    defs = schema["$defs"]
-    statuses = defs["status"]["enum"]
-    for i, r in enumerate(doc.get("results", doc.get("checks")) or [], 1):
+    statuses = _schema()["$defs"]["status"]["enum"]
+    results = doc.get("results", doc.get("checks")) or []
+    for i, r in enumerate(results, 1):
         if not isinstance(r, dict):
             return f"result #{i} is {_json_type(r)}, not an object"
         rid = r.get("id", r.get("nodeid"))
         name = f"result #{i} ({rid})" if isinstance(rid, str) and rid else f"result #{i}"
         if "status" not in r:
             return f"{name}: no 'status' (one of {', '.join(statuses)})"
+        if r["status"] not in statuses:
+            return f"{name}: status {_show(r['status'])} is not one of {', '.join(statuses)}"
         if not isinstance(rid, str) or not rid:
             return f"{name}: no 'id' or 'nodeid' naming the check"
-        fields = (
-            defs["result"]["properties"] if doc["format"] == 2 else {"status": {"$ref": "#/$defs/status"}}
-        )
-        for key, sub in fields.items():
-            if key in r:
-                bad = _mismatch(r[key], sub, defs, key)
-                if bad:
-                    return f"{name}: {bad}"
-    if doc["format"] == 2:
-        for key, sub in schema["properties"].items():
-            if key not in ("format", "results") and key in doc:
-                bad = _mismatch(doc[key], sub, defs, key)
-                if bad:
-                    return bad
-    return None
+    if doc.get("format") != 2:
+        return None
+    errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
+        return None
+    e = errors[0]
+    path = list(e.absolute_path)
+    if len(path) >= 2 and path[0] == "results" and isinstance(path[1], int):
+        r = results[path[1]]
+        where = f"result #{path[1] + 1} ({r.get('id', r.get('nodeid'))})"
+        rest = ".".join(str(p) for p in path[2:])
+        return f"{where}: {rest + ' ' if rest else ''}{_show(e.instance)}: {e.message}"
+    return f"{'.'.join(str(p) for p in path) or 'the report'}: {e.message}"
 
 
-_TYPES: dict[str, Any] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "integer": lambda v: (
-        (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
-    ),
-}
+_VALIDATOR: list[Any] = []
 
 
-_A = {"integer": "an integer", "array": "an array", "object": "an object", "null": "null"}
+def _validator() -> Any:
+    """A ``jsonschema`` validator of the shipped report schema without its ``required`` lists (once)."""
+    if not _VALIDATOR:
+        import jsonschema
+
+        def lenient(node: Any) -> Any:
+            if isinstance(node, dict):
+                return {k: lenient(v) for k, v in node.items() if k != "required"}
+            return [lenient(v) for v in node] if isinstance(node, list) else node
+
+        _VALIDATOR.append(jsonschema.Draft202012Validator(lenient(_schema())))
+    return _VALIDATOR[0]
 
 
 def _json_type(v: Any) -> str:
-    for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
-        if _TYPES[name](v):
-            return _A.get(name, f"a {name}")
-    return type(v).__name__
-
-
-def _mismatch(value: Any, sch: dict[str, Any], defs: dict[str, Any], where: str) -> str | None:
-    """Where ``value`` (at ``where``) contradicts schema ``sch``, in words; ``None`` if it fits. The keywords
-    report-2.schema.json uses: $ref, oneOf, type, const, enum, pattern, minimum, properties,
-    additionalProperties, propertyNames, items (``required`` is left to ``contradiction``)."""
-    if "$ref" in sch:
-        sch = defs[sch["$ref"].rsplit("/", 1)[-1]]
-    if "oneOf" in sch:
-        fits = [_mismatch(value, s, defs, where) for s in sch["oneOf"]]
-        if None in fits:
-            return None
-        deeper = [f for f in fits if f and not f.startswith(f"{where} ")]
-        return (
-            deeper[0]
-            if deeper
-            else f"{where} {_show(value)} is {_json_type(value)}, not any form the schema allows"
-        )
-    types = sch.get("type")
-    if types is not None:
-        types = [types] if isinstance(types, str) else types
-        if not any(_TYPES[t](value) for t in types):
-            wanted = " or ".join(_A.get(t, f"a {t}") for t in types)
-            return f"{where} {_show(value)} is {_json_type(value)}, not {wanted}"
-    if "const" in sch and value != sch["const"]:
-        return f"{where} {_show(value)} is not {sch['const']!r}"
-    if "enum" in sch and value not in sch["enum"]:
-        allowed = ", ".join("null" if e is None else str(e) for e in sch["enum"])
-        return f"{where} {_show(value)} is not one of {allowed}"
-    if "pattern" in sch and isinstance(value, str) and not re.search(sch["pattern"], value):
-        return f"{where} {_show(value)} does not match {sch['pattern']}"
-    if "minimum" in sch and _TYPES["number"](value) and value < sch["minimum"]:
-        return f"{where} {_show(value)} is below {sch['minimum']}"
-    if isinstance(value, dict):
-        props = sch.get("properties", {})
-        for key, item in value.items():
-            if "propertyNames" in sch:
-                bad = _mismatch(key, sch["propertyNames"], defs, f"{where} key")
-                if bad:
-                    return bad
-            sub = props.get(key, sch.get("additionalProperties"))
-            if isinstance(sub, dict):
-                bad = _mismatch(item, sub, defs, f"{where}.{key}")
-                if bad:
-                    return bad
-    if isinstance(value, list) and isinstance(sch.get("items"), dict):
-        for i, item in enumerate(value):
-            bad = _mismatch(item, sch["items"], defs, f"{where}[{i}]")
-            if bad:
-                return bad
-    return None
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    return {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number"}.get(
+        type(v), type(v).__name__
+    )
 
 
 def _show(value: Any) -> str:

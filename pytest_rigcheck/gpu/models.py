@@ -371,7 +371,7 @@ def _h200x2(d: Path) -> dict[str, Any]:
         }
     out = _system(
         gpus,
-        "transcribed from ../shared/captures/h200x2-nvlink (measurements.txt NVML lines, nvidia-smi-q.txt)",
+        "transcribed from a capture of a real 2x H200 NVLink machine (its NVML readings and nvidia-smi -q)",
         driver=head.group(1),
         cuda=int(head.group(3)),
         kernel_log=_not_captured("the capture kept no kernel log"),
@@ -477,7 +477,7 @@ def _h100x1(d: Path) -> dict[str, Any]:
     log = [line for line in (d / "dmesg.txt").read_text().splitlines() if "NVRM" in line]
     out = _system(
         [state],
-        "transcribed from ../shared/captures/h100x1 (nvidia-smi-q.xml, nvml-idle-load.txt, dmesg.txt)",
+        "transcribed from a capture of a real 1x H100 machine (nvidia-smi -q -x, NVML idle and load readings, dmesg)",
         driver=root.findtext("driver_version", "").strip(),
         cuda=_cuda(root.findtext("cuda_version", "")),
         kernel_log=log,

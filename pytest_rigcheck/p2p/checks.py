@@ -401,6 +401,10 @@ def _banded(
     return passed(f"{label} {j.value:.4g} {unit}{at} ({line.text()})", **common)
 
 
+# The fix where figures are missing or corrupt: measure them where the GPUs are.
+MEASURE_AGAIN = (
+    "measure on the rig itself (pytest --rig), or capture it there again with `rigcheck capture DIR`"
+)
 CAPACITY_MARGIN = 1.05  # a reading may not beat the theoretical capacity of the path by more than this
 
 
@@ -425,7 +429,7 @@ def _above_capacity(
         measured=f"readings {', '.join(f'{v:.4g}' for v in vals)} GB/s ({_where(data)})",
         expected=f"at most {limit:.4g} GB/s: {'2 x ' if figure == 'bidir' else ''}{cap.text}",
         path=_paths(t.rig, [t.src.bdf, t.dst.bdf]),
-        fix=["measure again live (pytest --rig), or capture again with `rigcheck capture DIR`"],
+        fix=[MEASURE_AGAIN],
         measured_value=over[0],
         expected_value=round(limit, 3),
         unit="GB/s",
@@ -447,7 +451,7 @@ def latency(t: RouteTarget, data: dict[str, Any]) -> Verdict:
         return entry
     vals = figure_readings(entry, "latency_us", f"{t.label}: P2P latency")
     if not vals:
-        return unreadable(f"{t.label}: P2P latency not measured ({_where(data)})")
+        return unreadable(f"{t.label}: P2P latency not measured ({_where(data)})", fix=[MEASURE_AGAIN])
     ctl = figure_readings(entry, "control_latency_us", f"{t.label}: P2P latency with peer access off")
     line = th.latency_threshold(t.rig, ctl[0] if ctl else None, (t.src.bdf, t.dst.bdf), data)
     if line is None:
@@ -471,7 +475,8 @@ def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     if not p2p or not ctl:
         return unreadable(
             f"{t.label}: no {'control (peer access off)' if p2p else 'P2P'} reading to compare "
-            f"({_where(data)})"
+            f"({_where(data)})",
+            fix=[MEASURE_AGAIN],
         )
     corrupt = _above_capacity(t, data, entry, "unidir", "P2P bandwidth", p2p)
     if corrupt is not None:  # a figure the path cannot carry is no evidence of peer-to-peer either
@@ -523,7 +528,7 @@ def ipc(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     entry = (block.get("pairs") or {}).get(t.id)
     if entry is None:
         why = block.get("error") or f"not recorded ({_where(data)})"
-        return unreadable(f"{t.label}: CUDA IPC round trip {why}")
+        return unreadable(f"{t.label}: CUDA IPC round trip {why}", fix=[MEASURE_AGAIN])
     kernel = entry.get("kernel_read") or {}
     for part, field in ((entry, "ok"), (entry, "mismatches"), (kernel, "ok"), (kernel, "mismatches")):
         value(part, field, f"{t.label}: CUDA IPC round trip")
@@ -583,11 +588,15 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
     if not vals:
         errs = (entry or {}).get("errors") or []
         return unreadable(
-            f"{t.label}: {name} not measured" + (f": {errs[0]}" if errs else f" ({_where(data)})")
+            f"{t.label}: {name} not measured" + (f": {errs[0]}" if errs else f" ({_where(data)})"),
+            fix=[MEASURE_AGAIN],
         )
     line = th.host_threshold(t.rig, t.gpu.bdf, figure, data)
     if line is None:
-        return unreadable(f"{t.label}: {name} {vals[0]:.3g} GB/s, but the GPU's link speed is unreadable")
+        return unreadable(
+            f"{t.label}: {name} {vals[0]:.3g} GB/s, but the GPU's link speed is unreadable",
+            fix=[f"read the link as root (sudo pytest --rig), or add [p2p] min_{figure}_gbps to the profile"],
+        )
     j = th.judge(vals, line)
     props: dict[str, object] = {
         f"{figure}_gbps": round(j.value, 3),
@@ -636,7 +645,9 @@ def _group(t: GroupTarget, data: dict[str, Any]) -> dict[str, Any] | Verdict:
         return hidden
     entry: dict[str, Any] | None = data.get("nccl", {}).get("groups", {}).get(group_key(t.bdfs))
     if entry is None:
-        return unreadable(f"{t.label}: no NCCL all-reduce figures for this group ({_where(data)})")
+        return unreadable(
+            f"{t.label}: no NCCL all-reduce figures for this group ({_where(data)})", fix=[MEASURE_AGAIN]
+        )
     return _run_failure(t.rig, f"{t.label}: NCCL all-reduce", entry, t.bdfs, True) or entry
 
 
@@ -649,7 +660,7 @@ def nccl_correct(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     what = f"{t.label}: all-reduce results"
     sweep = value(entry, "sweep", what) or []
     if not sweep or value(entry, "wrong", what) is None:
-        return unreadable(f"{t.label}: all-reduce results not recorded ({_where(data)})")
+        return unreadable(f"{t.label}: all-reduce results not recorded ({_where(data)})", fix=[MEASURE_AGAIN])
     n = len(t.gpus)
     wrong, nan = int(entry["wrong"]), int(value(entry, "nan", what) or 0)
     sizes = f"{len(sweep)} sizes {sweep[0]['bytes']} B .. {sweep[-1]['bytes']} B"
@@ -676,12 +687,15 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     what = f"{t.label}: all-reduce bus bandwidth"
     vals = figure_readings(entry, "busbw_gbps", what)
     if not vals:
-        return unreadable(f"{t.label}: all-reduce bus bandwidth not recorded ({_where(data)})")
+        return unreadable(
+            f"{t.label}: all-reduce bus bandwidth not recorded ({_where(data)})", fix=[MEASURE_AGAIN]
+        )
     kinds = {k.split("/", 1)[0] for k in (entry.get("transports") or {})}
     line = th.busbw_threshold(t.rig, t.bdfs, data, p2p=not kinds or bool(kinds & {"P2P", "NVLS"}))
     if line is None:
         return unreadable(
-            f"{t.label}: busbw {vals[0]:.3g} GB/s, but no pass line ([nccl] min_busbw_gbps, or link speeds)"
+            f"{t.label}: busbw {vals[0]:.3g} GB/s, but no pass line ([nccl] min_busbw_gbps, or link speeds)",
+            fix=["add [nccl] min_busbw_gbps to the profile, or read the links as root (sudo pytest --rig)"],
         )
     j = th.judge(vals, line)
     size = value(entry, "judged_bytes", what)
@@ -721,7 +735,8 @@ def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
     control = entry.get("control") or (data.get("nccl", {}).get("control") if t.name == "all" else None)
     if not control:
         return unreadable(
-            f"{t.label}: no NCCL_P2P_DISABLE=1 control run recorded for this group ({_where(data)})"
+            f"{t.label}: no NCCL_P2P_DISABLE=1 control run recorded for this group ({_where(data)})",
+            fix=[MEASURE_AGAIN],
         )
     failure = _run_failure(t.rig, f"{t.label}: NCCL control run (NCCL_P2P_DISABLE=1)", control, t.bdfs, True)
     if failure is not None:
@@ -737,7 +752,7 @@ def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
             "required ([p2p] required = false)"
         )
     if not on or not off:
-        return unreadable(f"{t.label}: busbw with and without P2P not both recorded")
+        return unreadable(f"{t.label}: busbw with and without P2P not both recorded", fix=[MEASURE_AGAIN])
     ratio = max(on) / off[0] if off[0] > 0 else float("inf")
     props: dict[str, object] = {
         "busbw_p2p_gbps": round(max(on), 3),

@@ -212,7 +212,7 @@ def captured_p2p(snapshot_name: str, captures: Path) -> dict[str, Any] | None:
     blt = parse_p2p_matrices((base / "p2pBandwidthLatencyTest.txt").read_text())
     bdfs = ["0000:00:06.0", "0000:00:07.0"]
     d = _base(
-        "transcribed from the shared capture ../shared/captures/h200x2-nvlink: P2P copies, H2D/D2H and the NCCL "
+        "transcribed from a capture of a real 2x H200 NVLink machine: P2P copies, H2D/D2H and the NCCL "
         "sweep from measurements.txt (PyTorch on that machine), latency and the peer-access-off control from "
         "p2pBandwidthLatencyTest.txt; not captured there: NVML P2P read status (pynvml ArgumentError), data checks, "
         "NCCL transports, the NCCL_P2P_DISABLE=1 run, CUDA IPC"
