@@ -551,13 +551,13 @@ def strays(config: pytest.Config) -> list[str]:
     # option" about, an error only under --strict-config); no public API gives it.
     unknown = getattr(config, "_get_unknown_ini_keys", None)
     try:
-        keys = sorted(unknown()) if callable(unknown) else []
+        keys: list[str] = sorted(unknown()) if callable(unknown) else []
     except Exception:  # noqa: BLE001 - another pytest's internals: then pytest's own warning is all
         keys = []
     for key in keys:
         if key.startswith("rig_"):
-            near = difflib.get_close_matches(key, inis, n=1, cutoff=0.8)
-            hint = f"did you mean {near[0]}?" if near else "the rigcheck ini keys: " + ", ".join(inis)
+            close = difflib.get_close_matches(key, inis, n=1, cutoff=0.8)
+            hint = f"did you mean {close[0]}?" if close else "the rigcheck ini keys: " + ", ".join(inis)
             out.append(f"ini {key} in {config.inipath}: no such rigcheck setting ({hint})")
     return out
 
