@@ -18,6 +18,7 @@ Reading a fact never fails the run: what cannot be read is ``None`` (the checks 
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -215,29 +216,46 @@ def p2p_matrix(rig: Rig, data: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
+def _shown(v: Any) -> Any:
+    """A sweep row's value as the summary and the report show it: the number, or ``None`` where the
+    figures hold something else (a ``Corrupt`` reading: the checks say UNREADABLE, the table shows ``?``)."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return v
+
+
 def nccl_sweeps(data: dict[str, Any]) -> list[dict[str, Any]] | None:
-    groups = (data.get("nccl") or {}).get("groups") or {}
+    """Each NCCL group's sweep for the summary and the report; a corrupt value is shown as ``None``, never
+    a crash (the checks judge it)."""
+    nccl = data.get("nccl")
+    groups = (nccl.get("groups") if isinstance(nccl, dict) else None) or {}
     out = []
-    for key, g in groups.items():
+    for key, g in groups.items() if isinstance(groups, dict) else ():
         if not isinstance(g, dict):
             continue
         rows = []
-        for s in g.get("sweep") or []:
-            if isinstance(s, dict) and isinstance(s.get("bytes"), int):
+        sweep = g.get("sweep")
+        for s in sweep if isinstance(sweep, list) else []:
+            if (
+                isinstance(s, dict)
+                and isinstance(s.get("bytes"), int)
+                and not isinstance(s.get("bytes"), bool)
+            ):
                 rows.append(
                     {
                         "bytes": s["bytes"],
-                        "time_us": s.get("time_us"),
-                        "algbw_gbps": s.get("algbw_gbps"),
-                        "busbw_gbps": s.get("busbw_gbps"),
-                        "wrong": s.get("wrong"),
+                        "time_us": _shown(s.get("time_us")),
+                        "algbw_gbps": _shown(s.get("algbw_gbps")),
+                        "busbw_gbps": _shown(s.get("busbw_gbps")),
+                        "wrong": _shown(s.get("wrong")),
                     }
                 )
+        members = g.get("gpus")
         out.append(
             {
                 "group": key,
-                "gpus": list(g.get("gpus") or key.split("+")),
-                "nccl": g.get("nccl"),
+                "gpus": [str(m) for m in members] if isinstance(members, list) else key.split("+"),
+                "nccl": g.get("nccl") if isinstance(g.get("nccl"), str) else None,
                 "busbw_gbps": _best(g.get("busbw_gbps")),
                 "sweep": rows,
             }

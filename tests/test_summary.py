@@ -360,3 +360,20 @@ def test_matrix_cells_never_run_together() -> None:
     ]
     assert lines[2] == "     0       - 1500.00", lines
     assert lines[3] == "     1       ?      -", lines
+
+
+def test_corrupt_sweep_never_crashes_the_summary() -> None:
+    """Fresh-user finding: a sweep row with wrong = -3 (held as a Corrupt reading) crashed the terminal summary
+    (TypeError in facts.nccl_sweeps) and the --rig-report was never written. Corrupt values show as None."""
+    from pytest_rigcheck.facts import nccl_sweeps
+    from pytest_rigcheck.p2p.figures import Corrupt
+
+    groups = {
+        "a+b": {"gpus": ["a", "b"], "sweep": Corrupt("sweep: not a list"), "busbw_gbps": Corrupt("nan")},
+        "c+d": {"sweep": [{"bytes": 8, "wrong": Corrupt("wrong: -3"), "busbw_gbps": float("inf")}]},
+        "e+f": "garbage",
+    }
+    out = nccl_sweeps({"nccl": {"groups": groups}})
+    assert out is not None and [g["group"] for g in out] == ["a+b", "c+d"]
+    assert out[0]["sweep"] == [] and out[0]["busbw_gbps"] is None
+    assert out[1]["sweep"][0]["wrong"] is None and out[1]["sweep"][0]["busbw_gbps"] is None
