@@ -95,7 +95,7 @@ def topology(rig: Rig) -> dict[str, Any]:
                 "max_gen": cap_gen,
                 "max_width": cap_width,
                 "acs": _acs(fn) if fn.is_bridge else None,
-                "iommu_group": fn.iommu_group,
+                "iommu_group": _iommu_group(fn),
                 "gpu_index": i if fn.bdf == gpu.bdf else None,
                 "slot": fn.slot,
             }
@@ -214,6 +214,16 @@ def p2p_matrix(rig: Rig, data: dict[str, Any]) -> dict[str, Any] | None:
             out[fig].append(row)
     out["origin"] = data.get("origin")
     return out
+
+
+def _iommu_group(fn: Any) -> str | None:
+    """The function's IOMMU group for the report, or ``"refused"`` where its link leaves the snapshot."""
+    from .errors import SourceError
+
+    try:
+        return fn.iommu_group  # type: ignore[no-any-return]
+    except SourceError:
+        return "refused"
 
 
 def _shown(v: Any) -> Any:

@@ -97,9 +97,14 @@ class PciFunction:
 
     @cached_property
     def iommu_group(self) -> str | None:
-        link = self.source.readlink(f"{self.base}/iommu_group")
-        # The link's last component is the group number (.../kernel/iommu_groups/6); an empty or odd
-        # target is returned as it is, and the IOMMU check finds no such group (UNREADABLE).
+        """The group number the ``iommu_group`` link names (``.../kernel/iommu_groups/6`` -> ``"6"``), ``None``
+        without a link. An empty or odd target is returned as it is, and the IOMMU check finds no such group
+        (UNREADABLE). A link the reader refuses (it leaves the snapshot) raises ``SourceError``: its target
+        is no evidence of anything, and the check that needs it is UNREADABLE saying so."""
+        rel = f"{self.base}/iommu_group"
+        link = self.source.readlink(rel)
+        if link:
+            self.source.resolve(rel, link=True)  # RefusedError where the link leaves the snapshot
         return (link.rstrip("/").rsplit("/", 1)[-1] or link) if link else None
 
     @cached_property

@@ -144,3 +144,26 @@ def test_empty_dirs_from_manifest(tmp_path: Path) -> None:
         _tree(tmp_path, groups=None, units=None, cmdline="ro"), frozenset({"sys/kernel/iommu_groups"})
     )
     assert state.mode == "off"
+
+
+def test_refused_group_link_is_no_evidence(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Fresh-user finding: a GPU's iommu_group as an absolute symlink (out of the snapshot) was refused by the
+    containment check, yet the IOMMU check still took group 6 from the link's text and passed
+    ("passthrough"). The refused link is no evidence: that GPU's check is UNREADABLE saying why."""
+    import shutil
+
+    from .conftest import SNAPSHOTS
+
+    snap = tmp_path / "snap"
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-iommu-dma", snap, symlinks=True)
+    for t in (snap / "sys/kernel/iommu_groups").glob("*/type"):
+        t.write_text("identity\n")
+    devices = snap / "sys/bus/pci/devices"
+    link = (devices / "0000:4b:00.0").resolve() / "iommu_group"
+    link.unlink()
+    link.symlink_to("/sys/kernel/iommu_groups/6")
+    result = pytester.runpytest(f"--rig-snapshot={snap}", "-p", "no:cacheprovider", "-k", "iommu", "-rf")
+    out = result.stdout.str()
+    assert "FAILED test_iommu.py::test_iommu_not_translating[0000:4b:00.0] - UNREADABLE" in out, out
+    assert "iommu_group -> /sys/kernel/iommu_groups/6 leaves the snapshot: refused" in out, out
+    assert "Traceback" not in out
