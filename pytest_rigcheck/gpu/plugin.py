@@ -71,12 +71,21 @@ class GpuSession:
         NVML does not report (``inventory.seen_by_nvml`` fails it with the diagnosis).
         """
         from ..availability import NVIDIA_VENDOR
-        from .state import NOT_IN_NVML, NOT_NVIDIA, Unavailable
+        from .state import CORRUPT, NOT_IN_NVML, NOT_NVIDIA, Unavailable
 
         by_bdf = {g.bdf: g for g in self.system.gpus}
+        stray = sorted(b for b in by_bdf if b not in self.rig.pcie.functions)
         out: dict[str, GpuState | Unavailable] = {}
         for fn in self.rig.pcie.gpus:
-            if fn.bdf in by_bdf:
+            if stray and fn.vendor == NVIDIA_VENDOR:
+                # NVML and PCIe disagree: which NVML entry is which GPU is then no evidence at all
+                out[fn.bdf] = Unavailable(
+                    f"{self.nvml.origin} lists GPU(s) at {', '.join(stray)} that are not on this rig's PCIe bus "
+                    f"({len(self.rig.pcie.gpus)} GPU(s) there): NVML and PCIe disagree, so its readings "
+                    "cannot be placed (NVML state of another machine, or corrupt)",
+                    CORRUPT,
+                )
+            elif fn.bdf in by_bdf:
                 out[fn.bdf] = by_bdf[fn.bdf]
             elif fn.vendor != NVIDIA_VENDOR:
                 out[fn.bdf] = Unavailable(

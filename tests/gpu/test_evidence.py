@@ -391,3 +391,24 @@ def test_linkhealth_aer_counter_backwards_is_unreadable(pytester: pytest.Pyteste
     assert result.ret == 1, out
     assert re.search(r"^FAILED \S*::test_link_errors_not_growing\[0000:21:00.0\]", out, re.M), out
     assert "UNREADABLE" in out and "correctable went backwards 7 -> 0" in out, out
+
+
+def test_nvml_gpu_not_on_the_bus_makes_every_nvml_check_unreadable(
+    pytester: pytest.Pytester, make_snapshot: Callable[..., Path]
+) -> None:
+    """Fresh-user finding: an nvml.json GPU at 0000:99:00.0 (not on the PCIe bus) was noticed only by
+    test_circuit_budget, and a profile without circuit_w gave 172 passed, exit 0. NVML and PCIe disagreeing
+    means no NVML reading can be placed on a GPU: every NVML check is UNREADABLE naming the stray BDF."""
+
+    def stray(state: dict[str, Any]) -> None:
+        extra = dict(state["gpus"][0], bdf="0000:99:00.0", index=len(state["gpus"]))
+        state["gpus"].append(extra)
+
+    failed, out = _run(pytester, make_snapshot(PRO, stray), "-k", "power_limit or vram or seen_by_nvml")
+    assert failed and all(
+        name.split("[")[0] in {"test_power_limit", "test_vram_free", "test_gpu_seen_by_nvml"}
+        for name in failed
+    ), out
+    assert f"test_power_limit[{G2}]" in failed, out
+    assert "lists GPU(s) at 0000:99:00.0 that are not on this rig's PCIe bus" in out, out
+    assert "Traceback" not in out
