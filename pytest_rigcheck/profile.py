@@ -543,7 +543,8 @@ def match_rig(profile: Profile, rig: Rig) -> None:
     """Check that every device, slot and lane-group key of ``profile`` names something on ``rig``.
 
     Per-device tables (``[links.device.X]``, and every section with a ``devices`` mapping such as
-    ``[power.device.X]``) must name a GPU (or, for ``[links]``, the lower end of a link on a GPU's
+    ``[power.device.X]`` and ``[vllm.gpus.X]``: a section's ``device_table`` names its table when not
+    ``device``; with ``devices_without_gpus`` its keys are taken as given on a rig with no GPU) must name a GPU (or, for ``[links]``, the lower end of a link on a GPU's
     path) by PCI address, GPU index or slot name, and no device may be named by two tables of one
     section. ``[bifurcation]`` keys must name a lane group feeding a GPU, one of its root ports, or a
     slot below them. ``[rig] tp_groups`` indices must be GPUs of this rig. Reads the rig's PCIe tree

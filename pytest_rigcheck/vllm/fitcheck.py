@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..verdict import Verdict, failed, not_applicable, passed, unreadable, warned
+from ..verdict import Status, Verdict, failed, not_applicable, passed, unreadable, warned
 from .fit import FitReport, ModelSpec, check_model_fit, load_spec, parse_version
 from .settings import GpuMemory, VllmSettings
 
@@ -132,7 +132,10 @@ def rig_memory_fit(
                 fix=[f"give each of the {tp} GPUs' figures in {given_src}, or lower tensor_parallel_size"],
             )
         taken = f"{given_src}, taken as given: {rig} shows no GPU on its PCIe bus to match them to"
-        return memory_fit(s, [given[i] for i in group], taken, notes=[f"GPU memory figures from {taken}"])
+        verdict = memory_fit(s, [given[i] for i in group], taken)
+        if verdict.status in (Status.PASS, Status.FAIL):  # the figures are the user's, not this machine's
+            verdict.summary += f" (GPU memory from {taken})"
+        return verdict
     group = list(tp_groups[0]) if tp_groups else list(range(min(tp, rig_gpus)))
     figures: list[GpuMemory] = []
     by_source: dict[str, list[int]] = {}
