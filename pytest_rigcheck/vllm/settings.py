@@ -340,7 +340,15 @@ def gpu_tables(value: object, where: str) -> tuple[tuple[DeviceKey, GpuMemory], 
             raise ProfileError(where, k, entry, f'names the same GPU as "{twin.text}": keep one')
         index = int(key.value) if key.kind == "index" else -1
         out.append(
-            (key, GpuMemory(index, name.strip() or f"GPU {text}", int(total * 2**30), int(used * 2**30)))
+            (
+                key,
+                GpuMemory(
+                    index,
+                    name.strip() or (f"GPU{key.value}" if key.kind == "index" else str(text)),
+                    int(total * 2**30),
+                    int(used * 2**30),
+                ),
+            )
         )
     return tuple(out)
 
