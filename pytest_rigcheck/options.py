@@ -206,9 +206,11 @@ def _launch(text: Any) -> str:
 
 
 def _gpu_specs(specs: Any) -> tuple[Any, ...]:
-    from .vllm.settings import parse_gpu_option
+    """``(key, GpuMemory)`` pairs (``vllm.settings.parse_gpu_options``); matched to the rig's GPUs at session
+    start (``vllm.plugin.resolve_settings``)."""
+    from .vllm.settings import parse_gpu_options
 
-    return tuple(parse_gpu_option(s) for s in (specs if isinstance(specs, list) else [specs]))
+    return parse_gpu_options(specs if isinstance(specs, list) else [specs])
 
 
 # -- the table ------------------------------------------------------------------------------------------

@@ -168,9 +168,10 @@ class DeviceKey:
             return index is not None and int(self.value) == index
         return slot is not None and slot.lower() == self.value
 
-    def table(self, section: str) -> str:
-        """``[power.device."0000:03:00.0"]``: the table as the profile spells it."""
-        return f'[{section}.device."{self.text}"]'
+    def table(self, section: str, sub: str = "device") -> str:
+        """``[power.device."0000:03:00.0"]``: the table as the profile spells it (``sub`` the per-device
+        table's name: ``gpus`` for ``[vllm.gpus."0"]``)."""
+        return f'[{section}.{sub}."{self.text}"]'
 
 
 def device_tables(
@@ -542,7 +543,8 @@ def match_rig(profile: Profile, rig: Rig) -> None:
     """Check that every device, slot and lane-group key of ``profile`` names something on ``rig``.
 
     Per-device tables (``[links.device.X]``, and every section with a ``devices`` mapping such as
-    ``[power.device.X]``) must name a GPU (or, for ``[links]``, the lower end of a link on a GPU's
+    ``[power.device.X]`` and ``[vllm.gpus.X]``: a section's ``device_table`` names its table when not
+    ``device``; with ``devices_without_gpus`` its keys are taken as given on a rig with no GPU) must name a GPU (or, for ``[links]``, the lower end of a link on a GPU's
     path) by PCI address, GPU index or slot name, and no device may be named by two tables of one
     section. ``[bifurcation]`` keys must name a lane group feeding a GPU, one of its root ports, or a
     slot below them. ``[rig] tp_groups`` indices must be GPUs of this rig. Reads the rig's PCIe tree
@@ -570,6 +572,11 @@ def match_rig(profile: Profile, rig: Rig) -> None:
         )
 
     for name, devices in per_device.items():
+        # a section may name its per-device table otherwise ([vllm.gpus]) and may take its keys as given
+        # on a machine without GPUs (the model-fit gate planning for GPUs not in it)
+        sub = getattr(profile.sections[name], "device_table", "device")
+        if not gpus and getattr(profile.sections[name], "devices_without_gpus", False):
+            continue
         if name == "links":
             ends = [t.down for t in links(rig)]
             has = "links end at " + (", ".join(_fn_text(f, index) for f in ends) or "nothing (no GPU)")
@@ -582,7 +589,7 @@ def match_rig(profile: Profile, rig: Rig) -> None:
             if not hit:
                 raise ProfileError(
                     where,
-                    f"{name}.device",
+                    f"{name}.{sub}",
                     key.text,
                     f"no device on {rig.name} has this PCI address, GPU index or slot name; its {has}{short}",
                 )
@@ -590,9 +597,9 @@ def match_rig(profile: Profile, rig: Rig) -> None:
                 if f.bdf in claimed:
                     raise ProfileError(
                         where,
-                        f"{name}.device",
+                        f"{name}.{sub}",
                         key.text,
-                        f"{key.table(name)} and {claimed[f.bdf].table(name)} both name {f.bdf} on {rig.name}: keep one",
+                        f"{key.table(name, sub)} and {claimed[f.bdf].table(name, sub)} both name {f.bdf} on {rig.name}: keep one",
                     )
                 claimed[f.bdf] = key
 

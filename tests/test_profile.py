@@ -416,6 +416,21 @@ def test_gpu_device_index_beyond_rig(open_rig: Any) -> None:
     assert err.key == "gpu.device" and err.value == "4"
 
 
+def test_vllm_gpus_key_beyond_rig_lists_gpus(open_rig: Any) -> None:
+    """``[vllm.gpus] "2"`` on a 2-GPU rig matches nothing, as any per-device key (the model-fit gate would
+    otherwise size the served group from a GPU that is not there)."""
+    entry = {"name": "RTX 3090", "total_gib": 23.58, "used_gib": 0}
+    err = _mismatch(open_rig, "rtx3090x2-riser-x8", {"vllm": {"gpus": {"0": entry, "2": entry}}})
+    assert err.key == "vllm.gpus" and err.value == "2"
+    assert "GPUs are 0000:21:00.0 (GPU0, slot PCIE1), 0000:4b:00.0 (GPU1, slot PCIE3)" in str(err)
+    err = _mismatch(open_rig, "rtx3090x2-riser-x8", {"vllm": {"gpus": {"1": entry, "PCIE3": entry}}})
+    assert '[vllm.gpus."PCIE3"] and [vllm.gpus."1"] both name 0000:4b:00.0' in str(err)
+    match_rig(
+        parse_profile({"vllm": {"gpus": {"pcie3": entry}}}, "rig.toml"),
+        open_rig(SNAPSHOTS / "rtx3090x2-riser-x8"),
+    )
+
+
 def test_two_tables_one_gpu(open_rig: Any) -> None:
     """A GPU named by two tables of one section (address and index) is refused."""
     err = _mismatch(

@@ -4,10 +4,10 @@ run ``fit.check_model_fit``, and return ``Verdict``s."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..verdict import Verdict, failed, not_applicable, passed, unreadable, warned
+from ..verdict import Status, Verdict, failed, not_applicable, passed, unreadable, warned
 from .fit import FitReport, ModelSpec, check_model_fit, load_spec, parse_version
 from .settings import GpuMemory, VllmSettings
 
@@ -86,6 +86,102 @@ def group_of(
     return sorted(gpus, key=lambda g: g.index)[:tp]
 
 
+def rig_memory_fit(
+    s: VllmSettings,
+    rig_gpus: int,
+    tp_groups: Sequence[Sequence[int]] | None,
+    nvml: Callable[[], tuple[Sequence[GpuMemory], str]],
+    rig: str = "the rig",
+) -> Verdict:
+    """The model-fit gate on a rig: each GPU of the served group sized from its own figures, given
+    (``[vllm.gpus]`` or ``--rig-vllm-gpu-memory``, already matched to the rig's GPUs) else NVML's.
+
+    The group is the first ``[rig] tp_groups`` group, else GPUs 0 to ``tensor_parallel_size - 1`` (the
+    devices vLLM takes without CUDA_VISIBLE_DEVICES) of those the rig has. One GPU's figures are never
+    used for another: a GPU of the group with no figures given and none from NVML makes the gate
+    UNREADABLE, naming it. On a machine with no GPU on its PCIe bus (``rig_gpus`` 0, planning a fit for
+    GPUs not in it) the figures given are the group, taken as given, and the verdict says so.
+
+    Args:
+        rig_gpus: how many GPUs the rig shows on its PCIe bus.
+        nvml: called only when a GPU of the group has no figures given: NVML's figures and where they
+            came from (``"NVML (rig)"``), or ``([], why there are none)``.
+        rig: the rig's name, for messages.
+    """
+    spec = resolve_model(s)
+    if isinstance(spec, Verdict):
+        return spec
+    tp = s.tensor_parallel_size
+    given = {g.index: g for g in s.gpus}
+    given_src = s.gpus_source or f"[vllm.gpus] or --rig-vllm-gpu-memory ({s.where})"
+    if rig_gpus == 0:
+        if not given:
+            return memory_fit(s, [], "none")
+        group = sorted(given)[:tp]
+        gpus = ", ".join(f"GPU{i}" for i in sorted(given))
+        if len(group) < tp:
+            return unreadable(
+                f"model-fit gate for {spec.name}: tensor-parallel size {tp} needs the memory of {tp} GPUs; "
+                f"{given_src} gives {len(given)} ({gpus}) and {rig} shows no GPU on its PCIe bus for NVML "
+                "to read",
+                measured=f"figures for {len(given)} GPU(s): {gpus}",
+                expected=f"figures for {tp} GPUs (tensor_parallel_size {tp}, [vllm] in {s.where})",
+                measured_value=len(given),
+                expected_value=tp,
+                unit="GPUs",
+                fix=[f"give each of the {tp} GPUs' figures in {given_src}, or lower tensor_parallel_size"],
+            )
+        taken = f"{given_src}, taken as given: {rig} shows no GPU on its PCIe bus to match them to"
+        verdict = memory_fit(s, [given[i] for i in group], taken)
+        if verdict.status in (Status.PASS, Status.FAIL):  # the figures are the user's, not this machine's
+            verdict.summary += f" (GPU memory from {taken})"
+        return verdict
+    group = list(tp_groups[0]) if tp_groups else list(range(min(tp, rig_gpus)))
+    figures: list[GpuMemory] = []
+    by_source: dict[str, list[int]] = {}
+    read: dict[int, GpuMemory] | None = None
+    nvml_src = ""
+    missing: list[int] = []
+    for i in group:
+        if i not in given and read is None:
+            got, nvml_src = nvml()
+            read = {g.index: g for g in got}
+        g = given.get(i) or (read or {}).get(i)
+        if g is None:
+            missing.append(i)
+            continue
+        figures.append(g)
+        by_source.setdefault(given_src if i in given else nvml_src, []).append(i)
+    unused = sorted(set(given) - set(group))
+    notes = (
+        [f"{given_src} gives GPU{', GPU'.join(map(str, unused))}, not in the group {group}: not used"]
+        if unused
+        else []
+    )
+    if missing:
+        names = ", ".join(f"GPU{i}" for i in missing)
+        return unreadable(
+            f"model-fit gate for {spec.name}: no GPU memory figures for {names} of the group {group} on {rig} "
+            f"(given: {', '.join(f'GPU{i}' for i in sorted(given)) or 'none'}; NVML: {nvml_src or 'not read'})",
+            measured=f"figures for {len(figures)} of the group's {len(group)} GPUs",
+            expected=f"figures for every GPU of the group {group}, given or from NVML",
+            measured_value=len(figures),
+            expected_value=len(group),
+            unit="GPUs",
+            target={"gpus": [f"GPU{i}" for i in missing]},
+            notes=notes,
+            fix=[
+                f"give --rig-vllm-gpu-memory INDEX:NAME:TOTAL:USED for {names} (or [vllm.gpus] in the "
+                "profile), or install pytest-rigcheck[nvml] so NVML reports them"
+            ],
+        )
+    if len(by_source) == 1:
+        source = next(iter(by_source))
+    else:
+        source = ", ".join(f"{src} for {', '.join(f'GPU{i}' for i in ids)}" for src, ids in by_source.items())
+    return memory_fit(s, figures, source, tp_groups, notes)
+
+
 def _chunked(flags: Sequence[str]) -> bool | None:
     """``--enable-chunked-prefill`` / ``--no-enable-chunked-prefill`` (or ``=true/false``); ``None``: unset."""
     on = None
@@ -125,9 +221,11 @@ def memory_fit(
     gpus: Sequence[GpuMemory],
     gpu_source: str,
     tp_groups: Sequence[Sequence[int]] | None = None,
+    notes: Sequence[str] = (),
 ) -> Verdict:
     """vLLM's start rule on each GPU of the group: weights + runtime within ``gpu_memory_utilization``,
-    and one sequence of ``max_model_len`` (or ``[vllm] concurrency`` of them) in the KV cache left."""
+    and one sequence of ``max_model_len`` (or ``[vllm] concurrency`` of them) in the KV cache left.
+    ``notes`` go on the verdict after the report's own."""
     spec = resolve_model(s)
     if isinstance(spec, Verdict):
         return spec
@@ -157,7 +255,7 @@ def memory_fit(
         expected_value=report.concurrency,
         unit="sequences",
         target={"gpus": [f"GPU{g.gpu.index} ({g.gpu.name})" for g in report.gpus]},
-        notes=[report.kv_line(), *report.notes],
+        notes=[report.kv_line(), *report.notes, *notes],
         properties={**report.properties(), "gpu_memory_source": gpu_source},
     )
     if not report.ok:

@@ -48,13 +48,14 @@ def _pick(config: pytest.Config, setting: Any) -> tuple[Any, str]:
     return (r.value, r.where) if r.given else (None, "")
 
 
-def resolve_settings(config: pytest.Config, profile: Any) -> VllmSettings:
+def resolve_settings(config: pytest.Config, profile: Any, rig: Any = None) -> VllmSettings:
     """Options and the profile's ``[vllm]`` table, validated; ``pytest.UsageError`` names key, value and
-    what is allowed.
+    what is allowed. GPU memory figures ([vllm.gpus], --rig-vllm-gpu-memory) must name GPUs of ``rig``.
 
     Args:
         config: the pytest config (options, ini).
         profile: the rig's ``Profile`` (its ``raw`` TOML and ``source``), or ``None``.
+        rig: the ``Rig`` the figures are matched to; ``None``: taken as given.
     """
     from ..errors import ProfileError
     from .settings import DEFAULT_LAUNCH, VllmSettings, parse_url, parse_vllm_table
@@ -103,18 +104,41 @@ def resolve_settings(config: pytest.Config, profile: Any) -> VllmSettings:
     timeout, _ = _pick(config, VLLM_READY_TIMEOUT)
     if timeout is not None:
         kw["ready_timeout_s"] = timeout
-    gpus, _ = _pick(config, VLLM_GPU_MEMORY)
-    if gpus:
-        kw["gpus"] = gpus
+    option, option_src = _pick(config, VLLM_GPU_MEMORY)
+    if option:  # the option's figures replace the table's
+        kw["gpu_tables"], kw["gpus_source"] = option, option_src
+    if kw.get("gpu_tables"):
+        kw["gpus"] = _place_gpus(kw["gpu_tables"], rig, where, option_src if option else None)
     return VllmSettings(where=where, **kw)
 
 
-def _first_profile(config: pytest.Config) -> Any:
+def _place_gpus(given: Any, rig: Any, where: str, option_src: str | None) -> tuple[GpuMemory, ...]:
+    """The figures of [vllm.gpus] or --rig-vllm-gpu-memory on the rig's GPUs (``settings.place_gpus``);
+    ``pytest.UsageError`` for one the rig does not have. Without a rig they are taken as given."""
+    from ..errors import ProfileError, RigcheckError
+    from .settings import place_gpus
+
+    if rig is None:
+        return tuple(sorted((g for _, g in given if g.index >= 0), key=lambda g: g.index))
+    try:
+        found = [(f.bdf, f.slot) for f in rig.pcie.gpus]
+    except RigcheckError as exc:
+        raise pytest.UsageError(f"rig {rig.name}: {exc}") from None
+    try:
+        return place_gpus(given, found, where, option_src or "vllm.gpus", rig.name)
+    except ProfileError as exc:
+        if option_src:  # as options.resolve words a bad value: the option (or variable, ini key) and value
+            raise pytest.UsageError(f"{option_src}: invalid value {exc.value!r}: {exc.allowed}") from None
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _first(config: pytest.Config) -> tuple[Any, Any]:
+    """The first rig's profile and the rig (the settings follow the first rig), or ``(None, None)``."""
     from ..plugin import iter_rigs
 
     for rig in iter_rigs(config):
-        return rig.profile
-    return None
+        return rig.profile, rig
+    return None, None
 
 
 @pytest.hookimpl(trylast=True)
@@ -128,7 +152,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     if RIG_SESSION not in config.stash or not config.stash[RIG_SESSION].enabled:
         return
-    settings = config.stash[SETTINGS_KEY] = resolve_settings(config, _first_profile(config))
+    settings = config.stash[SETTINGS_KEY] = resolve_settings(config, *_first(config))
     # One server, measured: parallel workers would each start their own (GPU memory twice) or share it
     # and skew every timing. The controller refuses before any worker starts (workers have "workerinput").
     workers = getattr(config.option, "numprocesses", None)
@@ -142,7 +166,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def settings_of(config: pytest.Config) -> VllmSettings:
     """The run's vLLM settings (resolved at session start, or now when the core is not enabled)."""
     if SETTINGS_KEY not in config.stash:
-        config.stash[SETTINGS_KEY] = resolve_settings(config, _first_profile(config))
+        config.stash[SETTINGS_KEY] = resolve_settings(config, *_first(config))
     return config.stash[SETTINGS_KEY]
 
 

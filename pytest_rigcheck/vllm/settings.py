@@ -7,11 +7,14 @@ the options at session start; either mistake is a ``pytest.UsageError`` before c
 
 from __future__ import annotations
 
+import math
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from ..errors import ProfileError
+from ..profile import DeviceKey, check_keys
 
 # The default launch command (the issue's "vllm serve MODEL --tensor-parallel-size N" plus flags);
 # {flags} expands to the profile's flags plus the ones derived from its keys (max_model_len, ...).
@@ -115,6 +118,17 @@ class VllmSettings:
     model_preset: str | None = None
     runtime_overhead_gib: float | None = None
     gpus: tuple[GpuMemory, ...] = ()
+    gpus_source: str = ""  # "[vllm.gpus] in rig.toml", "--rig-vllm-gpu-memory": for the gate's messages
+    gpu_tables: tuple[tuple[DeviceKey, GpuMemory], ...] = ()  # [vllm.gpus] as written, for profile.match_rig
+    # profile.match_rig: [vllm.gpus] keys name GPUs of the rig, like [power.device.X]; a rig with no GPU
+    # on its PCIe bus takes them as given (planning a fit for GPUs not in this machine).
+    device_table: ClassVar[str] = "gpus"
+    devices_without_gpus: ClassVar[bool] = True
+
+    @property
+    def devices(self) -> dict[DeviceKey, GpuMemory]:
+        """``[vllm.gpus]`` by key, as ``profile.match_rig`` reads per-device tables."""
+        return dict(self.gpu_tables)
 
     @property
     def configured(self) -> bool:
@@ -245,7 +259,9 @@ def parse_vllm_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
                 )
             out[key] = {str(a): str(b) for a, b in value.items()}
         elif key == "gpus":
-            out[key] = parse_gpu_table(value, where)
+            out["gpu_tables"] = gpu_tables(value, where)
+            out[key] = tuple(sorted((g for _, g in out["gpu_tables"] if g.index >= 0), key=lambda g: g.index))
+            out["gpus_source"] = f"[vllm.gpus] in {where}"
     if "launch" in out:
         _check_template(where, "vllm.launch", out["launch"])
         if "{port}" not in out["launch"] and "port" not in out:
@@ -268,30 +284,125 @@ def parse_vllm(table: dict[str, Any], where: str) -> VllmSettings:
     return VllmSettings(where=where, **parse_vllm_table(table, where))
 
 
+GPU_KEYS = ("name", "total_gib", "used_gib")
+
+
 def parse_gpu_table(value: object, where: str) -> tuple[GpuMemory, ...]:
-    """``[vllm.gpus]``: ``"0" = {name = "RTX 3080", total_gib = 10, used_gib = 1.2}``, one entry per GPU."""
+    """``[vllm.gpus]``: ``"0" = {name = "RTX 3080", total_gib = 10, used_gib = 1.2}``, one entry per GPU.
+
+    The key names the GPU as the profile's other per-device tables do (``profile.DeviceKey``): its index
+    (nvidia-smi's, PCI bus order), PCI address or slot name. Entries keyed by index are returned (by index);
+    those keyed by address or slot get their index when matched to the rig (``place_gpus``); all of them
+    are in ``VllmSettings.gpu_tables``.
+
+    Raises:
+        ProfileError: not a table of tables, an unknown key in an entry (``name``, ``total_gib``,
+            ``used_gib``), missing figures, impossible figures, or two keys naming one GPU the same way.
+    """
+    return tuple(sorted((g for _, g in gpu_tables(value, where) if g.index >= 0), key=lambda g: g.index))
+
+
+def gpu_tables(value: object, where: str) -> tuple[tuple[DeviceKey, GpuMemory], ...]:
+    """``[vllm.gpus]`` as ``(key, figures)`` pairs in the profile's order; index -1 for an address or
+    slot key (not known before the rig is read). Raises ``ProfileError`` as ``parse_gpu_table``."""
     if not isinstance(value, dict):
         raise ProfileError(
             where, "vllm.gpus", value, 'a table: "0" = {name = "...", total_gib = 10, used_gib = 1.2}'
         )
-    gpus = []
-    for idx, entry in value.items():
-        k = f"vllm.gpus.{idx}"
-        if not str(idx).isdigit():
-            raise ProfileError(where, k, idx, "a GPU index (0, 1, ...) as the key")
-        if not isinstance(entry, dict) or not {"total_gib", "used_gib"} <= set(entry):
+    out: list[tuple[DeviceKey, GpuMemory]] = []
+    for text, entry in value.items():
+        k = f'vllm.gpus."{text}"'
+        if not str(text).strip():
+            raise ProfileError(
+                where, k, entry, "a GPU index (0, 1, ...), a PCI address or a slot name as the key"
+            )
+        if not isinstance(entry, dict):
+            raise ProfileError(where, k, entry, "a table with total_gib and used_gib (and optional name)")
+        check_keys(where, k, entry, GPU_KEYS)
+        if not {"total_gib", "used_gib"} <= set(entry):
             raise ProfileError(where, k, entry, "a table with total_gib and used_gib (and optional name)")
         total, used = entry["total_gib"], entry["used_gib"]
         if (
-            not all(isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 for x in (total, used))
+            not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+                for x in (total, used)
+            )
             or used > total
             or total <= 0
         ):
             raise ProfileError(where, k, entry, "total_gib > 0 and 0 <= used_gib <= total_gib (GiB)")
-        gpus.append(
-            GpuMemory(int(idx), str(entry.get("name", f"GPU{idx}")), int(total * 2**30), int(used * 2**30))
+        name = entry.get("name", "")
+        if not isinstance(name, str):
+            raise ProfileError(where, f"{k}.name", name, 'a string, e.g. "RTX 3090"')
+        key = DeviceKey.parse(str(text))
+        twin = next((t for t, _ in out if (t.kind, t.value) == (key.kind, key.value)), None)
+        if twin is not None:
+            raise ProfileError(where, k, entry, f'names the same GPU as "{twin.text}": keep one')
+        index = int(key.value) if key.kind == "index" else -1
+        out.append(
+            (
+                key,
+                GpuMemory(
+                    index,
+                    name.strip() or (f"GPU{key.value}" if key.kind == "index" else str(text)),
+                    int(total * 2**30),
+                    int(used * 2**30),
+                ),
+            )
         )
-    return tuple(sorted(gpus, key=lambda g: g.index))
+    return tuple(out)
+
+
+def place_gpus(
+    given: Sequence[tuple[DeviceKey, GpuMemory]],
+    rig_gpus: Sequence[tuple[str, str | None]],
+    where: str,
+    key: str,
+    rig: str,
+) -> tuple[GpuMemory, ...]:
+    """The given figures on the rig's GPUs: each key matched to one GPU, its index set to that GPU's.
+
+    Args:
+        given: ``(key, figures)`` pairs, from ``gpu_tables`` or the option (index keys).
+        rig_gpus: the rig's GPUs as ``(bdf, slot)``, in PCI bus order (nvidia-smi's index order).
+            Empty: a machine without GPUs, planning a fit; index keys are then taken as given (the gate
+            says the figures are not the rig's) and an address or slot key matches nothing.
+        where, key: the file or option and the key, for the error.
+        rig: the rig's name, for the error.
+
+    Raises:
+        ProfileError: a key names no GPU of the rig (listing the ones it has), or two keys name one GPU.
+    """
+    out: dict[int, tuple[DeviceKey, GpuMemory]] = {}
+    for dk, mem in given:
+        if not rig_gpus:
+            if dk.kind != "index":
+                raise ProfileError(
+                    where,
+                    key,
+                    dk.text,
+                    f"{rig} shows no GPU on its PCIe bus, so a PCI address or slot name names nothing; "
+                    "key the figures by GPU index (0, 1, ...) to plan a fit for GPUs not here",
+                )
+            hit = [mem.index]
+        else:
+            hit = [i for i, (bdf, slot) in enumerate(rig_gpus) if dk.matches(bdf, i, slot)]
+        if not hit:
+            has = ", ".join(
+                f"{bdf} (GPU{i}{', slot ' + slot if slot else ''})" for i, (bdf, slot) in enumerate(rig_gpus)
+            )
+            what = {"index": f"GPU{dk.value} does not exist", "bdf": "no GPU has this PCI address"}
+            raise ProfileError(
+                where,
+                key,
+                dk.text,
+                f"{what.get(dk.kind, 'no GPU is in this slot')} on {rig}: its GPUs are {has} (nvidia-smi order)",
+            )
+        i = hit[0]
+        if i in out:
+            raise ProfileError(where, key, dk.text, f'names GPU{i}, as "{out[i][0].text}" does: keep one')
+        out[i] = (dk, mem._replace(index=i))
+    return tuple(m for _, (_, m) in sorted(out.items()))
 
 
 _UNITS = {"": 2**30, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
@@ -337,3 +448,14 @@ def parse_gpu_option(text: str) -> GpuMemory:
     if used > total or total <= 0:
         raise ValueError(f"{text!r}: used ({parts[3]}) must be at most total ({parts[2]}), total above 0")
     return GpuMemory(int(parts[0]), parts[1].strip() or f"GPU{parts[0]}", total, used)
+
+
+def parse_gpu_options(specs: Sequence[str]) -> tuple[tuple[DeviceKey, GpuMemory], ...]:
+    """``--rig-vllm-gpu-memory`` given once or more: ``(key, figures)`` pairs as ``gpu_tables`` gives,
+    each key an index whose ``text`` is the spec as written (for ``place_gpus``' errors).
+    ``ValueError`` as ``parse_gpu_option``."""
+    out = []
+    for spec in specs:
+        g = parse_gpu_option(spec)
+        out.append((DeviceKey(spec, "index", str(g.index)), g))
+    return tuple(out)

@@ -613,6 +613,164 @@ class TestCase04:
         )
 
 
+class TestCase04GpuFigures:
+    """Case 04's [vllm.gpus] and --rig-vllm-gpu-memory as a fresh user got them wrong (case 04 is a one-GPU
+    rig, GPU0 at 0000:01:00.0): each mistake is one usage error (exit 4) before any check, naming the file
+    or option, the key, the value and what the rig has; a figure keyed by PCI address is used for its GPU."""
+
+    @staticmethod
+    def profile(tmp_path: Path, entries: str) -> Path:
+        text = (CASE04 / "profile-20k.toml").read_text()
+        line = '"0" = { name = "RTX 3090", total_gib = 23.58, used_gib = 0 }'
+        assert line in text
+        path = tmp_path / "rig.toml"
+        path.write_text(text.replace(line, entries))
+        return path
+
+    def replay(self, pytester, tmp_path, profile: Path, *args: str) -> pytest.RunResult:
+        return run(
+            pytester,
+            "--rig-snapshot",
+            str(CASE04 / "snapshot"),
+            "--rig-profile",
+            str(profile),
+            *args,
+            str(FIT),
+        )
+
+    @pytest.mark.parametrize(
+        ("entries", "said"),
+        [
+            (
+                '"9" = { name = "RTX 3090", total_gib = 23.58, used_gib = 0 }',
+                "*rig.toml: invalid value '9' for 'vllm.gpus': no device on rtx3090x1-llama8b has this PCI "
+                "address, GPU index or slot name; its GPUs are 0000:01:00.0 (GPU0)*",
+            ),
+            (
+                '"0" = { name = "RTX 3090", total_gib = 23.58, used_gib = 0 }\n'
+                '"1" = { name = "RTX 3090", total_gib = 23.58, used_gib = 0 }',
+                "*rig.toml: invalid value '1' for 'vllm.gpus': no device on rtx3090x1-llama8b*"
+                "its GPUs are 0000:01:00.0 (GPU0)*",
+            ),
+            (
+                '"0" = { nmae = "RTX 3090", total_gib = 23.58, used_gib = 0 }',
+                "*rig.toml: invalid value 'RTX 3090' for 'vllm.gpus.\"0\".nmae': unknown key (did you mean "
+                'name?); keys of [[]vllm.gpus."0"[]] are name, total_gib, used_gib*',
+            ),
+        ],
+        ids=["gpu-9-on-a-1-gpu-rig", "gpu-1-on-a-1-gpu-rig", "typo-key"],
+    )
+    def test_profile_mistake_is_one_usage_error(self, pytester, tmp_path, entries, said):
+        result = self.replay(pytester, tmp_path, self.profile(tmp_path, entries))
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"ERROR: {said}"])
+        assert "passed" not in result.stdout.str() and "Traceback" not in result.stderr.str()
+
+    @pytest.mark.parametrize("via", ["option", "variable"])
+    def test_option_for_a_gpu_the_rig_lacks_is_one_usage_error(self, pytester, tmp_path, monkeypatch, via):
+        """Was: silently ignored (NVML's figures used instead, 1.68x), exit 0."""
+        spec = "9:RTX 3090:24GiB:0GiB"
+        args = [f"--rig-vllm-gpu-memory={spec}"] if via == "option" else []
+        if via == "variable":
+            monkeypatch.setenv("RIGCHECK_VLLM_GPU_MEMORY", spec)
+        name = "--rig-vllm-gpu-memory" if via == "option" else "RIGCHECK_VLLM_GPU_MEMORY"
+        result = self.replay(pytester, tmp_path, CASE04 / "profile-20k.toml", *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(
+            [
+                f"ERROR: {name}: invalid value '{spec}': GPU9 does not exist on rtx3090x1-llama8b: its GPUs "
+                "are 0000:01:00.0 (GPU0) (nvidia-smi order)"
+            ]
+        )
+
+    def test_figures_keyed_by_pci_address(self, pytester, tmp_path, monkeypatch):
+        """The GPU's PCI address names it as well as its index: the case's verdict, 1.53x."""
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-cache"))
+        prof = self.profile(
+            tmp_path, '"0000:01:00.0" = { name = "RTX 3090", total_gib = 23.58, used_gib = 0 }'
+        )
+        result = self.replay(pytester, tmp_path, prof, "-k", "model_fit")
+        result.assert_outcomes(passed=2)
+        result.stdout.fnmatch_lines(
+            ["*fits; KV cache *maximum concurrency for 20,000 tokens per request 1.53x*"]
+        )
+
+
+class TestGroupFigures:
+    """``rig_memory_fit``: each GPU of the served group sized from its own figures (given, else NVML); a GPU
+    without any is UNREADABLE, named; a machine without GPUs takes the figures as given and says so."""
+
+    S = {"model_preset": "llama-3.1-8b-instruct", "max_model_len": 8192}
+
+    @staticmethod
+    def settings(tp: int = 1, **gpus: float):
+        table = {**TestGroupFigures.S, "tensor_parallel_size": tp}
+        if gpus:
+            table["gpus"] = {k.removeprefix("g"): {"total_gib": v, "used_gib": 0} for k, v in gpus.items()}
+        return parse_vllm(table, "rig.toml")
+
+    @staticmethod
+    def nvml(*totals: float):
+        calls: list[int] = []
+
+        def read():
+            calls.append(1)
+            return [GpuMemory(i, f"NVML{i}", int(t * GIB), 0) for i, t in enumerate(totals)], "NVML (r)"
+
+        return read, calls
+
+    def test_missing_gpu_of_the_group_comes_from_nvml(self):
+        """TP 2 with only GPU0 given: GPU1 from NVML, never GPU0's figures twice; both sources said."""
+        read, _ = self.nvml(10, 24, 24)
+        v = fitcheck.rig_memory_fit(self.settings(2, g0=24), 3, None, read, "r")
+        assert [g.split()[0] for g in v.target["gpus"]] == ["GPU0", "GPU1"]
+        assert "NVML1" in v.measured and "total 24.00 GiB" in v.measured
+        assert "[vllm.gpus] in rig.toml for GPU0, NVML (r) for GPU1" in v.expected
+
+    def test_nvml_not_read_when_every_gpu_is_given(self):
+        read, calls = self.nvml(24, 24)
+        v = fitcheck.rig_memory_fit(self.settings(2, g0=24, g1=24), 2, None, read, "r")
+        assert (
+            v.status == Status.PASS and not calls and "GPU memory from [vllm.gpus] in rig.toml" in v.expected
+        )
+
+    def test_missing_gpu_without_nvml_is_unreadable_naming_it(self):
+        """No NVML figures for GPU1: UNREADABLE naming GPU1 and what was tried, not a pass on GPU0's."""
+
+        def read():
+            return [], "none: the GPU plugin (rig_gpus) is not installed"
+
+        v = fitcheck.rig_memory_fit(self.settings(2, g0=24), 2, None, read, "r")
+        assert v.status == Status.UNREADABLE
+        assert "no GPU memory figures for GPU1 of the group [0, 1] on r (given: GPU0; NVML: none" in v.summary
+        assert v.target == {"gpus": ["GPU1"]} and "for GPU1" in v.fix[0]
+
+    def test_figures_for_a_gpu_outside_the_group_are_not_used(self):
+        """TP 1 on a 2-GPU rig, only GPU1 given: vLLM serves on GPU0, sized from NVML; GPU1's unused, said."""
+        read, _ = self.nvml(10, 24)
+        v = fitcheck.rig_memory_fit(self.settings(1, g1=24), 2, None, read, "r")
+        assert v.target == {"gpus": ["GPU0 (NVML0)"]}
+        assert any("gives GPU1, not in the group [0]: not used" in n for n in v.notes)
+
+    def test_tp_groups_pick_the_gpus(self):
+        read, _ = self.nvml(10, 24, 24)
+        v = fitcheck.rig_memory_fit(self.settings(2), 3, [[1, 2]], read, "r")
+        assert v.target == {"gpus": ["GPU1 (NVML1)", "GPU2 (NVML2)"]}
+
+    def test_no_gpu_on_the_machine_takes_the_figures_as_given(self):
+        """Planning a fit on a machine without GPUs: the figures given are the group, and the verdict says
+        they were taken as given; too few for the tensor-parallel size is UNREADABLE, not a guess."""
+        read, calls = self.nvml()
+        v = fitcheck.rig_memory_fit(self.settings(1, g0=24), 0, None, read, "vm")
+        assert v.status == Status.PASS and not calls
+        assert "taken as given: vm shows no GPU on its PCIe bus" in v.summary
+        v = fitcheck.rig_memory_fit(self.settings(2, g0=24), 0, None, read, "vm")
+        assert (
+            v.status == Status.UNREADABLE and "tensor-parallel size 2 needs the memory of 2 GPUs" in v.summary
+        )
+        assert "gives 1 (GPU0)" in v.summary
+
+
 def test_concurrency_key_is_the_gates_requirement_only_when_given():
     """[vllm] concurrency, when given, is the gate's stricter need; unset, the gate asks for one sequence
     (the serving checks keep their own default of 4 parallel requests)."""

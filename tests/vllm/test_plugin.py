@@ -343,6 +343,36 @@ class TestModelFitSuite:
             ]
         )
 
+    def test_figures_for_part_of_the_group(self, pytester, snapshots_dir):
+        """TP 2 on the 3-GPU snapshot with only GPU0 given: GPU1 is sized from NVML's figures (its 8 GiB
+        RTX 3070), never GPU0's; without NVML the gate is UNREADABLE naming GPU1."""
+        prof = write_profile(
+            pytester.path / "rig.toml",
+            {
+                **self.SEED,
+                "max_model_len": 8192,
+                "tensor_parallel_size": 2,
+                "gpus": {"0": {"name": "RTX 3080", "total_gib": 10, "used_gib": 0}},
+            },
+        )
+        args = ("--rig-snapshot", str(snapshots_dir / "rtx3080-3070-3060-mixed"), "--rig-profile", str(prof))
+        result = run(pytester, *args, str(FIT))
+        result.assert_outcomes(passed=1, failed=1)
+        result.stdout.fnmatch_lines(
+            [
+                "*GPU1 (NVIDIA GeForce RTX 3070): total 8.00 GiB*",
+                "*GPU memory from [[]vllm.gpus[]] in profile *rig.toml for GPU0, NVML (rtx3080-3070-3060-mixed) "
+                "for GPU1*",
+            ]
+        )
+        result = run(pytester, *args, str(FIT), "-p", "no:rigcheck-gpu")
+        result.assert_outcomes(passed=1, failed=1)
+        result.stdout.fnmatch_lines(
+            [
+                "*UNREADABLE, not a pass: *no GPU memory figures for GPU1 of the group [[]0, 1[]]*(given: GPU0;*"
+            ]
+        )
+
     def test_option_gives_gpu_memory(self, pytester):
         """--rig-vllm-gpu-memory feeds the gate without NVML; a fitting model passes."""
         prof = write_profile(

@@ -48,8 +48,24 @@ class TestParse:
             ({"launch": "vllm serve {modle} --port {port}"}, "vllm.launch", "unknown placeholder {modle}"),
             ({"launch": "vllm serve {model}"}, "vllm.launch", "with {port}"),
             ({"launch": "vllm 'unclosed --port {port}"}, "vllm.launch", "command line"),
-            ({"gpus": {"x": {"total_gib": 1, "used_gib": 0}}}, "vllm.gpus.x", "GPU index"),
-            ({"gpus": {"0": {"total_gib": 1, "used_gib": 2}}}, "vllm.gpus.0", "used_gib <= total_gib"),
+            ({"gpus": {" ": {"total_gib": 1, "used_gib": 0}}}, 'vllm.gpus." "', "GPU index"),
+            ({"gpus": {"0": {"total_gib": 1, "used_gib": 2}}}, 'vllm.gpus."0"', "used_gib <= total_gib"),
+            (
+                {"gpus": {"0": {"nmae": "RTX 3090", "total_gib": 23.58, "used_gib": 0}}},
+                'vllm.gpus."0".nmae',
+                'unknown key (did you mean name?); keys of [vllm.gpus."0"] are name, total_gib, used_gib',
+            ),
+            ({"gpus": {"0": {"total_gib": 8}}}, 'vllm.gpus."0"', "total_gib and used_gib"),
+            (
+                {"gpus": {"0": {"name": 3090, "total_gib": 8, "used_gib": 0}}},
+                'vllm.gpus."0".name',
+                "a string",
+            ),
+            (
+                {"gpus": {"0": {"total_gib": 8, "used_gib": 0}, "00": {"total_gib": 8, "used_gib": 0}}},
+                'vllm.gpus."00"',
+                'same GPU as "0"',
+            ),
             ({"prefix_caching": "yes"}, "vllm.prefix_caching", "true or false"),
         ],
     )
@@ -110,3 +126,68 @@ class TestLaunch:
         """The id /v1/models should list is the served name, else the model."""
         assert VllmSettings(model="a", served_model_name="b").expected_model_id == "b"
         assert VllmSettings(model="a").expected_model_id == "a"
+
+
+class TestPlaceGpus:
+    """[vllm.gpus] / --rig-vllm-gpu-memory figures matched to the rig's GPUs (``place_gpus``): a key the rig
+    does not have is refused, listing its GPUs; never one GPU's figures for another."""
+
+    RIG = [("0000:21:00.0", None), ("0000:4b:00.0", "PCIE3")]
+
+    @staticmethod
+    def table(**entries: float) -> tuple:
+        from pytest_rigcheck.vllm.settings import gpu_tables
+
+        return gpu_tables({k: {"total_gib": v, "used_gib": 0} for k, v in entries.items()}, "rig.toml")
+
+    def test_index_address_and_slot_name_gpus_of_the_rig(self):
+        """An index keeps its GPU; a PCI address or slot name gets the index of the GPU it names."""
+        from pytest_rigcheck.vllm.settings import place_gpus
+
+        given = self.table(**{"4b:00.0": 8, "0": 10})
+        placed = place_gpus(given, self.RIG, "rig.toml", "vllm.gpus", "r")
+        assert [(g.index, g.total_bytes) for g in placed] == [(0, 10 * 2**30), (1, 8 * 2**30)]
+        placed = place_gpus(self.table(pcie3=8), self.RIG, "rig.toml", "vllm.gpus", "r")
+        assert [g.index for g in placed] == [1]
+
+    @pytest.mark.parametrize(
+        ("key", "said"),
+        [
+            ("9", "GPU9 does not exist on r"),
+            ("0000:99:00.0", "no GPU has this PCI address on r"),
+            ("PCIE7", "no GPU is in this slot on r"),
+        ],
+    )
+    def test_a_gpu_the_rig_does_not_have(self, key, said):
+        """The error names the key and lists the rig's GPUs, with index and slot."""
+        from pytest_rigcheck.vllm.settings import place_gpus
+
+        with pytest.raises(ProfileError) as info:
+            place_gpus(self.table(**{key: 8}), self.RIG, "rig.toml", "vllm.gpus", "r")
+        assert info.value.value == key and said in str(info.value)
+        assert "its GPUs are 0000:21:00.0 (GPU0), 0000:4b:00.0 (GPU1, slot PCIE3)" in str(info.value)
+
+    def test_two_keys_for_one_gpu(self):
+        """An index and the address of the same GPU: keep one."""
+        from pytest_rigcheck.vllm.settings import place_gpus
+
+        with pytest.raises(ProfileError, match='names GPU1, as "1" does: keep one'):
+            place_gpus(self.table(**{"1": 8, "0000:4b:00.0": 8}), self.RIG, "rig.toml", "vllm.gpus", "r")
+
+    def test_no_gpu_on_the_rig_takes_indices_as_given(self):
+        """Planning a fit on a machine without GPUs: index keys are taken as given; an address or slot
+        names nothing there and is refused, saying to key by index."""
+        from pytest_rigcheck.vllm.settings import place_gpus
+
+        assert [g.index for g in place_gpus(self.table(**{"3": 8}), [], "rig.toml", "vllm.gpus", "r")] == [3]
+        with pytest.raises(ProfileError, match="key the figures by GPU index"):
+            place_gpus(self.table(**{"0000:21:00.0": 8}), [], "rig.toml", "vllm.gpus", "r")
+
+    def test_option_keys_are_the_specs_as_written(self):
+        """--rig-vllm-gpu-memory's figures carry the spec, so its error names the value given."""
+        from pytest_rigcheck.vllm.settings import parse_gpu_options, place_gpus
+
+        given = parse_gpu_options(["9:RTX 3090:24GiB:0GiB"])
+        with pytest.raises(ProfileError) as info:
+            place_gpus(given, self.RIG, "--rig-vllm-gpu-memory", "--rig-vllm-gpu-memory", "r")
+        assert info.value.value == "9:RTX 3090:24GiB:0GiB" and "GPU9 does not exist" in info.value.allowed
