@@ -397,8 +397,12 @@ def aer_growth(t: GpuTarget) -> Verdict:
     speed: list[str] = []
     counted = 0
     deltas: dict[str, dict[str, int]] = {}
+    lost: list[str] = []  # hops with AER counters at the start and no end reading
     for fn in hops(rig, t.gpu.bdf):
         a, b = start.get(fn.bdf), end.get(fn.bdf)
+        if a is not None and a.aer and (b is None or not any(k in b.aer for k in a.aer)):
+            lost.append(fn.bdf)
+            continue
         if a is None or b is None:
             continue
         if a.errors or b.errors:
@@ -426,6 +430,16 @@ def aer_growth(t: GpuTarget) -> Verdict:
             narrowed.append(f"{_hop_name(rig, fn)}: width x{a.width} -> x{b.width}")
         if a.gen and b.gen and a.gen != b.gen:
             speed.append(f"{fn.bdf}: {fmt_link(a.gen, a.width)} -> {fmt_link(b.gen, b.width)}")
+    if lost:
+        # the counters exist (the start read them): the end reading is what is missing, not AER support
+        return unreadable(
+            f"{t.label}: AER counters of {', '.join(lost)} were read at the start but the end reading "
+            f"({'live' if rig.is_live else LINKHEALTH_JSON}) has none for them: cannot tell whether they grew",
+            path=path,
+            fix=[
+                "run the checks again on the rig (pytest --rig), or capture it again (sudo rigcheck capture DIR)"
+            ],
+        )
     if not counted and not narrowed:
         return not_applicable(
             f"{t.label}: no AER counters on the path to this GPU to compare over {win} "

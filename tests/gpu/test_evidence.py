@@ -393,6 +393,33 @@ def test_linkhealth_aer_counter_backwards_is_unreadable(pytester: pytest.Pyteste
     assert "UNREADABLE" in out and "correctable went backwards 7 -> 0" in out, out
 
 
+def test_linkhealth_end_reading_missing_is_unreadable(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Fresh-user finding: linkhealth.json without the end reading of a GPU's hops made
+    test_link_errors_not_growing skip as "kernel without CONFIG_PCIEAER", while the same run read those AER
+    counters at the start. The counters exist; the end reading is missing: UNREADABLE naming the hops."""
+    snap = tmp_path / "lh"
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-soak-healthy", snap, symlinks=True)
+    lh = snap / "linkhealth.json"
+    data = json.loads(lh.read_text())
+    for bdf in ("0000:4b:00.0", "0000:00:03.1"):
+        data["end"].pop(bdf)
+    lh.write_text(json.dumps(data))
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={snap}",
+        "-p",
+        "no:cacheprovider",
+        "-rfEs",
+        "--tb=short",
+        "-k",
+        "link_errors_not_growing",
+    )
+    out = result.stdout.str()
+    assert result.ret == 1, out
+    assert re.search(r"^FAILED \S*::test_link_errors_not_growing\[0000:4b:00.0\]", out, re.M), out
+    assert "were read at the start but the end reading (linkhealth.json) has none" in out, out
+    assert "CONFIG_PCIEAER" not in out, out
+
+
 def test_nvml_gpu_not_on_the_bus_makes_every_nvml_check_unreadable(
     pytester: pytest.Pytester, make_snapshot: Callable[..., Path]
 ) -> None:
