@@ -468,11 +468,18 @@ def _raw(config: pytest.Config, s: Setting) -> tuple[Any, str]:
         return ([t for t in text.split(s.sep) if t.strip()] if s.many else text), s.env
     try:
         value = config.getini(s.ini)
-    except ValueError:
-        return None, "default"
+    except (ValueError, pytest.UsageError) as exc:  # pytest 9 raises UsageError for a bad bool itself
+        allowed = "true or false (1/0, yes/no)" if s.kind == "flag" else "see pytest --help"
+        raise pytest.UsageError(f"ini {s.ini} in {config.inipath}: {exc}: {allowed}") from None
     if s.kind == "flag":
         return (True, f"ini {s.ini}") if value else (None, "default")
-    if value in (None, [], ""):
+    if value in (None, [], "") or (isinstance(value, list) and not any(str(v).strip() for v in value)):
+        # `rig_report =` in the ini (a template's blank line): never silently "not given"; pytest gives ""
+        # for a key that is absent too, so ask its parsed file (no public API says which keys it has)
+        if s.ini in getattr(config, "_inicfg", {}):
+            raise pytest.UsageError(
+                f"ini {s.ini} in {config.inipath}: empty value: give a value, or remove the line"
+            )
         return None, "default"
     if s.kind in ("path", "path_or_name") and config.inipath is not None:
         base = config.inipath.parent

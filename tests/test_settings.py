@@ -306,3 +306,23 @@ def test_unrelated_rigcheck_variable_left_alone(
         f"--rig-snapshot={GOOD}", "-p", "no:cacheprovider", "-k", "gpu_count"
     )
     assert result.ret == 0, result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    ("ini", "line"),
+    [
+        ("rig_report =", "ERROR: ini rig_report in *: empty value: give a value, or remove the line"),
+        ("rig_load_seconds =", "ERROR: ini rig_load_seconds in *: empty value*"),
+        ("rig_snapshot =\nrig = true", "ERROR: ini rig_snapshot in *: empty value*"),
+        ("rig = maybe", "ERROR: ini rig in *: *'maybe'*: true or false (1/0, yes/no)"),
+    ],
+)
+def test_empty_or_bad_ini_value(pytester: pytest.Pytester, ini: str, line: str) -> None:
+    """Fresh-user finding: `rig_report =` and the like were silently "not given" (an empty RIGCHECK_*
+    variable was already a usage error), and `rig = maybe` said only "invalid truth value 'maybe'"."""
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    args = [] if "rig_snapshot" in ini else ["--rig-snapshot=" + str(GOOD)]
+    result = pytester.runpytest_subprocess(*args, "-p", "no:cacheprovider")
+    lines = _usage_error(result)
+    assert len(lines) == 1, lines
+    result.stderr.fnmatch_lines([line])
