@@ -431,12 +431,14 @@ def add_options(parser: pytest.Parser) -> None:
     """Register every setting: its option in the ``rigcheck`` group and its ini key."""
     group = parser.getgroup("rigcheck", "multi-GPU rig checks (pytest-rigcheck)")
     for s in SETTINGS.values():
+        # --help names the other two ways to give it (command line > environment > ini)
+        text = f"{s.help} [env {s.env}, ini {s.ini}]"
         if s.kind == "flag":
-            group.addoption(s.option, action="store_true", default=None, dest=s.dest, help=s.help)
+            group.addoption(s.option, action="store_true", default=None, dest=s.dest, help=text)
             parser.addini(s.ini, type="bool", default=False, help=s.help)
             continue
         action = "append" if s.many else "store"
-        group.addoption(s.option, action=action, default=None, dest=s.dest, metavar=s.metavar, help=s.help)
+        group.addoption(s.option, action=action, default=None, dest=s.dest, metavar=s.metavar, help=text)
         # Several paths: pytest's "paths" (whitespace-separated, taken from the ini's folder); other lists
         # one per line (a GPU memory spec has spaces in the GPU's name).
         if not s.many:
