@@ -15,11 +15,13 @@ from ..targets import GpuTarget
 from ..verdict import Verdict, failed, judged, not_applicable, passed, unreadable
 from .common import expectations, label, need, opened, smi_index
 from .state import (
+    CORRUPT,
     F_PERSISTENCE,
     F_POWER_CONSTRAINTS,
     F_POWER_DEFAULT,
     F_POWER_ENFORCED,
     F_POWER_LIMIT,
+    F_POWER_USAGE,
     NOT_NVIDIA,
     NVML_JSON,
     GpuState,
@@ -63,6 +65,9 @@ def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     limit = need(t, gpu, F_POWER_LIMIT, "power limit")
     enforced = need(t, gpu, F_POWER_ENFORCED, "enforced power limit")
     gpu = opened(t, gpu, "power limit")
+    draw = gpu.get(F_POWER_USAGE)
+    if isinstance(draw, Unavailable) and draw.code == CORRUPT:
+        need(t, gpu, F_POWER_USAGE, "power draw")  # a negative or impossible wattage: the record is corrupt
     name = label(t, gpu)
     default = gpu.get(F_POWER_DEFAULT)
     constraints = gpu.get(F_POWER_CONSTRAINTS)
@@ -72,6 +77,7 @@ def power_limit(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
     measured = (
         f"limit {_w(limit)}, enforced {_w(enforced)}"
         + (f", default {_w(default)}" if isinstance(default, int) else "")
+        + (f", drawing {_w(draw)}" if isinstance(draw, int) else "")
         + (f", allowed {_w(constraints[0])}..{_w(constraints[1])}" if isinstance(constraints, list) else "")
     )
     if exp.cap_w is None:

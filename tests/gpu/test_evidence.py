@@ -308,6 +308,7 @@ def _mem(state: dict[str, Any]) -> None:
         ),
         (_mem, f"test_vram_free[{G2}]", "memory_used_b"),
         (_kernel_log, f"test_no_fatal_xid[{G2}]", "field kernel_log: 5 is not a list of lines"),
+        (_set("power_usage_mw", -5), f"test_power_limit[{G2}]", "field power_usage_mw: -5 is not a possible"),
     ],
     ids=[
         "stray-bdf",
@@ -320,6 +321,7 @@ def _mem(state: dict[str, Any]) -> None:
         "bar1-text",
         "used-above-total",
         "kernel-log-type",
+        "negative-watts",
     ],
 )
 def test_contradictory_nvml_json_is_unreadable(
