@@ -160,6 +160,21 @@ class RigResults:
         self.error = "\n".join(errors) or None
 
     @pytest.hookimpl
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # Stopped before the session had started (SIGTERM while the rigs load): pytest then calls no
+        # pytest_sessionfinish. The report is still written, saying the run was stopped and nothing ran.
+        if self.doc is not None or (self.path is None and self.html is None):
+            return
+        from .runtime import stopped_by
+
+        if stopped_by():
+            import sys
+
+            self.pytest_sessionfinish(None, int(pytest.ExitCode.INTERRUPTED))  # type: ignore[arg-type]
+            for line in [*(self.error or "").splitlines(), *self.written]:
+                sys.stderr.write(line + "\n")
+
+    @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.error:
             for line in self.error.splitlines():

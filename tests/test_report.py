@@ -292,3 +292,25 @@ def test_on_stop_forget() -> None:
     assert ran == [3, 1]
     run_stop_callbacks()
     assert ran == [3, 1]
+
+
+def test_sigterm_before_the_session_starts_still_writes_the_report(pytester: pytest.Pytester) -> None:
+    """Fresh-user finding: SIGTERM while the snapshots were still loading (pytest's session start) exited 2
+    but wrote no --rig-report: pytest calls no sessionfinish then. The report is written, stopped_by set."""
+    pytester.makeconftest(
+        """
+        import os, signal, time
+
+        def pytest_sessionstart(session):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(2)
+        """
+    )
+    (pytester.path / "out").mkdir()
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--rig-snapshot={ACS_ON}", f"{REPORT_OPTION}=out/rig.json"
+    )
+    assert result.ret == 2, result.stdout.str()
+    doc = json.loads((pytester.path / "out" / "rig.json").read_text())
+    assert doc["stopped_by"] == "SIGTERM" and doc["exit_status"] == 2 and doc["results"] == []
+    assert "Traceback" not in result.stderr.str()
