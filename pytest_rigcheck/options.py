@@ -121,8 +121,8 @@ def folder_problem(folder: Path) -> str | None:
         return f"the folder {str(folder) or '.'} does not exist (create it first)"
     try:
         fd, probe = tempfile.mkstemp(prefix=".rigcheck-probe-", dir=folder)
-    except OSError as exc:
-        return f"{folder}: {exc.strerror}"
+    except OSError as exc:  # /proc: ENOENT although the folder exists; a read-only mount: EROFS
+        return f"no file can be created in {folder} ({exc.strerror})"
     os.close(fd)
     os.unlink(probe)
     return None
@@ -133,7 +133,7 @@ def output_file(text: Any) -> Path:
     an existing folder this user may write (``folder_problem``). Checked before any check runs."""
     path = Path(str(text)).expanduser()
     if path.is_dir():
-        raise ValueError(f"a file path, but this is a directory (give e.g. {path / 'rig-report.json'})")
+        raise ValueError("a file path, but this is a directory (give a file name inside it)")
     if path.exists() and not path.is_file():
         raise ValueError("a regular file path (this is a device, FIFO or socket)")
     why = folder_problem(path.parent)

@@ -479,9 +479,14 @@ def load_profile(spec: str, base: Path | None = None) -> Profile:
         if spec in known:
             path, label = known[spec], f"preset {spec}"
         else:
-            raise ProfileError(
-                spec, "profile", spec, f"no such file, and not a preset ({', '.join(sorted(known))})"
+            what = (
+                "a directory, not a profile file"
+                if path.is_dir()
+                else "not a regular file (a FIFO, device or socket): refused without opening it"
+                if path.exists()
+                else "no such file"
             )
+            raise ProfileError(spec, "profile", spec, f"{what}, and not a preset ({', '.join(sorted(known))})")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

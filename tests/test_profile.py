@@ -638,3 +638,22 @@ def test_link_names_its_device_table(open_rig: Any) -> None:
     v = pcie_checks.link(next(t for t in links(rig) if t.down.bdf == "0000:4b:00.0"))
     assert v.status == "fail", str(v)
     assert 'x16 (profile p.toml [links.device."0000:4b:00.0"] width)' in v.expected
+
+
+@pytest.mark.parametrize("kind", ["dir", "fifo"])
+def test_profile_that_is_not_a_file_says_what_it_is(tmp_path: Path, kind: str) -> None:
+    """Fresh-user finding: a FIFO or a directory given as the profile said "no such file"; a FIFO is refused
+    without being opened (opening one blocks until a writer comes)."""
+    import os
+
+    from pytest_rigcheck.errors import ProfileError
+    from pytest_rigcheck.profile import load_profile
+
+    target = tmp_path / "p.toml"
+    if kind == "dir":
+        target.mkdir()
+    else:
+        os.mkfifo(target)
+    with pytest.raises(ProfileError) as info:
+        load_profile(str(target))
+    assert ("a directory, not a profile file" if kind == "dir" else "not a regular file") in str(info.value)
