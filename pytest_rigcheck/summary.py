@@ -182,6 +182,14 @@ def tree_lines(topo: dict[str, Any]) -> list[Line]:
         peers.setdefault(link["a"], []).append(f"GPU{ib} {nv}")
         peers.setdefault(link["b"], []).append(f"GPU{ia} {nv}")
     iommu = (topo.get("iommu") or {}).get("mode", "unknown")
+    if iommu not in ("off", "unknown"):  # the rig-wide mode does not speak for a GPU without its own group
+        lost = [
+            f"GPU{n['gpu_index']}"
+            for n in nodes.values()
+            if n.get("gpu_index") is not None and n.get("iommu_group") in (None, "refused")
+        ]
+        if lost:
+            iommu += f", but no group known for {', '.join(lost)}"
     out: list[Line] = [
         (f"PCIe topology (IOMMU {iommu}; 'ACS on' = peer-to-peer redirected to the root):", {})
     ]
