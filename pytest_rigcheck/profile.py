@@ -486,7 +486,9 @@ def load_profile(spec: str, base: Path | None = None) -> Profile:
                 if path.exists()
                 else "no such file"
             )
-            raise ProfileError(spec, "profile", spec, f"{what}, and not a preset ({', '.join(sorted(known))})")
+            raise ProfileError(
+                spec, "profile", spec, f"{what}, and not a preset ({', '.join(sorted(known))})"
+            )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -129,6 +129,22 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     __tracebackhide__ = True
     settle_verdict(item, verdict)
     return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # A check failed as UNREADABLE before its body ran (fail_deferred, above) has no frame of its own to
+    # show: its failure text is the one line, without pytest's "All traceback entries are hidden" note.
+    rep = yield
+    if call.when == "call" and rep.failed:
+        from .availability import deferred_message
+
+        message = deferred_message(item)
+        if message is not None:
+            rep.longrepr = message
+    return rep
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -171,10 +171,11 @@ class RunEnv:
             return out
 
         env = data.get("env", {})
-        if not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(x, str) for k, x in env.items()
-        ):
+        if not isinstance(env, dict):
             raise bad("env", env, "an object of strings")
+        for k, x in env.items():
+            if not isinstance(x, str):
+                raise bad(f"env.{k}", x, "a string (an environment variable's value)")
         conf_raw = data.get("nccl_conf", [])
         conf: list[tuple[str, dict[str, str]]] = []
         if not isinstance(conf_raw, list):

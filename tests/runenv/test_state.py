@@ -196,7 +196,7 @@ def test_missing_env_json_says_not_recorded() -> None:
     ("change", "field"),
     [
         ({"format": 2}, "format"),
-        ({"env": {"NCCL_P2P_DISABLE": 1}}, "env"),
+        ({"env": {"NCCL_P2P_DISABLE": 1}}, "env.NCCL_P2P_DISABLE"),
         ({"shm": {"total_b": "64M", "free_b": 0}}, "shm.total_b"),
         ({"shm": {"total_b": 1, "free_b": 2}}, "shm.free_b"),
         ({"memlock": {"soft": -5, "hard": -1}}, "memlock.soft"),
