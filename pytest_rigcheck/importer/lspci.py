@@ -215,7 +215,8 @@ def parse_lspci(text: str, ids: PciIds) -> LspciText:
         if cur is None:
             continue  # a prompt, a comment, or a grep fragment line with no device header above it
         cur.lines += 1
-        cur_lines.append(" ".join(line.split()))
+        if line[0].isspace() or _HEX_LINE.match(line):  # not a prompt or comment between two pastes
+            cur_lines.append(" ".join(line.split()))
         h = _HEX_LINE.match(line)
         if h:
             off = int(h["off"], 16)
@@ -286,9 +287,9 @@ def merge_block(into: LspciDevice, new: LspciDevice) -> None:
         shown_a = into.shown.get(key or label, str(a))
         shown_b = new.shown.get(key or label, str(b))
         raise PasteError(
-            f"{into.bdf} is shown twice and the blocks disagree on {label}: {_clip(shown_a)!r} then "
+            f"{into.bdf} has two blocks that disagree on {label}: {_clip(shown_a)!r} then "
             f"{_clip(shown_b)!r}: two readings (two moments or two machines) cannot be judged as one rig; "
-            "paste one lspci run"
+            "paste one lspci run, or import each run on its own"
         )
 
     def ident(d: LspciDevice) -> str:
