@@ -1030,3 +1030,51 @@ def test_cli_stdin(
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(RISER.read_bytes())))
     assert cli.main(["import-lspci", "-", str(tmp_path / "s2"), "--cmdline", "-"]) == 2
     assert "only one input can be read from standard input" in capsys.readouterr().err
+
+
+def test_tree_naming_another_device_or_root_than_the_blocks_is_refused(tmp_path: Path) -> None:
+    text = _riser()
+    tvnn = RISER_TREE.format(sec="02").replace(
+        "\\-03.1-[02]----00.0\n",
+        "\\-03.1-[02]----00.0  NVIDIA Corporation AD102 [GeForce RTX 4090] [10de:2684]\n",
+    )
+    vvvnn = text.replace(
+        "02:00.0 VGA compatible controller: NVIDIA Corporation GA102 [GeForce RTX 3090] (rev a1)",
+        "02:00.0 VGA compatible controller [0300]: NVIDIA Corporation GA102 [GeForce RTX 3090] [10de:2204] (rev a1)",
+    )
+    _refused(
+        tmp_path,
+        vvvnn + "\n" + tvnn,
+        "0000:02:00.0: the -t tree names it 10de:2684 but its block says 10de:2204",
+    )
+    do_import(tmp_path, (vvvnn + "\n" + tvnn.replace("2684", "2204")).encode(), name="same")
+    # a tree with 02:00.0 on root bus 02 while 00:03.1's block says secondary=02
+    rooted = (
+        RISER_TREE.format(sec="02").replace("\\-03.1-[02]----00.0\n", "\\-03.1\n") + "-[0000:02]---00.0\n"
+    )
+    _refused(
+        tmp_path, text + "\n" + rooted, "0000:02:00.0: the -t tree puts it on a root bus but 0000:00:03.1"
+    )
+
+
+def test_merged_blocks_keep_what_is_unknown_unknown(tmp_path: Path) -> None:
+    """A whole one-line `lspci` listing above a -vvv cut inside 00:03.1's extended capabilities: the
+    merged function is not whole, so its ACS stays unreadable (the header-only block being whole says
+    nothing about the capability list)."""
+    text = _riser()
+    header_lines = "".join(ln + "\n" for ln in text.splitlines() if re.match(r"^[0-9a-f]{2}:", ln))
+    cut = text[: text.index("Capabilities: [2a0 v1]", text.index("\n00:03.1 "))]
+    v = judge(do_import(tmp_path, (header_lines + "\n" + cut).encode()))
+    assert v["acs[0000:00:03.1]"] == "unreadable" and v["acs[0000:00:01.1]"] == "pass"
+
+
+def test_non_root_block_then_root_block_merge(tmp_path: Path) -> None:
+    """`lspci -vvv` as a user (capabilities <access denied>) above `sudo lspci -vvv`: the root block's
+    registers are read, as from the root paste alone."""
+    text = _riser()
+    start = text.index("\n00:03.1 ") + 1
+    end = text.index("\n\n", start)
+    block = text[start:end]
+    denied = block[: block.index("        Capabilities:")] + "        Capabilities: <access denied>\n"
+    out = do_import(tmp_path, (denied + "\n" + text).encode(), name="merged")
+    assert judge(out) == judge(do_import(tmp_path, text.encode(), name="root"))

@@ -37,7 +37,7 @@ from ..errors import ConfigSpaceError
 from ..pcie import ECAP_ID_ACS, PortType, parse_config
 from ..snapshot import MANIFEST
 from ..testing import SPEED_TEXT, Node, build_config, dump_toml
-from .lspci import UNKNOWN_PARENT, LspciDevice, LspciText, PasteError, check_text, parse_lspci
+from .lspci import UNKNOWN_PARENT, LspciDevice, LspciText, PasteError, bus_range, check_text, parse_lspci
 from .pciids import PciIds
 from .smi import parse_smi_q
 from .topo import parse_topo
@@ -147,22 +147,26 @@ def _merge_tree(parsed: LspciText, ids: PciIds, unknown: list[str]) -> None:
             if dev.vendor is None:
                 dev.vendor, dev.device = 0xFFFE, 0
                 dev.notes.append("only in the -t tree, vendor/device IDs unknown")
+        elif node.name and dev.ids_from == "text" and dev.vendor is not None:
+            shown = re.findall(r"\[([0-9a-f]{4}):([0-9a-f]{4})\]", node.name)  # lspci -tvnn
+            ids_text = f"{dev.vendor:04x}:{dev.device or 0:04x}"
+            if shown and ":".join(shown[-1]) != ids_text:
+                raise PasteError(
+                    f"{bdf}: the -t tree names it {':'.join(shown[-1])} but its block says {ids_text}: "
+                    "the tree and the blocks are from two runs or two machines; paste one machine's output"
+                )
         dev.tree_parent = node.parent
         if node.secondary is not None and dev.secondary is not None:
             tree_buses = (node.secondary, node.subordinate)
             if tree_buses != (dev.secondary, dev.subordinate):
                 raise PasteError(
-                    f"{bdf}: the -t tree puts buses {_bus_range(*tree_buses)} below it but its block says "
-                    f"{_bus_range(dev.secondary, dev.subordinate)} (Bus: secondary={dev.secondary:02x}, "
+                    f"{bdf}: the -t tree puts buses {bus_range(*tree_buses)} below it but its block says "
+                    f"{bus_range(dev.secondary, dev.subordinate)} (Bus: secondary={dev.secondary:02x}, "
                     f"subordinate={(dev.subordinate or 0):02x}): the tree and the blocks are from two runs "
                     "or two machines; paste one machine's output"
                 )
         if node.secondary is not None and dev.secondary is None:
             dev.secondary, dev.subordinate = node.secondary, node.subordinate
-
-
-def _bus_range(sec: int, sub: int | None) -> str:
-    return f"[{sec:02x}]" if sub in (None, sec) else f"[{sec:02x}-{sub:02x}]"
 
 
 def _check_links(parsed: LspciText) -> None:
@@ -279,18 +283,23 @@ def _parents(parsed: LspciText, unknown: list[str]) -> tuple[dict[str, str | Non
     placeholders: dict[str, str] = {}  # (dom:bus) -> placeholder BDF
     for d in devs.values():
         key = (_dom(d.bdf), _bus(d.bdf))
-        if d.bdf in parsed.tree and parsed.tree[d.bdf].parent != UNKNOWN_PARENT:
-            parent[d.bdf] = parsed.tree[d.bdf].parent
-            continue
         up = [b for b in bridges if b.bdf != d.bdf and _dom(b.bdf) == key[0] and b.secondary == key[1]]
-        if d.bdf in parsed.tree:
-            up = []  # the tree says the bridge above was elided
         if len(up) > 1:
             a, b = sorted(x.bdf for x in up)[:2]
             raise PasteError(
                 f"{d.bdf}: both {a} and {b} say secondary={key[1]:02x}, so it would have two parents "
                 "(one bus hangs below one bridge): two machines' or edited output in one paste"
             )
+        if d.bdf in parsed.tree and parsed.tree[d.bdf].parent != UNKNOWN_PARENT:
+            parent[d.bdf] = parsed.tree[d.bdf].parent
+            if parent[d.bdf] is None and up:
+                raise PasteError(
+                    f"{d.bdf}: the -t tree puts it on a root bus but {up[0].bdf} says secondary={key[1]:02x}: "
+                    "the tree and the blocks are from two runs or two machines; paste one machine's output"
+                )
+            continue
+        if d.bdf in parsed.tree:
+            up = []  # the tree says the bridge above was elided
         if up:
             parent[d.bdf] = up[0].bdf
         elif (key[1] == 0 or key in roots) and d.bdf not in parsed.tree:

@@ -656,7 +656,7 @@ def parse_tree(lines: list[str]) -> dict[str, TreeNode]:
                 if (before.secondary, before.subordinate) != (sec, sub):
                     raise PasteError(
                         f"lspci -t tree: {bdf} is listed twice with different buses below it "
-                        f"({_buses(before.secondary, before.subordinate)} and {_buses(sec, sub)}): "
+                        f"({bus_range(before.secondary, before.subordinate)} and {bus_range(sec, sub)}): "
                         "two trees (two machines?) in one paste"
                     )
             last_dev = nodes[bdf] = TreeNode(bdf, parent, sec, sub, before.name if before else None)
@@ -671,7 +671,8 @@ def parse_tree(lines: list[str]) -> dict[str, TreeNode]:
     return nodes
 
 
-def _buses(sec: int | None, sub: int | None) -> str:
+def bus_range(sec: int | None, sub: int | None) -> str:
+    """``[02]`` or ``[02-04]`` as ``lspci -t`` prints a bridge's secondary-subordinate buses."""
     return "none" if sec is None else f"[{sec:02x}]" if sub in (None, sec) else f"[{sec:02x}-{sub:02x}]"
 
 
