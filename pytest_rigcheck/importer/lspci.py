@@ -359,9 +359,12 @@ def merge_block(into: LspciDevice, new: LspciDevice) -> None:
     into.ext_caps = sorted({**dict(new.ext_caps), **dict(into.ext_caps)}.items())
     into.access_denied = (into.access_denied or new.access_denied) and not (into.ext_caps or into.caps)
     into.elided = into.elided or new.elided
-    offs = (into.acs_offset, new.acs_offset)
-    if None not in offs and min(offs) >= 0:  # type: ignore[type-var]
-        clash("the ACS capability offset", *offs)
+    if (
+        into.acs_offset is not None
+        and new.acs_offset is not None
+        and min(into.acs_offset, new.acs_offset) >= 0
+    ):
+        clash("the ACS capability offset", into.acs_offset, new.acs_offset)
     if into.acs_offset is None or into.acs_offset < 0:
         into.acs_offset = new.acs_offset if new.acs_offset is not None else into.acs_offset
     clash("ACSCap", into.acs_cap, new.acs_cap)
