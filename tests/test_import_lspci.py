@@ -727,3 +727,354 @@ def test_no_aer_status_is_claimed(tmp_path: Path) -> None:
     out = do_import(tmp_path, MODELLED / "switch-acs-redirect-nn.txt")
     cfg = parse_config("0000:02:08.0", (out / "sys/bus/pci/devices/0000:02:08.0/config").read_bytes())
     assert cfg.aer is None and cfg.acs is not None
+
+
+# -- one function shown more than once, and other contradictions in one paste ---------------------
+
+RISER = MODELLED / "rootports-x8-riser-plain.txt"
+GEN4_X16 = "LnkSta: Speed 16GT/s (ok), Width x16 (ok)"
+GEN1_X1 = "LnkSta: Speed 2.5GT/s (downgraded), Width x1 (downgraded)"
+
+
+def _riser() -> str:
+    return RISER.read_text()
+
+
+def _gpu2_block(text: str) -> str:
+    """The ``02:00.0`` block of the riser paste (its last), from its header line to the end."""
+    return text[text.index("\n02:00.0 ") + 1 :]
+
+
+def _refused(tmp_path: Path, data: str, *match: str) -> str:
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(PasteError) as err:
+        do_import(tmp_path, data.encode(), name="refused")
+    msg = str(err.value)
+    assert "\n" not in msg
+    for m in match:
+        assert m in msg, msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no temporary left
+    return msg
+
+
+def test_same_function_twice_at_gen1_then_gen4_is_refused(tmp_path: Path) -> None:
+    """A fresh user's paste: 02:00.0's block first at Gen1 x1, then again at Gen4 x16. Read last-wins it
+    passed the link check; two readings of one function are two moments or two machines: refused,
+    naming the function and the field, with both texts."""
+    text = _riser()
+    gpu = _gpu2_block(text)
+    slow = gpu.replace(GEN4_X16, GEN1_X1)
+    assert slow != gpu
+    body = text[: text.index("\n02:00.0 ") + 1]
+    msg = _refused(
+        tmp_path, body + slow + "\n" + gpu, "0000:02:00.0", "disagree on LnkSta", "2.5GT/s", "16GT/s"
+    )
+    assert msg.index("2.5GT/s") < msg.index("16GT/s")  # in the order pasted
+    _refused(tmp_path, body + gpu + "\n" + slow, "0000:02:00.0", "disagree on LnkSta")  # either order
+
+
+def test_same_function_twice_refused_by_the_cli_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = _riser()
+    gpu = _gpu2_block(text)
+    paste = tmp_path / "paste.txt"
+    paste.write_text(text + "\n" + gpu.replace(GEN4_X16, GEN1_X1))
+    assert cli.main(["import-lspci", str(paste), str(tmp_path / "snap")]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.count("\n") == 1
+    assert cap.err.startswith("rigcheck: import-lspci: 0000:02:00.0 has two blocks that disagree on LnkSta")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["paste.txt"]
+
+
+@pytest.mark.parametrize(
+    ("bdf", "old", "new", "field"),
+    [
+        ("02:00.0", "Kernel driver in use: nvidia", "Kernel driver in use: vfio-pci", "Kernel driver in use"),
+        ("02:00.0", "IOMMU group: 30", "IOMMU group: 31", "IOMMU group"),
+        ("02:00.0", "Region 0: Memory at f0000000", "Region 0: Memory at e0000000", "Region 0"),
+        ("02:00.0", "(rev a1)", "(rev a2)", "revision"),
+        ("02:00.0", "DLActive- BWMgmt-", "DLActive- BWMgmt+", "LnkSta BWMgmt"),
+        ("00:03.1", "ACSCtl: SrcValid-", "ACSCtl: SrcValid+", "ACSCtl"),
+        ("00:03.1", "secondary=02, subordinate=02", "secondary=02, subordinate=03", "Bus"),
+        ("00:03.1", "Target Link Speed: 16GT/s", "Target Link Speed: 8GT/s", "LnkCtl2 Target Link Speed"),
+        ("00:03.1", "Root Port (Slot+)", "Downstream Port (Slot+)", "the Express capability"),
+    ],
+)
+def test_two_blocks_that_disagree_name_the_first_differing_field(
+    tmp_path: Path, bdf: str, old: str, new: str, field: str
+) -> None:
+    text = _riser()
+    start = text.index(f"\n{bdf} ") + 1
+    end = text.find("\n\n", start)
+    block = text[start : end if end >= 0 else len(text)]
+    assert old in block
+    _refused(
+        tmp_path, text + "\n\n" + block.replace(old, new, 1) + "\n", f"0000:{bdf}", f"disagree on {field}:"
+    )
+
+
+def test_identical_repeated_blocks_are_read_once_with_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A paste duplicated by accident (the whole output twice, or one block twice) reads as the single
+    paste does, and says so in the manifest and the command's line."""
+    text = _riser()
+    once = judge(do_import(tmp_path, text.encode(), name="once"))
+    out = do_import(tmp_path, (text + "\n" + text).encode(), name="twice")
+    assert judge(out) == once
+    assert once["link[0000:02:00.0]"] == "pass"
+    notes = open_snapshot(out).manifest.raw["imported"]["notes"]
+    assert len(notes) == 1 and "read once" in notes[0] and "0000:02:00.0" in notes[0]
+    paste = tmp_path / "paste.txt"
+    paste.write_text(text + "\n" + _gpu2_block(text).replace("    ", "\t"))  # tabs or spaces: same lines
+    assert cli.main(["import-lspci", str(paste), str(tmp_path / "cli")]) == 0
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and "1 function(s) shown more than once" in line and "0000:02:00.0" in line
+
+
+def test_blocks_that_complete_each_other_are_merged(tmp_path: Path) -> None:
+    """`lspci -nn` (one line a function) pasted above `lspci -vvv`: the IDs of the one and the registers of
+    the other make one function; a -nn line that names another device than the -vvvnn block is refused."""
+    text = _riser()
+    plain = judge(do_import(tmp_path, text.encode(), name="plain"))
+    nn = (
+        "00:01.1 PCI bridge [0604]: Advanced Micro Devices, Inc. [AMD] Starship/Matisse GPP Bridge [1022:1483]\n"
+        "00:03.1 PCI bridge [0604]: Advanced Micro Devices, Inc. [AMD] Starship/Matisse GPP Bridge [1022:1483]\n"
+        "01:00.0 VGA compatible controller [0300]: NVIDIA Corporation GA102 [GeForce RTX 3090] [10de:2204] (rev a1)\n"
+        "02:00.0 VGA compatible controller [0300]: NVIDIA Corporation GA102 [GeForce RTX 3090] [10de:2204] (rev a1)\n"
+    )
+    out = do_import(tmp_path, (nn + "\n" + text).encode(), name="merged")
+    assert judge(out) == plain
+    gpu = tree_of(out)["0000:02:00.0"]
+    assert (gpu.vendor, gpu.device, gpu.class_code >> 8) == (0x10DE, 0x2204, 0x0300)
+    assert any("merged" in n for n in open_snapshot(out).manifest.raw["imported"]["notes"])
+    vvvnn = text.replace(
+        "02:00.0 VGA compatible controller: NVIDIA Corporation GA102 [GeForce RTX 3090] (rev a1)",
+        "02:00.0 VGA compatible controller [0300]: NVIDIA Corporation GA102 [GeForce RTX 3090] [10de:2204] (rev a1)",
+    )
+    other = nn.replace("[10de:2204] (rev a1)\n", "[10de:2684] (rev a1)\n").splitlines()[3] + "\n"
+    _refused(tmp_path, other + "\n" + vvvnn, "0000:02:00.0", "disagree on vendor:device ID", "10de:2684")
+
+
+def test_a_field_twice_in_one_block_is_refused(tmp_path: Path) -> None:
+    """One function prints each of these once: two in a block mean a lost device line (a grep keeping
+    only the GPU lines and every LnkSta) or an edited paste."""
+    text = _riser()
+    twice = text.replace(
+        "        Kernel driver in use: nvidia\n",
+        "        Kernel driver in use: nvidia\n        Kernel driver in use: vfio-pci\n",
+    )
+    _refused(tmp_path, twice, "0000:01:00.0: two Kernel driver in use lines", "'nvidia', then 'vfio-pci'")
+    grep = "\n".join(
+        ln for ln in text.splitlines() if "Host bridge" in ln or "LnkSta:" in ln
+    )  # lspci -vvv | grep -E 'Host bridge|LnkSta': every port's LnkSta lands in 00:00.0's block
+    _refused(tmp_path, grep, "two LnkSta lines in one block")
+    same = text.replace("        IOMMU group: 30\n", "        IOMMU group: 30\n        IOMMU group:  30\n")
+    do_import(tmp_path, same.encode(), name="same")  # the same value twice contradicts nothing
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "match"),
+    [
+        (
+            "LnkCap: Port #0, Speed 16GT/s, Width x16, ASPM L0s",
+            "LnkCap: Port #0, Speed 16GT/s, Width x8, ASPM L0s",
+            "wider",
+        ),
+        (
+            "LnkCap: Port #0, Speed 16GT/s, Width x16, ASPM L0s",
+            "LnkCap: Port #0, Speed 8GT/s, Width x16, ASPM L0s",
+            "faster",
+        ),
+    ],
+)
+def test_lnksta_beyond_lnkcap_is_refused(tmp_path: Path, old: str, new: str, match: str) -> None:
+    """A link cannot train wider or faster than its own LnkCap (PCIe Base Spec 7.5.3.6, 7.5.3.8)."""
+    text = _riser()
+    gpu = _gpu2_block(text)
+    bad = text.replace(gpu, gpu.replace(old, new, 1))
+    assert bad != text
+    _refused(tmp_path, bad, "0000:02:00.0: LnkSta", match, "PCIe Base Spec")
+
+
+def test_lnksta_speed_of_a_down_link_is_not_judged(tmp_path: Path) -> None:
+    """LnkSta's speed is undefined while the link is down (width x0): no refusal for it."""
+    text = _riser()
+    gpu = _gpu2_block(text)
+    down = gpu.replace(GEN4_X16, "LnkSta: Speed 32GT/s, Width x0").replace(
+        "Speed 16GT/s, Width x16, ASPM L0s", "Speed 8GT/s, Width x16, ASPM L0s"
+    )
+    do_import(tmp_path, text.replace(gpu, down).encode())
+
+
+RISER_TREE = "-[0000:00]-+-00.0\n           +-01.1-[01]----00.0\n           \\-03.1-[{sec}]----00.0\n"
+
+
+def test_tree_that_disagrees_with_the_blocks_is_refused(tmp_path: Path) -> None:
+    """`lspci -t` and `lspci -vvv` of one machine agree on each bridge's buses; they do not: two runs."""
+    text = _riser()
+    ok = do_import(tmp_path, (text + "\n" + RISER_TREE.format(sec="02")).encode(), name="ok")
+    assert judge(ok) == judge(do_import(tmp_path, text.encode(), name="plain"))
+    _refused(
+        tmp_path,
+        text + "\n" + RISER_TREE.format(sec="03"),
+        "0000:00:03.1: the -t tree puts buses [03] below it but its block says [02]",
+    )
+
+
+def test_tree_listing_a_function_under_two_parents_is_refused() -> None:
+    tree = RISER_TREE.format(sec="02")
+    with pytest.raises(
+        PasteError, match=r"0000:02:00.0 is listed under two parents \(0000:00:03.1 and 0000:00:05.0\)"
+    ):
+        parse_tree((tree + "-[0000:00]-+-00.0\n           \\-05.0-[02]----00.0\n").splitlines())
+    with pytest.raises(
+        PasteError,
+        match=r"0000:00:03.1 is listed twice with different buses below it \(\[02\] and \[02-03\]\)",
+    ):
+        parse_tree((tree + RISER_TREE.format(sec="02-03")).splitlines())
+    nodes = parse_tree(
+        (tree + tree.replace("----00.0\n", "----00.0  NVIDIA Corporation GA102\n")).splitlines()
+    )
+    assert nodes["0000:02:00.0"].parent == "0000:00:03.1"  # -t then -tv of one machine: one tree
+
+
+def test_two_bridges_claiming_one_bus_are_refused(tmp_path: Path) -> None:
+    """Both root ports say secondary=01: 01:00.0 would hang below two bridges (it took the first)."""
+    text = _riser().replace("secondary=02, subordinate=02", "secondary=01, subordinate=01")
+    _refused(tmp_path, text, "0000:01:00.0: both 0000:00:01.1 and 0000:00:03.1 say secondary=01")
+
+
+def test_unconfigured_bridge_is_no_parent(tmp_path: Path) -> None:
+    """A bridge left unconfigured shows secondary=00: it forwards to no bus, so bus 00 stays a root bus."""
+    text = _riser().replace("secondary=02, subordinate=02", "secondary=00, subordinate=00")
+    out = do_import(tmp_path, text.encode())
+    assert tree_of(out).ancestors("0000:01:00.0")[0].bdf == "0000:00:01.1"
+    assert [a.bdf for a in tree_of(out).ancestors("0000:00:01.1")] == []
+
+
+# -- the lspci argument: a directory, a FIFO, an unreadable file, standard input -----------------
+
+
+def _cli_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str], arg: str, match: str) -> None:
+    assert cli.main(["import-lspci", arg, str(tmp_path / "snap")]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.count("\n") == 1 and "Traceback" not in cap.err
+    assert match in cap.err, cap.err
+    assert not (tmp_path / "snap").exists()
+
+
+def test_cli_directory_is_named_as_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "logs").mkdir()
+    _cli_refuses(tmp_path, capsys, str(tmp_path / "logs"), "logs: is a directory, not a file (lspci text)")
+    _cli_refuses(tmp_path, capsys, str(tmp_path / "none.txt"), "none.txt: no such file (lspci text)")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    _cli_refuses(
+        tmp_path, capsys, str(tmp_path / "dangling"), "dangling: a dangling symbolic link (lspci text)"
+    )
+    assert (
+        cli.main(["import-lspci", str(RISER), str(tmp_path / "s"), "--cmdline", str(tmp_path / "logs")]) == 2
+    )
+    assert "is a directory, not a file (--cmdline)" in capsys.readouterr().err
+
+
+def test_cli_unreadable_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chmod 000 (the tests may run as root, which reads anyway: the open is made to fail as it would)."""
+    paste = tmp_path / "lspci.txt"
+    paste.write_text(_riser())
+    real_open = Path.open
+
+    def deny(self: Path, *a: object, **k: object):  # type: ignore[no-untyped-def]
+        if self == paste:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "open", deny)
+    _cli_refuses(tmp_path, capsys, str(paste), "lspci.txt: cannot be read (lspci text): permission denied")
+
+
+def test_cli_reads_a_fifo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A named pipe (or `<(sudo lspci -vvv)`) is read like a file."""
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(RISER.read_bytes()), daemon=True)
+    writer.start()
+    assert cli.main(["import-lspci", str(fifo), str(tmp_path / "snap")]) == 0
+    writer.join(5)
+    assert "imported 5 PCI functions (2 GPU(s))" in capsys.readouterr().out
+
+
+def test_cli_stdin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(RISER.read_bytes())))
+    assert cli.main(["import-lspci", "-", str(tmp_path / "ok")]) == 0
+    assert "imported 5 PCI functions" in capsys.readouterr().out
+    assert open_snapshot(tmp_path / "ok").manifest.raw["imported"]["lspci"] == "<stdin>"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    _cli_refuses(tmp_path, capsys, "-", "<stdin>: no PCI device line")
+    monkeypatch.setattr(sys, "stdin", None)
+    _cli_refuses(tmp_path, capsys, "-", "-: standard input is closed (lspci text)")
+    closed = io.TextIOWrapper(io.BytesIO(b""))
+    closed.buffer.close()
+    monkeypatch.setattr(sys, "stdin", closed)
+    _cli_refuses(tmp_path, capsys, "-", "-: standard input cannot be read (lspci text)")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(RISER.read_bytes())))
+    assert cli.main(["import-lspci", "-", str(tmp_path / "s2"), "--cmdline", "-"]) == 2
+    assert "only one input can be read from standard input" in capsys.readouterr().err
+
+
+def test_tree_naming_another_device_or_root_than_the_blocks_is_refused(tmp_path: Path) -> None:
+    text = _riser()
+    tvnn = RISER_TREE.format(sec="02").replace(
+        "\\-03.1-[02]----00.0\n",
+        "\\-03.1-[02]----00.0  NVIDIA Corporation AD102 [GeForce RTX 4090] [10de:2684]\n",
+    )
+    vvvnn = text.replace(
+        "02:00.0 VGA compatible controller: NVIDIA Corporation GA102 [GeForce RTX 3090] (rev a1)",
+        "02:00.0 VGA compatible controller [0300]: NVIDIA Corporation GA102 [GeForce RTX 3090] [10de:2204] (rev a1)",
+    )
+    _refused(
+        tmp_path,
+        vvvnn + "\n" + tvnn,
+        "0000:02:00.0: the -t tree names it 10de:2684 but its block says 10de:2204",
+    )
+    do_import(tmp_path, (vvvnn + "\n" + tvnn.replace("2684", "2204")).encode(), name="same")
+    # a tree with 02:00.0 on root bus 02 while 00:03.1's block says secondary=02
+    rooted = (
+        RISER_TREE.format(sec="02").replace("\\-03.1-[02]----00.0\n", "\\-03.1\n") + "-[0000:02]---00.0\n"
+    )
+    _refused(
+        tmp_path, text + "\n" + rooted, "0000:02:00.0: the -t tree puts it on a root bus but 0000:00:03.1"
+    )
+
+
+def test_merged_blocks_keep_what_is_unknown_unknown(tmp_path: Path) -> None:
+    """A whole one-line `lspci` listing above a -vvv cut inside 00:03.1's extended capabilities: the
+    merged function is not whole, so its ACS stays unreadable (the header-only block being whole says
+    nothing about the capability list)."""
+    text = _riser()
+    header_lines = "".join(ln + "\n" for ln in text.splitlines() if re.match(r"^[0-9a-f]{2}:", ln))
+    cut = text[: text.index("Capabilities: [2a0 v1]", text.index("\n00:03.1 "))]
+    v = judge(do_import(tmp_path, (header_lines + "\n" + cut).encode()))
+    assert v["acs[0000:00:03.1]"] == "unreadable" and v["acs[0000:00:01.1]"] == "pass"
+
+
+def test_non_root_block_then_root_block_merge(tmp_path: Path) -> None:
+    """`lspci -vvv` as a user (capabilities <access denied>) above `sudo lspci -vvv`: the root block's
+    registers are read, as from the root paste alone."""
+    text = _riser()
+    start = text.index("\n00:03.1 ") + 1
+    end = text.index("\n\n", start)
+    block = text[start:end]
+    denied = block[: block.index("        Capabilities:")] + "        Capabilities: <access denied>\n"
+    out = do_import(tmp_path, (denied + "\n" + text).encode(), name="merged")
+    assert judge(out) == judge(do_import(tmp_path, text.encode(), name="root"))

@@ -37,7 +37,7 @@ from ..errors import ConfigSpaceError
 from ..pcie import ECAP_ID_ACS, PortType, parse_config
 from ..snapshot import MANIFEST
 from ..testing import SPEED_TEXT, Node, build_config, dump_toml
-from .lspci import UNKNOWN_PARENT, LspciDevice, LspciText, PasteError, check_text, parse_lspci
+from .lspci import UNKNOWN_PARENT, LspciDevice, LspciText, PasteError, bus_range, check_text, parse_lspci
 from .pciids import PciIds
 from .smi import parse_smi_q
 from .topo import parse_topo
@@ -61,6 +61,7 @@ class Built:
     devices: int
     gpus: int
     unknown: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how the paste was read (repeated blocks folded)
 
 
 def import_lspci(inputs: Inputs, out: Path, *, name: str | None = None, ids: PciIds | None = None) -> Built:
@@ -81,6 +82,7 @@ def import_lspci(inputs: Inputs, out: Path, *, name: str | None = None, ids: Pci
     for dev in parsed.devices.values():
         _apply_dump(dev)
         unknown += [f"{dev.bdf}: {n}" for n in dev.notes]
+    _check_links(parsed)
     cmdline = None
     if inputs.cmdline is not None:
         cmdline = check_text(inputs.cmdline[1], inputs.cmdline[0]).strip()
@@ -112,7 +114,7 @@ def import_lspci(inputs: Inputs, out: Path, *, name: str | None = None, ids: Pci
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Built(out, len(parsed.devices), built["gpus"], unknown)
+    return Built(out, len(parsed.devices), built["gpus"], unknown, parsed.notes)
 
 
 # -- merging the forms -------------------------------------------------------------------------
@@ -145,9 +147,48 @@ def _merge_tree(parsed: LspciText, ids: PciIds, unknown: list[str]) -> None:
             if dev.vendor is None:
                 dev.vendor, dev.device = 0xFFFE, 0
                 dev.notes.append("only in the -t tree, vendor/device IDs unknown")
+        elif node.name and dev.ids_from == "text" and dev.vendor is not None:
+            shown = re.findall(r"\[([0-9a-f]{4}):([0-9a-f]{4})\]", node.name)  # lspci -tvnn
+            ids_text = f"{dev.vendor:04x}:{dev.device or 0:04x}"
+            if shown and ":".join(shown[-1]) != ids_text:
+                raise PasteError(
+                    f"{bdf}: the -t tree names it {':'.join(shown[-1])} but its block says {ids_text}: "
+                    "the tree and the blocks are from two runs or two machines; paste one machine's output"
+                )
         dev.tree_parent = node.parent
+        if node.secondary is not None and dev.secondary is not None:
+            tree_buses = (node.secondary, node.subordinate)
+            if tree_buses != (dev.secondary, dev.subordinate):
+                raise PasteError(
+                    f"{bdf}: the -t tree puts buses {bus_range(*tree_buses)} below it but its block says "
+                    f"{bus_range(dev.secondary, dev.subordinate)} (Bus: secondary={dev.secondary:02x}, "
+                    f"subordinate={(dev.subordinate or 0):02x}): the tree and the blocks are from two runs "
+                    "or two machines; paste one machine's output"
+                )
         if node.secondary is not None and dev.secondary is None:
             dev.secondary, dev.subordinate = node.secondary, node.subordinate
+
+
+def _check_links(parsed: LspciText) -> None:
+    """A link never trains wider or faster than its own LnkCap allows (PCIe Base Spec 7.5.3.6 Maximum
+    Link Width/Max Link Speed, 7.5.3.8 Negotiated Link Width/Current Link Speed): such a block is
+    edited or mixes two devices' lines; ``PasteError``. Speed is compared only on an up link (LnkSta's
+    speed is undefined while the link is down)."""
+    for dev in parsed.devices.values():
+        if dev.lnkcap is None or dev.lnksta is None:
+            continue
+        (cap_gen, cap_w), (sta_gen, sta_w) = dev.lnkcap, dev.lnksta
+        what = ""
+        if cap_w is not None and sta_w is not None and sta_w > cap_w:
+            what = f"LnkSta width x{sta_w} is wider than LnkCap's x{cap_w}"
+        elif cap_gen and sta_gen and sta_w and sta_gen > cap_gen:
+            what = f"LnkSta speed Gen{sta_gen} is faster than LnkCap's Gen{cap_gen}"
+        if what:
+            raise PasteError(
+                f"{dev.bdf}: {what} (LnkCap {dev.shown.get('LnkCap', '?')!r}, LnkSta "
+                f"{dev.shown.get('LnkSta', '?')!r}): a link cannot exceed its capability (PCIe Base Spec "
+                "7.5.3.6, 7.5.3.8); the paste is edited or mixes two devices' lines"
+            )
 
 
 CLASS_NOT_GPU = 0xFF0001  # "unassigned" class, marked: the tree's name says it is no GPU
@@ -215,7 +256,8 @@ def _dom(bdf: str) -> str:
 def _parents(parsed: LspciText, unknown: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
     """Parent BDF of every function (None: on a root bus), and placeholder bridges for cut-off parents."""
     devs = parsed.devices
-    bridges = [d for d in devs.values() if d.secondary is not None]
+    # secondary=00 is a bridge the firmware/kernel left unconfigured: it forwards to no bus
+    bridges = [d for d in devs.values() if d.secondary]
     roots = {
         (_dom(d.bdf), _bus(d.bdf))
         for d in devs.values()
@@ -241,14 +283,25 @@ def _parents(parsed: LspciText, unknown: list[str]) -> tuple[dict[str, str | Non
     placeholders: dict[str, str] = {}  # (dom:bus) -> placeholder BDF
     for d in devs.values():
         key = (_dom(d.bdf), _bus(d.bdf))
+        up = [b for b in bridges if b.bdf != d.bdf and _dom(b.bdf) == key[0] and b.secondary == key[1]]
+        if len(up) > 1:
+            a, b = sorted(x.bdf for x in up)[:2]
+            raise PasteError(
+                f"{d.bdf}: both {a} and {b} say secondary={key[1]:02x}, so it would have two parents "
+                "(one bus hangs below one bridge): two machines' or edited output in one paste"
+            )
         if d.bdf in parsed.tree and parsed.tree[d.bdf].parent != UNKNOWN_PARENT:
             parent[d.bdf] = parsed.tree[d.bdf].parent
+            if parent[d.bdf] is None and up:
+                raise PasteError(
+                    f"{d.bdf}: the -t tree puts it on a root bus but {up[0].bdf} says secondary={key[1]:02x}: "
+                    "the tree and the blocks are from two runs or two machines; paste one machine's output"
+                )
             continue
-        up = [b for b in bridges if b.bdf != d.bdf and _dom(b.bdf) == key[0] and b.secondary == key[1]]
         if d.bdf in parsed.tree:
             up = []  # the tree says the bridge above was elided
         if up:
-            parent[d.bdf] = sorted(up, key=lambda b: b.bdf)[0].bdf
+            parent[d.bdf] = up[0].bdf
         elif (key[1] == 0 or key in roots) and d.bdf not in parsed.tree:
             parent[d.bdf] = None
         else:
@@ -602,6 +655,7 @@ def _manifest(
             "ids_from": shown,
             "pci_ids": ids.where,
             "unknown": unknown,
+            "notes": parsed.notes,
             "gpu_count_unknown": partial,
             "placeholders": built["placeholders"],
         },

@@ -11,19 +11,42 @@ from .lspci import MAX_INPUT, PasteError
 
 
 def _read(path: str | None, what: str, stdin_used: list[bool]) -> tuple[str, bytes] | None:
+    """The bytes of one input (at most ``MAX_INPUT + 1``: more is refused as not command output).
+
+    ``-`` is standard input (once). A pipe or FIFO (``<(cat /proc/cmdline)``) is read like a file; a
+    directory, a missing path, a device or socket that cannot be opened or read is one ``PasteError``
+    line saying which.
+    """
     if path is None:
         return None
     if path == "-":
         if stdin_used[0]:
             raise PasteError("only one input can be read from standard input (-)")
         stdin_used[0] = True
-        data = sys.stdin.buffer.read(MAX_INPUT + 1)
+        if sys.stdin is None:
+            raise PasteError(f"-: standard input is closed ({what})")
+        try:
+            data = sys.stdin.buffer.read(MAX_INPUT + 1)
+        except (OSError, ValueError) as exc:  # closed, a directory as stdin (EISDIR), ...
+            raise PasteError(f"-: standard input cannot be read ({what}): {_why(exc)}") from None
         return ("<stdin>", data)
     p = Path(path)
-    if not p.exists() or p.is_dir():  # a pipe such as <(cat /proc/cmdline) is fine
-        raise PasteError(f"{path}: no such file ({what})")
-    with p.open("rb") as f:
-        return (path, f.read(MAX_INPUT + 1))
+    if p.is_dir():
+        raise PasteError(f"{path}: is a directory, not a file ({what}): give the text file in it")
+    if not p.exists():
+        why = "a dangling symbolic link" if p.is_symlink() else "no such file"
+        raise PasteError(f"{path}: {why} ({what})")
+    try:
+        with p.open("rb") as f:
+            return (path, f.read(MAX_INPUT + 1))
+    except (OSError, ValueError) as exc:
+        raise PasteError(f"{path}: cannot be read ({what}): {_why(exc)}") from None
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -39,9 +62,10 @@ def run_import(args: argparse.Namespace) -> int:
     except (PasteError, OSError, ValueError) as exc:
         print(f"rigcheck: import-lspci: {exc}", file=sys.stderr)
         return 2
+    notes = f"; {'; '.join(built.notes)} (MANIFEST.toml [imported] notes)" if built.notes else ""
     print(
         f"rigcheck: imported {built.devices} PCI functions ({built.gpus} GPU(s)) into {built.out}; "
-        f"{len(built.unknown)} thing(s) the text does not show are unreadable (MANIFEST.toml [imported] unknown); "
-        f"judge it with: pytest --rig --rig-snapshot={built.out}"
+        f"{len(built.unknown)} thing(s) the text does not show are unreadable (MANIFEST.toml [imported] unknown)"
+        f"{notes}; judge it with: pytest --rig --rig-snapshot={built.out}"
     )
     return 0

@@ -95,6 +95,7 @@ class LspciDevice:
     in_tree_only: bool = False
     tree_parent: str | None = None
     notes: list[str] = field(default_factory=list)
+    shown: dict[str, str] = field(default_factory=dict)  # field -> its text as pasted, for messages
 
     @property
     def is_bridge(self) -> bool:
@@ -170,12 +171,19 @@ def _acs_bits(text: str) -> int | None:
 
 
 def parse_lspci(text: str, ids: PciIds) -> LspciText:
-    """Parse lspci output of any of the forms above into devices and (when given) the -t tree."""
+    """Parse lspci output of any of the forms above into devices and (when given) the -t tree.
+
+    A function may be shown in several blocks (``lspci`` then ``lspci -vvv``, a ``-s`` run after the
+    full listing, a paste duplicated by accident): blocks with the same lines are read once (noted);
+    others are merged field by field, and ``PasteError`` names the function and the first field that
+    two blocks show differently (see ``merge_block``).
+    """
     text = _dedent_paste(text)
-    devices: dict[str, LspciDevice] = {}
     notes: list[str] = []
     tree_lines: list[str] = []
+    blocks: list[tuple[LspciDevice, list[str]]] = []
     cur: LspciDevice | None = None
+    cur_lines: list[str] = []
     last_key: str | None = None
     has_domain = False
     elided = False
@@ -198,15 +206,17 @@ def parse_lspci(text: str, ids: PciIds) -> LspciText:
                 bdf = normalize_bdf(line.split()[0])
             except ValueError as exc:
                 raise PasteError(f"line {lineno}: {exc}: not lspci output") from None
-            cur = devices.get(bdf)
-            if cur is None:
-                cur = devices[bdf] = LspciDevice(bdf, m["rest"])
-                _identify(cur, m["rest"], ids)
+            cur = LspciDevice(bdf, m["rest"])
+            _identify(cur, m["rest"], ids)
+            cur_lines = [" ".join(line.split()[1:])]
+            blocks.append((cur, cur_lines))
             last_key = None
             continue
         if cur is None:
             continue  # a prompt, a comment, or a grep fragment line with no device header above it
         cur.lines += 1
+        if line[0].isspace() or _HEX_LINE.match(line):  # not a prompt or comment between two pastes
+            cur_lines.append(" ".join(line.split()))
         h = _HEX_LINE.match(line)
         if h:
             off = int(h["off"], 16)
@@ -220,8 +230,159 @@ def parse_lspci(text: str, ids: PciIds) -> LspciText:
         f = _FIELD.match(line)
         if f:
             last_key = f["key"].strip()
+    devices = _fold_blocks(blocks, notes)
     tree = parse_tree(tree_lines) if tree_lines else {}
     return LspciText(devices, tree, has_domain, notes, elided)
+
+
+def _fold_blocks(blocks: list[tuple[LspciDevice, list[str]]], notes: list[str]) -> dict[str, LspciDevice]:
+    """One device per BDF: repeated identical blocks read once, different ones merged (``merge_block``)."""
+    devices: dict[str, LspciDevice] = {}
+    seen: dict[str, list[list[str]]] = {}
+    repeats: dict[str, int] = {}
+    merged: set[str] = set()
+    for dev, lines in blocks:
+        if dev.bdf not in devices:
+            devices[dev.bdf], seen[dev.bdf] = dev, [lines]
+            continue
+        if lines in seen[dev.bdf]:
+            repeats[dev.bdf] = repeats.get(dev.bdf, 0) + 1
+            continue
+        seen[dev.bdf].append(lines)
+        merge_block(devices[dev.bdf], dev)
+        merged.add(dev.bdf)
+    if repeats:
+        bdfs = sorted(repeats)
+        notes.append(
+            f"{len(bdfs)} function(s) shown more than once with the same lines (a paste duplicated?), "
+            f"read once: {', '.join(bdfs[:8])}{' ...' if len(bdfs) > 8 else ''}"
+        )
+    if merged:
+        bdfs = sorted(merged)
+        notes.append(
+            f"{len(bdfs)} function(s) shown in several blocks that agree wherever both show a field, "
+            f"merged: {', '.join(bdfs[:8])}{' ...' if len(bdfs) > 8 else ''}"
+        )
+    return devices
+
+
+def _clip(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def merge_block(into: LspciDevice, new: LspciDevice) -> None:
+    """Fold a second block of the same function into the first, field by field.
+
+    A field that only one block shows is taken from it (``lspci`` then ``lspci -vvv``, a separate
+    ``-xxx``, a root run after a non-root one). Where both show a field and the values differ, the
+    paste holds two readings of one function, from two moments or two machines, and no single rig
+    is what it shows: ``PasteError`` names the function and the first such field in pciutils'
+    order. (Marking only that field unreadable would let the other fields of the mixed paste pass
+    as if they were one rig's.)
+    """
+
+    def clash(label: str, a: object, b: object, key: str | None = None) -> None:
+        if a is None or b is None or a == b:
+            return
+        shown_a = into.shown.get(key or label, str(a))
+        shown_b = new.shown.get(key or label, str(b))
+        raise PasteError(
+            f"{into.bdf} has two blocks that disagree on {label}: {_clip(shown_a)!r} then "
+            f"{_clip(shown_b)!r}: two readings (two moments or two machines) cannot be judged as one rig; "
+            "paste one lspci run, or import each run on its own"
+        )
+
+    def ident(d: LspciDevice) -> str:
+        return f"{d.vendor:04x}:{d.device:04x}" if d.vendor is not None and d.device is not None else "?"
+
+    if into.ids_from == "text" and new.ids_from == "text":
+        clash("vendor:device ID", ident(into), ident(new))
+    elif new.ids_from == "text" or into.vendor is None:
+        into.vendor, into.device, into.ids_from = new.vendor, new.device, new.ids_from
+    a, b = into.class_code, new.class_code
+    clash("class", None if a is None else f"{a >> 8:04x}", None if b is None else f"{b >> 8:04x}")
+    if a is None or (b is not None and b & 0xFF and not a & 0xFF):
+        into.class_code = b
+    clash("revision", into.revision, new.revision)
+    into.revision = into.revision if into.revision is not None else new.revision
+    for key, attr in (
+        ("Physical Slot", "physical_slot"),
+        ("NUMA node", "numa"),
+        ("IOMMU group", "iommu_group"),
+    ):
+        clash(key, getattr(into, attr), getattr(new, attr))
+        if getattr(into, attr) is None:
+            setattr(into, attr, getattr(new, attr))
+    bus_a = (into.primary, into.secondary, into.subordinate) if into.secondary is not None else None
+    bus_b = (new.primary, new.secondary, new.subordinate) if new.secondary is not None else None
+    clash("Bus", bus_a, bus_b)
+    if bus_a is None:
+        into.primary, into.secondary, into.subordinate = new.primary, new.secondary, new.subordinate
+    for i in sorted(into.regions.keys() & new.regions.keys()):
+        clash(f"Region {i}" if i < 6 else "Expansion ROM", into.regions[i], new.regions[i])
+    into.regions = {**new.regions, **into.regions}
+    into.regions_complete = into.regions_complete or new.regions_complete
+    express_a = (into.pcie_version, into.port_type, into.slot_implemented) if into.port_type else None
+    express_b = (new.pcie_version, new.port_type, new.slot_implemented) if new.port_type else None
+    clash("the Express capability", express_a, express_b, "Express")
+    if express_a is None:
+        into.pcie_version, into.port_type, into.slot_implemented = express_b or (
+            into.pcie_version,
+            None,
+            False,
+        )
+    for key in ("LnkCap", "LnkSta"):
+        attr = key.lower()
+        ra, rb = getattr(into, attr), getattr(new, attr)
+        if ra is not None and rb is not None:
+            for x, y in zip(ra, rb, strict=True):
+                clash(key, x, y)
+            setattr(into, attr, tuple(x if x is not None else y for x, y in zip(ra, rb, strict=True)))
+        elif ra is None:
+            setattr(into, attr, rb)
+    for flag in sorted(into.lnksta_flags.keys() & new.lnksta_flags.keys()):
+        clash(f"LnkSta {flag}", into.lnksta_flags[flag], new.lnksta_flags[flag], "LnkSta flags")
+    into.lnksta_flags = {**new.lnksta_flags, **into.lnksta_flags}
+    clash("LnkCtl2 Target Link Speed", into.lnkctl2_target, new.lnkctl2_target, "LnkCtl2")
+    clash("LnkCtl2 SpeedDis", into.hasd, new.hasd, "LnkCtl2")
+    into.lnkctl2_target = into.lnkctl2_target if into.lnkctl2_target is not None else new.lnkctl2_target
+    into.hasd = into.hasd if into.hasd is not None else new.hasd
+    into.lnkctl2_seen = into.lnkctl2_seen or new.lnkctl2_seen
+    caps_a, caps_b = dict(into.caps + into.ext_caps), dict(new.caps + new.ext_caps)
+    for off in sorted(caps_a.keys() & caps_b.keys()):
+        clash(f"the capability at [{off:x}]", caps_a[off].split(":")[0], caps_b[off].split(":")[0])
+    if new.ext_caps and not into.ext_caps:
+        into.closed = new.closed
+    elif new.ext_caps or not into.ext_caps:
+        into.closed = into.closed or new.closed
+    into.caps = sorted({**dict(new.caps), **dict(into.caps)}.items())
+    into.ext_caps = sorted({**dict(new.ext_caps), **dict(into.ext_caps)}.items())
+    into.access_denied = (into.access_denied or new.access_denied) and not (into.ext_caps or into.caps)
+    into.elided = into.elided or new.elided
+    if (
+        into.acs_offset is not None
+        and new.acs_offset is not None
+        and min(into.acs_offset, new.acs_offset) >= 0
+    ):
+        clash("the ACS capability offset", into.acs_offset, new.acs_offset)
+    if into.acs_offset is None or into.acs_offset < 0:
+        into.acs_offset = new.acs_offset if new.acs_offset is not None else into.acs_offset
+    clash("ACSCap", into.acs_cap, new.acs_cap)
+    clash("ACSCtl", into.acs_ctrl, new.acs_ctrl)
+    into.acs_cap = into.acs_cap if into.acs_cap is not None else new.acs_cap
+    into.acs_ctrl = into.acs_ctrl if into.acs_ctrl is not None else new.acs_ctrl
+    clash("Kernel driver in use", into.driver, new.driver)
+    into.driver = into.driver or new.driver
+    for off in sorted(into.hexdump.keys() & new.hexdump.keys()):
+        clash(
+            f"config space byte {off:#05x} of the hex dump",
+            f"{into.hexdump[off]:02x}",
+            f"{new.hexdump[off]:02x}",
+        )
+    into.hexdump = {**new.hexdump, **into.hexdump}
+    into.lines += new.lines
+    into.notes += [n for n in new.notes if n not in into.notes]
+    into.shown = {**new.shown, **into.shown}
 
 
 def _dedent_paste(text: str) -> str:
@@ -286,6 +447,7 @@ def _field(dev: LspciDevice, line: str, last_key: str | None) -> None:
             dev.caps.append((off, what))
             em = re.match(r"Express \(v(?P<v>\d)\) (?P<t>.*)", what)
             if em:
+                _shown(dev, "Express", what)
                 dev.pcie_version = int(em["v"])
                 for label, pt in _PORT_TYPES:
                     if em["t"].startswith(label):
@@ -306,9 +468,13 @@ def _field(dev: LspciDevice, line: str, last_key: str | None) -> None:
         # A continuation line: flags of the field above (LnkSta's TrErr- Train- ... BWMgmt+ on pciutils >= 3.6).
         if last_key == "LnkSta":
             _lnksta_flags(dev, s)
+            if _FLAG.search(s):
+                dev.shown.setdefault("LnkSta flags", s)
         elif last_key == "LnkCtl2" and "SpeedDis" in s:
             dev.hasd = "SpeedDis+" in s
         return
+    if key in _ONCE:
+        _shown(dev, key, val)
     if key in ("LnkCap", "LnkSta"):
         sp, wd = _SPEED.search(val), _WIDTH.search(val)
         width = int(wd["w"]) if wd else None
@@ -321,6 +487,8 @@ def _field(dev: LspciDevice, line: str, last_key: str | None) -> None:
             else:
                 dev.lnksta = reading
         _lnksta_flags(dev, val)
+        if key == "LnkSta" and _FLAG.search(val):
+            dev.shown.setdefault("LnkSta flags", val.strip())
     elif key == "LnkCtl2":
         dev.lnkctl2_seen = True
         tm = re.search(r"Target Link Speed:\s*(?P<s>[0-9.]+GT/s)", val)
@@ -354,6 +522,33 @@ def _field(dev: LspciDevice, line: str, last_key: str | None) -> None:
         dev.iommu_group = val.strip() or None
     elif key == "Physical Slot":
         dev.physical_slot = val.strip() or None
+
+
+# Fields one function's block shows at most once (pciutils ls-caps.c, lspci.c show_kernel*)
+_ONCE = (
+    "Physical Slot",
+    "NUMA node",
+    "IOMMU group",
+    "Bus",
+    "LnkCap",
+    "LnkSta",
+    "LnkCtl2",
+    "ACSCap",
+    "ACSCtl",
+    "Kernel driver in use",
+)
+
+
+def _shown(dev: LspciDevice, key: str, val: str) -> None:
+    """Remember a field's text; the same field twice in one block with another value is refused."""
+    val = " ".join(val.split())
+    before = dev.shown.setdefault(key, val)
+    if before != val:
+        raise PasteError(
+            f"{dev.bdf}: two {key} lines in one block ({_clip(before)!r}, then {_clip(val)!r}): a function "
+            "shows it once, so a device line was lost (a grep?) or the paste was edited; keep every device "
+            "line (grep -E '^[0-9a-f]|...')"
+        )
 
 
 _REGION = re.compile(
@@ -453,7 +648,21 @@ def parse_tree(lines: list[str]) -> dict[str, TreeNode]:
             bdf = f"{bdom}:{bus:02x}:{m['dev']}.{m['fn']}"
             sec = int(m["sec"], 16) if m["sec"] else None
             sub = int(m["sub"], 16) if m["sub"] else sec
-            last_dev = nodes[bdf] = TreeNode(bdf, parent, sec, sub, None)
+            before = nodes.get(bdf)
+            if before is not None and UNKNOWN_PARENT not in (before.parent, parent):
+                if before.parent != parent:
+                    raise PasteError(
+                        f"lspci -t tree: {bdf} is listed under two parents "
+                        f"({before.parent or 'the root bus'} and {parent or 'the root bus'}): "
+                        "two trees (two machines?) in one paste"
+                    )
+                if (before.secondary, before.subordinate) != (sec, sub):
+                    raise PasteError(
+                        f"lspci -t tree: {bdf} is listed twice with different buses below it "
+                        f"({bus_range(before.secondary, before.subordinate)} and {bus_range(sec, sub)}): "
+                        "two trees (two machines?) in one paste"
+                    )
+            last_dev = nodes[bdf] = TreeNode(bdf, parent, sec, sub, before.name if before else None)
             name_at = m.end()
             if sec is not None:
                 markers.append((m.end(), bdom, sec, bdf))
@@ -463,6 +672,11 @@ def parse_tree(lines: list[str]) -> dict[str, TreeNode]:
             if rest and not rest.startswith(("-", "+", "\\")):
                 last_dev.name = rest
     return nodes
+
+
+def bus_range(sec: int | None, sub: int | None) -> str:
+    """``[02]`` or ``[02-04]`` as ``lspci -t`` prints a bridge's secondary-subordinate buses."""
+    return "none" if sec is None else f"[{sec:02x}]" if sub in (None, sec) else f"[{sec:02x}-{sub:02x}]"
 
 
 def _open_branch(
