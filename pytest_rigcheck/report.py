@@ -261,6 +261,32 @@ def schema_path() -> Path:
     return Path(__file__).resolve().parent / "schemas" / SCHEMA
 
 
+REPORT_LIMIT = 64 << 20  # bytes: a report of 8 GPUs with topology and NCCL sweeps is well under 1 MiB
+
+
+def read_report_json(path: str | Path) -> Any:
+    """The JSON document in a report file (``--rig-report``, a fleet node's), read through the one rooted
+    reader (``Source("/")``: the path is the user's own, so a symlink there is followed): a FIFO, device
+    node, socket or directory is refused by ``lstat`` before any ``open`` (opening a FIFO would block until
+    a writer comes); a file above ``REPORT_LIMIT`` is refused, not cut short.
+
+    Raises ``KeyError`` when there is no such file, ``ValueError`` with one line otherwise.
+    """
+    from .errors import SourceError
+    from .source import Source
+
+    try:
+        data = Source("/").read_bytes(str(Path(path).absolute()).lstrip("/"), REPORT_LIMIT, whole=True)
+    except SourceError as exc:
+        raise ValueError(exc.reason) from None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc}; cut short?)") from None
+
+
 def load_report(path: str | Path) -> dict[str, Any]:
     """Read a ``--rig-report`` file of format 1 or 2; a format-1 report comes back with the format-2 keys
     it lacks (``id``, ``check``, ``cause`` per result; ``topology``, ``p2p``, ``nccl``, ``served_model`` per
@@ -268,11 +294,11 @@ def load_report(path: str | Path) -> dict[str, Any]:
     from .causes import check_name
 
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        doc = read_report_json(path)
+    except KeyError:
+        raise ValueError(f"{path}: cannot read: no such file") from None
     except ValueError as exc:
-        raise ValueError(f"{path}: not JSON: {exc}") from None
+        raise ValueError(f"{path}: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") not in FORMATS:
         got = doc.get("format") if isinstance(doc, dict) else None
         raise ValueError(f"{path}: not a rigcheck report (format {got!r}; this version reads {FORMATS})")

@@ -490,7 +490,7 @@ def test_fifo_device_and_directory_refused_without_opening(tmp_path):
 
 def test_report_larger_than_the_cap_refused_in_one_line(tmp_path, monkeypatch, capsys):
     paths = write(tmp_path, {"big": node_report("big")})
-    monkeypatch.setattr("pytest_rigcheck.fleet.merge.REPORT_LIMIT", 100)
+    monkeypatch.setattr("pytest_rigcheck.report.REPORT_LIMIT", 100)
     assert main(["merge", str(paths[0]), "--out", str(tmp_path / "out")]) == 2
     assert "NODE big: UNREADABLE: larger than 100 bytes" in capsys.readouterr().out
 

@@ -314,3 +314,24 @@ def test_sigterm_before_the_session_starts_still_writes_the_report(pytester: pyt
     doc = json.loads((pytester.path / "out" / "rig.json").read_text())
     assert doc["stopped_by"] == "SIGTERM" and doc["exit_status"] == 2 and doc["results"] == []
     assert "Traceback" not in result.stderr.str()
+
+
+def test_load_report_refuses_a_fifo_without_opening_it(tmp_path: Path) -> None:
+    """load_report (rigcheck diff, html.render) reads through the one rooted reader: a FIFO is refused by
+    lstat, never opened (opening it would block until a writer comes). Guarded by an alarm, so a regression
+    fails instead of hanging."""
+    import os
+    import signal
+
+    from pytest_rigcheck.report import load_report
+
+    fifo = tmp_path / "r.json"
+    os.mkfifo(fifo)
+    old = signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("load_report blocked")))
+    signal.alarm(10)
+    try:
+        with pytest.raises(ValueError, match="FIFO"):
+            load_report(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

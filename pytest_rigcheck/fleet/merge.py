@@ -43,10 +43,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import RigcheckError, SourceError
-from ..source import Source
+from ..errors import RigcheckError
+from ..report import FORMATS, read_report_json
 
-FORMATS = (1, 2)
 FAILING = ("fail", "unreadable")
 STATUS_ORDER = {"unreadable": 0, "fail": 1, "warn": 2, "pass": 3, "n/a": 4}
 # Figures where a low value on one node, among peers built alike, says something is wrong with it.
@@ -126,32 +125,19 @@ def check_name(nodeid: str) -> str:
     return check_id(nodeid).rsplit("::", 1)[-1]
 
 
-REPORT_LIMIT = 64 << 20  # bytes: a report of 8 GPUs with topology and NCCL sweeps is well under 1 MiB
-
-
 def load_report(path: Path) -> dict[str, Any]:
     """Read one node's report. Raises ``ReportError`` with one line saying why it cannot be used.
 
-    Read through ``Source.read_bytes``, the one reader of the project, rooted at ``/`` (the path on the
-    command line is the user's own, so a symlink there is followed): a FIFO, device node, socket or
-    directory is refused by ``lstat`` before any ``open`` (opening a FIFO would block until a writer comes),
-    the file is opened ``O_NOFOLLOW | O_NONBLOCK`` and ``fstat`` must show the same regular file; one larger
-    than ``REPORT_LIMIT`` is refused, not cut short. The document is then checked by ``contradiction``.
+    Read by ``report.read_report_json`` (the one rooted reader: a FIFO, device node or directory is refused
+    before any ``open``; a file above its size limit is refused, not cut short); the document is then
+    checked by ``contradiction``.
     """
     try:
-        data = Source("/").read_bytes(str(path.absolute()).lstrip("/"), REPORT_LIMIT, whole=True)
+        doc = read_report_json(path)
     except KeyError:
         raise ReportError("missing (the node wrote no report: it did not run, hung or died)") from None
-    except SourceError as exc:
-        raise ReportError(f"unreadable: {exc.reason}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ReportError("unreadable: not UTF-8 text") from None
-    try:
-        doc = json.loads(text)
     except ValueError as exc:
-        raise ReportError(f"unreadable: not JSON ({exc}; cut short?)") from None
+        raise ReportError(f"unreadable: {exc}") from None
     if not isinstance(doc, dict) or "format" not in doc:
         raise ReportError("unreadable: not a rigcheck report (no 'format')")
     if doc["format"] not in FORMATS:
