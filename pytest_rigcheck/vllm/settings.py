@@ -8,6 +8,7 @@ the options at session start; either mistake is a ``pytest.UsageError`` before c
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -270,8 +271,6 @@ def _canonical(word: str) -> tuple[str, str | None]:
 
 def _typed(flag: str, rule: Flag, text: str) -> object:
     """``text`` as ``flag`` takes it, ``ValueError`` when vLLM would refuse it."""
-    import re
-
     if rule.kind in ("int", "tokens"):
         m = (
             re.fullmatch(r"(\d+(?:\.\d+)?)([kmgt])", text.strip(), re.IGNORECASE)
@@ -433,6 +432,11 @@ def parse_vllm_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
                 raise ProfileError(where, k, value, "a non-empty string")
             if key == "model_preset":
                 _check_preset(where, value)
+            elif key == "expect_version" and not re.fullmatch(r"\d+\.\d+[0-9A-Za-z.+-]*", value.strip()):
+                # compared with GET /version as it answers (0.6.4.post1) and read by the gate as major.minor
+                raise ProfileError(
+                    where, k, value, "a vLLM version as GET /version answers it, e.g. 0.6.4.post1"
+                )
             elif key == "kv_cache_dtype" and value not in KV_CACHE_DTYPES:
                 raise ProfileError(where, k, value, f"{FLAGS['--kv-cache-dtype'].allowed} (vLLM's choices)")
             out[key] = value
@@ -448,10 +452,14 @@ def parse_vllm_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
             out[key] = tuple(value)
         elif key == "env":
             if not isinstance(value, dict) or not all(
-                isinstance(v, str | int | float) for v in value.values()
+                isinstance(v, str | int | float) and not isinstance(v, bool) and a and "=" not in a
+                for a, v in value.items()
             ):
                 raise ProfileError(
-                    where, k, value, 'a table of strings, e.g. {VLLM_CPU_OMP_THREADS_BIND = "0|1"}'
+                    where,
+                    k,
+                    value,
+                    'a table of variable names to strings or numbers, e.g. {VLLM_CPU_OMP_THREADS_BIND = "0|1"}',
                 )
             out[key] = {str(a): str(b) for a, b in value.items()}
         elif key == "gpus":
@@ -707,6 +715,20 @@ def _check_combinations(raw: dict[str, Any], out: dict[str, Any], where: str) ->
             "vllm.flags",
             f"--max-num-batched-tokens {tokens}",
             f"at least --max-num-seqs ({seqs}): vLLM refuses to start with fewer tokens than sequences per batch",
+        )
+    if isinstance(seqs, int) and out.get("concurrency", 0) > seqs:
+        raise ProfileError(
+            where,
+            "vllm.concurrency",
+            out["concurrency"],
+            f"at most --max-num-seqs ({seqs}) in flags: vLLM runs no more sequences at once",
+        )
+    if out.get("flags") and "launch" in out and "{flags}" not in out["launch"]:
+        raise ProfileError(
+            where,
+            "vllm.flags",
+            " ".join(out["flags"]),
+            "a launch command with {flags}: vllm.launch has none, so these would never reach vLLM",
         )
     length = out.get("max_model_len")
     if (

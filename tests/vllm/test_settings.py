@@ -309,6 +309,21 @@ class TestPresetAndFlags:
                 64,
                 "fewer than max_model_len",
             ),
+            (
+                {"concurrency": 16, "flags": "--max-num-seqs 8"},
+                "vllm.concurrency",
+                16,
+                "at most --max-num-seqs (8) in flags",
+            ),
+            (
+                {"launch": "serve --port {port}", "flags": "--enforce-eager"},
+                "vllm.flags",
+                "--enforce-eager",
+                "vllm.launch has none",
+            ),
+            ({"expect_version": "latest"}, "vllm.expect_version", "latest", "e.g. 0.6.4.post1"),
+            ({"expect_version": "v0.6.4"}, "vllm.expect_version", "v0.6.4", "as GET /version answers it"),
+            ({"env": {"VLLM_USE_V1": True}}, "vllm.env", {"VLLM_USE_V1": True}, "strings or numbers"),
         ],
     )
     def test_rejects(self, table, key, value, allowed):
@@ -348,6 +363,10 @@ class TestPresetAndFlags:
             1.0,
             "awq",
         )
+
+    @pytest.mark.parametrize("version", ["0.6.4.post1", "0.11.0rc1", "0.10.1+cu128", "0.32.0"])
+    def test_versions(self, version):
+        assert parse_vllm_table({"expect_version": version}, "p")["expect_version"] == version
 
     def test_human_readable_lengths(self):
         """vLLM's human_readable_int: lower-case suffixes are powers of 1000, upper-case of 1024."""
