@@ -179,7 +179,7 @@ class VllmSettings:
             ("--gpu-memory-utilization", self.gpu_memory_utilization),
         ]
         for flag, value in derived:
-            if value is not None and not any(f == flag or f.startswith(flag + "=") for f in flags):
+            if value is not None and not any(_canonical(f)[0] == flag for f in flags):
                 flags += [flag, str(value)]
         values = {
             "model": self.model or "",
@@ -325,7 +325,7 @@ def parse_flags(flags: Sequence[str], where: str) -> dict[str, object]:
         ProfileError: (key ``vllm.flags``) a value vLLM refuses (wrong type, out of range), a missing
             value, a flag given twice with different values (or a switch both on and off), or an
             unknown flag spelled like one of ``FLAGS`` (``--max-num-seq``: did you mean ``--max-num-seqs``?),
-            which vLLM would refuse and the model-fit gate would size without.
+            which rigcheck would not read and the model-fit gate would size without.
     """
     import difflib
 

@@ -117,6 +117,13 @@ class TestLaunch:
         )
         assert s.launch_argv("h", 1) == ["x", "--port", "1", "--max-model-len=2048"]
 
+    def test_flags_in_vllm_spellings_win_over_keys(self):
+        """--max_model_len is vLLM's --max-model-len: the key is not added a second time."""
+        s = VllmSettings(
+            launch="x --port {port} {flags}", max_model_len=4096, flags=("--max_model_len", "4096")
+        )
+        assert s.launch_argv("h", 1) == ["x", "--port", "1", "--max_model_len", "4096"]
+
     def test_values_with_spaces_stay_one_word(self):
         """Filled values are never split again (no shell)."""
         s = VllmSettings(launch="run --model {model} --port {port}", model="/models/my model")
