@@ -16,25 +16,6 @@ NO_MODEL = (
 )
 
 
-def flag_value(flags: Sequence[str], name: str) -> str | None:
-    """The value of ``--name VALUE`` or ``--name=VALUE`` in a vLLM command line, the last one winning."""
-    found = None
-    for i, f in enumerate(flags):
-        if f == name and i + 1 < len(flags):
-            found = flags[i + 1]
-        elif f.startswith(name + "="):
-            found = f.split("=", 1)[1]
-    return found
-
-
-def _int_flag(flags: Sequence[str], name: str) -> int | None:
-    value = flag_value(flags, name)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None  # vLLM itself will refuse it; the gate keeps vLLM's default
-
-
 def resolve_model(s: VllmSettings) -> ModelSpec | Verdict:
     """The model's spec, not-applicable without a model, unreadable when it cannot be sized."""
     if not (s.model or s.model_config or s.model_preset):
@@ -182,36 +163,22 @@ def rig_memory_fit(
     return memory_fit(s, figures, source, tp_groups, notes)
 
 
-def _chunked(flags: Sequence[str]) -> bool | None:
-    """``--enable-chunked-prefill`` / ``--no-enable-chunked-prefill`` (or ``=true/false``); ``None``: unset."""
-    on = None
-    for f in flags:
-        if f == "--enable-chunked-prefill":
-            on = True
-        elif f == "--no-enable-chunked-prefill":
-            on = False
-        elif f.startswith("--enable-chunked-prefill="):
-            on = f.split("=", 1)[1].strip().lower() in ("1", "true", "yes", "on")
-    return on
-
-
 def fit_report(s: VllmSettings, spec: ModelSpec, group: Sequence[GpuMemory]) -> FitReport:
     """``check_model_fit`` with the settings' values and flags. ``ValueError`` on an unknown dtype."""
-    flags = s.flags
     return check_model_fit(
         spec,
         group,
-        context=s.max_model_len or _int_flag(flags, "--max-model-len"),
+        context=s.max_model_len or s.flag("--max-model-len"),
         concurrency=s.fit_concurrency,
         tp=s.tensor_parallel_size,
-        gpu_memory_utilization=s.gpu_memory_utilization or 0.9,
-        quantization=s.quantization or flag_value(flags, "--quantization"),
-        kv_cache_dtype=s.kv_cache_dtype or flag_value(flags, "--kv-cache-dtype"),
+        gpu_memory_utilization=s.gpu_memory_utilization or s.flag("--gpu-memory-utilization") or 0.9,
+        quantization=s.quantization or s.flag("--quantization"),
+        kv_cache_dtype=s.kv_cache_dtype or s.flag("--kv-cache-dtype"),
         overhead_bytes=None if s.runtime_overhead_gib is None else int(s.runtime_overhead_gib * 2**30),
-        max_num_batched_tokens=_int_flag(flags, "--max-num-batched-tokens"),
-        max_num_seqs=_int_flag(flags, "--max-num-seqs"),
-        chunked_prefill=_chunked(flags),
-        enforce_eager="--enforce-eager" in flags,
+        max_num_batched_tokens=s.flag("--max-num-batched-tokens"),
+        max_num_seqs=s.flag("--max-num-seqs"),
+        chunked_prefill=s.flag("--enable-chunked-prefill"),
+        enforce_eager=bool(s.flag("--enforce-eager")),
         version=parse_version(s.expect_version),
     )
 

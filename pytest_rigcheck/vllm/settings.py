@@ -8,6 +8,7 @@ the options at session start; either mistake is a ``pytest.UsageError`` before c
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -145,11 +146,18 @@ class VllmSettings:
         """``prefix_caching`` if set, else whether the flags enable or disable it, else unknown (None)."""
         if self.prefix_caching is not None:
             return self.prefix_caching
-        if "--enable-prefix-caching" in self.flags:
-            return True
-        if "--no-enable-prefix-caching" in self.flags:
-            return False
-        return None
+        on = self.flag("--enable-prefix-caching")
+        return None if on is None else bool(on)
+
+    def flag(self, name: str) -> Any:
+        """The typed value of one of ``FLAGS`` in ``flags`` (``parse_flags``), ``None`` when not given.
+
+        Example::
+
+            >>> VllmSettings(flags=("--max_num_seqs=8",)).flag("--max-num-seqs")
+            8
+        """
+        return parse_flags(self.flags, self.where).get(name)
 
     def launch_argv(self, host: str, port: int) -> list[str]:
         """The launch command, as argv: the template split like a shell would, then each word filled in.
@@ -171,7 +179,7 @@ class VllmSettings:
             ("--gpu-memory-utilization", self.gpu_memory_utilization),
         ]
         for flag, value in derived:
-            if value is not None and not any(f == flag or f.startswith(flag + "=") for f in flags):
+            if value is not None and not any(_canonical(f)[0] == flag for f in flags):
                 flags += [flag, str(value)]
         values = {
             "model": self.model or "",
@@ -189,6 +197,189 @@ class VllmSettings:
             else:
                 argv.append(word.replace("{flags}", shlex.join(flags)).format_map(values))
         return argv
+
+
+# -- the vLLM flags rigcheck reads ------------------------------------------------------------------
+# vLLM's --kv-cache-dtype choices (vllm/config/cache.py CacheDType; 0.6: auto, fp8, fp8_e5m2, fp8_e4m3).
+KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla")
+_BOOL_WORDS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+}
+
+
+class Flag(NamedTuple):
+    """A vLLM flag rigcheck reads from ``[vllm] flags``: ``kind`` is ``int`` (a whole number >= 1),
+    ``tokens`` (the same, or vLLM's human-readable ``32k``/``32K``), ``fraction`` (above 0, at most 1),
+    ``choice``, ``text``, ``switch`` (no value; ``--no-X`` turns it off); ``key`` is the ``[vllm]`` key
+    saying the same thing, if any."""
+
+    kind: str
+    allowed: str
+    key: str | None = None
+
+
+# What vLLM accepts for each (vllm/engine/arg_utils.py EngineArgs.add_cli_args; the ranges from
+# vllm/config: CacheConfig gpu_memory_utilization in (0, 1], SchedulerConfig/ParallelConfig sizes >= 1).
+FLAGS: dict[str, Flag] = {
+    "--tensor-parallel-size": Flag("int", "a whole number of GPUs, 1 or more", "tensor_parallel_size"),
+    "--max-model-len": Flag(
+        "tokens", "a whole number of tokens, 1 or more (or vLLM's 32k = 32000, 32K = 32768)", "max_model_len"
+    ),
+    "--gpu-memory-utilization": Flag(
+        "fraction", "a fraction of each GPU's memory above 0 and at most 1", "gpu_memory_utilization"
+    ),
+    "--max-num-seqs": Flag("int", "a whole number of sequences, 1 or more"),
+    "--max-num-batched-tokens": Flag("int", "a whole number of tokens, 1 or more"),
+    "--kv-cache-dtype": Flag("choice", "one of " + ", ".join(KV_CACHE_DTYPES), "kv_cache_dtype"),
+    "--quantization": Flag("text", "a quantization method, e.g. awq or fp8", "quantization"),
+    "--enable-chunked-prefill": Flag("switch", "no value (or =true/=false)"),
+    "--enforce-eager": Flag("switch", "no value (or =true/=false)"),
+    "--enable-prefix-caching": Flag("switch", "no value (or =true/=false)", "prefix_caching"),
+    "--port": Flag("text", "a port number"),
+    "--host": Flag("text", "a host address"),
+}
+_SHORT = {"-tp": "--tensor-parallel-size", "-q": "--quantization"}  # vLLM's short aliases
+# Real vLLM flags close in spelling to one of FLAGS: never taken for a typo of it.
+_NOT_TYPOS = frozenset(
+    (
+        "--data-parallel-size",
+        "--pipeline-parallel-size",
+        "--max-num-prefill-seqs",
+        "--kv-cache-memory",
+        "--ports",
+    )
+)
+
+
+def _canonical(word: str) -> tuple[str, str | None]:
+    """``(flag, value after '=' or None)``, with vLLM's spelling rules: ``--max_num_seqs`` is
+    ``--max-num-seqs`` (vLLM's FlexibleArgumentParser turns underscores into dashes), ``-tp`` is
+    ``--tensor-parallel-size``."""
+    name, eq, value = word.partition("=")
+    if name.startswith("--"):
+        name = "--" + name[2:].replace("_", "-")
+    name = _SHORT.get(name, name)
+    return name, (value if eq else None)
+
+
+def _typed(flag: str, rule: Flag, text: str) -> object:
+    """``text`` as ``flag`` takes it, ``ValueError`` when vLLM would refuse it."""
+    if rule.kind in ("int", "tokens"):
+        m = (
+            re.fullmatch(r"(\d+(?:\.\d+)?)([kmgt])", text.strip(), re.IGNORECASE)
+            if rule.kind == "tokens"
+            else None
+        )
+        if m:  # vLLM's human_readable_int: k/m/g/t decimal (1e3...), K/M/G/T binary (whole numbers only)
+            number, unit = m.groups()
+            power = "kmgt".index(unit.lower()) + 1
+            if unit.isupper() and "." in number:
+                raise ValueError
+            n = int(float(number) * (1000 if unit.islower() else 1024) ** power)
+        else:
+            n = int(text.strip())
+        if n < 1:
+            raise ValueError
+        return n
+    if rule.kind == "fraction":
+        x = float(text)
+        if not (math.isfinite(x) and 0 < x <= 1):
+            raise ValueError
+        return x
+    if rule.kind == "choice":
+        if text not in KV_CACHE_DTYPES:
+            raise ValueError
+        return text
+    if not text.strip():
+        raise ValueError
+    return text
+
+
+def _written(name: str, value: object) -> str:
+    """A typed flag as a command line says it: ``--max-num-seqs 8``, ``--no-enable-prefix-caching``."""
+    if value is True:
+        return name
+    if value is False:
+        return "--no-" + name[2:]
+    return f"{name} {value}"
+
+
+def parse_flags(flags: Sequence[str], where: str) -> dict[str, object]:
+    """The flags rigcheck reads from ``[vllm] flags``, typed: ``{"--max-num-seqs": 64, ...}``; a switch
+    as ``True``/``False`` under its ``--enable-X`` name (``--no-enable-X`` is ``False``). Other flags
+    pass through unread (vLLM has hundreds).
+
+    Example::
+
+        >>> parse_flags(["--max_num_seqs", "64", "--no-enable-chunked-prefill", "--seed", "1"], "rig.toml")
+        {'--max-num-seqs': 64, '--enable-chunked-prefill': False}
+
+    Raises:
+        ProfileError: (key ``vllm.flags``) a value vLLM refuses (wrong type, out of range), a missing
+            value, a flag given twice with different values (or a switch both on and off), or an
+            unknown flag spelled like one of ``FLAGS`` (``--max-num-seq``: did you mean ``--max-num-seqs``?),
+            which rigcheck would not read and the model-fit gate would size without.
+    """
+    import difflib
+
+    out: dict[str, object] = {}
+    said: dict[str, str] = {}
+    i = 0
+    while i < len(flags):
+        word = flags[i]
+        i += 1
+        if not word.startswith("-"):
+            continue  # a value of a flag rigcheck does not read
+        name, value = _canonical(word)
+        off = (
+            name.startswith("--no-") and "--" + name[5:] in FLAGS and FLAGS["--" + name[5:]].kind == "switch"
+        )
+        if off:
+            name = "--" + name[5:]
+        rule = FLAGS.get(name)
+        if rule is None:
+            close = difflib.get_close_matches(
+                name, [f for f in FLAGS if f not in ("--port", "--host")], 1, 0.85
+            )
+            if close and name.startswith("--") and name not in _NOT_TYPOS:
+                raise ProfileError(
+                    where,
+                    "vllm.flags",
+                    word,
+                    f"not one of vLLM's flags (did you mean {close[0]}?): rigcheck would not read it, and the model-fit "
+                    f"gate would size the server without it",
+                )
+            continue
+        if rule.kind == "switch":
+            if value is None:
+                typed: object = not off
+            elif not off and value.strip().lower() in _BOOL_WORDS:
+                typed = _BOOL_WORDS[value.strip().lower()]
+            else:
+                raise ProfileError(where, "vllm.flags", word, f"{name} takes {rule.allowed}")
+        else:
+            if value is None:
+                if i >= len(flags) or flags[i].startswith("--"):
+                    raise ProfileError(where, "vllm.flags", word, f"{name} needs a value: {rule.allowed}")
+                value, word = flags[i], f"{word} {flags[i]}"
+                i += 1
+            try:
+                typed = _typed(name, rule, value)
+            except ValueError:
+                raise ProfileError(where, "vllm.flags", word, f"{name} takes {rule.allowed}") from None
+        if name in out and out[name] != typed:
+            raise ProfileError(
+                where, "vllm.flags", word, f"contradicts {said[name]!r} given before it: keep one"
+            )
+        out[name], said[name] = typed, word
+    return out
 
 
 def _check_template(where: str, key: str, template: str) -> None:
@@ -239,6 +430,15 @@ def parse_vllm_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
         elif key in _STR_KEYS:
             if not isinstance(value, str) or not value.strip():
                 raise ProfileError(where, k, value, "a non-empty string")
+            if key == "model_preset":
+                _check_preset(where, value)
+            elif key == "expect_version" and not re.fullmatch(r"\d+\.\d+[0-9A-Za-z.+-]*", value.strip()):
+                # compared with GET /version as it answers (0.6.4.post1) and read by the gate as major.minor
+                raise ProfileError(
+                    where, k, value, "a vLLM version as GET /version answers it, e.g. 0.6.4.post1"
+                )
+            elif key == "kv_cache_dtype" and value not in KV_CACHE_DTYPES:
+                raise ProfileError(where, k, value, f"{FLAGS['--kv-cache-dtype'].allowed} (vLLM's choices)")
             out[key] = value
         elif key in _BOOL_KEYS:
             if not isinstance(value, bool):
@@ -252,16 +452,21 @@ def parse_vllm_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
             out[key] = tuple(value)
         elif key == "env":
             if not isinstance(value, dict) or not all(
-                isinstance(v, str | int | float) for v in value.values()
+                isinstance(v, str | int | float) and not isinstance(v, bool) and a and "=" not in a
+                for a, v in value.items()
             ):
                 raise ProfileError(
-                    where, k, value, 'a table of strings, e.g. {VLLM_CPU_OMP_THREADS_BIND = "0|1"}'
+                    where,
+                    k,
+                    value,
+                    'a table of variable names to strings or numbers, e.g. {VLLM_CPU_OMP_THREADS_BIND = "0|1"}',
                 )
             out[key] = {str(a): str(b) for a, b in value.items()}
         elif key == "gpus":
             out["gpu_tables"] = gpu_tables(value, where)
             out[key] = tuple(sorted((g for _, g in out["gpu_tables"] if g.index >= 0), key=lambda g: g.index))
             out["gpus_source"] = f"[vllm.gpus] in {where}"
+    _check_combinations(raw, out, where)
     if "launch" in out:
         _check_template(where, "vllm.launch", out["launch"])
         if "{port}" not in out["launch"] and "port" not in out:
@@ -459,3 +664,101 @@ def parse_gpu_options(specs: Sequence[str]) -> tuple[tuple[DeviceKey, GpuMemory]
         g = parse_gpu_option(spec)
         out.append((DeviceKey(spec, "index", str(g.index)), g))
     return tuple(out)
+
+
+def _check_preset(where: str, value: str) -> None:
+    """``model_preset`` names a preset (``fit.PRESETS``, by name or Hugging Face id), else ProfileError
+    listing them, with the closest as a did-you-mean."""
+    import difflib
+
+    from .fit import PRESETS, find_preset  # fit imports this module: imported here, when called
+
+    if find_preset(value) is None:
+        names = sorted(PRESETS)
+        close = difflib.get_close_matches(value.strip().lower().rsplit("/", 1)[-1], names, 1, 0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ProfileError(
+            where, "vllm.model_preset", value, f"no such preset; {hint}presets: {', '.join(names)}"
+        )
+
+
+def _check_combinations(raw: dict[str, Any], out: dict[str, Any], where: str) -> None:
+    """The ``[vllm]`` values against each other and the flags: a flag saying what a key says must agree
+    with it (and fills it in when the key is absent, so the gate sizes what vLLM is started with); and
+    the combinations vLLM or rigcheck cannot honour. ``ProfileError`` naming the keys and values."""
+    if "model_config" in out and "model_preset" in out:
+        raise ProfileError(
+            where,
+            "vllm.model_preset",
+            out["model_preset"],
+            f"model_config ({out['model_config']!r}) is set too, and it alone would be sized: keep one",
+        )
+    flags = parse_flags(out.get("flags", ()), where)
+    for name, rule in FLAGS.items():
+        if rule.key is None or name not in flags:
+            continue
+        given = flags[name]
+        if rule.key in out and out[rule.key] != given:
+            raise ProfileError(
+                where,
+                "vllm.flags",
+                _written(name, given),
+                f"contradicts vllm.{rule.key} = {out[rule.key]!r}: vLLM would be started with the flag; keep one",
+            )
+        if rule.key != "prefix_caching":
+            out.setdefault(rule.key, given)
+    tokens, seqs = flags.get("--max-num-batched-tokens"), flags.get("--max-num-seqs")
+    if isinstance(tokens, int) and isinstance(seqs, int) and tokens < seqs:
+        # vllm/config SchedulerConfig._verify_args refuses to start.
+        raise ProfileError(
+            where,
+            "vllm.flags",
+            f"--max-num-batched-tokens {tokens}",
+            f"at least --max-num-seqs ({seqs}): vLLM refuses to start with fewer tokens than sequences per batch",
+        )
+    if isinstance(seqs, int) and out.get("concurrency", 0) > seqs:
+        raise ProfileError(
+            where,
+            "vllm.concurrency",
+            out["concurrency"],
+            f"at most --max-num-seqs ({seqs}) in flags: vLLM runs no more sequences at once",
+        )
+    if out.get("flags") and "launch" in out and "{flags}" not in out["launch"]:
+        raise ProfileError(
+            where,
+            "vllm.flags",
+            " ".join(out["flags"]),
+            "a launch command with {flags}: vllm.launch has none, so these would never reach vLLM",
+        )
+    length = out.get("max_model_len")
+    if (
+        flags.get("--enable-chunked-prefill") is False
+        and isinstance(tokens, int)
+        and length
+        and tokens < length
+    ):
+        raise ProfileError(
+            where,
+            "vllm.flags",
+            f"--max-num-batched-tokens {tokens}",
+            f"at least max_model_len ({length}) without chunked prefill: vLLM refuses to start "
+            "(SchedulerConfig); raise it, lower max_model_len, or enable chunked prefill",
+        )
+    if length and out.get("decode_tokens", 0) >= length:
+        raise ProfileError(
+            where,
+            "vllm.decode_tokens",
+            out["decode_tokens"],
+            f"fewer than max_model_len ({length}): a prompt and that many new tokens must fit in the context",
+        )
+    if "url" not in raw:
+        for name, placeholder in (("--port", "{port}"), ("--host", "{host}")):
+            if name in flags and placeholder in out.get("launch", DEFAULT_LAUNCH):
+                raise ProfileError(
+                    where,
+                    "vllm.flags",
+                    f"{name} {flags[name]}",
+                    f"the launch command already passes {name} {placeholder} (rigcheck picks it and waits "
+                    f"there); drop it from flags"
+                    + (", or set vllm.port to fix the port" if name == "--port" else ""),
+                )

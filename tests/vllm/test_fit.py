@@ -23,9 +23,9 @@ from pytest_rigcheck.vllm.fit import (
     profile_batch,
     spec_from_config,
 )
-from pytest_rigcheck.vllm.fitcheck import compare_with_log, flag_value, parse_kv_log
+from pytest_rigcheck.vllm.fitcheck import compare_with_log, parse_kv_log
 from pytest_rigcheck.vllm.modeldir import find_model_dir, model_weights, read_header
-from pytest_rigcheck.vllm.settings import GpuMemory, parse_vllm
+from pytest_rigcheck.vllm.settings import GpuMemory, VllmSettings, parse_vllm
 
 from .conftest import FIT
 
@@ -278,7 +278,7 @@ class TestProfileBatch:
         ],
     )
     def test_chunked_prefill_flag(self, flags, want):
-        assert fitcheck._chunked(flags) is want
+        assert VllmSettings(flags=tuple(flags)).flag("--enable-chunked-prefill") is want
 
     def test_settings_flags_reach_the_gate(self):
         """expect_version, --max-num-batched-tokens and --enforce-eager from the profile size the batch."""
@@ -502,15 +502,15 @@ class TestOverhead:
     @pytest.mark.parametrize(
         ("flags", "want"),
         [
-            (["--max-num-seqs", "64"], "64"),
-            (["--max-num-seqs=32"], "32"),
-            (["--max-num-seqs", "8", "--max-num-seqs=16"], "16"),
-            (["--max-num-seqs"], None),
+            (["--max-num-seqs", "64"], 64),
+            (["--max-num-seqs=32"], 32),
+            (["--max_num_seqs", "16"], 16),  # vLLM reads underscores as dashes
+            (["--max-num-seqs", "8", "--max-num-seqs=8"], 8),
             ([], None),
         ],
     )
     def test_flag_value(self, flags, want):
-        assert flag_value(flags, "--max-num-seqs") == want
+        assert VllmSettings(flags=tuple(flags)).flag("--max-num-seqs") == want
 
 
 # vLLM's own lines: V1 (vllm/v1/core/kv_cache_utils.py), V0 0.6 (vllm/executor/gpu_executor.py and

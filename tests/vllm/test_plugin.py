@@ -71,6 +71,57 @@ class TestOptions:
         assert result.ret == pytest.ExitCode.USAGE_ERROR
         result.stderr.fnmatch_lines([match])
 
+    @pytest.mark.parametrize(
+        ("table", "line"),
+        [
+            (
+                {"model_preset": "nope"},
+                "ERROR: *rig.toml: invalid value 'nope' for 'vllm.model_preset': no such preset; presets: "
+                "deepseek-r1-distill-qwen-7b, llama-3.1-8b-instruct, *smollm2-135m-instruct",
+            ),
+            (
+                {"model_preset": "qwen2.5-7b"},
+                "ERROR: *'vllm.model_preset': no such preset; did you mean qwen2.5-7b-instruct? presets: *",
+            ),
+            (
+                {"model_preset": "smollm2-135m-instruct", "flags": "--max-num-seqs abc"},
+                "ERROR: *rig.toml: invalid value '--max-num-seqs abc' for 'vllm.flags': --max-num-seqs takes a "
+                "whole number of sequences, 1 or more",
+            ),
+            (
+                {"model_preset": "smollm2-135m-instruct", "flags": ["--max-num-seq", "64"]},
+                "ERROR: *invalid value '--max-num-seq' for 'vllm.flags': not one of vLLM's flags (did you mean "
+                "--max-num-seqs?)*",
+            ),
+            (
+                {"model_preset": "smollm2-135m-instruct", "flags": "--gpu-memory-utilization 1.5"},
+                "ERROR: *'--gpu-memory-utilization 1.5' for 'vllm.flags': *above 0 and at most 1",
+            ),
+        ],
+    )
+    def test_fresh_user_profile_mistakes(self, pytester, table, line):
+        """A fresh user's report: a preset that does not exist showed up as UNREADABLE fit checks (exit 1),
+        flags = "--max-num-seqs abc" was silently ignored. Both are one usage error at load (exit 4), one
+        line naming the file, vllm.<key>, the value and what is allowed; no check runs, no traceback."""
+        prof = write_profile(pytester.path / "rig.toml", table)
+        result = run(pytester, "--rig-profile", str(prof), str(FIT), str(E2E))
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([line])
+        assert len([x for x in result.stderr.lines if x.strip()]) == 1, result.stderr.lines
+        assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+    def test_flag_fills_the_gate(self, pytester):
+        """--gpu-memory-utilization given only in flags is what the gate sizes (it used 0.9 instead)."""
+        table = {
+            "model_preset": "smollm2-135m-instruct",
+            "max_model_len": 8192,
+            "gpus": {"0": {"total_gib": 8, "used_gib": 0}},
+        }
+        for flags, said in (("--gpu-memory-utilization 0.5", "0.5"), ("", "0.9")):
+            prof = write_profile(pytester.path / "rig.toml", {**table, "flags": flags})
+            result = run(pytester, "--rig-profile", str(prof), str(FIT))
+            result.stdout.fnmatch_lines([f"*tensor-parallel 1, gpu_memory_utilization {said}: fits;*"])
+
     def test_xdist_refused(self, pytester):
         """With a server configured, -n N is refused: one server, measured, must not be shared by workers."""
         pytest.importorskip("xdist")

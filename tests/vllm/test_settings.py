@@ -117,6 +117,13 @@ class TestLaunch:
         )
         assert s.launch_argv("h", 1) == ["x", "--port", "1", "--max-model-len=2048"]
 
+    def test_flags_in_vllm_spellings_win_over_keys(self):
+        """--max_model_len is vLLM's --max-model-len: the key is not added a second time."""
+        s = VllmSettings(
+            launch="x --port {port} {flags}", max_model_len=4096, flags=("--max_model_len", "4096")
+        )
+        assert s.launch_argv("h", 1) == ["x", "--port", "1", "--max_model_len", "4096"]
+
     def test_values_with_spaces_stay_one_word(self):
         """Filled values are never split again (no shell)."""
         s = VllmSettings(launch="run --model {model} --port {port}", model="/models/my model")
@@ -191,3 +198,191 @@ class TestPlaceGpus:
         with pytest.raises(ProfileError) as info:
             place_gpus(given, self.RIG, "--rig-vllm-gpu-memory", "--rig-vllm-gpu-memory", "r")
         assert info.value.value == "9:RTX 3090:24GiB:0GiB" and "GPU9 does not exist" in info.value.allowed
+
+
+class TestPresetAndFlags:
+    """[vllm] model_preset and the flags the model-fit gate reads are checked when the profile loads: a
+    wrong one is one ProfileError naming vllm.<key>, the value and what vLLM (or rigcheck) accepts, not an
+    UNREADABLE gate or a flag silently ignored (a fresh user's report: model_preset = "nope", flags =
+    "--max-num-seqs abc")."""
+
+    @pytest.mark.parametrize(
+        ("table", "key", "value", "allowed"),
+        [
+            ({"model_preset": "nope"}, "vllm.model_preset", "nope", "no such preset; presets: deepseek-r1"),
+            (
+                {"model_preset": "llama-3.1-8b"},
+                "vllm.model_preset",
+                "llama-3.1-8b",
+                "did you mean llama-3.1-8b-instruct?",
+            ),
+            (
+                {"model_config": "m/config.json", "model_preset": "qwen2.5-7b-instruct"},
+                "vllm.model_preset",
+                "qwen2.5-7b-instruct",
+                "model_config ('m/config.json') is set too",
+            ),
+            ({"kv_cache_dtype": "fp16"}, "vllm.kv_cache_dtype", "fp16", "one of auto, bfloat16, fp8"),
+            (
+                {"flags": "--max-num-seqs abc"},
+                "vllm.flags",
+                "--max-num-seqs abc",
+                "a whole number of sequences",
+            ),
+            ({"flags": "--max-num-seqs 0"}, "vllm.flags", "--max-num-seqs 0", "1 or more"),
+            ({"flags": ["--max-num-seqs"]}, "vllm.flags", "--max-num-seqs", "--max-num-seqs needs a value"),
+            (
+                {"flags": "--max-num-seqs --enforce-eager"},
+                "vllm.flags",
+                "--max-num-seqs",
+                "needs a value",
+            ),
+            (
+                {"flags": "--gpu-memory-utilization 1.2"},
+                "vllm.flags",
+                "--gpu-memory-utilization 1.2",
+                "above 0 and at most 1",
+            ),
+            ({"flags": "--gpu-memory-utilization=0"}, "vllm.flags", "--gpu-memory-utilization=0", "above 0"),
+            ({"flags": "-tp two"}, "vllm.flags", "-tp two", "--tensor-parallel-size takes a whole number"),
+            ({"flags": "--max-model-len 1.5K"}, "vllm.flags", "--max-model-len 1.5K", "32K = 32768"),
+            ({"flags": "--max-num-batched-tokens x"}, "vllm.flags", "--max-num-batched-tokens x", "tokens"),
+            ({"flags": "--kv-cache-dtype fp16"}, "vllm.flags", "--kv-cache-dtype fp16", "one of auto"),
+            ({"flags": "--enforce-eager=maybe"}, "vllm.flags", "--enforce-eager=maybe", "no value"),
+            (
+                {"flags": "--max-num-seq 64"},
+                "vllm.flags",
+                "--max-num-seq",
+                "(did you mean --max-num-seqs?)",
+            ),
+            (
+                {"flags": "--gpu_memory_utilisation 0.8"},
+                "vllm.flags",
+                "--gpu_memory_utilisation",
+                "did you mean",
+            ),
+            (
+                {"flags": "--max-num-seqs 8 --max_num_seqs=16"},
+                "vllm.flags",
+                "--max_num_seqs=16",
+                "contradicts '--max-num-seqs 8' given before it",
+            ),
+            (
+                {"flags": "--enable-chunked-prefill --no-enable-chunked-prefill"},
+                "vllm.flags",
+                "--no-enable-chunked-prefill",
+                "contradicts '--enable-chunked-prefill'",
+            ),
+            (
+                {"flags": "--max-model-len 4096", "max_model_len": 8192},
+                "vllm.flags",
+                "--max-model-len 4096",
+                "contradicts vllm.max_model_len = 8192",
+            ),
+            (
+                {"flags": "-tp 2", "tensor_parallel_size": 4},
+                "vllm.flags",
+                "--tensor-parallel-size 2",
+                "contradicts vllm.tensor_parallel_size = 4",
+            ),
+            (
+                {"flags": "--no-enable-prefix-caching", "prefix_caching": True},
+                "vllm.flags",
+                "--no-enable-prefix-caching",
+                "contradicts vllm.prefix_caching = True",
+            ),
+            (
+                {"flags": "--kv-cache-dtype fp8", "kv_cache_dtype": "auto"},
+                "vllm.flags",
+                "--kv-cache-dtype fp8",
+                "contradicts vllm.kv_cache_dtype = 'auto'",
+            ),
+            (
+                {"flags": "--max-num-seqs 64 --max-num-batched-tokens 32"},
+                "vllm.flags",
+                "--max-num-batched-tokens 32",
+                "at least --max-num-seqs (64)",
+            ),
+            (
+                {"flags": "--no-enable-chunked-prefill --max-num-batched-tokens 2048", "max_model_len": 4096},
+                "vllm.flags",
+                "--max-num-batched-tokens 2048",
+                "at least max_model_len (4096) without chunked prefill",
+            ),
+            ({"flags": "--port 8000"}, "vllm.flags", "--port 8000", "already passes --port {port}"),
+            (
+                {"decode_tokens": 64, "max_model_len": 64},
+                "vllm.decode_tokens",
+                64,
+                "fewer than max_model_len",
+            ),
+            (
+                {"concurrency": 16, "flags": "--max-num-seqs 8"},
+                "vllm.concurrency",
+                16,
+                "at most --max-num-seqs (8) in flags",
+            ),
+            (
+                {"launch": "serve --port {port}", "flags": "--enforce-eager"},
+                "vllm.flags",
+                "--enforce-eager",
+                "vllm.launch has none",
+            ),
+            ({"expect_version": "latest"}, "vllm.expect_version", "latest", "e.g. 0.6.4.post1"),
+            ({"expect_version": "v0.6.4"}, "vllm.expect_version", "v0.6.4", "as GET /version answers it"),
+            ({"env": {"VLLM_USE_V1": True}}, "vllm.env", {"VLLM_USE_V1": True}, "strings or numbers"),
+        ],
+    )
+    def test_rejects(self, table, key, value, allowed):
+        with pytest.raises(ProfileError) as info:
+            parse_vllm_table(table, "rig.toml")
+        assert (info.value.key, info.value.value) == (key, value)
+        assert allowed in str(info.value) and "rig.toml" in str(info.value)
+
+    @pytest.mark.parametrize(
+        "preset", ["smollm2-135m-instruct", "Qwen2.5-7B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"]
+    )
+    def test_presets_by_name_or_id(self, preset):
+        assert parse_vllm_table({"model_preset": preset}, "p")["model_preset"] == preset
+
+    def test_flags_vllm_accepts(self):
+        """vLLM's spellings read as vLLM reads them; flags rigcheck does not read pass through, values
+        that start with a dash included; a flag repeated with the same value is fine."""
+        kw = parse_vllm_table(
+            {
+                "flags": "--max_num_seqs=8 --max-num-seqs 8 -tp 2 --max-model-len 32k -q awq "
+                "--enable-chunked-prefill=false --gpu-memory-utilization 1 --seed -1 --data-parallel-size 2 "
+                "--ports x --enable-prefix-caching"
+            },
+            "p",
+        )
+        s = VllmSettings(**kw)
+        assert (s.flag("--max-num-seqs"), s.flag("--enable-chunked-prefill"), s.flag("--seed")) == (
+            8,
+            False,
+            None,
+        )
+        assert s.prefix_caching_enabled is True
+        # the keys the flags say, so the gate sizes what vLLM is started with
+        assert (s.tensor_parallel_size, s.max_model_len, s.gpu_memory_utilization, s.quantization) == (
+            2,
+            32000,
+            1.0,
+            "awq",
+        )
+
+    @pytest.mark.parametrize("version", ["0.6.4.post1", "0.11.0rc1", "0.10.1+cu128", "0.32.0"])
+    def test_versions(self, version):
+        assert parse_vllm_table({"expect_version": version}, "p")["expect_version"] == version
+
+    def test_human_readable_lengths(self):
+        """vLLM's human_readable_int: lower-case suffixes are powers of 1000, upper-case of 1024."""
+        for text, n in (("25.6k", 25600), ("32K", 32768), ("1m", 1_000_000), ("4096", 4096)):
+            assert parse_vllm_table({"flags": ["--max-model-len", text]}, "p")["max_model_len"] == n
+
+    def test_port_flag_with_a_fixed_port_template(self):
+        """--port in flags is fine when the launch template does not pass {port}."""
+        kw = parse_vllm_table(
+            {"launch": "serve --port 9000 {flags}", "port": 9000, "flags": "--port 9000"}, "p"
+        )
+        assert kw["flags"] == ("--port", "9000")
