@@ -289,10 +289,12 @@ def _check_totals(entry: dict[str, Any], where: str) -> None:
         in_rows = sum(c for _, c in rows)
         one_rank = entry.get("checked_ranks") == 1
         if total < in_rows or (one_rank and total != in_rows):
-            at = ", ".join(f"{c} at {b} B" for b, c in rows) or "none at any size"
+            at = ", ".join(f"{c} at {b} B" for b, c in rows[:4]) + (", ..." if len(rows) > 4 else "")
+            sizes = f"{len(rows)} size{'s' if len(rows) != 1 else ''}" + (f": {at}" if rows else "")
             entry[key] = Corrupt(
-                f"{where}.{key}: total {total} contradicts its sweep rows ({at}): the total sums every "
-                f"checked rank's rows, so it is {'their sum' if one_rank else 'at least their sum'}"
+                f"{where}.{key}: total {total} contradicts its sweep rows ({in_rows} at {sizes}): the total "
+                "sums every checked rank's rows, so it is "
+                f"{'their sum' if one_rank else 'at least their sum'}"
             )
 
 

@@ -91,11 +91,11 @@ def named_bdfs(data: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(gpus, list):
             out.extend((b, f"{where}.gpus") for b in gpus if isinstance(b, str))
 
-    nccl = data.get("nccl") if isinstance(data.get("nccl"), dict) else {}
+    nccl: dict[str, Any] = data["nccl"] if isinstance(data.get("nccl"), dict) else {}
     keys(data.get("gpus"), "gpus", None)
     keys(data.get("pairs"), "pairs", "->")
     keys(data.get("hidden"), "hidden", None)
-    groups = nccl.get("groups") if isinstance(nccl.get("groups"), dict) else {}
+    groups: dict[str, Any] = nccl["groups"] if isinstance(nccl.get("groups"), dict) else {}
     keys(groups, "nccl.groups", "+")
     for key, entry in groups.items():
         members(entry, f'nccl.groups["{key}"]')

@@ -505,9 +505,21 @@ def _last_row(field: str, count: int, total: int | None = None) -> Callable[[dic
     ("mutate", "unreadable", "said"),
     [
         # the group's total stays 0: a file no run wrote (the total sums every rank's rows)
-        (_every_row("wrong", 5), True, "wrong: total 0 contradicts its sweep rows (5 at 8 B, 5 at 32 B"),
-        (_last_row("wrong", 3), True, "wrong: total 0 contradicts its sweep rows (3 at 536870912 B)"),
-        (_last_row("nan", 2), True, "nan: total 0 contradicts its sweep rows (2 at 536870912 B)"),
+        (
+            _every_row("wrong", 5),
+            True,
+            "wrong: total 0 contradicts its sweep rows (70 at 14 sizes: 5 at 8 B, 5 at 32 B",
+        ),
+        (
+            _last_row("wrong", 3),
+            True,
+            "wrong: total 0 contradicts its sweep rows (3 at 1 size: 3 at 536870912 B)",
+        ),
+        (
+            _last_row("nan", 2),
+            True,
+            "nan: total 0 contradicts its sweep rows (2 at 1 size: 2 at 536870912 B)",
+        ),
         # rows and total agree: wrong results, a FAIL naming the size
         (_last_row("wrong", 3, 3), False, "3 elements != 4, 0 NaN at 1 of 14 sizes (536870912 B)"),
         (_last_row("nan", 2, 2), False, "0 elements != 4, 2 NaN at 1 of 14 sizes (536870912 B)"),
@@ -658,3 +670,28 @@ def test_report_and_summary_survive_corrupt_sweep(
     assert "Traceback" not in out + result.stderr.str() and "INTERNALERROR" not in out, out
     doc = json.loads(report.read_text())
     assert doc, out
+
+
+@pytest.mark.parametrize(
+    ("total", "ranks", "rows", "corrupt"),
+    [
+        (0, None, [0, 5], True),  # below its rows
+        (9, None, [0, 5], False),  # other ranks' wrong elements: at least the rows' sum
+        (9, 1, [0, 5], True),  # one rank checked: the rows' sum exactly
+        (5, 1, [0, 5], False),
+    ],
+)
+def test_total_against_rows(total: int, ranks: int | None, rows: list[int], corrupt: bool) -> None:
+    """figures.check: a group's wrong total sums every checked rank's rows (measure._fold_nccl), so it is never
+    below rank 0's rows, and equals them when one rank was checked; otherwise it is corrupt."""
+    from pytest_rigcheck.p2p.figures import Corrupt, check
+
+    group: dict[str, Any] = {
+        "gpus": ["a", "b"],
+        "wrong": total,
+        "sweep": [{"bytes": 8 << i, "wrong": w} for i, w in enumerate(rows)],
+    }
+    if ranks is not None:
+        group["checked_ranks"] = ranks
+    data = check({"nccl": {"groups": {"a+b": group}}}, "x")
+    assert isinstance(data["nccl"]["groups"]["a+b"]["wrong"], Corrupt) is corrupt
