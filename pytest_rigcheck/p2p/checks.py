@@ -304,7 +304,7 @@ def _bandwidth_verdict(t: RouteTarget, data: dict[str, Any], figure: str) -> Ver
             f"{t.label}: {name} not measured" + (f": {errors[0]}" if errors else f" ({_where(data)})"),
             fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
         )
-    beyond = _above_capacity(t, data, entry, figure, name, vals)
+    beyond = _above_capacity(t.rig, t.label, (t.src.bdf, t.dst.bdf), data, figure, name, vals)
     if beyond is not None:
         return beyond
     line = th.p2p_threshold(t.rig, t.src.bdf, t.dst.bdf, figure, data)
@@ -409,26 +409,44 @@ CAPACITY_MARGIN = 1.05  # a reading may not beat the theoretical capacity of the
 
 
 def _above_capacity(
-    t: RouteTarget, data: dict[str, Any], entry: dict[str, Any], figure: str, name: str, vals: list[float]
+    rig: Rig,
+    label: str,
+    bdfs: tuple[str, str | None],
+    data: dict[str, Any],
+    figure: str,
+    name: str,
+    vals: list[float],
 ) -> Verdict | None:
-    """UNREADABLE (corrupt) where a reading beats the physical capacity of the pair's path.
+    """UNREADABLE (corrupt) where a reading beats the physical capacity of its path by more than
+    ``CAPACITY_MARGIN``: between two GPUs (``bdfs`` a pair; ``figure`` unidir/bidir) or between a GPU and
+    host memory (``bdfs`` ``(gpu, None)``; ``figure`` h2d/d2h).
 
-    Judged only where the path is known: NVLink as NVML reports it, or PCIe where NVML recorded that the
-    pair has no NVLink P2P (without that record the copy may ride an NVLink the figures do not show).
+    Judged only where the path is known: for a pair, NVLink as NVML reports it, or PCIe where NVML recorded
+    that the pair has no NVLink P2P (without that record the copy may ride an NVLink the figures do not
+    show); for the host, the GPU's PCIe path to the root complex on an x86 host (AMD or Intel: on Grace the
+    host link may be NVLink-C2C, far beyond the PCIe figures, so it is not judged there).
     """
-    cap = th.path_capacity(t.rig, t.src.bdf, t.dst.bdf, data)
-    nvml_nvlink = (entry.get("nvml") or {}).get("nvlink")
-    if cap is None or (cap.kind == "pcie" and not (isinstance(nvml_nvlink, int) and nvml_nvlink != 0)):
+    a, b = bdfs
+    cap = th.path_capacity(rig, a, b, data)
+    if b is None:
+        known = rig.cpu_vendor in ("amd", "intel")
+    else:
+        nvml_nvlink = ((data.get("pairs", {}).get(f"{a}->{b}") or {}).get("nvml") or {}).get("nvlink")
+        known = cap is not None and (
+            cap.kind != "pcie" or (isinstance(nvml_nvlink, int) and nvml_nvlink != 0)
+        )
+    if cap is None or not known:
         return None
     limit = cap.gbps * (2 if figure == "bidir" else 1) * CAPACITY_MARGIN
     over = [v for v in vals if v > limit]
     if not over:
         return None
     return unreadable(
-        f"{t.label}: {name} reading {over[0]:.4g} GB/s is above what the path can carry: corrupt figure",
+        f"{label}: {name} reading {over[0]:.4g} GB/s is above what the path can carry: corrupt figure",
         measured=f"readings {', '.join(f'{v:.4g}' for v in vals)} GB/s ({_where(data)})",
-        expected=f"at most {limit:.4g} GB/s: {'2 x ' if figure == 'bidir' else ''}{cap.text}",
-        path=_paths(t.rig, [t.src.bdf, t.dst.bdf]),
+        expected=f"at most {limit:.4g} GB/s: {'2 x ' if figure == 'bidir' else ''}{cap.text}"
+        + (" between the GPU and the host" if b is None else ""),
+        path=_paths(rig, [x for x in bdfs if x is not None]),
         fix=[MEASURE_AGAIN],
         measured_value=over[0],
         expected_value=round(limit, 3),
@@ -478,7 +496,7 @@ def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
             f"({_where(data)})",
             fix=[MEASURE_AGAIN],
         )
-    corrupt = _above_capacity(t, data, entry, "unidir", "P2P bandwidth", p2p)
+    corrupt = _above_capacity(t.rig, t.label, (t.src.bdf, t.dst.bdf), data, "unidir", "P2P bandwidth", p2p)
     if corrupt is not None:  # a figure the path cannot carry is no evidence of peer-to-peer either
         return corrupt
     best, base = max(p2p), ctl[0]
@@ -591,6 +609,9 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
             f"{t.label}: {name} not measured" + (f": {errs[0]}" if errs else f" ({_where(data)})"),
             fix=[MEASURE_AGAIN],
         )
+    beyond = _above_capacity(t.rig, t.label, (t.gpu.bdf, None), data, figure, name, vals)
+    if beyond is not None:
+        return beyond
     line = th.host_threshold(t.rig, t.gpu.bdf, figure, data)
     if line is None:
         return unreadable(
@@ -653,30 +674,63 @@ def _group(t: GroupTarget, data: dict[str, Any]) -> dict[str, Any] | Verdict:
 
 @judged
 def nccl_correct(t: GroupTarget, data: dict[str, Any]) -> Verdict:
-    """All-reduce of ones gives exactly the group size on every rank and at every size; no NaN."""
+    """All-reduce of ones gives exactly the group size on every rank and at every size; no NaN.
+
+    Judged on the sweep's rows (rank 0's view, one per size, as all_reduce_perf prints ``#wrong``) and the
+    group's ``wrong``/``nan`` totals (every checked rank): wrong or NaN elements at any size FAIL, naming
+    the sizes; a total that contradicts the rows (0 beside rows with wrong elements) was made corrupt at
+    load (``figures._check_totals``) and is UNREADABLE here; a corrupt row makes the sweep UNREADABLE.
+    """
     entry = _group(t, data)
     if isinstance(entry, Verdict):
         return entry
     what = f"{t.label}: all-reduce results"
     sweep = value(entry, "sweep", what) or []
-    if not sweep or value(entry, "wrong", what) is None:
-        return unreadable(f"{t.label}: all-reduce results not recorded ({_where(data)})", fix=[MEASURE_AGAIN])
+    wrong_total, nan_total = value(entry, "wrong", what), value(entry, "nan", what)
     n = len(t.gpus)
-    wrong, nan = int(entry["wrong"]), int(value(entry, "nan", what) or 0)
-    sizes = f"{len(sweep)} sizes {sweep[0]['bytes']} B .. {sweep[-1]['bytes']} B"
-    props: dict[str, object] = {"wrong": wrong, "nan": nan, "sizes": len(sweep)}
+    bad = [s for s in sweep if s.get("wrong") or s.get("nan")]
+    if not sweep or (wrong_total is None and not bad):
+        return unreadable(f"{t.label}: all-reduce results not recorded ({_where(data)})", fix=[MEASURE_AGAIN])
+    wrong = max(int(wrong_total or 0), sum(s.get("wrong") or 0 for s in sweep))
+    nan = max(int(nan_total or 0), sum(s.get("nan") or 0 for s in sweep))
+    sizes = f"{len(sweep)} sizes {sweep[0].get('bytes')} B .. {sweep[-1].get('bytes')} B"
+    bad_sizes = [f"{s.get('bytes')} B" for s in bad]
+    props: dict[str, object] = {
+        "wrong": wrong,
+        "nan": nan,
+        "sizes": len(sweep),
+        "bad_sizes": ",".join(str(s.get("bytes")) for s in bad),
+    }
     if wrong or nan:
-        bad_sizes = [s["bytes"] for s in sweep if s.get("wrong") or s.get("nan")]
+        at = (
+            "; ".join(
+                f"{s.get('bytes')} B: {s.get('wrong') or 0} wrong, {s.get('nan') or 0} NaN" for s in bad
+            )
+            or "none at any size of rank 0's sweep: on another rank"
+        )
+        shown = ", ".join(bad_sizes[:4]) + (", ..." if len(bad) > 4 else "")
         return failed(
-            f"{t.label}: all-reduce returned WRONG values: {wrong} elements != {n}, {nan} NaN",
-            measured=f"{wrong} wrong, {nan} NaN over {sizes}; first bad size {bad_sizes[:1]} (rank 0's view)",
+            f"{t.label}: all-reduce returned WRONG values: {wrong} elements != {n}, {nan} NaN"
+            + (f" at {len(bad)} of {len(sweep)} sizes ({shown})" if bad else ""),
+            measured=f"{wrong} wrong, {nan} NaN over {sizes}; per size (rank 0's view): {at}",
             expected=f"all-reduce (sum) of ones == {n} everywhere, no NaN (vLLM troubleshooting oracle)",
+            measured_value=wrong + nan,
+            expected_value=0,
+            unit="elements",
             path=_paths(t.rig, t.bdfs),
             notes=["silent wrong results are what ACS/IOMMU-broken P2P gives"],
             fix=fixes(t.rig, t.bdfs, True),
             properties=props,
         )
-    return passed(f"{t.label}: all-reduce of ones == {n} on every rank at {sizes}; no NaN", properties=props)
+    return passed(
+        f"{t.label}: all-reduce of ones == {n} on every rank at {sizes}; no NaN",
+        measured=f"0 wrong, 0 NaN over {sizes}",
+        expected=f"all-reduce (sum) of ones == {n} everywhere, no NaN",
+        measured_value=0,
+        expected_value=0,
+        unit="elements",
+        properties=props,
+    )
 
 
 @judged
@@ -708,7 +762,9 @@ def nccl_busbw(t: GroupTarget, data: dict[str, Any]) -> Verdict:
         "transports": ",".join(sorted(entry.get("transports") or {})),
         "figures_from": _where(data),
     }
-    table = " ".join(f"{s['bytes']}:{s['busbw_gbps']:.1f}" for s in sweep[-4:])
+    table = " ".join(
+        f"{s['bytes']}:{s['busbw_gbps']:.1f}" for s in sweep[-4:] if s.get("busbw_gbps") is not None
+    )
     measured = (
         f"busbw {j.value:.4g} GB/s at {size} B (readings {', '.join(f'{v:.4g}' for v in vals)}); "
         f"sweep tail bytes:GB/s {table}; NCCL {entry.get('nccl') or '?'}"

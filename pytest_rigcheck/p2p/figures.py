@@ -211,6 +211,93 @@ def _check_nvml_status(entry: dict[str, Any], where: str) -> None:
             nvml[cap] = Corrupt(f"{where}.nvml.{cap}: {v!r} is not an NVML P2P status code")
 
 
+ROW_RULE = "a sweep row holds bytes > 0, a finite time_us > 0 and finite algbw/busbw >= 0 GB/s"
+ROW_ROUNDING = (0.02, 0.1)  # (relative, GB/s): how far a recorded algbw/busbw may stray from its derivation
+
+
+def _row_problem(s: Any, n: int | None) -> str | None:
+    """Why one ``sweep`` row is impossible (named ``<field>: <why>``), or None.
+
+    ``bytes`` a count >= 1; ``time_us`` finite and > 0; ``algbw_gbps``/``busbw_gbps`` finite in [0, 2000]
+    (the smallest sizes round to 0.0 GB/s: captured on 2x H200, 8 B in 38.5 us); ``wrong``/``nan`` counts.
+    Where recorded, algbw must be bytes / time and busbw algbw x 2(n-1)/n for a group of ``n`` GPUs
+    (nccl-tests doc/PERFORMANCE.md, all_reduce_perf), within ``ROW_ROUNDING``.
+    """
+    if not isinstance(s, dict):
+        return f"{s!r} is not an object"
+    for name, problem in (
+        ("bytes", _count_problem(s.get("bytes"), 1)),
+        ("time_us", _figure_problem(s.get("time_us"), 0.0, math.inf, ROW_RULE)),
+        ("algbw_gbps", _figure_problem(s.get("algbw_gbps"), *BANDWIDTH[:2], ROW_RULE, zero=True)),
+        ("busbw_gbps", _figure_problem(s.get("busbw_gbps"), *BANDWIDTH[:2], ROW_RULE, zero=True)),
+        ("wrong", _count_problem(s.get("wrong"))),
+        ("nan", _count_problem(s.get("nan"))),
+    ):
+        if problem:
+            return f"{name}: {problem}"
+    rel, slack = ROW_ROUNDING
+    size, time_us, alg, bus = (s.get(k) for k in ("bytes", "time_us", "algbw_gbps", "busbw_gbps"))
+    if alg is not None and time_us is not None:
+        want = size / (time_us * 1e3)  # bytes / us -> GB/s
+        if abs(alg - want) > rel * want + slack:
+            return f"algbw_gbps: {alg:.4g} GB/s contradicts {size} B in {time_us:.4g} us (= {want:.4g} GB/s)"
+    if alg is not None and bus is not None and n and n > 1:
+        want = alg * 2 * (n - 1) / n
+        if abs(bus - want) > rel * want + slack:
+            return (
+                f"busbw_gbps: {bus:.4g} GB/s contradicts algbw {alg:.4g} GB/s x 2({n}-1)/{n} "
+                f"(= {want:.4g} GB/s) for {n} GPUs"
+            )
+    return None
+
+
+def _check_sweep(entry: dict[str, Any], where: str) -> None:
+    """Mark ``entry["sweep"]`` ``Corrupt`` at its first impossible row, naming the row's size and field."""
+    sweep = entry.get("sweep")
+    if sweep is None or isinstance(sweep, Corrupt):
+        return
+    if not isinstance(sweep, list):
+        entry["sweep"] = Corrupt(f"{where}.sweep: {sweep!r} is not a list")
+        return
+    gpus = entry.get("gpus")
+    n = len(gpus) if isinstance(gpus, list) else None
+    for i, s in enumerate(sweep):
+        problem = _row_problem(s, n)
+        if problem:
+            size = s.get("bytes") if isinstance(s, dict) else None
+            at = f" ({size} B)" if size is not None and not _count_problem(size, 1) else ""
+            entry["sweep"] = Corrupt(f"{where}.sweep[{i}]{at} {problem}")
+            return
+
+
+def _check_totals(entry: dict[str, Any], where: str) -> None:
+    """Mark the group's ``wrong``/``nan`` total ``Corrupt`` where it contradicts its sweep rows.
+
+    The rows are rank 0's sweep; the total sums the rows of every checked rank (``measure._fold_nccl``),
+    so it can be no smaller than the rows' sum, and with ``checked_ranks`` 1 it is that sum. A total of 0
+    beside rows with wrong elements is a file no run wrote: corrupt (UNREADABLE), not a FAIL, since nothing
+    in it can be trusted to say how many elements were wrong or where; the verdict still names the sizes.
+    """
+    sweep = entry.get("sweep")
+    if not isinstance(sweep, list):
+        return
+    for key in ("wrong", "nan"):
+        total = entry.get(key)
+        if not isinstance(total, int) or isinstance(total, bool):
+            continue
+        rows = [(s.get("bytes"), s[key]) for s in sweep if isinstance(s.get(key), int) and s[key] > 0]
+        in_rows = sum(c for _, c in rows)
+        one_rank = entry.get("checked_ranks") == 1
+        if total < in_rows or (one_rank and total != in_rows):
+            at = ", ".join(f"{c} at {b} B" for b, c in rows[:4]) + (", ..." if len(rows) > 4 else "")
+            sizes = f"{len(rows)} size{'s' if len(rows) != 1 else ''}" + (f": {at}" if rows else "")
+            entry[key] = Corrupt(
+                f"{where}.{key}: total {total} contradicts its sweep rows ({in_rows} at {sizes}): the total "
+                "sums every checked rank's rows, so it is "
+                f"{'their sum' if one_rank else 'at least their sum'}"
+            )
+
+
 def _check_group(entry: Any, where: str) -> None:
     _check_entry(entry, GROUP_FIGURES, where)
     for key in ("wrong", "nan"):
@@ -218,25 +305,8 @@ def _check_group(entry: Any, where: str) -> None:
             entry[key] = Corrupt(f"{where}.{key}: {_count_problem(entry[key])}")
     if _count_problem(entry.get("judged_bytes"), 1):
         entry["judged_bytes"] = Corrupt(f"{where}.judged_bytes: {_count_problem(entry['judged_bytes'], 1)}")
-    sweep = entry.get("sweep")
-    if sweep is not None:
-        problem = None if isinstance(sweep, list) else f"{sweep!r} is not a list"
-        for i, s in enumerate(sweep if isinstance(sweep, list) else []):
-            if not isinstance(s, dict):
-                problem = f"[{i}] {s!r} is not an object"
-            else:
-                problem = (
-                    _count_problem(s.get("bytes"), 1)
-                    # a sweep's smallest sizes round to 0.0 GB/s (captured on 2x H200: 8 B in 38.5 us)
-                    or _figure_problem(s.get("busbw_gbps"), *BANDWIDTH, zero=True)
-                    or _count_problem(s.get("wrong"))
-                    or _count_problem(s.get("nan"))
-                )
-                problem = f"[{i}] {problem}" if problem else None
-            if problem:
-                break
-        if problem:
-            entry["sweep"] = Corrupt(f"{where}.sweep{'' if problem.startswith('[') else ': '}{problem}")
+    _check_sweep(entry, where)
+    _check_totals(entry, where)
     control = entry.get("control")
     if control is not None:
         _check_group(control, f"{where}.control")
@@ -246,8 +316,9 @@ def check(data: dict[str, Any], where: str) -> dict[str, Any]:
     """Replace every impossible figure of ``data`` (``p2p.json`` form) by a ``Corrupt`` naming it.
 
     Pairs: ``unidir_gbps``, ``bidir_gbps``, ``latency_us`` and their ``control_*``; GPUs: ``h2d_gbps``,
-    ``d2h_gbps`` and the ``nvlink`` counts; NCCL groups and controls: ``busbw_gbps``, ``sweep``, ``wrong``,
-    ``nan``, ``judged_bytes``; booleans (``can_access_peer``, every ``*_verified``, the IPC ``ok`` of a pair
+    ``d2h_gbps`` and the ``nvlink`` counts; NCCL groups and controls: ``busbw_gbps``, ``sweep`` (each row,
+    ``_row_problem``), ``wrong``, ``nan`` (and their totals against the rows, ``_check_totals``),
+    ``judged_bytes``; booleans (``can_access_peer``, every ``*_verified``, the IPC ``ok`` of a pair
     and of its ``kernel_read``/``kernel_write``) that are not true/false, an IPC ``ok`` true with
     ``mismatches`` above 0, and NVML P2P status codes that are not codes. An entry that is not an object raises ``SnapshotError`` (the file is corrupt).
     A figure's readings are each a finite number in (0, 2000] GB/s, or (0, 1e7] us for a latency.

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from ..availability import DRIVER_FIX, DRIVER_VERSION_FILE, TORCH_INSTALL, FeatureUnavailable, driver_loaded
-from ..errors import RigcheckError
+from ..errors import RigcheckError, SnapshotError
 from ..rig import Rig
 from . import thresholds as th
 from .figures import P2P_JSON, check, load, readings
@@ -75,6 +75,52 @@ def decide(rig: Rig, data: dict[str, Any]) -> tuple[dict[str, list[str]], list[s
     return pairs, host, again
 
 
+def named_bdfs(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every GPU ``p2p.json`` names, with where: ``(bdf, 'pairs["A->B"]')`` for the keys of ``gpus``,
+    ``pairs``, ``nccl.groups`` and ``nccl.ipc.pairs``, the ``gpus`` lists of groups and controls, and
+    ``hidden``."""
+    out: list[tuple[str, str]] = []
+
+    def keys(block: Any, where: str, sep: str | None) -> None:
+        for key in block if isinstance(block, dict) else ():
+            if key != "export_errors":
+                out.extend((b, f'{where}["{key}"]') for b in (key.split(sep) if sep else [key]))
+
+    def members(entry: Any, where: str) -> None:
+        gpus = entry.get("gpus") if isinstance(entry, dict) else None
+        if isinstance(gpus, list):
+            out.extend((b, f"{where}.gpus") for b in gpus if isinstance(b, str))
+
+    nccl: dict[str, Any] = data["nccl"] if isinstance(data.get("nccl"), dict) else {}
+    keys(data.get("gpus"), "gpus", None)
+    keys(data.get("pairs"), "pairs", "->")
+    keys(data.get("hidden"), "hidden", None)
+    groups: dict[str, Any] = nccl["groups"] if isinstance(nccl.get("groups"), dict) else {}
+    keys(groups, "nccl.groups", "+")
+    for key, entry in groups.items():
+        members(entry, f'nccl.groups["{key}"]')
+        control = entry.get("control") if isinstance(entry, dict) else None
+        members(control, f'nccl.groups["{key}"].control')
+    members(nccl.get("control"), "nccl.control")
+    ipc = nccl.get("ipc")
+    keys(ipc.get("pairs") if isinstance(ipc, dict) else None, "nccl.ipc.pairs", "->")
+    return out
+
+
+def foreign_gpu(rig: Rig, data: dict[str, Any], where: str) -> str | None:
+    """Why ``data`` cannot be this rig's figures: the first GPU it names that is not a GPU on the rig's
+    PCIe bus (figures from another machine, or corrupt), or None."""
+    ours = {g.bdf for g in rig.pcie.gpus}
+    for bdf, at in named_bdfs(data):
+        if bdf not in ours:
+            on_bus = "is not a GPU" if bdf in rig.pcie.functions else "is not on this rig's PCIe bus"
+            return (
+                f"{where} names {bdf} ({at}), which {on_bus} (GPUs here: {', '.join(sorted(ours)) or 'none'}): "
+                f"figures from another machine, or corrupt; no P2P/NCCL figure of it is judged"
+            )
+    return None
+
+
 def recorded_figures(rig: Rig) -> dict[str, Any] | None:
     """The rig's P2P/NCCL figures if they have been obtained in this run (for diagnoses), else None."""
     from .plugin import EXTRAS_KEY
@@ -128,7 +174,8 @@ class P2pSession:
         rig = self.rig
         if not rig.is_live:
             try:
-                return self._busy_or_ok(load(rig.source, f"snapshot {rig.name}"))
+                where = f"snapshot {rig.name}"
+                return self._busy_or_ok(load(rig.source, where), f"{where} {P2P_JSON}")
             except KeyError:
                 return (
                     "skip",
@@ -157,12 +204,18 @@ class P2pSession:
             figures = self._measure()
         except (MeasureLockError, TimeoutError) as exc:  # the lock: unsafe, or held by another run too long
             raise RigcheckError(f"no measurement taken: {exc}") from None
-        return self._busy_or_ok(check(figures, f"figures {P2P_JSON} measured live on {rig.name}"))
+        where = f"figures {P2P_JSON} measured live on {rig.name}"
+        return self._busy_or_ok(check(figures, where), where)
 
-    def _busy_or_ok(self, data: dict[str, Any]) -> tuple[str, Any]:
-        """``("ok", data)``; raises ``RigcheckError`` (every P2P/NCCL check UNREADABLE) when ``data`` records a
-        busy rig, keeping it in ``busy_data`` for capture."""
+    def _busy_or_ok(self, data: dict[str, Any], where: str) -> tuple[str, Any]:
+        """``("ok", data)``; raises ``RigcheckError`` (every P2P/NCCL check UNREADABLE) when ``data`` names a
+        GPU this rig does not have (``foreign_gpu``: ``where`` names the file), or records a busy rig,
+        keeping it in ``busy_data`` for capture."""
         from .busy import busy_text, recorded
+
+        foreign = foreign_gpu(self.rig, data, where)
+        if foreign:
+            raise SnapshotError(foreign)
 
         lines = recorded(data)
         if lines:

@@ -205,6 +205,8 @@ def _with_tp_groups(data: dict[str, Any], bdfs: list[str], control_gbps: float) 
     for members in (bdfs[:2], bdfs[2:]):
         entry = json.loads(json.dumps(base))
         entry["gpus"] = members
+        for row in entry["sweep"]:  # busbw = algbw x 2(n-1)/n: for 2 GPUs, algbw itself
+            row["busbw_gbps"] = row["algbw_gbps"]
         entry["control"] = {
             "gpus": members,
             "env": {"NCCL_P2P_DISABLE": "1"},
@@ -407,7 +409,7 @@ def test_figure_checks_at_load() -> None:
     group["sweep"][1]["busbw_gbps"] = -1.0
     data = check({"pairs": {}, "gpus": {}, "nccl": {"groups": {"a+b": group}}}, "x")
     assert isinstance(data["nccl"]["groups"]["a+b"]["sweep"], Corrupt)
-    assert 'x nccl.groups["a+b"].sweep[1] reading -1.0 is impossible' in str(
+    assert 'x nccl.groups["a+b"].sweep[1] (1048576 B) busbw_gbps: reading -1.0 is impossible' in str(
         data["nccl"]["groups"]["a+b"]["sweep"]
     )
     with pytest.raises(SnapshotError, match=r'gpus\["a"\]: \[1\] is not an object'):
@@ -463,3 +465,233 @@ def test_wrong_typed_boolean_is_unreadable(
     assert result.ret == 1, out
     assert any(f.startswith(f"{check}[") for f in failed), out
     assert "p2p.json" in out and f"].{field}" in out and "UNREADABLE, not a pass" in out, out
+
+
+# -- figures that contradict each other or the rig (fresh-user findings) -----------------------------
+
+SWITCH = "rtxpro6000x4-switch"
+GROUP = "0000:03:00.0+0000:04:00.0+0000:05:00.0+0000:06:00.0"  # the switch rig's all-GPU group
+GPU0 = "0000:03:00.0"
+NCCL_CORRECT = "test_nccl_allreduce_correct[all]"
+
+
+def _shipped() -> dict[str, Any]:
+    """The switch rig's shipped p2p.json (a clean pass), to break one figure of."""
+    return json.loads((SNAPSHOTS / SWITCH / "p2p.json").read_text())  # type: ignore[no-any-return]
+
+
+def _rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return data["nccl"]["groups"][GROUP]["sweep"]  # type: ignore[no-any-return]
+
+
+def _every_row(field: str, count: int) -> Callable[[dict[str, Any]], None]:
+    def mutate(data: dict[str, Any]) -> None:
+        for row in _rows(data):
+            row[field] = count
+
+    return mutate
+
+
+def _last_row(field: str, count: int, total: int | None = None) -> Callable[[dict[str, Any]], None]:
+    def mutate(data: dict[str, Any]) -> None:
+        _rows(data)[-1][field] = count
+        if total is not None:
+            data["nccl"]["groups"][GROUP][field] = total
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "unreadable", "said"),
+    [
+        # the group's total stays 0: a file no run wrote (the total sums every rank's rows)
+        (
+            _every_row("wrong", 5),
+            True,
+            "wrong: total 0 contradicts its sweep rows (70 at 14 sizes: 5 at 8 B, 5 at 32 B",
+        ),
+        (
+            _last_row("wrong", 3),
+            True,
+            "wrong: total 0 contradicts its sweep rows (3 at 1 size: 3 at 536870912 B)",
+        ),
+        (
+            _last_row("nan", 2),
+            True,
+            "nan: total 0 contradicts its sweep rows (2 at 1 size: 2 at 536870912 B)",
+        ),
+        # rows and total agree: wrong results, a FAIL naming the size
+        (_last_row("wrong", 3, 3), False, "3 elements != 4, 0 NaN at 1 of 14 sizes (536870912 B)"),
+        (_last_row("nan", 2, 2), False, "0 elements != 4, 2 NaN at 1 of 14 sizes (536870912 B)"),
+        (
+            _every_row("wrong", 5),
+            None,
+            "70 elements != 4, 0 NaN at 14 of 14 sizes (8 B, 32 B, 128 B, 512 B, ...)",
+        ),
+    ],
+)
+def test_wrong_elements_per_size(
+    pytester: pytest.Pytester,
+    snap: Callable[..., Path],
+    mutate: Callable[[dict[str, Any]], None],
+    unreadable: bool | None,
+    said: str,
+) -> None:
+    """Fresh-user finding: every sweep row with wrong = 5 (or only the 512 MiB row with wrong = 3) beside a group
+    total of 0 PASSED test_nccl_allreduce_correct ("all-reduce of ones == 4 on every rank at 14 sizes") while
+    all_reduce_perf's table printed #wrong 5. The rows are judged now: wrong or NaN elements at any size FAIL,
+    naming the sizes; a total below its rows is a contradiction, UNREADABLE as corrupt. ``None``: the total
+    made consistent (70) with the rows."""
+    data = _shipped()
+    mutate(data)
+    if unreadable is None:
+        data["nccl"]["groups"][GROUP]["wrong"] = 70
+        unreadable = False
+    failed, out, result = run(pytester, snap(SWITCH, data), "-k", "nccl")
+    assert failed == {NCCL_CORRECT}, out
+    assert said in out, out
+    assert ("UNREADABLE, not a pass" in out) is unreadable, out
+    assert "all-reduce of ones == 4" not in out and "Traceback" not in out, out
+    if not unreadable:
+        assert "all-reduce returned WRONG values" in out and "fix: " in out, out
+
+
+@pytest.mark.parametrize(
+    ("figure", "reading", "shown"),
+    [("h2d_gbps", 260.0, "260"), ("d2h_gbps", 1900.0, "1900")],
+)
+def test_host_bandwidth_above_the_link_is_unreadable(
+    pytester: pytest.Pytester, snap: Callable[..., Path], figure: str, reading: float, shown: str
+) -> None:
+    """Fresh-user finding: h2d_gbps [260] and d2h_gbps [1900] on a Gen4 x16 GPU PASSED test_host_to_device and
+    test_device_to_host while the message named the 31.5 GB/s capacity. A host-link reading above the GPU's
+    PCIe path (by more than CAPACITY_MARGIN, as for P2P) is UNREADABLE as corrupt; the other GPUs still pass."""
+    data = _shipped()
+    data["gpus"][GPU0][figure] = [reading]
+    failed, out, _ = run(pytester, snap(SWITCH, data), "-k", "host")
+    check = {"h2d_gbps": "test_host_to_device", "d2h_gbps": "test_device_to_host"}[figure]
+    assert len(failed) == 1 and next(iter(failed)).startswith(f"{check}["), out
+    assert f"reading {shown} GB/s is above what the path can carry: corrupt figure" in out, out
+    assert "expected: at most 33.08 GB/s: PCIe Gen4 x16" in out and "between the GPU and the host" in out, out
+    assert "UNREADABLE, not a pass" in out, out
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "bad", "said"),
+    [
+        (-1, "time_us", -5, "time_us: reading -5 is impossible"),
+        (-1, "time_us", 0, "time_us: reading 0 is impossible"),
+        (-1, "time_us", float("inf"), "time_us: reading 'inf' is impossible"),
+        (-1, "bytes", 0, "bytes: 0 is not a count"),
+        (-1, "bytes", -8, "bytes: -8 is not a count"),
+        (-1, "algbw_gbps", -1.0, "algbw_gbps: reading -1.0 is impossible"),
+        (-1, "algbw_gbps", 0.0, "algbw_gbps: 0 GB/s contradicts 536870912 B in 3.731e+04 us (= 14.39 GB/s)"),
+        (-1, "busbw_gbps", float("inf"), "busbw_gbps: reading 'inf' is impossible"),
+        (
+            -1,
+            "busbw_gbps",
+            30.0,
+            "busbw_gbps: 30 GB/s contradicts algbw 14.39 GB/s x 2(4-1)/4 (= 21.59 GB/s)",
+        ),
+        (-1, "wrong", -3, "wrong: -3 is not a count"),
+        (0, "nan", "none", "nan: 'none' is not a count"),
+    ],
+)
+def test_impossible_sweep_row_is_unreadable(
+    pytester: pytest.Pytester, snap: Callable[..., Path], row: int, field: str, bad: Any, said: str
+) -> None:
+    """Fresh-user finding: a sweep row with time_us = -5 passed silently. Each impossible row value (negative,
+    zero or infinite bytes, time, algbw, busbw; algbw not bytes / time, busbw not algbw x 2(n-1)/n; a wrong or
+    NaN count that is no count) makes the sweep corrupt: both checks that read it are UNREADABLE naming the
+    group, the size and the field; test_nccl_uses_p2p, which does not read it, still judges."""
+    data = _shipped()
+    _rows(data)[row][field] = bad
+    failed, out, _ = run(pytester, snap(SWITCH, data), "-k", "nccl")
+    assert failed == {NCCL_CORRECT, "test_nccl_busbw[all]"}, out
+    index = len(_rows(data)) - 1 if row == -1 else row
+    size = "" if field == "bytes" else f" ({_rows(_shipped())[row]['bytes']} B)"
+    assert f'p2p.json nccl.groups["{GROUP}"].sweep[{index}]{size} {said}' in out, out
+    assert "corrupt figure" in out and "UNREADABLE, not a pass" in out and "Traceback" not in out, out
+
+
+ALIEN = "0000:99:00.0"
+
+
+def _alien_group(data: dict[str, Any]) -> None:
+    data["nccl"]["groups"][GROUP]["gpus"][-1] = ALIEN
+
+
+def _alien_pair(data: dict[str, Any]) -> None:
+    data["pairs"][f"{ALIEN}->{GPU0}"] = data["pairs"][P01]
+
+
+def _alien_bridge(data: dict[str, Any]) -> None:
+    data["gpus"]["0000:02:00.0"] = data["gpus"][GPU0]  # the switch's downstream port: on the bus, not a GPU
+
+
+@pytest.mark.parametrize(
+    ("mutate", "said"),
+    [
+        (_alien_group, f'names {ALIEN} (nccl.groups["{GROUP}"].gpus), which is not on this rig\'s PCIe bus'),
+        (_alien_pair, f'names {ALIEN} (pairs["{ALIEN}->{GPU0}"]), which is not on this rig\'s PCIe bus'),
+        (_alien_bridge, 'names 0000:02:00.0 (gpus["0000:02:00.0"]), which is not a GPU'),
+    ],
+)
+def test_figures_of_another_machine_are_unreadable(
+    pytester: pytest.Pytester, snap: Callable[..., Path], mutate: Callable[[dict[str, Any]], None], said: str
+) -> None:
+    """Fresh-user finding: an NCCL group naming 0000:99:00.0 (no such device here), or a pair key
+    "0000:99:00.0->0000:03:00.0", was silently ignored. A p2p.json naming GPUs this rig does not have is from
+    another machine or corrupt: every P2P/NCCL check of the rig is UNREADABLE with the one reason, naming the
+    BDF and the file."""
+    data = _shipped()
+    mutate(data)
+    failed, out, result = run(pytester, snap(SWITCH, data))
+    assert result.ret == 1, out
+    result.assert_outcomes(failed=95)
+    assert len(failed) == 95, out
+    assert f"snapshot {SWITCH} p2p.json {said} (GPUs here: 0000:03:00.0, 0000:04:00.0" in out, out
+    assert "figures from another machine, or corrupt" in out and "Traceback" not in out, out
+
+
+def test_report_and_summary_survive_corrupt_sweep(
+    pytester: pytest.Pytester, snap: Callable[..., Path]
+) -> None:
+    """Fresh-user finding: a sweep row with wrong = -3 crashed --rig-report (facts.nccl_sweeps: TypeError:
+    'Corrupt' object is not iterable). With corrupt, contradictory and foreign figures alike, the run ends with
+    its verdicts, the terminal summary and a written report; never a traceback."""
+    data = _shipped()
+    _rows(data)[-1]["wrong"] = -3
+    data["gpus"][GPU0]["d2h_gbps"] = [1900.0]
+    report = pytester.path / "report.json"
+    failed, out, result = run(pytester, snap(SWITCH, data), f"--rig-report={report}")
+    assert result.ret == 1, out
+    assert {NCCL_CORRECT, "test_nccl_busbw[all]"} <= failed, out
+    assert "Traceback" not in out + result.stderr.str() and "INTERNALERROR" not in out, out
+    doc = json.loads(report.read_text())
+    assert doc, out
+
+
+@pytest.mark.parametrize(
+    ("total", "ranks", "rows", "corrupt"),
+    [
+        (0, None, [0, 5], True),  # below its rows
+        (9, None, [0, 5], False),  # other ranks' wrong elements: at least the rows' sum
+        (9, 1, [0, 5], True),  # one rank checked: the rows' sum exactly
+        (5, 1, [0, 5], False),
+    ],
+)
+def test_total_against_rows(total: int, ranks: int | None, rows: list[int], corrupt: bool) -> None:
+    """figures.check: a group's wrong total sums every checked rank's rows (measure._fold_nccl), so it is never
+    below rank 0's rows, and equals them when one rank was checked; otherwise it is corrupt."""
+    from pytest_rigcheck.p2p.figures import Corrupt, check
+
+    group: dict[str, Any] = {
+        "gpus": ["a", "b"],
+        "wrong": total,
+        "sweep": [{"bytes": 8 << i, "wrong": w} for i, w in enumerate(rows)],
+    }
+    if ranks is not None:
+        group["checked_ranks"] = ranks
+    data = check({"nccl": {"groups": {"a+b": group}}}, "x")
+    assert isinstance(data["nccl"]["groups"]["a+b"]["wrong"], Corrupt) is corrupt
