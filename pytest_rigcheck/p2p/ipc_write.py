@@ -6,7 +6,8 @@ rank's SMs load and store peers' buffers opened with ``cudaIpcOpenMemHandle``. A
 patched P2P driver passed copy-engine round trips and NCCL and then produced garbage there (issue 9.9),
 so the copy and the kernel read are not enough: ``nccl_worker.py`` writes with ``_kernel_write.py`` and
 records ``nccl.ipc.pairs["WRITER->OWNER"].kernel_write`` = ``{"ok", "mismatches", "bytes"}`` or
-``{"ok": false|null, "error"}`` (null: not run, no Triton).
+``{"ok": false|null, "error"}`` (null: not run: figures recorded by a rigcheck that needed Triton for it,
+on a Python without Triton).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def kernel_write(t: RouteTarget, data: dict[str, Any]) -> Verdict:
         return unreadable(
             f"{what}: {kw.get('error') or 'not run'}",
             fix=[
-                "install Triton for the workers' Python (it ships with PyTorch on Linux: pip install triton)"
+                "measure again on the rig (pytest --rig; this rigcheck needs only PyTorch for it), or "
+                "capture it there again with `rigcheck capture DIR`"
             ],
             properties=props,
         )

@@ -1,40 +1,40 @@
 """Read a peer's buffer with a GPU kernel, as vLLM's custom all-reduce does (loads issued by the SMs
-through the IPC mapping), rather than with the copy engine. Imported by the NCCL worker only when Triton
-is there (it ships with PyTorch on Linux).
+through the IPC mapping), rather than with the copy engine.
 
-Triton takes any object with ``data_ptr()`` and ``dtype`` as a pointer argument, which is how the raw
-pointer from ``cudaIpcOpenMemHandle`` reaches the kernel.
+The raw pointer from ``cudaIpcOpenMemHandle`` becomes a torch tensor through the CUDA Array Interface
+(``__cuda_array_interface__`` version 3, https://numba.readthedocs.io/en/stable/cuda/cuda_array_interface.html,
+which ``torch.as_tensor`` accepts), and an elementwise torch kernel (``bitwise_xor`` with 0, precompiled in
+PyTorch: no JIT, so nothing to compile on a fresh machine) loads from it. A plain ``copy_`` would not do:
+PyTorch copies contiguous device memory with ``cudaMemcpyAsync``, the copy engine.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import triton
-import triton.language as tl
 
-BLOCK = 1024
+class _Mapped:
+    """``numel`` int32 at device pointer ``ptr``, as a CUDA array torch can wrap without copying."""
+
+    def __init__(self, ptr: int, numel: int) -> None:
+        self.__cuda_array_interface__ = {
+            "shape": (numel,),
+            "typestr": "<i4",
+            "data": (ptr, False),
+            "version": 3,
+            "strides": None,
+        }
 
 
-@triton.jit  # type: ignore[untyped-decorator]
-def _copy(src, dst, n, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    tl.store(dst + offs, tl.load(src + offs, mask=mask), mask=mask)
-
-
-class _Pointer:
-    def __init__(self, ptr: int, dtype: Any) -> None:
-        self.ptr, self.dtype = ptr, dtype
-
-    def data_ptr(self) -> int:
-        return self.ptr
+def mapped(torch: Any, ptr: int, numel: int, device: Any) -> Any:
+    """The int32 tensor over ``numel`` elements at ``ptr`` (a peer's memory mapped on ``device``)."""
+    return torch.as_tensor(_Mapped(ptr, numel), device=device)
 
 
 def kernel_read(torch: Any, remote_ptr: int, numel: int, device: Any) -> Any:
     """``numel`` int32 read from ``remote_ptr`` by a kernel running on ``device``, into a new tensor."""
     out = torch.full((numel,), -1, dtype=torch.int32, device=device)
     with torch.cuda.device(device):
-        _copy[(triton.cdiv(numel, BLOCK),)](_Pointer(remote_ptr, torch.int32), out, numel, BLOCK=BLOCK)
+        torch.bitwise_xor(mapped(torch, remote_ptr, numel, device), 0, out=out)  # SM loads over P2P
         torch.cuda.synchronize(device)
     return out

@@ -8,8 +8,8 @@ the time is averaged over ranks; algbw = bytes / 1e9 / s, busbw = algbw x 2(n-1)
 size: an all-reduce of ones must give exactly the group size everywhere; after the timed ops no
 element may be NaN. The IPC check is vLLM's ``can_actually_p2p``: each rank cudaMalloc's a buffer and
 fills it with its own pattern, every other rank opens it by cudaIpcOpenMemHandle and copies it out;
-the copy must match. Where Triton is installed the reader also reads it with a kernel of its own
-(``_kernel_read.py``), as vLLM's custom all-reduce does; that read must match too. Then the write path
+the copy must match. The reader also reads it with a kernel of its own (``_kernel_read.py``, SM loads
+through the mapping), as vLLM's custom all-reduce does; that read must match too. Then the write path
 of the custom all-reduce: each rank exports an inbox with a slot per rank; every other rank writes its
 pattern into its slot with a kernel storing through the IPC mapping (``_kernel_write.py``); after a
 barrier the inbox's owner checks each slot (``kernel_write`` in the pair's IPC result, key WRITER->OWNER).
@@ -244,9 +244,9 @@ def _kernel_write_check(
     errors: dict[str, str] = {}  # owner BDF -> why this rank's write to it failed
     try:
         from _kernel_write import kernel_write
-    except Exception as exc:  # noqa: BLE001 - ImportError, or a Triton that fails to initialise: not run
+    except Exception as exc:  # noqa: BLE001 - the worker's own module missing: not run, and said
         kernel_write = None
-        not_run = f"not run: {type(exc).__name__}: {exc} (Triton ships with PyTorch on Linux)"
+        not_run = f"not run: {type(exc).__name__}: {exc}"
     src = pattern(3000 + rank)
     for r, h in enumerate(inboxes):
         if r == rank:
@@ -294,10 +294,10 @@ def _kernel_read_check(torch: Any, remote: int, numel: int, device: Any, want: A
     """The same buffer read by a kernel on this GPU (SM loads over P2P), or why that was not done."""
     try:
         from _kernel_read import kernel_read
-    except Exception as exc:  # noqa: BLE001 - ImportError, or a Triton that fails to initialise: not run
+    except Exception as exc:  # noqa: BLE001 - the worker's own module missing: not run, and said
         return {
             "ok": None,
-            "error": f"not run: {type(exc).__name__}: {exc} (Triton ships with PyTorch on Linux)",
+            "error": f"not run: {type(exc).__name__}: {exc}",
         }
     try:
         got = kernel_read(torch, remote, numel, device)
