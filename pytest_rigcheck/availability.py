@@ -120,15 +120,7 @@ def defer(item: pytest.Item, message: str) -> None:
     item.stash[_DEFERRED] = message
 
 
-def deferred_message(item: pytest.Item) -> str | None:
-    """The one-line failure ``fail_deferred`` raised for ``item``, or None."""
-    message = item.stash.get(_DEFERRED, None)
-    return None if message is None else UNREADABLE_PREFIX + message
-
-
-def fail_deferred(item: pytest.Item) -> None:
-    """Fail ``item`` now if a fixture found that what it needs cannot be read (called at the call phase)."""
-    __tracebackhide__ = True
-    message = item.stash.get(_DEFERRED, None)
-    if message is not None:
-        pytest.fail(UNREADABLE_PREFIX + message, pytrace=False)
+def deferred(item: pytest.Item) -> str | None:
+    """Why ``item`` cannot be judged (``defer``), or None; ``runtime.pytest_runtest_call`` fails it as
+    UNREADABLE with that reason, as a recorded verdict, before its body runs."""
+    return item.stash.get(_DEFERRED, None)

@@ -141,9 +141,11 @@ def assign_causes(
         if r.get("status") != "unreadable" or r.get("cause"):
             continue
         fix = r.get("fix")
-        if not isinstance(fix, list) or not fix:
+        # the same first fix, or (none given) the same reason word for word
+        reason = str(fix[0]) if isinstance(fix, list) and fix else r.get("message") or r.get("summary")
+        if not reason:
             continue
-        key = (r.get("rig"), str(fix[0]))
+        key = (r.get("rig"), str(reason))
         if key in first:
             r["cause"] = first[key]
         else:

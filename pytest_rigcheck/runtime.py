@@ -112,11 +112,15 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     # as UNREADABLE now, in its call phase, before the test body runs, so it is a failed check and not a
     # setup error.
     __tracebackhide__ = True
-    from .availability import fail_deferred
+    from .availability import deferred
     from .errors import ConfigSpaceError, SourceError
     from .verdict import Unjudgeable, unreadable
 
-    fail_deferred(item)
+    message = deferred(item)
+    if message is not None:  # through the one verdict path: status unreadable in the report, one cause
+        verdict = unreadable(message)
+        item.stash[_EARLY] = f"UNREADABLE, not a pass: {verdict}"
+        settle_verdict(item, verdict)
     # An Unjudgeable that escapes a test (a check called outside rig_check) is settled the same way; so is
     # a garbage or refused reading (SourceError, ConfigSpaceError): UNREADABLE naming the file and the
     # reason, never a traceback.
@@ -135,16 +139,17 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    # A check failed as UNREADABLE before its body ran (fail_deferred, above) has no frame of its own to
+    # A check failed as UNREADABLE before its body ran (pytest_runtest_call, above) has no frame of its own to
     # show: its failure text is the one line, without pytest's "All traceback entries are hidden" note.
     rep = yield
     if call.when == "call" and rep.failed:
-        from .availability import deferred_message
-
-        message = deferred_message(item)
-        if message is not None:
-            rep.longrepr = message
+        text = item.stash.get(_EARLY, None)
+        if text is not None:
+            rep.longrepr = text
     return rep
+
+
+_EARLY = pytest.StashKey[str]()  # the failure text of a check settled before its body ran
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

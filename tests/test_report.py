@@ -335,3 +335,24 @@ def test_load_report_refuses_a_fifo_without_opening_it(tmp_path: Path) -> None:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_missing_snapshot_file_is_unreadable_in_the_report(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Fresh-user finding: a snapshot without nvml.json failed its NVML checks as "UNREADABLE, not a pass" in
+    the terminal, but the report and the Prometheus textfile said status "fail", and the summary listed one
+    root cause per check. They are recorded as verdicts now: status unreadable, one root cause."""
+    import shutil
+
+    from .conftest import SNAPSHOTS
+
+    snap = tmp_path / "nonv"
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-gen4", snap, symlinks=True)
+    (snap / "nvml.json").unlink()
+    (pytester.path / "out").mkdir()
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--rig-snapshot={snap}", f"{REPORT_OPTION}=out/rig.json"
+    )
+    doc = json.loads((pytester.path / "out" / "rig.json").read_text())
+    nvml = [r for r in doc["results"] if "no nvml.json" in str(r.get("message"))]
+    assert nvml and {r["status"] for r in nvml} == {"unreadable"}, nvml[:2]
+    result.stdout.fnmatch_lines([f"*{len(nvml)} failing checks, 1 root cause first*"])
