@@ -234,8 +234,8 @@ SNAPSHOT = Setting(
     "repeat for several rigs (implies --rig)",
     _paths,
     [],
-    "PATH",
-    "path",
+    "PATH|NAME",
+    "path_or_name",  # a shipped snapshot's name stays a name, as for the option
     many=True,
 )
 PROFILE = Setting(
@@ -483,6 +483,8 @@ def _raw(config: pytest.Config, s: Setting) -> tuple[Any, str]:
                 f"ini {s.ini} in {config.inipath}: empty value: give a value, or remove the line"
             )
         return None, "default"
+    if s.many and s.kind == "path_or_name":  # several on a line too, as pytest's "paths" ini type takes them
+        value = [part for v in value for part in str(v).split()]
     if s.kind in ("path", "path_or_name") and config.inipath is not None:
         base = config.inipath.parent
         items = [base_path(base, str(v), s.kind) for v in (value if s.many else [value])]

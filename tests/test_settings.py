@@ -326,3 +326,18 @@ def test_empty_or_bad_ini_value(pytester: pytest.Pytester, ini: str, line: str) 
     lines = _usage_error(result)
     assert len(lines) == 1, lines
     result.stderr.fnmatch_lines([line])
+
+
+def test_ini_snapshot_by_name_and_by_path(pytester: pytest.Pytester) -> None:
+    """Fresh-user finding: `rig_snapshot = rtx3090x2-gen4` in the ini was taken as a path in the ini's folder
+    ("no such snapshot ... not a shipped snapshot: ..., rtx3090x2-gen4, ..."): a shipped name stays a name,
+    a relative path is taken from the ini's folder, several on a line or one per line."""
+    import shutil
+
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-gen4", pytester.path / "snaps" / "mine", symlinks=True)
+    pytester.makeini("[pytest]\nrig_snapshot = snaps/mine rtxpro6000x4-switch\n")
+    sub = pytester.mkdir("sub")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "--co", str(sub / ".."))
+    assert result.ret == 0, result.stderr.str()
+    out = result.stdout.str()
+    assert "rtx3090x2-gen4" in out and "rtxpro6000x4-switch" in out, out
