@@ -446,7 +446,12 @@ def parse_vllm_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
             out[key] = value
         elif key == "flags":
             if isinstance(value, str):
-                value = shlex.split(value)
+                try:
+                    value = shlex.split(value)
+                except ValueError as exc:  # an unbalanced quote: shlex's "No closing quotation"
+                    raise ProfileError(
+                        where, k, value, f"command-line flags as a shell would split them ({exc})"
+                    ) from None
             if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
                 raise ProfileError(where, k, value, 'a list of strings, e.g. ["--enable-prefix-caching"]')
             out[key] = tuple(value)

@@ -386,3 +386,15 @@ class TestPresetAndFlags:
             {"launch": "serve --port 9000 {flags}", "port": 9000, "flags": "--port 9000"}, "p"
         )
         assert kw["flags"] == ("--port", "9000")
+
+
+def test_flags_with_an_unbalanced_quote_are_a_profile_error() -> None:
+    """Fresh-user finding: `flags = "--max-model-len '4096"` ended in 52 INTERNALERROR lines
+    (shlex's "No closing quotation"); it is one profile error naming vllm.flags."""
+    from pytest_rigcheck.errors import ProfileError
+    from pytest_rigcheck.vllm.settings import parse_vllm_table
+
+    with pytest.raises(ProfileError, match="flags.*No closing quotation"):
+        parse_vllm_table(
+            {"model": "meta-llama/Llama-3.1-8B-Instruct", "flags": "--max-model-len '4096"}, "q.toml"
+        )
