@@ -482,6 +482,8 @@ class SystemState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str) -> SystemState:
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: nvml.json is {type(data).__name__}, not an object")
         if data.get("format") != FORMAT:
             raise ValueError(
                 f"{where}: nvml.json format {data.get('format')!r} (this version reads {FORMAT})"

@@ -441,3 +441,17 @@ def test_nvml_gpu_not_on_the_bus_makes_every_nvml_check_unreadable(
     assert f"test_power_limit[{G2}]" in failed, out
     assert "lists GPU(s) at 0000:99:00.0 that are not on this rig's PCIe bus" in out, out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("doc", ["[]", "5", '"x"', "null"])
+def test_nvml_json_not_an_object_is_unreadable(pytester: pytest.Pytester, tmp_path: Path, doc: str) -> None:
+    """Fresh-user finding: an nvml.json whose top level is a list gave 97 AttributeError tracebacks."""
+    snap = tmp_path / "s"
+    shutil.copytree(SNAPSHOTS / "rtxpro6000x4-switch", snap, symlinks=True)
+    (snap / "nvml.json").write_text(doc)
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={snap}", "-p", "no:cacheprovider", "-k", "power_limit"
+    )
+    out = result.stdout.str()
+    assert result.ret == 1 and "not an object" in out and "UNREADABLE" in out, out
+    assert "Traceback" not in out and "AttributeError" not in out, out
