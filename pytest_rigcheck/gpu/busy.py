@@ -15,6 +15,7 @@ from ..targets import GpuTarget
 from ..verdict import Unjudgeable, Verdict, failed, judged, passed, unreadable
 from .common import expectations, label, need, opened
 from .state import (
+    CORRUPT,
     F_PCIE_GEN,
     F_PCIE_MAX_GEN,
     F_PCIE_MAX_WIDTH,
@@ -91,6 +92,10 @@ def link_under_load(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReading
     want = t.rig.profile.link_for(t.gpu.bdf, t.gpu.slot, t.index)
     exp_gen, exp_width = want.gen or max_gen, want.width or max_width
     src = t.rig.profile.source if (want.gen or want.width) else "NVML max link (lesser of GPU and system)"
+    for key, what in ((F_PCIE_GEN, "PCIe generation at idle"), (F_PCIE_WIDTH, "PCIe width at idle")):
+        got = gpu.get(key)
+        if isinstance(got, Unavailable) and got.code == CORRUPT:
+            need(t, gpu, key, what)  # quoted beside the verdict: a corrupt one makes the record no evidence
     idle = gpu.get(F_PCIE_GEN), gpu.get(F_PCIE_WIDTH)
     idle_txt = fmt_link(*idle) if all(isinstance(x, int) for x in idle) else "unknown"
     if (

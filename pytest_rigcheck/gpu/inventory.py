@@ -10,6 +10,7 @@ from ..targets import GpuTarget
 from ..verdict import Verdict, failed, judged, passed, unreadable
 from .common import expectations, label, need, opened, version_key
 from .state import (
+    CORRUPT,
     F_DISPLAY_ACTIVE,
     F_MEM_TOTAL,
     F_MEM_USED,
@@ -228,6 +229,19 @@ def seen_by_nvml(t: GpuTarget, gpu: GpuState | Unavailable, system: SystemState)
     other NVML check of it is UNREADABLE and points here.
     """
     if isinstance(gpu, GpuState):
+        # A reading no GPU gives anywhere in its record (a field no other check reads included) makes the
+        # record no evidence: said here once, whatever the field.
+        corrupt = [v for v in gpu.values.values() if isinstance(v, Unavailable) and v.code == CORRUPT]
+        if corrupt:
+            return unreadable(
+                f"{label(t, gpu)}: its NVML record holds {len(corrupt)} impossible reading(s): "
+                + "; ".join(v.reason for v in corrupt[:3])
+                + (f"; and {len(corrupt) - 3} more" if len(corrupt) > 3 else ""),
+                fix=[
+                    "measure on the rig itself (pytest --rig), or capture it there again with `rigcheck capture DIR`"
+                ],
+                target={"bdf": t.gpu.bdf, "gpu_index": gpu.index},
+            )
         return passed(
             f"{label(t, gpu)}: on the PCIe bus and seen by NVML as GPU{gpu.index}",
             measured_value=True,

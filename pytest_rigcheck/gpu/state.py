@@ -166,6 +166,16 @@ def _int_rule(lo: float, hi: float, unit: str) -> Callable[[Any], str | None]:
     return lambda v: _integer(v, lo, hi, unit)
 
 
+PCIE_WIDTHS = (1, 2, 4, 8, 12, 16, 32)  # the link widths PCIe defines (PCI Express Base Spec, 7.5.3.6 LnkCap)
+
+
+def _width_rule(v: Any) -> str | None:
+    problem = _integer(v, 1, 32, "lanes")
+    if problem is None and v not in PCIE_WIDTHS:
+        return f"{v!r} is not a PCIe link width ({', '.join(f'x{w}' for w in PCIE_WIDTHS)})"
+    return problem
+
+
 def _text_rule(v: Any) -> str | None:
     return None if isinstance(v, str) else f"{v!r} is not text"
 
@@ -234,9 +244,9 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     F_PERSISTENCE: _int_rule(0, 1, "0 disabled, 1 enabled"),
     F_DISPLAY_ACTIVE: _int_rule(0, 1, "0 or 1"),
     F_PCIE_MAX_GEN: _int_rule(1, 7, "PCIe generation"),
-    F_PCIE_MAX_WIDTH: _int_rule(1, 32, "lanes"),
+    F_PCIE_MAX_WIDTH: _width_rule,
     F_PCIE_GEN: _int_rule(1, 7, "PCIe generation"),
-    F_PCIE_WIDTH: _int_rule(1, 32, "lanes"),
+    F_PCIE_WIDTH: _width_rule,
     F_PCIE_REPLAY: _int_rule(0, MAX_COUNT, "count"),
     F_CLOCK_REASONS: _int_rule(0, MAX_COUNT, "bit mask"),
     F_PSTATE: _int_rule(0, 32, "P-state, 32 unknown"),
@@ -278,6 +288,21 @@ def _contradictions(v: dict[str, Any]) -> dict[str, str]:
     if used is not None and total is not None and used > total:
         why = f"{F_MEM_USED} {used!r} is above {F_MEM_TOTAL} {total!r} (bytes)"
         out[F_MEM_USED] = out[F_MEM_TOTAL] = why
+    # The current link never exceeds the maximum NVML reports for it (nvmlDeviceGetCurrPcieLinkGeneration
+    # and ...MaxPcieLinkGeneration; likewise the width): a Gen7 reading on a Gen4 link is no reading.
+    for now_key, max_key, what in (
+        (F_PCIE_GEN, F_PCIE_MAX_GEN, "generation"),
+        (F_PCIE_WIDTH, F_PCIE_MAX_WIDTH, "width"),
+    ):
+        now, most = v.get(now_key), v.get(max_key)
+        if (
+            not (isinstance(now, int) and isinstance(most, int))
+            or isinstance(now, bool)
+            or isinstance(most, bool)
+        ):
+            continue
+        if now > most:
+            out[now_key] = f"{now!r} is above the link's own maximum {what} {max_key} {most!r}"
     return out
 
 

@@ -309,6 +309,9 @@ def _mem(state: dict[str, Any]) -> None:
         (_mem, f"test_vram_free[{G2}]", "memory_used_b"),
         (_kernel_log, f"test_no_fatal_xid[{G2}]", "field kernel_log: 5 is not a list of lines"),
         (_set("power_usage_mw", -5), f"test_power_limit[{G2}]", "field power_usage_mw: -5 is not a possible"),
+        (_set("pcie_gen", 7), f"test_link_under_load[{G2}]", "7 is above the link's own maximum generation"),
+        (_set("pcie_width", 17), f"test_link_under_load[{G2}]", "17 is not a PCIe link width"),
+        (_set("pstate", 99), f"test_gpu_seen_by_nvml[{G2}]", "its NVML record holds 1 impossible reading"),
     ],
     ids=[
         "stray-bdf",
@@ -322,6 +325,9 @@ def _mem(state: dict[str, Any]) -> None:
         "used-above-total",
         "kernel-log-type",
         "negative-watts",
+        "idle-gen-above-max",
+        "width-17",
+        "unread-field",
     ],
 )
 def test_contradictory_nvml_json_is_unreadable(
