@@ -115,8 +115,8 @@ def _json(rig: Any, name: str) -> Any:
     from .errors import SourceError
 
     try:
-        return json.loads(rig.source.read_bytes(name, limit=64 << 20).decode("utf-8"))
-    except (KeyError, SourceError, UnicodeDecodeError, ValueError):
+        return rig.source.read_json(name, limit=64 << 20)
+    except (KeyError, SourceError):
         return None
 
 

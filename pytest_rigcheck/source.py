@@ -259,11 +259,19 @@ class Source:
         """
         data = self.read_bytes(rel, limit, whole=True)
         try:
-            return json.loads(data.decode("utf-8"))
+            # NaN and Infinity are read (Python's json writes them, a live run can measure them): the
+            # field's own rule calls such a reading impossible, naming the field, not the whole file
+            return json.loads(data.decode("utf-8"), object_pairs_hook=_no_repeats)
         except UnicodeDecodeError as exc:
             raise SourceError(rel, f"not UTF-8 text: {exc}") from None
         except json.JSONDecodeError as exc:
             raise SourceError(rel, f"not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            # a repeated key, an integer of thousands of digits (Python's int limit), nesting
+            # deeper than the interpreter's stack: no tool of ours writes such a file
+            raise SourceError(
+                rel, f"not a file rigcheck wrote: {str(exc)[:200] or type(exc).__name__}"
+            ) from None
 
     def read_text(self, rel: str) -> str:
         """Read a text attribute, stripped; absent raises ``KeyError``."""
@@ -314,6 +322,16 @@ class Source:
             return os.readlink(path)
         except (FileNotFoundError, OSError):
             return None
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (which of the two values is the reading?)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        out[key] = value
+    return out
 
 
 def _kind(mode: int) -> str:

@@ -110,14 +110,13 @@ def affinity(rig: Rig, bdf: str) -> tuple[str, str]:
 def nvlink_counts(rig: Rig) -> dict[tuple[int, int], int]:
     """NVLinks between GPU index pairs (both orders), from the captured NVML state (``nvml.json``) and the
     P2P figures (``p2p.json``) through ``p2p.nvlink.nvlink_links``; -1 for peers of unknown count."""
-    import json
 
     from .errors import SourceError
     from .p2p.nvlink import nvlink_links
 
     try:
-        data = json.loads(rig.source.read_bytes("p2p.json", limit=32 << 20).decode("utf-8"))
-    except (KeyError, SourceError, UnicodeDecodeError, ValueError):
+        data = rig.source.read_json("p2p.json", limit=32 << 20)
+    except (KeyError, SourceError):
         data = None
     gpus = rig.pcie.gpus
     out: dict[tuple[int, int], int] = {}

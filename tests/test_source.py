@@ -160,3 +160,21 @@ def test_hard_link_refused_in_snapshot(root: Path, tmp_path: Path) -> None:
     os.link(tmp_path / "secret", root / "p2p.json")
     with pytest.raises(RefusedError, match=r"a hard link \(2 names\)"):
         Source(root).read_json("p2p.json")
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ('{"a": 1, "a": 2}', "key 'a' appears twice"),
+        ('{"a": ' + "1" * 5001 + "}", "Exceeds the limit"),
+        ("[" * 100000 + "]" * 100000, "not a file rigcheck wrote"),
+    ],
+)
+def test_read_json_refuses_what_no_tool_writes(tmp_path: Path, text: str, why: str) -> None:
+    """Fresh-user findings: a repeated key passed with its last value; a 5001-digit integer and 100,000
+    nested arrays ended in ValueError and RecursionError tracebacks. Each is one SourceError naming the file."""
+    from pytest_rigcheck.errors import SourceError
+
+    (tmp_path / "nvml.json").write_text(text)
+    with pytest.raises(SourceError, match=why):
+        Source(tmp_path).read_json("nvml.json")

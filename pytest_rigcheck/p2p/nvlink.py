@@ -11,7 +11,6 @@ the link count is then the GPUs' active links when the rig has just those two NV
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..errors import SourceError
@@ -33,8 +32,8 @@ def _recorded_nvml(rig: Rig) -> dict[str, Any]:
     if isinstance(kept, dict):
         return kept
     try:
-        data = json.loads(rig.source.read_bytes(NVML_JSON, limit=32 << 20).decode("utf-8"))
-    except (KeyError, SourceError, UnicodeDecodeError, ValueError):
+        data = rig.source.read_json(NVML_JSON, limit=32 << 20)
+    except (KeyError, SourceError):
         data = {}
     data = data if isinstance(data, dict) else {}
     rig.extras["nvlink_nvml"] = data

@@ -25,7 +25,6 @@ A reading that could not be taken is ``{"unavailable": "why"}`` in place of its 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -362,18 +361,14 @@ def read_live(source: Source) -> RunEnv:
 def read_recorded(source: Source, name: str) -> RunEnv:
     """The snapshot's ``env.json``, read through its ``Source``; ``RunEnvMissing`` when it has none."""
     try:
-        raw = source.read_bytes(ENV_JSON, limit=1 << 20)
+        data = source.read_json(ENV_JSON, limit=1 << 20)
     except KeyError:
         raise RunEnvMissing(
             f"{name}: the run's environment is not recorded in this snapshot (no {ENV_JSON}: captured before "
             "rigcheck recorded it, or modelled without it); `rigcheck capture` on the rig records it"
         ) from None
-    except SourceError as exc:
+    except SourceError as exc:  # refused, too large, not UTF-8, not JSON (Source.read_json says which)
         raise RunEnvCorrupt(f"snapshot {name}: {exc}") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunEnvCorrupt(f"snapshot {name}: {ENV_JSON} is not JSON: {exc}") from None
     return RunEnv.from_json(data, f"snapshot {name}: {ENV_JSON}")
 
 

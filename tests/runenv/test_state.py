@@ -217,7 +217,7 @@ def test_corrupt_env_json_names_the_field(change: dict[str, object], field: str)
 def test_env_json_not_json(tmp_path: Path) -> None:
     snap = copy_snapshot(H200, tmp_path / "s", None)
     (snap / "env.json").write_text("{not json")
-    with pytest.raises(RunEnvCorrupt, match="env.json is not JSON"):
+    with pytest.raises(RunEnvCorrupt, match="env.json: not valid JSON"):
         read_recorded(Source(snap), "s")
 
 
