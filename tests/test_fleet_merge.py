@@ -576,8 +576,7 @@ def test_report_contradicting_the_schema_is_corrupt(tmp_path, doc, says):
 def test_schema_checks_agree_with_jsonschema(tmp_path):
     """The format-2 documents merge accepts or refuses, checked against the shipped schema by jsonschema
     too (with its ``required`` lists, which merge leaves to report.py, dropped)."""
-    from pytest_rigcheck.report import contradiction
-    from pytest_rigcheck.report import schema_path
+    from pytest_rigcheck.report import contradiction, schema_path
 
     def lenient(node):
         if isinstance(node, dict):
