@@ -2,8 +2,10 @@
 
 Each node runs ``pytest --rig --rig-report NODE.json`` on its own (through Slurm, Ansible or Kubernetes);
 this reads the reports (format 1 or 2; unknown keys ignored; a FIFO, device, socket or directory refused
-without opening it; values contradicting ``report-2.schema.json``, such as a status outside its five, make
-a report corrupt: UNREADABLE, see ``load_report``) and writes:
+without opening it; values contradicting ``report-2.schema.json``, such as a status outside its five, or
+contradicting each other, such as a pass whose test failed or counts its results do not add up to, or NaN,
+make a report corrupt: UNREADABLE; a report in which nothing was checked is UNREADABLE too, never a pass:
+see ``report.validate_report``) and writes:
 
 - ``DIR/fleet.json``: per node its status, failing checks and figures, the outliers and the exit status
   (schema: ``pytest_rigcheck/schemas/fleet.schema.json``, shipped in the package);
