@@ -348,7 +348,9 @@ def validate_report(doc: Any) -> None:
     if not isinstance(doc, dict) or "format" not in doc:
         raise ValueError("not a rigcheck report (no 'format')")
     if doc["format"] not in FORMATS:
-        raise ValueError(f"report format {_show(doc['format'])}, this rigcheck reads {FORMATS}")
+        raise ValueError(
+            f"not a rigcheck report this version reads (format {_show(doc['format'])}; reads {FORMATS})"
+        )
     results = doc.get("results", doc.get("checks"))
     if not isinstance(results, list):
         raise ValueError("no list of results")
