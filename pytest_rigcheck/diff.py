@@ -63,14 +63,14 @@ class Change:
 
 
 def read_side(path: Path) -> Side:
-    """A report (a ``.json`` file with ``format``) or a snapshot (directory or archive). Raises
-    ``RigcheckError`` or ``ValueError`` with one line when it cannot be read."""
+    """A report (a ``.json`` file with ``format``, read and checked by ``report.load_report``, as
+    ``rigcheck merge`` checks a node's: a corrupt, contradictory or empty report is refused) or a snapshot
+    (directory or archive). Raises ``RigcheckError`` or ``ValueError`` with one line when it cannot be
+    read."""
     if path.is_file() and path.suffix == ".json":
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ValueError(f"{path}: not readable JSON: {exc}") from None
-        return _report_side(path, doc)
+        from .report import load_report
+
+        return _report_side(path, load_report(path))  # a corrupt or empty report: one line, exit 2
     from .profile import Profile
     from .rig import Rig
     from .snapshot import open_snapshot
@@ -146,13 +146,9 @@ def _figures(p2p: dict[str, Any], label: dict[str, str]) -> dict[str, list[float
     return out
 
 
-def _report_side(path: Path, doc: Any) -> Side:
-    if not isinstance(doc, dict) or doc.get("format") not in (1, 2):
-        got = doc.get("format") if isinstance(doc, dict) else None
-        raise ValueError(f"{path}: not a rigcheck report or snapshot (format {got!r}; reads 1 and 2)")
-    rigs, results = doc.get("rigs"), doc.get("results")
-    if not isinstance(rigs, list) or not isinstance(results, list):
-        raise ValueError(f"{path}: a rigcheck report without its rigs or results list")
+def _report_side(path: Path, doc: dict[str, Any]) -> Side:
+    """The facts of a report ``load_report`` read and checked (its rigs and results are lists)."""
+    rigs, results = doc["rigs"], doc["results"]
     side = Side(str(path))
     side.checks = {}
     names = [str((x.get("identity") or x).get("name") or "") for x in rigs if isinstance(x, dict)]

@@ -280,17 +280,33 @@ def read_report_json(path: str | Path) -> Any:
     except SourceError as exc:
         raise ValueError(exc.reason) from None
     try:
-        return json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"), parse_constant=_not_json)
     except UnicodeDecodeError:
         raise ValueError("not UTF-8 text") from None
+    except _Corrupt as exc:
+        raise ValueError(str(exc)) from None
     except ValueError as exc:
         raise ValueError(f"not JSON ({exc}; cut short?)") from None
 
 
+class _Corrupt(ValueError):
+    """A token Python's ``json`` accepts but JSON does not."""
+
+
+def _not_json(token: str) -> Any:
+    """``json.loads``'s ``parse_constant``: NaN, Infinity and -Infinity are not JSON values (RFC 8259,
+    section 6: "Numeric values that cannot be represented ... such as Infinity and NaN are not permitted");
+    Python's ``json`` reads them, and a figure of NaN would compare as neither low nor high."""
+    raise _Corrupt(f"corrupt report: {token} is not a JSON number (RFC 8259 section 6)")
+
+
 def load_report(path: str | Path) -> dict[str, Any]:
-    """Read a ``--rig-report`` file of format 1 or 2; a format-1 report comes back with the format-2 keys
-    it lacks (``id``, ``check``, ``cause`` per result; ``topology``, ``p2p``, ``nccl``, ``served_model`` per
-    rig) set from what it has or ``None``. Raises ``ValueError`` with one line saying what is wrong."""
+    """Read a ``--rig-report`` file of format 1 or 2 (``rigcheck diff``, ``html.render``); a format-1
+    report comes back with the format-2 keys it lacks (``id``, ``check``, ``cause`` per result;
+    ``topology``, ``p2p``, ``nccl``, ``served_model`` per rig) set from what it has or ``None``.
+
+    Checked by ``validate_report``, as ``rigcheck merge`` checks each node's. Raises ``ValueError`` with one
+    line, starting with the path, saying what is wrong."""
     from .causes import check_name
 
     try:
@@ -299,19 +315,181 @@ def load_report(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: cannot read: no such file") from None
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") not in FORMATS:
-        got = doc.get("format") if isinstance(doc, dict) else None
-        raise ValueError(f"{path}: not a rigcheck report (format {got!r}; this version reads {FORMATS})")
+    try:
+        validate_report(doc)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     if not isinstance(doc.get("results"), list) or not isinstance(doc.get("rigs"), list):
         raise ValueError(f"{path}: a rigcheck report needs 'rigs' and 'results' lists")
     for rig in doc["rigs"]:
-        for key in ("identity", "topology", "p2p", "nccl", "served_model"):
-            rig.setdefault(key, None)
+        if isinstance(rig, dict):
+            for key in ("identity", "topology", "p2p", "nccl", "served_model"):
+                rig.setdefault(key, None)
     for r in doc["results"]:
         r.setdefault("id", r.get("nodeid"))
         r.setdefault("check", check_name(str(r.get("nodeid", ""))))
         r.setdefault("cause", None)
     return doc
+
+
+def validate_report(doc: Any) -> None:
+    """Refuse a document that is not a usable rigcheck report. The one home of these checks: ``load_report``
+    (``rigcheck diff``, ``html.render``) and ``fleet.merge.load_report`` (``rigcheck merge``) call it.
+
+    Refused (``ValueError``, one line): not an object with a ``format`` this version reads (``FORMATS``);
+    no list of results (``results``, or ``checks`` as older ``multinode collect`` wrote); a value that
+    contradicts the shipped schema (``contradiction``); and a report in which nothing was checked.
+
+    Nothing was checked: no result is judged (pass, warn, fail or unreadable), because there are none or
+    all do not apply (``n/a``). Such a report is no evidence that the rig is right, so it is UNREADABLE
+    ("nothing was checked"), never a pass (a pass needs evidence), and ``rigcheck diff`` would otherwise
+    compare nothing and say "no changes".
+    """
+    if not isinstance(doc, dict) or "format" not in doc:
+        raise ValueError("not a rigcheck report (no 'format')")
+    if doc["format"] not in FORMATS:
+        raise ValueError(
+            f"not a rigcheck report this version reads (format {_show(doc['format'])}; reads {FORMATS})"
+        )
+    results = doc.get("results", doc.get("checks"))
+    if not isinstance(results, list):
+        raise ValueError("no list of results")
+    bad = contradiction(doc)
+    if bad:
+        raise ValueError(f"corrupt report: {bad} ({SCHEMA_NAME})")
+    if not any(r["status"] in JUDGED for r in results):
+        n = len(results)
+        raise ValueError(
+            "nothing was checked: "
+            + (f"all {n} results are n/a (none applied)" if n else "the report has no results")
+            + "; no evidence is not a pass"
+        )
+
+
+JUDGED = ("pass", "warn", "fail", "unreadable")  # the statuses that are a judgement (n/a is not)
+# The statuses each pytest outcome allows (``_status``): a pass whose test failed is a contradiction.
+_OUTCOME_STATUSES = {
+    "passed": ("pass", "warn"),
+    "failed": ("fail", "unreadable"),
+    "error": ("fail", "unreadable"),
+    "skipped": ("n/a",),
+}
+
+
+# -- what a report must be to be read: the shipped schema, and no contradiction --------------------------
+
+SCHEMA_NAME = "pytest_rigcheck/schemas/report-2.schema.json"
+_SCHEMA: dict[str, Any] = {}
+
+
+def _schema() -> dict[str, Any]:
+    if not _SCHEMA:
+        _SCHEMA.update(json.loads(schema_path().read_text(encoding="utf-8")))
+    return _SCHEMA
+
+
+def contradiction(doc: dict[str, Any]) -> str | None:
+    """The first value of a report that contradicts the shipped report schema, in one line; ``None`` if
+    none does.
+
+    Every result must be an object with a ``status`` of the schema's five (pass, warn, fail, unreadable,
+    n/a) and an ``id`` or ``nodeid``: a status merge does not know must never be counted as a pass or a
+    fail. A format-2 report is then validated against ``report-2.schema.json`` with ``jsonschema``, every
+    key's type, enum, pattern and minimum, except the schema's ``required`` lists (keys merge does not
+    need may be absent; unknown keys are ignored). Format 1 (older reports, ``multinode collect``) has no
+    schema of its own: only the status and id are checked there. Then, in either format, what no report
+    written by rigcheck can say (``_inconsistency``).
+    """
+    statuses = _schema()["$defs"]["status"]["enum"]
+    results = doc.get("results", doc.get("checks")) or []
+    for i, r in enumerate(results, 1):
+        if not isinstance(r, dict):
+            return f"result #{i} is {_json_type(r)}, not an object"
+        rid = r.get("id", r.get("nodeid"))
+        name = f"result #{i} ({rid})" if isinstance(rid, str) and rid else f"result #{i}"
+        if "status" not in r:
+            return f"{name}: no 'status' (one of {', '.join(statuses)})"
+        if r["status"] not in statuses:
+            return f"{name}: status {_show(r['status'])} is not one of {', '.join(statuses)}"
+        if not isinstance(rid, str) or not rid:
+            return f"{name}: no 'id' or 'nodeid' naming the check"
+    errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+    if doc.get("format") != 2 or not errors:
+        return _inconsistency(doc, results)
+    e = errors[0]
+    path = list(e.absolute_path)
+    if len(path) >= 2 and path[0] == "results" and isinstance(path[1], int):
+        r = results[path[1]]
+        where = f"result #{path[1] + 1} ({r.get('id', r.get('nodeid'))})"
+        rest = ".".join(str(p) for p in path[2:])
+        return f"{where}: {rest + ' ' if rest else ''}{_show(e.instance)}: {e.message}"
+    return f"{'.'.join(str(p) for p in path) or 'the report'}: {e.message}"
+
+
+def _inconsistency(doc: dict[str, Any], results: list[dict[str, Any]]) -> str | None:
+    """A report that contradicts itself, in one line; ``None`` if it does not. A report written by
+    ``RigResults.build`` cannot say any of these, so one that does was edited or cut and is corrupt:
+
+    - a result whose ``status`` contradicts its pytest ``outcome`` (``_status``: passed -> pass or warn,
+      failed or error -> fail or unreadable, skipped -> n/a), such as a pass whose test failed;
+    - a pass or warn whose message says the check could not be judged (``availability.UNREADABLE_PREFIX``,
+      "UNREADABLE, not a pass: ...");
+    - ``counts`` that disagree with the statuses of its results (41 pass counted, no result listed).
+    """
+    from .availability import UNREADABLE_PREFIX
+
+    for i, r in enumerate(results, 1):
+        name = f"result #{i} ({r.get('id', r.get('nodeid'))})"
+        status, outcome = r["status"], r.get("outcome")
+        if outcome is not None and status not in _OUTCOME_STATUSES.get(outcome, (status,)):
+            return f"{name}: status {_show(status)} contradicts its outcome {_show(outcome)}"
+        msg = r.get("message")
+        if status in ("pass", "warn") and isinstance(msg, str) and msg.startswith(UNREADABLE_PREFIX.strip()):
+            return f"{name}: status {_show(status)} but its message says {_show(msg)}"
+    counts = doc.get("counts")
+    if counts is not None:
+        tally: dict[str, int] = {}
+        for r in results:
+            tally[r["status"]] = tally.get(r["status"], 0) + 1
+        given = {k: v for k, v in counts.items() if v} if isinstance(counts, dict) else counts
+        if given != tally:
+            return (
+                f"counts {_show(counts)} disagree with its {len(results)} results "
+                f"({_show(tally) if tally else 'none'})"
+            )
+    return None
+
+
+_VALIDATOR: list[Any] = []
+
+
+def _validator() -> Any:
+    """A ``jsonschema`` validator of the shipped report schema without its ``required`` lists (once)."""
+    if not _VALIDATOR:
+        import jsonschema
+
+        def lenient(node: Any) -> Any:
+            if isinstance(node, dict):
+                return {k: lenient(v) for k, v in node.items() if k != "required"}
+            return [lenient(v) for v in node] if isinstance(node, list) else node
+
+        _VALIDATOR.append(jsonschema.Draft202012Validator(lenient(_schema())))
+    return _VALIDATOR[0]
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    return {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number"}.get(
+        type(v), type(v).__name__
+    )
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def driver_and_kernel(rig: Rig) -> tuple[str, str]:

@@ -101,7 +101,8 @@ def test_report_against_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[s
         "0000:4b:00.0": {"role": "GPU", "gen": 4, "width": 16, "gpu_index": 1},
         "0000:21:00.0": {"role": "GPU", "gen": 4, "width": 16, "gpu_index": 0},
     }
-    a = _report(tmp_path / "a.json", 2, {}, ["0000:21:00.0", "0000:4b:00.0"], nodes)
+    # one judged result: a report in which nothing was checked is refused (test_report_with_nothing_checked)
+    a = _report(tmp_path / "a.json", 2, {"t::acs[x]": "pass"}, ["0000:21:00.0", "0000:4b:00.0"], nodes)
     rc, lines = _diff(capsys, a, "rtx3090x2-riser-x8")
     assert rc == 1 and any("0000:4b:00.0 GPU1: Gen4 x16 (16.0 GT/s) -> Gen4 x8" in x for x in lines), lines
     assert not any("ACS" in x or "vanished" in x for x in lines), lines
@@ -167,3 +168,82 @@ def test_acs_unreadable_on_side_b_is_worse(capsys: pytest.CaptureFixture[str], t
     assert any(line.startswith("WORSE   ACS: 0000:00:03.1") and "ACS unreadable" in line for line in lines), (
         lines
     )
+
+
+# -- a report merge calls corrupt is refused by diff too: one line, exit 2 (report.validate_report) ------
+
+
+def _full(path: Path, **change: object) -> Path:
+    """A two-check report as ``--rig-report`` writes it (format 2), with ``change`` applied to result 1."""
+    results = [
+        {"id": "t::acs[x]", "status": "pass", "outcome": "passed", "measured": 0},
+        {"id": "t::link[y]", "status": "fail", "outcome": "failed", "message": "Gen4 x8"},
+    ]
+    results[0].update(change)
+    doc = {"format": 2, "rigs": [{"name": "r", "gpus": []}], "counts": {"pass": 1, "fail": 1}}
+    doc["results"] = results
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"status": "bogus"}, 'status "bogus" is not one of pass, warn, fail, unreadable, n/a'),
+        ({"status": "PASS"}, 'status "PASS" is not one of pass'),
+        ({"status": "fail", "outcome": "passed"}, 'status "fail" contradicts its outcome "passed"'),
+        ({"message": "UNREADABLE, not a pass: no ACS read"}, "but its message says"),
+    ],
+    ids=["status-bogus", "status-upper", "status-vs-outcome", "unreadable-message"],
+)
+def test_corrupt_report_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict, says: str
+) -> None:
+    """A fresh user's find: ``status: "bogus"`` (with ``measured: "abc"``) read as "BETTER ... bogus ->
+    pass", exit 0. The report merge calls corrupt is refused here too, in one line naming the file."""
+    a = _full(tmp_path / "a.json", measured="abc", **change)
+    b = _full(tmp_path / "b.json")
+    rc = main(["diff", str(a), str(b)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "BETTER" not in out and "Traceback" not in out + err
+    line = [x for x in (out + err).splitlines() if x.strip()]
+    assert len(line) == 1 and str(a) in line[0] and "corrupt report: " in line[0] and says in line[0], line
+
+
+@pytest.mark.parametrize(
+    ("results", "says"),
+    [
+        ([], "nothing was checked: the report has no results"),
+        (
+            [{"id": "t::n", "status": "n/a", "outcome": "skipped"}],
+            "nothing was checked: all 1 results are n/a",
+        ),
+    ],
+    ids=["no-results", "only-n/a"],
+)
+def test_report_with_nothing_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], results: list, says: str
+) -> None:
+    """A fresh user's find: ``results: []`` against the full report said "no changes", exit 0. A report in
+    which nothing was judged is no evidence: one line, exit 2."""
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps({"format": 2, "rigs": [], "results": results}))
+    rc = main(["diff", str(a), str(_full(tmp_path / "b.json"))])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "no changes" not in out
+    assert says in err + out and len((out + err).strip().splitlines()) == 1
+
+
+def test_counts_disagreeing_and_nan_are_corrupt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Counts that disagree with the results, and NaN (which Python's json reads, JSON does not: RFC 8259
+    section 6), make a report corrupt for diff as for merge."""
+    a = _full(tmp_path / "a.json")
+    doc = json.loads(a.read_text())
+    doc["counts"] = {"pass": 41}
+    a.write_text(json.dumps(doc))
+    b = tmp_path / "b.json"
+    b.write_text(_full(tmp_path / "c.json").read_text().replace('"measured": 0', '"measured": NaN'))
+    for bad, says in ((a, "counts"), (b, "NaN is not a JSON number")):
+        rc = main(["diff", str(bad), str(tmp_path / "c.json")])
+        out, err = capsys.readouterr()
+        assert rc == 2 and says in err + out and len((out + err).strip().splitlines()) == 1, out + err

@@ -576,8 +576,7 @@ def test_report_contradicting_the_schema_is_corrupt(tmp_path, doc, says):
 def test_schema_checks_agree_with_jsonschema(tmp_path):
     """The format-2 documents merge accepts or refuses, checked against the shipped schema by jsonschema
     too (with its ``required`` lists, which merge leaves to report.py, dropped)."""
-    from pytest_rigcheck.fleet.merge import contradiction
-    from pytest_rigcheck.report import schema_path
+    from pytest_rigcheck.report import contradiction, schema_path
 
     def lenient(node):
         if isinstance(node, dict):
@@ -597,3 +596,89 @@ def test_schema_checks_agree_with_jsonschema(tmp_path):
         assert contradiction(doc) is not None
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(doc, report_schema)
+
+
+# -- a node passes only on evidence: contradictions and empty reports are UNREADABLE (report.validate_report)
+
+
+def _merged_node(tmp_path, doc, raw: str | None = None) -> tuple[dict, list[str], int]:
+    """Merge ``doc`` (or the ``raw`` text) as node x beside a passing node a: x's record, the printed
+    lines, the exit status."""
+    paths = write(tmp_path, {"x": doc, "a": node_report("a")})
+    if raw is not None:
+        paths[0].write_text(raw)
+    rc = main(["merge", *map(str, paths), "--out", str(tmp_path / "out")])
+    fleet = json.loads((tmp_path / "out" / "fleet.json").read_text())
+    jsonschema.validate(fleet, schema())
+    return next(n for n in fleet["nodes"] if n["name"] in ("x", "x.json")), fleet, rc
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (
+            {"results": [], "counts": {"pass": 41}},
+            'corrupt report: counts {"pass": 41} disagree with its 0 results (none)',
+        ),
+        ({"counts": {"pass": 1}}, 'counts {"pass": 1} disagree with its 2 results ({"pass": 2})'),
+        ({"results": []}, "nothing was checked: the report has no results; no evidence is not a pass"),
+        (
+            {"results": [{"nodeid": "t.py::test_a[x]", "status": "n/a", "outcome": "skipped"}]},
+            "nothing was checked: all 1 results are n/a (none applied)",
+        ),
+    ],
+    ids=["empty-results-counts-41", "counts-disagree", "no-results", "only-n/a"],
+)
+def test_node_without_evidence_is_unreadable(tmp_path, capsys, change, says):
+    """A fresh user's find: ``results = []`` while ``counts`` said 41 pass was a passing node ("1/2 nodes
+    pass"); a node of only n/a results passed on nothing. Both UNREADABLE, one line, exit 2."""
+    node, fleet, rc = _merged_node(tmp_path, {**node_report("x"), **change})
+    assert rc == 2 and node["status"] == "unreadable" and says in node["reason"], node["reason"]
+    out = capsys.readouterr().out.splitlines()
+    line = next(x for x in out if x.startswith("NODE x"))
+    assert line.startswith("NODE x: UNREADABLE: ") and says in line
+    assert fleet["verdict"] != "pass" and "1/2 nodes pass" in out[-2] and "PASS" not in out[-2], out
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"outcome": "failed"}, 'status "pass" contradicts its outcome "failed"'),
+        ({"status": "warn", "outcome": "error"}, 'status "warn" contradicts its outcome "error"'),
+        ({"status": "fail", "outcome": "skipped"}, 'status "fail" contradicts its outcome "skipped"'),
+        (
+            {"message": "UNREADABLE, not a pass: nvml.json unreadable"},
+            'status "pass" but its message says "UNREADABLE, not a pass',
+        ),
+    ],
+    ids=["pass-failed", "warn-error", "fail-skipped", "pass-unreadable-message"],
+)
+def test_result_contradicting_itself_is_corrupt(tmp_path, change, says):
+    """A fresh user's find: a result ``status: "pass"`` with ``outcome: "failed"`` (or a message starting
+    "UNREADABLE, not a pass") was counted as a pass. report.py's ``_status`` never writes that pair: the
+    report is corrupt, the node UNREADABLE."""
+    doc = node_report("x")
+    doc["results"][0].update(change)
+    node, _, rc = _merged_node(tmp_path, doc)
+    assert rc == 2 and node["status"] == "unreadable"
+    assert node["reason"].startswith("corrupt report: result #1 (suites/") and says in node["reason"]
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_nan_anywhere_is_corrupt(tmp_path, token):
+    """``measured: NaN`` was accepted: Python's json reads NaN and Infinity, JSON does not (RFC 8259,
+    section 6). Anywhere in a report they make it corrupt: UNREADABLE, one line."""
+    raw = json.dumps(node_report("x")).replace('"pass_line": 20.0', f'"pass_line": {token}')
+    assert token in raw
+    node, _, rc = _merged_node(tmp_path, node_report("x"), raw)
+    assert rc == 2 and node["status"] == "unreadable"
+    assert node["reason"] == f"corrupt report: {token} is not a JSON number (RFC 8259 section 6)"
+
+
+def test_consistent_counts_and_outcomes_still_pass(tmp_path):
+    """The checks refuse only contradictions: counts and outcomes that agree with the statuses pass."""
+    doc = node_report("x", counts={"pass": 2, "fail": 0})
+    for r in doc["results"]:
+        r["outcome"] = "passed"
+    node, fleet, rc = _merged_node(tmp_path, doc)
+    assert rc == 0 and node["status"] == "pass" and fleet["verdict"] == "pass"

@@ -2,8 +2,10 @@
 
 Each node runs ``pytest --rig --rig-report NODE.json`` on its own (through Slurm, Ansible or Kubernetes);
 this reads the reports (format 1 or 2; unknown keys ignored; a FIFO, device, socket or directory refused
-without opening it; values contradicting ``report-2.schema.json``, such as a status outside its five, make
-a report corrupt: UNREADABLE, see ``load_report``) and writes:
+without opening it; values contradicting ``report-2.schema.json``, such as a status outside its five, or
+contradicting each other, such as a pass whose test failed or counts its results do not add up to, or NaN,
+make a report corrupt: UNREADABLE; a report in which nothing was checked is UNREADABLE too, never a pass:
+see ``report.validate_report``) and writes:
 
 - ``DIR/fleet.json``: per node its status, failing checks and figures, the outliers and the exit status
   (schema: ``pytest_rigcheck/schemas/fleet.schema.json``, shipped in the package);
@@ -44,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RigcheckError
-from ..report import FORMATS, read_report_json
+from ..report import read_report_json, validate_report
 
 FAILING = ("fail", "unreadable")
 STATUS_ORDER = {"unreadable": 0, "fail": 1, "warn": 2, "pass": 3, "n/a": 4}
@@ -129,8 +131,10 @@ def load_report(path: Path) -> dict[str, Any]:
     """Read one node's report. Raises ``ReportError`` with one line saying why it cannot be used.
 
     Read by ``report.read_report_json`` (the one rooted reader: a FIFO, device node or directory is refused
-    before any ``open``; a file above its size limit is refused, not cut short); the document is then
-    checked by ``contradiction``.
+    before any ``open``; a file above its size limit is refused, not cut short; NaN or Infinity is not
+    JSON) and checked by ``report.validate_report``, the same checks ``rigcheck diff`` and
+    ``html.render`` get through ``report.load_report``: a corrupt or contradictory report, or one in which
+    nothing was checked, is an UNREADABLE node, never a pass.
     """
     try:
         doc = read_report_json(path)
@@ -138,102 +142,11 @@ def load_report(path: Path) -> dict[str, Any]:
         raise ReportError("missing (the node wrote no report: it did not run, hung or died)") from None
     except ValueError as exc:
         raise ReportError(f"unreadable: {exc}") from None
-    if not isinstance(doc, dict) or "format" not in doc:
-        raise ReportError("unreadable: not a rigcheck report (no 'format')")
-    if doc["format"] not in FORMATS:
-        raise ReportError(f"unreadable: report format {doc['format']!r}, this rigcheck reads {FORMATS}")
-    results = doc.get("results", doc.get("checks"))
-    if not isinstance(results, list):
-        raise ReportError("unreadable: no list of results")
-    bad = contradiction(doc)
-    if bad:
-        raise ReportError(f"unreadable: corrupt report: {bad} ({SCHEMA_NAME})")
+    try:
+        validate_report(doc)
+    except ValueError as exc:
+        raise ReportError(f"unreadable: {exc}") from None
     return doc
-
-
-# -- the report's schema, as far as merge relies on it ------------------------------------------------
-
-SCHEMA_NAME = "pytest_rigcheck/schemas/report-2.schema.json"
-_SCHEMA: dict[str, Any] = {}
-
-
-def _schema() -> dict[str, Any]:
-    if not _SCHEMA:
-        from ..report import schema_path
-
-        _SCHEMA.update(json.loads(schema_path().read_text(encoding="utf-8")))
-    return _SCHEMA
-
-
-def contradiction(doc: dict[str, Any]) -> str | None:
-    """The first value of a report that contradicts the shipped report schema, in one line; ``None`` if
-    none does.
-
-    Every result must be an object with a ``status`` of the schema's five (pass, warn, fail, unreadable,
-    n/a) and an ``id`` or ``nodeid``: a status merge does not know must never be counted as a pass or a
-    fail. A format-2 report is then validated against ``report-2.schema.json`` with ``jsonschema``, every
-    key's type, enum, pattern and minimum, except the schema's ``required`` lists (keys merge does not
-    need may be absent; unknown keys are ignored). Format 1 (older reports, ``multinode collect``) has no
-    schema of its own: only the status and id are checked there.
-    """
-    statuses = _schema()["$defs"]["status"]["enum"]
-    results = doc.get("results", doc.get("checks")) or []
-    for i, r in enumerate(results, 1):
-        if not isinstance(r, dict):
-            return f"result #{i} is {_json_type(r)}, not an object"
-        rid = r.get("id", r.get("nodeid"))
-        name = f"result #{i} ({rid})" if isinstance(rid, str) and rid else f"result #{i}"
-        if "status" not in r:
-            return f"{name}: no 'status' (one of {', '.join(statuses)})"
-        if r["status"] not in statuses:
-            return f"{name}: status {_show(r['status'])} is not one of {', '.join(statuses)}"
-        if not isinstance(rid, str) or not rid:
-            return f"{name}: no 'id' or 'nodeid' naming the check"
-    if doc.get("format") != 2:
-        return None
-    errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
-    if not errors:
-        return None
-    e = errors[0]
-    path = list(e.absolute_path)
-    if len(path) >= 2 and path[0] == "results" and isinstance(path[1], int):
-        r = results[path[1]]
-        where = f"result #{path[1] + 1} ({r.get('id', r.get('nodeid'))})"
-        rest = ".".join(str(p) for p in path[2:])
-        return f"{where}: {rest + ' ' if rest else ''}{_show(e.instance)}: {e.message}"
-    return f"{'.'.join(str(p) for p in path) or 'the report'}: {e.message}"
-
-
-_VALIDATOR: list[Any] = []
-
-
-def _validator() -> Any:
-    """A ``jsonschema`` validator of the shipped report schema without its ``required`` lists (once)."""
-    if not _VALIDATOR:
-        import jsonschema
-
-        def lenient(node: Any) -> Any:
-            if isinstance(node, dict):
-                return {k: lenient(v) for k, v in node.items() if k != "required"}
-            return [lenient(v) for v in node] if isinstance(node, list) else node
-
-        _VALIDATOR.append(jsonschema.Draft202012Validator(lenient(_schema())))
-    return _VALIDATOR[0]
-
-
-def _json_type(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    return {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number"}.get(
-        type(v), type(v).__name__
-    )
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_node(path: Path) -> Node:
