@@ -1274,3 +1274,21 @@ def test_an_address_out_of_range_is_named_as_such(tmp_path: Path, old: str, new:
         tmp_path, text.replace(old, new, 1), match, "function number is 0-7", "device number 00-1f"
     )
     assert "Physical Slot" not in msg and "grep" not in msg
+
+
+def test_real_register_lines_are_no_contradiction(tmp_path: Path) -> None:
+    """Real -vvv blocks (a Renoir root port, a Titan Ridge switch: lore.kernel.org, linux-kernel
+    2022-08-09) hold SltSta's Status/Changed, RootCtl's ErrNon-Fatal-, AtomicOpsCap's 32bit/64bit,
+    L1 PM substates, PTM's `Root:-`, the VC arbitration lines and PME(...): none is a bit named twice.
+    The same paste with one bit twice is refused."""
+    path = DATA / "lkml-2022-08-renoir-titan-ridge-blocks.txt"
+    out = do_import(tmp_path, path)
+    assert "0000:03:00.0" in [a.bdf for a in tree_of(out).ancestors("0000:04:04.0")]
+    text = path.read_text()
+    old = "\tL1SubCtl1: PCI-PM_L1.2- PCI-PM_L1.1- ASPM_L1.2- ASPM_L1.1-"
+    assert old in text
+    _refused(
+        tmp_path,
+        text.replace(old, old + " PCI-PM_L1.2+"),
+        "0000:03:00.0: L1SubCtl1 shows the bit PCI-PM_L1.2 twice, PCI-PM_L1.2- then PCI-PM_L1.2+",
+    )
