@@ -31,7 +31,7 @@ _HEADER = re.compile(
 # A line shaped like a device header whose numbers may be out of range ("00:03.9 PCI bridge: ..."), to
 # name what is wrong with it instead of reading its lines as the block above's.
 _HEADER_LIKE = re.compile(
-    r"^(?:(?P<dom>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{1,4}):(?P<dev>[0-9a-fA-F]{1,4})\.(?P<fn>[0-9a-fA-F]{1,2})"
+    r"^(?:(?P<dom>[0-9a-fA-F]{4,8}):)?(?P<bus>[0-9a-fA-F]{2,3}):(?P<dev>[0-9a-fA-F]{2})\.(?P<fn>[0-9a-fA-F])"
     r"\s+(?P<rest>\S.*:.*)$"
 )
 _HEX_LINE = re.compile(r"^\s*(?P<off>[0-9a-f]{2,3}):(?P<bytes>(?:\s[0-9a-f]{2}){1,16})\s*$")
