@@ -539,16 +539,19 @@ def test_smi_q_fragment_without_gpu_line_is_refused(tmp_path: Path) -> None:
 
 def test_root_ports_on_a_root_bus_without_host_bridge(tmp_path: Path) -> None:
     """Intel Xeons put root ports on buses like 16 with no host bridge function there: in a whole
-    listing a bus no bridge reaches is a root bus, not a cut-off one."""
+    listing a bus no bridge reaches is a root bus, not a cut-off one. (Their buses lie above 16.)"""
     text = (MODELLED / "rootports-x8-riser-plain.txt").read_text()
-    text = (
-        text.replace("00:01.1", "16:01.0").replace("00:03.1", "16:03.0").replace("primary=00", "primary=16")
-    )
+    for a, b in (("00:01.1", "16:01.0"), ("00:03.1", "16:03.0"), ("primary=00", "primary=16")):
+        text = text.replace(a, b)
+    for a, b in (("01", "17"), ("02", "18")):
+        text = text.replace(f"\n{a}:00.0 ", f"\n{b}:00.0 ").replace(
+            f"secondary={a}, subordinate={a}", f"secondary={b}, subordinate={b}"
+        )
     out = do_import(tmp_path, text.encode())
-    assert [a.bdf for a in tree_of(out).ancestors("0000:01:00.0")] == ["0000:16:01.0"]
+    assert [a.bdf for a in tree_of(out).ancestors("0000:17:00.0")] == ["0000:16:01.0"]
     v = judge(out)
-    assert v["link[0000:01:00.0]"] == "fail" and v["acs[0000:16:01.0]"] == "pass"
-    assert v["topo[0000:01:00.0-0000:02:00.0]"] == "pass"
+    assert v["link[0000:17:00.0]"] == "fail" and v["acs[0000:16:01.0]"] == "pass"
+    assert v["topo[0000:17:00.0-0000:18:00.0]"] == "pass"
 
 
 def test_link_ends_that_disagree_judge_the_lesser(tmp_path: Path) -> None:
@@ -1078,3 +1081,214 @@ def test_non_root_block_then_root_block_merge(tmp_path: Path) -> None:
     denied = block[: block.index("        Capabilities:")] + "        Capabilities: <access denied>\n"
     out = do_import(tmp_path, (denied + "\n" + text).encode(), name="merged")
     assert judge(out) == judge(do_import(tmp_path, text.encode(), name="root"))
+
+
+# -- a fresh user's edits of rootports-x8-riser-plain.txt that imported as if the rig were so -----------
+
+RP_LNKSTA = "LnkSta: Speed 16GT/s, Width x8, TrErr-"  # root port 00:01.1, its LnkCap x16
+
+
+def _block(text: str, bdf: str) -> str:
+    start = text.index(f"{bdf} ")
+    end = text.find("\n\n", start)
+    return text[start : end if end >= 0 else len(text)]
+
+
+def _edit(bdf: str, old: str, new: str) -> str:
+    text = _riser()
+    block = _block(text, bdf)
+    assert old in block, (bdf, old)
+    return text.replace(block, block.replace(old, new, 1))
+
+
+def test_root_port_lnksta_wider_than_lnkcap_is_refused_by_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Root port 00:01.1 `LnkSta: Speed 16GT/s, Width x64` under LnkCap x16 imported (exit 0) with the
+    width silently unknown, and a later check printed a WARN that contradicted itself: refused in one
+    line naming the function and both widths, exit 2, nothing written."""
+    paste = tmp_path / "paste.txt"
+    paste.write_text(_edit("00:01.1", RP_LNKSTA, RP_LNKSTA.replace("x8", "x64")))
+    assert cli.main(["import-lspci", str(paste), str(tmp_path / "snap")]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.count("\n") == 1 and "Traceback" not in cap.err
+    assert cap.err.startswith(
+        "rigcheck: import-lspci: 0000:00:01.1: LnkSta width x64 is wider than LnkCap's x16 "
+        "(and x64 is no PCIe link width)"
+    ), cap.err
+    assert "Width x16" in cap.err and "Width x64" in cap.err and "PCIe Base Spec" in cap.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["paste.txt"]
+
+
+@pytest.mark.parametrize(
+    ("bdf", "old", "new", "match"),
+    [
+        ("00:01.1", RP_LNKSTA, RP_LNKSTA.replace("x8", "x32"), "LnkSta width x32 is wider than LnkCap's x16"),
+        (
+            "00:01.1",
+            RP_LNKSTA,
+            RP_LNKSTA.replace("x8", "x128"),
+            "LnkSta width x128 is wider than LnkCap's x16",
+        ),
+        ("00:01.1", RP_LNKSTA, RP_LNKSTA.replace("x8", "x3"), "LnkSta width x3 is no PCIe link width"),
+        (
+            "00:01.1",
+            "Speed 16GT/s, Width x16, ASPM L1",
+            "Speed 16GT/s, Width x64, ASPM L1",
+            "LnkCap width x64 is no",
+        ),
+        (
+            "02:00.0",
+            "Speed 16GT/s, Width x16, ASPM L0s",
+            "Speed 16GT/s, Width x24, ASPM L0s",
+            "LnkCap width x24 is no",
+        ),
+    ],
+)
+def test_impossible_or_wider_link_width_is_refused(
+    tmp_path: Path, bdf: str, old: str, new: str, match: str
+) -> None:
+    """A width outside x1/x2/x4/x8/x12/x16/x32, in LnkCap or LnkSta, is an edited paste, not an unknown."""
+    _refused(tmp_path, _edit(bdf, old, new), f"0000:{bdf}: ", match, "PCIe Base Spec")
+
+
+BUS_11 = "Bus: primary=00, secondary=01, subordinate=01"
+
+
+@pytest.mark.parametrize(
+    ("bdf", "new", "match"),
+    [
+        # the user's edit: the GPU then hung on "root bus pci0000:01", a host bridge the paste never showed
+        ("00:01.1", "Bus: primary=00, secondary=00, subordinate=01", "hold its own bus 00, a loop"),
+        ("00:01.1", "Bus: primary=00, secondary=00, subordinate=05", "hold its own bus 00, a loop"),
+        ("00:01.1", "Bus: primary=03, secondary=01, subordinate=01", "secondary=01 is not above primary=03"),
+        ("00:01.1", "Bus: primary=00, secondary=01, subordinate=00", "subordinate=00 is below secondary=01"),
+    ],
+)
+def test_impossible_bus_numbers_are_refused(tmp_path: Path, bdf: str, new: str, match: str) -> None:
+    """Bus numbers are given depth first: a bridge's secondary..subordinate lie above its own bus and its
+    primary (Linux drivers/pci/probe.c pci_scan_bridge_extend() renumbers anything else)."""
+    msg = _refused(tmp_path, _edit(bdf, BUS_11, new), f"0000:{bdf}: impossible Bus line", match)
+    assert new.removeprefix("Bus: ") in msg and "pci_scan_bridge_extend" in msg
+
+
+def test_tree_bridge_over_its_own_bus_is_refused() -> None:
+    with pytest.raises(PasteError, match=r"0000:00:01.1 with buses \[00-01\] below it: .* a loop"):
+        parse_tree(RISER_TREE.format(sec="02").replace("01.1-[01]", "01.1-[00-01]").splitlines())
+    with pytest.raises(
+        PasteError, match=r"0000:00:03.1 with buses \[03-02\] below it: subordinate=02 is below"
+    ):
+        parse_tree(RISER_TREE.format(sec="03-02").splitlines())
+
+
+@pytest.mark.parametrize(
+    ("bdf", "old", "new", "match"),
+    [
+        (
+            "00:01.1",
+            "ACSCtl: SrcValid- TransBlk- ReqRedir- CmpltRedir-",
+            "ACSCtl: SrcValid- TransBlk- ReqRedir- ReqRedir+ CmpltRedir-",
+            "ACSCtl shows the bit ReqRedir twice, ReqRedir- then ReqRedir+",
+        ),
+        (
+            "00:03.1",
+            "ACSCap: SrcValid+ TransBlk+",
+            "ACSCap: SrcValid+ SrcValid- TransBlk+",
+            "ACSCap shows the bit SrcValid twice, SrcValid+ then SrcValid-",
+        ),
+        ("02:00.0", "SlotClk+ DLActive-", "SlotClk+ DLActive- DLActive+", "LnkSta shows the bit DLActive"),
+        (
+            "02:00.0",
+            "Control: I/O+ Mem+ BusMaster+",
+            "Control: I/O+ Mem+ BusMaster+ BusMaster-",
+            "Control shows the bit BusMaster twice",
+        ),
+    ],
+)
+def test_a_bit_named_twice_with_two_values_is_refused(
+    tmp_path: Path, bdf: str, old: str, new: str, match: str
+) -> None:
+    """`ReqRedir-` and `ReqRedir+` in one ACSCtl was judged as ReqRedir+: one bit has one value (pciutils
+    ls-caps.c prints each once), so the line is edited or joined: refused, naming both."""
+    _refused(tmp_path, _edit(bdf, old, new), f"0000:{bdf}: ", match)
+
+
+def test_a_bit_named_twice_across_continuation_lines_is_refused(tmp_path: Path) -> None:
+    """pciutils >= 3.6 prints LnkSta's flags on a continuation line: both lines are the one register."""
+    text = _edit(
+        "02:00.0",
+        "ABWMgmt-\n                LnkCtl2",
+        "ABWMgmt-\n                        Train+\n                LnkCtl2",
+    )
+    _refused(tmp_path, text, "0000:02:00.0: LnkSta shows the bit Train twice, Train- then Train+")
+
+
+def test_same_names_of_other_bits_are_not_a_contradiction(tmp_path: Path) -> None:
+    """Names that look alike but are other bits import: D1 support and PME from D1, >TAbort (signalled)
+    and <TAbort (received), 32bit and 64bit atomics, the L1.2/L1.1 substates, a flag in free text."""
+    text = _edit("02:00.0", "Flags: PMEClk- DSI- D1- D2-", "Flags: PMEClk- DSI- D1+ D2+")
+    gpu = _gpu2_block(text)
+    extra = (
+        "                AtomicOpsCap: Routing- 32bit+ 64bit- 128bitCAS-\n"
+        "        Capabilities: [900 v1] L1 PM Substates\n"
+        "                L1SubCap: PCI-PM_L1.2+ PCI-PM_L1.1+ ASPM_L1.2- ASPM_L1.1+ L1_PM_Substates+\n"
+        "                L1SubCtl1: PCI-PM_L1.2+ PCI-PM_L1.1- ASPM_L1.2- ASPM_L1.1-\n"
+    )
+    edited = gpu.replace(
+        "Status: Cap+ 66MHz- UDF- FastB2B- ParErr- DEVSEL=fast >TAbort- <TAbort-",
+        "Status: Cap+ 66MHz- UDF- FastB2B- ParErr- DEVSEL=fast >TAbort- <TAbort+",
+    ).replace(
+        "        Capabilities: [420 v2] Advanced Error Reporting\n",
+        "        Capabilities: [420 v2] Advanced Error Reporting\n" + extra,
+    )
+    edited = edited.replace(
+        "Subsystem: ASUSTeK Computer Inc. Device", "Subsystem: ASUSTeK Computer Inc. TUF+ Mk-II TUF-"
+    )
+    assert edited.count("\n") > gpu.count("\n") and "<TAbort+" in edited and "TUF-" in edited
+    do_import(tmp_path, text.replace(gpu, edited).encode())
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "match"),
+    [
+        (
+            "\n00:03.1 PCI bridge",
+            "\n00:03.9 PCI bridge",
+            "line 31: 00:03.9: function number 9 does not exist",
+        ),
+        (
+            "\n00:03.1 PCI bridge",
+            "\n00:23.1 PCI bridge",
+            "line 31: 00:23.1: device number 23 (35) does not exist",
+        ),
+        ("\n02:00.0 VGA", "\n0000:102:00.0 VGA", "0000:102:00.0: bus number 102 (258) does not exist"),
+        ("\n02:00.0 VGA", "\n10000:02:20.0 VGA", "10000:02:20.0: device number 20 (32) does not exist"),
+    ],
+)
+def test_an_address_out_of_range_is_named_as_such(tmp_path: Path, old: str, new: str, match: str) -> None:
+    """`00:03.9` was refused blaming "two Physical Slot lines in one block (a grep?)": its lines had been
+    read as 00:01.1's. The true reason: a function number is 0-7, a device 0-31, a bus 0-255."""
+    text = _riser()
+    assert old in text
+    msg = _refused(
+        tmp_path, text.replace(old, new, 1), match, "function number is 0-7", "device number 00-1f"
+    )
+    assert "Physical Slot" not in msg and "grep" not in msg
+
+
+def test_real_register_lines_are_no_contradiction(tmp_path: Path) -> None:
+    """Real -vvv blocks (a Renoir root port, a Titan Ridge switch: lore.kernel.org, linux-kernel
+    2022-08-09) hold SltSta's Status/Changed, RootCtl's ErrNon-Fatal-, AtomicOpsCap's 32bit/64bit,
+    L1 PM substates, PTM's `Root:-`, the VC arbitration lines and PME(...): none is a bit named twice.
+    The same paste with one bit twice is refused."""
+    path = DATA / "lkml-2022-08-renoir-titan-ridge-blocks.txt"
+    out = do_import(tmp_path, path)
+    assert "0000:03:00.0" in [a.bdf for a in tree_of(out).ancestors("0000:04:04.0")]
+    text = path.read_text()
+    old = "\tL1SubCtl1: PCI-PM_L1.2- PCI-PM_L1.1- ASPM_L1.2- ASPM_L1.1-"
+    assert old in text
+    _refused(
+        tmp_path,
+        text.replace(old, old + " PCI-PM_L1.2+"),
+        "0000:03:00.0: L1SubCtl1 shows the bit PCI-PM_L1.2 twice, PCI-PM_L1.2- then PCI-PM_L1.2+",
+    )

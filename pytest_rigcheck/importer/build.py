@@ -37,7 +37,16 @@ from ..errors import ConfigSpaceError
 from ..pcie import ECAP_ID_ACS, PortType, parse_config
 from ..snapshot import MANIFEST
 from ..testing import SPEED_TEXT, Node, build_config, dump_toml
-from .lspci import UNKNOWN_PARENT, LspciDevice, LspciText, PasteError, bus_range, check_text, parse_lspci
+from .lspci import (
+    UNKNOWN_PARENT,
+    WIDTHS,
+    LspciDevice,
+    LspciText,
+    PasteError,
+    bus_range,
+    check_text,
+    parse_lspci,
+)
 from .pciids import PciIds
 from .smi import parse_smi_q
 from .topo import parse_topo
@@ -173,16 +182,24 @@ def _check_links(parsed: LspciText) -> None:
     """A link never trains wider or faster than its own LnkCap allows (PCIe Base Spec 7.5.3.6 Maximum
     Link Width/Max Link Speed, 7.5.3.8 Negotiated Link Width/Current Link Speed): such a block is
     edited or mixes two devices' lines; ``PasteError``. Speed is compared only on an up link (LnkSta's
-    speed is undefined while the link is down)."""
+    speed is undefined while the link is down). A width PCIe does not define (``x64``) is refused
+    too, in LnkCap or LnkSta: taken as unknown it would leave a check judging half a link."""
     for dev in parsed.devices.values():
-        if dev.lnkcap is None or dev.lnksta is None:
-            continue
-        (cap_gen, cap_w), (sta_gen, sta_w) = dev.lnkcap, dev.lnksta
+        (cap_gen, cap_w), (sta_gen, sta_w) = dev.lnkcap or (None, None), dev.lnksta or (None, None)
         what = ""
         if cap_w is not None and sta_w is not None and sta_w > cap_w:
             what = f"LnkSta width x{sta_w} is wider than LnkCap's x{cap_w}"
+            if sta_w not in WIDTHS:
+                what += f" (and x{sta_w} is no PCIe link width)"
         elif cap_gen and sta_gen and sta_w and sta_gen > cap_gen:
             what = f"LnkSta speed Gen{sta_gen} is faster than LnkCap's Gen{cap_gen}"
+        for key, width in (("LnkCap", cap_w), ("LnkSta", sta_w)):
+            if not what and width is not None and width not in WIDTHS:
+                shown = dev.shown.get(key, "?")
+                raise PasteError(
+                    f"{dev.bdf}: {key} width x{width} is no PCIe link width ({key} {shown!r}; a link is x1, "
+                    "x2, x4, x8, x12, x16 or x32: PCIe Base Spec 7.5.3.6, 7.5.3.8): the paste is edited"
+                )
         if what:
             raise PasteError(
                 f"{dev.bdf}: {what} (LnkCap {dev.shown.get('LnkCap', '?')!r}, LnkSta "

@@ -28,14 +28,22 @@ _HEADER = re.compile(
     r"^(?:(?P<dom>[0-9a-fA-F]{4,8}):)?(?P<bus>[0-9a-fA-F]{2}):(?P<dev>[0-9a-fA-F]{2})\.(?P<fn>[0-7])"
     r"\s+(?P<rest>\S.*)$"
 )
+# A line shaped like a device header whose numbers may be out of range ("00:03.9 PCI bridge: ..."), to
+# name what is wrong with it instead of reading its lines as the block above's.
+_HEADER_LIKE = re.compile(
+    r"^(?:(?P<dom>[0-9a-fA-F]{4,8}):)?(?P<bus>[0-9a-fA-F]{2,3}):(?P<dev>[0-9a-fA-F]{2})\.(?P<fn>[0-9a-fA-F])"
+    r"\s+(?P<rest>\S.*:.*)$"
+)
 _HEX_LINE = re.compile(r"^\s*(?P<off>[0-9a-f]{2,3}):(?P<bytes>(?:\s[0-9a-f]{2}){1,16})\s*$")
 _FIELD = re.compile(r"^\s*(?P<key>[A-Za-z][A-Za-z0-9 _/.-]{0,40}?):(?:\s|$)(?P<val>.*)$")
 _CAP = re.compile(r"^\s*Capabilities:\s*\[(?P<off>[0-9a-f]+)(?:\s+v(?P<ver>\d+))?\]\s*(?P<what>.*)$")
 _ELISION = re.compile(r"^\s*(?:\.{3,}|…+|\[\.\.\.\]|<snip>|\[snip\]|\(\.\.\.\))\s*$", re.I)
 _IDS = re.compile(r"\[(?P<v>[0-9a-f]{4}):(?P<d>[0-9a-f]{4})\]")
 _SPEED = re.compile(r"Speed\s+(?P<s>[0-9.]+GT/s|unknown)", re.I)
-_WIDTH = re.compile(r"Width\s+x(?P<w>\d{1,2})\b")
-WIDTHS = (0, 1, 2, 4, 8, 12, 16, 32)  # PCIe link widths (PCIe Base Spec 7.5.3.6 Maximum Link Width)
+_WIDTH = re.compile(r"Width\s+x(?P<w>\d{1,6})\b")
+# PCIe link widths (PCIe Base Spec 7.5.3.6 Maximum Link Width, 7.5.3.8 Negotiated Link Width); x0 is a
+# link that is down (LnkSta) or a register that reads 0 (an SR-IOV VF's LnkCap).
+WIDTHS = (0, 1, 2, 4, 8, 12, 16, 32)
 _FLAG = re.compile(r"(?<![A-Za-z])(?P<name>[A-Za-z][A-Za-z0-9]*)(?P<v>[+-])(?=[\s,]|$)")
 
 _PORT_TYPES = (
@@ -185,6 +193,7 @@ def parse_lspci(text: str, ids: PciIds) -> LspciText:
     cur: LspciDevice | None = None
     cur_lines: list[str] = []
     last_key: str | None = None
+    flags: _FlagScope | None = None  # the field whose +/- flags are being read, and those seen
     has_domain = False
     elided = False
     for lineno, raw in enumerate(text.split("\n"), 1):
@@ -197,6 +206,7 @@ def parse_lspci(text: str, ids: PciIds) -> LspciText:
             tree_lines.append(line)
             cur = None
             continue
+        _check_address(line, lineno)
         m = _HEADER.match(line)
         if m:
             if cur is not None:
@@ -210,7 +220,7 @@ def parse_lspci(text: str, ids: PciIds) -> LspciText:
             _identify(cur, m["rest"], ids)
             cur_lines = [" ".join(line.split()[1:])]
             blocks.append((cur, cur_lines))
-            last_key = None
+            last_key, flags = None, None
             continue
         if cur is None:
             continue  # a prompt, a comment, or a grep fragment line with no device header above it
@@ -230,9 +240,94 @@ def parse_lspci(text: str, ids: PciIds) -> LspciText:
         f = _FIELD.match(line)
         if f:
             last_key = f["key"].strip()
+        if not line[0].isspace():
+            flags = None  # a prompt or a comment between two pastes: no register's line
+        elif f or flags is None:
+            flags = _FlagScope(last_key or "?", skip=(last_key or "") in _FREE_TEXT or not f)
+        flags = _check_flags(cur, flags, line)
     devices = _fold_blocks(blocks, notes)
     tree = parse_tree(tree_lines) if tree_lines else {}
     return LspciText(devices, tree, has_domain, notes, elided)
+
+
+def _check_address(line: str, lineno: int) -> None:
+    """Refuse a device line whose address cannot exist, naming why.
+
+    A PCI address is bus 00-ff (8 bits), device 00-1f (5 bits), function 0-7 (3 bits): Linux
+    ``include/uapi/linux/pci.h`` ``PCI_DEVFN``/``PCI_SLOT``/``PCI_FUNC``. (lspci prints an ARI
+    function above 7 as device and function of its 8-bit number, ``01:01.1``, never ``01:00.9``.)
+    Such a line read as the block above's would blame that block.
+    """
+    m = _HEADER_LIKE.match(line)
+    if m is None:
+        return
+    bus, dev, fn = (int(m[k], 16) for k in ("bus", "dev", "fn"))
+    addr = line.split()[0]
+    if fn > 7:
+        why = f"function number {m['fn']} does not exist"
+    elif dev > 0x1F:
+        why = f"device number {m['dev']} ({dev}) does not exist"
+    elif bus > 0xFF:
+        why = f"bus number {m['bus']} ({bus}) does not exist"
+    else:
+        return
+    raise PasteError(
+        f"line {lineno}: {addr}: {why}: a PCI function number is 0-7, a device number 00-1f (0-31), a bus "
+        "00-ff (0-255) (Linux include/uapi/linux/pci.h PCI_DEVFN); the line was edited or mistyped, "
+        "paste lspci's output as printed"
+    )
+
+
+@dataclass
+class _FlagScope:
+    key: str  # the field (``ACSCtl``) whose line and continuation lines are read
+    skip: bool  # free text (a name, VPD), or a line no field names: no register flags to check
+    seen: dict[str, tuple[str, str]] = field(default_factory=dict)  # bit -> (+/-, its line)
+
+
+# Fields whose text is a name or vendor data, not register bits (pciutils lspci.c, ls-vpd.c)
+_FREE_TEXT = (
+    "Subsystem",
+    "Product Name",
+    "Read-only fields",
+    "Read/write fields",
+    "Kernel driver in use",
+    "Kernel modules",
+    "Physical Slot",
+    "Device tree node",
+    "Module",
+    "IOMMU group",
+    "NUMA node",
+)
+_FLAG_TOKEN = re.compile(r"^(?P<name>[<>]?[A-Za-z0-9][\w./\-]*[A-Za-z0-9])(?P<v>[+-])$")
+
+
+def _check_flags(dev: LspciDevice, scope: _FlagScope | None, line: str) -> _FlagScope | None:
+    """Refuse a register line (with its continuation lines) naming one bit twice with two values.
+
+    pciutils ``ls-caps.c`` prints each bit of a register once as ``Name+``/``Name-``; ``ReqRedir-``
+    and ``ReqRedir+`` in one ACSCtl is an edited or joined line, and no one value of the bit is what
+    it shows. Parenthesised lists are left out: ``D1+ ... PME(D0+,D1-,...)`` names two bits ``D1``.
+    """
+    if scope is None or scope.skip:
+        return scope
+    text = re.sub(r"\([^()]*\)", " ", line)
+    for token in re.split(r"[\s,;]+", text):
+        m = _FLAG_TOKEN.match(token)
+        if m is None:
+            continue
+        before = scope.seen.setdefault(m["name"], (m["v"], line.strip()))
+        if before[0] != m["v"]:
+            name = m["name"]
+            where = repr(_clip(line.strip(), 100))
+            if before[1] != line.strip():
+                where = f"{_clip(before[1], 60)!r} then {_clip(line.strip(), 60)!r}"
+            raise PasteError(
+                f"{dev.bdf}: {scope.key} shows the bit {name} twice, {name}{before[0]} then {name}{m['v']} "
+                f"({where}): one bit has one value, so the line was edited or two lines were joined; "
+                "paste lspci's output as printed"
+            )
+    return scope
 
 
 def _fold_blocks(blocks: list[tuple[LspciDevice, list[str]]], notes: list[str]) -> dict[str, LspciDevice]:
@@ -477,9 +572,7 @@ def _field(dev: LspciDevice, line: str, last_key: str | None) -> None:
         _shown(dev, key, val)
     if key in ("LnkCap", "LnkSta"):
         sp, wd = _SPEED.search(val), _WIDTH.search(val)
-        width = int(wd["w"]) if wd else None
-        if width not in WIDTHS:
-            width = None  # not a width a link can have: unknown, not guessed
+        width = int(wd["w"]) if wd else None  # one no link can have is refused (build._check_links)
         if sp or width is not None:
             reading = (_gen(sp["s"]) if sp else None, width)
             if key == "LnkCap":
@@ -508,6 +601,7 @@ def _field(dev: LspciDevice, line: str, last_key: str | None) -> None:
         )
         if bm:
             dev.primary, dev.secondary, dev.subordinate = (int(bm[k], 16) for k in ("p", "s", "u"))
+            _check_bus(dev)
     elif key == "Kernel driver in use":
         dev.driver = val.strip() or None
         dev.closed = True
@@ -548,6 +642,43 @@ def _shown(dev: LspciDevice, key: str, val: str) -> None:
             f"{dev.bdf}: two {key} lines in one block ({_clip(before)!r}, then {_clip(val)!r}): a function "
             "shows it once, so a device line was lost (a grep?) or the paste was edited; keep every device "
             "line (grep -E '^[0-9a-f]|...')"
+        )
+
+
+def bus_fault(own: int, primary: int | None, secondary: int, subordinate: int | None) -> str | None:
+    """What is impossible in a bridge's bus numbers, or ``None``; ``secondary`` and ``subordinate`` 00
+    is a bridge left unconfigured (it forwards to no bus), not a fault.
+
+    Bus numbers are given depth first: a bridge on bus ``own`` forwards buses
+    ``secondary..subordinate``, all above its own bus and its primary, ``secondary <= subordinate``
+    (Linux drivers/pci/probe.c ``pci_scan_bridge_extend()`` takes any other setting as "bridge
+    configuration invalid" and renumbers it, so a booted system does not show one).
+    """
+    sub = secondary if subordinate is None else subordinate
+    if secondary == 0 and sub == 0:
+        return None
+    if secondary <= own <= sub:
+        return (
+            f"its buses [{secondary:02x}-{sub:02x}] hold its own bus {own:02x}, a loop "
+            "(the bridge would sit below itself)"
+        )
+    if primary is not None and secondary <= primary:
+        return f"secondary={secondary:02x} is not above primary={primary:02x}"
+    if sub < secondary:
+        return f"subordinate={sub:02x} is below secondary={secondary:02x}"
+    if secondary < own:
+        return f"its buses [{secondary:02x}-{sub:02x}] lie below its own bus {own:02x}"
+    return None
+
+
+def _check_bus(dev: LspciDevice) -> None:
+    assert dev.secondary is not None
+    why = bus_fault(int(dev.bdf.split(":")[1], 16), dev.primary, dev.secondary, dev.subordinate)
+    if why:
+        raise PasteError(
+            f"{dev.bdf}: impossible Bus line {dev.shown.get('Bus', '?')!r}: {why}; a bridge's buses lie "
+            "above its own and secondary <= subordinate (Linux drivers/pci/probe.c pci_scan_bridge_extend() "
+            "renumbers any other setting as invalid): the paste is edited or mixes two machines' lines"
         )
 
 
@@ -648,6 +779,12 @@ def parse_tree(lines: list[str]) -> dict[str, TreeNode]:
             bdf = f"{bdom}:{bus:02x}:{m['dev']}.{m['fn']}"
             sec = int(m["sec"], 16) if m["sec"] else None
             sub = int(m["sub"], 16) if m["sub"] else sec
+            why = bus_fault(bus, None, sec, sub) if sec is not None else None
+            if why:
+                raise PasteError(
+                    f"lspci -t tree: {bdf} with buses {bus_range(sec, sub)} below it: {why}; a bridge's buses "
+                    "lie above its own (Linux drivers/pci/probe.c pci_scan_bridge_extend()): an edited tree"
+                )
             before = nodes.get(bdf)
             if before is not None and UNKNOWN_PARENT not in (before.parent, parent):
                 if before.parent != parent:
