@@ -20,7 +20,6 @@ README asks for several iterations for that reason), so smaller moves are not re
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -251,7 +251,7 @@ class Source:
         finally:
             os.close(fd)
 
-    def read_json(self, rel: str, limit: int = 64 << 20) -> Any:
+    def read_json(self, rel: str, limit: int = 64 << 20, *, finite: bool = False) -> Any:
         """Read a JSON file (``nvml.json``, ``p2p.json``) through the same checks as every read.
 
         Absent raises ``KeyError``; refused, too large, not UTF-8 or not JSON raises ``SourceError``
@@ -260,8 +260,10 @@ class Source:
         data = self.read_bytes(rel, limit, whole=True)
         try:
             # NaN and Infinity are read (Python's json writes them, a live run can measure them): the
-            # field's own rule calls such a reading impossible, naming the field, not the whole file
-            return json.loads(data.decode("utf-8"), object_pairs_hook=_no_repeats)
+            # field's own rule calls such a reading impossible, naming the field, not the whole file.
+            # ``finite``: refused (RFC 8259 section 6 has no such numbers), for files no measurement writes.
+            constant = _no_constant if finite else None
+            return json.loads(data.decode("utf-8"), object_pairs_hook=_no_repeats, parse_constant=constant)
         except UnicodeDecodeError as exc:
             raise SourceError(rel, f"not UTF-8 text: {exc}") from None
         except json.JSONDecodeError as exc:
@@ -332,6 +334,11 @@ def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"key {key!r} appears twice in one object")
         out[key] = value
     return out
+
+
+def _no_constant(name: str) -> Any:
+    """NaN, Infinity and -Infinity are not JSON numbers (RFC 8259 section 6); Python's json accepts them."""
+    raise ValueError(f"{name} is not a JSON number (RFC 8259 section 6)")
 
 
 def _kind(mode: int) -> str:
