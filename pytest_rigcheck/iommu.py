@@ -222,7 +222,9 @@ def read_iommu(
         cmdline_error = exc.reason
     args = _args(cmdline)
     needed = CMDLINE_OFF.get(cpu_vendor or "", CMDLINE_OFF["amd"] + CMDLINE_OFF["intel"])
-    off_args = list(needed) if all(a in args for a in needed) else []
+    # the last `intel_iommu=` / `amd_iommu=` counts: the kernel parses them in order, each overriding the last
+    # (drivers/iommu/intel/iommu.c intel_iommu_setup, drivers/iommu/amd/init.c parse_amd_iommu_options)
+    off_args = list(needed) if all(_last(args, a.split("=")[0]) == a for a in needed) else []
     pt = passthrough_choice(cmdline)
     default = "unknown"
     groups_found = bool(types or untyped or errors)
@@ -259,6 +261,12 @@ def read_iommu(
 
 def _num(group: str) -> tuple[int, str]:
     return (int(group), "") if group.isdigit() else (1 << 30, group)
+
+
+def _last(args: list[str], key: str) -> str | None:
+    """The last ``key=value`` argument for ``key`` (``intel_iommu=off``), or None."""
+    found = [a for a in args if a.split("=", 1)[0] == key]
+    return found[-1] if found else None
 
 
 def _args(cmdline: str | None) -> list[str]:

@@ -167,3 +167,18 @@ def test_refused_group_link_is_no_evidence(pytester: pytest.Pytester, tmp_path: 
     assert "FAILED test_iommu.py::test_iommu_not_translating[0000:4b:00.0] - UNREADABLE" in out, out
     assert "iommu_group -> /sys/kernel/iommu_groups/6 leaves the snapshot: refused" in out, out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "off"),
+    [
+        ("ro amd_iommu=off intel_iommu=off", True),
+        ("ro amd_iommu=off intel_iommu=off intel_iommu=on", False),  # the last one counts
+        ("ro amd_iommu=off intel_iommu=on intel_iommu=off", True),
+    ],
+)
+def test_last_iommu_argument_counts(tmp_path: Path, cmdline: str, off: bool) -> None:
+    """Fresh-user finding: `intel_iommu=off intel_iommu=on` passed as "IOMMU off"; the kernel applies them in
+    order, so the IOMMU is on."""
+    state = read_iommu(_tree(tmp_path, groups=None, units=None, cmdline=cmdline))
+    assert (state.judge(None).mode == "off") is off, state.judge(None)
