@@ -252,9 +252,20 @@ def parse_config(bdf: str, data: bytes) -> ConfigSpace:
     if size >= 4096:
         port = port_type in (PortType.ROOT_PORT, PortType.UPSTREAM, PortType.DOWNSTREAM)
         for cap_id, off in _walk_ext_caps(bdf, data, port):
-            if cap_id == ECAP_ID_ACS and acs is None:
+            seen: AcsRegs | AerRegs | None = (
+                acs if cap_id == ECAP_ID_ACS else aer if cap_id == ECAP_ID_AER else None
+            )
+            if seen is not None:
+                # A function has at most one ACS and one AER capability (PCIe Base Spec 7.7.8, 7.8.4): a
+                # second is no real config space, and which of the two the hardware obeys is unknown.
+                name = "ACS" if cap_id == ECAP_ID_ACS else "AER"
+                raise ConfigSpaceError(
+                    bdf,
+                    f"two {name} extended capabilities (at {seen.offset:#x} and {off:#x}): a function has one",
+                )
+            if cap_id == ECAP_ID_ACS:
                 acs = AcsRegs(off, _u16(data, off + 4), _u16(data, off + 6))
-            elif cap_id == ECAP_ID_AER and aer is None:
+            elif cap_id == ECAP_ID_AER:
                 aer = AerRegs(off, _u32(data, off + 4), _u32(data, off + 0x10))
     return ConfigSpace(
         bdf,

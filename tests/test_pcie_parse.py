@@ -130,6 +130,22 @@ class TestConfigSpace:
         with pytest.raises(ConfigSpaceError, match=match):
             parse_config("0000:00:01.1", bytes(data))
 
+    def test_second_acs_capability_is_a_config_space_error(self) -> None:
+        """Fresh-user finding: an extra ACS capability with ACSCtl 0x0000 inserted ahead of the real one
+        (redirect on) made the port pass "ACSCtl 0x0000". A function has one ACS capability (PCIe Base Spec
+        7.7.8): two is no real config space, and which one the hardware obeys is unknown."""
+        path = SNAPSHOTS / "rtx3090x2-acs-root-port/sys/devices/pci0000:00/0000:00:01.1/config"
+        data = bytearray(path.read_bytes())
+        acs = parse_config("0000:00:01.1", bytes(data)).acs
+        assert acs is not None
+        # a fake ACS at 0xf00 (ACSCtl 0) that the first capability now points to, then on to the rest
+        first = int.from_bytes(data[0x100:0x104], "little")
+        data[0xF00:0xF04] = (0x000D | (1 << 16) | (((first >> 20) & 0xFFC) << 20)).to_bytes(4, "little")
+        data[0xF04:0xF08] = bytes(4)
+        data[0x100:0x104] = ((first & 0xFFFFF) | (0xF00 << 20)).to_bytes(4, "little")
+        with pytest.raises(ConfigSpaceError, match="two ACS extended capabilities"):
+            parse_config("0000:00:01.1", bytes(data))
+
     def test_zero_at_0x100_of_an_endpoint_is_the_end(self) -> None:
         """An endpoint (here a GPU) may have no extended capability: zeros at 0x100 end the list (PCIe Base
         Spec 7.6.3). Only PCIe ports, which always carry some, are held to more."""
