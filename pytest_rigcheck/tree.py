@@ -602,6 +602,31 @@ def _read_sysfs_link(source: Source, base: str) -> SysfsLink | None:
         bad["max_gen"] = SourceError(
             f"{base}/max_link_speed", f"impossible link capability: max_link_speed {ms.strip()!r}"
         )
+    # LnkSta never exceeds LnkCap (PCIe Base Spec 7.5.3.8 Current Link Speed/Negotiated Link Width are
+    # within 7.5.3.6 Max Link Speed/Width): x32 or 64 GT/s on an x16 / 16 GT/s link is no reading.
+    for now, most, name, attr, what in (
+        (
+            link.cur_width,
+            link.max_width,
+            "cur_width",
+            "current_link_width",
+            "width x{} above max_link_width x{}",
+        ),
+        (
+            link.cur_gen,
+            link.max_gen,
+            "cur_gen",
+            "current_link_speed",
+            "speed Gen{} above max_link_speed Gen{}",
+        ),
+    ):
+        if now is not None and most is not None and now > most and name not in bad:
+            bad[name] = SourceError(f"{base}/{attr}", f"impossible link reading: {what.format(now, most)}")
+    if cw is not None and "cur_width" not in bad and link.cur_width not in (None, 1, 2, 4, 8, 12, 16, 32):
+        bad["cur_width"] = SourceError(
+            f"{base}/current_link_width",
+            f"impossible link width x{link.cur_width} (x1, x2, x4, x8, x12, x16, x32)",
+        )
     down = (
         cw is not None
         and link.cur_width is None

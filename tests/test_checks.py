@@ -707,3 +707,31 @@ class TestImpossibleLinkReadings:
         out, rc = self._run(pytester, root)
         assert "UNREADABLE" in out and "max_link_width" in out, out
         assert rc == 1
+
+
+@pytest.mark.parametrize(
+    ("attr", "text", "why"),
+    [
+        ("current_link_width", "32", "width x32 above max_link_width x16"),
+        ("current_link_speed", "64.0 GT/s PCIe", "speed Gen6 above max_link_speed Gen4"),
+    ],
+)
+def test_link_status_above_its_capability_is_unreadable(
+    pytester: pytest.Pytester, tmp_path: Path, attr: str, text: str, why: str
+) -> None:
+    """Fresh-user finding: sysfs current_link_width 32 (max x16) or 64 GT/s (max 16 GT/s) passed as
+    "Gen4 x16". LnkSta never exceeds LnkCap (PCIe Base Spec 7.5.3.8): UNREADABLE naming the attribute."""
+    import shutil
+
+    from .conftest import SNAPSHOTS
+
+    snap = tmp_path / "s"
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-gen4", snap, symlinks=True)
+    f = (snap / "sys/bus/pci/devices/0000:4b:00.0").resolve() / attr
+    f.unlink()
+    f.write_text(text + "\n")
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={snap}", "-p", "no:cacheprovider", "-k", "link_trained"
+    )
+    out = result.stdout.str()
+    assert result.ret == 1 and why in out and "UNREADABLE" in out, out
