@@ -250,6 +250,14 @@ def seen_by_nvml(t: GpuTarget, gpu: GpuState | Unavailable, system: SystemState)
         )
     if gpu.code == NOT_NVIDIA:
         opened(t, gpu, "NVML state")  # raises: not applicable
+    if gpu.code == CORRUPT:  # NVML and PCIe disagree about this GPU: no evidence either way
+        return unreadable(
+            f"{t.label}: {gpu.reason}",
+            fix=[
+                "measure on the rig itself (pytest --rig), or capture it there again with `rigcheck capture DIR`"
+            ],
+            target={"bdf": t.gpu.bdf, "gpu_index": t.index},
+        )
     fn, tree = t.gpu, t.rig.pcie
     driver = fn.driver
     # The physical slot: the GPU's own, else that of the nearest bridge above it (a riser or switch board).

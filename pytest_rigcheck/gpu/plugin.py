@@ -85,6 +85,19 @@ class GpuSession:
                     "cannot be placed (NVML state of another machine, or corrupt)",
                     CORRUPT,
                 )
+            elif fn.bdf in by_bdf and (fn.vendor != NVIDIA_VENDOR or fn.driver not in (None, "nvidia")):
+                # NVML reports only GPUs the nvidia driver runs: another vendor, or a GPU bound to another
+                # driver (nouveau, vfio-pci) in sysfs, cannot also be in NVML's list
+                what = (
+                    f"vendor {fn.vendor:#06x} on the PCIe bus"
+                    if fn.vendor != NVIDIA_VENDOR
+                    else f"bound to {fn.driver}, not nvidia, on the PCIe bus"
+                )
+                out[fn.bdf] = Unavailable(
+                    f"{fn.bdf} is {what}, yet {self.nvml.origin} reports it as an NVIDIA GPU: NVML and PCIe "
+                    "disagree (NVML state of another machine or moment, or corrupt)",
+                    CORRUPT,
+                )
             elif fn.bdf in by_bdf:
                 out[fn.bdf] = by_bdf[fn.bdf]
             elif fn.vendor != NVIDIA_VENDOR:

@@ -461,3 +461,26 @@ def test_nvml_json_not_an_object_is_unreadable(pytester: pytest.Pytester, tmp_pa
     out = result.stdout.str()
     assert result.ret == 1 and "not an object" in out and "UNREADABLE" in out, out
     assert "Traceback" not in out and "AttributeError" not in out, out
+
+
+@pytest.mark.parametrize("change", ["vendor", "driver"])
+def test_nvml_gpu_that_pcie_says_is_not_nvidias(
+    pytester: pytest.Pytester, tmp_path: Path, change: str
+) -> None:
+    """Fresh-user finding: GPU1's sysfs vendor set to AMD (0x1002), or its driver link to nouveau, while
+    nvml.json names it an RTX 3090: "seen by NVML as GPU1", 41 passed. NVML only reports GPUs the nvidia
+    driver runs: NVML and PCIe disagree, so that GPU's NVML checks are UNREADABLE, saying so."""
+    snap = tmp_path / "s"
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-gen4", snap, symlinks=True)
+    dev = (snap / "sys/bus/pci/devices/0000:4b:00.0").resolve()
+    if change == "vendor":
+        (dev / "vendor").unlink()
+        (dev / "vendor").write_text("0x1002\n")
+    else:
+        (dev / "driver").unlink()
+        (dev / "driver").symlink_to("../../../../bus/pci/drivers/nouveau")
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={snap}", "-p", "no:cacheprovider", "-k", "seen_by_nvml"
+    )
+    out = result.stdout.str()
+    assert result.ret == 1 and "NVML and PCIe disagree" in out and "UNREADABLE" in out, out
