@@ -89,17 +89,24 @@ def parse_aer(text: str, kind: str) -> int:
     Raises ``ValueError`` when a line is not ``NAME count`` with a non-negative count, or the total is absent.
     """
     want = AER_TOTALS[kind]
-    total = None
+    counts: dict[str, int] = {}
     for line in text.splitlines():
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             raise ValueError(f"line {line.strip()!r} is not 'NAME count'")
-        if parts[0] == want:
-            total = int(parts[1])
+        if parts[0] in counts:
+            raise ValueError(f"{parts[0]} appears twice ({counts[parts[0]]}, then {parts[1]})")
+        counts[parts[0]] = int(parts[1])
+    total = counts.pop(want, None)
     if total is None:
         raise ValueError(f"no {want} line")
+    # each error adds 1 to the total and to the counter of every bit it sets (drivers/pci/pcie/aer.c
+    # pci_dev_aer_stats_incr): no bit's counter can be above the total
+    over = next(((name, n) for name, n in counts.items() if n > total), None)
+    if over is not None:
+        raise ValueError(f"{over[0]} {over[1]} is above {want} {total}: the counters contradict each other")
     return total
 
 
@@ -153,6 +160,11 @@ def read_hop(fn: PciFunction) -> HopReading:
             continue
         except (SourceError, ValueError) as exc:
             r.errors.append(f"{rel}: {exc}")
+    missing = [name for kind, name in AER_FILES.items() if kind not in r.aer] if r.aer else []
+    if missing and not r.errors:
+        # the kernel creates the three files together, for a function with an AER capability
+        # (drivers/pci/pcie/aer.c aer_stats_attrs): some without the others is an incomplete record
+        r.errors.append(f"{fn.base}: {', '.join(missing)} missing beside the other AER counters")
     link = fn.sysfs_link
     if link is not None:
         r.gen, r.width = link.cur_gen, link.cur_width

@@ -38,7 +38,14 @@ def test_policy_is_the_bracketed_word():
 def test_aer_totals():
     assert linkhealth.parse_aer(AER_COR, "correctable") == 3
     assert linkhealth.parse_aer("Undefined 0\nTOTAL_ERR_FATAL 1\n", "fatal") == 1
-    for bad in ("TOTAL_ERR_COR -1\n", "RxErr\n", "RxErr 0\n"):
+    # fresh-user findings: a counter twice, a bit's counter above the total
+    for bad in (
+        "TOTAL_ERR_COR -1\n",
+        "RxErr\n",
+        "RxErr 0\n",
+        "TOTAL_ERR_COR 3\nTOTAL_ERR_COR 0\n",
+        "RxErr 5\nTOTAL_ERR_COR 0\n",
+    ):
         with pytest.raises(ValueError):
             linkhealth.parse_aer(bad, "correctable")
 
@@ -130,10 +137,17 @@ def test_switch_port_errors_name_the_link_below_it(tmp_path):
     link above it to the root port (receiver-side AER counts)."""
     r = rig("rtxpro6000x4-switch", tmp_path)
     nonfatal = "Undefined 0\nTOTAL_ERR_NONFATAL 1\n"
-    (r.root / r.pcie["0000:02:01.0"].base / "aer_dev_nonfatal").write_text(nonfatal)
+
+    def aer(bdf: str) -> None:  # the kernel creates the three files together
+        base = r.root / r.pcie[bdf].base
+        (base / "aer_dev_nonfatal").write_text(nonfatal)
+        (base / "aer_dev_correctable").write_text("TOTAL_ERR_COR 0\n")
+        (base / "aer_dev_fatal").write_text("TOTAL_ERR_FATAL 0\n")
+
+    aer("0000:02:01.0")
     v = linkhealth.aer_counters(gpus(r)[1])
     assert v.status == Status.FAIL and "0000:02:01.0 -> 0000:04:00.0" in v.fix[0]
-    (r.root / r.pcie["0000:01:00.0"].base / "aer_dev_nonfatal").write_text(nonfatal)
+    aer("0000:01:00.0")
     r2 = Rig.replay(open_snapshot(str(r.root)), Profile())
     v = linkhealth.aer_counters(gpus(r2)[0])
     assert "0000:00:01.1 -> 0000:01:00.0" in v.fix[0]
