@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,19 +78,18 @@ def read_local_bytes(path: Path, limit: int, *, whole: bool = False) -> bytes:
     device node, socket or directory is refused by ``lstat`` before any ``open`` (opening a FIFO blocks
     until a writer comes). ``FileNotFoundError`` when absent; ``ValueError`` with one line naming the
     file otherwise."""
-    try:
-        return Source("/").read_bytes(_rel(path), limit, whole=whole)
-    except KeyError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except SourceError as exc:
-        raise ValueError(f"{path}: {exc.reason}") from None
+    return _local(path, lambda src, rel: src.read_bytes(rel, limit, whole=whole))
 
 
 def read_local_json(path: Path) -> Any:
     """A local JSON file (``config.json``, the safetensors index) as ``Source("/").read_json`` reads it
     (``finite``: NaN/Infinity refused, RFC 8259 section 6). Errors as ``read_local_bytes``."""
+    return _local(path, lambda src, rel: src.read_json(rel, CONFIG_LIMIT, finite=True))
+
+
+def _local(path: Path, read: Callable[[Source, str], Any]) -> Any:
     try:
-        return Source("/").read_json(_rel(path), CONFIG_LIMIT, finite=True)
+        return read(Source("/"), _rel(path))
     except KeyError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except SourceError as exc:
