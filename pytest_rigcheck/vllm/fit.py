@@ -383,10 +383,11 @@ def spec_from_config(config: dict[str, Any], name: str, source: str = "config.js
         "qk_nope_head_dim",
         "v_head_dim",
         "intermediate_size",
+        "sliding_window_pattern",
     ):
         if cfg.get(key) is not None:
             positive(key)
-    for key in ("q_lora_rank", "first_k_dense_replace", "n_shared_experts"):
+    for key in ("q_lora_rank", "first_k_dense_replace", "n_shared_experts", "max_window_layers"):
         if cfg.get(key) is not None:
             positive(key, zero=True)
     if positive("first_k_dense_replace", 0, zero=True) > layers:

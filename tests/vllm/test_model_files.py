@@ -138,6 +138,7 @@ class TestArchitectureNumbers:
             ("num_hidden_layers", 32.5),
             ("num_attention_heads", True),
             ("num_hidden_layers", "32"),
+            ("sliding_window_pattern", -2),
         ],
     )
     def test_impossible_value_is_unreadable_naming_file_field_value(self, tmp_path, key, value):
