@@ -560,6 +560,10 @@ def match_rig(profile: Profile, rig: Rig) -> None:
     Raises:
         ProfileError: naming the key and listing what the rig has.
     """
+    for sec in profile.sections.values():  # a section's own checks against the rig ([vllm] tp size)
+        hook = getattr(sec, "match_rig_gpus", None)
+        if hook is not None:
+            hook(lambda: len(rig.pcie.gpus), rig.name, profile.where)
     per_device = {
         name: sec.devices for name, sec in profile.sections.items() if getattr(sec, "devices", None)
     }

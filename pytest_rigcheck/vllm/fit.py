@@ -22,7 +22,6 @@ Pure arithmetic, no server and no GPU: feed it GPU memory from the profile, an o
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,7 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .modeldir import find_model_dir, model_weights
+from .modeldir import find_model_dir, model_weights, read_local_json
 from .settings import GpuMemory
 
 GIB = 2**30
@@ -332,24 +331,69 @@ def spec_from_config(config: dict[str, Any], name: str, source: str = "config.js
     """
     cfg = config.get("text_config", config)  # multimodal wrappers keep the LM's shape here
 
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{source}: text_config = {cfg!r} is not a JSON object")
+
+    def bad(key: str, value: object, what: str = "a positive integer") -> ValueError:
+        return ValueError(f"{source}: {key} = {value!r} is impossible: the model-fit gate needs {what}")
+
     def need(*keys: str) -> int:
         for k in keys:
-            if isinstance(cfg.get(k), int):
-                return int(cfg[k])
+            if k in cfg and cfg[k] is not None:
+                return positive(k)
         raise ValueError(f"{source}: no {' or '.join(keys)} (not a decoder-only transformer config?)")
+
+    def positive(key: str, default: int | None = None, *, zero: bool = False) -> int:
+        """``cfg[key]``, a positive integer (0 too with ``zero``); ``default`` when absent or null."""
+        value = cfg.get(key)
+        if value is None and default is not None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1):
+            raise bad(key, value, "a whole number, 0 or more" if zero else "a positive integer")
+        return value
 
     hidden = need("hidden_size", "d_model", "n_embd")
     layers = need("num_hidden_layers", "n_layer", "num_layers")
     heads = need("num_attention_heads", "n_head")
     vocab = need("vocab_size")
-    kv = int(cfg.get("num_key_value_heads") or heads)
-    head_dim = int(cfg.get("head_dim") or hidden // heads)
+    kv = positive("num_key_value_heads", heads)
+    if heads % kv:
+        raise bad(
+            "num_key_value_heads",
+            kv,
+            f"a divisor of num_attention_heads ({heads}): grouped-query "
+            "attention shares each KV head among the same number of query heads",
+        )
+    head_dim = positive("head_dim", hidden // heads or 1)
     inter = (
         need("intermediate_size", "ffn_dim")
         if "moe_intermediate_size" not in cfg
-        else int(cfg["moe_intermediate_size"])
+        else positive("moe_intermediate_size")
     )
-    experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts") or 1)
+    experts = 1
+    for key in ("num_local_experts", "num_experts", "n_routed_experts"):
+        if cfg.get(key):
+            experts = positive(key)
+            break
+    for key in (
+        "max_position_embeddings",
+        "num_experts_per_tok",
+        "kv_lora_rank",
+        "qk_rope_head_dim",
+        "qk_nope_head_dim",
+        "v_head_dim",
+        "intermediate_size",
+        "sliding_window_pattern",
+    ):
+        if cfg.get(key) is not None:
+            positive(key)
+    for key in ("q_lora_rank", "first_k_dense_replace", "n_shared_experts", "max_window_layers"):
+        if cfg.get(key) is not None:
+            positive(key, zero=True)
+    if positive("first_k_dense_replace", 0, zero=True) > layers:
+        raise bad(
+            "first_k_dense_replace", cfg["first_k_dense_replace"], f"at most num_hidden_layers ({layers})"
+        )
     mla = isinstance(cfg.get("kv_lora_rank"), int) and isinstance(cfg.get("qk_rope_head_dim"), int)
     if mla:
         params = _mla_params(cfg, hidden, layers, heads, vocab)
@@ -398,12 +442,10 @@ def spec_from_config(config: dict[str, Any], name: str, source: str = "config.js
 
 def spec_from_dir(folder: Path, name: str, config: Path | None = None) -> ModelSpec:
     """A spec from a local model folder: its ``config.json`` and the real weight bytes of its safetensors
-    headers (or the index's total_size). ``ValueError`` on a corrupt file, ``OSError`` when unreadable."""
+    headers (or the index's total_size), each read through ``modeldir.read_local_bytes`` (lstat before
+    open). ``ValueError`` on a corrupt or unreadable file, ``FileNotFoundError`` when config.json is absent."""
     cfg_path = config or folder / "config.json"
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_path}: not JSON ({exc})") from None
+    cfg = read_local_json(cfg_path)  # a FIFO or device is refused before it is opened
     if not isinstance(cfg, dict):
         raise ValueError(f"{cfg_path}: not a JSON object")
     spec = spec_from_config(cfg, name, str(cfg_path))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
@@ -130,6 +130,30 @@ class VllmSettings:
     def devices(self) -> dict[DeviceKey, GpuMemory]:
         """``[vllm.gpus]`` by key, as ``profile.match_rig`` reads per-device tables."""
         return dict(self.gpu_tables)
+
+    def match_rig_gpus(self, count: Callable[[], int], rig: str, where: str) -> None:
+        """``profile.match_rig``'s check of ``tensor_parallel_size`` against the rig: vLLM needs that many
+        GPUs and refuses to start with fewer, so a larger size than the rig's GPU count is a usage error
+        (a rig showing no GPU is a machine planning a fit for GPUs not in it: not judged here).
+
+        Args:
+            count: the rig's GPU count on its PCIe bus, called only when ``tensor_parallel_size`` > 1.
+
+        Raises:
+            ProfileError: naming ``vllm.tensor_parallel_size`` and the rig's GPU count.
+        """
+        tp = self.tensor_parallel_size
+        if tp <= 1:
+            return
+        n = count()
+        if 0 < n < tp:
+            raise ProfileError(
+                where,
+                "vllm.tensor_parallel_size",
+                tp,
+                f"at most the {n} GPU(s) {rig} shows on its PCIe bus: vLLM shards the model over "
+                f"{tp} GPUs and cannot start with {n} (see `nvidia-smi -L`)",
+            )
 
     @property
     def configured(self) -> bool:
@@ -472,6 +496,7 @@ def parse_vllm_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
             out[key] = tuple(sorted((g for _, g in out["gpu_tables"] if g.index >= 0), key=lambda g: g.index))
             out["gpus_source"] = f"[vllm.gpus] in {where}"
     _check_combinations(raw, out, where)
+    _check_model_files(out, where)
     if "launch" in out:
         _check_template(where, "vllm.launch", out["launch"])
         if "{port}" not in out["launch"] and "port" not in out:
@@ -684,6 +709,45 @@ def _check_preset(where: str, value: str) -> None:
         hint = f"did you mean {close[0]}? " if close else ""
         raise ProfileError(
             where, "vllm.model_preset", value, f"no such preset; {hint}presets: {', '.join(names)}"
+        )
+
+
+def _check_model_files(out: dict[str, Any], where: str) -> None:
+    """``model_config`` names a regular file (a config.json, or a folder holding one), looked at with
+    ``stat`` only (never opened here: a FIFO would block); ``quantization`` (the key or the flag) is a
+    weight scheme the fit knows (``fit.WEIGHT_BYTES``). ``ProfileError`` naming the key otherwise."""
+    import os
+    import stat
+
+    from .fit import WEIGHT_BYTES  # fit imports this module: imported here, when called
+
+    q = out.get("quantization")
+    if isinstance(q, str) and q.lower() not in WEIGHT_BYTES:
+        raise ProfileError(
+            where,
+            "vllm.quantization",
+            q,
+            f"a weight dtype or quantization the model-fit gate can size: {', '.join(sorted(WEIGHT_BYTES))}",
+        )
+    path = out.get("model_config")
+    if not path:
+        return
+    target = os.path.expanduser(path)
+    try:
+        st = os.stat(target)
+        if stat.S_ISDIR(st.st_mode):
+            target = os.path.join(target, "config.json")
+            st = os.stat(target)
+        why = (
+            ""
+            if stat.S_ISREG(st.st_mode)
+            else "not a regular file (a FIFO, device or socket is never opened)"
+        )
+    except OSError as exc:
+        why = f"{target}: {exc.strerror or exc}"
+    if why:
+        raise ProfileError(
+            where, "vllm.model_config", path, f"a model's config.json (or its folder) on this machine; {why}"
         )
 
 
