@@ -27,6 +27,7 @@ IOMMU_CLASS = "sys/class/iommu"
 TRANSLATED = ("DMA", "DMA-FQ")
 PASSTHROUGH = "identity"
 
+CMDLINE_MAX = 64 << 10  # bytes
 # The argument that turns off each vendor's IOMMU driver (the other vendor's is ignored by the kernel).
 CMDLINE_OFF = {"amd": ("amd_iommu=off",), "intel": ("intel_iommu=off",)}
 
@@ -217,7 +218,13 @@ def read_iommu(
     cmdline: str | None = None
     cmdline_error = None
     try:
-        cmdline = source.read_optional("proc/cmdline")
+        # COMMAND_LINE_SIZE is at most a few KiB on every architecture (arch/*/include/uapi/asm/setup.h):
+        # a larger file is no kernel command line
+        cmdline = (
+            source.read_bytes("proc/cmdline", CMDLINE_MAX, whole=True).decode("utf-8", "replace").strip()
+        )
+    except KeyError:
+        cmdline = None
     except SourceError as exc:
         cmdline_error = exc.reason
     args = _args(cmdline)

@@ -78,7 +78,8 @@ def read_local_bytes(path: Path, limit: int, *, whole: bool = False) -> bytes:
     device node, socket or directory is refused by ``lstat`` before any ``open`` (opening a FIFO blocks
     until a writer comes). ``FileNotFoundError`` when absent; ``ValueError`` with one line naming the
     file otherwise."""
-    return _local(path, lambda src, rel: src.read_bytes(rel, limit, whole=whole))
+    data: bytes = _local(path, lambda src, rel: src.read_bytes(rel, limit, whole=whole))
+    return data
 
 
 def read_local_json(path: Path) -> Any:
