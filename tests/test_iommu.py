@@ -186,12 +186,8 @@ def test_last_iommu_argument_counts(tmp_path: Path, cmdline: str, off: bool) -> 
 
 def test_oversized_cmdline_is_refused_not_parsed(tmp_path: Path) -> None:
     """Fresh-user finding: a 50 MB proc/cmdline was read and split whole (44 s). A kernel command line is a
-    few KiB at most (COMMAND_LINE_SIZE): a larger file is recorded as unreadable, at once."""
-    import time
-
+    few KiB at most (COMMAND_LINE_SIZE): a larger file is recorded as unreadable, not read."""
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc/cmdline").write_text("a" * (5 << 20))
-    t = time.monotonic()
     state = read_iommu(Source(tmp_path))
-    assert time.monotonic() - t < 5
     assert state.cmdline_error and "larger than" in state.cmdline_error
