@@ -202,6 +202,9 @@ class RigBuilder:
 
         Switchtec parts also expose a management endpoint as function 1 of the upstream port.
         """
+        link = up_link or cap
+        if parent.cap is not None:  # LnkSta never exceeds either end's LnkCap (PCIe Base Spec 7.5.3.8)
+            link = (min(link[0], cap[0], parent.cap[0]), min(link[1], cap[1], parent.cap[1]))
         up = self._add(
             Node(
                 up_bdf,
@@ -212,7 +215,7 @@ class RigBuilder:
                 parent.host,
                 PortType.UPSTREAM,
                 cap,
-                up_link or cap,
+                link,
                 cap[0],
                 numa=parent.numa,
                 driver="pcieport",
@@ -229,7 +232,7 @@ class RigBuilder:
                     parent.host,
                     PortType.ENDPOINT,
                     cap,
-                    up_link or cap,
+                    link,
                     cap[0],
                     numa=parent.numa,
                     driver="switchtec",
@@ -280,12 +283,11 @@ class RigBuilder:
             up, host, numa = None, parent.name, parent.numa
         else:
             up, host, numa = parent, parent.host, parent.numa
-        if link is None:
-            link = (
-                model.cap
-                if up is None or up.cap is None
-                else (min(model.cap[0], up.cap[0]), min(model.cap[1], up.cap[1]))
-            )
+        caps = [model.cap] + ([up.cap] if up is not None and up.cap is not None else [])
+        best = (min(c[0] for c in caps), min(c[1] for c in caps))
+        # LnkSta never exceeds either end's LnkCap (PCIe Base Spec 7.5.3.8): a modelled link above it would be
+        # an impossible reading, which the reader refuses
+        link = best if link is None else (min(link[0], best[0]), min(link[1], best[1]))
         gpu = self._add(
             Node(
                 bdf,
