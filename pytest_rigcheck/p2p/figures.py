@@ -358,9 +358,9 @@ def _check_group(entry: Any, where: str, key: str | None = None) -> None:
         raise SnapshotError(f"{where}: {entry!r} is not an object")
     _check_members(entry, key, where)
     _check_entry(entry, GROUP_FIGURES, where)
-    for key in ("wrong", "nan"):
-        if _count_problem(entry.get(key)):
-            entry[key] = Corrupt(f"{where}.{key}: {_count_problem(entry[key])}")
+    for count in ("wrong", "nan"):
+        if _count_problem(entry.get(count)):
+            entry[count] = Corrupt(f"{where}.{count}: {_count_problem(entry[count])}")
     if _count_problem(entry.get("judged_bytes"), 1):
         entry["judged_bytes"] = Corrupt(f"{where}.judged_bytes: {_count_problem(entry['judged_bytes'], 1)}")
     _check_sweep(entry, where)
