@@ -101,8 +101,18 @@ def readings(entry: dict[str, Any] | None, figure: str) -> list[float]:
 
 MAX_GBPS = 2000.0  # above any GPU link: NVLink 5 x18 is 900 GB/s per direction, 1800 both ways
 MAX_LATENCY_US = 1e7  # 10 s for a 16-byte copy is a hang, not a latency
+# No P2P copy completes in under 0.1 us: a 16-byte write crosses the GPU's copy engine and at least one PCIe or
+# NVLink hop each way. The fastest public P2P latencies are 0.36-0.45 us (RTX PRO 6000 over a PCIe switch,
+# local-inference-lab/rtx6kpro hardware/pcie-bandwidth.md); cuda-samples p2pBandwidthLatencyTest reports ~1-3 us
+# on NVLink and ~10 us over PCIe. The host-staged control is slower still.
+MIN_LATENCY_US = 0.1
 BANDWIDTH = (0.0, MAX_GBPS, "a bandwidth is a finite number of GB/s above 0 and at most 2000")
-LATENCY = (0.0, MAX_LATENCY_US, "a latency is a finite number of us above 0")
+LATENCY = (
+    MIN_LATENCY_US,
+    MAX_LATENCY_US,
+    "a latency is a finite number of us above 0.1: no PCIe or NVLink round trip of a GPU copy is faster; "
+    "the fastest public P2P latencies are ~0.4 us (PCIe switch), ~1-3 us on NVLink (p2pBandwidthLatencyTest)",
+)
 PAIR_FIGURES = {
     "unidir_gbps": BANDWIDTH,
     "bidir_gbps": BANDWIDTH,
@@ -298,18 +308,67 @@ def _check_totals(entry: dict[str, Any], where: str) -> None:
             )
 
 
-def _check_group(entry: Any, where: str) -> None:
+def _check_members(entry: dict[str, Any], key: str | None, where: str) -> None:
+    """Raise ``SnapshotError`` where a group's ``gpus`` repeats a GPU or is not its key's members
+    (``group_key``): such a file cannot say which GPUs a figure belongs to."""
+    gpus = entry.get("gpus")
+    if gpus is None:
+        return
+    if not isinstance(gpus, list) or not all(isinstance(b, str) for b in gpus):
+        raise SnapshotError(f"{where}.gpus: {gpus!r} is not a list of BDFs")
+    repeated = sorted({b for b in gpus if gpus.count(b) > 1})
+    if repeated:
+        raise SnapshotError(
+            f"{where}.gpus: {', '.join(repeated)} listed twice in {gpus!r}: a group's GPUs are distinct; corrupt"
+        )
+    if key is not None and sorted(gpus) != sorted(key.split("+")):
+        raise SnapshotError(
+            f"{where}.gpus: {gpus!r} are not the GPUs of its key {key!r} (group key = GPUs joined by '+'); corrupt"
+        )
+
+
+def _check_judged(entry: dict[str, Any], where: str) -> None:
+    """Mark ``judged_bytes`` ``Corrupt`` where the group has a sweep but no row of that size, and ``busbw_gbps``
+    where its first reading (the judged row's busbw; retries append later ones, ``measure.retry``) strays
+    from that row's busbw by more than ``ROW_ROUNDING``."""
+    sweep, size = entry.get("sweep"), entry.get("judged_bytes")
+    if not isinstance(sweep, list) or not sweep or not isinstance(size, int) or isinstance(size, bool):
+        return
+    rows = [s for s in sweep if isinstance(s, dict) and s.get("bytes") == size]
+    if not rows:
+        sizes = [s.get("bytes") for s in sweep if isinstance(s, dict)]
+        entry["judged_bytes"] = Corrupt(
+            f"{where}.judged_bytes: {size} B is no size of its sweep ({sizes[0]}..{sizes[-1]} B, "
+            f"{len(sizes)} rows): the judged size is one of the sweep's"
+        )
+        return
+    row_bus, first = rows[0].get("busbw_gbps"), readings(entry, "busbw_gbps")[:1]
+    if isinstance(entry.get("busbw_gbps"), Corrupt) or not first or not isinstance(row_bus, int | float):
+        return
+    rel, slack = ROW_ROUNDING
+    if abs(first[0] - row_bus) > rel * row_bus + slack:
+        entry["busbw_gbps"] = Corrupt(
+            f"{where}.busbw_gbps: first reading {first[0]:.4g} GB/s contradicts its sweep row at judged_bytes "
+            f"{size} B (busbw {row_bus:.4g} GB/s): the first reading is that row's busbw, within 2% + 0.1 GB/s"
+        )
+
+
+def _check_group(entry: Any, where: str, key: str | None = None) -> None:
+    if not isinstance(entry, dict):
+        raise SnapshotError(f"{where}: {entry!r} is not an object")
+    _check_members(entry, key, where)
     _check_entry(entry, GROUP_FIGURES, where)
-    for key in ("wrong", "nan"):
-        if _count_problem(entry.get(key)):
-            entry[key] = Corrupt(f"{where}.{key}: {_count_problem(entry[key])}")
+    for count in ("wrong", "nan"):
+        if _count_problem(entry.get(count)):
+            entry[count] = Corrupt(f"{where}.{count}: {_count_problem(entry[count])}")
     if _count_problem(entry.get("judged_bytes"), 1):
         entry["judged_bytes"] = Corrupt(f"{where}.judged_bytes: {_count_problem(entry['judged_bytes'], 1)}")
     _check_sweep(entry, where)
     _check_totals(entry, where)
+    _check_judged(entry, where)
     control = entry.get("control")
     if control is not None:
-        _check_group(control, f"{where}.control")
+        _check_group(control, f"{where}.control", key)
 
 
 def check(data: dict[str, Any], where: str) -> dict[str, Any]:
@@ -318,10 +377,11 @@ def check(data: dict[str, Any], where: str) -> dict[str, Any]:
     Pairs: ``unidir_gbps``, ``bidir_gbps``, ``latency_us`` and their ``control_*``; GPUs: ``h2d_gbps``,
     ``d2h_gbps`` and the ``nvlink`` counts; NCCL groups and controls: ``busbw_gbps``, ``sweep`` (each row,
     ``_row_problem``), ``wrong``, ``nan`` (and their totals against the rows, ``_check_totals``),
-    ``judged_bytes``; booleans (``can_access_peer``, every ``*_verified``, the IPC ``ok`` of a pair
+    ``judged_bytes`` (a size of the sweep, whose row's busbw is the first busbw reading: ``_check_judged``);
+    a group's ``gpus`` distinct and its key's members (else ``SnapshotError``); booleans (``can_access_peer``, every ``*_verified``, the IPC ``ok`` of a pair
     and of its ``kernel_read``/``kernel_write``) that are not true/false, an IPC ``ok`` true with
     ``mismatches`` above 0, and NVML P2P status codes that are not codes. An entry that is not an object raises ``SnapshotError`` (the file is corrupt).
-    A figure's readings are each a finite number in (0, 2000] GB/s, or (0, 1e7] us for a latency.
+    A figure's readings are each a finite number in (0, 2000] GB/s, or (0.1, 1e7] us for a latency.
     """
     for key, entry in data.get("pairs", {}).items():
         _check_entry(entry, PAIR_FIGURES, f'{where} pairs["{key}"]')
@@ -335,7 +395,7 @@ def check(data: dict[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(nccl.get("groups", {}), dict):
         raise SnapshotError(f"{where} nccl.groups: must be an object")
     for key, entry in nccl.get("groups", {}).items():
-        _check_group(entry, f'{where} nccl.groups["{key}"]')
+        _check_group(entry, f'{where} nccl.groups["{key}"]', key)
     if nccl.get("control") is not None:
         _check_group(nccl["control"], f"{where} nccl.control")
     ipc = nccl.get("ipc")

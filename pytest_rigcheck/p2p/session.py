@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import os
+import re
 from typing import Any
 
 from ..availability import DRIVER_FIX, DRIVER_VERSION_FILE, TORCH_INSTALL, FeatureUnavailable, driver_loaded
 from ..errors import RigcheckError, SnapshotError
+from ..pcie import DEVICES
 from ..rig import Rig
 from . import thresholds as th
 from .figures import P2P_JSON, check, load, readings
@@ -117,6 +119,33 @@ def foreign_gpu(rig: Rig, data: dict[str, Any], where: str) -> str | None:
             return (
                 f"{where} names {bdf} ({at}), which {on_bus} (GPUs here: {', '.join(sorted(ours)) or 'none'}): "
                 f"figures from another machine, or corrupt; no P2P/NCCL figure of it is judged"
+            )
+    return other_model(rig, data, where)
+
+
+def _says(name: str, model: str) -> bool:
+    """Whether the GPU name ``name`` names ``model`` (a known PCI model, as a whole word or words)."""
+    return re.search(rf"(?<![\w-]){re.escape(model)}(?![\w-])", name, re.I) is not None
+
+
+def other_model(rig: Rig, data: dict[str, Any], where: str) -> str | None:
+    """Why ``data`` cannot be this rig's figures: a GPU whose recorded ``name`` is another known model than
+    the one its PCI vendor/device id says it is here (``pcie.DEVICES``), or None. Judged only where both are
+    known: the rig's model from its id, and the recorded name naming another model of ``DEVICES`` and not
+    the rig's (NVML and PCI names differ in form, so a name naming no known model says nothing)."""
+    gpus = data.get("gpus")
+    for bdf, entry in gpus.items() if isinstance(gpus, dict) else ():
+        name = entry.get("name") if isinstance(entry, dict) else None
+        fn = rig.pcie.functions.get(bdf)
+        ours = DEVICES.get((fn.vendor, fn.device)) if fn is not None else None
+        if not isinstance(name, str) or fn is None or ours is None or _says(name, ours):
+            continue
+        other = [m for ids, m in DEVICES.items() if ids != (fn.vendor, fn.device) and _says(name, m)]
+        if other:
+            return (
+                f'{where} gpus["{bdf}"].name is {name!r} ({max(other, key=len)}), but {bdf} here is '
+                f"{fn.name} (PCI id {fn.ids}, sysfs): figures from another machine, or corrupt; no P2P/NCCL "
+                "figure of it is judged"
             )
     return None
 

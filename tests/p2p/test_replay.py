@@ -207,6 +207,8 @@ def _with_tp_groups(data: dict[str, Any], bdfs: list[str], control_gbps: float) 
         entry["gpus"] = members
         for row in entry["sweep"]:  # busbw = algbw x 2(n-1)/n: for 2 GPUs, algbw itself
             row["busbw_gbps"] = row["algbw_gbps"]
+            if row["bytes"] == entry["judged_bytes"]:  # the first reading is the judged row's busbw
+                entry["busbw_gbps"] = [row["busbw_gbps"]]
         entry["control"] = {
             "gpus": members,
             "env": {"NCCL_P2P_DISABLE": "1"},
@@ -617,8 +619,13 @@ def test_impossible_sweep_row_is_unreadable(
 ALIEN = "0000:99:00.0"
 
 
+ALIEN_GROUP = GROUP.rsplit("+", 1)[0] + f"+{ALIEN}"
+
+
 def _alien_group(data: dict[str, Any]) -> None:
-    data["nccl"]["groups"][GROUP]["gpus"][-1] = ALIEN
+    group = data["nccl"]["groups"].pop(GROUP)
+    group["gpus"][-1] = ALIEN
+    data["nccl"]["groups"][ALIEN_GROUP] = group
 
 
 def _alien_pair(data: dict[str, Any]) -> None:
@@ -632,7 +639,7 @@ def _alien_bridge(data: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("mutate", "said"),
     [
-        (_alien_group, f'names {ALIEN} (nccl.groups["{GROUP}"].gpus), which is not on this rig\'s PCIe bus'),
+        (_alien_group, f'names {ALIEN} (nccl.groups["{ALIEN_GROUP}"]), which is not on this rig\'s PCIe bus'),
         (_alien_pair, f'names {ALIEN} (pairs["{ALIEN}->{GPU0}"]), which is not on this rig\'s PCIe bus'),
         (_alien_bridge, 'names 0000:02:00.0 (gpus["0000:02:00.0"]), which is not a GPU'),
     ],
@@ -695,3 +702,131 @@ def test_total_against_rows(total: int, ranks: int | None, rows: list[int], corr
         group["checked_ranks"] = ranks
     data = check({"nccl": {"groups": {"a+b": group}}}, "x")
     assert isinstance(data["nccl"]["groups"]["a+b"]["wrong"], Corrupt) is corrupt
+
+
+def _busbw_off_its_row(data: dict[str, Any]) -> None:
+    data["nccl"]["groups"][GROUP]["busbw_gbps"] = [30.0, 30.5]
+
+
+def _judged_no_row(data: dict[str, Any]) -> None:
+    data["nccl"]["groups"][GROUP]["judged_bytes"] = 12345
+
+
+@pytest.mark.parametrize(
+    ("mutate", "said"),
+    [
+        (
+            _busbw_off_its_row,
+            "busbw_gbps: first reading 30 GB/s contradicts its sweep row at judged_bytes 536870912 B "
+            "(busbw 21.59 GB/s)",
+        ),
+        (_judged_no_row, "judged_bytes: 12345 B is no size of its sweep"),
+    ],
+)
+def test_busbw_against_its_judged_row(
+    pytester: pytest.Pytester, snap: Callable[..., Path], mutate: Callable[[dict[str, Any]], None], said: str
+) -> None:
+    """Fresh-user finding on the switch rig's shipped p2p.json: busbw_gbps [30.0, 30.5] beside a judged row of
+    21.59 GB/s passed ("busbw 30 GB/s"), and judged_bytes 12345 (no row of that size) passed ("21.59 GB/s at
+    12345 B"). The first reading is the judged row's busbw (measure.retry appends later ones) and the judged
+    size is one of the sweep's: either contradiction is UNREADABLE as corrupt."""
+    data = _shipped()
+    mutate(data)
+    failed, out, _ = run(pytester, snap(SWITCH, data), "-k", "busbw")
+    assert failed == {"test_nccl_busbw[all]"}, out
+    assert f'p2p.json nccl.groups["{GROUP}"].{said}' in out, out
+    assert "corrupt figure" in out and "UNREADABLE, not a pass" in out and "Traceback" not in out, out
+
+
+def test_busbw_retry_and_rounding_still_pass() -> None:
+    """figures.check: a first reading within 2% + 0.1 GB/s of its row, and later retry readings anywhere, are no
+    contradiction."""
+    from pytest_rigcheck.p2p.figures import check
+
+    data = _shipped()
+    group = data["nccl"]["groups"][GROUP]
+    group["busbw_gbps"] = [21.9, 28.0]
+    check(data, "x")
+    assert group["busbw_gbps"] == [21.9, 28.0] and group["judged_bytes"] == 536870912
+
+
+def _gpu_twice(data: dict[str, Any]) -> None:
+    data["nccl"]["groups"][GROUP]["gpus"] = [GPU0, "0000:04:00.0", "0000:05:00.0", GPU0]
+
+
+def _gpus_not_the_key(data: dict[str, Any]) -> None:
+    data["nccl"]["groups"][GROUP]["gpus"] = [GPU0, "0000:04:00.0", "0000:05:00.0"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "said"),
+    [
+        (_gpu_twice, f".gpus: {GPU0} listed twice in"),
+        (_gpus_not_the_key, f".gpus: ['{GPU0}', '0000:04:00.0', '0000:05:00.0'] are not the GPUs of its key"),
+    ],
+)
+def test_group_members_must_be_its_key(
+    pytester: pytest.Pytester, snap: Callable[..., Path], mutate: Callable[[dict[str, Any]], None], said: str
+) -> None:
+    """Fresh-user finding: a group whose gpus listed 0000:03:00.0 twice and left out 0000:06:00.0 passed ("all
+    GPUs"). A group's gpus are distinct and are its key's members (figures.group_key); otherwise the file cannot
+    say whose figures they are: every P2P/NCCL check is UNREADABLE naming the group."""
+    data = _shipped()
+    mutate(data)
+    failed, out, result = run(pytester, snap(SWITCH, data), "-k", "nccl")
+    assert result.ret == 1 and "test_nccl_busbw[all]" in failed and "passed" not in out.splitlines()[-1], out
+    assert f'p2p.json nccl.groups["{GROUP}"]{said}' in out, out
+    assert "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("latency", [1e-9, 0.05])
+def test_latency_below_any_round_trip_is_unreadable(
+    pytester: pytest.Pytester, snap: Callable[..., Path], latency: float
+) -> None:
+    """Fresh-user finding: latency_us [1e-9] passed ("P2P latency 1e-09 us"). No P2P copy completes in under 0.1 us
+    (the fastest public figures: ~0.4 us over a PCIe switch, local-inference-lab/rtx6kpro; ~1-3 us on NVLink,
+    cuda-samples p2pBandwidthLatencyTest): UNREADABLE as corrupt, naming the floor."""
+    data = _shipped()
+    data["pairs"][P01]["latency_us"] = [latency]
+    failed, out, _ = run(pytester, snap(SWITCH, data), "-k", "latency")
+    assert failed == {f"test_p2p_latency[{P01}]"}, out
+    assert f'p2p.json pairs["{P01}"].latency_us: reading {latency!r} is impossible' in out, out
+    assert "above 0.1" in out and "UNREADABLE, not a pass" in out, out
+
+
+def test_gpu_name_of_another_model_is_unreadable(
+    pytester: pytest.Pytester, snap: Callable[..., Path]
+) -> None:
+    """Fresh-user finding: gpus["0000:03:00.0"].name "NVIDIA GeForce RTX 3090" on the RTX PRO 6000 rig passed
+    without a word. A recorded name naming another known model than the GPU's PCI id (sysfs) says the figures
+    are another machine's: every P2P/NCCL check is UNREADABLE, naming the GPU, both models and the file."""
+    data = _shipped()
+    data["gpus"][GPU0]["name"] = "NVIDIA GeForce RTX 3090"
+    failed, out, result = run(pytester, snap(SWITCH, data), "-k", "latency")
+    assert result.ret == 1 and len(failed) == 12, out
+    assert (
+        f"snapshot {SWITCH} p2p.json gpus[\"{GPU0}\"].name is 'NVIDIA GeForce RTX 3090' (GeForce RTX 3090), but "
+        f"{GPU0} here is NVIDIA RTX PRO 6000 Blackwell Workstation Edition (PCI id 10de:2bb1" in out
+    ), out
+
+
+@pytest.mark.parametrize(
+    ("name", "foreign"),
+    [
+        ("NVIDIA RTX PRO 6000 Blackwell Workstation Edition", False),
+        ("NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition", False),  # names no known model: no word
+        ("NVIDIA H200", True),
+        ("nvidia geforce rtx 3090", True),
+    ],
+)
+def test_other_model(name: str, foreign: bool) -> None:
+    """session.other_model speaks only where both models are known and differ."""
+    from pytest_rigcheck.p2p.session import other_model
+    from pytest_rigcheck.profile import Profile
+    from pytest_rigcheck.rig import Rig
+    from pytest_rigcheck.snapshot import open_snapshot
+
+    rig = Rig.replay(open_snapshot(SNAPSHOTS / SWITCH), Profile())
+    data = _shipped()
+    data["gpus"][GPU0]["name"] = name
+    assert (other_model(rig, data, "x") is not None) is foreign
