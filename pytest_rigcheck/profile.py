@@ -490,7 +490,9 @@ def load_profile(spec: str, base: Path | None = None) -> Profile:
                 spec, "profile", spec, f"{what}, and not a preset ({', '.join(sorted(known))})"
             )
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(
+            path.read_text(encoding="utf-8-sig")
+        )  # a byte-order mark (Windows editors) is no error
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(label, "(file)", "", f"not valid TOML: {exc}") from None
     except UnicodeDecodeError:

@@ -657,3 +657,13 @@ def test_profile_that_is_not_a_file_says_what_it_is(tmp_path: Path, kind: str) -
     with pytest.raises(ProfileError) as info:
         load_profile(str(target))
     assert ("a directory, not a profile file" if kind == "dir" else "not a regular file") in str(info.value)
+
+
+def test_profile_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    """Fresh-user finding: a profile saved with a UTF-8 byte-order mark (a Windows editor) gave a cryptic
+    TOML error."""
+    from pytest_rigcheck.profile import load_profile
+
+    p = tmp_path / "bom.toml"
+    p.write_bytes(b"\xef\xbb\xbf[links]\ngen = 4\n")
+    assert load_profile(str(p)).raw["links"]["gen"] == 4
