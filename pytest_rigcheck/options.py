@@ -595,6 +595,19 @@ def resolve_all(config: pytest.Config) -> dict[str, Resolved]:
             resolve(config, s)
         except pytest.UsageError as exc:
             errors.append(str(exc))
+    # two outputs on one file: the last writer wins, silently (the report, the page, the textfile, JUnit)
+    written: dict[str, str] = {}
+    junit = getattr(config.option, "xmlpath", None)
+    outputs = [
+        (o.option, config.stash[RESOLVED].get(o.option)) for o in (REPORT, HTML, SOAK_SAVE, PROMETHEUS)
+    ]
+    for where, path in [*((w, r.value if r else None) for w, r in outputs), ("--junitxml", junit)]:
+        if not path:
+            continue
+        key = os.path.realpath(os.path.expanduser(str(path)))
+        if key in written:
+            errors.append(f"{where}: {path} is also given to {written[key]}: one would overwrite the other")
+        written.setdefault(key, where)
     if errors:
         raise pytest.UsageError("\nERROR: ".join(errors))  # pytest prefixes the first line
     return config.stash[RESOLVED]

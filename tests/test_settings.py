@@ -341,3 +341,15 @@ def test_ini_snapshot_by_name_and_by_path(pytester: pytest.Pytester) -> None:
     assert result.ret == 0, result.stderr.str()
     out = result.stdout.str()
     assert "rtx3090x2-gen4" in out and "rtxpro6000x4-switch" in out, out
+
+
+def test_two_outputs_on_one_file(pytester: pytest.Pytester) -> None:
+    """Fresh-user finding: --rig-report and --junitxml on the same path overwrote each other silently."""
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={GOOD}", "-p", "no:cacheprovider", "--rig-report=out.xml", "--junitxml=out.xml"
+    )
+    lines = _usage_error(result)
+    assert len(lines) == 1, lines
+    result.stderr.fnmatch_lines(
+        ["ERROR: --junitxml: out.xml is also given to --rig-report: one would overwrite*"]
+    )
