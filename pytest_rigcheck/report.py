@@ -281,6 +281,15 @@ def read_report_json(path: str | Path) -> Any:
         raise ValueError(exc.reason) from None
 
 
+def read_valid_report(path: str | Path) -> dict[str, Any]:
+    """A report file read (``read_report_json``) and validated (``validate_report``): the one way ``load_report``
+    and ``rigcheck merge`` get a report. Raises ``KeyError`` when there is no such file, ``ValueError`` with
+    one line otherwise."""
+    doc = read_report_json(path)
+    validate_report(doc)
+    return doc  # type: ignore[no-any-return]  # an object: validate_report refused anything else
+
+
 def load_report(path: str | Path) -> dict[str, Any]:
     """Read a ``--rig-report`` file of format 1 or 2 (``rigcheck diff``, ``html.render``); a format-1
     report comes back with the format-2 keys it lacks (``id``, ``check``, ``cause`` per result;
@@ -291,13 +300,9 @@ def load_report(path: str | Path) -> dict[str, Any]:
     from .causes import check_name
 
     try:
-        doc = read_report_json(path)
+        doc = read_valid_report(path)
     except KeyError:
         raise ValueError(f"{path}: cannot read: no such file") from None
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    try:
-        validate_report(doc)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     if not isinstance(doc.get("results"), list) or not isinstance(doc.get("rigs"), list):
@@ -310,7 +315,7 @@ def load_report(path: str | Path) -> dict[str, Any]:
         r.setdefault("id", r.get("nodeid"))
         r.setdefault("check", check_name(str(r.get("nodeid", ""))))
         r.setdefault("cause", None)
-    return doc  # type: ignore[no-any-return]  # an object: validate_report refused anything else
+    return doc
 
 
 def validate_report(doc: Any) -> None:
