@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigSpaceError, SourceError
-from .pcie import CAP_ID_PCIE, PortType, _find_cap, fmt_link
+from .pcie import CAP_ID_PCIE, PortType, _find_cap, fmt_link, link_reading_problem
 from .rig import Rig
 from .targets import GpuTarget
 from .tree import PciFunction
@@ -139,8 +139,8 @@ class HopReading:
             aer[kind] = n
         gen, width = data.get("gen"), data.get("width")
         for name, v in (("gen", gen), ("width", width)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 32):
-                raise ValueError(f"{bdf}: {name} = {v!r} is not a link {name}")
+            if (problem := link_reading_problem(name, v)) is not None:
+                raise ValueError(f"{bdf}: {problem}")
         return cls(bdf, aer, [], gen, width)
 
 

@@ -47,6 +47,26 @@ def normalize_bdf(text: str) -> str:
 SPEED_GT = {1: 2.5, 2: 5.0, 3: 8.0, 4: 16.0, 5: 32.0, 6: 64.0}
 # Per-lane data rate in GB/s after line coding (8b/10b for Gen1-2, 128b/130b for Gen3-5, FLIT Gen6).
 LANE_GBPS = {1: 0.25, 2: 0.5, 3: 0.985, 4: 1.969, 5: 3.938, 6: 7.563}
+PCIE_WIDTHS = (1, 2, 4, 8, 12, 16, 32)  # the link widths PCIe defines (PCI Express Base Spec, 7.5.3.6 LnkCap)
+
+
+def link_reading_problem(name: str, value: object) -> str | None:
+    """Why a recorded link generation (``name`` containing ``gen``) or width cannot be real, or None.
+
+    A generation is one of ``SPEED_GT`` (Gen1-Gen6); a width one of ``PCIE_WIDTHS``; None means not read.
+
+    Example:
+        >>> link_reading_problem("gen", 9)
+        'gen = 9 is not a PCIe generation (Gen1-Gen6)'
+    """
+    if value is None:
+        return None
+    if "gen" in name:
+        if isinstance(value, bool) or value not in SPEED_GT:
+            return f"{name} = {value!r} is not a PCIe generation (Gen1-Gen{max(SPEED_GT)})"
+    elif isinstance(value, bool) or value not in PCIE_WIDTHS:
+        return f"{name} = {value!r} is not a PCIe link width ({', '.join(f'x{w}' for w in PCIE_WIDTHS)})"
+    return None
 
 
 def gen_from_gts(gts: float) -> int:

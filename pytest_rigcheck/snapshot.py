@@ -21,6 +21,7 @@ The snapshots shipped with the package are found by name (``--rig-snapshot=rtxpr
 
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 import stat
@@ -130,8 +131,30 @@ class Snapshot:
             self._tmp = None
 
 
+# Every key a MANIFEST.toml may hold (the capture, import-lspci and make_snapshots writers use these only):
+# a typo such as ``profle`` would otherwise replay the rig against hardware defaults without a word.
+MANIFEST_KEYS = (
+    "format", "kind", "name", "description", "shows", "kernel", "driver", "date", "tool", "root",
+    "empty_dirs", "profile", "expect", "notes", "imported",
+)  # fmt: skip
+EXPECT_KEYS = ("fail",)
+
+
+def _known_keys(where: str, table: dict[str, Any], keys: tuple[str, ...], section: str) -> None:
+    for k in table:
+        if k not in keys:
+            close = difflib.get_close_matches(k.lower(), keys, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SnapshotError(f"{where}: unknown key {section}{k!r}{hint}; the keys are {', '.join(keys)}")
+
+
 def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
-    """Validate a manifest table; errors name the key and what is allowed."""
+    """Validate a manifest table; errors name the key and what is allowed.
+
+    Raises:
+        SnapshotError: a key not in ``MANIFEST_KEYS`` (or under ``[expect]`` not ``fail``), or a bad value.
+    """
+    _known_keys(where, data, MANIFEST_KEYS, "")
 
     def req(key: str) -> str:
         value = data.get(key)
@@ -157,6 +180,13 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
     expect = data.get("expect", {})
     if not isinstance(expect, dict):
         raise SnapshotError(f"{where}: [expect] must be a table")
+    _known_keys(where, expect, EXPECT_KEYS, "expect.")
+    fail = expect.get("fail", [])
+    if not isinstance(fail, list) or not all(isinstance(f, str) and f for f in fail):
+        raise SnapshotError(f"{where}: expect.fail must be a list of test ids, found {fail!r}")
+    for key in ("notes", "imported"):
+        if not isinstance(data.get(key, {}), dict):
+            raise SnapshotError(f"{where}: [{key}] must be a table, found {data[key]!r}")
     profile = _manifest_profile(data.get("profile"), where)
     return Manifest(
         name=req("name"),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProfileError, SourceError
-from .pcie import parse_link_speed
+from .pcie import link_reading_problem, parse_link_speed
 from .profile import check_keys
 from .source import Source
 from .verdict import Verdict, failed, passed, physical, unreadable
@@ -176,6 +176,23 @@ class StorageReading:
             if not isinstance(data.get(key, {}), dict):
                 raise ValueError(f"{key} is not an object")
             setattr(r, key, data.get(key, {}))
+        if r.file and not r.file.startswith(r.model_dir.rstrip("/") + "/"):
+            raise ValueError(
+                f"file {r.file!r} is not under model_dir {r.model_dir!r} (the file read is a model file)"
+            )
+        pcie = r.device.get("pcie")
+        if pcie is not None:
+            if not isinstance(pcie, dict):
+                raise ValueError("device.pcie is not an object")
+            for key in ("gen", "width", "max_gen", "max_width"):
+                if (problem := link_reading_problem(f"device.pcie.{key}", pcie.get(key))) is not None:
+                    raise ValueError(problem)
+            for now, cap in (("gen", "max_gen"), ("width", "max_width")):
+                if pcie.get(now) and pcie.get(cap) and pcie[now] > pcie[cap]:
+                    raise ValueError(
+                        f"device.pcie.{now} = {pcie[now]} is above its {cap} = {pcie[cap]} (a link never trains "
+                        "above its capability)"
+                    )
         return r
 
 
@@ -264,7 +281,7 @@ def measure(model_dir: Path, source: Source | None = None, limit: int = READ_LIM
         r.mount = mi
         try:
             r.device = block_device(source, mi["dev"])
-        except SourceError:
+        except (SourceError, ValueError):  # ValueError: a link speed sysfs does not write
             r.device = {}
     return r
 

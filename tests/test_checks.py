@@ -580,6 +580,32 @@ class TestTopoCommand:
         assert rows[0].startswith("GPU0\t X \tNV18\t") and not any("PHB" in r for r in rows), out
 
 
+def test_nvlinks_down_on_one_end_is_not_an_nvlink_pair(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """A link has two ends: with GPU1's 18 NVLinks all down (GPU0's up), the H200 pair cannot use NVLink, so
+    test_topology_class judges the PCIe path rather than passing "NVLink peers"; test_nvlinks_up fails GPU1."""
+    import json
+    import shutil
+
+    snap = tmp_path / "h200"
+    shutil.copytree(SNAPS / "h200x2-nvlink", snap, symlinks=True)
+    data = json.loads((snap / "nvml.json").read_text())
+    data["gpus"][1]["nvlink_states"] = {str(k): 0 for k in range(18)}
+    (snap / "nvml.json").write_text(json.dumps(data))
+    report = tmp_path / "r.json"
+    pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        f"--rig-snapshot={snap}",
+        f"--rig-report={report}",
+        "-k",
+        "topology or nvlinks",
+    )
+    results = {r["nodeid"].rsplit("::", 1)[-1]: r for r in json.loads(report.read_text())["results"]}
+    topo = next(r for t, r in results.items() if t.startswith("test_topology_class"))
+    assert "NVLink" not in topo["message"] and topo["properties"]["topology"] != "NV18", topo
+    assert results["test_nvlinks_up[0000:00:07.0]"]["status"] == "fail"
+
+
 def test_eight_gpu_server_with_bmc_end_to_end(pytester: pytest.Pytester, tmp_path: Path) -> None:
     """issue 9 item 8, end to end: 8x H100 behind two switches plus the board's ASPEED AST2600 behind its own
     bridge (1a03:1150 -> 1a03:2000, class 0x0300, driver ast). Before, the count read "9 GPU(s)" and the BMC got

@@ -458,6 +458,27 @@ class TestArchiveMessages:
             open_snapshot(_tar_dir(copy, tmp_path / "t.tar.gz"))
 
 
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        ('profle = "2x-rtx3090-gen4"\n', r"unknown key 'profle' \(did you mean profile\?\)"),
+        ("[expect]\nfails = []\n", r"unknown key expect\.'fails' \(did you mean fail\?\)"),
+        ('[expect]\nfail = "test_link_trained"\n', r"expect\.fail must be a list of test ids"),
+        ('notes = "x"\n', r"\[notes\] must be a table"),
+    ],
+    ids=["typo-profile", "typo-expect", "expect-fail-string", "notes-not-table"],
+)
+def test_manifest_key_refused(tmp_path: Path, edit: str, match: str) -> None:
+    """A MANIFEST.toml key that is misspelt or of the wrong shape stops the replay (a typo'd ``profile``
+    would otherwise replay against hardware defaults without a word)."""
+    copy = _copy(tmp_path)
+    text = (copy / "MANIFEST.toml").read_text()
+    text = text.split("\n[expect]")[0] if "[expect]" in edit else text
+    (copy / "MANIFEST.toml").write_text(edit + text if not edit.startswith("[") else text + "\n" + edit)
+    with pytest.raises(SnapshotError, match=match):
+        open_snapshot(copy)
+
+
 @pytest.mark.parametrize("filtered", [True, False], ids=["data-filter", "python-3.11.2"])
 class TestArchivesEveryPython:
     """Issue 8 item 3: .tar.gz replay works and stays safe on Python 3.11.0-3.11.3, which lack

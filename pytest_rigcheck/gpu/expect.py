@@ -95,7 +95,8 @@ def parse_power(table: dict[str, Any], where: str) -> PowerSection:
         (350.0, [('1', {'cap_w': 290.0})])
 
     Raises:
-        ProfileError: an unknown key, a value that is not a number of watts in range.
+        ProfileError: an unknown key, a value that is not a number of watts in range, ``host_w`` not below
+            ``circuit_w``.
     """
     check_keys(where, "power", table, [*_POWER, "device"])
     values = {k: _power_value(where, f"power.{k}", k, v) for k, v in table.items() if k != "device"}
@@ -104,6 +105,15 @@ def parse_power(table: dict[str, Any], where: str) -> PowerSection:
         check_keys(where, key, sub, POWER_DEVICE_KEYS)
         return {k: _power_value(where, f"{key}.{k}", k, v) for k, v in sub.items()}
 
+    circuit, host = values.get("circuit_w"), values.get("host_w", 0.0)
+    if circuit is not None and host >= circuit:
+        raise ProfileError(
+            where,
+            "power.host_w",
+            table["host_w"],
+            f"less than [power] circuit_w = {circuit:g} W: the host's own draw leaves the GPUs no budget "
+            "on the circuit (host_w is the draw of everything but the GPUs)",
+        )
     devices = device_tables(where, "power", table.get("device", {}), device)
     return PowerSection(**values, devices=devices)
 

@@ -60,6 +60,7 @@ from .state import (
     F_RETIRED_PENDING,
     F_UUID,
     F_VBIOS,
+    MAX_NVLINKS,
     NO_PERMISSION,
     NOT_CAPTURED,
     NOT_SUPPORTED,
@@ -340,7 +341,7 @@ class LiveNvml:
     def _nvlink(self, h: Any) -> dict[str, int] | Unavailable:
         nv = self._nv
         states: dict[str, int] = {}
-        for link in range(int(getattr(nv, "NVML_NVLINK_MAX_LINKS", 18))):
+        for link in range(int(getattr(nv, "NVML_NVLINK_MAX_LINKS", MAX_NVLINKS))):
             try:
                 states[str(link)] = int(nv.nvmlDeviceGetNvLinkState(h, link))
             except (nv.NVMLError_NotSupported, nv.NVMLError_InvalidArgument):

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..pcie import PCIE_WIDTHS
 from ..verdict import physical
 
 FORMAT = 1
@@ -166,9 +167,6 @@ def _int_rule(lo: float, hi: float, unit: str) -> Callable[[Any], str | None]:
     return lambda v: _integer(v, lo, hi, unit)
 
 
-PCIE_WIDTHS = (1, 2, 4, 8, 12, 16, 32)  # the link widths PCIe defines (PCI Express Base Spec, 7.5.3.6 LnkCap)
-
-
 def _width_rule(v: Any) -> str | None:
     problem = _integer(v, 1, 32, "lanes")
     if problem is None and v not in PCIE_WIDTHS:
@@ -194,12 +192,25 @@ def _list_rule(n: int, lo: float, hi: float, unit: str, ordered: bool = False) -
     return rule
 
 
+# NVML_NVLINK_MAX_LINKS in nvml.h (NVML 13, nvidia-ml-py 13.x): no GPU has more links than this
+# (H100/H200/B200 SXM have 18: NVIDIA H100 and Blackwell datasheets).
+MAX_NVLINKS = 36
+
+
 def _nvlink_rule(v: Any) -> str | None:
     if not isinstance(v, dict):
         return f"{v!r} is not an object of link number -> state"
     for k, x in v.items():
         if not str(k).isdigit() or _integer(x, 0, 1, "0 down, 1 up") is not None:
             return f"link {k!r} state {x!r} is not 0 or 1"
+    links = sorted(int(k) for k in v)
+    if len(links) > MAX_NVLINKS:
+        return f"{len(links)} NVLinks: more than any GPU has (NVML_NVLINK_MAX_LINKS = {MAX_NVLINKS}, nvml.h)"
+    if links != list(range(len(links))):
+        # NVML numbers a GPU's links 0..n-1; the reader asks link by link and stops at the first it refuses.
+        return (
+            f"link numbers {links} are not 0..{len(links) - 1} (NVML numbers a GPU's links from 0, no gaps)"
+        )
     return None
 
 

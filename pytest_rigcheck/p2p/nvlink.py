@@ -121,6 +121,10 @@ def nvlink_links(rig: Rig, data: dict[str, Any] | None, a: str, b: str) -> int |
     counts = [_active(na), _active(nb)]
     if None in counts:
         counts = [states.get(a[-12:]), states.get(b[-12:])]
+    if 0 in counts:
+        # A link has two ends: with every NVLink of one GPU down, the pair cannot use NVLink whatever the
+        # P2P status says; its traffic takes the PCIe path (and test_nvlinks_up names the dead links).
+        return 0
     with_links = [bdf for bdf, g in gpus.items() if (_active((g or {}).get("nvlink")) or 0) > 0] or with_links
     if all(isinstance(c, int) and c > 0 for c in counts) and counts[0] == counts[1] and len(with_links) == 2:
         return int(counts[0])  # type: ignore[arg-type]

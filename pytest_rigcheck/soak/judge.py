@@ -258,6 +258,9 @@ class SoakRecord:
                 hops,
                 str(g["unavailable"]) if g.get("unavailable") else None,
             )
+        indices = [g.index for g in out.values() if g.index is not None]
+        if len(indices) != len(set(indices)):
+            raise ValueError(f"two GPUs have one NVML index: {sorted(indices)}")
         return cls(
             float(dur),
             float(interval),
@@ -306,6 +309,19 @@ def _check_rows(g: GpuSamples) -> str | None:
     return None
 
 
+def _past_duration(g: GpuSamples, rec: SoakRecord) -> str | None:
+    """Samples timed after the soak's end: a soak stops sampling at ``duration_s`` (an interrupted one
+    earlier), so a last sample more than two intervals past it contradicts the record's own duration."""
+    times = [float(t) for row in g.samples if (t := row[COL["t_s"]]) is not None]  # rows checked: no None
+    last = max(times, default=0.0)
+    if last > rec.duration_s + 2 * rec.interval_s:
+        return (
+            f"samples run to {last:g} s but the record says the soak lasted duration_s = {rec.duration_s:g} s "
+            "(contradictory)"
+        )
+    return None
+
+
 def windowed_medians(times: list[float], values: list[float], window_s: float) -> list[tuple[float, float]]:
     """``(start time, median)`` of every window of ``window_s`` seconds starting at each sample (windows
     that would run past the end are left out; one window of all the samples when the run is shorter)."""
@@ -348,7 +364,7 @@ def judge(
         return unreadable(f"{label}: no soak samples for this GPU in {where}", path=path, fix=list(AGAIN_FIX))
     if g.unavailable:
         return unreadable(f"{label}: no soak could be run: {g.unavailable}", path=path, fix=list(AGAIN_FIX))
-    bad = _check_rows(g)
+    bad = _check_rows(g) or _past_duration(g, rec)
     if bad:
         return unreadable(f"{label}: {where} are corrupt: {bad}", path=path, fix=list(AGAIN_FIX))
     rows = [r for r in g.samples if r[COL["sm_mhz"]] is not None]

@@ -163,6 +163,8 @@ def test_wrong_type_in_nvml_json_is_unreadable(
     ("field", "value"),
     [
         ("nvlink_states", []),
+        ("nvlink_states", {str(k): 1 for k in range(40)}),  # "40 up" on an H200: NVML has at most 36
+        ("nvlink_states", {"0": 1, "1": 1, "5": 1}),  # NVML numbers links 0..n-1
         ("ecc_mode", {"0": 1}),
         ("processes", {"pid": 1}),
         ("remapped_rows", [0, -1, 0, 0]),

@@ -130,6 +130,21 @@ def test_too_few_samples_and_missing_gpu():
     assert "torch is not installed" in judge(rec, BDF, "GPU1", SoakExpect()).summary
 
 
+def test_samples_past_the_duration_are_corrupt():
+    """A record whose samples run to 299 s while it says the soak lasted 3 s contradicts itself."""
+    rec = record(samples(8))
+    rec.duration_s = 3.0
+    v = judge(rec, BDF, "GPU1", SoakExpect())
+    assert v.status == Status.UNREADABLE and "duration_s = 3 s (contradictory)" in v.summary, v.summary
+
+
+def test_two_gpus_with_one_index_are_corrupt():
+    rec = record(samples(8))
+    rec.gpus["0000:21:00.0"] = GpuSamples("0000:21:00.0", 0, "GPU", samples(8))
+    with pytest.raises(ValueError, match="two GPUs have one NVML index"):
+        SoakRecord.from_json(rec.to_json(), "x")
+
+
 def test_interrupted_soak_judges_what_was_sampled():
     rec = record(samples(11, seconds=40))
     rec.stopped = "interrupted after 43 s (Ctrl-C)"

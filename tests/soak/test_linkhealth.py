@@ -118,6 +118,17 @@ def test_corrupt_files_are_unreadable(tmp_path):
     assert v.status == Status.UNREADABLE and "corrupt" in v.summary
 
 
+@pytest.mark.parametrize(("key", "value"), [("gen", 9), ("width", 33), ("width", 5)])
+def test_impossible_link_reading_is_corrupt(tmp_path, key, value):
+    """An end reading of Gen9 or x33 (no such link) is corrupt: UNREADABLE, not "no AER counter grew"."""
+    r = rig("rtx3090x2-soak-healthy", tmp_path)
+    data = json.loads((r.root / "linkhealth.json").read_text())
+    data["end"]["0000:21:00.0"] = {**data["end"]["0000:21:00.0"], key: value}
+    (r.root / "linkhealth.json").write_text(json.dumps(data))
+    v = linkhealth.aer_growth(gpus(r)[0])
+    assert v.status == Status.UNREADABLE and f"{key} = {value}" in v.summary, v.summary
+
+
 def test_width_drop_over_the_window_fails(tmp_path):
     r = rig("rtx3090x2-soak-healthy", tmp_path)
     data = json.loads((r.root / "linkhealth.json").read_text())

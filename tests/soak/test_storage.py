@@ -105,3 +105,24 @@ def test_profile_section():
 def test_corrupt_record():
     with pytest.raises(ValueError):
         storage.StorageReading.from_json({"model_dir": "/m", "read_bytes": -1})
+
+
+NVME = {"bdf": "0000:41:00.0", "gen": 4, "max_gen": 4, "width": 4, "max_width": 4}
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"device": {"pcie": {**NVME, "gen": 9}}}, "device.pcie.gen = 9 is not a PCIe generation"),
+        ({"device": {"pcie": {**NVME, "width": 5}}}, "device.pcie.width = 5 is not a PCIe link width"),
+        ({"device": {"pcie": {**NVME, "gen": 5}}}, "gen = 5 is above its max_gen = 4"),
+        ({"device": {"pcie": "Gen4"}}, "device.pcie is not an object"),
+        ({"file": "/etc/passwd"}, "is not under model_dir"),
+    ],
+    ids=["gen9", "x5", "above-cap", "not-object", "file-outside"],
+)
+def test_impossible_record_is_corrupt(change, why):
+    """Impossible or self-contradictory storage.json readings are corrupt, never quoted in a pass."""
+    data = {"model_dir": "/models/m", "file": "/models/m/a.safetensors", "read_bytes": 1, "seconds": 1.0}
+    with pytest.raises(ValueError, match=why):
+        storage.StorageReading.from_json({**data, **change})

