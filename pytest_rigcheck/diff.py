@@ -66,6 +66,8 @@ def read_side(path: Path) -> Side:
     ``rigcheck merge`` checks a node's: a corrupt, contradictory or empty report is refused) or a snapshot
     (directory or archive). Raises ``RigcheckError`` or ``ValueError`` with one line when it cannot be
     read."""
+    if path.suffix == ".json" and not path.exists():
+        raise ValueError(f"{path}: no such report (a .json path is read as a --rig-report file)")
     if path.is_file() and path.suffix == ".json":
         from .report import load_report
 

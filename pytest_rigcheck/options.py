@@ -397,6 +397,14 @@ PROMETHEUS = Setting(
     "path",
 )
 
+# Settings that steer a measurement on the live machine: a replay measures nothing, so given on the command
+# line beside --rig-snapshot they are a usage error (the user asked for something the run will not do);
+# from a variable or ini file (shared by live and replay jobs) the header says they do not apply.
+LIVE_ONLY = (
+    LOAD, P2P_TIMEOUT, P2P_PYTHON, VLLM_URL, VLLM_API_KEY_ENV, VLLM_LAUNCH, VLLM_READY_TIMEOUT, SOAK,
+    SOAK_SAVE, MODEL_DIR,
+)  # fmt: skip
+
 # option -> Setting: every setting of every rigcheck plugin, in --help order.
 SETTINGS: dict[str, Setting] = {
     s.option: s
@@ -595,6 +603,14 @@ def resolve_all(config: pytest.Config) -> dict[str, Resolved]:
             resolve(config, s)
         except pytest.UsageError as exc:
             errors.append(str(exc))
+    snapshots = config.stash[RESOLVED].get(SNAPSHOT.option)
+    for setting, r in live_only_given(config):
+        if r.where == setting.option:
+            errors.append(
+                f"{setting.option}: applies to a live run (pytest --rig on the rig); this run replays "
+                f"{', '.join(map(str, snapshots.value if snapshots else []))} (it judges what was recorded and "
+                f"measures nothing): drop {setting.option}, or run live"
+            )
     # two outputs on one file: the last writer wins, silently (the report, the page, the textfile, JUnit)
     written: dict[str, str] = {}
     junit = getattr(config.option, "xmlpath", None)
@@ -613,6 +629,15 @@ def resolve_all(config: pytest.Config) -> dict[str, Resolved]:
     return config.stash[RESOLVED]
 
 
+def live_only_given(config: pytest.Config) -> list[tuple[Setting, Resolved]]:
+    """The ``LIVE_ONLY`` settings given (option, variable or ini) in a run that replays snapshots."""
+    resolved = config.stash.get(RESOLVED, {})
+    snapshots = resolved.get(SNAPSHOT.option)
+    if snapshots is None or not snapshots.value:
+        return []
+    return [(s, r) for s in LIVE_ONLY if (r := resolved.get(s.option)) is not None and r.given]
+
+
 def _show(raw: Any) -> str:
     return ", ".join(repr(str(r)) for r in raw) if isinstance(raw, list) else repr(str(raw))
 
@@ -623,6 +648,7 @@ __all__ = [
     "Setting",
     "add_options",
     "base_path",
+    "live_only_given",
     "output_file",
     "resolve",
     "resolve_all",

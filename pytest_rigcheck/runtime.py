@@ -34,7 +34,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"rigcheck: {r.header()}" for r in rig_session(config).rigs]
+    from .options import live_only_given
+
+    lines = [f"rigcheck: {r.header()}" for r in rig_session(config).rigs]
+    lines += [  # given on the command line these stopped the run; from a variable or ini they are said here
+        f"rigcheck: {r.where} ({setting.option}) applies to live runs only: not used in this replay"
+        for setting, r in live_only_given(config)
+    ]
+    return lines
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -158,6 +158,10 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
 
     def req(key: str) -> str:
         value = data.get(key)
+        if value is None:
+            raise SnapshotError(
+                f"{where}: no {key!r} (every manifest names its kind and name; `rigcheck capture` writes one)"
+            )
         if not isinstance(value, str) or not value:
             raise SnapshotError(f"{where}: {key!r} must be a non-empty string, found {value!r}")
         return value

@@ -132,6 +132,8 @@ def test_unreadable_input_is_one_line_exit_2(
     rc = main(["diff", str(path), str(SNAPSHOTS / "rtx3090x2-gen4")])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("rigcheck: ") and len(err.strip().splitlines()) == 1, err
+    if bad == "missing":  # a report path, not a snapshot name: no list of the shipped snapshots
+        assert "no such report" in err and "h100x1" not in err, err
 
 
 def test_report_ids_without_the_rig_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -212,7 +212,11 @@ def test_bad_core_values(data: dict[str, Any], key: str, allowed: str) -> None:
         ({"power": {"tolerance_w": -1}}, "power.tolerance_w", "a number of watts, from 0 to 200"),
         ({"power": {"circuit_w": 0}}, "power.circuit_w", "above 0"),
         ({"power": {"host_w": True}}, "power.host_w", "a number of watts"),
-        ({"power": {"circuit_w": 500, "host_w": 800}}, "power.host_w", "less than [power] circuit_w = 500 W"),
+        (
+            {"power": {"circuit_w": 500, "host_w": 800}},
+            "power.host_w",
+            "a wattage below [power] circuit_w = 500 W",
+        ),
         ({"power": {"cap_w": float("nan")}}, "power.cap_w", "a number of watts"),
         ({"p2p": {"min_unidir_gbps": -5}}, "p2p.min_unidir_gbps", "a number of GB/s, above 0"),
         ({"p2p": {"min_unidr_gbps": 5}}, "p2p.min_unidr_gbps", "did you mean min_unidir_gbps?"),

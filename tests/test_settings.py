@@ -157,8 +157,8 @@ def test_precedence_and_source(pytester: pytest.Pytester, monkeypatch: pytest.Mo
     )
     monkeypatch.setenv("RIGCHECK_LOAD_SECONDS", "5")
     monkeypatch.setenv("RIGCHECK_P2P_TIMEOUT", "60")
-    result = pytester.runpytest_subprocess(
-        f"--rig-snapshot={GOOD}", "--rig-load-seconds=2", "-s", "--collect-only", "-q"
+    result = pytester.runpytest_subprocess(  # live (collect only): load seconds is a live-run setting
+        "--rig", "--rig-load-seconds=2", "-s", "--collect-only", "-q"
     )
     result.stdout.fnmatch_lines(
         [
@@ -353,3 +353,21 @@ def test_two_outputs_on_one_file(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(
         ["ERROR: --junitxml: out.xml is also given to --rig-report: one would overwrite*"]
     )
+
+
+def test_live_only_setting_on_a_replay(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live-measurement option given beside --rig-snapshot is a usage error (the run would silently not
+    do it: FRESH3 --rig-soak / --rig-model-dir / --rig-vllm-url on a replay exited 0); from a variable or
+    the ini file (shared by live and replay jobs) the header says it is not used."""
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={GOOD}", "--rig-soak=60", "--rig-vllm-url=http://127.0.0.1:1", "--rig-model-dir=."
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    for opt in ("--rig-soak", "--rig-vllm-url", "--rig-model-dir"):
+        assert f"{opt}: applies to a live run" in err, err
+    assert "Traceback" not in err
+    monkeypatch.setenv("RIGCHECK_SOAK", "60")
+    result = pytester.runpytest_subprocess(f"--rig-snapshot={GOOD}", "--collect-only")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["rigcheck: RIGCHECK_SOAK (--rig-soak) applies to live runs only: not used*"])

@@ -73,7 +73,7 @@ class TestOpen:
         ("text", "match"),
         [
             ("kind = 'guessed'\nname = 'x'", "kind 'guessed'"),
-            ("kind = 'captured'", "'name' must be"),
+            ("kind = 'captured'", "no 'name'"),
             ("kind = 'captured'\nname = 'x'\nformat = 9", "format 9"),
             ("not toml [", "MANIFEST.toml: not valid TOML"),
             ("kind = 'captured'\nname = 'x'\nempty_dirs = ['/etc']", "leaves the snapshot"),

@@ -111,8 +111,8 @@ def parse_power(table: dict[str, Any], where: str) -> PowerSection:
             where,
             "power.host_w",
             table["host_w"],
-            f"less than [power] circuit_w = {circuit:g} W: the host's own draw leaves the GPUs no budget "
-            "on the circuit (host_w is the draw of everything but the GPUs)",
+            f"a wattage below [power] circuit_w = {circuit:g} W (host_w is the draw of everything but the GPUs; "
+            "at or above the circuit it leaves the GPUs no budget)",
         )
     devices = device_tables(where, "power", table.get("device", {}), device)
     return PowerSection(**values, devices=devices)
