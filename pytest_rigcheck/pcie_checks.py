@@ -145,7 +145,7 @@ def acs(t: BridgeTarget) -> Verdict:
             f"{br.describe()}: config space unreadable ({br.config_error}); ACS state unknown",
             measured=br.config_error or "",
             path=path,
-            fix=[CORRUPT_HINT.replace("BDF", br.bdf) if br.config_corrupt else rig.config_fix(br)],
+            fix=[rig.config_fix(br)],
         )
     if br.config.size <= 64:
         return unreadable(

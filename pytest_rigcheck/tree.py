@@ -132,10 +132,14 @@ class PciFunction:
         except ConfigSpaceError as exc:
             return None, str(exc), True
         if (cfg.vendor_id, cfg.device_id) != (self.vendor, self.device):
-            return None, (
-                f"config space header says {cfg.vendor_id:04x}:{cfg.device_id:04x}, sysfs says "
-                f"{self.vendor:04x}:{self.device:04x}: the config file is not this device's (corrupt snapshot?)"
-            ), True
+            return (
+                None,
+                (
+                    f"config space header says {cfg.vendor_id:04x}:{cfg.device_id:04x}, sysfs says "
+                    f"{self.vendor:04x}:{self.device:04x}: the config file is not this device's (corrupt snapshot?)"
+                ),
+                True,
+            )
         if cfg.port_type is None and shown and cfg.size < 4096:
             # The kernel shows the link attributes only for a function it found a PCI Express capability
             # in (drivers/pci/pci-sysfs.c pcie_dev_attrs_are_visible: pci_is_pcie), so config space without
@@ -144,12 +148,16 @@ class PciFunction:
             # look in. With all 4096 bytes the extended capabilities (ACS, AER) were read and stand on their
             # own (walked as a PCIe port's: ``pcie_port``); what needs the PCIe capability (LnkCtl ASPM) stays
             # unread, and `rigcheck import-lspci` writes such a file where a paste hides those registers.
-            return None, (
-                f"sysfs shows a PCI Express function ({', '.join(shown)} present; the kernel writes them only "
-                f"for PCIe functions: drivers/pci/pci-sysfs.c pcie_dev_attrs_are_visible), but its config "
-                f"space ({cfg.size} bytes) has no reachable PCI Express capability: "
-                f"{no_pcie_cap_why(self.bdf, data)}; the config file is corrupt or was not read whole"
-            ), True
+            return (
+                None,
+                (
+                    f"sysfs shows a PCI Express function ({', '.join(shown)} present; the kernel writes them only "
+                    f"for PCIe functions: drivers/pci/pci-sysfs.c pcie_dev_attrs_are_visible), but its config "
+                    f"space ({cfg.size} bytes) has no reachable PCI Express capability: "
+                    f"{no_pcie_cap_why(self.bdf, data)}; the config file is corrupt or was not read whole"
+                ),
+                True,
+            )
         return cfg, None, False
 
     def _pcie_sysfs_attrs(self) -> list[str]:
