@@ -74,6 +74,8 @@ class PciFunction:
     children: list[str] = field(default_factory=list)
     inferred_type: PortType | None = None  # from the tree's shape, when config space was unreadable
     sysfs_depth: int = 0
+    # Written by `rigcheck import-lspci`: 4096 bytes may lack the PCIe capability where the paste hid it.
+    imported: bool = False
 
     def _hex(self, attr: str) -> int | None:
         text = self.source.read_optional(f"{self.base}/{attr}")
@@ -140,14 +142,14 @@ class PciFunction:
                 ),
                 True,
             )
-        if cfg.port_type is None and shown and cfg.size < 4096:
+        if cfg.port_type is None and shown and not (self.imported and cfg.size >= 4096):
             # The kernel shows the link attributes only for a function it found a PCI Express capability
             # in (drivers/pci/pci-sysfs.c pcie_dev_attrs_are_visible: pci_is_pcie), so config space without
             # one is not this function's as the kernel read it, and "no extended config space, so a
             # conventional PCI bridge" would be a guess. A 64-byte (non-root) read has no capability list to
-            # look in. With all 4096 bytes the extended capabilities (ACS, AER) were read and stand on their
-            # own (walked as a PCIe port's: ``pcie_port``); what needs the PCIe capability (LnkCtl ASPM) stays
-            # unread, and `rigcheck import-lspci` writes such a file where a paste hides those registers.
+            # look in. `rigcheck import-lspci` writes 4096 bytes without the PCIe capability where a paste
+            # hides those registers (``imported``): its extended capabilities, walked as a PCIe port's
+            # (``pcie_port``), stand on their own there.
             return (
                 None,
                 (
@@ -426,7 +428,8 @@ class PcieTree:
                 fn.inferred_type = PortType.UPSTREAM
 
     @classmethod
-    def read(cls, source: Source) -> PcieTree:
+    def read(cls, source: Source, imported: bool = False) -> PcieTree:
+        """``imported``: a snapshot written by ``rigcheck import-lspci`` (``PciFunction.imported``)."""
         slots = _read_slots(source)
         functions: dict[str, PciFunction] = {}
         for name in source.listdir(PCI_DEVICES):
@@ -434,7 +437,7 @@ class PcieTree:
                 bdf = normalize_bdf(name)
             except ValueError:
                 raise SourceError(f"{PCI_DEVICES}/{name}", "not a PCI address") from None
-            functions[bdf] = _read_function(source, bdf, slots)
+            functions[bdf] = _read_function(source, bdf, slots, imported)
         return cls(functions)
 
     def __getitem__(self, bdf: str) -> PciFunction:
@@ -540,7 +543,7 @@ def _read_slots(source: Source) -> dict[str, str]:
     return slots
 
 
-def _read_function(source: Source, bdf: str, slots: dict[str, str]) -> PciFunction:
+def _read_function(source: Source, bdf: str, slots: dict[str, str], imported: bool = False) -> PciFunction:
     base = f"{PCI_DEVICES}/{bdf}"
     real = source.resolve(base, link=True)
     parts = real.split("/")
@@ -576,6 +579,7 @@ def _read_function(source: Source, bdf: str, slots: dict[str, str]) -> PciFuncti
         base=real,
         slot=slots.get(addr),
         sysfs_depth=len(parts),
+        imported=imported,
     )
 
 
