@@ -5,8 +5,13 @@ Sources (public):
 - ``/sys/kernel/iommu_groups/<N>/type`` and its values ``DMA``, ``DMA-FQ``, ``identity`` (and ``blocked``,
   ``unmanaged`` when a driver such as VFIO owns the group): Linux
   ``Documentation/ABI/testing/sysfs-kernel-iommu_groups``; the attribute appeared in Linux 5.11, so an older
-  kernel lists groups without it.
-- A device's group: the ``/sys/bus/pci/devices/<BDF>/iommu_group`` symlink (same document).
+  kernel lists groups without it. The kernel writes one of those words, or ``unknown`` for a group without a
+  default domain (``drivers/iommu/iommu.c`` ``iommu_group_show_type``): any other text is no kernel's.
+- A device's group: the ``/sys/bus/pci/devices/<BDF>/iommu_group`` symlink, and the group's
+  ``/sys/kernel/iommu_groups/<N>/devices/`` folder, which lists every device of the group (same document).
+- An IOMMU unit the kernel registered appears in ``/sys/class/iommu`` (``iommu_device_sysfs_add``), and an
+  active IOMMU puts every device it translates in a group (``iommu_probe_device``): a unit with no group at all
+  contradicts itself.
 - An empty ``/sys/kernel/iommu_groups`` means no IOMMU translation (scitix/sichek
   ``components/.../check_dependences/iommu.go``).
 - ``iommu=pt`` / ``iommu=nopt`` and ``iommu.passthrough=0|1`` choose the default domain type; ``amd_iommu=off`` and
@@ -26,6 +31,8 @@ GROUPS = "sys/kernel/iommu_groups"
 IOMMU_CLASS = "sys/class/iommu"
 TRANSLATED = ("DMA", "DMA-FQ")
 PASSTHROUGH = "identity"
+# Every text iommu_group_show_type (drivers/iommu/iommu.c) writes to a group's `type`.
+KERNEL_TYPES = (*TRANSLATED, PASSTHROUGH, "blocked", "unmanaged", "unknown")
 
 CMDLINE_MAX = 64 << 10  # bytes
 # The argument that turns off each vendor's IOMMU driver (the other vendor's is ignored by the kernel).
@@ -66,6 +73,9 @@ class IommuState:
     cmdline_error: str | None = None  # proc/cmdline refused or unreadable
     cpu_vendor: str | None = None
     default_mode: str = "unknown"  # with no groups: "off" or "passthrough" (from the command line)
+    # group -> the devices its devices/ folder lists; a group without that folder is left out
+    group_devices: dict[str, frozenset[str]] = field(default_factory=dict)
+    contradiction: str | None = None  # the IOMMU evidence contradicts itself: every device is unknown
 
     @property
     def groups(self) -> frozenset[str]:
@@ -83,18 +93,21 @@ class IommuState:
             return "translated"
         return "passthrough" if modes <= {"passthrough", "other"} and "passthrough" in modes else "unknown"
 
-    def mode_of_group(self, group: str | None) -> str:
-        """The mode of a device whose ``iommu_group`` link names ``group`` (``None``: no link)."""
-        return self.judge(group).mode
+    def mode_of_group(self, group: str | None, bdf: str | None = None) -> str:
+        """The mode of a device (``bdf``) whose ``iommu_group`` link names ``group`` (``None``: no link)."""
+        return self.judge(group, bdf).mode
 
-    def judge(self, group: str | None) -> Judgement:
-        """What the IOMMU does to a device whose ``iommu_group`` link names ``group`` (``None``: no link).
+    def judge(self, group: str | None, bdf: str | None = None) -> Judgement:
+        """What the IOMMU does to a device (``bdf``) whose ``iommu_group`` link names ``group`` (``None``: no link).
 
-        Only the device's own group type says ``translated``; a group that is named but missing, or a
-        device without a group while groups exist, is ``unknown`` (never another group's type).
+        Only the device's own group type says ``translated``; a group that is named but missing, a group
+        whose ``devices/`` folder does not list the device, or a device without a group while groups exist,
+        is ``unknown`` (never another group's type).
         """
         if self.cmdline_error is not None:
             return Judgement("unknown", f"proc/cmdline: {self.cmdline_error}", group)
+        if self.contradiction is not None:
+            return Judgement("unknown", self.contradiction, group)
         if not self.known:
             return Judgement(
                 "unknown",
@@ -122,6 +135,14 @@ class IommuState:
                 "unknown",
                 f"its iommu_group link names group {group}, but {GROUPS}/{group} is missing (other groups: "
                 f"{', '.join(sorted(self.groups, key=_num)[:8])}{', ...' if len(self.groups) > 8 else ''})",
+                group,
+            )
+        listed = self.group_devices.get(group)
+        if bdf is not None and listed is not None and bdf not in listed:
+            return Judgement(
+                "unknown",
+                f"its iommu_group link names group {group}, but {GROUPS}/{group}/devices does not list {bdf} "
+                f"(it lists {', '.join(sorted(listed)[:8]) or 'nothing'}): the two sysfs views contradict each other",
                 group,
             )
         if group in self.type_errors:
@@ -201,7 +222,15 @@ def read_iommu(
     types: dict[str, str] = {}
     untyped: set[str] = set()
     errors: dict[str, str] = {}
+    members: dict[str, frozenset[str]] = {}
     for group in source.listdir(GROUPS):
+        devices = f"{GROUPS}/{group}/devices"
+        if source.exists(devices) or devices in empty_dirs:
+            try:
+                members[group] = frozenset(source.listdir(devices))
+            except SourceError as exc:
+                errors[group] = f"{devices}: {exc.reason}"
+                continue
         try:
             text = source.read_text(f"{GROUPS}/{group}/type")
         except KeyError:
@@ -210,8 +239,11 @@ def read_iommu(
         except SourceError as exc:
             errors[group] = exc.reason
             continue
-        if not text:
-            errors[group] = "empty"
+        if text not in KERNEL_TYPES:
+            errors[group] = (
+                f"{text!r} is not a value the kernel writes ({', '.join(KERNEL_TYPES)}: drivers/iommu/iommu.c "
+                "iommu_group_show_type): the file is corrupt"
+            )
         else:
             types[group] = text
     units = tuple(source.listdir(IOMMU_CLASS))
@@ -235,6 +267,15 @@ def read_iommu(
     pt = passthrough_choice(cmdline)
     default = "unknown"
     groups_found = bool(types or untyped or errors)
+    contradiction = None
+    if has_groups and not groups_found and units:
+        # a registered IOMMU unit probes every device behind it into a group (drivers/iommu/iommu.c
+        # iommu_probe_device): units without a single group is no state the kernel leaves
+        contradiction = (
+            f"{IOMMU_CLASS} lists IOMMU unit(s) {', '.join(units[:4])}{', ...' if len(units) > 4 else ''} but "
+            f"{GROUPS} holds no group: an active IOMMU puts every device in a group, so the snapshot "
+            "contradicts itself (neither 'off' nor a mode is evidenced)"
+        )
     if has_groups:
         evidence = f"{GROUPS}: {len(types) + len(untyped) + len(errors)} group(s)"
         if not groups_found:
@@ -251,6 +292,8 @@ def read_iommu(
         default, evidence = "passthrough", f"kernel command line {pt[0]}"
     else:
         evidence = ""
+    if contradiction is not None:
+        default, evidence = "unknown", ""
     return IommuState(
         known=bool(evidence),
         group_types=types,
@@ -263,6 +306,8 @@ def read_iommu(
         cmdline_error=cmdline_error,
         cpu_vendor=cpu_vendor,
         default_mode=default,
+        group_devices=members,
+        contradiction=contradiction,
     )
 
 

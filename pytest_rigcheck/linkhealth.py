@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigSpaceError, SourceError
-from .pcie import CAP_ID_PCIE, PortType, _find_cap, fmt_link, link_reading_problem
+from .pcie import CAP_ID_PCIE, PortType, _find_cap, fmt_link, link_reading_problem, no_pcie_cap_why
 from .rig import Rig
 from .targets import GpuTarget
 from .tree import PciFunction
@@ -165,6 +165,10 @@ def read_hop(fn: PciFunction) -> HopReading:
         # the kernel creates the three files together, for a function with an AER capability
         # (drivers/pci/pcie/aer.c aer_stats_attrs): some without the others is an incomplete record
         r.errors.append(f"{fn.base}: {', '.join(missing)} missing beside the other AER counters")
+    if fn.config_corrupt:
+        # the counters sit beside a config record that contradicts itself (or the sysfs that shows this
+        # function): the capture of this function is not to be trusted
+        r.errors.append(f"{fn.base}/config: {fn.config_corrupt}")
     link = fn.sysfs_link
     if link is not None:
         r.gen, r.width = link.cur_gen, link.cur_width
@@ -279,6 +283,13 @@ def aspm(t: GpuTarget) -> Verdict:
     on: list[str] = []
     seen: dict[str, str] = {}
     for fn in hops(rig, t.gpu.bdf):
+        if fn.config_corrupt:
+            return unreadable(
+                f"{t.label}: ASPM state of {fn.describe()} unknown: {fn.config_corrupt}",
+                measured=fn.config_corrupt,
+                path=path,
+                fix=[rig.config_fix(fn)],
+            )
         try:
             raw = rig.source.read_bytes(f"{fn.base}/config", 4096)
             bits = aspm_control(fn.bdf, raw)
@@ -289,9 +300,15 @@ def aspm(t: GpuTarget) -> Verdict:
                 fix=[rig.config_fix(fn)],
             )
         if bits is None:
+            if len(raw) <= 64:
+                why = f"config space read only to {len(raw)} bytes (the header): Link Control is past it"
+            elif _find_cap(fn.bdf, raw, CAP_ID_PCIE) is None:
+                why = f"no PCI Express capability (which holds Link Control) in its config space: {no_pcie_cap_why(fn.bdf, raw)}"
+            else:
+                why = f"Link Control is past the config space read ({len(raw)} bytes)"
             return unreadable(
-                f"{t.label}: ASPM state of {fn.bdf} unknown: Link Control is past the config space read "
-                f"({len(raw)} bytes)",
+                f"{t.label}: ASPM state of {fn.bdf} unknown: {why}",
+                measured=why,
                 path=path,
                 fix=[rig.config_fix(fn)],
             )

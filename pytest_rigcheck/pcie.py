@@ -69,6 +69,30 @@ def link_reading_problem(name: str, value: object) -> str | None:
     return None
 
 
+def link_above_capability(
+    cap: tuple[int | None, int | None],
+    now: tuple[int | None, int | None],
+    now_name: str = "LnkSta",
+    cap_name: str = "LnkCap",
+) -> str | None:
+    """Why a trained link ``now`` = (gen, width) cannot sit under its own capability ``cap``, or None.
+
+    A link never trains wider or faster than its own LnkCap allows (PCIe Base Spec 7.5.3.6 Maximum Link
+    Width/Max Link Speed, 7.5.3.8 Negotiated Link Width/Current Link Speed). Speed is compared only on an up
+    link (width known): LnkSta's speed is undefined while the link is down. ``None`` fields are unknown.
+
+    Example:
+        >>> link_above_capability((4, 16), (4, 32))
+        "LnkSta width x32 is wider than LnkCap's x16"
+    """
+    (cap_gen, cap_w), (now_gen, now_w) = cap, now
+    if cap_w and now_w and now_w > cap_w:
+        return f"{now_name} width x{now_w} is wider than {cap_name}'s x{cap_w}"
+    if cap_gen and now_gen and now_w and now_gen > cap_gen:
+        return f"{now_name} speed Gen{now_gen} is faster than {cap_name}'s Gen{cap_gen}"
+    return None
+
+
 def gen_from_gts(gts: float) -> int:
     """The PCIe generation of a transfer rate in GT/s."""
     for gen, rate in SPEED_GT.items():
@@ -235,11 +259,13 @@ def _u32(data: bytes, off: int) -> int:
     return int.from_bytes(data[off : off + 4], "little")
 
 
-def parse_config(bdf: str, data: bytes) -> ConfigSpace:
+def parse_config(bdf: str, data: bytes, pcie_port: bool = False) -> ConfigSpace:
     """Parse raw config space bytes as read from sysfs ``config``.
 
     Any byte string either parses or raises ``ConfigSpaceError`` naming the device and the flaw
-    (a capability pointer out of range, a loop in the list).
+    (a capability pointer out of range, a loop in the list). ``pcie_port``: other evidence (sysfs) shows
+    the function is a PCI Express port even where its PCIe capability is not in ``data``, so its
+    extended space is held to a port's rule (``_walk_ext_caps``).
     """
     size = len(data)
     if size < 64:
@@ -253,8 +279,8 @@ def parse_config(bdf: str, data: bytes) -> ConfigSpace:
 
     port_type = version = None
     link = None
-    if size > 64 and data[0x06] & 0x10:  # Status register: Capabilities List
-        pcie = _find_cap(bdf, data, CAP_ID_PCIE)
+    if size > 64:
+        pcie = _find_cap(bdf, data, CAP_ID_PCIE)  # none unless Status bit 4 (Capabilities List) is set
         if pcie is not None:
             if pcie + 0x14 > size:
                 raise ConfigSpaceError(bdf, f"PCI Express capability at {pcie:#x} runs past config space")
@@ -270,7 +296,7 @@ def parse_config(bdf: str, data: bytes) -> ConfigSpace:
 
     acs = aer = None
     if size >= 4096:
-        port = port_type in (PortType.ROOT_PORT, PortType.UPSTREAM, PortType.DOWNSTREAM)
+        port = pcie_port or port_type in (PortType.ROOT_PORT, PortType.UPSTREAM, PortType.DOWNSTREAM)
         for cap_id, off in _walk_ext_caps(bdf, data, port):
             seen: AcsRegs | AerRegs | None = (
                 acs if cap_id == ECAP_ID_ACS else aer if cap_id == ECAP_ID_AER else None
@@ -304,6 +330,16 @@ def parse_config(bdf: str, data: bytes) -> ConfigSpace:
 
 
 def _find_cap(bdf: str, data: bytes, want: int) -> int | None:
+    return next((off for cap_id, off in cap_list(bdf, data) if cap_id == want), None)
+
+
+def cap_list(bdf: str, data: bytes) -> list[tuple[int, int]]:
+    """The standard capabilities (ID, offset) from the pointer at 0x34 (PCI Local Bus Spec 6.7); ``[]`` when
+    Status bit 4 (Capabilities List) is clear. Raises ``ConfigSpaceError`` on a pointer outside config
+    space or a loop."""
+    out: list[tuple[int, int]] = []
+    if len(data) <= 64 or not data[0x06] & 0x10:
+        return out
     ptr = data[0x34] & 0xFC
     seen: set[int] = set()
     while ptr:
@@ -312,10 +348,21 @@ def _find_cap(bdf: str, data: bytes, want: int) -> int | None:
         if ptr in seen:
             raise ConfigSpaceError(bdf, f"capability list loops at {ptr:#x}")
         seen.add(ptr)
-        if data[ptr] == want:
-            return ptr
+        out.append((data[ptr], ptr))
         ptr = data[ptr + 1] & 0xFC
-    return None
+    return out
+
+
+def no_pcie_cap_why(bdf: str, data: bytes) -> str:
+    """Why config space ``data`` (over 64 bytes) shows no PCI Express capability (ID 0x10): the Status
+    register's Capabilities List bit clear, a capabilities pointer of 0, or the list as walked."""
+    if not data[0x06] & 0x10:
+        return f"Status register (0x06) = {_u16(data, 6):#06x}: bit 4 (Capabilities List) is clear"
+    chain = cap_list(bdf, data)
+    if not chain:
+        return "the capabilities pointer at 0x34 is 0"
+    walked = " -> ".join(f"{off:#x} (ID {cap_id:#04x})" for cap_id, off in chain)
+    return f"the capability list {walked} ends without a PCI Express capability (ID {CAP_ID_PCIE:#04x})"
 
 
 def _walk_ext_caps(bdf: str, data: bytes, port: bool) -> list[tuple[int, int]]:

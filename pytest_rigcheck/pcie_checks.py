@@ -143,6 +143,7 @@ def acs(t: BridgeTarget) -> Verdict:
     if br.config is None:
         return unreadable(
             f"{br.describe()}: config space unreadable ({br.config_error}); ACS state unknown",
+            measured=br.config_error or "",
             path=path,
             fix=[rig.config_fix(br)],
         )
@@ -242,7 +243,7 @@ def iommu(t: GpuTarget) -> Verdict:
     """
     rig, gpu = t.rig, t.gpu
     state = rig.iommu
-    j = state.judge(gpu.iommu_group)
+    j = state.judge(gpu.iommu_group, gpu.bdf)
     cmd = state.cmdline if state.cmdline is not None else "(not in this snapshot)"
     props: dict[str, object] = {"iommu_mode": j.mode, "iommu_group": j.group or ""}
     allow = rig.profile.iommu_allow

@@ -55,7 +55,9 @@ class Rig:
 
     @cached_property
     def pcie(self) -> PcieTree:
-        return PcieTree.read(self.source)
+        return PcieTree.read(
+            self.source, imported=self.manifest is not None and self.manifest.kind == "imported"
+        )
 
     @cached_property
     def iommu(self) -> IommuState:

@@ -23,6 +23,8 @@ from .pcie import (
     accelerator_kind,
     fmt_link,
     left_out_reason,
+    link_above_capability,
+    no_pcie_cap_why,
     normalize_bdf,
     parse_config,
     parse_link_speed,
@@ -72,6 +74,8 @@ class PciFunction:
     children: list[str] = field(default_factory=list)
     inferred_type: PortType | None = None  # from the tree's shape, when config space was unreadable
     sysfs_depth: int = 0
+    # Written by `rigcheck import-lspci`: 4096 bytes may lack the PCIe capability where the paste hid it.
+    imported: bool = False
 
     def _hex(self, attr: str) -> int | None:
         text = self.source.read_optional(f"{self.base}/{attr}")
@@ -116,19 +120,51 @@ class PciFunction:
         return _read_sysfs_link(self.source, self.base)
 
     @cached_property
-    def _config(self) -> tuple[ConfigSpace | None, str | None]:
+    def _config(self) -> tuple[ConfigSpace | None, str | None, bool]:
+        """(parsed config, why not, whether the file is corrupt rather than absent or refused)."""
         try:
-            cfg = parse_config(self.bdf, self.source.read_bytes(f"{self.base}/config", limit=4096))
+            data = self.source.read_bytes(f"{self.base}/config", limit=4096)
         except KeyError:
-            return None, "config space not readable: the config attribute is absent"
-        except (SourceError, ConfigSpaceError) as exc:
-            return None, str(exc)
+            return None, "config space not readable: the config attribute is absent", False
+        except SourceError as exc:
+            return None, str(exc), False
+        shown = self._pcie_sysfs_attrs() if len(data) > 64 else []
+        try:
+            cfg = parse_config(self.bdf, data, pcie_port=self.is_bridge and bool(shown))
+        except ConfigSpaceError as exc:
+            return None, str(exc), True
         if (cfg.vendor_id, cfg.device_id) != (self.vendor, self.device):
-            return None, (
-                f"config space header says {cfg.vendor_id:04x}:{cfg.device_id:04x}, sysfs says "
-                f"{self.vendor:04x}:{self.device:04x}: the config file is not this device's (corrupt snapshot?)"
+            return (
+                None,
+                (
+                    f"config space header says {cfg.vendor_id:04x}:{cfg.device_id:04x}, sysfs says "
+                    f"{self.vendor:04x}:{self.device:04x}: the config file is not this device's (corrupt snapshot?)"
+                ),
+                True,
             )
-        return cfg, None
+        if cfg.port_type is None and shown and not (self.imported and cfg.size >= 4096):
+            # The kernel shows the link attributes only for a function it found a PCI Express capability
+            # in (drivers/pci/pci-sysfs.c pcie_dev_attrs_are_visible: pci_is_pcie), so config space without
+            # one is not this function's as the kernel read it, and "no extended config space, so a
+            # conventional PCI bridge" would be a guess. A 64-byte (non-root) read has no capability list to
+            # look in. `rigcheck import-lspci` writes 4096 bytes without the PCIe capability where a paste
+            # hides those registers (``imported``): its extended capabilities, walked as a PCIe port's
+            # (``pcie_port``), stand on their own there.
+            return (
+                None,
+                (
+                    f"sysfs shows a PCI Express function ({', '.join(shown)} present; the kernel writes them only "
+                    f"for PCIe functions: drivers/pci/pci-sysfs.c pcie_dev_attrs_are_visible), but its config "
+                    f"space ({cfg.size} bytes) has no reachable PCI Express capability: "
+                    f"{no_pcie_cap_why(self.bdf, data)}; the config file is corrupt or was not read whole"
+                ),
+                True,
+            )
+        return cfg, None, False
+
+    def _pcie_sysfs_attrs(self) -> list[str]:
+        """The PCIe-only link attributes sysfs holds for this function (``current_link_speed``...)."""
+        return [a for a in _LINK_ATTRS.values() if self.source.exists(f"{self.base}/{a}")]
 
     @property
     def config(self) -> ConfigSpace | None:
@@ -137,6 +173,12 @@ class PciFunction:
     @property
     def config_error(self) -> str | None:
         return self._config[1]
+
+    @property
+    def config_corrupt(self) -> str | None:
+        """Why this function's config file is corrupt (a broken capability list, another device's header,
+        no PCIe capability on a function sysfs shows as PCIe); None where it parsed, or was absent/refused."""
+        return self._config[1] if self._config[2] else None
 
     @property
     def name(self) -> str:
@@ -228,6 +270,25 @@ class PciFunction:
         out = [sl.bad[n] for n in ("cur_gen", "cur_width") if sl is not None and n in sl.bad]
         lk = self.config.link if self.config else None
         cfg = f"{self.base}/config"
+        if self.config_corrupt:
+            out.append(SourceError(cfg, self.config_corrupt))
+        above = lk and link_above_capability(
+            (lk.cap_speed if lk.cap_speed in SPEED_GT else None, lk.cap_width),
+            (lk.sta_speed if lk.sta_speed in SPEED_GT else None, lk.sta_width),
+        )
+        if above:
+            sysfs = (
+                f"; sysfs current_link_* says {fmt_link(sl.cur_gen, sl.cur_width)}"
+                if sl is not None and (sl.cur_gen or sl.cur_width)
+                else ""
+            )
+            out.append(
+                SourceError(
+                    cfg,
+                    f"impossible reading: {above} (a link cannot exceed its own capability: PCIe Base Spec "
+                    f"7.5.3.6, 7.5.3.8){sysfs}",
+                )
+            )
         if lk is not None and lk.sta_width and lk.sta_speed not in SPEED_GT:
             out.append(
                 SourceError(
@@ -264,6 +325,8 @@ class PciFunction:
         out = [sl.bad[n] for n in ("max_gen", "max_width") if sl is not None and n in sl.bad]
         lk = self.config.link if self.config else None
         cfg = f"{self.base}/config"
+        if self.config_corrupt:
+            out.append(SourceError(cfg, self.config_corrupt))
         if lk is not None and not lk.cap_width:
             out.append(SourceError(cfg, "impossible LnkCap: maximum link width 0 (PCIe Base Spec 7.5.3.6)"))
         if lk is not None and lk.cap_speed not in SPEED_GT:
@@ -365,7 +428,8 @@ class PcieTree:
                 fn.inferred_type = PortType.UPSTREAM
 
     @classmethod
-    def read(cls, source: Source) -> PcieTree:
+    def read(cls, source: Source, imported: bool = False) -> PcieTree:
+        """``imported``: a snapshot written by ``rigcheck import-lspci`` (``PciFunction.imported``)."""
         slots = _read_slots(source)
         functions: dict[str, PciFunction] = {}
         for name in source.listdir(PCI_DEVICES):
@@ -373,7 +437,7 @@ class PcieTree:
                 bdf = normalize_bdf(name)
             except ValueError:
                 raise SourceError(f"{PCI_DEVICES}/{name}", "not a PCI address") from None
-            functions[bdf] = _read_function(source, bdf, slots)
+            functions[bdf] = _read_function(source, bdf, slots, imported)
         return cls(functions)
 
     def __getitem__(self, bdf: str) -> PciFunction:
@@ -479,7 +543,7 @@ def _read_slots(source: Source) -> dict[str, str]:
     return slots
 
 
-def _read_function(source: Source, bdf: str, slots: dict[str, str]) -> PciFunction:
+def _read_function(source: Source, bdf: str, slots: dict[str, str], imported: bool = False) -> PciFunction:
     base = f"{PCI_DEVICES}/{bdf}"
     real = source.resolve(base, link=True)
     parts = real.split("/")
@@ -515,6 +579,7 @@ def _read_function(source: Source, bdf: str, slots: dict[str, str]) -> PciFuncti
         base=real,
         slot=slots.get(addr),
         sysfs_depth=len(parts),
+        imported=imported,
     )
 
 

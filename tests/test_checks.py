@@ -307,6 +307,44 @@ class TestIommuEvidence:
                 in v.summary
             ), v
 
+    def test_group_not_listing_the_gpu_is_unreadable(self, tmp_path: Path) -> None:
+        """FRESH3 F-I4: every group identity, GPU1's link names group 6, whose devices/ no longer lists it:
+        passed "IOMMU passthrough". The two sysfs views contradict: UNREADABLE naming both."""
+        root = _copy(tmp_path, "rtx3090x2-iommu-dma")
+        for t in (root / "sys/kernel/iommu_groups").glob("*/type"):
+            t.write_text("identity\n")
+        (root / "sys/kernel/iommu_groups/6/devices/0000:4b:00.0").unlink()
+        v = self._iommu(_replay(root))
+        gpu1 = v["0000:4b:00.0"]
+        assert gpu1.status == "unreadable", gpu1
+        assert "sys/kernel/iommu_groups/6/devices does not list 0000:4b:00.0" in gpu1.summary, gpu1
+        assert v["0000:21:00.0"].ok
+
+    def test_iommu_unit_without_groups_is_not_off(self, tmp_path: Path) -> None:
+        """FRESH3 F-I7: sys/class/iommu/ivhd0 present, sys/kernel/iommu_groups empty, no IOMMU switch on the
+        command line: passed "IOMMU off (no IOMMU group)". A registered unit groups every device."""
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        assert not (
+            root / "sys/kernel/iommu_groups"
+        ).exists()  # kept as an empty directory (MANIFEST empty_dirs)
+        (root / "sys/class/iommu/ivhd0").mkdir(parents=True)
+        (root / "proc/cmdline").write_text("BOOT_IMAGE=/boot/vmlinuz root=/dev/x ro quiet\n")
+        for v in self._iommu(_replay(root)).values():
+            assert v.status == "unreadable", v
+            assert "sys/class/iommu lists IOMMU unit(s) ivhd0" in v.summary, v
+            assert "sys/kernel/iommu_groups holds no group" in v.summary and "IOMMU off" not in v.summary, v
+
+    @pytest.mark.parametrize("text", ["bogus", "identity\nDMA", "dma", ""])
+    def test_group_type_the_kernel_never_writes_is_corrupt(self, tmp_path: Path, text: str) -> None:
+        """FRESH3 (rough edge): a group type of "bogus" FAILed "neither passthrough nor off". The kernel writes
+        only DMA, DMA-FQ, identity, blocked, unmanaged or unknown (drivers/iommu/iommu.c
+        iommu_group_show_type): anything else is a corrupt file, UNREADABLE."""
+        root = _copy(tmp_path, "rtx3090x2-iommu-dma")
+        for t in (root / "sys/kernel/iommu_groups").glob("*/type"):
+            t.write_text(text + "\n")
+        for v in self._iommu(_replay(root)).values():
+            assert v.status == "unreadable" and "is not a value the kernel writes" in v.summary, v
+
 
 class TestAcsEvidence:
     @pytest.mark.parametrize("header", [b"\xff\xff\xff\xff", b"\x00\x00\x00\x00"])
@@ -320,6 +358,132 @@ class TestAcsEvidence:
         v = {t.bridge.bdf: pcie_checks.acs(t) for t in targets.bridges(_replay(root))}["0000:00:01.1"]
         assert v.status == "unreadable" and "extended capability header at 0x100" in v.summary, v
         assert not any("run as root" in f for f in v.fix)  # root read it; the reading itself is bad
+
+
+class TestPcieCapabilityNotReachable:
+    """FRESH3 F-A12: a root port whose capability list does not reach its PCI Express capability (byte 0x51 = 0,
+    so 0x40 PM -> 0x50 MSI -> end; or cap pointer 0x34 = 0; or Status bit 4 clear), its config cut to 256 bytes,
+    passed ACS as "a conventional PCI bridge (no extended config space)" although sysfs has its
+    current_link_speed/max_link_speed, which the kernel writes only for PCIe functions
+    (drivers/pci/pci-sysfs.c pcie_dev_attrs_are_visible). Every check that needs the PCIe capability is
+    UNREADABLE naming the function and why; ASPM no longer blames "Link Control is past the config space read"."""
+
+    RP = "sys/devices/pci0000:00/0000:00:03.1"
+    GPU = "sys/devices/pci0000:00/0000:00:03.1/0000:4b:00.0"
+
+    @staticmethod
+    def _cut(cfg: Path, how: str, size: int = 256) -> None:
+        data = bytearray(cfg.read_bytes())
+        if how == "chain":
+            data[0x51] = 0  # the capability after MSI at 0x50: the PCIe capability at 0x60 unlinked
+        elif how == "pointer":
+            data[0x34] = 0
+        else:  # the Status register's Capabilities List bit
+            data[0x06] &= 0xEF
+        cfg.write_bytes(bytes(data[:size]))
+
+    @pytest.mark.parametrize(
+        ("how", "why"),
+        [
+            (
+                "chain",
+                "the capability list 0x40 (ID 0x01) -> 0x50 (ID 0x05) ends without a PCI Express capability",
+            ),
+            ("pointer", "the capabilities pointer at 0x34 is 0"),
+            ("status", "bit 4 (Capabilities List) is clear"),
+        ],
+    )
+    @pytest.mark.parametrize("size", [256, 4096])
+    def test_root_port_is_unreadable_not_conventional_pci(
+        self, tmp_path: Path, how: str, why: str, size: int
+    ) -> None:
+        """256 bytes: the finding. 4096 bytes: the same contradiction, though the ACS registers are there (only
+        a snapshot `rigcheck import-lspci` wrote may hide the PCIe capability it was not shown)."""
+        from pytest_rigcheck import linkhealth
+
+        root = _copy(tmp_path, "rtx3090x2-acs-root-port")
+        for rp in ("sys/devices/pci0000:00/0000:00:01.1", self.RP):
+            self._cut(root / rp / "config", how, size)
+        rig = _replay(root)
+        for v in (pcie_checks.acs(t) for t in targets.bridges(rig)):
+            assert v.status == "unreadable", v
+            assert "conventional" not in v.summary and "root port" in v.summary, v
+            assert "no reachable PCI Express capability" in v.summary and why in v.summary, v
+            assert "current_link_speed" in v.summary, v
+        for check, ts in (
+            (pcie_checks.link, targets.links(rig)),
+            (pcie_checks.bifurcation, targets.lane_groups(rig)),
+            (linkhealth.aspm, targets.gpus(rig)),
+            (linkhealth.aer_counters, targets.gpus(rig)),
+        ):
+            for t in ts:
+                v = check(t)
+                assert v.status == "unreadable" and "no reachable PCI Express capability" in v.summary, (
+                    check,
+                    v,
+                )
+                assert "past the config space read" not in v.summary, v
+
+    def test_end_to_end_exit_code(self, pytester: pytest.Pytester, tmp_path: Path) -> None:
+        """The finding as the user ran it: `pytest --rig-snapshot=COPY -k acs_redirect` exited 0."""
+        root = _copy(tmp_path, "rtx3090x2-acs-root-port")
+        for rp in ("sys/devices/pci0000:00/0000:00:01.1", self.RP):
+            self._cut(root / rp / "config", "chain")
+        result = pytester.runpytest(
+            f"--rig-snapshot={root}", "-p", "no:cacheprovider", "-k", "acs_redirect", "-rf"
+        )
+        out = result.stdout.str()
+        assert result.ret == 1, out
+        assert "FAILED test_acs.py::test_acs_redirect_off[0000:00:03.1] - UNREADABLE" in out, out
+        assert "conventional PCI bridge" not in out and "Traceback" not in out
+
+    def test_gpu_endpoint_too(self, tmp_path: Path) -> None:
+        """The same for an endpoint: GPU1's own config with its PCIe capability (0x60) cut out of the list."""
+        from pytest_rigcheck import linkhealth
+
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        cfg = root / self.GPU / "config"
+        data = bytearray(cfg.read_bytes())
+        chain, ptr = [], data[0x34]
+        while ptr and data[ptr] != 0x10:
+            chain.append(ptr)
+            ptr = data[ptr + 1]
+        assert ptr == 0x60 and chain, chain
+        data[chain[-1] + 1] = data[0x61]  # skip the PCIe capability
+        cfg.write_bytes(bytes(data[:256]))
+        rig = _replay(root)
+        link = {t.down.bdf: pcie_checks.link(t) for t in targets.links(rig)}
+        aspm = {t.gpu.bdf: linkhealth.aspm(t) for t in targets.gpus(rig)}
+        for v in (link["0000:4b:00.0"], aspm["0000:4b:00.0"]):
+            assert v.status == "unreadable" and "0000:4b:00.0" in v.summary, v
+            assert "no reachable PCI Express capability" in v.summary, v
+        assert link["0000:21:00.0"].ok and aspm["0000:21:00.0"].ok  # the other GPU is untouched
+
+    def test_4096_bytes_zero_extended_header_on_a_pcie_bridge(self, tmp_path: Path) -> None:
+        """All 4096 bytes with the PCIe capability unlinked and zeros at 0x100: sysfs shows a PCIe port, so
+        the zero header is "extended space not read" (as for any PCIe port), never "no ACS capability"."""
+        root = _copy(tmp_path, "rtx3090x2-acs-root-port")
+        cfg = root / self.RP / "config"
+        self._cut(cfg, "chain", size=4096)
+        data = bytearray(cfg.read_bytes())
+        data[0x100:] = bytes(len(data) - 0x100)
+        cfg.write_bytes(bytes(data))
+        v = {t.bridge.bdf: pcie_checks.acs(t) for t in targets.bridges(_replay(root))}["0000:00:03.1"]
+        assert v.status == "unreadable" and "extended capability header at 0x100" in v.summary, v
+
+    def test_aspm_names_the_missing_capability(self, tmp_path: Path) -> None:
+        """Where no sysfs link attribute says PCIe either, ASPM is still unknown, for the true reason."""
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        self._cut(root / self.RP / "config", "chain")
+        for name in ("current_link_speed", "current_link_width", "max_link_speed", "max_link_width"):
+            (root / self.RP / name).unlink()
+        from pytest_rigcheck import linkhealth
+
+        v = {t.gpu.bdf: linkhealth.aspm(t) for t in targets.gpus(_replay(root))}["0000:4b:00.0"]
+        assert (
+            v.status == "unreadable" and "no PCI Express capability (which holds Link Control)" in v.summary
+        ), v
+        assert "past the config space read" not in v.summary
 
 
 class TestLinkBothEnds:
@@ -357,6 +521,37 @@ class TestLinkBothEnds:
         ), v
         b = {t.key: pcie_checks.bifurcation(t) for t in targets.lane_groups(rig)}["0000:00:03"]
         assert b.status == "fail"
+
+    @pytest.mark.parametrize(
+        ("bdf", "lnksta", "what"),
+        [
+            ("0000:4b:00.0", 0x0204, "LnkSta width x32 is wider than LnkCap's x16"),  # FRESH3 F-L3
+            ("0000:4b:00.0", 0x0105, "LnkSta speed Gen5 is faster than LnkCap's Gen4"),  # FRESH3 F-L5
+            ("0000:00:03.1", 0x0204, "LnkSta width x32 is wider than LnkCap's x16"),  # the port's end
+        ],
+    )
+    def test_lnksta_above_its_own_lnkcap_is_unreadable(
+        self, tmp_path: Path, bdf: str, lnksta: int, what: str
+    ) -> None:
+        """FRESH3 F-L3/F-L5: config LnkSta wider or faster than the same function's LnkCap (sysfs left Gen4 x16)
+        passed as "Gen4 x16": the lesser-of-readings rule hid it. A link never exceeds its own capability (PCIe
+        Base Spec 7.5.3.6, 7.5.3.8; import-lspci refuses the same in pasted text): UNREADABLE naming LnkSta
+        vs LnkCap, and the sysfs reading it disagrees with."""
+        root = _copy(tmp_path, "rtx3090x2-gen4")
+        fn = "sys/devices/pci0000:00/0000:00:03.1" + ("/0000:4b:00.0" if bdf != "0000:00:03.1" else "")
+        cfg = root / fn / "config"
+        data = bytearray(cfg.read_bytes())
+        assert data[0x60] == 0x10  # the PCIe capability at 0x60: LnkCap 0x6c, LnkSta 0x72
+        data[0x72:0x74] = lnksta.to_bytes(2, "little")
+        cfg.write_bytes(bytes(data))
+        rig = _replay(root)
+        v = {t.down.bdf: pcie_checks.link(t) for t in targets.links(rig)}["0000:4b:00.0"]
+        assert v.status == "unreadable" and what in v.summary and f"{fn}/config" in v.summary, v
+        assert "sysfs current_link_* says Gen4 x16" in v.summary, v
+        assert any("disagree" in n for n in v.notes), v.notes
+        from pytest_rigcheck.pcie import link_above_capability
+
+        assert link_above_capability((4, 16), ((lnksta & 0xF), (lnksta >> 4) & 0x3F)) == what
 
     def test_bifurcation_sees_the_root_port_width(self, tmp_path: Path) -> None:
         """gate.md D6: bifurcation reported "0000:00:03.1 x16" and passed silently while the port ran x8.

@@ -63,6 +63,9 @@ def _tree(
             "",
         ),  # a unit registered despite the argument
         (None, None, 'unbalanced "quote amd_iommu=off', "amd", "off", "amd_iommu=off"),
+        # FRESH3 F-I7: a registered unit but not one group is no state the kernel leaves: never "off"
+        ({}, ["ivhd0"], "BOOT_IMAGE=/boot/vmlinuz root=/dev/x ro quiet", "amd", "unknown", ""),
+        ({}, ["dmar0"], "ro intel_iommu=off", "intel", "unknown", ""),
     ],
 )
 def test_mode_and_evidence(
@@ -191,3 +194,48 @@ def test_oversized_cmdline_is_refused_not_parsed(tmp_path: Path) -> None:
     (tmp_path / "proc/cmdline").write_text("a" * (5 << 20))
     state = read_iommu(Source(tmp_path))
     assert state.cmdline_error and "larger than" in state.cmdline_error
+
+
+def test_unit_without_groups_names_both_places(tmp_path: Path) -> None:
+    """FRESH3 F-I7: the contradiction is named, with both sysfs places, for every device."""
+    state = read_iommu(_tree(tmp_path, groups={}, units=["ivhd0"], cmdline="ro quiet"), cpu_vendor="amd")
+    j = state.judge(None, "0000:01:00.0")
+    assert j.mode == "unknown" and "sys/class/iommu lists IOMMU unit(s) ivhd0" in j.evidence, j
+    assert "sys/kernel/iommu_groups holds no group" in j.evidence
+
+
+def test_group_devices_must_list_the_device(tmp_path: Path) -> None:
+    """FRESH3 F-I4: a device whose iommu_group names a group whose devices/ does not list it is unknown; a
+    group without a devices/ folder (a hand-made tree) is judged by its type alone."""
+    src = _tree(tmp_path, groups={"3": "identity", "4": "identity"}, units=["ivhd0"], cmdline="")
+    (tmp_path / "sys/kernel/iommu_groups/3/devices").mkdir()
+    (tmp_path / "sys/kernel/iommu_groups/3/devices/0000:01:00.1").mkdir()
+    state = read_iommu(src, cpu_vendor="amd")
+    j = state.judge("3", "0000:01:00.0")
+    assert j.mode == "unknown" and "iommu_groups/3/devices does not list 0000:01:00.0" in j.evidence, j
+    assert state.judge("3", "0000:01:00.1").mode == "passthrough"
+    assert state.judge("4", "0000:02:00.0").mode == "passthrough"
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [
+        ("DMA", "translated"),
+        ("DMA-FQ", "translated"),
+        ("identity", "passthrough"),
+        ("unmanaged", "other"),
+        ("blocked", "other"),
+        ("unknown", "other"),
+        ("bogus", "unknown"),
+        ("identity\nDMA", "unknown"),
+        ("Identity", "unknown"),
+        ("", "unknown"),
+    ],
+)
+def test_group_type_values(tmp_path: Path, text: str, mode: str) -> None:
+    """Only what drivers/iommu/iommu.c iommu_group_show_type writes is a group type; other text is corrupt."""
+    state = read_iommu(_tree(tmp_path, groups={"3": text}, units=["ivhd0"], cmdline=""), cpu_vendor="amd")
+    j = state.judge("3")
+    assert j.mode == mode, j
+    if mode == "unknown":
+        assert "is not a value the kernel writes" in j.evidence, j

@@ -9,7 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_rigcheck.errors import ConfigSpaceError
-from pytest_rigcheck.pcie import PortType, decode_acs, normalize_bdf, parse_config, parse_link_speed
+from pytest_rigcheck.pcie import (
+    PortType,
+    decode_acs,
+    link_above_capability,
+    no_pcie_cap_why,
+    normalize_bdf,
+    parse_config,
+    parse_link_speed,
+)
 
 from .conftest import SNAPSHOTS
 
@@ -180,3 +188,37 @@ class TestConfigSpace:
 def test_snapshot_dir_exists() -> None:
     """The shipped snapshots are in the checkout."""
     assert Path(SNAPSHOTS).is_dir()
+
+
+@pytest.mark.parametrize(
+    ("cap", "now", "why"),
+    [
+        ((4, 16), (4, 32), "LnkSta width x32 is wider than LnkCap's x16"),
+        ((4, 16), (5, 16), "LnkSta speed Gen5 is faster than LnkCap's Gen4"),
+        ((4, 16), (5, None), None),  # link down: LnkSta's speed is undefined
+        ((4, 16), (4, 16), None),
+        ((4, 16), (1, 8), None),
+        ((None, None), (4, 32), None),
+    ],
+)
+def test_link_above_capability(cap: tuple, now: tuple, why: str | None) -> None:
+    """The one rule (tree.PciFunction.link_errors, import-lspci _check_links): LnkSta within LnkCap."""
+    assert link_above_capability(cap, now) == why
+
+
+def test_no_pcie_cap_why() -> None:
+    """FRESH3 F-A12: the reason names what hides the PCIe capability."""
+    cfg = bytearray(256)
+    cfg[0:4] = b"\x22\x10\x83\x14"
+    cfg[0x06] = 0x10
+    cfg[0x34] = 0x40
+    cfg[0x40:0x42] = b"\x01\x50"
+    cfg[0x50:0x52] = b"\x05\x00"
+    assert no_pcie_cap_why("x", bytes(cfg)) == (
+        "the capability list 0x40 (ID 0x01) -> 0x50 (ID 0x05) ends without a PCI Express capability (ID 0x10)"
+    )
+    assert parse_config("x", bytes(cfg)).port_type is None
+    cfg[0x34] = 0
+    assert no_pcie_cap_why("x", bytes(cfg)) == "the capabilities pointer at 0x34 is 0"
+    cfg[0x06] = 0
+    assert "bit 4 (Capabilities List) is clear" in no_pcie_cap_why("x", bytes(cfg))

@@ -34,7 +34,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ConfigSpaceError
-from ..pcie import ECAP_ID_ACS, PortType, parse_config
+from ..pcie import ECAP_ID_ACS, PortType, link_above_capability, parse_config
 from ..snapshot import MANIFEST
 from ..testing import SPEED_TEXT, Node, build_config, dump_toml
 from .lspci import (
@@ -185,14 +185,10 @@ def _check_links(parsed: LspciText) -> None:
     speed is undefined while the link is down). A width PCIe does not define (``x64``) is refused
     too, in LnkCap or LnkSta: taken as unknown it would leave a check judging half a link."""
     for dev in parsed.devices.values():
-        (cap_gen, cap_w), (sta_gen, sta_w) = dev.lnkcap or (None, None), dev.lnksta or (None, None)
-        what = ""
-        if cap_w is not None and sta_w is not None and sta_w > cap_w:
-            what = f"LnkSta width x{sta_w} is wider than LnkCap's x{cap_w}"
-            if sta_w not in WIDTHS:
-                what += f" (and x{sta_w} is no PCIe link width)"
-        elif cap_gen and sta_gen and sta_w and sta_gen > cap_gen:
-            what = f"LnkSta speed Gen{sta_gen} is faster than LnkCap's Gen{cap_gen}"
+        cap_w, sta_w = (dev.lnkcap or (None, None))[1], (dev.lnksta or (None, None))[1]
+        what = link_above_capability(dev.lnkcap or (None, None), dev.lnksta or (None, None)) or ""
+        if what.startswith("LnkSta width") and sta_w not in WIDTHS:
+            what += f" (and x{sta_w} is no PCIe link width)"
         for key, width in (("LnkCap", cap_w), ("LnkSta", sta_w)):
             if not what and width is not None and width not in WIDTHS:
                 shown = dev.shown.get(key, "?")
