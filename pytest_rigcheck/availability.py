@@ -24,6 +24,7 @@ plugin calls ``fail_deferred``), so pytest reports a FAILED check, not an ERROR 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -84,7 +85,9 @@ def driver_loaded(rig: Rig) -> bool:
 # p2p.json since the first version; env.json was added later, so only its note says it was recorded).
 RECORDS = {"nvml": ("nvml.json", True), "p2p": ("p2p.json", True), "env": ("env.json", False)}
 NOT_CAPTURED = "not captured"
-RIGCHECK_TOOL = "pytest-rigcheck "  # the manifest's ``tool`` as `rigcheck capture` writes it
+RIGCHECK_TOOL = re.compile(
+    r"pytest-rigcheck \d\S*"
+)  # the manifest's ``tool`` as `rigcheck capture` writes it
 
 
 def record_missing(rig: Rig, key: str) -> str | None:
@@ -110,7 +113,7 @@ def record_missing(rig: Rig, key: str) -> str | None:
         if nvidia_gpus(rig):
             return f"{file} was not captured on a rig with NVIDIA GPUs ({said})"
         return None
-    if always and m.kind == "captured" and m.tool.startswith(RIGCHECK_TOOL) and nvidia_gpus(rig):
+    if always and m.kind == "captured" and RIGCHECK_TOOL.fullmatch(m.tool) and nvidia_gpus(rig):
         return (
             f"{file} missing from a capture by {m.tool}, which always writes {file} or a [notes] {key} "
             "line saying why not; this snapshot has neither"
