@@ -478,6 +478,37 @@ DEVICES = {
     (0x102B, 0x0536): "Integrated Matrox G200eW3 Graphics Controller",
 }
 
+# Words of a GPU name that hold a digit but are no model: memory size, memory type, form factor, PCIe.
+_NOT_MODEL = re.compile(r"\d+[GMT]B|HBM\d*E?|G?DDR\d*X?|SXM\d*|PCIE|GEN\d+|NVL\d*", re.I)
+
+
+def model_number(name: str) -> str | None:
+    """The model in a GPU name, upper case: its first word holding a digit that is no memory size, memory
+    type or form factor. ``"H100"`` for NVML's ``"NVIDIA H100 80GB HBM3"`` and pci.ids' ``"H100 SXM5 80GB"``;
+    ``"6000"`` for ``"RTX PRO 6000 Blackwell Workstation Edition"``; ``"A100"`` for ``"NVIDIA A100-SXM4-80GB"``.
+    None where no word holds one (``"NVIDIA TITAN V"``)."""
+    for word in re.split(r"[\s\-\[\]/(),]+", name):
+        if any(c.isdigit() for c in word) and not _NOT_MODEL.fullmatch(word):
+            return word.upper()
+    return None
+
+
+def other_model(vendor: int, device: int, name: str) -> str | None:
+    """The model a GPU's recorded ``name`` (NVML's or CUDA's) names where the PCI id ``vendor:device``
+    (sysfs, config space) says another: the known name (``DEVICES``) of that model, else ``"model X"``.
+
+    None unless both are known and clearly differ: the id is in ``DEVICES`` and both names carry a model
+    number (``model_number``) and those differ. NVML and pci.ids spell one model differently
+    (``"NVIDIA H100 80GB HBM3"``, ``"H100 SXM5 80GB"``), so names are compared by model number only; an
+    unknown id, or a name with no model number, is no contradiction."""
+    ours = DEVICES.get((vendor, device))
+    mine, theirs = model_number(ours) if ours else None, model_number(name)
+    if mine is None or theirs is None or mine == theirs:
+        return None
+    known = [m for ids, m in DEVICES.items() if ids[0] == vendor and model_number(m) == theirs]
+    return max(known, key=len) if known else f"model {theirs}"
+
+
 CLASS_DISPLAY_VGA = 0x0300
 CLASS_DISPLAY_3D = 0x0302
 CLASS_BRIDGE_HOST = 0x0600

@@ -66,11 +66,14 @@ class GpuSession:
     def gpus(self) -> dict[str, GpuState | Unavailable]:
         """Every GPU of the PCIe tree, joined by BDF to NVML's state.
 
-        Where NVML has no state: ``Unavailable(code=not_nvidia)`` for a display function of another vendor
+        Where NVML and PCIe disagree on a GPU (NVML lists a GPU not on the bus; it reports a function of
+        another vendor or driver; its name is another model than the PCI device ID says, ``pcie.other_model``):
+        ``Unavailable(code=corrupt)``. Where NVML has no state: ``Unavailable(code=not_nvidia)`` for a display function of another vendor
         (a BMC's VGA: the NVML checks do not apply), ``Unavailable(code=not_in_nvml)`` for an NVIDIA GPU
         NVML does not report (``inventory.seen_by_nvml`` fails it with the diagnosis).
         """
         from ..availability import NVIDIA_VENDOR
+        from ..pcie import other_model
         from .state import CORRUPT, NOT_IN_NVML, NOT_NVIDIA, Unavailable
 
         by_bdf = {g.bdf: g for g in self.system.gpus}
@@ -96,6 +99,14 @@ class GpuSession:
                 out[fn.bdf] = Unavailable(
                     f"{fn.bdf} is {what}, yet {self.nvml.origin} reports it as an NVIDIA GPU: NVML and PCIe "
                     "disagree (NVML state of another machine or moment, or corrupt)",
+                    CORRUPT,
+                )
+            elif fn.bdf in by_bdf and (other := other_model(fn.vendor, fn.device, by_bdf[fn.bdf].name or "")):
+                # the PCI device ID (sysfs) and NVML's name of the same address name two models
+                out[fn.bdf] = Unavailable(
+                    f"{fn.bdf} is {fn.name} by its PCI ID {fn.ids} (sysfs), yet {self.nvml.origin} names the GPU "
+                    f"there {by_bdf[fn.bdf].name!r} ({other}): NVML and PCIe disagree (NVML state of another "
+                    "machine, or corrupt)",
                     CORRUPT,
                 )
             elif fn.bdf in by_bdf:

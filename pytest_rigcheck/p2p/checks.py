@@ -234,6 +234,57 @@ def _not_required(t: RouteTarget, entry: dict[str, Any]) -> Verdict | None:
     )
 
 
+def _peer_figures(
+    t: RouteTarget, data: dict[str, Any], figure: str, name: str, staged_ok: bool = False
+) -> dict[str, Any] | Verdict:
+    """The pair's figures for a check of its P2P ``figure`` (``unidir_gbps``, ``bidir_gbps``, ``latency_us``),
+    or the verdict that ends the check: ``_pair``'s, or UNREADABLE where the record says CUDA cannot access
+    the peer (``can_access_peer`` false: ``cudaDeviceCanAccessPeer`` 0) yet holds that figure.
+
+    Without peer access no copy between the two GPUs goes peer-to-peer: ``cudaMemcpyPeerAsync`` then stages it
+    through host memory (CUDA Runtime API, cudaMemcpyPeerAsync and cudaDeviceEnablePeerAccess), so the figure
+    is no P2P figure and judging it as one would pass a pair with no P2P. Where it also beats the host-staged
+    control by ``P2P_SPEEDUP`` the record contradicts itself outright (corrupt). ``test_p2p_capability``
+    fails the pair for the missing peer access; this check follows from it. ``staged_ok``: the check compares
+    the copy with the host-staged control (``peer_path``), so a staged figure is its evidence and only the
+    contradiction ends it.
+    """
+    entry = _pair(t, data)
+    if isinstance(entry, Verdict):
+        return entry
+    what = f"{t.label}: {name}"
+    vals = figure_readings(entry, figure, what)
+    if not vals or value(entry, "can_access_peer", f"{t.label}: P2P capability") is not False:
+        return entry
+    p2p = figure_readings(entry, "unidir_gbps", what)
+    ctl = figure_readings(entry, "control_unidir_gbps", what)
+    ratio = max(p2p) / ctl[0] if p2p and ctl and ctl[0] > 0 else None
+    contradicts = ratio is not None and ratio >= P2P_SPEEDUP
+    if staged_ok and not contradicts:
+        return entry
+    unit = "us" if figure.endswith("_us") else "GB/s"
+    summary = (
+        f"{what} not judged: the record says CUDA cannot access the peer (cudaDeviceCanAccessPeer 0), yet holds "
+        f"{name} readings ({', '.join(f'{v:.4g}' for v in vals)} {unit}): without peer access no copy goes "
+        "peer-to-peer (CUDA stages it through host memory), so they are no P2P figures"
+    )
+    if contradicts:
+        summary += (
+            f"; and its copies ran at x{ratio:.2f} the bandwidth of the host-staged control (peer access off), "
+            "so they were not staged either: the record contradicts itself (corrupt)"
+        )
+    return unreadable(
+        summary,
+        measured=f"can_access_peer false; {figure} {', '.join(f'{v:.4g}' for v in vals)} {unit} ({_where(data)})",
+        expected=f"{name} only for a pair whose GPUs can access each other (test_p2p_capability)",
+        path=_paths(t.rig, [t.src.bdf, t.dst.bdf]),
+        fix=[*fixes(t.rig, [t.src.bdf, t.dst.bdf]), MEASURE_AGAIN],
+        measured_value=vals[0],
+        unit=unit,
+        cause="test_p2p_capability",
+    )
+
+
 @judged
 def capability(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     """NVML says P2P read and write are OK for the pair, and CUDA can access the peer."""
@@ -293,10 +344,10 @@ def capability(t: RouteTarget, data: dict[str, Any]) -> Verdict:
 
 @judged
 def _bandwidth_verdict(t: RouteTarget, data: dict[str, Any], figure: str) -> Verdict:
-    entry = _pair(t, data)
+    name = {"unidir": "unidirectional P2P bandwidth", "bidir": "bidirectional P2P bandwidth"}[figure]
+    entry = _peer_figures(t, data, f"{figure}_gbps", name)
     if isinstance(entry, Verdict):
         return entry
-    name = {"unidir": "unidirectional P2P bandwidth", "bidir": "bidirectional P2P bandwidth"}[figure]
     vals = figure_readings(entry, f"{figure}_gbps", f"{t.label}: {name}")
     errors = entry.get("errors") or []
     if not vals:
@@ -464,7 +515,7 @@ def bidirectional(t: RouteTarget, data: dict[str, Any]) -> Verdict:
 
 @judged
 def latency(t: RouteTarget, data: dict[str, Any]) -> Verdict:
-    entry = _pair(t, data)
+    entry = _peer_figures(t, data, "latency_us", "P2P latency")
     if isinstance(entry, Verdict):
         return entry
     vals = figure_readings(entry, "latency_us", f"{t.label}: P2P latency")
@@ -484,7 +535,7 @@ def latency(t: RouteTarget, data: dict[str, Any]) -> Verdict:
 @judged
 def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
     """P2P copies beat the host-staged control: traffic really goes peer-to-peer."""
-    entry = _pair(t, data)
+    entry = _peer_figures(t, data, "unidir_gbps", "P2P bandwidth", staged_ok=True)
     if isinstance(entry, Verdict):
         return entry
     p2p = figure_readings(entry, "unidir_gbps", f"{t.label}: P2P bandwidth")

@@ -10,12 +10,18 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import os
-import re
 from typing import Any
 
-from ..availability import DRIVER_FIX, DRIVER_VERSION_FILE, TORCH_INSTALL, FeatureUnavailable, driver_loaded
+from ..availability import (
+    DRIVER_FIX,
+    DRIVER_VERSION_FILE,
+    TORCH_INSTALL,
+    FeatureUnavailable,
+    driver_loaded,
+    record_missing,
+)
 from ..errors import RigcheckError, SnapshotError
-from ..pcie import DEVICES
+from ..pcie import other_model as pcie_other_model
 from ..rig import Rig
 from . import thresholds as th
 from .figures import P2P_JSON, check, load, readings
@@ -23,6 +29,10 @@ from .targets import groups
 
 TORCH_EXTRA = TORCH_INSTALL
 P2P_WHAT = "P2P/NCCL checks"
+RECAPTURE_P2P = (
+    f"capture again on the rig with `rigcheck capture DIR` after {TORCH_INSTALL}, with the NVIDIA driver "
+    "loaded; or run `pytest --rig` there"
+)
 
 
 def torch_missing(python: str | None) -> str | None:
@@ -40,6 +50,17 @@ def torch_missing(python: str | None) -> str | None:
     if rc is None:
         return f"cannot run the worker interpreter {python}: no answer within 60 s"
     return None if rc == 0 else f"PyTorch is not installed for {python}"
+
+
+def _required_by_profile(rig: Rig) -> str | None:
+    """Why P2P applies to ``rig`` by its profile: ``[p2p] required = true`` written in it (the default,
+    unsaid, asks nothing of a snapshot that never had figures); else None."""
+    table = rig.profile.raw.get("p2p")
+    if isinstance(table, dict) and table.get("required") is True:
+        return (
+            f"{rig.profile.source} requires P2P ([p2p] required = true), but the snapshot has no {P2P_JSON}"
+        )
+    return None
 
 
 def decide(rig: Rig, data: dict[str, Any]) -> tuple[dict[str, list[str]], list[str], list[list[str]]]:
@@ -123,27 +144,20 @@ def foreign_gpu(rig: Rig, data: dict[str, Any], where: str) -> str | None:
     return other_model(rig, data, where)
 
 
-def _says(name: str, model: str) -> bool:
-    """Whether the GPU name ``name`` names ``model`` (a known PCI model, as a whole word or words)."""
-    return re.search(rf"(?<![\w-]){re.escape(model)}(?![\w-])", name, re.I) is not None
-
-
 def other_model(rig: Rig, data: dict[str, Any], where: str) -> str | None:
-    """Why ``data`` cannot be this rig's figures: a GPU whose recorded ``name`` is another known model than
-    the one its PCI vendor/device id says it is here (``pcie.DEVICES``), or None. Judged only where both are
-    known: the rig's model from its id, and the recorded name naming another model of ``DEVICES`` and not
-    the rig's (NVML and PCI names differ in form, so a name naming no known model says nothing)."""
+    """Why ``data`` cannot be this rig's figures: a GPU whose recorded ``name`` is another model than the one
+    its PCI vendor/device id says it is here (``pcie.other_model``: judged only where both are known and
+    clearly differ), or None."""
     gpus = data.get("gpus")
     for bdf, entry in gpus.items() if isinstance(gpus, dict) else ():
         name = entry.get("name") if isinstance(entry, dict) else None
         fn = rig.pcie.functions.get(bdf)
-        ours = DEVICES.get((fn.vendor, fn.device)) if fn is not None else None
-        if not isinstance(name, str) or fn is None or ours is None or _says(name, ours):
-            continue
-        other = [m for ids, m in DEVICES.items() if ids != (fn.vendor, fn.device) and _says(name, m)]
+        other = (
+            pcie_other_model(fn.vendor, fn.device, name) if fn is not None and isinstance(name, str) else None
+        )
         if other:
             return (
-                f'{where} gpus["{bdf}"].name is {name!r} ({max(other, key=len)}), but {bdf} here is '
+                f'{where} gpus["{bdf}"].name is {name!r} ({other}), but {bdf} here is '
                 f"{fn.name} (PCI id {fn.ids}, sysfs): figures from another machine, or corrupt; no P2P/NCCL "
                 "figure of it is judged"
             )
@@ -206,6 +220,11 @@ class P2pSession:
                 where = f"snapshot {rig.name}"
                 return self._busy_or_ok(load(rig.source, where), f"{where} {P2P_JSON}")
             except KeyError:
+                why = record_missing(rig, "p2p") or _required_by_profile(rig)
+                if why:  # the checks apply and there are no figures: UNREADABLE, never a green skip
+                    raise SnapshotError(
+                        f"{rig.name}: no P2P/NCCL figures: {why}; fix: {RECAPTURE_P2P}"
+                    ) from None
                 return (
                     "skip",
                     f"{rig.name}: this snapshot has no {P2P_JSON}; P2P and NCCL figures are measured on the "

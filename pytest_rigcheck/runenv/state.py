@@ -6,7 +6,9 @@ host memory, the ``/dev/nvidia*`` nodes and whether this is a container. Live, i
 ``os.environ``, ``resource.getrlimit``, ``os.statvfs`` and files through the rig's ``Source`` rooted at
 ``/``; a snapshot holds the same record as ``env.json`` and is read through the snapshot's ``Source``
 (nothing outside the snapshot is read). A snapshot without ``env.json`` was captured before rigcheck
-recorded the environment: ``RunEnvMissing`` says so, and the checks that need it do not apply there.
+recorded the environment: ``RunEnvMissing`` says so, and the checks that need it do not apply there; unless
+its manifest notes that ``env.json`` was recorded (``availability.record_missing``): then it was lost, and
+``RunEnvCorrupt`` makes those checks UNREADABLE.
 
 ``env.json`` (format 1)::
 
@@ -58,8 +60,14 @@ class RunEnvMissing(RigcheckError):
     """The snapshot holds no ``env.json``: the environment it ran in was not recorded."""
 
 
+RECAPTURE_ENV = (
+    "capture again on the rig with `rigcheck capture DIR` (it writes env.json), or run `pytest --rig` there"
+)
+
+
 class RunEnvCorrupt(RigcheckError):
-    """``env.json`` is there but not readable as the format says: names the field."""
+    """``env.json`` is there but not readable as the format says (names the field), or lost from a capture
+    whose manifest notes it was recorded."""
 
 
 @dataclass(frozen=True)
@@ -381,6 +389,14 @@ def run_env(rig: Rig) -> RunEnv:
         raise kept
     try:
         got = read_live(rig.source) if rig.is_live else read_recorded(rig.source, rig.name)
+    except RunEnvMissing as exc:
+        from ..availability import record_missing
+
+        why = record_missing(rig, "env")
+        # The manifest says env.json was recorded: it was lost, so the checks that need it cannot read it.
+        lost = RunEnvCorrupt(f"snapshot {rig.name}: {why}; fix: {RECAPTURE_ENV}") if why else exc
+        rig.extras[EXTRAS_KEY] = lost
+        raise lost from None
     except RigcheckError as exc:
         rig.extras[EXTRAS_KEY] = exc
         raise

@@ -486,3 +486,62 @@ def test_nvml_gpu_that_pcie_says_is_not_nvidias(
     )
     out = result.stdout.str()
     assert result.ret == 1 and "NVML and PCIe disagree" in out and "UNREADABLE" in out, out
+
+
+@pytest.mark.parametrize(
+    ("name", "memory_b", "foreign"),
+    [
+        ("NVIDIA H100 80GB HBM3", 85520809984, True),  # FRESH3 F-NM, as the fresh user wrote it
+        ("NVIDIA GeForce RTX 3090", 25769803776, True),
+        (
+            "NVIDIA A100-SXM4-80GB",
+            85899345920,
+            True,
+        ),  # a model the id table does not list: still another model
+        ("NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition", None, False),  # the same model number
+        ("NVIDIA TITAN V", None, False),  # no model number: no contradiction claimed
+    ],
+)
+def test_nvml_name_of_another_model_than_the_pci_id_is_unreadable(
+    pytester: pytest.Pytester,
+    make_snapshot: Callable[..., Path],
+    name: str,
+    memory_b: int | None,
+    foreign: bool,
+) -> None:
+    """FRESH3 F-NM: nvml.json naming every GPU "NVIDIA H100 80GB HBM3" (80 GB) at the addresses of the RTX PRO
+    6000 Blackwell cards (sysfs device 0x2bb1) gave 173 passed, exit 0, every message calling them H100. The
+    PCI device ID and NVML's name of one address must name one model (pcie.other_model): otherwise NVML and
+    PCIe disagree, the snapshot mixes two machines, and every NVML check of those GPUs is UNREADABLE."""
+
+    def rename(state: dict[str, Any]) -> None:
+        for g in state["gpus"]:
+            g["name"] = name
+            if memory_b is not None:
+                g["memory_total_b"] = memory_b
+
+    failed, out = _run(pytester, make_snapshot(PRO, rename), "-k", "seen_by_nvml or power_limit or vram")
+    if not foreign:
+        assert failed == set(), out
+        return
+    assert {f"test_gpu_seen_by_nvml[{G2}]", f"test_power_limit[{G2}]", f"test_vram_free[{G2}]"} <= failed, out
+    assert (
+        f"{G2} is NVIDIA RTX PRO 6000 Blackwell Workstation Edition by its PCI ID 10de:2bb1 (sysfs), yet "
+        in out
+    ), out
+    assert f"names the GPU there {name!r}" in out and "NVML and PCIe disagree" in out and "UNREADABLE" in out
+    assert "Traceback" not in out
+
+
+def test_nvml_name_judged_only_for_a_known_pci_id() -> None:
+    """An id not in the table (pcie.DEVICES) says nothing about the model: no contradiction claimed; one
+    model spelled two ways (pci.ids "H100 SXM5 80GB", NVML "NVIDIA H100 80GB HBM3") is one model."""
+    from pytest_rigcheck.pcie import model_number, other_model
+
+    assert other_model(0x10DE, 0x2BB4, "NVIDIA H100 80GB HBM3") is None  # unknown id
+    assert other_model(0x10DE, 0x2330, "NVIDIA H100 80GB HBM3") is None
+    assert other_model(0x10DE, 0x2335, "NVIDIA H200") is None
+    assert other_model(0x10DE, 0x2204, "NVIDIA GeForce RTX 3090") is None
+    assert other_model(0x10DE, 0x2BB1, "NVIDIA H100 80GB HBM3") == "H100 SXM5 80GB"
+    assert other_model(0x10DE, 0x2BB1, "NVIDIA GH200 480GB") == "model GH200"
+    assert model_number("NVIDIA A100-SXM4-80GB") == "A100" and model_number("NVIDIA TITAN V") is None

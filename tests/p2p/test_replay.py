@@ -817,6 +817,7 @@ def test_gpu_name_of_another_model_is_unreadable(
         ("NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition", False),  # names no known model: no word
         ("NVIDIA H200", True),
         ("nvidia geforce rtx 3090", True),
+        ("NVIDIA H100 80GB HBM3", True),  # NVML's spelling of the id table's "H100 SXM5 80GB" (FRESH3 F-NM)
     ],
 )
 def test_other_model(name: str, foreign: bool) -> None:
@@ -830,3 +831,158 @@ def test_other_model(name: str, foreign: bool) -> None:
     data = _shipped()
     data["gpus"][GPU0]["name"] = name
     assert (other_model(rig, data, "x") is not None) is foreign
+
+
+# -- no p2p.json where the snapshot says it should have one (fresh-user finding F-P2Pmiss) -----------
+
+NOT_CAPTURED_NOTE = (
+    "not captured: P2P/NCCL checks: PyTorch is not installed; fix: pip install 'pytest-rigcheck[torch]'"
+)
+
+
+def _manifest(snapshot: Path, **top: str) -> Callable[[str], None]:
+    """Set top-level manifest keys (``kind``, ``tool``) of ``snapshot``; the returned function adds a [notes] key."""
+    path = snapshot / "MANIFEST.toml"
+    text = path.read_text()
+    for key, val in top.items():
+        text = re.sub(rf'^{key} = ".*"$', f'{key} = "{val}"', text, flags=re.M)
+    path.write_text(text)
+
+    def note(line: str) -> None:
+        path.write_text(path.read_text() + f"\n[notes]\n{line}\n")
+
+    return note
+
+
+@pytest.mark.parametrize(
+    ("top", "note", "said"),
+    [
+        # `rigcheck capture` on a GPU rig without torch writes no p2p.json, only this note (capture.py)
+        ({}, f'p2p = "{NOT_CAPTURED_NOTE}"', "p2p.json was not captured on a rig with NVIDIA GPUs"),
+        # the note says the figures were written; the file is gone
+        ({}, 'p2p = "p2p.json: 12 GPU pair(s), 1 NCCL group(s), 41.2 s"', "p2p.json missing from a capture"),
+        # a `rigcheck capture` always writes p2p.json or that note: neither is there
+        (
+            {"kind": "captured", "tool": "pytest-rigcheck 0.1.0"},
+            None,
+            "which always writes p2p.json or a [notes] p2p line saying why not",
+        ),
+    ],
+    ids=["not-captured-note", "recorded-note", "rigcheck-capture-without-either"],
+)
+def test_p2p_json_the_manifest_promises_is_unreadable_when_missing(
+    pytester: pytest.Pytester, snap: Callable[..., Path], top: dict[str, str], note: str | None, said: str
+) -> None:
+    """FRESH3 F-P2Pmiss: capture + replay turned the live UNREADABLE ("PyTorch is not installed", never a
+    skip) into 72 green skips. Where the snapshot's own manifest says P2P figures were recorded, or their
+    capture was attempted and not taken on this rig of NVIDIA GPUs, every P2P/NCCL check is UNREADABLE,
+    saying why and how to capture them."""
+    dest = snap(SWITCH, None)
+    add_note = _manifest(dest, **top)
+    if note:
+        add_note(note)
+    failed, out, result = run(pytester, dest)
+    assert result.ret == 1 and len(failed) == 95, out
+    result.assert_outcomes(failed=95)
+    assert said in out and "rigcheck capture DIR" in out and "pytest-rigcheck[torch]" in out, out
+    assert "has no p2p.json; P2P and NCCL figures are measured" not in out
+
+
+def test_no_p2p_json_where_the_profile_requires_p2p_is_unreadable(
+    pytester: pytest.Pytester, snap: Callable[..., Path], tmp_path: Path
+) -> None:
+    """FRESH3 F-P2Pmiss: `[p2p] required = true` and no p2p.json gave "72 skipped", exit 0. The profile says
+    the checks apply, and nothing was measured: UNREADABLE, naming the profile."""
+    prof = tmp_path / "req.toml"
+    prof.write_text("[rig]\ngpus = 4\n[p2p]\nrequired = true\n")
+    failed, out, result = run(pytester, snap(SWITCH, None), f"--rig-profile={prof}")
+    assert result.ret == 1 and len(failed) == 95, out
+    assert f"profile {prof} requires P2P ([p2p] required = true), but the snapshot has no p2p.json" in out
+
+
+def test_no_p2p_json_without_record_or_requirement_still_skips(
+    pytester: pytest.Pytester, snap: Callable[..., Path]
+) -> None:
+    """A modelled snapshot that never had figures, its preset leaving `required` unsaid: not applicable, with
+    the reason (the default `required` asks nothing of figures that were never taken)."""
+    _, out, result = run(pytester, snap(SWITCH, None))
+    result.assert_outcomes(skipped=95)
+    assert "has no p2p.json" in out
+
+
+def test_not_captured_without_nvidia_gpus_does_not_apply(tmp_path: Path) -> None:
+    """As live (``availability.decision``): a capture that could not measure P2P on a rig whose bus shows no
+    NVIDIA GPU (here its GPUs turned AMD) is no missing evidence; a lost p2p.json the note says was written
+    is, whatever the GPUs."""
+    from pytest_rigcheck.availability import record_missing
+    from pytest_rigcheck.profile import Profile
+    from pytest_rigcheck.rig import Rig
+    from pytest_rigcheck.snapshot import open_snapshot
+
+    dest = tmp_path / "amd"
+    shutil.copytree(SNAPSHOTS / "rtx3090x2-gen4", dest, symlinks=True)
+    (dest / "p2p.json").unlink()
+    note = _manifest(dest)
+    note(f'p2p = "{NOT_CAPTURED_NOTE}"')
+    rig = Rig.replay(open_snapshot(dest), Profile())
+    assert record_missing(rig, "p2p") is not None  # NVIDIA GPUs: UNREADABLE
+    for vendor in dest.glob("sys/devices/pci0000:00/*/0000:*:00.0/vendor"):
+        vendor.write_text("0x1002\n")
+    rig = Rig.replay(open_snapshot(dest), Profile())
+    assert rig.pcie.gpus and record_missing(rig, "p2p") is None
+    (dest / "MANIFEST.toml").write_text(
+        (dest / "MANIFEST.toml").read_text().replace(NOT_CAPTURED_NOTE, "p2p.json: 2 GPU pair(s)")
+    )
+    rig = Rig.replay(open_snapshot(dest), Profile())
+    assert "p2p.json missing from a capture that recorded it" in str(record_missing(rig, "p2p"))
+
+
+# -- P2P figures of a pair CUDA says cannot access its peer (fresh-user rough edge) ------------------
+
+PAIR = "0000:03:00.0->0000:04:00.0"
+FIGURE_CHECKS = ("test_p2p_unidirectional", "test_p2p_bidirectional", "test_p2p_latency")
+
+
+def _statuses(pytester: pytest.Pytester, snapshot: Path) -> dict[str, str]:
+    report = pytester.path / "r.json"
+    run(pytester, snapshot, f"--rig-report={report}")
+    results = json.loads(report.read_text())["results"]
+    return {r["id"].split("::")[-1]: r["status"] for r in results if r["id"].endswith(f"[{PAIR}]")}
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["figures-of-p2p", "figures-of-staged-copies"])
+def test_figures_without_peer_access_are_not_judged(
+    pytester: pytest.Pytester, snap: Callable[..., Path], staged: bool
+) -> None:
+    """FRESH3: a pair with can_access_peer false but 28 GB/s figures failed test_p2p_capability, yet its
+    unidirectional, bidirectional and not-through-host checks PASSED ("P2P 2.5x the host-staged copy").
+    Without peer access no copy goes peer-to-peer (CUDA stages cudaMemcpyPeer through host memory), so the
+    pair's P2P figures are UNREADABLE, never a pass: contradictory where they beat the staged control, no P2P
+    figures where they match it (then test_p2p_not_through_host fails on them: traffic is not P2P)."""
+    data = _shipped()
+    pair = data["pairs"][PAIR]
+    pair["can_access_peer"] = False
+    if staged:  # what a rig without peer access really records: the "P2P" copy is the staged one
+        pair.update(unidir_gbps=[11.1], bidir_gbps=[20.5], latency_us=[9.8])
+    got = _statuses(pytester, snap(SWITCH, data))
+    assert got["test_p2p_capability[" + PAIR + "]"] == "fail", got
+    for check in FIGURE_CHECKS:
+        assert got[f"{check}[{PAIR}]"] == "unreadable", got
+    assert got[f"test_p2p_not_through_host[{PAIR}]"] == ("fail" if staged else "unreadable"), got
+
+
+def test_figures_without_peer_access_say_why(snap: Callable[..., Path]) -> None:
+    from pytest_rigcheck.p2p import checks
+    from pytest_rigcheck.p2p.targets import routes
+    from pytest_rigcheck.profile import Profile
+    from pytest_rigcheck.rig import Rig
+    from pytest_rigcheck.snapshot import open_snapshot
+
+    data = _shipped()
+    data["pairs"][PAIR]["can_access_peer"] = False
+    rig = Rig.replay(open_snapshot(snap(SWITCH, data)), Profile())
+    target = next(t for t in routes(rig) if t.id == PAIR)
+    v = checks.unidirectional(target, data)
+    assert v.status == "unreadable" and v.cause == "test_p2p_capability"
+    assert "cudaDeviceCanAccessPeer 0" in v.summary and "contradicts itself (corrupt)" in v.summary
+    assert v.measured_value == 28.1 and v.unit == "GB/s" and v.path

@@ -129,3 +129,44 @@ def test_impossible_memlock_fails_unreadable_not_setup_error(
     assert not re.search(r"^ERROR ", out, re.M), out
     assert "UNREADABLE" in out and "memlock.soft" in out
     assert rc == 1
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        "env.json: 0 NCCL/CUDA variable(s), in a container",  # as runenv/capture.py writes it
+        "env.json: 3 NCCL/CUDA variable(s), not in a container; not readable: memlock",
+    ],
+)
+def test_env_json_lost_from_a_capture_that_recorded_it_is_unreadable(
+    pytester: pytest.Pytester, tmp_path: Path, note: str
+) -> None:
+    """FRESH3 F-EnvMiss: the seed's container capture (64 MiB /dev/shm: test_shm_size FAILS) with env.json
+    deleted, its MANIFEST still noting `[notes] env = "env.json: ..."`, skipped all env checks "captured
+    before rigcheck recorded it", exit 0: a false reason. The manifest says env.json was recorded, so the
+    checks that need it are UNREADABLE, saying so and how to capture it again."""
+    snap = variants.docker_small_shm(tmp_path / "docker-64m")
+    with (snap / "MANIFEST.toml").open("a") as f:
+        f.write(f'\n[notes]\nenv = "{note}"\n')
+    failed, out, rc = run(pytester, snap, ENV_SUITE)
+    assert failed == {"test_shm_size[rtx3090x2-gen4]"} and rc == 1, out  # judged while env.json is there
+    (snap / "env.json").unlink()
+    failed, out, rc = run(pytester, snap, ENV_SUITE)
+    assert rc == 1 and "test_shm_size[rtx3090x2-gen4]" in failed and len(failed) >= 5, out
+    assert "env.json missing from a capture that recorded it" in out and "[notes] env" in out, out
+    assert "rigcheck capture DIR" in out and "captured before" not in out, out
+
+
+def test_env_json_absent_from_a_capture_that_never_noted_it_still_skips(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """env.json was added to `rigcheck capture` after the first version (same tool version string), so a
+    capture whose notes do not mention it may predate it: the checks do not apply, saying so."""
+    snap = variants.copy_snapshot("rtxpro6000x4-switch", tmp_path / "s", None)
+    manifest = (snap / "MANIFEST.toml").read_text()
+    manifest = manifest.replace('kind = "modelled"', 'kind = "captured"')
+    manifest = re.sub(r'^tool = ".*"$', 'tool = "pytest-rigcheck 0.1.0"', manifest, flags=re.M)
+    (snap / "MANIFEST.toml").write_text(manifest + '\n[notes]\np2p = "p2p.json: 12 GPU pair(s)"\n')
+    failed, out, rc = run(pytester, snap, ENV_SUITE)
+    assert failed == set() and rc == 0, out
+    assert "not recorded in this snapshot" in out
