@@ -147,10 +147,10 @@ def rig_p2p(request: pytest.FixtureRequest) -> dict[str, Any]:
     ``["pairs"]["SRC->DST"]`` holds ``unidir_gbps``, ``bidir_gbps``, ``latency_us`` (lists of readings),
     ``control_*`` (peer access off), NVML status and ``can_access_peer``; ``["gpus"][BDF]`` holds
     ``h2d_gbps``/``d2h_gbps``; ``["definitions"]`` says what each figure means. Skips where a snapshot never had
-    ``p2p.json`` (modelled or imported without it, and no ``[p2p] required = true``) or the machine has no NVIDIA
+    ``p2p.json`` (modelled or imported without it) or the machine has no NVIDIA
     GPU; FAILS as UNREADABLE where the live machine has NVIDIA GPUs but no PyTorch or no loaded driver, where a
     snapshot's manifest says the figures were recorded or their capture was attempted and not taken
-    (``availability.record_missing``), where the profile requires P2P and there are none, or where ``p2p.json``
+    (``availability.record_missing``), or where ``p2p.json``
     is corrupt (``availability.provide``). A figure no
     hardware can give is a ``figures.Corrupt`` in its place.
 

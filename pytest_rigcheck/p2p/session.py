@@ -52,17 +52,6 @@ def torch_missing(python: str | None) -> str | None:
     return None if rc == 0 else f"PyTorch is not installed for {python}"
 
 
-def _required_by_profile(rig: Rig) -> str | None:
-    """Why P2P applies to ``rig`` by its profile: ``[p2p] required = true`` written in it (the default,
-    unsaid, asks nothing of a snapshot that never had figures); else None."""
-    table = rig.profile.raw.get("p2p")
-    if isinstance(table, dict) and table.get("required") is True:
-        return (
-            f"{rig.profile.source} requires P2P ([p2p] required = true), but the snapshot has no {P2P_JSON}"
-        )
-    return None
-
-
 def decide(rig: Rig, data: dict[str, Any]) -> tuple[dict[str, list[str]], list[str], list[list[str]]]:
     """Figures whose first reading misses its pass line: (pairs -> figures, GPUs, NCCL groups) to measure again."""
     pairs: dict[str, list[str]] = {}
@@ -220,7 +209,7 @@ class P2pSession:
                 where = f"snapshot {rig.name}"
                 return self._busy_or_ok(load(rig.source, where), f"{where} {P2P_JSON}")
             except KeyError:
-                why = record_missing(rig, "p2p") or _required_by_profile(rig)
+                why = record_missing(rig, "p2p")
                 if why:  # the checks apply and there are no figures: UNREADABLE, never a green skip
                     raise SnapshotError(
                         f"{rig.name}: no P2P/NCCL figures: {why}; fix: {RECAPTURE_P2P}"
