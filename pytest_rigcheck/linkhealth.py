@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigSpaceError, SourceError
-from .pcie import CAP_ID_PCIE, PortType, _find_cap, fmt_link, link_reading_problem
+from .pcie import CAP_ID_PCIE, PortType, _find_cap, fmt_link, link_pair_problem, link_reading_problem
 from .rig import Rig
 from .targets import GpuTarget
 from .tree import PciFunction
@@ -227,6 +227,13 @@ def end_reading(rig: Rig) -> tuple[float | None, dict[str, HopReading]] | str | 
         ):
             raise ValueError(f"window_s = {window!r} is not a duration")
         end = {bdf: HopReading.from_json(bdf, v) for bdf, v in data["end"].items()}
+        for bdf, r in end.items():
+            sl = rig.pcie[bdf].sysfs_link if bdf in rig.pcie else None
+            if sl is None:
+                continue
+            names = (f"{bdf} max_link_speed", f"{bdf} max_link_width")
+            if (why := link_pair_problem(r.gen, r.width, sl.max_gen, sl.max_width, names)) is not None:
+                raise ValueError(f"end[{bdf}]: {why}")
     except ValueError as exc:
         return unreadable(
             f"{rig.name}: {LINKHEALTH_JSON} is corrupt: {exc}",

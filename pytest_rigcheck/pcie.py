@@ -69,6 +69,50 @@ def link_reading_problem(name: str, value: object) -> str | None:
     return None
 
 
+def link_above_max(name: str, value: object, max_name: str, maximum: object) -> str | None:
+    """Why a link reading above its function's own maximum cannot be real, or None.
+
+    ``name`` is a generation (containing ``gen``) or a width, ``maximum`` the same function's capability:
+    sysfs ``max_link_speed``/``max_link_width`` (its Link Capabilities register) or NVML ``pcie_max_gen``/
+    ``pcie_max_width`` (``nvmlDeviceGetMaxPcieLinkGeneration``/``...Width``: the lesser of GPU and system).
+    A link trains at most to what both its ends advertise in Link Capabilities (PCI Express Base
+    Specification, 7.5.3.6 Link Capabilities and 7.5.3.8 Link Status), so a higher reading is corrupt.
+    Either side not an integer (not read, or already refused by ``link_reading_problem``): None.
+
+    Example:
+        >>> link_above_max("gen", 5, "pcie_max_gen", 4)
+        "gen = 5 (Gen5) is above the link's own maximum pcie_max_gen = 4 (Gen4): a link never trains above its capability"
+    """
+    nums = [x for x in (value, maximum) if isinstance(x, int | float) and not isinstance(x, bool)]
+    if len(nums) != 2 or value <= maximum:  # type: ignore[operator]
+        return None
+    what = "Gen{:g}" if "gen" in name else "x{:g}"
+    return (
+        f"{name} = {value:g} ({what.format(value)}) is above the link's own maximum {max_name} = {maximum:g} "
+        f"({what.format(maximum)}): a link never trains above its capability"
+    )
+
+
+def link_pair_problem(
+    gen: object, width: object, max_gen: object, max_width: object, max_names: tuple[str, str]
+) -> str | None:
+    """Why a recorded (gen, width) of a link cannot be real, or None: ``link_reading_problem`` for each, then
+    ``link_above_max`` against the function's own (``max_gen``, ``max_width``), named ``max_names``.
+
+    Example:
+        >>> link_pair_problem(4, 32, 4, 16, ("pcie_max_gen", "pcie_max_width"))
+        "width = 32 (x32) is above the link's own maximum pcie_max_width = 16 (x16): a link never trains above its capability"
+    """
+    for name, value, most, max_name in (
+        ("gen", gen, max_gen, max_names[0]),
+        ("width", width, max_width, max_names[1]),
+    ):
+        why = link_reading_problem(name, value) or link_above_max(name, value, max_name, most)
+        if why is not None:
+            return why
+    return None
+
+
 def gen_from_gts(gts: float) -> int:
     """The PCIe generation of a transfer rate in GT/s."""
     for gen, rate in SPEED_GT.items():

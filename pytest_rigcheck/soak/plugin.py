@@ -196,7 +196,10 @@ class SoakSession:
         if isinstance(rec, Verdict):
             return rec
         expect, _ = expectations(t.rig)
-        v = judge(rec, t.gpu.bdf, t.label, expect, [t.rig.pcie.path_text(t.gpu.bdf)])
+        sl = t.gpu.sysfs_link
+        names = (f"{t.gpu.bdf} max_link_speed", f"{t.gpu.bdf} max_link_width")
+        link_max = (sl.max_gen, sl.max_width, names) if sl is not None else (None, None, names)
+        v = judge(rec, t.gpu.bdf, t.label, expect, [t.rig.pcie.path_text(t.gpu.bdf)], link_max)
         if self.saved:
             v.notes.append(self.saved)
         return v

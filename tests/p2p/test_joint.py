@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pytest_rigcheck.gpu.plugin import GpuSession
 from pytest_rigcheck.gpu.state import LoadReadings
 from pytest_rigcheck.p2p import joint, measure
 
@@ -36,9 +37,12 @@ def test_load_runs_as_the_first_phase(fake_torch: Path) -> None:  # noqa: F811
     assert "load" in data["runs"] and "hung" not in data["runs"]["load"]
     assert phase.readings is not None
     assert all(isinstance(r, LoadReadings) and r.samples for r in phase.readings.values())
-    gpu = SimpleNamespace(_load=None)
-    rig = _rig(gpu)
+    rig = _rig(None)
+    gpu = GpuSession(rig, 0.3)
+    gpu.gpus = lambda: {}  # type: ignore[method-assign] # no NVML state here: only the readings' own checks
+    rig.extras["gpu"] = gpu
     joint.deliver(rig, phase)
+    assert gpu._load is not None
     assert set(gpu._load) == {*BDFS, "0000:19:00.0"}
     assert "not among the GPUs NVML sees" in str(gpu._load["0000:19:00.0"])
     assert rig.extras["link_under_load"] == dict.fromkeys(BDFS, (5, 16))
