@@ -329,17 +329,17 @@ def _against_duration(g: GpuSamples, rec: SoakRecord) -> str | None:
     ``SHORT_TOLERANCE`` of it, and three intervals), cannot both be true; an interrupted or failed soak
     says so in ``stopped``. ``--rig-soak`` takes ``MIN_SOAK_S`` to ``MAX_SOAK_S``: a duration outside was
     not recorded by a soak."""
-    if not MIN_SOAK_S <= rec.duration_s <= MAX_SOAK_S:
-        return (
-            f"duration_s = {rec.duration_s:g} s, outside the {MIN_SOAK_S:.0f} s to 24 h a soak runs "
-            "(--rig-soak) (contradictory)"
-        )
     times = [float(t) for row in g.samples if (t := row[COL["t_s"]]) is not None]  # rows checked: no None
     last = max(times, default=0.0)
     if last > rec.duration_s + 2 * rec.interval_s:
         return (
             f"samples run to {last:g} s but the record says the soak lasted duration_s = {rec.duration_s:g} s "
             "(contradictory)"
+        )
+    if not MIN_SOAK_S <= rec.duration_s <= MAX_SOAK_S:
+        return (
+            f"duration_s = {rec.duration_s:g} s, outside the {MIN_SOAK_S:.0f} s to 24 h a soak runs "
+            "(--rig-soak) (contradictory)"
         )
     short = max(SHORT_TOLERANCE * rec.duration_s, 3 * rec.interval_s)
     if rec.stopped == "completed" and times and last < rec.duration_s - short:

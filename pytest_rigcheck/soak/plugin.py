@@ -264,7 +264,9 @@ def storage_verdict(rig: Rig, config: pytest.Config) -> Verdict:
             return unreadable(f"{rig.name}: {exc}")
         except ValueError as exc:
             return unreadable(f"{rig.name}: {STORAGE_JSON} is corrupt: {exc}")
-        return judge(reading, expect)
+        v = judge(reading, expect)
+        v.notes.append(f"recorded in {STORAGE_JSON} of snapshot {rig.name}")
+        return v
     path, why = model_dir(rig, config)
     if path is None:
         return not_applicable(f"{rig.name}: {why}")
