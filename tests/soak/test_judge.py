@@ -151,10 +151,6 @@ def test_completed_soak_short_of_its_duration_is_corrupt():
     rec = record(samples(8, seconds=280))
     rec.duration_s = 300.0  # a tenth short: a slow NVML read, not a contradiction
     assert judge(rec, BDF, "GPU1", SoakExpect()).status == Status.PASS
-    rec.duration_s = 5.0
-    rec.gpus[BDF].samples = rec.gpus[BDF].samples[:5]
-    v = judge(rec, BDF, "GPU1", SoakExpect())
-    assert v.status == Status.UNREADABLE and "outside the 10 s to 24 h a soak runs" in v.summary, v.summary
 
 
 @pytest.mark.parametrize(("sm", "power_w"), [(0, 340), (50, 200), (0, None)])
