@@ -136,12 +136,16 @@ class GpuSession:
     def _check_load(self) -> None:
         """Refuse readings under load that cannot be real (``state.load_problem``: times not rising, a link above
         the GPU's own maximum), live and recorded alike, before any check or the PCIe link suite uses them."""
+        from ..linkhealth import link_max
         from .state import NVML_JSON, LoadReadings, load_checked
 
         assert self._load is not None
         gpus = self.gpus()
         src = "NVML (live)" if self.rig.is_live else f"{NVML_JSON} of {self.rig.name}"
-        self._load = {b: load_checked(r, gpus.get(b), f"{src} ({b})") for b, r in self._load.items()}
+        self._load = {
+            b: load_checked(r, gpus.get(b), f"{src} ({b})", link_max(self.rig, b))
+            for b, r in self._load.items()
+        }
         self._load_checked = True
         self.rig.extras["link_under_load"] = {
             b: r.link for b, r in self._load.items() if isinstance(r, LoadReadings) and r.link is not None

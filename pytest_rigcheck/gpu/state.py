@@ -307,11 +307,17 @@ def _contradictions(v: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def load_problem(load: LoadReadings, gpu: GpuState | Any, where: str) -> str | None:
+def load_problem(
+    load: LoadReadings,
+    gpu: GpuState | Any,
+    where: str,
+    sysfs_max: tuple[int | None, int | None, tuple[str, str]] | None = None,
+) -> str | None:
     """Why readings under load cannot be real for this GPU, or None; live and ``nvml.json`` alike.
 
     The sampler takes one reading per interval (``gpu/load.py`` ``Sampler``), so sample times rise; and no
-    sample's link is above the GPU's own ``pcie_max_gen``/``pcie_max_width`` (``pcie.link_above_max``).
+    sample's link is above the GPU's own ``pcie_max_gen``/``pcie_max_width`` (``pcie.link_pair_problem``), nor
+    above ``sysfs_max`` (its sysfs ``max_link_speed``/``max_link_width`` as (gen, width, their names)).
     ``where`` names the source and GPU (``/snap/nvml.json (0000:05:00.0)``).
     """
     last = -math.inf
@@ -324,16 +330,21 @@ def load_problem(load: LoadReadings, gpu: GpuState | Any, where: str) -> str | N
         last = s[0]  # type: ignore[assignment]
         most = [gpu.get(k) if isinstance(gpu, GpuState) else None for k in (F_PCIE_MAX_GEN, F_PCIE_MAX_WIDTH)]
         why = link_pair_problem(s[1], s[2], *most, (F_PCIE_MAX_GEN, F_PCIE_MAX_WIDTH))
+        if why is None and sysfs_max is not None:
+            why = link_pair_problem(s[1], s[2], *sysfs_max)
         if why is not None:
             return f"{where} field load.samples[{i}] {why} (corrupt reading)"
     return None
 
 
 def load_checked(
-    load: LoadReadings | Unavailable, gpu: GpuState | Any, where: str
+    load: LoadReadings | Unavailable,
+    gpu: GpuState | Any,
+    where: str,
+    sysfs_max: tuple[int | None, int | None, tuple[str, str]] | None = None,
 ) -> LoadReadings | Unavailable:
     """``load``, or ``Unavailable(code=corrupt)`` saying why (``load_problem``) when it cannot be real."""
-    if isinstance(load, LoadReadings) and (why := load_problem(load, gpu, where)) is not None:
+    if isinstance(load, LoadReadings) and (why := load_problem(load, gpu, where, sysfs_max)) is not None:
         return Unavailable(why, CORRUPT)
     return load
 

@@ -187,6 +187,7 @@ class SoakSession:
         return status_line(self.config, log_every_s=LOG_EVERY_S)
 
     def verdict(self, t: GpuTarget) -> Verdict:
+        from ..linkhealth import link_max
         from ..verdict import Verdict, not_applicable
         from .judge import judge
 
@@ -196,10 +197,8 @@ class SoakSession:
         if isinstance(rec, Verdict):
             return rec
         expect, _ = expectations(t.rig)
-        sl = t.gpu.sysfs_link
-        names = (f"{t.gpu.bdf} max_link_speed", f"{t.gpu.bdf} max_link_width")
-        link_max = (sl.max_gen, sl.max_width, names) if sl is not None else (None, None, names)
-        v = judge(rec, t.gpu.bdf, t.label, expect, [t.rig.pcie.path_text(t.gpu.bdf)], link_max)
+        path = [t.rig.pcie.path_text(t.gpu.bdf)]
+        v = judge(rec, t.gpu.bdf, t.label, expect, path, link_max(t.rig, t.gpu.bdf))
         if self.saved:
             v.notes.append(self.saved)
         return v

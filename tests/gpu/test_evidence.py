@@ -276,7 +276,10 @@ def _load(before: int, after: int) -> Callable[[dict[str, Any]], None]:
 
 def _samples(col: int, value: Any, only: int | None = None, **gpu: Any) -> Callable[[dict[str, Any]], None]:
     """Set column ``col`` of G2's load samples (``t_s, gen, width, ...``) to ``value`` (a callable of the
-    sample's number), in every sample or ``only`` one; ``gpu`` sets fields of G2 beside."""
+    sample's number), in every sample or ``only`` one; ``gpu`` sets fields of G2 beside. FRESH3 F-N11, F-N20:
+    a link under load above the GPU's own maximum (NVML's, or sysfs: the lesser of the GPU's and the switch
+    port's above it, Gen4 on this rig although the GPU is Gen5), times that do not rise, samples spanning a
+    sliver of window_s."""
 
     def mutate(state: dict[str, Any]) -> None:
         g = _gpu(state, G2)
@@ -355,6 +358,11 @@ def _mem(state: dict[str, Any]) -> None:
             "load.samples[7] width = 32 (x32) is above the link's own maximum pcie_max_width = 16",
         ),
         (
+            _samples(1, 5, pcie_max_gen={"unavailable": "not supported", "code": "not_supported"}),
+            f"test_link_not_flapping[{G2}]",
+            "gen = 5 (Gen5) is above the link's own maximum 0000:02:02.0 max_link_speed = 4 (Gen4)",
+        ),
+        (
             _samples(2, 3),
             f"test_link_not_flapping[{G2}]",
             "load.samples[0] width = 3 is not a PCIe link width",
@@ -394,6 +402,7 @@ def _mem(state: dict[str, Any]) -> None:
         "load-gen-above-max-idle-at-max",
         "load-width-above-max",
         "one-load-sample-above-max",
+        "load-gen-above-the-switch-port-max",
         "load-width-3",
         "load-samples-one-instant",
         "load-samples-span-a-sliver",

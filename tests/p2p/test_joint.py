@@ -20,11 +20,18 @@ from pytest_rigcheck.p2p import joint, measure
 from ..gpu.test_load import BDFS, FakeNvml, fake_torch  # noqa: F401 - the fixture
 
 
+class _Pcie(SimpleNamespace):
+    """The rig's PCIe tree as far as these tests need it: its GPUs, and no sysfs functions to look up."""
+
+    def __contains__(self, bdf: str) -> bool:
+        return False
+
+
 def _rig(gpu: Any, **extras: Any) -> Any:
     return SimpleNamespace(
         is_live=True,
         extras={"gpu": gpu, **extras},
-        pcie=SimpleNamespace(gpus=[SimpleNamespace(bdf=b) for b in [*BDFS, "0000:19:00.0"]]),
+        pcie=_Pcie(gpus=[SimpleNamespace(bdf=b) for b in [*BDFS, "0000:19:00.0"]]),
     )
 
 
