@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigSpaceError, SourceError
-from .pcie import CAP_ID_PCIE, PortType, _find_cap, fmt_link, link_reading_problem, no_pcie_cap_why
+from .pcie import (
+    CAP_ID_PCIE,
+    PortType,
+    _find_cap,
+    fmt_link,
+    link_pair_problem,
+    link_reading_problem,
+    no_pcie_cap_why,
+)
 from .rig import Rig
 from .targets import GpuTarget
 from .tree import PciFunction
@@ -149,6 +157,28 @@ def hops(rig: Rig, gpu_bdf: str) -> list[PciFunction]:
     return [*rig.pcie.ancestors(gpu_bdf), rig.pcie[gpu_bdf]]
 
 
+def link_max(rig: Rig, bdf: str) -> tuple[int | None, int | None, tuple[str, str]]:
+    """The most the link above ``bdf`` can train to, with where each figure came from: the lesser of its own
+    sysfs ``max_link_speed``/``max_link_width`` and those of the port above it (a link trains at most to what
+    both ends advertise in Link Capabilities, PCI Express Base Specification 7.5.3.6). (None, None, names)
+    where sysfs has no link for it."""
+    ends = [rig.pcie[b] for b in (bdf,) if b in rig.pcie]
+    ends += [rig.pcie[p] for f in ends if (p := f.parent) is not None and p in rig.pcie]
+    found: list[list[tuple[int, str]]] = [[], []]
+    for fn in ends:
+        sl = fn.sysfs_link
+        if sl is None:
+            continue
+        for i, (v, attr) in enumerate(((sl.max_gen, "max_link_speed"), (sl.max_width, "max_link_width"))):
+            if isinstance(v, int) and v > 0:
+                found[i].append((v, f"{fn.bdf} {attr}"))
+    picked = [
+        min(f) if f else (None, f"{bdf} {a}")
+        for f, a in zip(found, ("max_link_speed", "max_link_width"), strict=True)
+    ]
+    return picked[0][0], picked[1][0], (picked[0][1], picked[1][1])
+
+
 def read_hop(fn: PciFunction) -> HopReading:
     """AER totals (from sysfs) and the current link (sysfs, config space) of one function, now."""
     r = HopReading(fn.bdf)
@@ -231,6 +261,14 @@ def end_reading(rig: Rig) -> tuple[float | None, dict[str, HopReading]] | str | 
         ):
             raise ValueError(f"window_s = {window!r} is not a duration")
         end = {bdf: HopReading.from_json(bdf, v) for bdf, v in data["end"].items()}
+        for bdf, r in end.items():
+            sl = rig.pcie[bdf].sysfs_link if bdf in rig.pcie else None
+            if sl is None:
+                continue
+            names = (f"{bdf} max_link_speed", f"{bdf} max_link_width")
+            # a hop's own maximum: which link a port's reading is of depends on its type, so not its partner's
+            if (why := link_pair_problem(r.gen, r.width, sl.max_gen, sl.max_width, names)) is not None:
+                raise ValueError(f"end[{bdf}]: {why}")
     except ValueError as exc:
         return unreadable(
             f"{rig.name}: {LINKHEALTH_JSON} is corrupt: {exc}",

@@ -69,28 +69,69 @@ def link_reading_problem(name: str, value: object) -> str | None:
     return None
 
 
+def link_above_max(name: str, value: object, max_name: str, maximum: object) -> str | None:
+    """Why a link reading above its function's own maximum cannot be real, or None.
+
+    ``name`` is a generation (containing ``gen`` or ``speed``) or a width, ``maximum`` the same function's capability:
+    sysfs ``max_link_speed``/``max_link_width`` (its Link Capabilities register) or NVML ``pcie_max_gen``/
+    ``pcie_max_width`` (``nvmlDeviceGetMaxPcieLinkGeneration``/``...Width``: the lesser of GPU and system).
+    A link trains at most to what both its ends advertise in Link Capabilities (PCI Express Base
+    Specification, 7.5.3.6 Link Capabilities and 7.5.3.8 Link Status), so a higher reading is corrupt.
+    Either side not an integer (not read, or already refused by ``link_reading_problem``): None.
+
+    Example:
+        >>> link_above_max("gen", 5, "pcie_max_gen", 4)
+        "gen = 5 (Gen5) is above the link's own maximum pcie_max_gen = 4 (Gen4)"
+    """
+    nums = [x for x in (value, maximum) if isinstance(x, int | float) and not isinstance(x, bool)]
+    if len(nums) != 2 or value <= maximum:  # type: ignore[operator]
+        return None
+    what = "Gen{:g}" if "gen" in name or "speed" in name else "x{:g}"
+    return (
+        f"{name} = {value:g} ({what.format(value)}) is above the link's own maximum {max_name} = {maximum:g} "
+        f"({what.format(maximum)})"
+    )
+
+
+def link_pair_problem(
+    gen: object, width: object, max_gen: object, max_width: object, max_names: tuple[str, str]
+) -> str | None:
+    """Why a recorded (gen, width) of a link cannot be real, or None: ``link_reading_problem`` for each, then
+    ``link_above_max`` against the function's own (``max_gen``, ``max_width``), named ``max_names``.
+
+    Example:
+        >>> link_pair_problem(4, 32, 4, 16, ("pcie_max_gen", "pcie_max_width"))
+        "width = 32 (x32) is above the link's own maximum pcie_max_width = 16 (x16)"
+    """
+    for name, value, most, max_name in (
+        ("gen", gen, max_gen, max_names[0]),
+        ("width", width, max_width, max_names[1]),
+    ):
+        why = link_reading_problem(name, value) or link_above_max(name, value, max_name, most)
+        if why is not None:
+            return why
+    return None
+
+
 def link_above_capability(
     cap: tuple[int | None, int | None],
     now: tuple[int | None, int | None],
     now_name: str = "LnkSta",
     cap_name: str = "LnkCap",
 ) -> str | None:
-    """Why a trained link ``now`` = (gen, width) cannot sit under its own capability ``cap``, or None.
-
-    A link never trains wider or faster than its own LnkCap allows (PCIe Base Spec 7.5.3.6 Maximum Link
-    Width/Max Link Speed, 7.5.3.8 Negotiated Link Width/Current Link Speed). Speed is compared only on an up
-    link (width known): LnkSta's speed is undefined while the link is down. ``None`` fields are unknown.
+    """Why a trained link ``now`` = (gen, width) cannot sit under its own capability ``cap``, or None:
+    ``link_above_max`` for the width, then for the speed on an up link only (width known: LnkSta's speed is
+    undefined while the link is down). ``None`` fields are unknown.
 
     Example:
         >>> link_above_capability((4, 16), (4, 32))
-        "LnkSta width x32 is wider than LnkCap's x16"
+        "LnkSta width = 32 (x32) is above the link's own maximum LnkCap width = 16 (x16)"
     """
     (cap_gen, cap_w), (now_gen, now_w) = cap, now
-    if cap_w and now_w and now_w > cap_w:
-        return f"{now_name} width x{now_w} is wider than {cap_name}'s x{cap_w}"
-    if cap_gen and now_gen and now_w and now_gen > cap_gen:
-        return f"{now_name} speed Gen{now_gen} is faster than {cap_name}'s Gen{cap_gen}"
-    return None
+    why = link_above_max(f"{now_name} width", now_w, f"{cap_name} width", cap_w)
+    if why is None and now_w:
+        why = link_above_max(f"{now_name} speed", now_gen, f"{cap_name} speed", cap_gen)
+    return why
 
 
 def gen_from_gts(gts: float) -> int:

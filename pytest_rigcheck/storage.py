@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProfileError, SourceError
-from .pcie import link_reading_problem, parse_link_speed
+from .pcie import (
+    LANE_GBPS,
+    fmt_link,
+    link_above_max,
+    link_bandwidth_gbps,
+    link_reading_problem,
+    parse_link_speed,
+)
 from .profile import check_keys
 from .source import Source
 from .verdict import Verdict, failed, passed, physical, unreadable
@@ -37,6 +44,9 @@ DEFAULT_MIN_READ_GBPS = 0.5  # GB/s (1e9 bytes/s): a SATA SSD; NVMe Gen3 x4 read
 BLOCK = 16 << 20  # bytes per read call: large sequential reads
 READ_LIMIT = 4 << 30  # read at most this much of the model (bytes)
 TIME_LIMIT_S = 10.0  # and for at most this long
+# The least a read must hold to be evidence of disk speed: 4 of the 16 MiB BLOCKs, unless it is the whole of
+# the model or ran out TIME_LIMIT_S (a disk that slow is measured): a few KiB time the syscall, not the disk.
+MIN_EVIDENCE_BYTES = 64 << 20
 MODEL_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".onnx", ".msgpack", ".h5")
 
 
@@ -188,11 +198,16 @@ class StorageReading:
                 if (problem := link_reading_problem(f"device.pcie.{key}", pcie.get(key))) is not None:
                     raise ValueError(problem)
             for now, cap in (("gen", "max_gen"), ("width", "max_width")):
-                if pcie.get(now) and pcie.get(cap) and pcie[now] > pcie[cap]:
-                    raise ValueError(
-                        f"device.pcie.{now} = {pcie[now]} is above its {cap} = {pcie[cap]} (a link never trains "
-                        "above its capability)"
-                    )
+                if (
+                    why := link_above_max(f"device.pcie.{now}", pcie.get(now), cap, pcie.get(cap))
+                ) is not None:
+                    raise ValueError(why)
+        if r.total_bytes < r.read_bytes:
+            # measure() reads part of one of the model's files, so what it read is part of their total
+            raise ValueError(
+                f"total_bytes = {r.total_bytes} is smaller than read_bytes = {r.read_bytes}: the bytes read are "
+                "part of the model's files (contradictory)"
+            )
         return r
 
 
@@ -319,6 +334,29 @@ def device_text(r: StorageReading) -> str:
     return ", ".join(bits) or "device unknown (not in /proc/self/mountinfo or /sys/dev/block)"
 
 
+def _not_evidence(r: StorageReading, gbps: float) -> str | None:
+    """Why a read is no evidence of the disk's speed, or None: faster than the PCIe link of the device it
+    names can carry (``pcie.link_bandwidth_gbps`` of its trained link: a corrupt record, or the page cache
+    answered), or too small (``MIN_EVIDENCE_BYTES``) unless it is the whole model or ran out the time limit."""
+    p = r.device.get("pcie") or {}
+    gen, width = p.get("gen") or p.get("max_gen"), p.get("width") or p.get("max_width")
+    if gen in LANE_GBPS and isinstance(width, int) and not isinstance(width, bool) and width > 0:
+        cap = link_bandwidth_gbps(gen, width)
+        if gbps > cap:
+            return (
+                f"reads at {gbps:.2f} GB/s ({r.read_bytes} bytes in {r.seconds:g} s), above the {cap:.2f} GB/s its "
+                f"device's PCIe link {p.get('bdf', '?')} {fmt_link(gen, width)} can carry: not a disk read "
+                "(a corrupt record, or the page cache answered)"
+            )
+    if r.read_bytes < MIN_EVIDENCE_BYTES and r.read_bytes < r.total_bytes and r.seconds < TIME_LIMIT_S:
+        return (
+            f"read {r.read_bytes} bytes of the model's {r.total_bytes} in {r.seconds:g} s: too small to be evidence "
+            f"of disk speed (the measurement reads up to {READ_LIMIT >> 30} GiB or {TIME_LIMIT_S:g} s, at least "
+            f"{MIN_EVIDENCE_BYTES >> 20} MiB unless that is the whole model)"
+        )
+    return None
+
+
 def judge(r: StorageReading, expect: StorageExpect) -> Verdict:
     """PASS when the read speed reaches ``min_read_gbps``; says how long loading the model takes at it."""
     label = f"model storage {r.model_dir}"
@@ -329,6 +367,10 @@ def judge(r: StorageReading, expect: StorageExpect) -> Verdict:
     gbps = r.gbps
     if gbps is None or physical(gbps, lo=0, hi=1000, allow_lo=False) is None:
         return unreadable(f"{label}: read {r.read_bytes} bytes in {r.seconds} s: not a measurement")
+    if (why := _not_evidence(r, gbps)) is not None:
+        return unreadable(
+            f"{label}: {why}", fix=["measure again on the rig: pytest --rig --rig-model-dir DIR"]
+        )
     load_s = r.total_bytes / (gbps * 1e9)
     dev = device_text(r)
     props: dict[str, object] = {

@@ -525,9 +525,21 @@ class TestLinkBothEnds:
     @pytest.mark.parametrize(
         ("bdf", "lnksta", "what"),
         [
-            ("0000:4b:00.0", 0x0204, "LnkSta width x32 is wider than LnkCap's x16"),  # FRESH3 F-L3
-            ("0000:4b:00.0", 0x0105, "LnkSta speed Gen5 is faster than LnkCap's Gen4"),  # FRESH3 F-L5
-            ("0000:00:03.1", 0x0204, "LnkSta width x32 is wider than LnkCap's x16"),  # the port's end
+            (
+                "0000:4b:00.0",
+                0x0204,
+                "LnkSta width = 32 (x32) is above the link's own maximum LnkCap width = 16 (x16)",
+            ),  # FRESH3 F-L3
+            (
+                "0000:4b:00.0",
+                0x0105,
+                "LnkSta speed = 5 (Gen5) is above the link's own maximum LnkCap speed = 4 (Gen4)",
+            ),  # FRESH3 F-L5
+            (
+                "0000:00:03.1",
+                0x0204,
+                "LnkSta width = 32 (x32) is above the link's own maximum LnkCap width = 16 (x16)",
+            ),  # the port's end
         ],
     )
     def test_lnksta_above_its_own_lnkcap_is_unreadable(

@@ -883,12 +883,12 @@ def test_a_field_twice_in_one_block_is_refused(tmp_path: Path) -> None:
         (
             "LnkCap: Port #0, Speed 16GT/s, Width x16, ASPM L0s",
             "LnkCap: Port #0, Speed 16GT/s, Width x8, ASPM L0s",
-            "wider",
+            "LnkCap width",
         ),
         (
             "LnkCap: Port #0, Speed 16GT/s, Width x16, ASPM L0s",
             "LnkCap: Port #0, Speed 8GT/s, Width x16, ASPM L0s",
-            "faster",
+            "LnkCap speed",
         ),
     ],
 )
@@ -1113,7 +1113,7 @@ def test_root_port_lnksta_wider_than_lnkcap_is_refused_by_the_cli(
     cap = capsys.readouterr()
     assert cap.out == "" and cap.err.count("\n") == 1 and "Traceback" not in cap.err
     assert cap.err.startswith(
-        "rigcheck: import-lspci: 0000:00:01.1: LnkSta width x64 is wider than LnkCap's x16 "
+        "rigcheck: import-lspci: 0000:00:01.1: LnkSta width = 64 (x64) is above the link's own maximum LnkCap width = 16 (x16) "
         "(and x64 is no PCIe link width)"
     ), cap.err
     assert "Width x16" in cap.err and "Width x64" in cap.err and "PCIe Base Spec" in cap.err
@@ -1123,12 +1123,17 @@ def test_root_port_lnksta_wider_than_lnkcap_is_refused_by_the_cli(
 @pytest.mark.parametrize(
     ("bdf", "old", "new", "match"),
     [
-        ("00:01.1", RP_LNKSTA, RP_LNKSTA.replace("x8", "x32"), "LnkSta width x32 is wider than LnkCap's x16"),
+        (
+            "00:01.1",
+            RP_LNKSTA,
+            RP_LNKSTA.replace("x8", "x32"),
+            "LnkSta width = 32 (x32) is above the link's own maximum LnkCap width = 16 (x16)",
+        ),
         (
             "00:01.1",
             RP_LNKSTA,
             RP_LNKSTA.replace("x8", "x128"),
-            "LnkSta width x128 is wider than LnkCap's x16",
+            "LnkSta width = 128 (x128) is above the link's own maximum LnkCap width = 16 (x16)",
         ),
         ("00:01.1", RP_LNKSTA, RP_LNKSTA.replace("x8", "x3"), "LnkSta width x3 is no PCIe link width"),
         (

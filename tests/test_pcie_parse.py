@@ -193,8 +193,8 @@ def test_snapshot_dir_exists() -> None:
 @pytest.mark.parametrize(
     ("cap", "now", "why"),
     [
-        ((4, 16), (4, 32), "LnkSta width x32 is wider than LnkCap's x16"),
-        ((4, 16), (5, 16), "LnkSta speed Gen5 is faster than LnkCap's Gen4"),
+        ((4, 16), (4, 32), "LnkSta width = 32 (x32) is above the link's own maximum LnkCap width = 16 (x16)"),
+        ((4, 16), (5, 16), "LnkSta speed = 5 (Gen5) is above the link's own maximum LnkCap speed = 4 (Gen4)"),
         ((4, 16), (5, None), None),  # link down: LnkSta's speed is undefined
         ((4, 16), (4, 16), None),
         ((4, 16), (1, 8), None),

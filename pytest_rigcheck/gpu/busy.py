@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..pcie import fmt_link
 from ..targets import GpuTarget
 from ..verdict import Unjudgeable, Verdict, failed, judged, passed, unreadable
-from .common import expectations, label, need, opened
+from .common import expectations, label, load_source, need, opened
 from .state import (
     CORRUPT,
     F_PCIE_GEN,
@@ -26,6 +26,7 @@ from .state import (
 )
 
 MIN_SAMPLES = 10  # a flapping window needs more than a couple of readings
+MIN_SPAN_FRACTION = 0.5  # the samples span the window less one interval; half of it is far short
 
 REASONS = {
     0x1: "GPU idle",
@@ -100,6 +101,7 @@ def link_under_load(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReading
     idle_txt = fmt_link(*idle) if all(isinstance(x, int) for x in idle) else "unknown"
     if (
         isinstance(load, Unavailable)
+        and load.code != CORRUPT  # a record whose load readings cannot be real is no evidence of the rest
         and isinstance(idle[0], int)
         and isinstance(idle[1], int)
         and idle[0] >= exp_gen
@@ -175,6 +177,19 @@ def link_flapping(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings 
     changes = ld.link_changes()
     seen = sorted({fmt_link(s[1], s[2]) for s in ld.samples if s[1] and s[2]})
     span = ld.samples[-1][0] - ld.samples[0][0]
+    if span < ld.window_s * MIN_SPAN_FRACTION:
+        # The sampler reads every interval for the whole window (gpu/load.py Sampler): samples covering a
+        # sliver of it say nothing about the link over the window
+        return unreadable(
+            f"{name}: the {n} link readings under load cover {span:.2f} s of the {ld.window_s:g} s window "
+            f"recorded (load.window_s, {load_source(t)}): no evidence the link held over the window",
+            measured=f"{n} samples over {span:.2f} s",
+            expected=f"samples spanning at least {MIN_SPAN_FRACTION:.0%} of window_s = {ld.window_s:g} s",
+            fix=["run live (pytest --rig), or capture again with `rigcheck capture DIR`"],
+            measured_value=round(span, 3),
+            expected_value=round(ld.window_s * MIN_SPAN_FRACTION, 3),
+            unit="s",
+        )
     props: dict[str, object] = {"link_changes": changes, "samples": n, "window_s": round(span, 2)}
     measured = (
         f"{changes} change(s) in {n} samples over {span:.1f} s under load; speeds seen: {', '.join(seen)}"

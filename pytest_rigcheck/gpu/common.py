@@ -19,6 +19,11 @@ def label(t: GpuTarget, gpu: GpuState | Unavailable) -> str:
     return t.label
 
 
+def load_source(t: GpuTarget) -> str:
+    """Where readings under load came from, for messages: the live sampler, or the snapshot's ``nvml.json``."""
+    return "NVML sampled live" if t.rig.is_live else f"nvml.json of {t.rig.name}"
+
+
 def smi_index(t: GpuTarget, gpu: GpuState | Unavailable) -> int:
     return gpu.index if isinstance(gpu, GpuState) else t.index
 

@@ -6,7 +6,7 @@ import re
 
 from ..targets import GpuTarget
 from ..verdict import Verdict, failed, judged, not_applicable, passed, unreadable, warned
-from .common import expectations, label, need, opened, smi_index
+from .common import expectations, label, load_source, need, opened, smi_index
 from .state import (
     F_ECC_MODE,
     F_ECC_UNCORR_AGGREGATE,
@@ -276,6 +276,17 @@ def replay_growth(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings 
     if load.replay_before is None or load.replay_after is None:
         return unreadable(f"{name}: PCIe replay counter not read before and after the load")
     grew = load.replay_after - load.replay_before
+    if not load.samples and grew <= exp.max_replay_growth:
+        # the samples are what shows the GPU was busy between the two counter reads (gpu/load.py Sampler)
+        return unreadable(
+            f"{name}: PCIe replay counter {load.replay_before} -> {load.replay_after}, but no sample was taken "
+            f"under load ({load_source(t)}: load.samples is empty): nothing shows the GPU was busy between the two reads",
+            measured=f"0 samples under load (window_s {load.window_s:g})",
+            expected="samples taken while the load ran",
+            fix=[
+                "run live (pytest --rig), or capture again with `rigcheck capture DIR` on a machine with torch"
+            ],
+        )
     props: dict[str, object] = {
         "pcie_replay_before": load.replay_before,
         "pcie_replay_after": load.replay_after,

@@ -41,6 +41,7 @@ class GpuSession:
         self._nvml: Nvml | None = None
         self._error: Exception | None = None
         self._load: dict[str, LoadReadings | Unavailable] | None = None
+        self._load_checked = False  # _check_load ran on _load
         self._log: str | Unavailable | None = None
         self.progress: Any = None  # the run's status line (progress.StatusLine), set by gpu_session
 
@@ -139,12 +140,27 @@ class GpuSession:
             )
             if self.progress is not None:
                 self.progress.close()
-            from .state import LoadReadings
-
-            self.rig.extras["link_under_load"] = {
-                b: r.link for b, r in self._load.items() if isinstance(r, LoadReadings) and r.link is not None
-            }
+        if not self._load_checked:
+            self._check_load()
         return self._load
+
+    def _check_load(self) -> None:
+        """Refuse readings under load that cannot be real (``state.load_problem``: times not rising, a link above
+        the GPU's own maximum), live and recorded alike, before any check or the PCIe link suite uses them."""
+        from ..linkhealth import link_max
+        from .state import NVML_JSON, LoadReadings, load_checked
+
+        assert self._load is not None
+        gpus = self.gpus()
+        src = "NVML (live)" if self.rig.is_live else f"{NVML_JSON} of {self.rig.name}"
+        self._load = {
+            b: load_checked(r, gpus.get(b), f"{src} ({b})", link_max(self.rig, b))
+            for b, r in self._load.items()
+        }
+        self._load_checked = True
+        self.rig.extras["link_under_load"] = {
+            b: r.link for b, r in self._load.items() if isinstance(r, LoadReadings) and r.link is not None
+        }
 
     def load_of(self, bdf: str) -> LoadReadings | Unavailable:
         return self.load()[bdf]

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..pcie import PCIE_WIDTHS
+from ..pcie import PCIE_WIDTHS, link_above_max, link_pair_problem
 from ..verdict import physical
 
 FORMAT = 1
@@ -301,20 +301,52 @@ def _contradictions(v: dict[str, Any]) -> dict[str, str]:
         out[F_MEM_USED] = out[F_MEM_TOTAL] = why
     # The current link never exceeds the maximum NVML reports for it (nvmlDeviceGetCurrPcieLinkGeneration
     # and ...MaxPcieLinkGeneration; likewise the width): a Gen7 reading on a Gen4 link is no reading.
-    for now_key, max_key, what in (
-        (F_PCIE_GEN, F_PCIE_MAX_GEN, "generation"),
-        (F_PCIE_WIDTH, F_PCIE_MAX_WIDTH, "width"),
-    ):
-        now, most = v.get(now_key), v.get(max_key)
-        if (
-            not (isinstance(now, int) and isinstance(most, int))
-            or isinstance(now, bool)
-            or isinstance(most, bool)
-        ):
-            continue
-        if now > most:
-            out[now_key] = f"{now!r} is above the link's own maximum {what} {max_key} {most!r}"
+    for now_key, max_key in ((F_PCIE_GEN, F_PCIE_MAX_GEN), (F_PCIE_WIDTH, F_PCIE_MAX_WIDTH)):
+        if (why := link_above_max(now_key, v.get(now_key), max_key, v.get(max_key))) is not None:
+            out[now_key] = why
     return out
+
+
+def load_problem(
+    load: LoadReadings,
+    gpu: GpuState | Any,
+    where: str,
+    sysfs_max: tuple[int | None, int | None, tuple[str, str]] | None = None,
+) -> str | None:
+    """Why readings under load cannot be real for this GPU, or None; live and ``nvml.json`` alike.
+
+    The sampler takes one reading per interval (``gpu/load.py`` ``Sampler``), so sample times rise; and no
+    sample's link is above the GPU's own ``pcie_max_gen``/``pcie_max_width`` (``pcie.link_pair_problem``), nor
+    above ``sysfs_max`` (its sysfs ``max_link_speed``/``max_link_width`` as (gen, width, their names)).
+    ``where`` names the source and GPU (``/snap/nvml.json (0000:05:00.0)``).
+    """
+    last = -math.inf
+    for i, s in enumerate(load.samples):
+        if s[0] <= last:  # type: ignore[operator]
+            return (
+                f"{where} field load.samples[{i}] t_s = {s[0]!r} does not follow the previous sample's "
+                f"{last!r}: one sample per interval, so the times rise (corrupt reading)"
+            )
+        last = s[0]  # type: ignore[assignment]
+        most = [gpu.get(k) if isinstance(gpu, GpuState) else None for k in (F_PCIE_MAX_GEN, F_PCIE_MAX_WIDTH)]
+        why = link_pair_problem(s[1], s[2], *most, (F_PCIE_MAX_GEN, F_PCIE_MAX_WIDTH))
+        if why is None and sysfs_max is not None:
+            why = link_pair_problem(s[1], s[2], *sysfs_max)
+        if why is not None:
+            return f"{where} field load.samples[{i}] {why} (corrupt reading)"
+    return None
+
+
+def load_checked(
+    load: LoadReadings | Unavailable,
+    gpu: GpuState | Any,
+    where: str,
+    sysfs_max: tuple[int | None, int | None, tuple[str, str]] | None = None,
+) -> LoadReadings | Unavailable:
+    """``load``, or ``Unavailable(code=corrupt)`` saying why (``load_problem``) when it cannot be real."""
+    if isinstance(load, LoadReadings) and (why := load_problem(load, gpu, where, sysfs_max)) is not None:
+        return Unavailable(why, CORRUPT)
+    return load
 
 
 def checked(values: dict[str, Any], where: str) -> dict[str, Any]:

@@ -32,6 +32,8 @@ class _GpuSession(Protocol):
     seconds: float
     _load: dict[str, LoadReadings | Unavailable] | None
 
+    def load(self) -> dict[str, LoadReadings | Unavailable]: ...
+
 
 class _P2pSession(Protocol):
     """What this module uses of ``p2p.session.P2pSession`` (``rig.extras["p2p"]``)."""
@@ -93,7 +95,7 @@ def deliver(rig: Rig, phase: LoadPhase | None) -> None:
     """Give the load phase's readings to the rig's GPU session (every PCIe GPU: those NVML lacks say so)."""
     if phase is None or phase.readings is None:
         return
-    from ..gpu.state import LoadReadings, Unavailable
+    from ..gpu.state import Unavailable
 
     gpu = _gpu_session(rig)
     if gpu is None or getattr(gpu, "_load", None) is not None:
@@ -103,9 +105,7 @@ def deliver(rig: Rig, phase: LoadPhase | None) -> None:
         for fn in rig.pcie.gpus
     }
     gpu._load = out
-    rig.extras["link_under_load"] = {
-        b: r.link for b, r in out.items() if isinstance(r, LoadReadings) and r.link is not None
-    }
+    gpu.load()  # checks the readings (GpuSession._check_load) and gives the PCIe link suite its links
 
 
 def want_joint(rig: Rig) -> bool:

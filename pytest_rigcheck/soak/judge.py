@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ProfileError
+from ..pcie import link_pair_problem
 from ..profile import check_keys
 from ..verdict import Verdict, failed, passed, physical, unreadable
 
@@ -96,6 +97,12 @@ AGAIN_FIX = [
 PRESETS = {"": 1, "s": 1, "m": 60, "h": 3600}
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 MIN_SOAK_S, MAX_SOAK_S = 10.0, 24 * 3600.0
+SHORT_TOLERANCE = 0.1  # a completed soak's samples reach its duration_s, less a tenth (a slow NVML read)
+# The lowest SM clock NVIDIA GPUs run at is a couple of hundred MHz (`nvidia-smi -q -d SUPPORTED_CLOCKS`
+# lists the graphics clocks a board supports: about 210 MHz on Ampere, more on Hopper): a GPU drawing the
+# power of real work with its SM clock below MIN_LOADED_SM_MHZ is no reading.
+MIN_LOADED_SM_MHZ = 100
+LOADED_POWER_MW = 100_000  # 100 W: above any GPU's idle draw, so the GPU is working
 
 THERMAL_FIX = [
     "check the GPU's cooling: fans spinning, heatsink and filters free of dust, the chassis airflow "
@@ -295,6 +302,12 @@ def _check_rows(g: GpuSamples) -> str | None:
             lo, hi = BOUNDS[name]
             if physical(value, lo=lo, hi=hi) is None:
                 return f"sample {n}: {name} = {value!r} is not a possible reading ({lo:g} to {hi:g})"
+        sm, power = row[COL["sm_mhz"]], row[COL["power_mw"]]
+        if sm is not None and power is not None and sm < MIN_LOADED_SM_MHZ and power >= LOADED_POWER_MW:
+            return (
+                f"sample {n}: sm_mhz = {sm:g} MHz while power_mw = {power:g} ({power / 1000:.0f} W): a GPU drawing "
+                f"that power runs its SM clock (never below {MIN_LOADED_SM_MHZ} MHz, nvidia-smi -q -d SUPPORTED_CLOCKS)"
+            )
         t = float(row[0])  # type: ignore[arg-type]
         if t <= last_t:
             return f"sample {n}: time {t} s does not follow {last_t} s"
@@ -309,15 +322,24 @@ def _check_rows(g: GpuSamples) -> str | None:
     return None
 
 
-def _past_duration(g: GpuSamples, rec: SoakRecord) -> str | None:
-    """Samples timed after the soak's end: a soak stops sampling at ``duration_s`` (an interrupted one
-    earlier), so a last sample more than two intervals past it contradicts the record's own duration."""
+def _against_duration(g: GpuSamples, rec: SoakRecord) -> str | None:
+    """Samples that contradict the record's own duration: the soak samples every ``interval_s`` from the
+    warm-up's end until ``duration_s`` (``soak/run.py`` ``SoakSampler``), so a last sample more than two
+    intervals past it, or a ``completed`` soak whose samples stop well short of it (more than
+    ``SHORT_TOLERANCE`` of it, and three intervals), cannot both be true; an interrupted or failed soak
+    says so in ``stopped``."""
     times = [float(t) for row in g.samples if (t := row[COL["t_s"]]) is not None]  # rows checked: no None
     last = max(times, default=0.0)
     if last > rec.duration_s + 2 * rec.interval_s:
         return (
             f"samples run to {last:g} s but the record says the soak lasted duration_s = {rec.duration_s:g} s "
             "(contradictory)"
+        )
+    short = max(SHORT_TOLERANCE * rec.duration_s, 3 * rec.interval_s)
+    if rec.stopped == "completed" and times and last < rec.duration_s - short:
+        return (
+            f"the record says the soak completed its duration_s = {rec.duration_s:g} s (stopped = 'completed'), "
+            f"but its samples end at {last:g} s (contradictory: an interrupted soak says so in 'stopped')"
         )
     return None
 
@@ -352,11 +374,32 @@ def stats(values: list[float | None]) -> Stats | None:
     return Stats(min(got), statistics.median(got), max(got)) if got else None
 
 
+def _above_link(g: GpuSamples, link_max: LinkMax) -> str | None:
+    """The first sample whose link (``gen``, ``width``) is no PCIe link or above the GPU's own maximum."""
+    max_gen, max_width, names = link_max
+    for n, row in enumerate(g.samples):
+        why = link_pair_problem(row[COL["gen"]], row[COL["width"]], max_gen, max_width, names)
+        if why is not None:
+            return f"sample {n}: {why}"
+    return None
+
+
+# The GPU's own link maximum: (generation, width, their names for messages), e.g. sysfs max_link_speed/width.
+LinkMax = tuple[int | None, int | None, tuple[str, str]]
+NO_LINK_MAX: LinkMax = (None, None, ("max_gen", "max_width"))
+
+
 def judge(
-    rec: SoakRecord, bdf: str, label: str, expect: SoakExpect, path: list[str] | None = None
+    rec: SoakRecord,
+    bdf: str,
+    label: str,
+    expect: SoakExpect,
+    path: list[str] | None = None,
+    link_max: LinkMax = NO_LINK_MAX,
 ) -> Verdict:
     """One GPU's soak verdict from the samples: PASS, FAIL (slowdown, clock drop, temperature, errors
-    growing; every reason found is listed) or UNREADABLE (no samples, too few, or impossible ones)."""
+    growing; every reason found is listed) or UNREADABLE (no samples, too few, or impossible ones, such as
+    a link above ``link_max``, the GPU's own maximum)."""
     path = path or []
     g = rec.gpus.get(bdf)
     where = f"soak samples ({rec.origin})"
@@ -364,7 +407,7 @@ def judge(
         return unreadable(f"{label}: no soak samples for this GPU in {where}", path=path, fix=list(AGAIN_FIX))
     if g.unavailable:
         return unreadable(f"{label}: no soak could be run: {g.unavailable}", path=path, fix=list(AGAIN_FIX))
-    bad = _check_rows(g) or _past_duration(g, rec)
+    bad = _check_rows(g) or _against_duration(g, rec) or _above_link(g, link_max)
     if bad:
         return unreadable(f"{label}: {where} are corrupt: {bad}", path=path, fix=list(AGAIN_FIX))
     rows = [r for r in g.samples if r[COL["sm_mhz"]] is not None]
@@ -383,6 +426,20 @@ def judge(
     window_s = max(min(WINDOW_S, (span - base_s) / 2), 2 * rec.interval_s)
     base_vals = [v for t, v in zip(times, sm, strict=True) if t <= base_s]
     baseline = statistics.median(base_vals)
+    if baseline < MIN_LOADED_SM_MHZ:
+        # a clock that low under the soak's load is no reading: a "held" clock of 0 MHz is no evidence
+        return unreadable(
+            f"{label}: {where}: SM clock {baseline:.0f} MHz (median of the first {base_s:.0f} s) during a soak "
+            f"that loads the GPU: below the {MIN_LOADED_SM_MHZ} MHz no loaded NVIDIA GPU runs at "
+            "(nvidia-smi -q -d SUPPORTED_CLOCKS): the load did not run or the clock reading is corrupt",
+            path=path,
+            fix=list(AGAIN_FIX),
+            measured=f"{baseline:.0f} MHz",
+            expected=f"at least {MIN_LOADED_SM_MHZ} MHz under load",
+            measured_value=baseline,
+            expected_value=MIN_LOADED_SM_MHZ,
+            unit="MHz",
+        )
     after = [(t, v) for t, v in zip(times, sm, strict=True) if t > base_s]
     problems: list[str] = []
     fixes: list[str] = []

@@ -187,6 +187,7 @@ class SoakSession:
         return status_line(self.config, log_every_s=LOG_EVERY_S)
 
     def verdict(self, t: GpuTarget) -> Verdict:
+        from ..linkhealth import link_max
         from ..verdict import Verdict, not_applicable
         from .judge import judge
 
@@ -196,7 +197,8 @@ class SoakSession:
         if isinstance(rec, Verdict):
             return rec
         expect, _ = expectations(t.rig)
-        v = judge(rec, t.gpu.bdf, t.label, expect, [t.rig.pcie.path_text(t.gpu.bdf)])
+        path = [t.rig.pcie.path_text(t.gpu.bdf)]
+        v = judge(rec, t.gpu.bdf, t.label, expect, path, link_max(t.rig, t.gpu.bdf))
         if self.saved:
             v.notes.append(self.saved)
         return v
@@ -261,7 +263,9 @@ def storage_verdict(rig: Rig, config: pytest.Config) -> Verdict:
             return unreadable(f"{rig.name}: {exc}")
         except ValueError as exc:
             return unreadable(f"{rig.name}: {STORAGE_JSON} is corrupt: {exc}")
-        return judge(reading, expect)
+        v = judge(reading, expect)
+        v.notes.append(f"recorded in {STORAGE_JSON} of snapshot {rig.name}")
+        return v
     path, why = model_dir(rig, config)
     if path is None:
         return not_applicable(f"{rig.name}: {why}")

@@ -274,6 +274,27 @@ def _load(before: int, after: int) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+def _samples(col: int, value: Any, only: int | None = None, **gpu: Any) -> Callable[[dict[str, Any]], None]:
+    """Set column ``col`` of G2's load samples (``t_s, gen, width, ...``) to ``value`` (a callable of the
+    sample's number), in every sample or ``only`` one; ``gpu`` sets fields of G2 beside. FRESH3 F-N11, F-N20:
+    a link under load above the GPU's own maximum (NVML's, or sysfs: the lesser of the GPU's and the switch
+    port's above it, Gen4 on this rig although the GPU is Gen5), times that do not rise, samples spanning a
+    sliver of window_s."""
+
+    def mutate(state: dict[str, Any]) -> None:
+        g = _gpu(state, G2)
+        g.update(gpu)
+        for i, s in enumerate(g["load"]["samples"]):
+            if only is None or i == only:
+                s[col] = value(i) if callable(value) else value
+
+    return mutate
+
+
+def _no_samples(state: dict[str, Any]) -> None:
+    _gpu(state, G2)["load"]["samples"] = []
+
+
 def _limits(state: dict[str, Any]) -> None:
     g = _gpu(state, G2)
     g.update(power_limit_mw=350000, enforced_limit_mw=350000, default_limit_mw=350000)
@@ -311,7 +332,56 @@ def _mem(state: dict[str, Any]) -> None:
         (_mem, f"test_vram_free[{G2}]", "memory_used_b"),
         (_kernel_log, f"test_no_fatal_xid[{G2}]", "field kernel_log: 5 is not a list of lines"),
         (_set("power_usage_mw", -5), f"test_power_limit[{G2}]", "field power_usage_mw: -5 is not a possible"),
-        (_set("pcie_gen", 7), f"test_link_under_load[{G2}]", "7 is above the link's own maximum generation"),
+        (
+            _set("pcie_gen", 7),
+            f"test_link_under_load[{G2}]",
+            "pcie_gen = 7 (Gen7) is above the link's own maximum pcie_max_gen = 4 (Gen4)",
+        ),
+        (
+            _samples(1, 5),
+            f"test_link_under_load[{G2}]",
+            "load.samples[0] gen = 5 (Gen5) is above the link's own maximum pcie_max_gen = 4 (Gen4)",
+        ),
+        (
+            _samples(1, 5, pcie_gen=4),
+            f"test_link_under_load[{G2}]",
+            "load.samples[0] gen = 5 (Gen5) is above the link's own maximum pcie_max_gen = 4 (Gen4)",
+        ),
+        (
+            _samples(2, 32),
+            f"test_link_not_flapping[{G2}]",
+            "load.samples[0] width = 32 (x32) is above the link's own maximum pcie_max_width = 16 (x16)",
+        ),
+        (
+            _samples(2, 32, only=7),
+            f"test_clock_event_reasons[{G2}]",
+            "load.samples[7] width = 32 (x32) is above the link's own maximum pcie_max_width = 16",
+        ),
+        (
+            _samples(1, 5, pcie_max_gen={"unavailable": "not supported", "code": "not_supported"}),
+            f"test_link_not_flapping[{G2}]",
+            "gen = 5 (Gen5) is above the link's own maximum 0000:02:02.0 max_link_speed = 4 (Gen4)",
+        ),
+        (
+            _samples(2, 3),
+            f"test_link_not_flapping[{G2}]",
+            "load.samples[0] width = 3 is not a PCIe link width",
+        ),
+        (
+            _samples(0, 1.0),
+            f"test_link_not_flapping[{G2}]",
+            "load.samples[1] t_s = 1.0 does not follow the previous sample's 1.0",
+        ),
+        (
+            _samples(0, lambda i: 1.0 + i / 1000),
+            f"test_link_not_flapping[{G2}]",
+            "link readings under load cover 0.04 s of the 3 s window",
+        ),
+        (
+            _no_samples,
+            f"test_no_pcie_replays_under_load[{G2}]",
+            "PCIe replay counter 0 -> 0, but no sample was taken under load",
+        ),
         (_set("pcie_width", 17), f"test_link_under_load[{G2}]", "17 is not a PCIe link width"),
         (_set("pstate", 99), f"test_gpu_seen_by_nvml[{G2}]", "its NVML record holds 1 impossible reading"),
     ],
@@ -328,6 +398,15 @@ def _mem(state: dict[str, Any]) -> None:
         "kernel-log-type",
         "negative-watts",
         "idle-gen-above-max",
+        "load-gen-above-max",
+        "load-gen-above-max-idle-at-max",
+        "load-width-above-max",
+        "one-load-sample-above-max",
+        "load-gen-above-the-switch-port-max",
+        "load-width-3",
+        "load-samples-one-instant",
+        "load-samples-span-a-sliver",
+        "load-no-samples-replays",
         "width-17",
         "unread-field",
     ],

@@ -34,7 +34,8 @@ def _load(bdf: str, **load: Any) -> Callable[[dict[str, Any]], None]:
 
 
 def _samples(gens: list[int], width: int = 16, reasons: int = 4) -> list[list[Any]]:
-    return [[1.0 + i * 0.05, g, width, reasons, 340000, 2400] for i, g in enumerate(gens)]
+    """Samples over the modelled 3 s window (``window_s``): 20 of them 0.15 s apart, so they span it."""
+    return [[1.0 + i * 0.15, g, width, reasons, 340000, 2400] for i, g in enumerate(gens)]
 
 
 def _run(pytester: pytest.Pytester, snap: Path, *args: str) -> tuple[set[str], str]:

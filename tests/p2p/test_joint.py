@@ -13,17 +13,25 @@ from typing import Any
 
 import pytest
 
+from pytest_rigcheck.gpu.plugin import GpuSession
 from pytest_rigcheck.gpu.state import LoadReadings
 from pytest_rigcheck.p2p import joint, measure
 
 from ..gpu.test_load import BDFS, FakeNvml, fake_torch  # noqa: F401 - the fixture
 
 
+class _Pcie(SimpleNamespace):
+    """The rig's PCIe tree as far as these tests need it: its GPUs, and no sysfs functions to look up."""
+
+    def __contains__(self, bdf: str) -> bool:
+        return False
+
+
 def _rig(gpu: Any, **extras: Any) -> Any:
     return SimpleNamespace(
         is_live=True,
         extras={"gpu": gpu, **extras},
-        pcie=SimpleNamespace(gpus=[SimpleNamespace(bdf=b) for b in [*BDFS, "0000:19:00.0"]]),
+        pcie=_Pcie(gpus=[SimpleNamespace(bdf=b) for b in [*BDFS, "0000:19:00.0"]]),
     )
 
 
@@ -36,9 +44,12 @@ def test_load_runs_as_the_first_phase(fake_torch: Path) -> None:  # noqa: F811
     assert "load" in data["runs"] and "hung" not in data["runs"]["load"]
     assert phase.readings is not None
     assert all(isinstance(r, LoadReadings) and r.samples for r in phase.readings.values())
-    gpu = SimpleNamespace(_load=None)
-    rig = _rig(gpu)
+    rig = _rig(None)
+    gpu = GpuSession(rig, 0.3)
+    gpu.gpus = lambda: {}  # type: ignore[method-assign] # no NVML state here: only the readings' own checks
+    rig.extras["gpu"] = gpu
     joint.deliver(rig, phase)
+    assert gpu._load is not None
     assert set(gpu._load) == {*BDFS, "0000:19:00.0"}
     assert "not among the GPUs NVML sees" in str(gpu._load["0000:19:00.0"])
     assert rig.extras["link_under_load"] == dict.fromkeys(BDFS, (5, 16))

@@ -138,6 +138,61 @@ def test_samples_past_the_duration_are_corrupt():
     assert v.status == Status.UNREADABLE and "duration_s = 3 s (contradictory)" in v.summary, v.summary
 
 
+def test_completed_soak_short_of_its_duration_is_corrupt():
+    """FRESH3 F-So2: a record saying the soak completed 300 s, holding 9 s of samples, contradicts itself;
+    the same samples stopped early with the reason in ``stopped`` are judged."""
+    rec = record(samples(8))
+    rec.gpus[BDF].samples = rec.gpus[BDF].samples[:10]
+    v = judge(rec, BDF, "GPU1", SoakExpect())
+    assert v.status == Status.UNREADABLE and "completed its duration_s = 300 s" in v.summary, v.summary
+    assert "samples end at 9 s" in v.summary
+    rec.stopped = "interrupted after 10 s (Ctrl-C)"
+    assert judge(rec, BDF, "GPU1", SoakExpect()).status == Status.PASS
+    rec = record(samples(8, seconds=280))
+    rec.duration_s = 300.0  # a tenth short: a slow NVML read, not a contradiction
+    assert judge(rec, BDF, "GPU1", SoakExpect()).status == Status.PASS
+
+
+@pytest.mark.parametrize(("sm", "power_w"), [(0, 340), (50, 200), (0, None)])
+def test_sm_clock_of_zero_under_load_is_unreadable(sm, power_w):
+    """FRESH3 F-So3: an SM clock of 0 MHz for the whole soak while drawing 340 W is no reading, never "held"
+    (0% drop of 0 MHz); without a power reading, a baseline that low is no evidence either."""
+    rows = samples(8)
+    for r in rows:
+        r[COL["sm_mhz"]] = sm
+        r[COL["power_mw"]] = None if power_w is None else power_w * 1000
+    v = run(rows)
+    assert v.status == Status.UNREADABLE, str(v)
+    assert f"sm_mhz = {sm} MHz while power_mw" in v.summary if power_w else "SM clock 0 MHz" in v.summary
+
+
+@pytest.mark.parametrize(
+    ("col", "value", "why"),
+    [
+        (
+            "gen",
+            5,
+            "sample 0: gen = 5 (Gen5) is above the link's own maximum 0000:4b:00.0 max_link_speed = 4 (Gen4)",
+        ),
+        (
+            "width",
+            32,
+            "sample 0: width = 32 (x32) is above the link's own maximum 0000:4b:00.0 max_link_width = 16",
+        ),
+        ("width", 3, "sample 0: width = 3 is not a PCIe link width"),
+    ],
+)
+def test_soak_link_above_the_gpu_maximum_is_corrupt(col, value, why):
+    """FRESH3 So8: soak samples at Gen5 or x32 on a GPU whose link is at most Gen4 x16 are corrupt."""
+    rows = samples(8)
+    for r in rows:
+        r[COL[col]] = value
+    link_max = (4, 16, (f"{BDF} max_link_speed", f"{BDF} max_link_width"))
+    v = judge(record(rows), BDF, "GPU1", SoakExpect(), link_max=link_max)
+    assert v.status == Status.UNREADABLE and why in v.summary, v.summary
+    assert judge(record(samples(8)), BDF, "GPU1", SoakExpect(), link_max=link_max).status == Status.PASS
+
+
 def test_two_gpus_with_one_index_are_corrupt():
     rec = record(samples(8))
     rec.gpus["0000:21:00.0"] = GpuSamples("0000:21:00.0", 0, "GPU", samples(8))

@@ -129,6 +129,38 @@ def test_impossible_link_reading_is_corrupt(tmp_path, key, value):
     assert v.status == Status.UNREADABLE and f"{key} = {value}" in v.summary, v.summary
 
 
+@pytest.mark.parametrize(
+    ("bdf", "key", "value", "why"),
+    [
+        (
+            "0000:21:00.0",
+            "gen",
+            5,
+            "gen = 5 (Gen5) is above the link's own maximum 0000:21:00.0 max_link_speed = 4",
+        ),
+        (
+            "0000:21:00.0",
+            "width",
+            32,
+            "width = 32 (x32) is above the link's own maximum 0000:21:00.0 max_link_width = 16",
+        ),
+        ("0000:00:01.1", "width", 32, "end[0000:00:01.1]: width = 32 (x32) is above the link's own maximum"),
+    ],
+    ids=["gpu-gen5", "gpu-x32", "root-port-x32"],
+)
+def test_end_link_above_its_maximum_is_corrupt(tmp_path, bdf, key, value, why):
+    """FRESH3 F-Lh7: an end reading faster or wider than the function's own sysfs max_link_speed/width (Gen5 or
+    x32 on a Gen4 x16 link) is corrupt, on any hop: UNREADABLE naming the file, the value and the maximum."""
+    r = rig("rtx3090x2-soak-healthy", tmp_path)
+    data = json.loads((r.root / "linkhealth.json").read_text())
+    data["end"][bdf] = {**data["end"][bdf], key: value}
+    (r.root / "linkhealth.json").write_text(json.dumps(data))
+    v = linkhealth.aer_growth(gpus(r)[0])
+    assert v.status == Status.UNREADABLE and "linkhealth.json is corrupt" in v.summary and why in v.summary, (
+        v.summary
+    )
+
+
 def test_width_drop_over_the_window_fails(tmp_path):
     r = rig("rtx3090x2-soak-healthy", tmp_path)
     data = json.loads((r.root / "linkhealth.json").read_text())

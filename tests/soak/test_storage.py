@@ -115,14 +115,78 @@ NVME = {"bdf": "0000:41:00.0", "gen": 4, "max_gen": 4, "width": 4, "max_width": 
     [
         ({"device": {"pcie": {**NVME, "gen": 9}}}, "device.pcie.gen = 9 is not a PCIe generation"),
         ({"device": {"pcie": {**NVME, "width": 5}}}, "device.pcie.width = 5 is not a PCIe link width"),
-        ({"device": {"pcie": {**NVME, "gen": 5}}}, "gen = 5 is above its max_gen = 4"),
+        (
+            {"device": {"pcie": {**NVME, "gen": 5}}},
+            r"device.pcie.gen = 5 \(Gen5\) is above the link's own maximum max_gen = 4",
+        ),
+        ({"total_bytes": 0}, "total_bytes = 0 is smaller than read_bytes = 1"),
         ({"device": {"pcie": "Gen4"}}, "device.pcie is not an object"),
         ({"file": "/etc/passwd"}, "is not under model_dir"),
     ],
-    ids=["gen9", "x5", "above-cap", "not-object", "file-outside"],
+    ids=["gen9", "x5", "above-cap", "total-below-read", "not-object", "file-outside"],
 )
 def test_impossible_record_is_corrupt(change, why):
     """Impossible or self-contradictory storage.json readings are corrupt, never quoted in a pass."""
-    data = {"model_dir": "/models/m", "file": "/models/m/a.safetensors", "read_bytes": 1, "seconds": 1.0}
+    data = {
+        "model_dir": "/models/m",
+        "file": "/models/m/a.safetensors",
+        "read_bytes": 1,
+        "total_bytes": 1,
+        "seconds": 1.0,
+    }
     with pytest.raises(ValueError, match=why):
         storage.StorageReading.from_json({**data, **change})
+
+
+HEALTHY = {
+    "model_dir": "/models/m",
+    "file": "/models/m/a.safetensors",
+    "files": 30,
+    "total_bytes": 141_107_412_992,
+    "read_bytes": 4 << 30,
+    "seconds": 0.71,
+    "method": "O_DIRECT",
+    "device": {"disk": "nvme1n1", "pcie": NVME},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (
+            {"seconds": 0.1},
+            "reads at 42.95 GB/s (4294967296 bytes in 0.1 s), above the 7.88 GB/s its device's PCIe link",
+        ),
+        (
+            {"seconds": 0.5, "device": {"pcie": {**NVME, "gen": 3, "width": 2}}},
+            "above the 1.97 GB/s its device's PCIe link 0000:41:00.0 Gen3 x2",
+        ),
+        (
+            {"read_bytes": 4096, "seconds": 0.000001},
+            "read 4096 bytes of the model's 141107412992 in 1e-06 s: too small",
+        ),
+        ({"read_bytes": 60 << 20, "seconds": 0.1}, "too small to be evidence of disk speed"),
+    ],
+    ids=["above-gen4-x4", "above-trained-gen3-x2", "4-KiB", "60-MiB"],
+)
+def test_read_no_disk_can_give_is_unreadable(change, why):
+    """FRESH3 F-St1/St7: a read faster than the named device's own PCIe link can carry (42.95 GB/s on a Gen4
+    x4 NVMe), or a few KiB "read", is no evidence of disk speed: UNREADABLE saying why, never a pass."""
+    assert (
+        storage.judge(storage.StorageReading.from_json(HEALTHY), storage.StorageExpect()).status
+        == Status.PASS
+    )
+    v = storage.judge(storage.StorageReading.from_json({**HEALTHY, **change}), storage.StorageExpect())
+    assert v.status == Status.UNREADABLE and why in v.summary, v.summary
+
+
+def test_small_reads_that_are_evidence():
+    """A small read is evidence when it is the whole model, or when a slow disk ran out the time limit."""
+    whole = {**HEALTHY, "total_bytes": 32 << 20, "read_bytes": 32 << 20, "seconds": 0.02}
+    assert (
+        storage.judge(storage.StorageReading.from_json(whole), storage.StorageExpect()).status == Status.PASS
+    )
+    slow = {**HEALTHY, "read_bytes": 40 << 20, "seconds": 10.0}
+    assert (
+        storage.judge(storage.StorageReading.from_json(slow), storage.StorageExpect()).status == Status.FAIL
+    )
