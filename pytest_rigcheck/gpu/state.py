@@ -302,8 +302,8 @@ def _contradictions(v: dict[str, Any]) -> dict[str, str]:
     # The current link never exceeds the maximum NVML reports for it (nvmlDeviceGetCurrPcieLinkGeneration
     # and ...MaxPcieLinkGeneration; likewise the width): a Gen7 reading on a Gen4 link is no reading.
     for now_key, max_key in ((F_PCIE_GEN, F_PCIE_MAX_GEN), (F_PCIE_WIDTH, F_PCIE_MAX_WIDTH)):
-        if (why := link_above_max(now_key, v.get(now_key), max_key, v.get(max_key))) is not None:
-            out[now_key] = why
+        if (above := link_above_max(now_key, v.get(now_key), max_key, v.get(max_key))) is not None:
+            out[now_key] = above
     return out
 
 
@@ -322,16 +322,16 @@ def load_problem(
     """
     last = -math.inf
     for i, s in enumerate(load.samples):
-        if s[0] <= last:  # type: ignore[operator]
+        if s[0] <= last:
             return (
                 f"{where} field load.samples[{i}] t_s = {s[0]!r} does not follow the previous sample's "
                 f"{last!r}: one sample per interval, so the times rise (corrupt reading)"
             )
-        last = s[0]  # type: ignore[assignment]
+        last = s[0]
         most = [gpu.get(k) if isinstance(gpu, GpuState) else None for k in (F_PCIE_MAX_GEN, F_PCIE_MAX_WIDTH)]
-        why = link_pair_problem(s[1], s[2], *most, (F_PCIE_MAX_GEN, F_PCIE_MAX_WIDTH))
+        why = link_pair_problem(s[1], s[2], most[0], most[1], (F_PCIE_MAX_GEN, F_PCIE_MAX_WIDTH))
         if why is None and sysfs_max is not None:
-            why = link_pair_problem(s[1], s[2], *sysfs_max)
+            why = link_pair_problem(s[1], s[2], sysfs_max[0], sysfs_max[1], sysfs_max[2])
         if why is not None:
             return f"{where} field load.samples[{i}] {why} (corrupt reading)"
     return None

@@ -144,7 +144,7 @@ def other_model(rig: Rig, data: dict[str, Any], where: str) -> str | None:
         other = (
             pcie_other_model(fn.vendor, fn.device, name) if fn is not None and isinstance(name, str) else None
         )
-        if other:
+        if other and fn is not None:
             return (
                 f'{where} gpus["{bdf}"].name is {name!r} ({other}), but {bdf} here is '
                 f"{fn.name} (PCI id {fn.ids}, sysfs): figures from another machine, or corrupt; no P2P/NCCL "
