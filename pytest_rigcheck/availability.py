@@ -14,9 +14,8 @@ is UNREADABLE everywhere.
 
 A snapshot without one of the files ``rigcheck capture`` records (``RECORDS``) is settled by the same rule:
 ``record_missing`` says why the absence is a could-not-read (the manifest notes the file was recorded, or
-that its capture was attempted and not taken on a rig with NVIDIA GPUs, or a ``rigcheck capture`` that always
-writes it wrote neither it nor a note); otherwise (a modelled or imported snapshot that never had it) the
-checks that need it do not apply.
+that its capture was attempted and not taken on a rig with NVIDIA GPUs); otherwise (a modelled or imported
+snapshot that never had it, a capture that noted nothing of it) the checks that need it do not apply.
 
 The failure is deferred from the fixture to the test's call phase (``pytest_runtest_call`` in the core
 plugin calls ``fail_deferred``), so pytest reports a FAILED check, not an ERROR in setup.
@@ -24,7 +23,6 @@ plugin calls ``fail_deferred``), so pytest reports a FAILED check, not an ERROR 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -80,14 +78,11 @@ def driver_loaded(rig: Rig) -> bool:
 
 
 # What `rigcheck capture` records beside the sysfs tree, by its MANIFEST.toml ``[notes]`` key
-# (``capture.EXTRA_CAPTURERS``: each capturer returns that note, the file's summary or "not captured: why"):
-# the file, and whether every `rigcheck capture` has written either the file or that note (nvml.json and
-# p2p.json since the first version; env.json was added later, so only its note says it was recorded).
-RECORDS = {"nvml": ("nvml.json", True), "p2p": ("p2p.json", True), "env": ("env.json", False)}
+# (``capture.EXTRA_CAPTURERS``: each capturer returns that note, the file's summary or "not captured: why").
+# Only the note is evidence that a file was recorded or attempted: captures taken before the notes existed
+# (the 2x H200 capture in tests/gpu/data) hold neither, and their absence says nothing.
+RECORDS = {"nvml": "nvml.json", "p2p": "p2p.json", "env": "env.json"}
 NOT_CAPTURED = "not captured"
-RIGCHECK_TOOL = re.compile(
-    r"pytest-rigcheck \d\S*"
-)  # the manifest's ``tool`` as `rigcheck capture` writes it
 
 
 def record_missing(rig: Rig, key: str) -> str | None:
@@ -95,29 +90,23 @@ def record_missing(rig: Rig, key: str) -> str | None:
 
     The snapshot's own manifest decides: its ``[notes] key`` says the file was recorded (then it was lost),
     or that its capture was attempted and not taken (``"not captured: ..."``, a missing dependency: as live,
-    that is UNREADABLE where NVIDIA GPUs are on the snapshot's bus, ``decision``); or the snapshot is a
-    ``kind = "captured"`` written by a `rigcheck capture` that always records the file or notes why not, and
-    holds neither. None live, and for a snapshot that never had the record (modelled, imported, captured by
-    another tool or before rigcheck recorded it): the checks that need it do not apply there.
+    that is UNREADABLE where NVIDIA GPUs are on the snapshot's bus, ``decision``). None live, and for a
+    snapshot whose manifest notes nothing of it (modelled, imported, captured by another tool or before
+    rigcheck noted what it captured): the checks that need it do not apply there.
     """
     m = rig.manifest
     if m is None:
         return None
-    file, always = RECORDS[key]
+    file = RECORDS[key]
     notes = m.raw.get("notes")
     note = notes.get(key) if isinstance(notes, dict) else None
-    if note is not None:
-        said = f"MANIFEST.toml [notes] {key} = {str(note)!r}"
-        if not str(note).startswith(NOT_CAPTURED):
-            return f"{file} missing from a capture that recorded it ({said})"
-        if nvidia_gpus(rig):
-            return f"{file} was not captured on a rig with NVIDIA GPUs ({said})"
+    if note is None:
         return None
-    if always and m.kind == "captured" and RIGCHECK_TOOL.fullmatch(m.tool) and nvidia_gpus(rig):
-        return (
-            f"{file} missing from a capture by {m.tool}, which always writes {file} or a [notes] {key} "
-            "line saying why not; this snapshot has neither"
-        )
+    said = f"MANIFEST.toml [notes] {key} = {str(note)!r}"
+    if not str(note).startswith(NOT_CAPTURED):
+        return f"{file} missing from a capture that recorded it ({said})"
+    if nvidia_gpus(rig):
+        return f"{file} was not captured on a rig with NVIDIA GPUs ({said})"
     return None
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import RigcheckError
+from .errors import RigcheckError, SourceError
 
 WORSE, CHANGED, BETTER = "WORSE", "CHANGED", "BETTER"
 _RANK = {WORSE: 0, CHANGED: 1, BETTER: 2}
@@ -90,7 +90,10 @@ def _snapshot_side(rig: Any, label: str) -> Side:
     side.links, side.acs = {}, {}
     for g in tree.gpus:
         for fn in [*tree.ancestors(g.bdf), g]:
-            side.links[fn.bdf] = fn.link_now
+            try:
+                side.links[fn.bdf] = fn.link_now
+            except SourceError:  # a corrupt or impossible reading: compared as not read (below)
+                side.links[fn.bdf] = (None, None)
             side.roles[fn.bdf] = "GPU" + str(tree.gpu_index(fn.bdf)) if fn.is_gpu else fn.role
             if fn.acs_unread is not None:
                 side.acs[fn.bdf] = f"unreadable ({fn.acs_unread})"
@@ -113,7 +116,6 @@ def _snapshot_side(rig: Any, label: str) -> Side:
 
 
 def _json(rig: Any, name: str) -> Any:
-    from .errors import SourceError
 
     try:
         return rig.source.read_json(name, limit=64 << 20)
@@ -220,9 +222,12 @@ def compare(a: Side, b: Side) -> list[Change]:
     if a.links is not None and b.links is not None:
         for bdf in sorted(set(a.links) & set(b.links)):
             (g0, w0), (g1, w1) = a.links[bdf], b.links[bdf]
+            where = f"{bdf} {b.roles.get(bdf) or a.roles.get(bdf, '')}".rstrip()
+            if g0 and w0 and g1 is None and w1 is None:
+                out.append(Change(WORSE, "link", where, fmt_link(g0, w0), "not read", "unreadable or down"))
+                continue
             if (g0, w0) == (g1, w1) or g0 is None or w0 is None or g1 is None or w1 is None:
                 continue
-            where = f"{bdf} {b.roles.get(bdf) or a.roles.get(bdf, '')}".rstrip()
             drop = [x for x, bad in (("generation", g1 < g0), ("width", w1 < w0)) if bad]
             level = WORSE if drop else BETTER
             note = f"{' and '.join(drop)} dropped" if drop else "trained higher"

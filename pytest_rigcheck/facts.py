@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from .errors import SourceError
+
 if TYPE_CHECKING:
     from .rig import Rig
 
@@ -84,8 +86,11 @@ def topology(rig: Rig) -> dict[str, Any]:
         for fn in chain:
             if fn.bdf in nodes:
                 continue
-            gen, width = fn.link_now
-            cap_gen, cap_width = fn.link_cap
+            try:
+                gen, width = fn.link_now
+                cap_gen, cap_width = fn.link_cap
+            except SourceError:  # corrupt or impossible readings: the link checks say why; here unknown
+                gen = width = cap_gen = cap_width = None
             nodes[fn.bdf] = {
                 "role": fn.role,
                 "name": fn.name,
@@ -218,7 +223,6 @@ def p2p_matrix(rig: Rig, data: dict[str, Any]) -> dict[str, Any] | None:
 
 def _iommu_group(fn: Any) -> str | None:
     """The function's IOMMU group for the report, or ``"refused"`` where its link leaves the snapshot."""
-    from .errors import SourceError
 
     try:
         return fn.iommu_group  # type: ignore[no-any-return]

@@ -500,6 +500,7 @@ DEVICES = {
     (0x10DE, 0x2206): "GeForce RTX 3080",
     (0x10DE, 0x2484): "GeForce RTX 3070",
     (0x10DE, 0x2503): "GeForce RTX 3060",
+    (0x10DE, 0x2B85): "GeForce RTX 5090",
     (0x10DE, 0x1AEF): "GA102 High Definition Audio Controller",
     (0x10DE, 0x2BB1): "RTX PRO 6000 Blackwell Workstation Edition",
     (0x10DE, 0x22E8): "GB202 High Definition Audio Controller",

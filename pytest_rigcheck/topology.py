@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .errors import SourceError
 from .pcie import PortType, fmt_link
 from .tree import PcieTree, PciFunction
 
@@ -111,7 +112,6 @@ def nvlink_counts(rig: Rig) -> dict[tuple[int, int], int]:
     """NVLinks between GPU index pairs (both orders), from the captured NVML state (``nvml.json``) and the
     P2P figures (``p2p.json``) through ``p2p.nvlink.nvlink_links``; -1 for peers of unknown count."""
 
-    from .errors import SourceError
     from .p2p.nvlink import nvlink_links
 
     try:
@@ -185,7 +185,10 @@ def hop_tree(rig: Rig) -> str:
 
     def label(bdf: str) -> str:
         fn = tree.functions[bdf]
-        now, cap = fn.link_now, fn.link_cap
+        try:
+            now, cap = fn.link_now, fn.link_cap
+        except SourceError:  # link_text says why the link is unreadable
+            now = cap = (None, None)
         link = fn.link_text()
         if cap[0] and cap[1] and now[0] and now[1] and (now[0] < cap[0] or now[1] < cap[1]):
             link += f" (can do {fmt_link(*cap)})"

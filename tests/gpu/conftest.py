@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_rigcheck.gpu.models import modelled_nvml
+from pytest_rigcheck.pcie import DEVICES, model_number, other_model
 
 from ..conftest import SNAPSHOTS
 
@@ -36,7 +37,24 @@ def make_snapshot(tmp_path: Path) -> Callable[..., Path]:
             state.pop("expect_fail", None)
             if mutate:
                 mutate(state)
+                _pci_ids_as_named(dest, state)
             (dest / "nvml.json").write_text(json.dumps(state))
         return dest
 
     return make
+
+
+def _pci_ids_as_named(dest: Path, state: dict[str, Any]) -> None:
+    """A mutation that renames a GPU (another card in the slot) changes its PCI device id too, in sysfs and
+    config space: NVML naming one model where the PCI id says another is a contradiction the tool refuses."""
+    for g in state.get("gpus", []):
+        base = dest / "sys/bus/pci/devices" / g["bdf"]
+        vendor, device = (int((base / f).read_text(), 16) for f in ("vendor", "device"))
+        if other_model(vendor, device, g.get("name", "")) is None:
+            continue
+        want = model_number(g["name"])
+        new = next(d for (v, d), m in DEVICES.items() if v == vendor and model_number(m) == want)
+        (base / "device").write_text(f"0x{new:04x}\n")
+        config = bytearray((base / "config").read_bytes())
+        config[2:4] = new.to_bytes(2, "little")
+        (base / "config").write_bytes(bytes(config))
