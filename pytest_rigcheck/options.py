@@ -143,7 +143,12 @@ def output_file(text: Any) -> Path:
 
 
 def _paths(values: Any) -> list[str]:
-    return [str(v) for v in (values if isinstance(values, list) else [values])]
+    out = [str(v) for v in (values if isinstance(values, list) else [values])]
+    if any(not v.strip() for v in out):
+        raise ValueError(
+            f"snapshot paths or shipped names, none empty (two separators in a row?), found {out!r}"
+        )
+    return out
 
 
 def _prom_file(text: Any) -> Path:
@@ -475,7 +480,14 @@ def _raw(config: pytest.Config, s: Setting) -> tuple[Any, str]:
     if text.strip():
         if s.kind == "flag":
             return text, s.env
-        return ([t for t in text.split(s.sep) if t.strip()] if s.many else text), s.env
+        if not s.many:
+            return text, s.env
+        parts = [t for t in text.split(s.sep) if t.strip()]  # "a::b" is a and b, as PATH takes it
+        if not parts:
+            raise pytest.UsageError(
+                f"{s.env}={text!r}: only separators ({s.sep!r}), no value: give one, or unset it"
+            )
+        return parts, s.env
     try:
         value = config.getini(s.ini)
     except (ValueError, pytest.UsageError) as exc:  # pytest 9 raises UsageError for a bad bool itself
@@ -617,6 +629,7 @@ def resolve_all(config: pytest.Config) -> dict[str, Resolved]:
     outputs = [
         (o.option, config.stash[RESOLVED].get(o.option)) for o in (REPORT, HTML, SOAK_SAVE, PROMETHEUS)
     ]
+    replayed = _snapshot_roots(snapshots.value if snapshots else [])
     for where, path in [*((w, r.value if r else None) for w, r in outputs), ("--junitxml", junit)]:
         if not path:
             continue
@@ -624,9 +637,30 @@ def resolve_all(config: pytest.Config) -> dict[str, Resolved]:
         if key in written:
             errors.append(f"{where}: {path} is also given to {written[key]}: one would overwrite the other")
         written.setdefault(key, where)
+        inside = next((r for r in replayed if key == r or key.startswith(r + os.sep)), None)
+        if inside is not None:
+            errors.append(
+                f"{where}: {path} is inside the snapshot this run replays ({inside}): writing it would change "
+                "the evidence; write outside the snapshot"
+            )
     if errors:
         raise pytest.UsageError("\nERROR: ".join(errors))  # pytest prefixes the first line
     return config.stash[RESOLVED]
+
+
+def _snapshot_roots(specs: list[str]) -> list[str]:
+    """The real paths of the snapshots (directories or archives) a run replays; a name not found is left to
+    the snapshot reader's own error."""
+    from .errors import SnapshotError
+    from .snapshot import find_snapshot
+
+    out = []
+    for spec in specs:
+        try:
+            out.append(os.path.realpath(find_snapshot(spec)))
+        except SnapshotError:
+            continue
+    return out
 
 
 def live_only_given(config: pytest.Config) -> list[tuple[Setting, Resolved]]:

@@ -6,6 +6,8 @@ exit 1 before) and D22 (the ini ``rig_profile`` taken from the working folder, n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pytest_rigcheck.options import SETTINGS
@@ -371,3 +373,27 @@ def test_live_only_setting_on_a_replay(pytester: pytest.Pytester, monkeypatch: p
     result = pytester.runpytest_subprocess(f"--rig-snapshot={GOOD}", "--collect-only")
     assert result.ret == 0
     result.stdout.fnmatch_lines(["rigcheck: RIGCHECK_SOAK (--rig-soak) applies to live runs only: not used*"])
+
+
+def test_output_inside_the_replayed_snapshot_is_refused(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """FRESH4: --rig-report pointed at the snapshot's own nvml.json overwrote it (exit 0; the next replay had
+    no NVML state). Any output inside a replayed snapshot is a usage error, and the file is left alone."""
+    import shutil
+
+    snap = tmp_path / "snap"
+    shutil.copytree(GOOD, snap, symlinks=True)
+    before = (snap / "nvml.json").read_bytes()
+    result = pytester.runpytest_subprocess(f"--rig-snapshot={snap}", f"--rig-report={snap / 'nvml.json'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "is inside the snapshot this run replays" in result.stderr.str()
+    assert (snap / "nvml.json").read_bytes() == before
+
+
+def test_snapshot_variable_of_separators_only(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FRESH4: RIGCHECK_SNAPSHOT='::' ran no rig check and collected the folder (exit 5): a usage error."""
+    monkeypatch.setenv("RIGCHECK_SNAPSHOT", "::")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "RIGCHECK_SNAPSHOT='::': only separators" in result.stderr.str()

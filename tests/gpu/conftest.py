@@ -25,9 +25,15 @@ def gpu_bdfs(snapshot: Path) -> list[str]:
 
 @pytest.fixture
 def make_snapshot(tmp_path: Path) -> Callable[..., Path]:
-    """Copy a shipped snapshot's sysfs and give it modelled NVML state, changed by ``mutate``."""
+    """Copy a shipped snapshot's sysfs and give it modelled NVML state, changed by ``mutate``; ``swap_cards``:
+    GPUs ``mutate`` renamed get the PCI device id of that card (else the names contradict the bus)."""
 
-    def make(base: str, mutate: Callable[[dict[str, Any]], None] | None = None, nvml: bool = True) -> Path:
+    def make(
+        base: str,
+        mutate: Callable[[dict[str, Any]], None] | None = None,
+        nvml: bool = True,
+        swap_cards: bool = False,
+    ) -> Path:
         dest = tmp_path / base
         shutil.copytree(SNAPSHOTS / base, dest, symlinks=True)
         (dest / "nvml.json").unlink(missing_ok=True)
@@ -37,6 +43,7 @@ def make_snapshot(tmp_path: Path) -> Callable[..., Path]:
             state.pop("expect_fail", None)
             if mutate:
                 mutate(state)
+            if swap_cards:  # the mutation put other cards in the slots: their PCI ids follow
                 _pci_ids_as_named(dest, state)
             (dest / "nvml.json").write_text(json.dumps(state))
         return dest

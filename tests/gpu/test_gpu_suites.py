@@ -180,7 +180,8 @@ def test_fault_fails_its_check(
     lines: list[str],
 ) -> None:
     """Each injected fault fails exactly its check, naming the GPU and the fix."""
-    failed, out = _run(pytester, make_snapshot(PRO, mutate), "-k", SUITES.replace(".py", ""))
+    swap = what == "other card in the TP group"
+    failed, out = _run(pytester, make_snapshot(PRO, mutate, swap_cards=swap), "-k", SUITES.replace(".py", ""))
     extra = {f"test_circuit_budget[{PRO}]"} if "power limit back" in what else set()
     assert failed == set(test_id.split()) | extra, out
     for line in lines:
@@ -214,7 +215,7 @@ def test_mixed_rig_names_the_odd_cards(pytester: pytest.Pytester, make_snapshot:
         ):
             g.update(name=name, memory_total_b=mib << 20)
 
-    failed, out = _run(pytester, make_snapshot(PRO, mix), "-k", "tp_groups")
+    failed, out = _run(pytester, make_snapshot(PRO, mix, swap_cards=True), "-k", "tp_groups")
     assert failed == {f"test_tp_groups_homogeneous[{PRO}]"}, out
     assert "GPU1 0000:04:00.0 (NVIDIA GeForce RTX 3070, 8.0 GiB)" in out
     assert "GPU2 0000:05:00.0 (NVIDIA GeForce RTX 3060, 12.0 GiB)" in out
