@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -400,7 +401,7 @@ def test_p2p_json_of_another_rig_is_worse(tmp_path: Path, capsys: pytest.Capture
     """A p2p.json naming a GPU that is not on the rig (``session.foreign_gpu``: every P2P/NCCL check
     UNREADABLE) is one WORSE line, never a list of figures."""
 
-    def move(d: dict) -> None:
+    def move(d: dict[str, Any]) -> None:
         d["pairs"]["0000:99:00.0->0000:04:00.0"] = d["pairs"].pop(PAIR)
 
     b = _edit(tmp_path, "rtxpro6000x4-switch", "p2p.json", move)
