@@ -32,18 +32,31 @@ SPREAD = 0.05  # relative; the least run-to-run spread assumed for a bandwidth f
 _PASSING = {"pass", "warn"}
 
 
+@dataclass(frozen=True)
+class Unread:
+    """A reading the checks would not judge: corrupt, impossible, or missing (UNREADABLE there), and why.
+    ``lost``: a GPU on the PCIe bus that NVML does not report (``gpu.state.NOT_IN_NVML``)."""
+
+    why: str
+    lost: bool = False
+
+
 @dataclass
 class Side:
-    """The facts of one side, ``None`` where that side does not record them."""
+    """The facts of one side, ``None`` where that side does not record them, ``Unread`` where it records
+    them but the checks could not judge them (a missing or corrupt ``nvml.json``/``p2p.json``, or one
+    reading of it)."""
 
     label: str
     gpus: dict[str, str] | None = None
     links: dict[str, tuple[int | None, int | None]] | None = None
     roles: dict[str, str] = field(default_factory=dict)
     acs: dict[str, int | str] | None = None  # BDF -> ACS Control value (snapshot) or "on"/"off" (report)
-    caps: dict[str, int] | None = None  # GPU BDF -> enforced power limit, mW
+    nvml: dict[str, Unread | None] | Unread | None = None  # GPU BDF -> None where NVML sees it
+    caps: dict[str, int | Unread] | None = None  # GPU BDF -> enforced power limit, mW
     iommu: str | None = None
-    figures: dict[str, list[float]] | None = None  # "GB/s P2P unidir GPU0->GPU1" -> readings
+    # "P2P unidirectional GPU0->GPU1 GB/s" -> readings; the unit ends the key (GB/s, or us: lower is better)
+    figures: dict[str, list[float] | Unread] | Unread | None = None
     checks: dict[str, str] | None = None  # check id -> status
 
 
@@ -100,52 +113,94 @@ def _snapshot_side(rig: Any, label: str) -> Side:
             elif fn.is_bridge and fn.config is not None and fn.config.acs is not None:
                 side.acs[fn.bdf] = fn.config.acs.ctrl
     side.iommu = rig.iommu.mode
-    nvml = _json(rig, "nvml.json")
-    if isinstance(nvml, dict) and isinstance(nvml.get("gpus"), list):
-        side.caps = {}
-        for g in nvml["gpus"]:
-            if not isinstance(g, dict):
-                continue
-            cap = g.get("enforced_limit_mw", g.get("power_limit_mw"))
-            if isinstance(cap, int) and not isinstance(cap, bool):
-                side.caps[str(g.get("bdf", "")).lower()[-12:]] = cap
-    p2p = _json(rig, "p2p.json")
-    if isinstance(p2p, dict):
-        side.figures = _figures(p2p, {g.bdf: f"GPU{i}" for i, g in enumerate(tree.gpus)})
+    side.nvml, side.caps = _nvml(rig)
+    side.figures = _figures(rig, {g.bdf: f"GPU{i}" for i, g in enumerate(tree.gpus)})
     return side
 
 
-def _json(rig: Any, name: str) -> Any:
+def _nvml(rig: Any) -> tuple[dict[str, Unread | None] | Unread, dict[str, int | Unread] | None]:
+    """Per GPU of the PCIe tree: None where NVML sees it, else why not; and its power cap (the enforced
+    limit, else the requested one, in mW), as the GPU suites read them: ``nvml.json`` through
+    ``gpu.nvml.RecordedNvml`` (``GpuState.from_json`` marks impossible readings corrupt) joined to the
+    PCIe bus by ``gpu.plugin.GpuSession.gpus`` (a GPU on the bus that NVML does not report is
+    ``NOT_IN_NVML``; NVML and PCIe disagreeing is corrupt). A missing or corrupt ``nvml.json`` is
+    ``Unread`` as a whole."""
+    from .gpu.plugin import GpuSession
+    from .gpu.state import F_POWER_ENFORCED, F_POWER_LIMIT, NOT_CAPTURED, NOT_IN_NVML, NOT_NVIDIA, Unavailable
 
     try:
-        return rig.source.read_json(name, limit=64 << 20)
-    except (KeyError, SourceError):
-        return None
-
-
-def _nums(v: Any) -> list[float]:
-    vals = v if isinstance(v, list) else [v]
-    return [float(x) for x in vals if isinstance(x, int | float) and not isinstance(x, bool) and x > 0]
-
-
-def _figures(p2p: dict[str, Any], label: dict[str, str]) -> dict[str, list[float]]:
-    """Bandwidth readings from a ``p2p.json``: per pair unidir/bidir, per GPU host links, per NCCL group."""
-    out: dict[str, list[float]] = {}
-    for key, p in (p2p.get("pairs") or {}).items():
-        if not isinstance(p, dict) or "->" not in key:
+        states = GpuSession(rig, 0.0).gpus()
+    except RigcheckError as exc:
+        return Unread(str(exc)), None
+    seen: dict[str, Unread | None] = {}
+    caps: dict[str, int | Unread] = {}
+    for bdf, g in states.items():
+        if isinstance(g, Unavailable):
+            if g.code != NOT_NVIDIA:  # a BMC's display function: NVML has nothing to say of it
+                seen[bdf] = Unread(g.reason, lost=g.code == NOT_IN_NVML)
             continue
-        a, b = key.split("->", 1)
-        for fig, name in (("unidir_gbps", "P2P unidirectional"), ("bidir_gbps", "P2P bidirectional")):
-            if _nums(p.get(fig)):
-                out[f"{name} {label.get(a, a)}->{label.get(b, b)} GB/s"] = _nums(p.get(fig))
-    for bdf, g in (p2p.get("gpus") or {}).items():
-        for fig, name in (("h2d_gbps", "host->device"), ("d2h_gbps", "device->host")):
-            if isinstance(g, dict) and _nums(g.get(fig)):
-                out[f"{name} {label.get(bdf, bdf)} GB/s"] = _nums(g.get(fig))
-    for key, g in ((p2p.get("nccl") or {}).get("groups") or {}).items():
-        if isinstance(g, dict) and _nums(g.get("busbw_gbps")):
-            gpus = "+".join(label.get(b, b) for b in key.split("+"))
-            out[f"NCCL all-reduce busbw {gpus} GB/s"] = _nums(g.get("busbw_gbps"))
+        seen[bdf] = None
+        cap = g.get(F_POWER_ENFORCED)
+        if isinstance(cap, Unavailable) and cap.code == NOT_CAPTURED:
+            cap = g.get(F_POWER_LIMIT)
+        caps[bdf] = Unread(cap.reason) if isinstance(cap, Unavailable) else int(cap)
+    return seen, caps
+
+
+def _figures(rig: Any, label: dict[str, str]) -> dict[str, list[float] | Unread] | Unread | None:
+    """Readings from the snapshot's ``p2p.json`` as the P2P suite reads them (``p2p.session.P2pSession``:
+    ``figures.load`` marks each impossible figure ``Corrupt``, a GPU not on this rig makes the file
+    unreadable), keyed ``"<figure> <where> <unit>"``: per pair unidir/bidir bandwidth and latency, per GPU
+    host links, per NCCL group the all-reduce busbw. A bandwidth above what its path can carry
+    (``p2p.checks._above_capacity``, as the checks judge it) is ``Unread`` like a ``Corrupt`` one. None
+    where the snapshot has no ``p2p.json`` and needs none (the checks skip); ``Unread`` where it cannot be
+    read or the manifest says it was recorded."""
+    from .p2p.checks import _above_capacity
+    from .p2p.figures import Corrupt, readings
+    from .p2p.session import P2pSession
+
+    kind, data = P2pSession(rig, 0.0, None, None).outcome()
+    if kind == "skip":
+        return None
+    if kind != "ok":
+        return Unread(str(data))
+    out: dict[str, list[float] | Unread] = {}
+
+    def add(entry: dict[str, Any], fig: str, name: str, where: str, unit: str, path: Any = None) -> None:
+        """``out["<name> <where> <unit>"]``: the readings of ``entry[fig]``, or ``Unread`` where the checks
+        would not judge them: corrupt, above what the path can carry (``path`` = (bdfs, figure) of
+        ``_above_capacity``, for a bandwidth), or on a path whose links cannot be read (``SourceError``,
+        UNREADABLE in the checks too)."""
+        v, vals, key = entry.get(fig), readings(entry, fig), f"{name} {where} {unit}"
+        if isinstance(v, Corrupt):
+            out[key] = Unread(v.reason)
+            return
+        if not vals:
+            return
+        try:
+            over = _above_capacity(rig, where, path[0], data, path[1], name, vals) if path else None
+        except SourceError as exc:
+            out[key] = Unread(f"the path's capacity cannot be read: {exc}")
+            return
+        out[key] = Unread(f"{over.summary} ({over.expected})") if over is not None else vals
+
+    for pair, entry in data["pairs"].items():
+        a, b = pair.split("->", 1) if "->" in pair else (pair, "")
+        where = f"{label.get(a, a)}->{label.get(b, b)}"
+        add(entry, "unidir_gbps", "P2P unidirectional", where, "GB/s", ((a, b), "unidir"))
+        add(entry, "bidir_gbps", "P2P bidirectional", where, "GB/s", ((a, b), "bidir"))
+        add(entry, "latency_us", "P2P latency", where, "us")
+    for bdf, entry in data["gpus"].items():
+        add(entry, "h2d_gbps", "host->device", label.get(bdf, bdf), "GB/s", ((bdf, None), "h2d"))
+        add(entry, "d2h_gbps", "device->host", label.get(bdf, bdf), "GB/s", ((bdf, None), "d2h"))
+    for key, entry in data["nccl"]["groups"].items():
+        add(
+            entry,
+            "busbw_gbps",
+            "NCCL all-reduce busbw",
+            "+".join(label.get(b, b) for b in key.split("+")),
+            "GB/s",
+        )
     return out
 
 
@@ -259,12 +314,16 @@ def compare(a: Side, b: Side) -> list[Change]:
                 )
                 note = "; ".join([*flips, note] if note else flips)
             out.append(Change(level, "ACS", where, before, after, note))
+    if a.nvml is not None and b.nvml is not None:
+        out += _nvml_changes(a, b)
     if a.caps is not None and b.caps is not None:
         labels = {k[-12:]: v for k, v in {**a.roles, **b.roles}.items()}
-        for bdf in sorted(set(a.caps) & set(b.caps)):
+        for bdf in sorted(set(a.caps) & set(b.caps)):  # a GPU NVML lost has no cap: said above
             c0, c1 = a.caps[bdf], b.caps[bdf]
-            if c0 != c1:
-                where = f"{bdf} {labels.get(bdf[-12:], '')}".rstrip()
+            where = f"{bdf} {labels.get(bdf[-12:], '')}".rstrip()
+            if isinstance(c0, Unread) or isinstance(c1, Unread):
+                out += _unread("power cap", where, c0, c1, lambda c: f"{c / 1000:g} W")
+            elif c0 != c1:
                 out.append(
                     Change(
                         WORSE,
@@ -278,7 +337,10 @@ def compare(a: Side, b: Side) -> list[Change]:
     if a.iommu and b.iommu and "unknown" not in (a.iommu, b.iommu) and a.iommu != b.iommu:
         level = WORSE if b.iommu == "translated" else CHANGED
         out.append(Change(level, "IOMMU mode", "rig", a.iommu, b.iommu))
-    if a.figures is not None and b.figures is not None:
+    if isinstance(a.figures, Unread) or isinstance(b.figures, Unread):
+        if a.figures is not None and b.figures is not None:
+            out += _unread("P2P/NCCL figures", "p2p.json", a.figures, b.figures, lambda _: "recorded")
+    elif a.figures is not None and b.figures is not None:
         out += _figure_changes(
             a.figures, b.figures, acs_worse=any(c.what == "ACS" and c.level == WORSE for c in out)
         )
@@ -297,22 +359,62 @@ def compare(a: Side, b: Side) -> list[Change]:
     return sorted(out, key=lambda c: _RANK[c.level])
 
 
-def _figure_changes(f0: dict[str, list[float]], f1: dict[str, list[float]], acs_worse: bool) -> list[Change]:
+def _unread(what: str, where: str, v0: Any, v1: Any, shown: Any) -> list[Change]:
+    """WORSE where side B's reading is ``Unread`` and side A's was not (the checks could judge it on A,
+    not on B: UNREADABLE fails), BETTER the other way; nothing where both or neither are. ``shown(v)``
+    gives a readable value as text."""
+    if isinstance(v1, Unread) and not isinstance(v0, Unread):
+        return [Change(WORSE, what, where, shown(v0), "unreadable", v1.why)]
+    if isinstance(v0, Unread) and not isinstance(v1, Unread):
+        return [Change(BETTER, what, where, "unreadable", shown(v1), "readable again")]
+    return []
+
+
+def _nvml_changes(a: Side, b: Side) -> list[Change]:
+    """``nvml.json`` unreadable on one side (one line), or per GPU on both sides' PCIe bus: NVML no longer
+    sees it (WORSE "NVML lost GPU": every NVML check of it is UNREADABLE, ``inventory.seen_by_nvml`` fails),
+    its entry corrupt, or the other way (BETTER)."""
+    if not isinstance(a.nvml, dict) or not isinstance(b.nvml, dict):  # one side's nvml.json unreadable
+        return _unread("NVML state", "nvml.json", a.nvml, b.nvml, lambda _: "read")
+    out = []
+    for bdf in sorted(set(a.nvml) & set(b.nvml)):
+        v0, v1 = a.nvml[bdf], b.nvml[bdf]
+        where = f"{bdf} {b.roles.get(bdf) or a.roles.get(bdf, '')}".rstrip()
+        if v1 is not None and v0 is None:
+            what = "NVML lost GPU" if v1.lost else "NVML state"
+            after = "not seen by NVML" if v1.lost else "unreadable"
+            note = f"{v1.why}; its power cap and every NVML reading of it cannot be judged"
+            out.append(Change(WORSE, what, where, "seen by NVML", after, note))
+        elif v0 is not None and v1 is None:
+            what = "NVML sees GPU again" if v0.lost else "NVML state"
+            out.append(Change(BETTER, what, where, "not seen" if v0.lost else "unreadable", "seen by NVML"))
+    return out
+
+
+def _figure_changes(
+    f0: dict[str, list[float] | Unread], f1: dict[str, list[float] | Unread], acs_worse: bool
+) -> list[Change]:
     """Figures that moved beyond the run-to-run spread; several of one kind (P2P unidirectional over
-    12 pairs) as one line with the range, so a rig-wide slowdown reads as one change."""
-    moved: dict[tuple[str, str], list[tuple[str, float, float, float, float]]] = {}
-    for key in sorted(set(f0) & set(f1)):
-        r0, r1 = f0[key], f1[key]
-        best0, best1 = max(r0), max(r1)
+    12 pairs) as one line with the range, so a rig-wide slowdown reads as one change. A bandwidth is
+    better higher, a latency (``us``) lower. A figure side A recorded that side B lacks or holds corrupt
+    (``Unread``: what the checks call UNREADABLE) is WORSE, one line each."""
+    out: list[Change] = []
+    moved: dict[tuple[str, str, str], list[tuple[str, float, float, float, float]]] = {}
+    for key in sorted(f0):
+        head, unit = key.rsplit(" ", 1)
+        name, what = head.rsplit(" ", 1)
+        r0, r1 = f0[key], f1.get(key, Unread("not recorded on side B: the checks of it are UNREADABLE"))
+        if isinstance(r0, Unread) or isinstance(r1, Unread):
+            out += _unread("figure", head, r0, r1, lambda r, u=unit: f"{_best(r, u):g} {u}")
+            continue
+        best0, best1 = _best(r0, unit), _best(r1, unit)
         spread = max([SPREAD] + [(max(r) - min(r)) / max(r) for r in (r0, r1) if len(r) > 1])
         change = (best1 - best0) / best0
         if abs(change) <= spread:
             continue
-        name, what = key.removesuffix(" GB/s").rsplit(" ", 1)
-        level = WORSE if change < 0 else BETTER
-        moved.setdefault((level, name), []).append((what, best0, best1, change, spread))
-    out = []
-    for (level, name), items in moved.items():
+        level = WORSE if (change > 0 if unit == "us" else change < 0) else BETTER
+        moved.setdefault((level, name, unit), []).append((what, best0, best1, change, spread))
+    for (level, name, unit), items in moved.items():
         spread = max(i[4] for i in items)
         lo, hi = min(i[3] for i in items), max(i[3] for i in items)
         pct = (
@@ -325,17 +427,23 @@ def _figure_changes(f0: dict[str, list[float]], f1: dict[str, list[float]], acs_
             note += "; follows from the ACS change above"
         if len(items) == 1:
             what, v0, v1 = items[0][:3]
-            out.append(Change(level, "figure", f"{name} {what}", f"{v0:g} GB/s", f"{v1:g} GB/s", note))
+            out.append(Change(level, "figure", f"{name} {what}", f"{v0:g} {unit}", f"{v1:g} {unit}", note))
         else:
             where = f"{name}, {len(items)} of them ({', '.join(i[0] for i in items[:4])}{', ...' if len(items) > 4 else ''})"
-            b0, b1 = _span([i[1] for i in items]), _span([i[2] for i in items])
+            b0, b1 = _span([i[1] for i in items], unit), _span([i[2] for i in items], unit)
             out.append(Change(level, "figure", where, b0, b1, note))
     return out
 
 
-def _span(values: list[float]) -> str:
+def _best(readings: list[float], unit: str) -> float:
+    """The reading that decides, as the checks judge it (``thresholds.judge``: best of the retries): the
+    highest bandwidth, the lowest latency."""
+    return min(readings) if unit == "us" else max(readings)
+
+
+def _span(values: list[float], unit: str) -> str:
     lo, hi = min(values), max(values)
-    return f"{lo:g} GB/s" if lo == hi else f"{lo:g}-{hi:g} GB/s"
+    return f"{lo:g} {unit}" if lo == hi else f"{lo:g}-{hi:g} {unit}"
 
 
 def run_diff(a_path: Path, b_path: Path) -> int:
@@ -354,12 +462,13 @@ def run_diff(a_path: Path, b_path: Path) -> int:
             ("GPUs", a.gpus, b.gpus),
             ("links", a.links, b.links),
             ("ACS", a.acs, b.acs),
+            ("NVML", a.nvml, b.nvml),
             ("power caps", a.caps, b.caps),
             ("IOMMU", a.iommu, b.iommu),
             ("P2P/NCCL figures", a.figures, b.figures),
             ("check statuses", a.checks, b.checks),
         )
-        if x is not None and y is not None
+        if x is not None and y is not None and not (isinstance(x, Unread) and isinstance(y, Unread))
     ]
     print(f"compared: {', '.join(compared) or 'nothing both sides record'}")
     for c in changes:
@@ -371,4 +480,15 @@ def run_diff(a_path: Path, b_path: Path) -> int:
     return 1 if worse else 0
 
 
-__all__ = ["BETTER", "CHANGED", "SPREAD", "WORSE", "Change", "Side", "compare", "read_side", "run_diff"]
+__all__ = [
+    "BETTER",
+    "CHANGED",
+    "SPREAD",
+    "WORSE",
+    "Change",
+    "Side",
+    "Unread",
+    "compare",
+    "read_side",
+    "run_diff",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -249,3 +250,164 @@ def test_counts_disagreeing_and_nan_are_corrupt(tmp_path: Path, capsys: pytest.C
         rc = main(["diff", str(bad), str(tmp_path / "c.json")])
         out, err = capsys.readouterr()
         assert rc == 2 and says in err + out and len((out + err).strip().splitlines()) == 1, out + err
+
+
+# -- side B read through the checks' own loaders (nvml.json: gpu.plugin.GpuSession; p2p.json: P2pSession) ------
+
+
+def _edit(tmp_path: Path, snap: str, name: str, change: object, to: str = "b") -> Path:
+    """A copy ``tmp_path / to`` of the shipped snapshot ``snap`` whose JSON file ``name`` is passed through
+    ``change``."""
+    import shutil
+
+    b = tmp_path / to
+    shutil.copytree(SNAPSHOTS / snap, b, symlinks=True)
+    doc = json.loads((b / name).read_text())
+    change(doc)  # type: ignore[operator]
+    (b / name).write_text(json.dumps(doc))
+    return b
+
+
+def test_gpu_dropped_from_nvml_is_worse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fresh user's find: GPU2 (0000:05:00.0) deleted from nvml.json, still on the PCIe bus, gave "no
+    changes", exit 0, while pytest on that snapshot fails 13 checks (test_gpu_seen_by_nvml and every NVML
+    reading of GPU2 UNREADABLE). The NVML-vs-PCIe join of the GPU suites says NVML lost it: WORSE, once
+    (its power cap is not listed again); and back, BETTER."""
+    b = _edit(tmp_path, "rtxpro6000x4-switch", "nvml.json", lambda d: d["gpus"].pop(2))
+    rc, lines = _diff(capsys, "rtxpro6000x4-switch", b)
+    assert rc == 1
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("WORSE   NVML lost GPU: 0000:05:00.0 GPU2: seen by NVML -> not seen by NVML (")
+    assert "not among the 3 GPU(s)" in lines[0]
+    rc, lines = _diff(capsys, b, "rtxpro6000x4-switch")
+    assert (rc, lines) == (0, ["BETTER  NVML sees GPU again: 0000:05:00.0 GPU2: not seen -> seen by NVML"])
+
+
+def test_nvml_json_unreadable_or_cap_corrupt_is_worse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A whole nvml.json the GPU suites refuse (format 9) is one WORSE line; one corrupt reading (an enforced
+    limit recorded as text: ``GpuState.from_json`` marks it corrupt) is WORSE for that GPU's power cap."""
+    b = _edit(tmp_path, "rtxpro6000x4-switch", "nvml.json", lambda d: d.update(format=9))
+    rc, lines = _diff(capsys, "rtxpro6000x4-switch", b)
+    assert rc == 1 and len(lines) == 1, lines
+    assert (
+        lines[0].startswith("WORSE   NVML state: nvml.json: read -> unreadable (") and "format 9" in lines[0]
+    )
+
+    c = _edit(
+        tmp_path,
+        "rtxpro6000x4-switch",
+        "nvml.json",
+        lambda d: d["gpus"][1].update(enforced_limit_mw="350"),
+        "c",
+    )
+    rc, lines = _diff(capsys, "rtxpro6000x4-switch", c)
+    assert rc == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("WORSE   power cap: 0000:04:00.0 GPU1: 350 W -> unreadable (")
+    assert "enforced_limit_mw: '350' is not a number" in lines[0]
+
+
+def _pair(key: str, **figures: object) -> object:
+    return lambda d: d["pairs"][key].update(figures)
+
+
+PAIR = "0000:03:00.0->0000:04:00.0"
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [
+        (
+            _pair(PAIR, unidir_gbps=[45.0], bidir_gbps=[90.0]),
+            [
+                "WORSE   figure: P2P bidirectional GPU0->GPU1: 52 GB/s -> unreadable (GPU0->GPU1: P2P "
+                "bidirectional reading 90 GB/s is above what the path can carry: corrupt figure (at most 66.16 GB/s",
+                "WORSE   figure: P2P unidirectional GPU0->GPU1: 28.1 GB/s -> unreadable (GPU0->GPU1: P2P "
+                "unidirectional reading 45 GB/s is above what the path can carry: corrupt figure (at most 33.08 GB/s",
+            ],
+        ),
+        (
+            lambda d: next(iter(d["nccl"]["groups"].values())).update(busbw_gbps=[500.0]),
+            [
+                "WORSE   figure: NCCL all-reduce busbw GPU0+GPU1+GPU2+GPU3: 21.5855 GB/s -> unreadable (snapshot "
+                'rtxpro6000x4-switch p2p.json nccl.groups["0000:03:00.0+0000:04:00.0+0000:05:00.0+0000:06:00.0"]'
+                ".busbw_gbps: first reading 500 GB/s contradicts its sweep row",
+            ],
+        ),
+        (
+            _pair(PAIR, latency_us=[0.0]),
+            [
+                "WORSE   figure: P2P latency GPU0->GPU1: 0.41 us -> unreadable (snapshot rtxpro6000x4-switch "
+                f'p2p.json pairs["{PAIR}"].latency_us: reading 0.0 is impossible',
+            ],
+        ),
+        (
+            lambda d: d["pairs"].pop(PAIR),
+            [
+                f"WORSE   figure: P2P {what} GPU0->GPU1: {v} -> unreadable (not recorded on side B"
+                for what, v in (
+                    ("bidirectional", "52 GB/s"),
+                    ("latency", "0.41 us"),
+                    ("unidirectional", "28.1 GB/s"),
+                )
+            ],
+        ),
+        (
+            lambda d: d["gpus"]["0000:03:00.0"].update(h2d_gbps=[float("nan")]),
+            [
+                'WORSE   figure: host->device GPU0: 26.4 GB/s -> unreadable (snapshot rtxpro6000x4-switch p2p.json gpus["0000:03:00.0"].h2d_gbps: reading'
+            ],
+        ),
+    ],
+    ids=["p2p-above-path", "busbw-contradicts-sweep", "latency-0", "pair-dropped", "h2d-nan"],
+)
+def test_figure_the_checks_call_corrupt_is_worse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: object, expect: list[str]
+) -> None:
+    """A fresh user's find: figures the P2P suite calls UNREADABLE (45 GB/s P2P on a Gen4 x16 path, 500 GB/s
+    busbw beside a sweep row of 21.6) were listed as BETTER, exit 0; latency 0.41 -> 0 us as "no changes".
+    Read through ``figures.load`` and the checks' path ceiling (``p2p.checks._above_capacity``), each is
+    WORSE as unreadable, with the checks' reason; a figure side B no longer records too."""
+    b = _edit(tmp_path, "rtxpro6000x4-switch", "p2p.json", change)
+    rc, lines = _diff(capsys, "rtxpro6000x4-switch", b)
+    assert rc == 1
+    assert len(lines) == len(expect) and all(x.startswith(e) for x, e in zip(lines, expect, strict=True)), (
+        lines
+    )
+
+
+def test_latency_compared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """P2P latency is compared, lower being better: 0.41 -> 2 us is WORSE, 0.41 -> 0.2 us BETTER."""
+    b = _edit(tmp_path, "rtxpro6000x4-switch", "p2p.json", _pair(PAIR, latency_us=[2.0]))
+    rc, lines = _diff(capsys, "rtxpro6000x4-switch", b)
+    assert (rc, lines) == (
+        1,
+        [
+            "WORSE   figure: P2P latency GPU0->GPU1: 0.41 us -> 2 us (+388 %, beyond the 5 % run-to-run spread)"
+        ],
+    )
+    b = _edit(tmp_path, "rtxpro6000x4-switch", "p2p.json", _pair(PAIR, latency_us=[0.2]), "c")
+    rc, lines = _diff(capsys, "rtxpro6000x4-switch", b)
+    assert (rc, lines) == (
+        0,
+        [
+            "BETTER  figure: P2P latency GPU0->GPU1: 0.41 us -> 0.2 us (-51 %, beyond the 5 % run-to-run spread)"
+        ],
+    )
+
+
+def test_p2p_json_of_another_rig_is_worse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A p2p.json naming a GPU that is not on the rig (``session.foreign_gpu``: every P2P/NCCL check
+    UNREADABLE) is one WORSE line, never a list of figures."""
+
+    def move(d: dict[str, Any]) -> None:
+        d["pairs"]["0000:99:00.0->0000:04:00.0"] = d["pairs"].pop(PAIR)
+
+    b = _edit(tmp_path, "rtxpro6000x4-switch", "p2p.json", move)
+    rc, lines = _diff(capsys, "rtxpro6000x4-switch", b)
+    assert rc == 1 and len(lines) == 1, lines
+    assert (
+        lines[0].startswith("WORSE   P2P/NCCL figures: p2p.json: recorded -> unreadable (")
+        and "0000:99:00.0" in lines[0]
+    )
