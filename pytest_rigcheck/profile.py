@@ -351,8 +351,6 @@ def parse_iommu(table: dict[str, Any], where: str) -> IommuSection:
     """``[iommu]``: allow, a list from ``off``, ``passthrough``."""
     check_keys(where, "iommu", table, ("allow",))
     allow = table.get("allow", list(IOMMU_MODES))
-    if isinstance(allow, str):
-        allow = [allow]
     if not isinstance(allow, list) or not allow or any(a not in IOMMU_MODES for a in allow):
         raise ProfileError(where, "iommu.allow", allow, f"a list from {list(IOMMU_MODES)}")
     return IommuSection(tuple(allow))

@@ -110,7 +110,7 @@ def test_every_section_parsed_at_load() -> None:
         "rig": {"gpus": 2, "tp_groups": [[0, 1]]},
         "links": {"gen": 4},
         "bifurcation": {"00:03": "x8x8"},
-        "iommu": {"allow": "off"},
+        "iommu": {"allow": ["off"]},
         "topology": {"max_class": "PHB"},
         "power": {"cap_w": 350, "device": {"1": {"cap_w": 290}}},
         "gpu": {"min_driver": "550.54.15", "device": {"0": {"max_vram_used_mib": 1024}}},
@@ -212,6 +212,7 @@ def test_bad_core_values(data: dict[str, Any], key: str, allowed: str) -> None:
         ({"power": {"tolerance_w": -1}}, "power.tolerance_w", "a number of watts, from 0 to 200"),
         ({"power": {"circuit_w": 0}}, "power.circuit_w", "above 0"),
         ({"power": {"host_w": True}}, "power.host_w", "a number of watts"),
+        ({"iommu": {"allow": "off"}}, "iommu.allow", "a list from"),  # FRESH3/FRESH4: a string, not a list
         (
             {"power": {"circuit_w": 500, "host_w": 800}},
             "power.host_w",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 
+from ..availability import DRIVER_VERSION_FILE
 from ..rig import Rig
 from ..targets import GpuTarget
 from ..verdict import Verdict, failed, judged, passed, unreadable
@@ -172,6 +174,28 @@ def vram_free(t: GpuTarget, gpu: GpuState | Unavailable, own_pid: int | None = N
     )
 
 
+class ModuleVersion(str):
+    """The loaded nvidia.ko's version, with ``where`` it was read."""
+
+    where: str
+
+
+def loaded_module_version(rig: Rig) -> ModuleVersion | None:
+    """The loaded NVIDIA kernel module's version: ``sys/module/nvidia/version`` (the module's MODULE_VERSION),
+    else the ``NVRM version:`` line of ``/proc/driver/nvidia/version``; None where neither says."""
+    text = (rig.source.read_optional("sys/module/nvidia/version") or "").strip()
+    where = "/sys/module/nvidia/version"
+    if not re.fullmatch(r"\d+(\.\d+)+", text):
+        line = (rig.source.read_optional(DRIVER_VERSION_FILE) or "").partition("\n")[0]
+        m = re.search(r"NVRM version:.*?\s(\d+\.\d+(?:\.\d+)*)\s", line + " ")
+        text, where = (m.group(1), f"/{DRIVER_VERSION_FILE}") if m else ("", "")
+    if not text:
+        return None
+    out = ModuleVersion(text)
+    out.where = where
+    return out
+
+
 def versions(rig: Rig, system: SystemState) -> Verdict:
     """Driver, CUDA and VBIOS versions, recorded; at least the profile's ``[gpu] min_driver`` / ``min_cuda``."""
     exp = expectations(rig.profile)
@@ -184,6 +208,20 @@ def versions(rig: Rig, system: SystemState) -> Verdict:
     for g in system.gpus:
         vb = g.get(F_VBIOS)
         props[f"vbios_gpu{g.index}"] = vb if isinstance(vb, str) else f"unreadable: {vb}"
+    module = loaded_module_version(rig)
+    if module is not None and isinstance(driver, str) and module != driver:
+        # NVML refuses to start when its library and the loaded module differ ("Failed to initialize NVML:
+        # Driver/library version mismatch", nvidia-smi): both readings cannot be one machine's at one time.
+        return unreadable(
+            f"{rig.name}: NVML reports driver {driver} but the loaded kernel module is {module} "
+            f"({module.where}): contradictory readings",
+            measured=f"NVML {driver}, kernel module {module}",
+            expected="one driver version (NVML's library and the loaded nvidia.ko agree, or NVML does not start)",
+            fix=[
+                "reboot after a driver update (or reload nvidia.ko), then run again or capture the rig again"
+            ],
+            properties=props,
+        )
     problems, fix = [], []
     if exp.min_driver:
         if isinstance(driver, Unavailable) or driver is None:

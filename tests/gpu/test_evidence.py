@@ -624,3 +624,22 @@ def test_nvml_name_judged_only_for_a_known_pci_id() -> None:
     assert other_model(0x10DE, 0x2BB1, "NVIDIA H100 80GB HBM3") == "H100 SXM5 80GB"
     assert other_model(0x10DE, 0x2BB1, "NVIDIA GH200 480GB") == "model GH200"
     assert model_number("NVIDIA A100-SXM4-80GB") == "A100" and model_number("NVIDIA TITAN V") is None
+
+
+@pytest.mark.parametrize("where", ["proc/driver/nvidia/version", "sys/module/nvidia/version"])
+def test_kernel_module_and_nvml_driver_disagree(
+    pytester: pytest.Pytester, tmp_path: Path, where: str
+) -> None:
+    """FRESH4: the loaded module 550 beside NVML's 570 passed test_versions (even against min_driver 560).
+    NVML does not start on such a mismatch, so the two readings are contradictory: UNREADABLE, naming both."""
+    snap = tmp_path / "s"
+    shutil.copytree(SNAPSHOTS / PRO, snap, symlinks=True)
+    path = snap / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if where.startswith("proc"):
+        path.write_text(path.read_text().replace("570.133.07", "550.54.15"))
+    else:
+        path.write_text("550.54.15\n")
+    failed, out = _run(pytester, snap, "-k", "versions")
+    assert failed == {f"test_versions[{PRO}]"}, out
+    assert "NVML reports driver 570.133.07 but the loaded kernel module is 550.54.15" in out, out
