@@ -442,6 +442,21 @@ def _start(rig: Rig) -> dict[str, HopReading]:
     return start_reading(rig).hops
 
 
+def aer_kept(rig: Rig, gpu_bdf: str) -> list[str]:
+    """The hops to a GPU (``hops``) whose AER counters the kernel keeps, by the window's first reading: a
+    function without an AER capability has no ``aer_dev_*`` files, so no counters a later reading must hold."""
+    start = _start(rig)
+    return [fn.bdf for fn in hops(rig, gpu_bdf) if (r := start.get(fn.bdf)) is not None and r.aer]
+
+
+def aer_lost_text(label: str, lost: list[str], where: str) -> str:
+    """The one wording for hops whose AER counters were read at the start and are missing from ``where``."""
+    return (
+        f"{label}: AER counters of {', '.join(lost)} were read at the start but {where} has none for them: "
+        "cannot tell whether they grew"
+    )
+
+
 def aer_growth(t: GpuTarget) -> Verdict:
     """No AER counter on the path grows between the session's start and end, and no link narrows.
 
@@ -500,8 +515,7 @@ def aer_growth(t: GpuTarget) -> Verdict:
     if lost:
         # the counters exist (the start read them): the end reading is what is missing, not AER support
         return unreadable(
-            f"{t.label}: AER counters of {', '.join(lost)} were read at the start but the end reading "
-            f"({'live' if rig.is_live else LINKHEALTH_JSON}) has none for them: cannot tell whether they grew",
+            aer_lost_text(t.label, lost, f"the end reading ({'live' if rig.is_live else LINKHEALTH_JSON})"),
             path=path,
             fix=[
                 "run the checks again on the rig (pytest --rig), or capture it again (sudo rigcheck capture DIR)"

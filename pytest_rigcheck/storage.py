@@ -47,6 +47,17 @@ TIME_LIMIT_S = 10.0  # and for at most this long
 # The least a read must hold to be evidence of disk speed: 4 of the 16 MiB BLOCKs, unless it is the whole of
 # the model or ran out TIME_LIMIT_S (a disk that slow is measured): a few KiB time the syscall, not the disk.
 MIN_EVIDENCE_BYTES = 64 << 20
+# The methods ``read_file`` writes: both bypass the page cache. A record naming any other (or none) may be
+# a cached read at RAM speed, so it is no evidence of the disk.
+DIRECT = "O_DIRECT"
+FADVISE = "posix_fadvise DONTNEED then buffered reads (the filesystem refused O_DIRECT)"
+READ_METHODS = (DIRECT, FADVISE)
+# The fastest one rotating disk reads: 554 MB/s sustained (Seagate Exos 2X18 dual-actuator, product manual /
+# datasheet "Max. Sustained Transfer Rate OD"); single-actuator 3.5" disks reach 285-298 MB/s (Seagate Exos
+# X24 datasheet 285 MB/s, WD Ultrastar DC HC580 datasheet 298 MB/s), and SATA 6 Gb/s carries 600 MB/s at
+# most. A rotational disk read faster is a corrupt record or the page cache answered. md/dm devices (arrays
+# of disks) are left out: they add their members' rates.
+ROTATIONAL_MAX_GBPS = 0.6
 MODEL_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".onnx", ".msgpack", ".h5")
 
 
@@ -229,7 +240,7 @@ def read_file(
     ``posix_fadvise(DONTNEED)`` then buffered reads. Raises ``OSError`` when the file cannot be read.
     """
     flags = os.O_RDONLY | getattr(os, "O_DIRECT", 0)
-    method = "O_DIRECT"
+    method = DIRECT
     try:
         fd = os.open(path, flags)
     except OSError as exc:
@@ -252,7 +263,7 @@ def read_file(
             got = _read_loop(fd, buf, limit, time_limit_s)
         finally:
             os.close(fd)
-        return (*got, "posix_fadvise DONTNEED then buffered reads (the filesystem refused O_DIRECT)")
+        return (*got, FADVISE)
     finally:
         buf.close()
 
@@ -337,7 +348,29 @@ def device_text(r: StorageReading) -> str:
 def _not_evidence(r: StorageReading, gbps: float) -> str | None:
     """Why a read is no evidence of the disk's speed, or None: faster than the PCIe link of the device it
     names can carry (``pcie.link_bandwidth_gbps`` of its trained link: a corrupt record, or the page cache
-    answered), or too small (``MIN_EVIDENCE_BYTES``) unless it is the whole model or ran out the time limit."""
+    answered), faster than one rotating disk reads (``ROTATIONAL_MAX_GBPS``), read by a method not known to
+    bypass the page cache (``READ_METHODS``), from no file, or too small (``MIN_EVIDENCE_BYTES``) unless it
+    is the whole model or ran out the time limit."""
+    if r.method not in READ_METHODS:
+        return (
+            f"read by method {r.method or '(none recorded)'!r}, not one that bypasses the page cache "
+            f"({' or '.join(repr(m) for m in READ_METHODS)}): {gbps:.2f} GB/s may be a cached read at RAM speed"
+        )
+    if r.files < 1:
+        return f"files = {r.files} beside {r.read_bytes} bytes read of a {r.total_bytes}-byte model (contradictory)"
+    disk = str(r.device.get("disk") or "")
+    if (
+        r.device.get("rotational") is True
+        and not disk.startswith(("md", "dm-"))
+        and gbps > ROTATIONAL_MAX_GBPS
+    ):
+        model = f" '{r.device['model']}'" if r.device.get("model") else ""
+        return (
+            f"reads at {gbps:.2f} GB/s from {disk or 'its disk'}{model}, a rotating disk (queue/rotational = 1): "
+            f"no single hard disk reads above {ROTATIONAL_MAX_GBPS:g} GB/s (the fastest, Seagate's dual-actuator "
+            "Exos 2X18, 554 MB/s sustained per its datasheet; single-actuator 3.5-inch disks 285-298 MB/s): "
+            "a corrupt record, or the page cache answered"
+        )
     p = r.device.get("pcie") or {}
     gen, width = p.get("gen") or p.get("max_gen"), p.get("width") or p.get("max_width")
     if gen in LANE_GBPS and isinstance(width, int) and not isinstance(width, bool) and width > 0:

@@ -336,6 +336,23 @@ class PciFunction:
                     f"impossible LnkCap: reserved maximum link speed code {lk.cap_speed} (PCIe Base Spec 7.5.3.6)",
                 )
             )
+        if lk is not None and sl is not None and not out:
+            # sysfs max_link_width/max_link_speed are LnkCap read by the kernel (pcie_get_width_cap: its
+            # Maximum Link Width field; pcie_get_speed_cap: the Supported Link Speeds up to LnkCap's Max
+            # Link Speed, PCIe Base Spec 7.5.3.6/7.5.3.18): one capability read two ways cannot disagree,
+            # unlike current readings, taken at different moments (link_now takes the lesser of those)
+            for mine, theirs, attr, text in (
+                (sl.max_width, lk.cap_width, "max_link_width", "x{}"),
+                (sl.max_gen, lk.cap_speed, "max_link_speed", "Gen{}"),
+            ):
+                if mine is not None and mine != theirs:
+                    out.append(
+                        SourceError(
+                            f"{self.base}/{attr}",
+                            f"contradictory readings: sysfs {attr} says {text.format(mine)} but config LnkCap "
+                            f"says {text.format(theirs)} (the same register, PCIe Base Spec 7.5.3.6)",
+                        )
+                    )
         return out
 
     def link_readings(self, strict: bool = True) -> list[tuple[str, int | None, int | None]]:

@@ -513,7 +513,12 @@ class TestLinkBothEnds:
         """Root port max_link_width edited to 8 while both ends read x16 trained: contradictory, UNREADABLE
         for the link (and the lane group fails: its port is narrower than the GPU)."""
         root = _copy(tmp_path, "rtx3090x2-gen4")
-        (root / "sys/devices/pci0000:00/0000:00:03.1/max_link_width").write_text("8\n")
+        rp = root / "sys/devices/pci0000:00/0000:00:03.1"
+        (rp / "max_link_width").write_text("8\n")
+        data = bytearray((rp / "config").read_bytes())  # LnkCap too: the same register read two ways
+        cap = int.from_bytes(data[0x6C:0x70], "little")
+        data[0x6C:0x70] = ((cap & ~0x3F0) | (8 << 4)).to_bytes(4, "little")
+        (rp / "config").write_bytes(bytes(data))
         rig = _replay(root)
         v = {t.down.bdf: pcie_checks.link(t) for t in targets.links(rig)}["0000:4b:00.0"]
         assert (
@@ -575,16 +580,47 @@ class TestLinkBothEnds:
         assert v.status == "warn" and "0000:00:03.1 x16 (trained x8)" in v.summary, v
         assert any("trained x8" in n and "not the split" in n for n in v.notes)
 
-    def test_bifurcation_takes_the_lesser_capability(self, tmp_path: Path) -> None:
-        """A root port whose LnkCap says x8 while sysfs max_link_width says x16: x8 counts, the split fails."""
+    @pytest.mark.parametrize(
+        ("fn", "attr", "text", "why"),
+        [
+            ("0000:00:03.1", None, None, "sysfs max_link_width says x16 but config LnkCap says x8"),
+            (
+                "0000:00:03.1/0000:4b:00.0",
+                "max_link_width",
+                "32",
+                "max_link_width says x32 but config LnkCap says x16",
+            ),
+            (
+                "0000:00:03.1/0000:4b:00.0",
+                "max_link_speed",
+                "8.0 GT/s PCIe",
+                "max_link_speed says Gen3 but config LnkCap says Gen4",
+            ),
+        ],
+        ids=["port-lnkcap-x8", "gpu-sysfs-x32", "gpu-sysfs-gen3"],
+    )
+    def test_capability_read_two_ways_disagreeing_is_unreadable(
+        self, tmp_path: Path, fn: str, attr: str | None, text: str | None, why: str
+    ) -> None:
+        """FRESH4 finding 9: GPU 0000:4b:00.0's sysfs max_link_width 32 beside its LnkCap x16 passed. sysfs
+        max_link_width/max_link_speed are LnkCap read by the kernel (pcie_get_width_cap/pcie_get_speed_cap):
+        one register read two ways cannot disagree (unlike current readings, taken at different moments),
+        so the disagreement is corrupt: UNREADABLE for the link and the lane group, naming both readings.
+        (Before: a root port whose LnkCap said x8 beside sysfs x16 took the lesser.)"""
         root = _copy(tmp_path, "rtx3090x2-gen4")
-        rp = root / "sys/devices/pci0000:00/0000:00:03.1"
-        data = bytearray((rp / "config").read_bytes())
-        cap = int.from_bytes(data[0x6C:0x70], "little")
-        data[0x6C:0x70] = ((cap & ~0x3F0) | (8 << 4)).to_bytes(4, "little")
-        (rp / "config").write_bytes(bytes(data))
-        v = {t.key: pcie_checks.bifurcation(t) for t in targets.lane_groups(_replay(root))}
-        assert v["0000:00:03"].status == "fail" and "0000:00:03.1 x8" in v["0000:00:03"].measured
+        d = root / "sys/devices/pci0000:00" / fn
+        if attr is None:
+            data = bytearray((d / "config").read_bytes())
+            cap = int.from_bytes(data[0x6C:0x70], "little")
+            data[0x6C:0x70] = ((cap & ~0x3F0) | (8 << 4)).to_bytes(4, "little")
+            (d / "config").write_bytes(bytes(data))
+        else:
+            (d / attr).write_text(f"{text}\n")
+        rig = _replay(root)
+        v = {t.down.bdf: pcie_checks.link(t) for t in targets.links(rig)}["0000:4b:00.0"]
+        assert v.status == "unreadable" and why in v.summary and "contradictory readings" in v.summary, v
+        b = {t.key: pcie_checks.bifurcation(t) for t in targets.lane_groups(rig)}["0000:00:03"]
+        assert b.status == "unreadable", b
 
     def test_width_fault_fails_with_speed_unknown(self, tmp_path: Path) -> None:
         """A known x8 fails even when the current speed is Unknown in sysfs and LnkSta was not read (64 bytes)."""

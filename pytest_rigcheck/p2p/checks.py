@@ -895,7 +895,22 @@ def nccl_uses_p2p(t: GroupTarget, data: dict[str, Any]) -> Verdict:
             properties=props,
             cause="test_nccl_transport_env" if causes else None,
         )
-    notes = [] if kinds else ["NCCL's transport lines were not recorded; judged on the control alone"]
+    if not kinds:
+        # busbw beating the control says a faster path was taken, not which: NCCL's own transport lines
+        # ("via P2P/IPC", "via NVLS") are the evidence that it used P2P
+        return unreadable(
+            f"{t.label}: NCCL's transports not recorded ({_where(data)}, transports empty): x{ratio:.1f} the "
+            "NCCL_P2P_DISABLE=1 control, but whether NCCL connected the GPUs by P2P cannot be told",
+            measured=measured,
+            expected=f"NCCL channels via P2P, busbw at least x{P2P_SPEEDUP} the NCCL_P2P_DISABLE=1 control",
+            path=_paths(t.rig, t.bdfs),
+            fix=[
+                MEASURE_AGAIN,
+                "NCCL prints its transports at NCCL_DEBUG=INFO (set by rigcheck unless NCCL_DEBUG is already set)",
+            ],
+            properties=props,
+        )
+    notes: list[str] = []
     return passed(
         f"{t.label}: NCCL uses {'/'.join(kinds) or 'P2P'}, x{ratio:.1f} the no-P2P control",
         measured=measured,

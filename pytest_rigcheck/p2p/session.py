@@ -119,6 +119,29 @@ def named_bdfs(data: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def bad_pair_key(data: dict[str, Any], where: str) -> str | None:
+    """Why a pair key of ``pairs`` or ``nccl.ipc.pairs`` cannot be a measured pair, or None: a pair is two
+    different GPUs, ``"SRC->DST"``; one from a GPU to itself (``"X->X"``) or with another count of ends
+    is no measurement any run writes (``measure`` pairs ``permutations(gpus, 2)``): the file is corrupt."""
+    nccl = data.get("nccl")
+    ipc = nccl.get("ipc") if isinstance(nccl, dict) else None
+    for block, name in (
+        (data.get("pairs"), "pairs"),
+        (ipc.get("pairs") if isinstance(ipc, dict) else None, "nccl.ipc.pairs"),
+    ):
+        for key in block if isinstance(block, dict) else ():
+            if key == "export_errors":
+                continue
+            ends = key.split("->")
+            if len(ends) != 2 or ends[0] == ends[1]:
+                why = "a GPU paired with itself" if len(set(ends)) == 1 else "not two GPUs joined by '->'"
+                return (
+                    f'{where} {name}["{key}"] is {why}: a pair is two different GPUs (SRC->DST); corrupt, so no '
+                    "P2P/NCCL figure of it is judged"
+                )
+    return None
+
+
 def foreign_gpu(rig: Rig, data: dict[str, Any], where: str) -> str | None:
     """Why ``data`` cannot be this rig's figures: the first GPU it names that is not a GPU on the rig's
     PCIe bus (figures from another machine, or corrupt), or None."""
@@ -250,7 +273,7 @@ class P2pSession:
         keeping it in ``busy_data`` for capture."""
         from .busy import busy_text, recorded
 
-        foreign = foreign_gpu(self.rig, data, where)
+        foreign = bad_pair_key(data, where) or foreign_gpu(self.rig, data, where)
         if foreign:
             raise SnapshotError(foreign)
 

@@ -21,7 +21,7 @@ def capture_env(out_dir: Path | str) -> dict[str, str]:
         k for k in ("shm", "memlock", "meminfo", "dev_nvidia") if "unavailable" in str(env.to_json()[k])
     ]
     return {
-        "env": f"{ENV_JSON}: {len(env.env)} NCCL/CUDA variable(s), "
+        "env": f"{ENV_JSON}: {len(env.variables())} NCCL/CUDA variable(s), "
         + ("in a container" if env.in_container else "not in a container")
         + (f"; not readable: {', '.join(unread)}" if unread else "")
     }

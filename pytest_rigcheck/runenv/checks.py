@@ -191,13 +191,19 @@ def memlock(rig: Rig, env: RunEnv) -> Verdict:
     if isinstance(env.memlock, Unread):
         return _env_unreadable(f"{rig.name}: locked-memory limit", env.memlock)
     soft, hard = env.memlock["soft"], env.memlock["hard"]
+    if soft >= 0 and isinstance(env.rdma, Unread):
+        # A finite limit matters only with RDMA devices: which ones there are was not recorded.
+        return _env_unreadable(
+            f"{rig.name}: RDMA devices (beside a locked-memory limit of {soft // 1024} KiB)", env.rdma
+        )
+    rdma = env.rdma if isinstance(env.rdma, list) else []
     measured = f"RLIMIT_MEMLOCK soft {_limit_text(soft)}, hard {_limit_text(hard)} ({env.origin})"
     expected = f"unlimited (NCCL's troubleshooting guide: --ulimit memlock=-1 in containers; {NCCL_SHM_DOC})"
     fields: dict[str, Any] = {
         "measured_value": soft,
         "expected_value": -1,
         "unit": "B (-1 unlimited)",
-        "properties": {"memlock_soft_b": soft, "memlock_hard_b": hard, "rdma_devices": ",".join(env.rdma)},
+        "properties": {"memlock_soft_b": soft, "memlock_hard_b": hard, "rdma_devices": ",".join(rdma)},
     }
     if soft < 0:
         return passed(
@@ -211,9 +217,9 @@ def memlock(rig: Rig, env: RunEnv) -> Verdict:
             "LimitMEMLOCK=infinity in the serving unit's [Service] section"
         ]
     )
-    if env.rdma:
+    if rdma:
         return failed(
-            f"{rig.name}: locked-memory limit {_limit_text(soft)} with RDMA devices ({', '.join(env.rdma)}): "
+            f"{rig.name}: locked-memory limit {_limit_text(soft)} with RDMA devices ({', '.join(rdma)}): "
             "NCCL's InfiniBand/RoCE transport pins its buffers with ibv_reg_mr, which fails past this limit",
             measured=measured,
             expected=expected,
@@ -239,9 +245,11 @@ def gpu_visible(t: GpuTarget, env: RunEnv) -> Verdict:
     rig, bdf = t.rig, t.gpu.bdf
     if t.gpu.vendor != 0x10DE:
         return not_applicable(f"{t.label}: not an NVIDIA GPU; CUDA_VISIBLE_DEVICES does not apply")
+    if isinstance(env.env, Unread):
+        return _env_unreadable(f"{t.label}: GPU visibility (CUDA_VISIBLE_DEVICES)", env.env)
     info = driver_info(rig)
     hidden = hidden_gpus(rig, env)
-    cvd = env.env.get("CUDA_VISIBLE_DEVICES")
+    cvd = env.variables().get("CUDA_VISIBLE_DEVICES")
     n = len(info)
     visible_n = n - len(hidden)
     fields: dict[str, Any] = {
@@ -260,7 +268,7 @@ def gpu_visible(t: GpuTarget, env: RunEnv) -> Verdict:
         _visible, odd = cuda_visible(cvd, list(info.values()))
         if odd:
             measured += f" ({odd})"
-        if env.env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID" and re.search(r"\d", cvd):
+        if env.variables().get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID" and re.search(r"\d", cvd):
             measured += (
                 "; CUDA_DEVICE_ORDER is not PCI_BUS_ID, so CUDA numbers GPUs fastest first: indices here "
                 "are read in PCI bus order (nvidia-smi's)"
@@ -270,6 +278,15 @@ def gpu_visible(t: GpuTarget, env: RunEnv) -> Verdict:
         if isinstance(env.dev_nvidia, Unread) and cvd is None:
             return _env_unreadable(f"{t.label}: GPU visibility", env.dev_nvidia)
         mine = info.get(bdf)
+        if (
+            isinstance(env.container, Unread)
+            and mine is not None
+            and not mine.listed
+            and any(o.listed for o in info.values())
+        ):
+            # The driver lists other GPUs but not this one: the container toolkit hides the GPUs it did not
+            # pass in, so whether this is a container decides it, and that was not recorded.
+            return _env_unreadable(f"{t.label}: GPU visibility (container)", env.container)
         if (
             isinstance(env.dev_nvidia, list)
             and len(env.dev_nvidia) < n
@@ -290,7 +307,7 @@ def gpu_visible(t: GpuTarget, env: RunEnv) -> Verdict:
         fix = [f"unset CUDA_VISIBLE_DEVICES, or list every GPU: export CUDA_VISIBLE_DEVICES={every}"]
         src = CUDA_ENV_DOC
     else:
-        nvd = env.env.get("NVIDIA_VISIBLE_DEVICES")
+        nvd = env.variables().get("NVIDIA_VISIBLE_DEVICES")
         fix = [
             "pass every GPU to the container: docker run --gpus all (or NVIDIA_VISIBLE_DEVICES=all with the "
             "NVIDIA container runtime)" + (f"; NVIDIA_VISIBLE_DEVICES={nvd} here" if nvd else "")
@@ -389,6 +406,9 @@ def transport_causes(
 def nccl_transport_env(rig: Rig, env: RunEnv, figures: dict[str, Any] | None = None) -> Verdict:
     """No NCCL setting (environment, ``~/.nccl.conf``, ``/etc/nccl.conf``) steers NCCL off the fast path
     between this rig's GPUs; the ones set are named with what they change."""
+    lost = env.unread("env", "nccl_conf")
+    if lost is not None:
+        return _env_unreadable(f"{rig.name}: NCCL settings (environment and NCCL config files)", lost)
     bdfs = [g.bdf for g in rig.pcie.gpus]
     from ..errors import ProfileError
     from ..p2p import thresholds as th
@@ -452,13 +472,13 @@ def nccl_transport_env(rig: Rig, env: RunEnv, figures: dict[str, Any] | None = N
                 notes.append(f"{setting}: allows P2P for every GPU pair of this rig")
     others = sorted(
         k
-        for k in env.env
+        for k in env.variables()
         if k.startswith("NCCL_")
         and k not in ("NCCL_P2P_DISABLE", "NCCL_P2P_LEVEL", "NCCL_SHM_DISABLE", "NCCL_IB_DISABLE")
     )
     if others:
-        notes.append("also set: " + ", ".join(f"{k}={env.env[k]}" for k in others))
-    conf = [p for p, t in env.nccl_conf if t]
+        notes.append("also set: " + ", ".join(f"{k}={env.variables()[k]}" for k in others))
+    conf = [p for p, t in env.nccl_conf if t] if isinstance(env.nccl_conf, list) else []
     measured = (
         "; ".join(
             s
@@ -473,7 +493,7 @@ def nccl_transport_env(rig: Rig, env: RunEnv, figures: dict[str, Any] | None = N
     fields: dict[str, Any] = {
         "measured": measured,
         "expected": f"NCCL free to use P2P and SHM between this rig's GPUs ({NCCL_ENV_DOC})",
-        "properties": {k: v for k, v in env.env.items() if k.startswith("NCCL_") and k in measured},
+        "properties": {k: v for k, v in env.variables().items() if k.startswith("NCCL_") and k in measured},
     }
     if not required and said:
         notes.append(f"{rig.profile.source} says P2P is not required ([p2p] required = false)")
@@ -559,6 +579,8 @@ def swap_space(rig: Rig, env: RunEnv) -> Verdict:
 def container(rig: Rig, env: RunEnv) -> Verdict:
     """Says whether the checks run inside a container, and on what evidence (never fails on its own: the
     container's /dev/shm, memlock limit and GPU list are judged by their own checks)."""
+    if isinstance(env.container, Unread):
+        return _env_unreadable(f"{rig.name}: container evidence", env.container)
     if env.in_container:
         return passed(
             f"{rig.name}: inside a container: " + "; ".join(env.container),

@@ -22,14 +22,16 @@ its manifest notes that ``env.json`` was recorded (``availability.record_missing
      "dev_nvidia": [0, 1],                                 # minors of /dev/nvidiaN
      "rdma": ["mlx5_0"]}                                   # /sys/class/infiniband
 
-A reading that could not be taken is ``{"unavailable": "why"}`` in place of its value.
+A reading that could not be taken is ``{"unavailable": "why"}`` in place of its value. A key missing from
+``env.json`` is a reading not taken either (``Unread``, naming the file and the key), never an empty value:
+no ``env`` is not "no variable set", no ``container`` is not "not in a container".
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RigcheckError, SourceError
@@ -80,19 +82,40 @@ class Unread:
         return self.reason
 
 
+NOT_RECORDED = Unread("not recorded")
+
+
 @dataclass
 class RunEnv:
     """The environment one rig's GPU processes run in. Fields hold a value or an ``Unread``."""
 
     origin: str
-    env: dict[str, str] = field(default_factory=dict)
-    nccl_conf: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    shm: dict[str, int] | Unread = Unread("not recorded")
-    memlock: dict[str, int] | Unread = Unread("not recorded")
-    meminfo: dict[str, int] | Unread = Unread("not recorded")
-    container: list[str] = field(default_factory=list)
-    dev_nvidia: list[int] | Unread = Unread("not recorded")
-    rdma: list[str] = field(default_factory=list)
+    env: dict[str, str] | Unread = NOT_RECORDED
+    nccl_conf: list[tuple[str, dict[str, str]]] | Unread = NOT_RECORDED
+    shm: dict[str, int] | Unread = NOT_RECORDED
+    memlock: dict[str, int] | Unread = NOT_RECORDED
+    meminfo: dict[str, int] | Unread = NOT_RECORDED
+    container: list[str] | Unread = NOT_RECORDED
+    dev_nvidia: list[int] | Unread = NOT_RECORDED
+    rdma: list[str] | Unread = NOT_RECORDED
+
+    def variables(self) -> dict[str, str]:
+        """The recorded variables, or none where they were not recorded (for diagnoses and counts only:
+        a check that judges them asks ``unread(\"env\")`` first)."""
+        return self.env if isinstance(self.env, dict) else {}
+
+    def unread(self, *keys: str) -> Unread | None:
+        """The first of ``keys`` (field names, as in ``env.json``) that holds no reading, or None.
+
+        Example:
+            >>> RunEnv("x", env={}).unread("env", "nccl_conf")
+            Unread(reason='not recorded')
+        """
+        for key in keys:
+            value = getattr(self, key)
+            if isinstance(value, Unread):
+                return value
+        return None
 
     # -- what the variables amount to ---------------------------------------------------------------
 
@@ -103,10 +126,10 @@ class RunEnv:
             >>> RunEnv("x", env={"NCCL_P2P_DISABLE": "1"}).nccl("NCCL_P2P_DISABLE")
             ('1', 'environment')
         """
-        value = self.env.get(name)
+        value = self.variables().get(name)
         if value:  # NCCL ignores an empty value (ncclGetEnv: strlen > 0)
             return value, "environment"
-        for path, table in self.nccl_conf:
+        for path, table in self.nccl_conf if isinstance(self.nccl_conf, list) else []:
             if table.get(name):
                 return table[name], path
         return None
@@ -121,7 +144,8 @@ class RunEnv:
 
     @property
     def in_container(self) -> bool:
-        return bool(self.container)
+        """True on evidence of a container; False also where it was not recorded (``unread("container")``)."""
+        return isinstance(self.container, list) and bool(self.container)
 
     # -- env.json -----------------------------------------------------------------------------------
 
@@ -132,14 +156,18 @@ class RunEnv:
         return {
             "format": FORMAT,
             "origin": self.origin,
-            "env": dict(sorted(self.env.items())),
-            "nccl_conf": [{"path": p, "vars": t} for p, t in self.nccl_conf],
+            "env": v(self.env if isinstance(self.env, Unread) else dict(sorted(self.env.items()))),
+            "nccl_conf": v(
+                self.nccl_conf
+                if isinstance(self.nccl_conf, Unread)
+                else [{"path": p, "vars": t} for p, t in self.nccl_conf]
+            ),
             "shm": v(self.shm),
             "memlock": v(self.memlock),
             "meminfo": v(self.meminfo),
-            "container": list(self.container),
+            "container": v(self.container),
             "dev_nvidia": v(self.dev_nvidia),
-            "rdma": list(self.rdma),
+            "rdma": v(self.rdma),
         }
 
     @classmethod
@@ -157,7 +185,7 @@ class RunEnv:
         def unread(key: str) -> Unread | None:
             value = data.get(key)
             if value is None:
-                return Unread(f"{key} not recorded in {where}")
+                return Unread(f"{where} has no {key!r} (not recorded)")
             if isinstance(value, dict) and set(value) == {"unavailable"}:
                 return Unread(str(value["unavailable"]))
             return None
@@ -177,31 +205,40 @@ class RunEnv:
                 out[n] = x
             return out
 
-        env = data.get("env", {})
-        if not isinstance(env, dict):
-            raise bad("env", env, "an object of strings")
-        for k, x in env.items():
-            if not isinstance(x, str):
-                raise bad(f"env.{k}", x, "a string (an environment variable's value)")
-        conf_raw = data.get("nccl_conf", [])
-        conf: list[tuple[str, dict[str, str]]] = []
-        if not isinstance(conf_raw, list):
-            raise bad("nccl_conf", conf_raw, "a list of {path, vars}")
-        for i, entry in enumerate(conf_raw):
-            if (
-                not isinstance(entry, dict)
-                or not isinstance(entry.get("path"), str)
-                or not isinstance(entry.get("vars"), dict)
-                or not all(isinstance(x, str) for x in entry["vars"].values())
-            ):
-                raise bad(f"nccl_conf[{i}]", entry, "{path: string, vars: {NAME: string}}")
-            conf.append((entry["path"], dict(entry["vars"])))
-        container = data.get("container", [])
-        if not isinstance(container, list) or not all(isinstance(x, str) for x in container):
-            raise bad("container", container, "a list of strings (the evidence)")
-        rdma = data.get("rdma", [])
-        if not isinstance(rdma, list) or not all(isinstance(x, str) for x in rdma):
-            raise bad("rdma", rdma, "a list of device names")
+        env: dict[str, str] | Unread = unread("env") or data["env"]
+        if not isinstance(env, Unread):
+            if not isinstance(env, dict):
+                raise bad("env", env, "an object of strings")
+            for k, x in env.items():
+                if not isinstance(x, str):
+                    raise bad(f"env.{k}", x, "a string (an environment variable's value)")
+            env = dict(env)
+        conf: list[tuple[str, dict[str, str]]] | Unread = unread("nccl_conf") or []
+        if isinstance(conf, list):
+            conf_raw = data["nccl_conf"]
+            if not isinstance(conf_raw, list):
+                raise bad("nccl_conf", conf_raw, "a list of {path, vars}")
+            for i, entry in enumerate(conf_raw):
+                if (
+                    not isinstance(entry, dict)
+                    or not isinstance(entry.get("path"), str)
+                    or not isinstance(entry.get("vars"), dict)
+                    or not all(isinstance(x, str) for x in entry["vars"].values())
+                ):
+                    raise bad(f"nccl_conf[{i}]", entry, "{path: string, vars: {NAME: string}}")
+                conf.append((entry["path"], dict(entry["vars"])))
+
+        def strings(key: str, want: str) -> list[str] | Unread:
+            u = unread(key)
+            if u is not None:
+                return u
+            value = data[key]
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise bad(key, value, want)
+            return list(value)
+
+        container = strings("container", "a list of strings (the evidence)")
+        rdma = strings("rdma", "a list of device names")
         dev: list[int] | Unread
         u = unread("dev_nvidia")
         if u is not None:
@@ -235,14 +272,14 @@ class RunEnv:
             raise bad("meminfo.MemAvailable", meminfo["MemAvailable"], "at most meminfo.MemTotal")
         return cls(
             origin=str(data.get("origin") or where),
-            env=dict(env),
+            env=env,
             nccl_conf=conf,
             shm=shm,
             memlock=memlock,
             meminfo=meminfo,
-            container=list(container),
+            container=container,
             dev_nvidia=dev,
-            rdma=list(rdma),
+            rdma=rdma,
         )
 
 
@@ -488,7 +525,7 @@ def hidden_gpus(rig: Rig, env: RunEnv | None = None) -> dict[str, str]:
     info = driver_info(rig)
     ordered = list(info.values())
     hidden: dict[str, str] = {}
-    cvd = env.env.get("CUDA_VISIBLE_DEVICES")
+    cvd = env.variables().get("CUDA_VISIBLE_DEVICES")
     if cvd is not None:
         visible, _odd = cuda_visible(cvd, ordered)
         for g in ordered:

@@ -396,10 +396,14 @@ def judge(
     expect: SoakExpect,
     path: list[str] | None = None,
     link_max: LinkMax = NO_LINK_MAX,
+    aer_path: list[str] | None = None,
 ) -> Verdict:
     """One GPU's soak verdict from the samples: PASS, FAIL (slowdown, clock drop, temperature, errors
     growing; every reason found is listed) or UNREADABLE (no samples, too few, or impossible ones, such as
-    a link above ``link_max``, the GPU's own maximum)."""
+    a link above ``link_max``, the GPU's own maximum; or a hop of ``aer_path``, the hops to the GPU whose
+    AER counters the kernel keeps (``linkhealth.aer_kept``), with no AER reading in ``aer_hops``)."""
+    from ..linkhealth import aer_lost_text
+
     path = path or []
     g = rec.gpus.get(bdf)
     where = f"soak samples ({rec.origin})"
@@ -410,6 +414,14 @@ def judge(
     bad = _check_rows(g) or _against_duration(g, rec) or _above_link(g, link_max)
     if bad:
         return unreadable(f"{label}: {where} are corrupt: {bad}", path=path, fix=list(AGAIN_FIX))
+    lost = [hop for hop in aer_path or [] if hop not in g.aer_hops]
+    if lost:
+        # the soak fails on any AER counter on the path growing: one never recorded cannot be ruled out
+        return unreadable(
+            aer_lost_text(label, lost, f"the soak record ({rec.origin}) aer_hops"),
+            path=path,
+            fix=list(AGAIN_FIX),
+        )
     rows = [r for r in g.samples if r[COL["sm_mhz"]] is not None]
     if len(rows) < MIN_SAMPLES:
         return unreadable(

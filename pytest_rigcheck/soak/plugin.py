@@ -187,7 +187,7 @@ class SoakSession:
         return status_line(self.config, log_every_s=LOG_EVERY_S)
 
     def verdict(self, t: GpuTarget) -> Verdict:
-        from ..linkhealth import link_max
+        from ..linkhealth import aer_kept, link_max
         from ..verdict import Verdict, not_applicable
         from .judge import judge
 
@@ -198,7 +198,9 @@ class SoakSession:
             return rec
         expect, _ = expectations(t.rig)
         path = [t.rig.pcie.path_text(t.gpu.bdf)]
-        v = judge(rec, t.gpu.bdf, t.label, expect, path, link_max(t.rig, t.gpu.bdf))
+        v = judge(
+            rec, t.gpu.bdf, t.label, expect, path, link_max(t.rig, t.gpu.bdf), aer_kept(t.rig, t.gpu.bdf)
+        )
         if self.saved:
             v.notes.append(self.saved)
         return v

@@ -979,3 +979,42 @@ def test_figures_without_peer_access_say_why(snap: Callable[..., Path]) -> None:
     assert v.status == "unreadable" and v.cause == "test_p2p_capability"
     assert "cudaDeviceCanAccessPeer 0" in v.summary and "contradicts itself (corrupt)" in v.summary
     assert v.measured_value == 28.1 and v.unit == "GB/s" and v.path
+
+
+SHIPPED_SWITCH = SNAPSHOTS / "rtxpro6000x4-switch" / "p2p.json"
+SWITCH_ALL = "0000:03:00.0+0000:04:00.0+0000:05:00.0+0000:06:00.0"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["0000:03:00.0->0000:03:00.0", "0000:03:00.0->0000:04:00.0->0000:05:00.0"],
+    ids=["self-pair", "three-ends"],
+)
+def test_pair_of_a_gpu_with_itself_is_corrupt(
+    pytester: pytest.Pytester, snap: Callable[..., Path], key: str
+) -> None:
+    """FRESH4 finding 9: the shipped rtxpro6000x4-switch p2p.json with a copy of a real pair under
+    "0000:03:00.0->0000:03:00.0" was ignored, exit 0. No run measures a GPU against itself: the file is
+    corrupt, every P2P/NCCL check UNREADABLE naming the key."""
+    data = json.loads(SHIPPED_SWITCH.read_text())
+    data["pairs"][key] = data["pairs"]["0000:03:00.0->0000:04:00.0"]
+    failed, out, result = run(pytester, snap("rtxpro6000x4-switch", data))
+    assert result.ret == 1 and "test_p2p_unidirectional[0000:03:00.0->0000:04:00.0]" in failed, out
+    assert "test_nccl_busbw[all]" in failed, out
+    assert f'pairs["{key}"] is' in out and "corrupt" in out and "UNREADABLE" in out, out
+    assert "Traceback" not in out
+
+
+def test_nccl_transports_empty_cannot_tell_p2p(pytester: pytest.Pytester, snap: Callable[..., Path]) -> None:
+    """FRESH4 finding 9: the NCCL group's `transports = {}` let test_nccl_uses_p2p pass on the busbw ratio
+    alone ("transports: not recorded"). NCCL's own transport lines are the evidence it used P2P: without
+    them it is UNREADABLE, saying so; with them (the shipped file) it passes."""
+    data = json.loads(SHIPPED_SWITCH.read_text())
+    snapshot = snap("rtxpro6000x4-switch", data)
+    failed, out, _ = run(pytester, snapshot, "-k", "uses_p2p", "-v")
+    assert failed == set() and "test_nccl_uses_p2p[all] PASSED" in out, out
+    data["nccl"]["groups"][SWITCH_ALL]["transports"] = {}
+    (snapshot / "p2p.json").write_text(json.dumps(data))
+    failed, out, result = run(pytester, snapshot, "-k", "uses_p2p")
+    assert failed == {"test_nccl_uses_p2p[all]"} and result.ret == 1, out
+    assert "NCCL's transports not recorded" in out and "cannot be told" in out and "UNREADABLE" in out, out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -242,3 +243,47 @@ def test_unread_is_never_a_pass(value: Unread) -> None:
     assert checks.memlock(r, e).status == Status.UNREADABLE
     assert checks.swap_space(r, e).status == Status.UNREADABLE
     assert checks.gpu_visible(_gpu(r, "0000:21:00.0"), e).status == Status.UNREADABLE
+
+
+def _without(key: str, **over: object) -> RunEnv:
+    record = env_record(**over)
+    del record[key]
+    return RunEnv.from_json(record, "snapshot s: env.json")
+
+
+@pytest.mark.parametrize(
+    ("key", "over", "judge"),
+    [
+        ("env", {}, lambda r, e: checks.nccl_transport_env(r, e)),
+        ("nccl_conf", {}, lambda r, e: checks.nccl_transport_env(r, e)),
+        ("env", {}, lambda r, e: checks.gpu_visible(_gpu(r, "0000:21:00.0"), e)),
+        ("container", {}, lambda r, e: checks.container(r, e)),
+        ("rdma", {"memlock": {"soft": 65536, "hard": 65536}}, lambda r, e: checks.memlock(r, e)),
+        ("shm", {}, lambda r, e: checks.shm_size(r, e)),
+        ("memlock", {}, lambda r, e: checks.memlock(r, e)),
+        ("meminfo", {}, lambda r, e: checks.swap_space(r, e)),
+        ("dev_nvidia", {}, lambda r, e: checks.gpu_visible(_gpu(r, "0000:21:00.0"), e)),
+    ],
+)
+def test_a_key_missing_from_env_json_is_unreadable_naming_it(
+    key: str, over: dict[str, Any], judge: Any
+) -> None:
+    """FRESH4 finding 2: env.json without `env` or `nccl_conf` passed "none of NCCL_P2P_DISABLE, ... set" and
+    "visible to CUDA"; without `container` it passed "not in a container"; without `rdma` a finite memlock
+    limit passed "no RDMA device". A key the record lacks is a reading never taken: UNREADABLE, naming
+    env.json and the key, the one way a missing `shm` or `memlock` already was."""
+    r = rig("rtx3090x2-gen4", TP2)
+    assert judge(r, env(**over)).status != Status.UNREADABLE  # the whole record is judged
+    v = judge(r, _without(key, **over))
+    assert v.status == Status.UNREADABLE, v.summary
+    assert f"env.json has no {key!r}" in v.summary
+    assert "rigcheck capture" in " ".join(v.fix)
+
+
+def test_unavailable_env_is_unreadable_and_round_trips() -> None:
+    """``{"unavailable": why}`` stands in for any key, env/nccl_conf/container/rdma included, and to_json
+    writes it back the same way (what `rigcheck capture` would write of a reading it could not take)."""
+    e = env(env={"unavailable": "x"}, container={"unavailable": "y"})
+    assert e.env == Unread("x") and e.container == Unread("y")
+    assert RunEnv.from_json(e.to_json(), "t").to_json() == e.to_json()
+    assert checks.container(rig(H200), e).status == Status.UNREADABLE

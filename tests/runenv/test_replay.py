@@ -170,3 +170,43 @@ def test_env_json_absent_from_a_capture_that_never_noted_it_still_skips(
     failed, out, rc = run(pytester, snap, ENV_SUITE)
     assert failed == set() and rc == 0, out
     assert "not recorded in this snapshot" in out
+
+
+FRESH4_ENV = {
+    "format": 1,
+    "env": {},
+    "nccl_conf": [],
+    "container": [],
+    "dev_nvidia": [0, 1, 2, 3],
+    "rdma": [],
+    "shm": {"free_b": 17179869184, "total_b": 17179869184},
+    "memlock": {"hard": -1, "soft": -1},
+    "meminfo": {"MemAvailable": 214748364800, "MemTotal": 274877906944},
+}
+
+
+@pytest.mark.parametrize(
+    ("key", "checks"),
+    [
+        ("env", {"test_nccl_transport_env[rtxpro6000x4-switch]", "test_gpu_visible[0000:03:00.0]"}),
+        ("nccl_conf", {"test_nccl_transport_env[rtxpro6000x4-switch]"}),
+        ("container", {"test_container[rtxpro6000x4-switch]"}),
+    ],
+)
+def test_env_json_key_missing_fails_unreadable(
+    pytester: pytest.Pytester, tmp_path: Path, key: str, checks: set[str]
+) -> None:
+    """FRESH4 finding 2, its reproduction: rtxpro6000x4-switch plus env.json as `rigcheck capture` writes it
+    passes the environment checks; with `env`, `nccl_conf` or `container` deleted they still passed ("none
+    of NCCL_P2P_DISABLE ... set", "visible to CUDA (4 of 4)", "not in a container"), exit 0. Now each check
+    that needs the key FAILS as UNREADABLE naming env.json and the key."""
+    record = dict(FRESH4_ENV)
+    snap = variants.copy_snapshot("rtxpro6000x4-switch", tmp_path / "s", record)
+    failed, out, rc = run(pytester, snap, ENV_SUITE)
+    assert failed == set() and rc == 0, out
+    del record[key]
+    (snap / "env.json").write_text(json.dumps(record))
+    failed, out, rc = run(pytester, snap, ENV_SUITE)
+    assert checks <= failed and rc == 1, out
+    assert f"env.json has no {key!r} (not recorded)" in out and "UNREADABLE" in out, out
+    assert "Traceback" not in out

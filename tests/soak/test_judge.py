@@ -296,3 +296,19 @@ def test_healthy_noise_never_alarms(seed, seconds, jitter, dips, blip, blip_bit)
     rows[blip % seconds][COL["reasons"]] |= blip_bit
     v = run(rows, SoakExpect(max_temp_c=83))
     assert v.status == Status.PASS, str(v)
+
+
+def test_hop_with_no_aer_reading_is_unreadable():
+    """FRESH4 finding 4 (unit): a hop on the GPU's path whose AER counters the kernel keeps (``aer_path``)
+    with no reading in ``aer_hops`` cannot be ruled out as growing: UNREADABLE naming it, in linkhealth's
+    words. A hop the kernel keeps no counters for (no AER capability) is not in ``aer_path``: no demand."""
+    hops = {BDF: {"start": [0, 0, 0], "end": [0, 0, 0]}}
+    rec = record(samples(1), aer_hops=hops)
+    ok = judge(rec, BDF, "GPU1", SoakExpect(), aer_path=[BDF])
+    assert ok.status == Status.PASS, str(ok)
+    v = judge(rec, BDF, "GPU1", SoakExpect(), aer_path=["0000:00:03.1", BDF])
+    assert v.status == Status.UNREADABLE, str(v)
+    assert (
+        "AER counters of 0000:00:03.1 were read at the start but the soak record (test) aer_hops" in v.summary
+    )
+    assert "cannot tell whether they grew" in v.summary

@@ -278,3 +278,26 @@ def test_live_soak_without_nvml_on_nvidia_rig_is_unreadable(monkeypatch):
             assert "pip install" in got.summary
         else:
             assert isinstance(got, str) and "skipped: no NVIDIA GPU" in got, got
+
+
+def test_soak_hop_missing_from_aer_hops_is_unreadable(pytester, tmp_path):
+    """FRESH4 finding 4: rtx3090x2-soak-healthy with the root port 0000:00:01.1 deleted from GPU
+    0000:21:00.0's `aer_hops` in soak.json passed test_soak silently, though the soak fails on any AER
+    counter on the path growing. The root port keeps AER counters (its aer_dev_* files): UNREADABLE naming
+    it, as a hop missing from linkhealth.json is."""
+    import json
+    import shutil
+
+    snap = tmp_path / "s"
+    shutil.copytree(HEALTHY, snap, symlinks=True)
+    data = json.loads((snap / "soak.json").read_text())
+    del data["gpus"]["0000:21:00.0"]["aer_hops"]["0000:00:01.1"]
+    (snap / "soak.json").write_text(json.dumps(data))
+    result = pytester.runpytest_subprocess(
+        f"--rig-snapshot={snap}", "-k", "test_soak", "-rf", "-p", "no:cacheprovider", "--tb=short"
+    )
+    out = result.stdout.str()
+    assert result.ret == 1, out
+    assert "FAILED" in out and "test_soak[0000:21:00.0]" in out and "UNREADABLE" in out, out
+    assert "AER counters of 0000:00:01.1 were read at the start but the soak record" in out, out
+    assert "Traceback" not in out

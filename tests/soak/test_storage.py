@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -10,6 +11,8 @@ from pytest_rigcheck import storage
 from pytest_rigcheck.errors import ProfileError
 from pytest_rigcheck.source import Source
 from pytest_rigcheck.verdict import Status
+
+from ..conftest import SNAPSHOTS
 
 # proc(5) example lines, plus a mount point with a space (escaped \040).
 MOUNTINFO = """\
@@ -190,3 +193,50 @@ def test_small_reads_that_are_evidence():
     assert (
         storage.judge(storage.StorageReading.from_json(slow), storage.StorageExpect()).status == Status.FAIL
     )
+
+
+SLOW_DISK = json.loads((SNAPSHOTS / "rtx3090x2-slow-disk" / "storage.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (
+            {"read_bytes": 4_000_000_000, "seconds": 1.0},
+            "reads at 4.00 GB/s from sdb 'ST8000DM004-2U91', a rotating disk (queue/rotational = 1): no single "
+            "hard disk reads above 0.6 GB/s",
+        ),
+        ({"method": None}, "read by method '(none recorded)', not one that bypasses the page cache"),
+        ({"method": "cat"}, "read by method 'cat', not one that bypasses the page cache"),
+        ({"method": "page cache"}, "read by method 'page cache'"),
+        ({"files": 0}, "files = 0 beside 1932735283 bytes read of a 141107412992-byte model (contradictory)"),
+    ],
+    ids=["hdd-at-4GBps", "no-method", "method-cat", "method-page-cache", "no-files"],
+)
+def test_storage_record_no_disk_read_gives_is_unreadable(change, why):
+    """FRESH4 finding 3: rtx3090x2-slow-disk's storage.json (ST8000DM004, a 5400 rpm SATA disk) passed at
+    4 GB/s, and with `method` deleted, "cat" or "page cache" (maybe a cached read), and with `files` 0 beside
+    141 GB. Each is UNREADABLE saying why; the shipped record still judges (FAIL at 0.19 GB/s)."""
+    assert (
+        storage.judge(storage.StorageReading.from_json(SLOW_DISK), storage.StorageExpect()).status
+        == Status.FAIL
+    )
+    data = {**SLOW_DISK, **change}
+    data = {k: v for k, v in data.items() if v is not None}
+    v = storage.judge(storage.StorageReading.from_json(data), storage.StorageExpect())
+    assert v.status == Status.UNREADABLE and why in v.summary, v.summary
+
+
+def test_rotational_array_is_not_held_to_one_disk():
+    """md/dm devices stripe several disks (their rotational flag is their members'): no one-disk ceiling."""
+    data = {**SLOW_DISK, "read_bytes": 1_500_000_000, "seconds": 1.0}
+    data["device"] = {**SLOW_DISK["device"], "disk": "md0", "name": "md0"}
+    assert (
+        storage.judge(storage.StorageReading.from_json(data), storage.StorageExpect()).status == Status.PASS
+    )
+
+
+def test_read_methods_are_what_read_file_writes(tmp_path):
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"\0" * (1 << 20))
+    assert storage.read_file(f)[2] in storage.READ_METHODS
