@@ -22,6 +22,7 @@ import pytest
 
 from .causes import check_name, grouped, target_id
 from .options import BRIEF, value
+from .pcie_checks import IDLE_MAX_GEN
 from .report import RESULT_PROPERTY
 
 MAX_PER_CHECK = 4  # roots of one check shown in full in the terminal; the rest counted (all in the report)
@@ -164,6 +165,9 @@ def _link(n: dict[str, Any], parent: dict[str, Any] | None) -> tuple[str, bool]:
         return "link ?", False
     text = f"Gen{n['gen']} x{n['width']}"
     exp = link_expected(n, parent)
+    if exp and exp[1] <= n["width"] and exp[0] > n["gen"] <= IDLE_MAX_GEN:
+        # full width at Gen1/2: GPUs drop the link speed at idle (test_link_trained says whether it is one)
+        return f"{text} (idle speed; both ends can Gen{exp[0]} x{exp[1]})", False
     if exp and (exp[0] > n["gen"] or exp[1] > n["width"]):
         return f"{text} (DOWN: both ends can Gen{exp[0]} x{exp[1]})", True
     return text, False

@@ -377,3 +377,15 @@ def test_corrupt_sweep_never_crashes_the_summary() -> None:
     assert out is not None and [g["group"] for g in out] == ["a+b", "c+d"]
     assert out[0]["sweep"] == [] and out[0]["busbw_gbps"] is None
     assert out[1]["sweep"][0]["wrong"] is None and out[1]["sweep"][0]["busbw_gbps"] is None
+
+
+def test_idle_link_speed_is_not_called_down(pytester: pytest.Pytester) -> None:
+    """FRESH5: the healthy rtx3090x2-gen4 (every check passing) printed "Gen1 x16 (DOWN: ...)" in the topology
+    summary for the idle power-saving downshift test_link_trained passes; full width at Gen1/2 is idle speed."""
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--rig-snapshot=rtx3090x2-gen4", "-k", "link"
+    )
+    out = result.stdout.str()
+    assert result.ret == 0 and "Gen1 x16 (idle speed; both ends can Gen4 x16)" in out and "DOWN" not in out, (
+        out
+    )

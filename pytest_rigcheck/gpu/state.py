@@ -220,12 +220,17 @@ def _processes_rule(v: Any) -> str | None:
     for i, p in enumerate(v):
         if not isinstance(p, dict):
             return f"[{i}] {p!r} is not an object"
+        missing = [
+            k for k in ("pid", "name", "kind", "used_b") if k not in p
+        ]  # NVML record: all four, always
+        if missing:
+            return f"[{i}] has no {', '.join(missing)}"
         if _integer(p.get("pid"), 0, MAX_COUNT, "pid") is not None:
             return f"[{i}].pid {p.get('pid')!r} is not a process id"
         used = p.get("used_b")
         if used is not None and _integer(used, 0, MAX_MEMORY_B, "bytes") is not None:
             return f"[{i}].used_b {used!r} is not a number of bytes"
-        if not isinstance(p.get("name", ""), str) or not isinstance(p.get("kind", ""), str):
+        if not isinstance(p["name"], str) or not isinstance(p["kind"], str):
             return f"[{i}] name or kind is not text"
     return None
 
@@ -292,13 +297,15 @@ def _contradictions(v: dict[str, Any]) -> dict[str, str]:
             number = isinstance(x, int | float) and not isinstance(x, bool)
             if number and (x > hi or (x < lo and key != F_POWER_ENFORCED)):
                 out[key] = f"{x!r} is outside the card's own {F_POWER_CONSTRAINTS} {cons!r} (mW)"
-    used, total = (
+    used, total, reserved = (
         x if isinstance(x, int) and not isinstance(x, bool) else None
-        for x in (v.get(F_MEM_USED), v.get(F_MEM_TOTAL))
+        for x in (v.get(F_MEM_USED), v.get(F_MEM_TOTAL), v.get(F_MEM_RESERVED))
     )
     if used is not None and total is not None and used > total:
         why = f"{F_MEM_USED} {used!r} is above {F_MEM_TOTAL} {total!r} (bytes)"
         out[F_MEM_USED] = out[F_MEM_TOTAL] = why
+    if reserved is not None and total is not None and reserved > total:
+        out[F_MEM_RESERVED] = f"{F_MEM_RESERVED} {reserved!r} is above {F_MEM_TOTAL} {total!r} (bytes)"
     # The current link never exceeds the maximum NVML reports for it (nvmlDeviceGetCurrPcieLinkGeneration
     # and ...MaxPcieLinkGeneration; likewise the width): a Gen7 reading on a Gen4 link is no reading.
     for now_key, max_key in ((F_PCIE_GEN, F_PCIE_MAX_GEN), (F_PCIE_WIDTH, F_PCIE_MAX_WIDTH)):
@@ -590,12 +597,15 @@ class SystemState:
 
 
 def _mark_repeats(states: list[GpuState], where: str) -> None:
-    """Two entries with one NVML index or one BDF cannot both be true (NVML numbers each GPU once, and a
-    PCI address names one function): every reading of such entries becomes ``Unavailable(code=corrupt)``."""
-    for field_name, attr in ((F_INDEX, "index"), (F_BDF, "bdf")):
+    """Two entries with one NVML index, one BDF or one UUID cannot both be true (NVML numbers each GPU once,
+    a PCI address names one function, a GPU UUID is unique: NVML API reference, nvmlDeviceGetUUID): every
+    reading of such entries becomes ``Unavailable(code=corrupt)``."""
+    for field_name, attr in ((F_INDEX, "index"), (F_BDF, "bdf"), (F_UUID, None)):
         seen: dict[Any, list[int]] = {}
         for i, g in enumerate(states):
-            seen.setdefault(getattr(g, attr), []).append(i)
+            value = getattr(g, attr) if attr else g.values.get(field_name)
+            if attr or (isinstance(value, str) and value):
+                seen.setdefault(value, []).append(i)
         for value, where_at in seen.items():
             if len(where_at) < 2:
                 continue

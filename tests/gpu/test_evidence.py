@@ -167,6 +167,7 @@ def test_wrong_type_in_nvml_json_is_unreadable(
         ("nvlink_states", {"0": 1, "1": 1, "5": 1}),  # NVML numbers links 0..n-1
         ("ecc_mode", {"0": 1}),
         ("processes", {"pid": 1}),
+        ("processes", [{"pid": 1, "name": "python3", "used_b": 1 << 30}]),  # FRESH5: no kind -> KeyError
         ("remapped_rows", [0, -1, 0, 0]),
         ("temperature_c", 250),
         ("pcie_replay", -3),
@@ -316,6 +317,12 @@ def _mem(state: dict[str, Any]) -> None:
         (_stray, f"test_circuit_budget[{PRO}]", "lists GPU4 0000:99:00.0, not on the PCIe bus"),
         (_dup("index"), f"test_power_limit[{G2}]", "field index: 2 appears in gpus[2], gpus[3]"),
         (_dup("bdf"), f"test_power_limit[{G2}]", f"field bdf: '{G2}' appears in gpus[2], gpus[3]"),
+        (_dup("uuid"), f"test_power_limit[{G2}]", "field uuid: "),  # FRESH5: one UUID on two GPUs
+        (
+            _set("memory_reserved_b", 3 * 102_641_893_376),
+            f"test_gpu_seen_by_nvml[{G2}]",
+            "memory_reserved_b 307925680128 is above memory_total_b",
+        ),
         (_set("limit_constraints_mw", [600000, 100000]), f"test_power_limit[{G2}]", "minimum above maximum"),
         (_limits, f"test_power_limit[{G2}]", "outside the card's own limit_constraints_mw [400000, 600000]"),
         (
@@ -389,6 +396,8 @@ def _mem(state: dict[str, Any]) -> None:
         "stray-bdf",
         "dup-index",
         "dup-bdf",
+        "dup-uuid",
+        "reserved-above-total",
         "min-above-max",
         "limit-below-min",
         "replay-backwards",
