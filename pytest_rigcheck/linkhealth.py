@@ -38,10 +38,11 @@ from .pcie import (
 from .rig import Rig
 from .targets import GpuTarget
 from .tree import PciFunction
-from .verdict import Verdict, failed, not_applicable, passed, unreadable, warned
+from .verdict import Verdict, failed, not_applicable, passed, physical, unreadable, warned
 
 ASPM_POLICY = "sys/module/pcie_aspm/parameters/policy"
 LINKHEALTH_JSON = "linkhealth.json"  # a snapshot's second reading, at the end of its window
+MIN_WINDOW_S = 1.0  # a run between the two readings takes seconds at least
 AER_FILES = {"correctable": "aer_dev_correctable", "nonfatal": "aer_dev_nonfatal", "fatal": "aer_dev_fatal"}
 AER_TOTALS = {"correctable": "TOTAL_ERR_COR", "nonfatal": "TOTAL_ERR_NONFATAL", "fatal": "TOTAL_ERR_FATAL"}
 LNKCTL = 0x10  # Link Control, offset in the PCI Express capability (PCIe Base Spec 7.5.3.7)
@@ -255,11 +256,12 @@ def end_reading(rig: Rig) -> tuple[float | None, dict[str, HopReading]] | str | 
     try:
         if not isinstance(data, dict) or not isinstance(data.get("end"), dict):
             raise ValueError("no 'end' object")
-        window = data.get("window_s")
-        if window is not None and (
-            isinstance(window, bool) or not isinstance(window, int | float) or window < 0
-        ):
-            raise ValueError(f"window_s = {window!r} is not a duration")
+        window = physical(data.get("window_s"), lo=MIN_WINDOW_S)
+        if window is None:  # missing, NaN, 0 or a blink: no window over which "nothing grew" means anything
+            raise ValueError(
+                f"window_s = {data.get('window_s')!r} is not the seconds between the two readings "
+                f"(at least {MIN_WINDOW_S:g})"
+            )
         end = {bdf: HopReading.from_json(bdf, v) for bdf, v in data["end"].items()}
         for bdf, r in end.items():
             sl = rig.pcie[bdf].sysfs_link if bdf in rig.pcie else None

@@ -525,9 +525,15 @@ def judge(
         ("aer_fatal", "AER fatal"),
     ):
         vals = [v for v in g.column(col) if v is not None]
-        if len(vals) >= 2 and vals[-1] > vals[0]:
-            hop = _grown_hop(g, col)
-            problems.append(f"{what} grew {vals[0]:.0f} -> {vals[-1]:.0f} (+{vals[-1] - vals[0]:.0f}){hop}")
+        hop = _grown_hop(g, col)
+        if (len(vals) >= 2 and vals[-1] > vals[0]) or hop:
+            # the samples' sums over the path, or a hop's own start/end counts (aer_hops): either growing fails
+            grew = (
+                f"{vals[0]:.0f} -> {vals[-1]:.0f} (+{vals[-1] - vals[0]:.0f})"
+                if len(vals) >= 2 and vals[-1] > vals[0]
+                else "between the soak's first and last reading"
+            )
+            problems.append(f"{what} grew {grew}{hop}")
             fixes.append(
                 f"reseat or replace the riser/cable of the link{hop.replace(' on', '') or ' to this GPU'}; "
                 "check the slot; `sudo dmesg | grep -i -e aer -e pcie`"
@@ -550,8 +556,31 @@ def judge(
         1 for a, b in zip(widths, widths[1:], strict=False) if a != b
     )
     props["soak_link_changes"] = changes
+    # 5. the link under sustained load: it trains to its top speed and width as the load starts; a sample
+    # below the soak's own best (a downtrain mid-run, a riser that gives way warm) fails here: nothing else
+    # reads the soak's samples (test_link_not_flapping judges the short load window)
+    for col, name, fmt in (("gen", "speed", "Gen{:.0f}"), ("width", "width", "x{:.0f}")):
+        link_pts = [
+            (float(t) - t0, float(v))
+            for r in g.samples
+            if (t := r[COL["t_s"]]) is not None and (v := r[COL[col]]) is not None
+        ]
+        if not link_pts:
+            continue
+        best = max(v for _, v in link_pts)
+        first = next(i for i, (_, v) in enumerate(link_pts) if v == best)  # before it: the link training up
+        low = [(t, v) for t, v in link_pts[first:] if v < best]
+        if low:
+            problems.append(
+                f"link {name} fell below {fmt.format(best)} in {len(low)} of {len(link_pts)} samples under load "
+                f"(lowest {fmt.format(min(v for _, v in low))}, from {low[0][0]:.0f} s)"
+            )
+            fixes.append(
+                "reseat or replace the riser/cable of this GPU's link; set the slot's PCIe speed in the BIOS "
+                "rather than Auto; `sudo dmesg | grep -i -e aer -e pcie`"
+            )
     if changes:
-        notes.append(f"the link changed speed/width {changes} time(s) (judged by test_link_not_flapping)")
+        notes.append(f"the link changed speed/width {changes} time(s)")
     props["soak_baseline_sm_mhz"] = baseline
     props["soak_clock_drop"] = round(drop, 4)
     props["soak_seconds"] = round(span, 1)

@@ -312,3 +312,30 @@ def test_hop_with_no_aer_reading_is_unreadable():
         "AER counters of 0000:00:03.1 were read at the start but the soak record (test) aer_hops" in v.summary
     )
     assert "cannot tell whether they grew" in v.summary
+
+
+def test_link_falling_under_sustained_load_fails():
+    """FRESH5: the GPU's link at x8 in 250 of 300 soak samples passed "held": nothing read the soak's link
+    columns. A sample below the soak's own best, after the link reached it, fails naming the drop."""
+    rows = samples(1)
+    for r in rows[50:]:
+        r[COL["width"]] = 8
+    v = run(rows)
+    assert v.status == Status.FAIL and "link width fell below x16 in 250 of 300 samples" in v.summary, (
+        v.summary
+    )
+
+
+def test_link_training_up_as_the_load_starts_passes():
+    rows = samples(1)
+    rows[0][COL["gen"]] = 1  # idle speed in the first sample, before the load
+    assert run(rows).status == Status.PASS
+
+
+def test_aer_growth_in_a_hop_fails_even_where_the_sums_do_not_show_it():
+    """FRESH5: a hop's own AER end count above its start (aer_hops) passed when the samples' sums did not
+    grow: either record of growth fails, naming the hop."""
+    v = run(samples(1), aer_hops={"0000:00:01.1": {"start": [0, 0, 0], "end": [0, 2, 0]}})
+    assert v.status == Status.FAIL and "AER non-fatal grew" in v.summary and "0000:00:01.1" in v.summary, (
+        v.summary
+    )

@@ -194,3 +194,14 @@ def test_switch_port_errors_name_the_link_below_it(tmp_path):
     r2 = Rig.replay(open_snapshot(str(r.root)), Profile())
     v = linkhealth.aer_counters(gpus(r2)[0])
     assert "0000:00:01.1 -> 0000:01:00.0" in v.fix[0]
+
+
+@pytest.mark.parametrize("window", [0, 0.001, float("nan"), None])
+def test_window_that_is_no_duration_is_unreadable(tmp_path, window):
+    """FRESH5: window_s 0, 0.001, NaN or null passed "no AER counter grew over nan s"."""
+    r = rig("rtx3090x2-soak-healthy", tmp_path)
+    data = json.loads((r.root / "linkhealth.json").read_text())
+    data["window_s"] = window
+    (r.root / "linkhealth.json").write_text(json.dumps(data))
+    v = linkhealth.aer_growth(gpus(r)[0])
+    assert v.status == Status.UNREADABLE and "window_s" in v.summary, v.summary
