@@ -219,6 +219,25 @@ def xid(t: GpuTarget, gpu: GpuState | Unavailable, log: str | Unavailable, where
             fix=fix,
             properties=props,
         )
+    gone = [
+        j for j in found if j.severity == FAIL and j.event.bdf is not None and j.event.bdf not in rig_gpus
+    ]
+    if gone:
+        # A GPU that fell off the bus (Xid 79) or failed to initialise is often no longer enumerated: its
+        # address is on no GPU of the bus now, and every GPU left may be the card the rig should have.
+        addrs = ", ".join(sorted({str(j.event.bdf) for j in gone}))
+        return failed(
+            f"{name}: the driver logged {_counts(gone)} for PCI address {addrs}, which is no GPU on this "
+            "rig's bus now: a GPU that fell off the bus or failed to initialise is no longer enumerated",
+            measured=gone[-1].event.text,
+            measured_value=", ".join(sorted({j.key for j in gone})),
+            expected=f"no driver fault ({where}) and every GPU the driver knew still on the bus",
+            fix=[
+                f"find the card at {addrs} (`sudo lspci -s {addrs}`; `sudo dmesg | grep -i -e NVRM -e {addrs}`): "
+                "reseat it and its power cables, or reboot; if it recurs, contact the vendor"
+            ],
+            properties=props,
+        )
     if loose_fail and not culprits:
         kinds = ", ".join(sorted({j.name for j in loose_fail}))
         return warned(

@@ -421,3 +421,14 @@ def test_bar1_small_hint_for_p2p_diagnosis() -> None:
     assert hint and "BAR1 is 256 MiB" in hint and "Above 4G Decoding" in hint
     assert any("BAR1 is 256 MiB" in f for f in fixes(rig, ["0000:21:00.0", "0000:4b:00.0"]))
     assert bar.bar1_small(_rig(SNAPSHOTS / "h200x2-nvlink"), "0000:00:06.0") is None
+
+
+def test_fatal_xid_of_a_gpu_no_longer_on_the_bus_fails() -> None:
+    """FRESH5: Xid 79 ("fallen off the bus") naming an address no GPU of the rig has was ignored (exit 0). A
+    GPU that fell off the bus is often no longer enumerated: the fault fails, naming the address."""
+    path = SNAPSHOTS / "rtx3090x2-gen4"
+    t = _target(_rig(path), "0000:21:00.0")
+    log = "[ 8123.5] NVRM: Xid (PCI:0000:61:00): 79, pid=4242, name=python3, GPU has fallen off the bus.\n"
+    v = health.xid(t, _state(path, "0000:21:00.0"), log, "kernel log")
+    assert v.status == "fail" and "0000:61:00.0, which is no GPU on this rig's bus now" in v.summary, v.summary
+    assert any("0000:61:00.0" in f for f in v.fix)
