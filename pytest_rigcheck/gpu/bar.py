@@ -238,9 +238,14 @@ def check(t: GpuTarget, gpu: GpuState | Unavailable) -> Verdict:
             fix=[FIX, "`sudo dmesg | grep -i 'BAR 1'` shows the kernel's 'no space' message"],
             properties=props,
         )
+    cause = (
+        "Resizable BAR is off"
+        if size <= 2 * LEGACY_BAR1  # the legacy 256 MiB window (some boards give 512 MiB)
+        else "Resizable BAR is on but sized below the memory (a BIOS or board limit on the BAR size)"
+    )
     return failed(
-        f"{name}: BAR1 {_size(size)} is far smaller than its {_size(vram) if vram else 'memory'}: Resizable BAR is "
-        "off, so peer GPUs cannot map its memory and P2P fails",
+        f"{name}: BAR1 {_size(size)} is far smaller than its {_size(vram) if vram else 'memory'}: {cause}, "
+        "so peer GPUs cannot map all its memory and P2P fails",
         measured=measured,
         measured_value=size,
         expected=f"BAR1 at least the GPU's memory on a rig that uses P2P ({why})",
