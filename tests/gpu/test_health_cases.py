@@ -430,5 +430,7 @@ def test_fatal_xid_of_a_gpu_no_longer_on_the_bus_fails() -> None:
     t = _target(_rig(path), "0000:21:00.0")
     log = "[ 8123.5] NVRM: Xid (PCI:0000:61:00): 79, pid=4242, name=python3, GPU has fallen off the bus.\n"
     v = health.xid(t, _state(path, "0000:21:00.0"), log, "kernel log")
-    assert v.status == "fail" and "0000:61:00.0, which is no GPU on this rig's bus now" in v.summary, v.summary
+    assert v.status == "fail" and "0000:61:00.0, which is no GPU on this rig's bus now" in v.summary, (
+        v.summary
+    )
     assert any("0000:61:00.0" in f for f in v.fix)
