@@ -152,10 +152,10 @@ def _figures(rig: Any, label: dict[str, str]) -> dict[str, list[float] | Unread]
     ``figures.load`` marks each impossible figure ``Corrupt``, a GPU not on this rig makes the file
     unreadable), keyed ``"<figure> <where> <unit>"``: per pair unidir/bidir bandwidth and latency, per GPU
     host links, per NCCL group the all-reduce busbw. A bandwidth above what its path can carry
-    (``p2p.checks._above_capacity``, as the checks judge it) is ``Unread`` like a ``Corrupt`` one. None
+    (``p2p.checks.above_capacity``, as the checks judge it) is ``Unread`` like a ``Corrupt`` one. None
     where the snapshot has no ``p2p.json`` and needs none (the checks skip); ``Unread`` where it cannot be
     read or the manifest says it was recorded."""
-    from .p2p.checks import _above_capacity
+    from .p2p.checks import above_capacity
     from .p2p.figures import Corrupt, readings
     from .p2p.session import P2pSession
 
@@ -169,7 +169,7 @@ def _figures(rig: Any, label: dict[str, str]) -> dict[str, list[float] | Unread]
     def add(entry: dict[str, Any], fig: str, name: str, where: str, unit: str, path: Any = None) -> None:
         """``out["<name> <where> <unit>"]``: the readings of ``entry[fig]``, or ``Unread`` where the checks
         would not judge them: corrupt, above what the path can carry (``path`` = (bdfs, figure) of
-        ``_above_capacity``, for a bandwidth), or on a path whose links cannot be read (``SourceError``,
+        ``above_capacity``, for a bandwidth), or on a path whose links cannot be read (``SourceError``,
         UNREADABLE in the checks too)."""
         v, vals, key = entry.get(fig), readings(entry, fig), f"{name} {where} {unit}"
         if isinstance(v, Corrupt):
@@ -178,7 +178,7 @@ def _figures(rig: Any, label: dict[str, str]) -> dict[str, list[float] | Unread]
         if not vals:
             return
         try:
-            over = _above_capacity(rig, where, path[0], data, path[1], name, vals) if path else None
+            over = above_capacity(rig, where, path[0], data, path[1], name, vals) if path else None
         except SourceError as exc:
             out[key] = Unread(f"the path's capacity cannot be read: {exc}")
             return

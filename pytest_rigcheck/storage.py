@@ -30,8 +30,8 @@ from .errors import ProfileError, SourceError
 from .pcie import (
     LANE_GBPS,
     fmt_link,
-    link_above_max,
     link_bandwidth_gbps,
+    link_pair_problem,
     link_reading_problem,
     parse_link_speed,
 )
@@ -205,14 +205,13 @@ class StorageReading:
         if pcie is not None:
             if not isinstance(pcie, dict):
                 raise ValueError("device.pcie is not an object")
-            for key in ("gen", "width", "max_gen", "max_width"):
-                if (problem := link_reading_problem(f"device.pcie.{key}", pcie.get(key))) is not None:
-                    raise ValueError(problem)
-            for now, cap in (("gen", "max_gen"), ("width", "max_width")):
-                if (
-                    why := link_above_max(f"device.pcie.{now}", pcie.get(now), cap, pcie.get(cap))
-                ) is not None:
-                    raise ValueError(why)
+            for key in ("max_gen", "max_width"):
+                if (problem := link_reading_problem(key, pcie.get(key))) is not None:
+                    raise ValueError(f"device.pcie.{problem}")
+            names = ("max_gen", "max_width")
+            gen, width, most_gen, most_width = (pcie.get(k) for k in ("gen", "width", *names))
+            if why := link_pair_problem(gen, width, most_gen, most_width, names):
+                raise ValueError(f"device.pcie.{why}")
         if r.total_bytes < r.read_bytes:
             # measure() reads part of one of the model's files, so what it read is part of their total
             raise ValueError(

@@ -367,7 +367,7 @@ def test_figure_the_checks_call_corrupt_is_worse(
 ) -> None:
     """A fresh user's find: figures the P2P suite calls UNREADABLE (45 GB/s P2P on a Gen4 x16 path, 500 GB/s
     busbw beside a sweep row of 21.6) were listed as BETTER, exit 0; latency 0.41 -> 0 us as "no changes".
-    Read through ``figures.load`` and the checks' path ceiling (``p2p.checks._above_capacity``), each is
+    Read through ``figures.load`` and the checks' path ceiling (``p2p.checks.above_capacity``), each is
     WORSE as unreadable, with the checks' reason; a figure side B no longer records too."""
     b = _edit(tmp_path, "rtxpro6000x4-switch", "p2p.json", change)
     rc, lines = _diff(capsys, "rtxpro6000x4-switch", b)

@@ -182,7 +182,7 @@ def link_flapping(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings 
         # sliver of it say nothing about the link over the window
         return unreadable(
             f"{name}: the {n} link readings under load cover {span:.2f} s of the {ld.window_s:g} s window "
-            f"recorded (load.window_s, {load_source(t)}): no evidence the link held over the window",
+            f"recorded (load.window_s, {load_source(t.rig)}): no evidence the link held over the window",
             measured=f"{n} samples over {span:.2f} s",
             expected=f"samples spanning at least {MIN_SPAN_FRACTION:.0%} of window_s = {ld.window_s:g} s",
             fix=["run live (pytest --rig), or capture again with `rigcheck capture DIR`"],

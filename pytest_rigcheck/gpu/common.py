@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..rig import Rig
 from ..targets import GpuTarget
 from ..verdict import Unjudgeable, not_applicable, unreadable
 from .expect import NVLINK_KINDS, GpuExpect, expectations, version_key
@@ -19,9 +20,9 @@ def label(t: GpuTarget, gpu: GpuState | Unavailable) -> str:
     return t.label
 
 
-def load_source(t: GpuTarget) -> str:
+def load_source(rig: Rig) -> str:
     """Where readings under load came from, for messages: the live sampler, or the snapshot's ``nvml.json``."""
-    return "NVML sampled live" if t.rig.is_live else f"nvml.json of {t.rig.name}"
+    return "NVML sampled live" if rig.is_live else f"nvml.json of {rig.name}"
 
 
 def smi_index(t: GpuTarget, gpu: GpuState | Unavailable) -> int:

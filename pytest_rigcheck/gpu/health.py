@@ -299,7 +299,7 @@ def replay_growth(t: GpuTarget, gpu: GpuState | Unavailable, load: LoadReadings 
         # the samples are what shows the GPU was busy between the two counter reads (gpu/load.py Sampler)
         return unreadable(
             f"{name}: PCIe replay counter {load.replay_before} -> {load.replay_after}, but no sample was taken "
-            f"under load ({load_source(t)}: load.samples is empty): nothing shows the GPU was busy between the two reads",
+            f"under load ({load_source(t.rig)}: load.samples is empty): nothing shows the GPU was busy between the two reads",
             measured=f"0 samples under load (window_s {load.window_s:g})",
             expected="samples taken while the load ran",
             fix=[

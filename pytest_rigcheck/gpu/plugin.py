@@ -148,11 +148,12 @@ class GpuSession:
         """Refuse readings under load that cannot be real (``state.load_problem``: times not rising, a link above
         the GPU's own maximum), live and recorded alike, before any check or the PCIe link suite uses them."""
         from ..linkhealth import link_max
-        from .state import NVML_JSON, LoadReadings, load_checked
+        from .common import load_source
+        from .state import LoadReadings, load_checked
 
         assert self._load is not None
         gpus = self.gpus()
-        src = "NVML (live)" if self.rig.is_live else f"{NVML_JSON} of {self.rig.name}"
+        src = load_source(self.rig)
         self._load = {
             b: load_checked(r, gpus.get(b), f"{src} ({b})", link_max(self.rig, b))
             for b, r in self._load.items()

@@ -220,9 +220,8 @@ def _processes_rule(v: Any) -> str | None:
     for i, p in enumerate(v):
         if not isinstance(p, dict):
             return f"[{i}] {p!r} is not an object"
-        missing = [
-            k for k in ("pid", "name", "kind", "used_b") if k not in p
-        ]  # NVML record: all four, always
+        # the NVML reader writes all four for every process (gpu/nvml.py), used_b None where NVML has none
+        missing = [k for k in ("pid", "name", "kind", "used_b") if k not in p]
         if missing:
             return f"[{i}] has no {', '.join(missing)}"
         if _integer(p.get("pid"), 0, MAX_COUNT, "pid") is not None:

@@ -355,7 +355,7 @@ def _bandwidth_verdict(t: RouteTarget, data: dict[str, Any], figure: str) -> Ver
             f"{t.label}: {name} not measured" + (f": {errors[0]}" if errors else f" ({_where(data)})"),
             fix=fixes(t.rig, [t.src.bdf, t.dst.bdf]),
         )
-    beyond = _above_capacity(t.rig, t.label, (t.src.bdf, t.dst.bdf), data, figure, name, vals)
+    beyond = above_capacity(t.rig, t.label, (t.src.bdf, t.dst.bdf), data, figure, name, vals)
     if beyond is not None:
         return beyond
     line = th.p2p_threshold(t.rig, t.src.bdf, t.dst.bdf, figure, data)
@@ -459,7 +459,7 @@ MEASURE_AGAIN = (
 CAPACITY_MARGIN = 1.05  # a reading may not beat the theoretical capacity of the path by more than this
 
 
-def _above_capacity(
+def above_capacity(
     rig: Rig,
     label: str,
     bdfs: tuple[str, str | None],
@@ -547,7 +547,7 @@ def peer_path(t: RouteTarget, data: dict[str, Any]) -> Verdict:
             f"({_where(data)})",
             fix=[MEASURE_AGAIN],
         )
-    corrupt = _above_capacity(t.rig, t.label, (t.src.bdf, t.dst.bdf), data, "unidir", "P2P bandwidth", p2p)
+    corrupt = above_capacity(t.rig, t.label, (t.src.bdf, t.dst.bdf), data, "unidir", "P2P bandwidth", p2p)
     if corrupt is not None:  # a figure the path cannot carry is no evidence of peer-to-peer either
         return corrupt
     best, base = max(p2p), ctl[0]
@@ -660,7 +660,7 @@ def host_bandwidth(t: GpuTarget, data: dict[str, Any], figure: str) -> Verdict:
             f"{t.label}: {name} not measured" + (f": {errs[0]}" if errs else f" ({_where(data)})"),
             fix=[MEASURE_AGAIN],
         )
-    beyond = _above_capacity(t.rig, t.label, (t.gpu.bdf, None), data, figure, name, vals)
+    beyond = above_capacity(t.rig, t.label, (t.gpu.bdf, None), data, figure, name, vals)
     if beyond is not None:
         return beyond
     line = th.host_threshold(t.rig, t.gpu.bdf, figure, data)
